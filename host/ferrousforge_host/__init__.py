@@ -1,0 +1,1 @@
+"""FerrousForge's native host: server, model store, scheduler, engines and CLI."""

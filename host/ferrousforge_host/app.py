@@ -1,0 +1,85 @@
+"""The host's ASGI application: Ollama's API, one router per capability."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import ferrousforge
+from ferrousforge.errors import ForgeError
+from ferrousforge.options import Options, parse_keep_alive
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ferrousforge_host import engines  # noqa: F401  (registers the native engines)
+from ferrousforge_host.config import Settings
+from ferrousforge_host.generate.routes import routes as generate_routes
+from ferrousforge_host.generate.serving import GenerationService
+from ferrousforge_host.http import error_response
+from ferrousforge_host.models.routes import routes as model_routes
+from ferrousforge_host.models.serving import ModelService
+from ferrousforge_host.scheduler import Scheduler
+from ferrousforge_host.store import BlobStore
+
+log = logging.getLogger("ferrousforge")
+
+
+async def root(request: Request) -> Response:
+    return PlainTextResponse("FerrousForge is running")
+
+
+async def version(request: Request) -> Response:
+    return JSONResponse({"version": ferrousforge.__version__})
+
+
+async def forge_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ForgeError)
+    return error_response(exc)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 404)
+    detail = "method not allowed" if status == 405 else f"no route for {request.url.path}"
+    return JSONResponse({"error": detail}, status_code=status)
+
+
+def create_app(settings: Settings) -> Starlette:
+    store = BlobStore(settings.models)
+    keep_alive = parse_keep_alive(settings.keep_alive, 300.0)
+    base = Options(num_ctx=settings.num_ctx, num_thread=settings.num_thread)
+    scheduler = Scheduler(store, keep_alive, base)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await scheduler.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/", root, methods=["GET", "HEAD"]),
+            Route("/api/version", version, methods=["GET"]),
+            *generate_routes,
+            *model_routes,
+        ],
+        exception_handlers={
+            ForgeError: forge_error,
+            Exception: unexpected_error,
+            404: not_found,
+            405: not_found,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.scheduler = scheduler
+    app.state.generation = GenerationService(scheduler, keep_alive)
+    app.state.models = ModelService(store, scheduler)
+    return app

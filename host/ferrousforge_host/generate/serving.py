@@ -1,0 +1,153 @@
+"""Text generation for /api/generate and /api/chat: prompt building, scheduling, Ollama's chunks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ferrousforge.chat_format import PLAIN_TEMPLATE, render
+from ferrousforge.errors import NotSupported
+from ferrousforge.generation import GenerationInput, GenerationStats, TextGenerationMold
+from ferrousforge.mold import Capability, ModelSpec, resolve_mold
+from ferrousforge.names import ModelName
+from ferrousforge.options import parse_keep_alive
+from ferrousforge.protocol.generate import ChatRequest, Common, GenerateRequest
+
+from ferrousforge_host.http import Chunk, now_iso
+from ferrousforge_host.scheduler import Scheduler
+
+
+def capabilities(spec: ModelSpec) -> set[Capability]:
+    caps = set(resolve_mold(spec.format).capabilities)
+    if spec.template and "tools" in spec.template:
+        caps.add(Capability.TOOLS)
+    return caps
+
+
+def _stats(stats: GenerationStats, load_ns: int, started: int) -> dict[str, int]:
+    return {
+        "total_duration": time.perf_counter_ns() - started,
+        "load_duration": load_ns,
+        "prompt_eval_count": stats.prompt_eval_count,
+        "prompt_eval_duration": stats.prompt_eval_duration,
+        "eval_count": stats.eval_count,
+        "eval_duration": stats.eval_duration,
+    }
+
+
+class GenerationService:
+    def __init__(self, scheduler: Scheduler, default_keep_alive: float | None) -> None:
+        self.scheduler = scheduler
+        self.default_keep_alive = default_keep_alive
+
+    def _prepare(self, req: Common, images: bool) -> tuple[ModelSpec, Any, float | None]:
+        spec, _ = self.scheduler.spec(req.model)
+        caps = capabilities(spec)
+        if Capability.COMPLETION not in caps:
+            raise NotSupported(f"model '{req.model}' does not support generate")
+        if images and Capability.VISION not in caps:
+            raise NotSupported(f"model '{req.model}' does not support images")
+        options = self.scheduler.options(spec, req.options)
+        return spec, options, parse_keep_alive(req.keep_alive, self.default_keep_alive)
+
+    async def _load_or_unload(
+        self, name: ModelName, options: Any, keep_alive: float | None, shape: dict[str, Any]
+    ) -> AsyncIterator[Chunk]:
+        """An empty request loads the model (or unloads it with keep_alive 0), as Ollama does."""
+        if keep_alive == 0:
+            await self.scheduler.unload(name)
+            yield {
+                "model": name.display,
+                "created_at": now_iso(),
+                **shape,
+                "done": True,
+                "done_reason": "unload",
+            }
+            return
+        async with self.scheduler.use(name, options, keep_alive):
+            pass
+        yield {"model": name.display, "created_at": now_iso(), **shape, "done": True, "done_reason": "load"}
+
+    async def _run(
+        self, req: Common, options: Any, keep_alive: float | None, prompt: str, context: list[int], shape: Any
+    ) -> AsyncIterator[Chunk]:
+        started = time.perf_counter_ns()
+        name = req.model.display
+        async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
+            mold = runner.mold
+            assert isinstance(mold, TextGenerationMold)
+            request = GenerationInput(prompt, options, context=context, format=req.format)
+            async for chunk in mold.stream(request):
+                if not chunk.done:
+                    yield {"model": name, "created_at": now_iso(), **shape(chunk.text), "done": False}
+                    continue
+                final: dict[str, Any] = {
+                    "model": name,
+                    "created_at": now_iso(),
+                    **shape(chunk.text),
+                    "done": True,
+                    "done_reason": chunk.done_reason,
+                }
+                final.update(_stats(chunk.stats or GenerationStats(), load_ns, started))
+                if isinstance(req, GenerateRequest) and not req.raw:
+                    final["context"] = chunk.context or []
+                yield final
+
+    def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
+        spec, options, keep_alive = self._prepare(req, bool(req.images))
+        if not req.prompt and not req.context and not req.suffix:
+            return self._load_or_unload(req.model, options, keep_alive, {"response": ""})
+        if req.raw:
+            prompt = req.prompt
+        else:
+            system = req.system if req.system is not None else spec.system
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": req.prompt}
+            ]
+            prompt = render(
+                req.template or spec.template or PLAIN_TEMPLATE,
+                messages,
+                bos_token=spec.config.get("bos_token", ""),
+                eos_token=spec.config.get("eos_token", ""),
+            )
+        return self._run(req, options, keep_alive, prompt, req.context, lambda text: {"response": text})
+
+    def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        spec, options, keep_alive = self._prepare(req, any(m.images for m in req.messages))
+        if req.tools and Capability.TOOLS not in capabilities(spec):
+            raise NotSupported(f"model '{req.model}' does not support tools")
+        if not req.messages:
+            return self._load_or_unload(
+                req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
+            )
+        messages = [m.to_template() for m in req.messages]
+        if spec.system and not any(m["role"] == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": spec.system})
+        prompt = render(
+            spec.template or PLAIN_TEMPLATE,
+            messages,
+            bos_token=spec.config.get("bos_token", ""),
+            eos_token=spec.config.get("eos_token", ""),
+            tools=req.tools or None,
+        )
+        return self._run(
+            req,
+            options,
+            keep_alive,
+            prompt,
+            [],
+            lambda text: {"message": {"role": "assistant", "content": text}},
+        )
+
+
+def merge_generate(chunks: list[Chunk]) -> Chunk:
+    final = dict(chunks[-1])
+    final["response"] = "".join(c.get("response", "") for c in chunks)
+    return final
+
+
+def merge_chat(chunks: list[Chunk]) -> Chunk:
+    final = dict(chunks[-1])
+    final["message"] = {"role": "assistant", "content": "".join(c["message"]["content"] for c in chunks)}
+    return final

@@ -1,0 +1,62 @@
+"""Turn a verified GGUF blob into a model: config from its metadata, template, system and parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ferrousforge.chat_format import FAMILY_STOPS, _compile, family_template
+from ferrousforge.errors import BadRequest
+from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
+from ferrousforge.manifest import CONFIG_MEDIA_TYPE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest
+from ferrousforge.names import ModelName
+from ferrousforge.options import Options
+
+from ferrousforge_host.store import BlobStore
+
+
+def gguf_config(store: BlobStore, digest: str) -> dict[str, Any]:
+    try:
+        meta = read_file_metadata(
+            str(store.blob_path(digest)), keep_arrays=frozenset({"tokenizer.ggml.tokens"})
+        )
+    except (GGUFError, OSError) as exc:
+        raise BadRequest(f"not a usable GGUF model file: {exc}") from exc
+    return summarize(meta)
+
+
+def import_gguf(
+    store: BlobStore,
+    name: ModelName,
+    digest: str,
+    *,
+    template: str | None = None,
+    system: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    family: str | None = None,
+) -> Manifest:
+    """Write the manifest of ``name`` over a GGUF blob already in the store."""
+    config = gguf_config(store, digest)
+    if family and config["model_family"] in ("", "unknown"):
+        config["model_family"] = family
+    gguf_template = config.pop("chat_template", None)
+    template = template or gguf_template or family_template(family or config["model_family"])
+    params = dict(parameters or {})
+    if not gguf_template and "stop" not in params and (stops := FAMILY_STOPS.get(config["model_family"])):
+        params["stop"] = stops
+    Options.parse(params)  # refuse parameters that no request could use
+    if template:
+        _compile(template)  # refuse a template that cannot render
+    layers = [Layer(MODEL, digest, store.blob_path(digest).stat().st_size)]
+    for media_type, content in (
+        (TEMPLATE, template),
+        (SYSTEM, system),
+        (PARAMS, json.dumps(params) if params else None),
+    ):
+        if content:
+            layer_digest, size = store.write_bytes(content.encode())
+            layers.append(Layer(media_type, layer_digest, size))
+    config_digest, config_size = store.write_bytes(json.dumps(config, sort_keys=True).encode())
+    manifest = Manifest(Layer(CONFIG_MEDIA_TYPE, config_digest, config_size), tuple(layers))
+    store.put(name, manifest)
+    return manifest

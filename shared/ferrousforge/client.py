@@ -1,0 +1,139 @@
+"""A small client for the host's Ollama-compatible API, on the standard library only.
+
+The CLI uses it; so can any Python program. Streaming calls yield each NDJSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from ferrousforge.errors import ForgeError
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+class ResponseError(ForgeError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConnectionFailed(ForgeError):
+    pass
+
+
+def _host_url(host: str | None) -> str:
+    host = host or os.environ.get("FERROUSFORGE_HOST") or DEFAULT_HOST
+    if "://" not in host:
+        host = "http://" + host
+    return host.rstrip("/")
+
+
+class Client:
+    def __init__(self, host: str | None = None, timeout: float | None = None) -> None:
+        self.host = _host_url(host)
+        self.timeout = timeout
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        data: BinaryIO | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        payload = json.dumps(body).encode() if body is not None else data
+        request = urllib.request.Request(self.host + path, data=payload, method=method, headers=headers or {})
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode(errors="replace")
+            try:
+                message = json.loads(text).get("error", text)
+            except (ValueError, AttributeError):
+                message = text or exc.reason
+            raise ResponseError(str(message), exc.code) from None
+        except (urllib.error.URLError, ConnectionError) as exc:
+            raise ConnectionFailed(
+                f"could not connect to FerrousForge at {self.host} ({exc}); is 'ferrousforge serve' running?"
+            ) from None
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        with self._open(method, path, body) as response:
+            raw = response.read()
+        return json.loads(raw) if raw else {}
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        with self._open("POST", path, {**body, "stream": True}) as response:
+            for line in response:
+                if not line.strip():
+                    continue
+                chunk = json.loads(line)
+                if "error" in chunk:
+                    raise ResponseError(chunk["error"], 500)
+                yield chunk
+
+    # -- generation -----------------------------------------------------------------------
+    def generate(self, model: str, prompt: str = "", stream: bool = False, **fields: Any) -> Any:
+        body = {"model": model, "prompt": prompt, **fields}
+        return (
+            self._stream("/api/generate", body)
+            if stream
+            else self._json("POST", "/api/generate", {**body, "stream": False})
+        )
+
+    def chat(self, model: str, messages: list[dict[str, Any]], stream: bool = False, **fields: Any) -> Any:
+        body = {"model": model, "messages": messages, **fields}
+        return (
+            self._stream("/api/chat", body)
+            if stream
+            else self._json("POST", "/api/chat", {**body, "stream": False})
+        )
+
+    # -- models ---------------------------------------------------------------------------
+    def pull(self, model: str, source: str | None = None) -> Iterator[dict[str, Any]]:
+        body: dict[str, Any] = {"model": model}
+        if source:
+            body["source"] = source
+        return self._stream("/api/pull", body)
+
+    def create(self, model: str, **fields: Any) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/create", {"model": model, **fields})
+
+    def list(self) -> dict[str, Any]:
+        return self._json("GET", "/api/tags")
+
+    def show(self, model: str) -> dict[str, Any]:
+        return self._json("POST", "/api/show", {"model": model})
+
+    def ps(self) -> dict[str, Any]:
+        return self._json("GET", "/api/ps")
+
+    def delete(self, model: str) -> None:
+        self._json("DELETE", "/api/delete", {"model": model})
+
+    def copy(self, source: str, destination: str) -> None:
+        self._json("POST", "/api/copy", {"source": source, "destination": destination})
+
+    def version(self) -> str:
+        return str(self._json("GET", "/api/version")["version"])
+
+    def has_blob(self, digest: str) -> bool:
+        try:
+            self._open("HEAD", f"/api/blobs/{digest}").close()
+            return True
+        except ResponseError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def upload_blob(self, digest: str, file: BinaryIO, size: int) -> None:
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        self._open("POST", f"/api/blobs/{digest}", data=file, headers=headers).close()

@@ -1,0 +1,75 @@
+"""The text-generation Mold kind: requests, streamed chunks and Ollama's stats."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ferrousforge.mold import Capability, Mold
+from ferrousforge.options import Options
+
+
+@dataclass
+class GenerationInput:
+    prompt: str
+    options: Options
+    context: list[int] = field(default_factory=list)  # tokens of an earlier exchange, put before the prompt
+    format: str | dict[str, Any] | None = None  # "json" or a JSON schema the output must match
+
+
+@dataclass
+class GenerationStats:
+    """Counts and durations (ns) as Ollama reports them."""
+
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    load_duration: int = 0
+    total_duration: int = 0
+
+
+@dataclass
+class GenerationChunk:
+    text: str = ""
+    done: bool = False
+    done_reason: str | None = None  # "stop" | "length" once done
+    stats: GenerationStats | None = None
+    context: list[int] | None = None  # all tokens of the exchange, on the last chunk
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    done_reason: str
+    stats: GenerationStats
+    context: list[int]
+
+
+class TextGenerationMold(Mold):
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.COMPLETION})
+
+    @abstractmethod
+    def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
+        """Engine primitive: generate for one request, yielding text pieces then a last chunk."""
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, request: GenerationInput) -> AsyncIterator[GenerationChunk]:
+        return self.iterate_in_worker(lambda: self.stream_sync(request))
+
+    async def infer(self, request: GenerationInput) -> GenerationResult:
+        parts: list[str] = []
+        last = GenerationChunk()
+        async for chunk in self.stream(request):
+            parts.append(chunk.text)
+            last = chunk
+        return GenerationResult(
+            "".join(parts), last.done_reason or "stop", last.stats or GenerationStats(), last.context or []
+        )
+
+    async def batch(self, requests: list[GenerationInput]) -> list[GenerationResult]:
+        return [await self.infer(r) for r in requests]

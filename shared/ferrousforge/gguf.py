@@ -1,0 +1,170 @@
+"""A small, strict reader of GGUF metadata (the key/value header), in pure Python.
+
+It reads only the header, so it is cheap on multi-gigabyte files and works under Pyodide on a
+fetched prefix. Malformed input raises ``GGUFError``; lengths are checked against the bytes left.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, BinaryIO
+
+MAGIC = b"GGUF"
+MAX_KEYS = 1 << 16
+MAX_STRING = 1 << 24
+
+_SCALARS = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+STRING, ARRAY = 8, 9
+
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+}
+
+
+class GGUFError(ValueError):
+    pass
+
+
+class _Reader:
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self.stream = stream
+        self.left = limit
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or n > self.left:
+            raise GGUFError("truncated or corrupt GGUF header")
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise GGUFError("truncated GGUF header")
+        self.left -= n
+        return data
+
+    def unpack(self, fmt: str) -> Any:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def string(self) -> str:
+        n = self.unpack("<Q")
+        if n > MAX_STRING:
+            raise GGUFError("GGUF string too long")
+        return self.take(n).decode("utf-8", errors="replace")
+
+    def value(self, kind: int, keep: bool) -> Any:
+        if kind in _SCALARS:
+            return self.unpack(_SCALARS[kind])
+        if kind == STRING:
+            return self.string()
+        if kind == ARRAY:
+            item_kind, count = self.unpack("<I"), self.unpack("<Q")
+            if item_kind == ARRAY or (item_kind not in _SCALARS and item_kind != STRING):
+                raise GGUFError(f"unsupported GGUF array item type {item_kind}")
+            if count > self.left:
+                raise GGUFError("GGUF array longer than the file")
+            keep = keep or count <= 64
+            if item_kind != STRING:
+                fmt = _SCALARS[item_kind]
+                raw = self.take(struct.calcsize(fmt) * count)
+                return list(struct.unpack(f"<{count}{fmt[1]}", raw)) if keep else _Summary(count)
+            items = [self.string() for _ in range(count)]
+            return items if keep else _Summary(count)
+        raise GGUFError(f"unknown GGUF value type {kind}")
+
+
+class _Summary(int):
+    """The length of an array that was read past but not kept."""
+
+
+def read_metadata(stream: BinaryIO, size: int, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Read a GGUF header; arrays are kept only when short or named in ``keep_arrays``."""
+    reader = _Reader(stream, size)
+    if reader.take(4) != MAGIC:
+        raise GGUFError("not a GGUF file (bad magic)")
+    version = reader.unpack("<I")
+    if version not in (2, 3):
+        raise GGUFError(f"unsupported GGUF version {version}")
+    tensors, count = reader.unpack("<Q"), reader.unpack("<Q")
+    if count > MAX_KEYS:
+        raise GGUFError("too many GGUF metadata keys")
+    meta: dict[str, Any] = {"gguf.version": version, "gguf.tensor_count": tensors}
+    for _ in range(count):
+        key = reader.string()
+        meta[key] = reader.value(reader.unpack("<I"), keep=key in keep_arrays)
+    return meta
+
+
+def read_file_metadata(path: str, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
+    import os
+
+    with open(path, "rb") as stream:
+        return read_metadata(stream, os.fstat(stream.fileno()).st_size, keep_arrays)
+
+
+def summarize(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a model store keeps about a GGUF: family, type, context, template and special tokens."""
+    arch = str(meta.get("general.architecture", "unknown"))
+    tokens = meta.get("tokenizer.ggml.tokens")
+
+    def token_text(key: str) -> str:
+        idx = meta.get(key)
+        if isinstance(tokens, list) and isinstance(idx, int) and 0 <= idx < len(tokens):
+            return str(tokens[idx])
+        return ""
+
+    file_type = meta.get("general.file_type")
+    info = {
+        k: (int(v) if isinstance(v, _Summary) else v)
+        for k, v in meta.items()
+        if not (isinstance(v, list) and len(v) > 64) and k != "tokenizer.chat_template"
+    }
+    return {
+        "model_format": "gguf",
+        "model_family": arch,
+        "model_families": [arch],
+        "model_type": str(meta.get("general.size_label", "")),
+        "file_type": FILE_TYPES.get(file_type, str(file_type)) if isinstance(file_type, int) else "",
+        "context_length": meta.get(f"{arch}.context_length"),
+        "chat_template": meta.get("tokenizer.chat_template"),
+        "bos_token": token_text("tokenizer.ggml.bos_token_id"),
+        "eos_token": token_text("tokenizer.ggml.eos_token_id"),
+        "model_info": info,
+    }

@@ -1,0 +1,83 @@
+"""Ollama's Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, LICENSE (other commands are refused)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferrousforge.errors import BadRequest
+
+_COMMAND = re.compile(r"^\s*([A-Za-z]+)\s+(.*)$", re.S)
+
+
+@dataclass
+class Modelfile:
+    source: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    license: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Modelfile:
+        out = cls()
+        lines = text.splitlines()
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            match = _COMMAND.match(line)
+            if not match:
+                raise BadRequest(f"Modelfile line {i}: expected 'COMMAND value'")
+            command, value = match.group(1).upper(), match.group(2).strip()
+            if value.startswith('"""'):
+                body = value[3:]
+                while '"""' not in body and i < len(lines):
+                    body += "\n" + lines[i]
+                    i += 1
+                if '"""' not in body:
+                    raise BadRequest('Modelfile: unterminated """ block')
+                value = body[: body.index('"""')]
+            elif len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if command == "FROM":
+                out.source = value
+            elif command == "PARAMETER":
+                key, _, raw = value.partition(" ")
+                out.add_parameter(key.strip(), raw.strip())
+            elif command == "TEMPLATE":
+                out.template = value
+            elif command == "SYSTEM":
+                out.system = value
+            elif command == "LICENSE":
+                out.license = value
+            else:
+                raise BadRequest(f"Modelfile command {command} is not supported")
+        if not out.source:
+            raise BadRequest("Modelfile needs a FROM line")
+        return out
+
+    def add_parameter(self, key: str, raw: str) -> None:
+        if not key or not raw:
+            raise BadRequest("PARAMETER needs a name and a value")
+        raw = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+        if key == "stop":
+            self.parameters.setdefault("stop", []).append(raw)
+            return
+        try:
+            self.parameters[key] = json.loads(raw)
+        except ValueError:
+            self.parameters[key] = raw
+
+
+def render_parameters(params: dict[str, Any]) -> str:
+    """Parameters as /api/show prints them: one ``name value`` per line."""
+    lines = []
+    for key, value in params.items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{key:<30} {json.dumps(item) if isinstance(item, str) else item}")
+    return "\n".join(lines)

@@ -1,0 +1,143 @@
+"""The Mold: one small interface for every model kind.
+
+An engine subclasses a Mold kind (``TextGenerationMold``, later embeddings and rerank), declares the
+formats and capabilities it serves, implements its few synchronous primitives (load, unload, stream
+one request) and registers itself with ``@register_mold``. The base class supplies the rest: async
+lifecycle, infer/stream/batch, capability checks, and a worker thread of its own so that an engine
+that is not thread-safe never blocks the event loop. Browser engines override the async methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+from ferrousforge.errors import NotSupported
+from ferrousforge.options import Options
+
+T = TypeVar("T")
+
+
+class Capability(StrEnum):
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+    RERANK = "rerank"
+    TOOLS = "tools"
+    VISION = "vision"
+
+
+@dataclass
+class ModelSpec:
+    """What a Mold is built from: resolved by the store (host) or the catalogue (browser)."""
+
+    name: str
+    format: str
+    path: str
+    config: dict[str, Any] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class Mold(ABC):
+    formats: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    engine: ClassVar[str] = ""
+
+    def __init__(self, spec: ModelSpec, options: Options) -> None:
+        self.spec = spec
+        self.options = options
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- engine primitives --------------------------------------------------------------
+    @abstractmethod
+    def load_sync(self) -> None: ...
+
+    @abstractmethod
+    def unload_sync(self) -> None: ...
+
+    @abstractmethod
+    def is_loaded(self) -> bool: ...
+
+    def metadata(self) -> dict[str, Any]:
+        return {"engine": self.engine, "format": self.spec.format, **self.spec.config}
+
+    def memory_bytes(self) -> int:
+        """Best estimate of memory the loaded model holds."""
+        return 0
+
+    # -- supplied by the base -----------------------------------------------------------
+    def require(self, capability: Capability) -> None:
+        if capability not in self.capabilities:
+            raise NotSupported(f"model '{self.spec.name}' does not support {capability.value}")
+
+    async def load(self) -> None:
+        await self.run_in_worker(self.load_sync)
+
+    async def unload(self) -> None:
+        await self.run_in_worker(self.unload_sync)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    async def run_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"mold-{self.spec.name}")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def iterate_in_worker(self, produce: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+        """Run a blocking generator on the worker, handing items to the event loop as they come.
+
+        Closing the async iterator (a client went away) stops the generator at its next item.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def pump() -> None:
+            try:
+                for item in produce():
+                    loop.call_soon_threadsafe(queue.put_nowait, (0, item))
+                    if cancelled.is_set():
+                        break
+            except BaseException as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, (2, exc))
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, (1, None))
+
+        done = asyncio.ensure_future(self.run_in_worker(pump))
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == 0:
+                    yield value
+                elif kind == 1:
+                    break
+                else:
+                    raise value
+        finally:
+            cancelled.set()
+            await asyncio.shield(done)
+
+
+_REGISTRY: list[type[Mold]] = []
+M = TypeVar("M", bound=type[Mold])
+
+
+def register_mold(cls: M) -> M:
+    """Class decorator: make a Mold available for the formats it declares."""
+    _REGISTRY.append(cls)
+    return cls
+
+
+def resolve_mold(model_format: str, kind: type[Mold] = Mold) -> type[Mold]:
+    for cls in reversed(_REGISTRY):
+        if model_format in cls.formats and issubclass(cls, kind):
+            return cls
+    raise NotSupported(f"no engine is registered for model format '{model_format}'")

@@ -1,0 +1,68 @@
+"""Model names in Ollama's form: ``[host/][namespace/]model[:tag]``, e.g. ``gemma3:270m``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ferrousforge.errors import BadRequest
+
+DEFAULT_HOST = "local"
+DEFAULT_NAMESPACE = "library"
+DEFAULT_TAG = "latest"
+MAX_NAME_LENGTH = 256
+
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,79}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True, order=True)
+class ModelName:
+    host: str
+    namespace: str
+    model: str
+    tag: str
+
+    @classmethod
+    def parse(cls, text: object) -> ModelName:
+        """Parse and validate a name; raises BadRequest with the reason."""
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("model name is required")
+        text = text.strip()
+        if len(text) > MAX_NAME_LENGTH:
+            raise BadRequest(f"model name is longer than {MAX_NAME_LENGTH} characters")
+        if "\\" in text or text.startswith("/") or ".." in text or "\x00" in text:
+            raise BadRequest(f"invalid model name '{text}'")
+        path, _, tag = text.rpartition(":") if ":" in text.split("/")[-1] else (text, "", "")
+        tag = tag or DEFAULT_TAG
+        parts = path.split("/")
+        if len(parts) == 1:
+            host, namespace, model = DEFAULT_HOST, DEFAULT_NAMESPACE, parts[0]
+        elif len(parts) == 2:
+            host, namespace, model = DEFAULT_HOST, parts[0], parts[1]
+        elif len(parts) == 3:
+            host, namespace, model = parts
+        else:
+            raise BadRequest(f"invalid model name '{text}': too many '/' separated parts")
+        if not _HOST.match(host) or not _PART.match(namespace) or not _PART.match(model):
+            raise BadRequest(f"invalid model name '{text}'")
+        if not _TAG.match(tag):
+            raise BadRequest(f"invalid model tag '{tag}'")
+        return cls(host.lower(), namespace, model, tag)
+
+    @property
+    def display(self) -> str:
+        """The short form users type: ``gemma3:270m``, ``user/model:tag``, ``hf.co/u/r:q``."""
+        if self.host == DEFAULT_HOST:
+            base = self.model if self.namespace == DEFAULT_NAMESPACE else f"{self.namespace}/{self.model}"
+        else:
+            base = f"{self.host}/{self.namespace}/{self.model}"
+        return f"{base}:{self.tag}"
+
+    @property
+    def parts(self) -> tuple[str, str, str, str]:
+        return (self.host, self.namespace, self.model, self.tag)
+
+    def __str__(self) -> str:
+        return self.display

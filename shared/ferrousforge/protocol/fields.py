@@ -1,0 +1,49 @@
+"""Field readers for JSON request bodies: a wrong type or value is a BadRequest naming the field."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from ferrousforge.errors import BadRequest
+
+T = TypeVar("T")
+MISSING: Any = object()
+
+
+def require_object(body: object, what: str = "request body") -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return body
+
+
+def field(body: dict[str, Any], key: str, kind: type[T] | tuple[type, ...], default: Any = MISSING) -> Any:
+    value = body.get(key, MISSING)
+    if value is MISSING or value is None:
+        if default is MISSING:
+            raise BadRequest(f"'{key}' is required")
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise BadRequest(f"'{key}' must be {_describe(kinds)}")
+    if not isinstance(value, kinds):
+        raise BadRequest(f"'{key}' must be {_describe(kinds)}")
+    return value
+
+
+def string_list(body: dict[str, Any], key: str) -> list[str]:
+    value = field(body, key, list, [])
+    if not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"'{key}' must be a list of strings")
+    return value
+
+
+def _describe(kinds: tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "an object",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

@@ -66,12 +66,13 @@ def serve(
     del asyncio
 
 
-def _drain(events: Any) -> Iterator[dict[str, Any]]:
-    """Run an async event stream to completion from synchronous code, yielding each event."""
+def _drain(start: Any) -> Iterator[dict[str, Any]]:
+    """Run a coroutine returning an async event stream from synchronous code, yielding each event."""
     import asyncio
 
     loop = asyncio.new_event_loop()
     try:
+        events = loop.run_until_complete(start)
         while True:
             try:
                 yield loop.run_until_complete(anext(events))

@@ -47,7 +47,7 @@ _GO_VARS = {".System": "System", ".Prompt": "Prompt", ".Response": "Response"}
 
 
 def is_go_template(template: str) -> bool:
-    return bool(re.search(r"\{\{-?\s*(if\s+)?\.(System|Prompt|Response|Messages)", template))
+    return bool(re.search(r"\{\{-?\s*(\w+\s+)?\.[A-Z]", template))
 
 
 def go_to_jinja(template: str) -> str:

@@ -102,9 +102,10 @@ def _huggingface(target: str) -> PullPlan:
     filename = None
     if len(parts) > 2:  # hf.co/owner/repo/path/to/file.gguf
         repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    endpoint = os.environ.get("HF_ENDPOINT") or None  # read per call, so a mirror can be set at any time
     try:
         if filename is None:
-            ggufs = [f for f in HfApi().list_repo_files(repo) if f.lower().endswith(".gguf")]
+            ggufs = [f for f in HfApi(endpoint=endpoint).list_repo_files(repo) if f.lower().endswith(".gguf")]
             if not ggufs:
                 raise BadRequest(f"repository '{repo}' has no GGUF files")
             quant = (want if want and want != "latest" else "Q4_K_M").lower()
@@ -112,7 +113,7 @@ def _huggingface(target: str) -> PullPlan:
             if not matches:
                 raise BadRequest(f"repository '{repo}' has no GGUF file for '{want}': {', '.join(ggufs)}")
             filename = sorted(matches, key=len)[0]
-        meta = get_hf_file_metadata(hf_hub_url(repo, filename))
+        meta = get_hf_file_metadata(hf_hub_url(repo, filename, endpoint=endpoint))
     except HfHubHTTPError as exc:
         raise PullFailed(f"Hugging Face: {exc}") from exc
     except OSError as exc:
@@ -128,8 +129,12 @@ class Puller:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def pull(self, name: ModelName, source: str | None = None) -> AsyncIterator[Event]:
-        yield {"status": "pulling manifest"}
+        """Resolve the source first (so an unknown model is a plain 404), then stream the pull."""
         plan = await asyncio.to_thread(resolve, name, source)
+        return self._pull(name, plan)
+
+    async def _pull(self, name: ModelName, plan: PullPlan) -> AsyncIterator[Event]:
+        yield {"status": "pulling manifest"}
         remote = plan.file
         key = remote.sha256 or remote.url or str(remote.paths[0])
         async with self._locks.setdefault(key, asyncio.Lock()):
@@ -230,7 +235,7 @@ async def _download(remote: RemoteFile, partial: Path, label: str) -> AsyncItera
             last = 0.0
             with partial.open("ab" if have else "wb") as out:
                 done = have
-                async for block in response.aiter_bytes(BLOCK):
+                async for block in response.aiter_bytes():
                     out.write(block)
                     done += len(block)
                     if time.monotonic() - last >= 0.1:

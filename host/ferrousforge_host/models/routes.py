@@ -59,7 +59,7 @@ async def pull(request: Request) -> Response:
     name = _name(body, "model", "name")
     source = field(body, "source", str, None)
     stream = field(body, "stream", bool, True)
-    return await respond(service(request).puller.pull(name, source), stream)
+    return await respond(await service(request).puller.pull(name, source), stream)
 
 
 async def create(request: Request) -> Response:

@@ -1,0 +1,214 @@
+"""Model management over real HTTP: tags, show, copy, delete, create, blobs, pull and ps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Host, start_host
+from fileserver import serve_files
+
+
+def statuses(response) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [json.loads(x) for x in response.text.splitlines() if x.strip()]
+
+
+def test_version_root_and_head(host: Host) -> None:
+    with host.client() as c:
+        assert c.get("/").text == "FerrousForge is running"
+        assert c.head("/").status_code == 200
+        assert c.get("/api/version").json()["version"]
+        assert c.get("/api/nothing").status_code == 404
+
+
+def test_tags_lists_pulled_model_with_details(host: Host, tiny_gguf: Path) -> None:
+    with host.client() as c:
+        models = c.get("/api/tags").json()["models"]
+    assert [m["name"] for m in models] == ["tiny:latest"]
+    m = models[0]
+    assert m["details"]["family"] == "llama"
+    assert m["details"]["format"] == "gguf"
+    assert m["details"]["quantization_level"] == "F32"
+    assert m["size"] > tiny_gguf.stat().st_size
+    assert len(m["digest"]) == 64
+
+
+def test_show_reports_template_info_and_capabilities(host: Host) -> None:
+    with host.client() as c:
+        show = c.post("/api/show", json={"model": "tiny"}).json()
+        missing = c.post("/api/show", json={"model": "nope"})
+    assert show["capabilities"] == ["completion"]
+    assert show["model_info"]["general.architecture"] == "llama"
+    assert show["model_info"]["llama.context_length"] == 512
+    assert "FROM " in show["modelfile"]
+    assert missing.status_code == 404 and "not found" in missing.json()["error"]
+
+
+def test_copy_and_delete(host: Host) -> None:
+    with host.client() as c:
+        assert c.post("/api/copy", json={"source": "tiny", "destination": "me/tiny2:v1"}).status_code == 200
+        names = {m["name"] for m in c.get("/api/tags").json()["models"]}
+        assert names == {"tiny:latest", "me/tiny2:v1"}
+        assert c.post("/api/copy", json={"source": "ghost", "destination": "x"}).status_code == 404
+        assert c.post("/api/copy", json={"source": "tiny", "destination": "../x"}).status_code == 400
+        assert c.request("DELETE", "/api/delete", json={"model": "tiny"}).status_code == 200
+        assert c.request("DELETE", "/api/delete", json={"model": "tiny"}).status_code == 404
+        # The copy still works: blobs it shares were not pruned.
+        r = c.post("/api/generate", json={"model": "me/tiny2:v1", "prompt": "a", "stream": False,
+                                          "options": {"num_predict": 2}})
+        assert r.status_code == 200
+        c.request("DELETE", "/api/delete", json={"model": "me/tiny2:v1"})
+    assert list((host.store_root / "blobs").iterdir()) == []
+
+
+def test_delete_unloads_a_loaded_model(host: Host) -> None:
+    with host.client() as c:
+        c.post("/api/generate", json={"model": "tiny"})
+        assert c.get("/api/ps").json()["models"]
+        c.request("DELETE", "/api/delete", json={"model": "tiny"})
+        assert c.get("/api/ps").json()["models"] == []
+
+
+def test_blob_upload_is_verified_and_create_uses_it(host: Host, tiny_gguf_plain: Path) -> None:
+    data = tiny_gguf_plain.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with host.client() as c:
+        assert c.head(f"/api/blobs/{digest}").status_code == 404
+        wrong = "sha256:" + "0" * 64
+        r = c.post(f"/api/blobs/{wrong}", content=data)
+        assert r.status_code == 400 and "mismatch" in r.json()["error"]
+        assert c.head(f"/api/blobs/{wrong}").status_code == 404
+        assert c.post("/api/blobs/sha256:xyz", content=b"x").status_code == 400
+        assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
+        assert c.head(f"/api/blobs/{digest}").status_code == 200
+        r = c.post("/api/create", json={
+            "model": "plain", "files": {"plain.gguf": digest}, "system": "You are terse.",
+            "parameters": {"temperature": 0.1, "stop": ["."]}, "stream": False,
+        })
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "success"
+        show = c.post("/api/show", json={"model": "plain"}).json()
+        assert show["system"] == "You are terse."
+        assert "temperature" in show["parameters"] and '"."' in show["parameters"]
+        gen = c.post("/api/generate", json={"model": "plain", "prompt": "a", "stream": False,
+                                            "options": {"num_predict": 3}})
+        assert gen.status_code == 200
+    assert not list((host.store_root / "partial").iterdir())
+
+
+def test_create_from_existing_model_overrides_template(host: Host) -> None:
+    with host.client() as c:
+        r = c.post("/api/create", json={"model": "tiny-raw", "from": "tiny", "template": "{{ .Prompt }}"})
+        assert [s["status"] for s in statuses(r)][-1] == "success"
+        assert c.post("/api/show", json={"model": "tiny-raw"}).json()["template"] == "{{ .Prompt }}"
+        assert "<|im_start|>" in c.post("/api/show", json={"model": "tiny"}).json()["template"]
+        r = c.post("/api/create", json={"model": "m2", "modelfile": "FROM tiny\nPARAMETER num_predict 4\n"})
+        assert r.status_code == 200
+        gen = c.post("/api/generate", json={"model": "m2", "prompt": "x", "stream": False}).json()
+        assert gen["eval_count"] == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"model": "x"}, "needs 'from'"),
+        ({"model": "x", "from": "ghost"}, "not found"),
+        ({"model": "x", "files": {"a.gguf": "sha256:" + "1" * 64}}, "not found"),
+        ({"model": "x", "files": {"a.bin": "sha256:" + "1" * 64}}, "exactly one .gguf"),
+        ({"model": "x", "from": "tiny", "parameters": {"temperature": "hot"}}, "temperature"),
+        ({"model": "x", "from": "tiny", "quantize": "q4_K_M"}, "quantize"),
+        ({"model": "x", "modelfile": "ADAPTER foo"}, "not supported"),
+        ({"model": "x/../y", "from": "tiny"}, "invalid model name"),
+    ],
+)
+def test_bad_create_requests(host: Host, body: dict, needle: str) -> None:
+    with host.client() as c:
+        before = sorted(p.name for p in (host.store_root / "blobs").iterdir())
+        r = c.post("/api/create", json=body)
+        assert r.status_code in (400, 404), r.text
+        assert needle in r.json()["error"]
+        assert sorted(p.name for p in (host.store_root / "blobs").iterdir()) == before
+
+
+def test_pull_from_url_streams_progress_and_resumes(tmp_path: Path, tiny_gguf: Path) -> None:
+    data = tiny_gguf.read_bytes()
+    with serve_files({"models/tiny.gguf": data}) as fs:
+        for h in start_host(tmp_path / "store"):
+            with h.client() as c:
+                fs.cut_after = len(data) // 3
+                body = {"model": "web", "source": f"{fs.url}/models/tiny.gguf"}
+                first = statuses(c.post("/api/pull", json=body))
+                assert "error" in first[-1] and "resume" in first[-1]["error"]
+                assert c.post("/api/show", json={"model": "web"}).status_code == 404
+                assert not list((h.store_root / "blobs").iterdir())
+                partial = list((h.store_root / "partial").iterdir())
+                assert len(partial) == 1
+                kept = partial[0].stat().st_size
+                assert 0 < kept < len(data)
+
+                second = statuses(c.post("/api/pull", json=body))
+                assert second[0]["status"] == "pulling manifest"
+                assert second[-1]["status"] == "success"
+                progress = [s for s in second if "completed" in s]
+                assert progress[-1]["completed"] == progress[-1]["total"] == len(data)
+                assert ("GET", "/models/tiny.gguf", f"bytes={kept}-") in fs.requests  # resumed, not restarted
+                assert not list((h.store_root / "partial").iterdir())
+                r = c.post("/api/generate", json={"model": "web", "prompt": "a", "stream": False,
+                                                  "options": {"num_predict": 2}})
+                assert r.status_code == 200
+
+
+def test_pull_from_hugging_face_hub(tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tiny_gguf.read_bytes()
+    files = {"acme/tiny-GGUF/tiny-Q8_0.gguf": data[:100], "acme/tiny-GGUF/tiny-Q4_K_M.gguf": data,
+             "acme/tiny-GGUF/README.md": b"hi"}
+    with serve_files(files) as fs:
+        monkeypatch.setenv("HF_ENDPOINT", fs.url)
+        for h in start_host(tmp_path / "store"):
+            with h.client() as c:
+                r = c.post("/api/pull", json={"model": "hf.co/acme/tiny-GGUF:Q4_K_M", "stream": False})
+                assert r.status_code == 200, r.text
+                tags = c.get("/api/tags").json()["models"]
+                assert tags[0]["name"] == "hf.co/acme/tiny-GGUF:Q4_K_M"
+                digest = hashlib.sha256(data).hexdigest()
+                assert (h.store_root / "blobs" / f"sha256-{digest}").exists()
+                r = c.post("/api/pull", json={"model": "hf.co/acme/tiny-GGUF:Q2_K", "stream": False})
+                assert r.status_code == 400 and "no GGUF file for 'Q2_K'" in r.json()["error"]
+                # A truncated "GGUF" (here the Q8_0 file) is refused and leaves nothing behind.
+                r = c.post("/api/pull", json={"model": "hf.co/acme/tiny-GGUF:Q8_0", "stream": False})
+                assert r.status_code == 400 and "GGUF" in r.json()["error"]
+                assert len(list((h.store_root / "blobs").iterdir())) == 3  # model, template, config
+
+
+def test_pull_rejects_content_with_the_wrong_digest(tmp_path: Path, tiny_gguf: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tiny_gguf.read_bytes()
+    with serve_files({"acme/r/m.gguf": data}) as fs:
+        monkeypatch.setenv("HF_ENDPOINT", fs.url)
+        fs.files["acme/r/m.gguf"] = data  # HEAD announces this digest...
+        for h in start_host(tmp_path / "store"):
+            from ferrousforge_host.models import pull as pull_module
+
+            real = pull_module._huggingface
+
+            def lying(target: str):  # type: ignore[no-untyped-def]
+                plan = real(target)
+                plan.file.sha256 = "sha256:" + "ab" * 32  # ...but the source states another
+                return plan
+
+            monkeypatch.setattr(pull_module, "_huggingface", lying)
+            with h.client() as c:
+                r = c.post("/api/pull", json={"model": "m", "source": "hf.co/acme/r/m.gguf", "stream": False})
+            assert r.status_code == 400 and "mismatch" in r.json()["error"]
+            assert not list((h.store_root / "blobs").iterdir())
+            assert not list((h.store_root / "partial").iterdir())
+
+
+def test_pull_of_unknown_name_is_404_and_bad_source_400(host: Host) -> None:
+    with host.client() as c:
+        r = c.post("/api/pull", json={"model": "no-such-model"})
+        assert r.status_code == 404
+        r = c.post("/api/pull", json={"model": "x", "source": "relative/path.gguf"})
+        assert r.status_code == 400

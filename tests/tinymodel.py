@@ -1,0 +1,85 @@
+"""A tiny random Llama GGUF, written deterministically with the ``gguf`` package (loads in ms)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "at",
+         "by", "this", "had", "not", "are", "but", "from", "or", "have", "an", "they", "which", "one", "you"]
+
+
+def vocabulary() -> tuple[list[str], list[float], list[int]]:
+    tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    types = [2, 3, 3, 3, 3]
+    tokens += [f"<0x{i:02X}>" for i in range(256)]
+    types += [6] * 256
+    pieces = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["▁" + chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces += ["▁" + w for w in WORDS] + ["▁", ".", ",", "!", "?", "{", "}", '"', ":", "[", "]"]
+    tokens += pieces
+    types += [1] * len(pieces)
+    scores = [0.0] * 261 + [-float(i) for i in range(len(pieces))]
+    return tokens, scores, types
+
+
+def write_tiny_llama(path: Path, seed: int = 0, chat_template: str | None = CHATML, n_ctx: int = 512) -> Path:
+    rng = np.random.default_rng(seed)
+    n_embd, n_ff, n_head, n_head_kv, n_layer = 64, 128, 4, 2, 2
+    head_dim = n_embd // n_head
+    tokens, scores, types = vocabulary()
+    n_vocab = len(tokens)
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny-llama")
+    w.add_size_label("1M")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(0)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+    def t(name: str, *shape: int, scale: float = 0.2) -> None:
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=1.0)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    output = (rng.standard_normal((n_vocab, n_embd)) * 0.5).astype(np.float32)
+    output[:5] = 0.0  # special tokens: rarely chosen, so generations run to their limit
+    output[5:261] *= 0.2  # byte tokens: less likely than words
+    w.add_tensor("output.weight", output)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
+        t(f"blk.{i}.attn_k.weight", n_head_kv * head_dim, n_embd)
+        t(f"blk.{i}.attn_v.weight", n_head_kv * head_dim, n_embd)
+        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -17,10 +17,9 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tinymodel import write_tiny_llama  # noqa: E402
-
-from ferrousforge_host.app import create_app  # noqa: E402
-from ferrousforge_host.config import Settings  # noqa: E402
+from ferrousforge_host.app import create_app
+from ferrousforge_host.config import Settings
+from tinymodel import write_tiny_llama
 
 
 @pytest.fixture(scope="session")

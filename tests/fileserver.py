@@ -45,7 +45,7 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            key, data = found
+            _, data = found
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
@@ -59,10 +59,13 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
             tree = re.match(r"^/api/models/(.+?)/tree/[^/?]+", self.path)
             if tree:
                 repo = tree.group(1)
-                body = json.dumps([
-                    {"type": "file", "path": k[len(repo) + 1:], "size": len(v), "oid": "0" * 40}
-                    for k, v in fs.files.items() if k.startswith(repo + "/")
-                ]).encode()
+                body = json.dumps(
+                    [
+                        {"type": "file", "path": k[len(repo) + 1 :], "size": len(v), "oid": "0" * 40}
+                        for k, v in fs.files.items()
+                        if k.startswith(repo + "/")
+                    ]
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -14,7 +14,9 @@ def lines(response) -> list[dict]:  # type: ignore[no-untyped-def]
 
 def test_generate_streams_ndjson_then_stats(host: Host) -> None:
     with host.client() as c:
-        r = c.post("/api/generate", json={"model": "tiny", "prompt": "hello the", "options": {"num_predict": 8}})
+        r = c.post(
+            "/api/generate", json={"model": "tiny", "prompt": "hello the", "options": {"num_predict": 8}}
+        )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/x-ndjson")
     chunks = lines(r)
@@ -22,7 +24,13 @@ def test_generate_streams_ndjson_then_stats(host: Host) -> None:
     final = chunks[-1]
     assert final["done_reason"] == "length"
     assert final["eval_count"] == 8
-    for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_duration"):
+    for key in (
+        "total_duration",
+        "load_duration",
+        "prompt_eval_count",
+        "prompt_eval_duration",
+        "eval_duration",
+    ):
         assert isinstance(final[key], int) and final[key] >= 0
     assert final["prompt_eval_count"] > 2
     assert final["model"] == "tiny:latest"
@@ -40,8 +48,12 @@ def test_generate_non_stream_equals_stream_when_greedy(host: Host) -> None:
 
 
 def test_seeded_sampling_is_reproducible(host: Host) -> None:
-    body = {"model": "tiny", "prompt": "one", "stream": False,
-            "options": {"temperature": 1.0, "seed": 42, "num_predict": 16}}
+    body = {
+        "model": "tiny",
+        "prompt": "one",
+        "stream": False,
+        "options": {"temperature": 1.0, "seed": 42, "num_predict": 16},
+    }
     with host.client() as c:
         a = c.post("/api/generate", json=body).json()["response"]
         b = c.post("/api/generate", json=body).json()["response"]
@@ -51,7 +63,12 @@ def test_seeded_sampling_is_reproducible(host: Host) -> None:
 
 
 def test_stop_string_ends_generation(host: Host) -> None:
-    body = {"model": "tiny", "prompt": "hello", "stream": False, "options": {"temperature": 0, "num_predict": 40}}
+    body = {
+        "model": "tiny",
+        "prompt": "hello",
+        "stream": False,
+        "options": {"temperature": 0, "num_predict": 40},
+    }
     with host.client() as c:
         full = c.post("/api/generate", json=body).json()["response"]
         stop = full[5:8]
@@ -64,8 +81,14 @@ def test_chat_uses_the_ggufs_template_and_streams_messages(host: Host) -> None:
     with host.client() as c:
         show = c.post("/api/show", json={"model": "tiny"}).json()
         assert "<|im_start|>" in show["template"]
-        r = c.post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}],
-                                      "options": {"num_predict": 5}})
+        r = c.post(
+            "/api/chat",
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "hi"}],
+                "options": {"num_predict": 5},
+            },
+        )
     chunks = lines(r)
     assert chunks[0]["message"]["role"] == "assistant"
     assert chunks[-1]["done"] and chunks[-1]["eval_count"] == 5
@@ -83,8 +106,13 @@ def test_raw_generate_skips_the_template(host: Host) -> None:
 
 
 def test_json_format_produces_json(host: Host) -> None:
-    body = {"model": "tiny", "prompt": "give json", "format": "json", "stream": False,
-            "options": {"num_predict": 60, "seed": 3}}
+    body = {
+        "model": "tiny",
+        "prompt": "give json",
+        "format": "json",
+        "stream": False,
+        "options": {"num_predict": 60, "seed": 3},
+    }
     with host.client() as c:
         r = c.post("/api/generate", json=body).json()
     if r["done_reason"] == "stop":
@@ -117,8 +145,16 @@ def test_keep_alive_zero_on_a_request_unloads_after_it(host: Host) -> None:
     import time
 
     with host.client() as c:
-        r = c.post("/api/generate", json={"model": "tiny", "prompt": "a", "keep_alive": "0s", "stream": False,
-                                          "options": {"num_predict": 2}})
+        r = c.post(
+            "/api/generate",
+            json={
+                "model": "tiny",
+                "prompt": "a",
+                "keep_alive": "0s",
+                "stream": False,
+                "options": {"num_predict": 2},
+            },
+        )
         assert r.status_code == 200
         for _ in range(50):
             if not c.get("/api/ps").json()["models"]:
@@ -157,10 +193,18 @@ def test_bad_generate_requests_get_clear_4xx(host: Host, body: dict, status: int
 
 def test_bad_chat_requests(host: Host) -> None:
     with host.client() as c:
-        bad_role = c.post("/api/chat", json={"model": "tiny", "messages": [{"role": "robot", "content": "x"}]})
+        bad_role = c.post(
+            "/api/chat", json={"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}
+        )
         not_list = c.post("/api/chat", json={"model": "tiny", "messages": "hi"})
-        tools = c.post("/api/chat", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}],
-                                          "tools": [{"type": "function", "function": {"name": "f"}}]})
+        tools = c.post(
+            "/api/chat",
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
+        )
     assert bad_role.status_code == 400 and "role" in bad_role.json()["error"]
     assert not_list.status_code == 400
     assert tools.status_code == 400 and "tools" in tools.json()["error"]
@@ -189,8 +233,14 @@ def test_template_and_system_override(host: Host) -> None:
     body = {"model": "tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 1}}
     with host.client() as c:
         base = c.post("/api/generate", json=body).json()
-        go = c.post("/api/generate", json={**body, "system": "be brief",
-                                           "template": "{{ if .System }}{{ .System }} {{ end }}{{ .Prompt }}"}).json()
+        go = c.post(
+            "/api/generate",
+            json={
+                **body,
+                "system": "be brief",
+                "template": "{{ if .System }}{{ .System }} {{ end }}{{ .Prompt }}",
+            },
+        ).json()
     # "be brief hi" vs the chat template around "hi": different prompt token counts
     assert go["prompt_eval_count"] != base["prompt_eval_count"]
     assert go["done"] is True
@@ -198,8 +248,23 @@ def test_template_and_system_override(host: Host) -> None:
 
 def test_continuing_from_context(host: Host) -> None:
     with host.client() as c:
-        first = c.post("/api/generate", json={"model": "tiny", "prompt": "the", "stream": False,
-                                              "options": {"num_predict": 3, "temperature": 0}}).json()
-        second = c.post("/api/generate", json={"model": "tiny", "prompt": "and", "context": first["context"],
-                                               "stream": False, "options": {"num_predict": 3}}).json()
+        first = c.post(
+            "/api/generate",
+            json={
+                "model": "tiny",
+                "prompt": "the",
+                "stream": False,
+                "options": {"num_predict": 3, "temperature": 0},
+            },
+        ).json()
+        second = c.post(
+            "/api/generate",
+            json={
+                "model": "tiny",
+                "prompt": "and",
+                "context": first["context"],
+                "stream": False,
+                "options": {"num_predict": 3},
+            },
+        ).json()
     assert second["context"][: len(first["context"])] == first["context"]

@@ -56,8 +56,10 @@ def test_copy_and_delete(host: Host) -> None:
         assert c.request("DELETE", "/api/delete", json={"model": "tiny"}).status_code == 200
         assert c.request("DELETE", "/api/delete", json={"model": "tiny"}).status_code == 404
         # The copy still works: blobs it shares were not pruned.
-        r = c.post("/api/generate", json={"model": "me/tiny2:v1", "prompt": "a", "stream": False,
-                                          "options": {"num_predict": 2}})
+        r = c.post(
+            "/api/generate",
+            json={"model": "me/tiny2:v1", "prompt": "a", "stream": False, "options": {"num_predict": 2}},
+        )
         assert r.status_code == 200
         c.request("DELETE", "/api/delete", json={"model": "me/tiny2:v1"})
     assert list((host.store_root / "blobs").iterdir()) == []
@@ -83,17 +85,25 @@ def test_blob_upload_is_verified_and_create_uses_it(host: Host, tiny_gguf_plain:
         assert c.post("/api/blobs/sha256:xyz", content=b"x").status_code == 400
         assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
         assert c.head(f"/api/blobs/{digest}").status_code == 200
-        r = c.post("/api/create", json={
-            "model": "plain", "files": {"plain.gguf": digest}, "system": "You are terse.",
-            "parameters": {"temperature": 0.1, "stop": ["."]}, "stream": False,
-        })
+        r = c.post(
+            "/api/create",
+            json={
+                "model": "plain",
+                "files": {"plain.gguf": digest},
+                "system": "You are terse.",
+                "parameters": {"temperature": 0.1, "stop": ["."]},
+                "stream": False,
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "success"
         show = c.post("/api/show", json={"model": "plain"}).json()
         assert show["system"] == "You are terse."
         assert "temperature" in show["parameters"] and '"."' in show["parameters"]
-        gen = c.post("/api/generate", json={"model": "plain", "prompt": "a", "stream": False,
-                                            "options": {"num_predict": 3}})
+        gen = c.post(
+            "/api/generate",
+            json={"model": "plain", "prompt": "a", "stream": False, "options": {"num_predict": 3}},
+        )
         assert gen.status_code == 200
     assert not list((host.store_root / "partial").iterdir())
 
@@ -155,15 +165,20 @@ def test_pull_from_url_streams_progress_and_resumes(tmp_path: Path, tiny_gguf: P
                 assert progress[-1]["completed"] == progress[-1]["total"] == len(data)
                 assert ("GET", "/models/tiny.gguf", f"bytes={kept}-") in fs.requests  # resumed, not restarted
                 assert not list((h.store_root / "partial").iterdir())
-                r = c.post("/api/generate", json={"model": "web", "prompt": "a", "stream": False,
-                                                  "options": {"num_predict": 2}})
+                r = c.post(
+                    "/api/generate",
+                    json={"model": "web", "prompt": "a", "stream": False, "options": {"num_predict": 2}},
+                )
                 assert r.status_code == 200
 
 
 def test_pull_from_hugging_face_hub(tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tiny_gguf.read_bytes()
-    files = {"acme/tiny-GGUF/tiny-Q8_0.gguf": data[:100], "acme/tiny-GGUF/tiny-Q4_K_M.gguf": data,
-             "acme/tiny-GGUF/README.md": b"hi"}
+    files = {
+        "acme/tiny-GGUF/tiny-Q8_0.gguf": data[:100],
+        "acme/tiny-GGUF/tiny-Q4_K_M.gguf": data,
+        "acme/tiny-GGUF/README.md": b"hi",
+    }
     with serve_files(files) as fs:
         monkeypatch.setenv("HF_ENDPOINT", fs.url)
         for h in start_host(tmp_path / "store"):
@@ -182,8 +197,9 @@ def test_pull_from_hugging_face_hub(tmp_path: Path, tiny_gguf: Path, monkeypatch
                 assert len(list((h.store_root / "blobs").iterdir())) == 3  # model, template, config
 
 
-def test_pull_rejects_content_with_the_wrong_digest(tmp_path: Path, tiny_gguf: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pull_rejects_content_with_the_wrong_digest(
+    tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tiny_gguf.read_bytes()
     with serve_files({"acme/r/m.gguf": data}) as fs:
         monkeypatch.setenv("HF_ENDPOINT", fs.url)
@@ -193,7 +209,7 @@ def test_pull_rejects_content_with_the_wrong_digest(tmp_path: Path, tiny_gguf: P
 
             real = pull_module._huggingface
 
-            def lying(target: str):  # type: ignore[no-untyped-def]
+            def lying(target: str, real=real):  # type: ignore[no-untyped-def]
                 plan = real(target)
                 plan.file.sha256 = "sha256:" + "ab" * 32  # ...but the source states another
                 return plan

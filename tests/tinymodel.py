@@ -11,8 +11,37 @@ CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
     "+ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "with", "was", "on", "be", "at",
-         "by", "this", "had", "not", "are", "but", "from", "or", "have", "an", "they", "which", "one", "you"]
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "with",
+    "was",
+    "on",
+    "be",
+    "at",
+    "by",
+    "this",
+    "had",
+    "not",
+    "are",
+    "but",
+    "from",
+    "or",
+    "have",
+    "an",
+    "they",
+    "which",
+    "one",
+    "you",
+]
 
 
 def vocabulary() -> tuple[list[str], list[float], list[int]]:
@@ -20,7 +49,9 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     types = [2, 3, 3, 3, 3]
     tokens += [f"<0x{i:02X}>" for i in range(256)]
     types += [6] * 256
-    pieces = [chr(c) for c in range(ord("a"), ord("z") + 1)] + ["▁" + chr(c) for c in range(ord("a"), ord("z") + 1)]
+    pieces = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [
+        "▁" + chr(c) for c in range(ord("a"), ord("z") + 1)
+    ]
     pieces += ["▁" + w for w in WORDS] + ["▁", ".", ",", "!", "?", "{", "}", '"', ":", "[", "]"]
     tokens += pieces
     types += [1] * len(pieces)

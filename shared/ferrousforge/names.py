@@ -34,8 +34,7 @@ class ModelName:
             raise BadRequest(f"model name is longer than {MAX_NAME_LENGTH} characters")
         if "\\" in text or text.startswith("/") or ".." in text or "\x00" in text:
             raise BadRequest(f"invalid model name '{text}'")
-        path, _, tag = text.rpartition(":") if ":" in text.split("/")[-1] else (text, "", "")
-        tag = tag or DEFAULT_TAG
+        path, _, tag = text.rpartition(":") if ":" in text.split("/")[-1] else (text, "", DEFAULT_TAG)
         parts = path.split("/")
         if len(parts) == 1:
             host, namespace, model = DEFAULT_HOST, DEFAULT_NAMESPACE, parts[0]

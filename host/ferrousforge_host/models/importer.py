@@ -34,11 +34,14 @@ def import_gguf(
     system: str | None = None,
     parameters: dict[str, Any] | None = None,
     family: str | None = None,
+    source: str | None = None,
 ) -> Manifest:
     """Write the manifest of ``name`` over a GGUF blob already in the store."""
     config = gguf_config(store, digest)
     if family and config["model_family"] in ("", "unknown"):
         config["model_family"] = family
+    if source:
+        config["source"] = source
     gguf_template = config.pop("chat_template", None)
     template = template or gguf_template or family_template(family or config["model_family"])
     params = dict(parameters or {})

@@ -8,6 +8,7 @@ once its sha256 is verified.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +48,7 @@ class PullPlan:
     template: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     family: str | None = None
+    source: str | None = None  # recorded in the model's config, so that a later pull can update it
 
 
 def is_hf(text: str) -> bool:
@@ -130,8 +132,18 @@ class Puller:
 
     async def pull(self, name: ModelName, source: str | None = None) -> AsyncIterator[Event]:
         """Resolve the source first (so an unknown model is a plain 404), then stream the pull."""
+        if source is None and lookup(name.display) is None and self.store.exists(name):
+            source = self._recorded_source(name)
         plan = await asyncio.to_thread(resolve, name, source)
+        plan.source = source
         return self._pull(name, plan)
+
+    def _recorded_source(self, name: ModelName) -> str | None:
+        try:
+            config = json.loads(self.store.read_bytes(self.store.get(name).manifest.config.digest))
+        except (OSError, ValueError):
+            return None
+        return config.get("source")
 
     async def _pull(self, name: ModelName, plan: PullPlan) -> AsyncIterator[Event]:
         yield {"status": "pulling manifest"}
@@ -158,6 +170,7 @@ class Puller:
                 template=plan.template,
                 parameters=plan.parameters,
                 family=plan.family,
+                source=plan.source,
             )
         except BadRequest:
             await asyncio.to_thread(self.store.prune)

@@ -1,0 +1,106 @@
+"""The ``ferrousforge`` command, run as a real subprocess against a real server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+from conftest import Host
+
+from ferrousforge_host.config import load_settings
+
+CLI = [sys.executable, "-m", "ferrousforge_host.cli"]
+
+
+def ff(host: Host, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://"), "COLUMNS": "120"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, input=stdin, timeout=120)
+
+
+def test_list_show_ps_cp_rm(host: Host) -> None:
+    out = ff(host, "list")
+    assert out.returncode == 0 and "tiny:latest" in out.stdout
+    show = ff(host, "show", "tiny")
+    assert "llama" in show.stdout and "completion" in show.stdout
+    assert "<|im_start|>" in ff(host, "show", "tiny", "--template").stdout
+    assert ff(host, "cp", "tiny", "copy").returncode == 0
+    assert "copy:latest" in ff(host, "list").stdout
+    assert ff(host, "rm", "copy").returncode == 0
+    assert "copy:latest" not in ff(host, "list").stdout
+    assert "NAME" in ff(host, "ps").stdout
+
+
+def test_run_streams_a_completion_then_stop_unloads(host: Host) -> None:
+    out = ff(host, "run", "tiny", "the", "cat")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.strip()) > 0
+    assert "tiny:latest" in ff(host, "ps").stdout
+    assert ff(host, "stop", "tiny").returncode == 0
+    assert "tiny:latest" not in ff(host, "ps").stdout
+
+
+def test_run_reads_a_piped_prompt(host: Host) -> None:
+    out = ff(host, "run", "tiny", stdin="hello from a pipe")
+    assert out.returncode == 0 and out.stdout.strip()
+
+
+def test_errors_are_one_line_and_exit_non_zero(host: Host, tmp_path: Path) -> None:
+    out = ff(host, "show", "ghost")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "Error: model 'ghost:latest' not found"
+    out = ff(host, "rm", "../etc")
+    assert out.returncode == 1 and "invalid model name" in out.stderr
+    env = {**os.environ, "FERROUSFORGE_HOST": "127.0.0.1:1"}
+    out = subprocess.run([*CLI, "list"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 1 and "could not connect" in out.stderr and "Traceback" not in out.stderr
+    out = ff(host, "create", "x", "-f", str(tmp_path / "missing"))
+    assert out.returncode == 1 and "no Modelfile" in out.stderr
+
+
+def test_pull_shows_progress_and_create_uploads_a_local_gguf(
+    host: Host, tiny_gguf_plain: Path, tmp_path: Path
+) -> None:
+    out = ff(host, "pull", "fromfile", "--from", str(tiny_gguf_plain))
+    assert out.returncode == 0, out.stderr
+    assert "pulling" in out.stderr and "success" not in out.stdout
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f'FROM {tiny_gguf_plain}\nPARAMETER num_predict 3\nSYSTEM """Be\nterse."""\n')
+    out = ff(host, "create", "made", "-f", str(modelfile))
+    assert out.returncode == 0, out.stderr
+    assert "success" in out.stderr
+    assert "Be\nterse." in ff(host, "show", "made", "--system").stdout
+    assert "num_predict" in ff(host, "show", "made", "--parameters").stdout
+
+
+def test_interactive_chat_until_ctrl_d(host: Host) -> None:
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "run", "tiny"], env=env, encoding="utf-8", timeout=60)
+    child.expect(">>> ")
+    child.sendline("hello there")
+    child.expect(">>> ")
+    assert len(child.before.strip()) > len("hello there")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('host = "127.0.0.1:1111"\nkeep_alive = "10m"\nnum_thread = 3\n')
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(config))
+    for var in ("FERROUSFORGE_HOST", "FERROUSFORGE_KEEP_ALIVE", "FERROUSFORGE_NUM_THREAD"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings()
+    assert (s.host, s.keep_alive, s.num_thread) == ("127.0.0.1:1111", "10m", 3)
+    monkeypatch.setenv("FERROUSFORGE_KEEP_ALIVE", "1h")
+    monkeypatch.setenv("FERROUSFORGE_HOST", "127.0.0.1:2222")
+    s = load_settings(host="127.0.0.1:3333")
+    assert (s.host, s.keep_alive, s.num_thread) == ("127.0.0.1:3333", "1h", 3)
+    config.write_text("bogus = 1\n")
+    with pytest.raises(Exception, match="unknown setting"):
+        load_settings()

@@ -1,0 +1,75 @@
+"""End to end on the real default model, gemma3:270m, pulled from its Python package (n_threads=1)."""
+
+from __future__ import annotations
+
+import json
+
+import ollama
+import pytest
+from conftest import Host
+
+pytestmark = pytest.mark.integration
+GREEDY = {"temperature": 0, "num_thread": 1}
+
+
+def test_default_model_is_listed_with_gemma_details(gemma_host: Host) -> None:
+    with gemma_host.client() as c:
+        models = c.get("/api/tags").json()["models"]
+        show = c.post("/api/show", json={"model": "gemma3:270m"}).json()
+    assert [m["name"] for m in models] == ["gemma3:270m"]
+    assert models[0]["details"]["family"] == "gemma3"
+    assert models[0]["details"]["quantization_level"] == "Q4_K_M"
+    assert "<start_of_turn>" in show["template"]
+    assert '"<end_of_turn>"' in show["parameters"]
+
+
+def test_generate_raw_counts_on(gemma_host: Host) -> None:
+    body = {
+        "model": "gemma3:270m",
+        "prompt": "1, 2, 3, 4,",
+        "raw": True,
+        "stream": False,
+        "options": {**GREEDY, "num_predict": 12},
+    }
+    with gemma_host.client(timeout=120) as c:
+        r = c.post("/api/generate", json=body).json()
+        streamed = [
+            json.loads(x) for x in c.post("/api/generate", json={**body, "stream": True}).text.splitlines()
+        ]
+    assert r["response"].startswith(" 5, 6, 7, 8")
+    assert "".join(s["response"] for s in streamed) == r["response"]
+    assert r["eval_count"] == 12 and r["done_reason"] == "length"
+
+
+def test_chat_applies_gemmas_turn_format(gemma_host: Host) -> None:
+    body = {
+        "model": "gemma3:270m",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "stream": False,
+        "options": {**GREEDY, "num_predict": 16},
+    }
+    with gemma_host.client(timeout=120) as c:
+        r = c.post("/api/chat", json=body).json()
+        streamed = [
+            json.loads(x) for x in c.post("/api/chat", json={**body, "stream": True}).text.splitlines()
+        ]
+    # <bos> <start_of_turn> user \n What is the capital of France ? <end_of_turn> \n <start_of_turn> model \n
+    assert r["prompt_eval_count"] == 16
+    assert r["message"]["content"]
+    assert "".join(s["message"]["content"] for s in streamed) == r["message"]["content"]
+    assert "<start_of_turn>" not in r["message"]["content"]
+
+
+def test_official_client_on_the_default_model(gemma_host: Host) -> None:
+    client = ollama.Client(host=gemma_host.url)
+    out = client.generate("gemma3:270m", "Write one word:", options={**GREEDY, "num_predict": 5})
+    assert out.done and out.eval_count and out.eval_count <= 5
+    parts = list(
+        client.chat(
+            "gemma3:270m",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            options={**GREEDY, "num_predict": 5},
+        )
+    )
+    assert parts[-1].done

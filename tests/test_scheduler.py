@@ -1,0 +1,77 @@
+"""Scheduling over real HTTP: lazy load, one-at-a-time per model in order, reload on load options."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from conftest import Host
+
+
+def stream_times(url: str, body: dict) -> tuple[str, str, dict]:
+    with httpx.Client(timeout=60) as c:
+        chunks = [json.loads(x) for x in c.post(url + "/api/generate", json=body).text.splitlines()]
+    return chunks[0]["created_at"], chunks[-1]["created_at"], chunks[-1]
+
+
+def test_requests_to_one_model_run_one_at_a_time_in_order(host: Host) -> None:
+    body = {"model": "tiny", "prompt": "the", "options": {"num_predict": 200, "temperature": 0}}
+    with host.client() as c:
+        c.post("/api/generate", json={"model": "tiny"})  # load first so both find it warm
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(stream_times, host.url, body) for _ in range(3)]
+        spans = sorted(f.result() for f in futures)
+    for (_, end, _), (start, _, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end  # no overlap: each stream starts after the previous one ended
+    assert all(final["eval_count"] == 200 for _, _, final in spans)
+    assert len({final["context"][-1] for _, _, final in spans}) == 1  # same greedy output each time
+
+
+def test_different_models_run_side_by_side(host: Host, tiny_gguf_plain: Path) -> None:
+    host.pull_file("other", tiny_gguf_plain)
+    a = {"model": "tiny", "prompt": "a", "options": {"num_predict": 300}}
+    b = {"model": "other", "prompt": "b", "options": {"num_predict": 300}}
+    with ThreadPoolExecutor(2) as pool:
+        ra, rb = pool.submit(stream_times, host.url, a), pool.submit(stream_times, host.url, b)
+        (sa, ea, fa), (sb, eb, fb) = ra.result(), rb.result()
+    assert fa["done"] and fb["done"]
+    with host.client() as c:
+        assert {m["name"] for m in c.get("/api/ps").json()["models"]} == {"tiny:latest", "other:latest"}
+
+
+def test_changing_load_options_reloads_the_model(host: Host) -> None:
+    base = {"model": "tiny", "prompt": "a", "stream": False, "options": {"num_predict": 1}}
+    with host.client() as c:
+        first = c.post("/api/generate", json=base).json()
+        again = c.post("/api/generate", json=base).json()
+        assert first["load_duration"] > 0 and again["load_duration"] == 0
+        assert c.get("/api/ps").json()["models"][0]["context_length"] == 512  # capped by the model
+        smaller = c.post("/api/generate", json={**base, "options": {"num_predict": 1, "num_ctx": 256}}).json()
+        assert smaller["load_duration"] > 0
+        assert c.get("/api/ps").json()["models"][0]["context_length"] == 256
+
+
+def test_kv_prefix_reuse_keeps_greedy_output_identical(host: Host) -> None:
+    msgs = [{"role": "user", "content": "the cat"}]
+    body = {
+        "model": "tiny",
+        "messages": msgs,
+        "stream": False,
+        "options": {"num_predict": 8, "temperature": 0},
+    }
+    with host.client() as c:
+        cold = c.post("/api/chat", json=body).json()
+        c.post(
+            "/api/generate",
+            json={
+                "model": "tiny",
+                "prompt": "something else",
+                "stream": False,
+                "options": {"num_predict": 4},
+            },
+        )
+        warm = c.post("/api/chat", json=body).json()
+        repeat = c.post("/api/chat", json=body).json()
+    assert cold["message"]["content"] == warm["message"]["content"] == repeat["message"]["content"]

@@ -1,0 +1,197 @@
+"""The pure-Python shared layer: names, options, keep_alive, templates, Modelfiles, the GGUF reader."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ferrousforge.chat_format import GEMMA_TEMPLATE, go_to_jinja, render
+from ferrousforge.errors import BadRequest
+from ferrousforge.gguf import GGUFError, read_file_metadata, read_metadata, summarize
+from ferrousforge.modelfile import Modelfile
+from ferrousforge.names import ModelName
+from ferrousforge.options import Options, parse_keep_alive
+
+
+@pytest.mark.parametrize(
+    ("text", "display", "parts"),
+    [
+        ("gemma3:270m", "gemma3:270m", ("local", "library", "gemma3", "270m")),
+        ("gemma3", "gemma3:latest", ("local", "library", "gemma3", "latest")),
+        ("me/model:v1.2", "me/model:v1.2", ("local", "me", "model", "v1.2")),
+        (
+            "hf.co/acme/Repo-GGUF:Q4_K_M",
+            "hf.co/acme/Repo-GGUF:Q4_K_M",
+            ("hf.co", "acme", "Repo-GGUF", "Q4_K_M"),
+        ),
+    ],
+)
+def test_model_names(text: str, display: str, parts: tuple[str, ...]) -> None:
+    name = ModelName.parse(text)
+    assert name.display == display and name.parts == parts
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "   ",
+        "../x",
+        "a/../b",
+        "/etc/passwd",
+        "a\\b",
+        "a/b/c/d",
+        "x:",
+        "x:bad/tag",
+        "-x",
+        "a" * 300,
+        "x:..",
+        "a\x00b",
+        "é",
+        5,
+        None,
+    ],
+)
+def test_bad_model_names(bad: object) -> None:
+    with pytest.raises(BadRequest):
+        ModelName.parse(bad)
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_name_parser_never_yields_a_path_escape(text: str) -> None:
+    try:
+        name = ModelName.parse(text)
+    except BadRequest:
+        return
+    for part in name.parts:
+        assert part not in ("", ".", "..") and "/" not in part and "\\" not in part
+
+
+def test_options_parse_and_ranges() -> None:
+    base = Options.parse({"temperature": 0.5, "stop": ["<end>"]})
+    opts = Options.parse({"num_predict": 5, "top_k": 10.0, "stop": "x", "num_gpu": 99}, base)
+    assert (opts.temperature, opts.num_predict, opts.top_k, opts.stop) == (0.5, 5, 10, ("x",))
+    for bad in (
+        {"temperature": True},
+        {"top_k": 1.5},
+        {"top_p": float("nan")},
+        {"stop": [1]},
+        {"num_ctx": 1},
+        {"nope": 1},
+        {"stop": ["x"] * 17},
+    ):
+        with pytest.raises(BadRequest):
+            Options.parse(bad)
+    with pytest.raises(BadRequest):
+        Options.parse([1, 2])
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, 300.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("10s", 10.0),
+        ("0", 0.0),
+        (0, 0.0),
+        (12, 12.0),
+        ("-1", None),
+        (-1, None),
+        ("-5m", None),
+        ("1.5s", 1.5),
+        ("250ms", 0.25),
+    ],
+)
+def test_keep_alive(value: object, seconds: float | None) -> None:
+    assert parse_keep_alive(value, 300.0) == seconds
+
+
+@pytest.mark.parametrize("bad", ["soon", "5x", "m5", True, [1], float("inf")])
+def test_bad_keep_alive(bad: object) -> None:
+    with pytest.raises(BadRequest):
+        parse_keep_alive(bad)
+
+
+def test_gemma_template_renders_gemma_turns() -> None:
+    text = render(
+        GEMMA_TEMPLATE,
+        [
+            {"role": "system", "content": "Be kind."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"},
+        ],
+        bos_token="<bos>",
+    )
+    assert text == (
+        "<start_of_turn>user\nBe kind.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )
+
+
+def test_go_templates_translate_and_unknown_actions_are_refused() -> None:
+    tpl = "{{ if .System }}[{{ .System }}]{{ end }}{{ .Prompt }}"
+    assert "{% if System %}" in go_to_jinja(tpl).replace("  ", " ")
+    assert render(tpl, [{"role": "system", "content": "S"}, {"role": "user", "content": "P"}]) == "[S]P"
+    assert render(tpl, [{"role": "user", "content": "P"}]) == "P"
+    with pytest.raises(BadRequest):
+        render("{{ range .Messages }}{{ end }}", [])
+    with pytest.raises(BadRequest):
+        render("{% for %}", [])
+    with pytest.raises(BadRequest):
+        render("{{ raise_exception('no system role') }}", [])
+
+
+def test_modelfile_parse() -> None:
+    mf = Modelfile.parse(
+        '# c\nFROM ./m.gguf\nPARAMETER temperature 0.2\nPARAMETER stop "<e>"\nPARAMETER stop x\n'
+        'TEMPLATE """{{ .Prompt }}\nline2"""\nSYSTEM hello\n'
+    )
+    assert mf.source == "./m.gguf"
+    assert mf.parameters == {"temperature": 0.2, "stop": ["<e>", "x"]}
+    assert mf.template == "{{ .Prompt }}\nline2" and mf.system == "hello"
+    for bad in ("PARAMETER x 1", "FROM a\nADAPTER b", 'FROM a\nSYSTEM """never closed', "FROM"):
+        with pytest.raises(BadRequest):
+            Modelfile.parse(bad)
+
+
+def test_gguf_reader_reads_the_tiny_model(tiny_gguf: Path) -> None:
+    meta = read_file_metadata(str(tiny_gguf), frozenset({"tokenizer.ggml.tokens"}))
+    summary = summarize(meta)
+    assert summary["model_family"] == "llama"
+    assert summary["context_length"] == 512
+    assert summary["bos_token"] == "<s>" and summary["eos_token"] == "</s>"
+    assert "<|im_start|>" in summary["chat_template"]
+    assert "tokenizer.ggml.tokens" not in summary["model_info"]
+
+
+def test_gguf_reader_rejects_truncated_and_foreign_files(tiny_gguf: Path) -> None:
+    data = tiny_gguf.read_bytes()
+    header_end = 4000
+    for cut in (0, 3, 10, 30, 200, header_end):
+        with pytest.raises(GGUFError):
+            read_metadata(io.BytesIO(data[:cut]), cut)
+    with pytest.raises(GGUFError):
+        read_metadata(io.BytesIO(b"PK\x03\x04" + data[4:]), len(data))
+    huge_count = b"GGUF" + struct.pack("<IQQ", 3, 0, 2**40)
+    with pytest.raises(GGUFError):
+        read_metadata(io.BytesIO(huge_count), len(huge_count))
+
+
+@given(st.binary(max_size=512), st.integers(min_value=0, max_value=600))
+@settings(max_examples=400, deadline=None)
+def test_gguf_reader_fuzz_only_raises_gguf_errors(tail: bytes, flip: int) -> None:
+    data = bytearray(b"GGUF" + struct.pack("<IQQ", 3, 1, 3) + tail)
+    if flip < len(data):
+        data[flip] ^= 0xFF
+    try:
+        read_metadata(io.BytesIO(bytes(data)), len(data))
+    except GGUFError:
+        pass

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ferrousforge_host.app import create_app
 from ferrousforge_host.config import Settings
+
 from tinymodel import write_tiny_llama
 
 

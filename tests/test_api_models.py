@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import Host, start_host
 from fileserver import serve_files
 

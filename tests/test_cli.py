@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from conftest import Host
 
 from ferrousforge_host.config import load_settings
+
+from conftest import Host
 
 CLI = [sys.executable, "-m", "ferrousforge_host.cli"]
 

@@ -6,6 +6,7 @@ import json
 
 import ollama
 import pytest
+
 from conftest import Host
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import ollama
 import pytest
+
 from conftest import Host
 
 

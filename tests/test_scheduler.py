@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
 from conftest import Host
 
 
@@ -23,7 +25,7 @@ def test_requests_to_one_model_run_one_at_a_time_in_order(host: Host) -> None:
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(stream_times, host.url, body) for _ in range(3)]
         spans = sorted(f.result() for f in futures)
-    for (_, end, _), (start, _, _) in zip(spans, spans[1:], strict=False):
+    for (_, end, _), (start, _, _) in itertools.pairwise(spans):
         assert start >= end  # no overlap: each stream starts after the previous one ended
     assert all(final["eval_count"] == 200 for _, _, final in spans)
     assert len({final["context"][-1] for _, _, final in spans}) == 1  # same greedy output each time
@@ -35,7 +37,7 @@ def test_different_models_run_side_by_side(host: Host, tiny_gguf_plain: Path) ->
     b = {"model": "other", "prompt": "b", "options": {"num_predict": 300}}
     with ThreadPoolExecutor(2) as pool:
         ra, rb = pool.submit(stream_times, host.url, a), pool.submit(stream_times, host.url, b)
-        (sa, ea, fa), (sb, eb, fb) = ra.result(), rb.result()
+        fa, fb = ra.result()[2], rb.result()[2]
     assert fa["done"] and fb["done"]
     with host.client() as c:
         assert {m["name"] for m in c.get("/api/ps").json()["models"]} == {"tiny:latest", "other:latest"}

@@ -6,14 +6,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import ferrousforge
-from ferrousforge.errors import ForgeError
-from ferrousforge.options import Options, parse_keep_alive
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+import ferrousforge
+from ferrousforge.errors import ForgeError
+from ferrousforge.options import Options, parse_keep_alive
 from ferrousforge_host import engines  # noqa: F401  (registers the native engines)
 from ferrousforge_host.config import Settings
 from ferrousforge_host.generate.routes import routes as generate_routes

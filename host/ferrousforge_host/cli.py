@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from ferrousforge.client import Client
-from ferrousforge.errors import ForgeError
-from ferrousforge.modelfile import Modelfile
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+
+from ferrousforge.client import Client
+from ferrousforge.errors import ForgeError
+from ferrousforge.modelfile import Modelfile
 
 app = typer.Typer(
     help="FerrousForge: a local model server with an Ollama-compatible API.",

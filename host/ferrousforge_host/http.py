@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ferrousforge.errors import BadRequest, ForgeError, PayloadTooLarge
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ferrousforge.errors import BadRequest, ForgeError, PayloadTooLarge
 
 Chunk = dict[str, Any]
 

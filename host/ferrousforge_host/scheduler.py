@@ -20,7 +20,6 @@ from ferrousforge.manifest import PARAMS, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
-
 from ferrousforge_host.store import BlobStore
 
 

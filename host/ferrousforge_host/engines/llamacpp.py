@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp as L
+from llama_cpp import _logger
+
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import GenerationChunk, GenerationInput, GenerationStats, TextGenerationMold
 from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.mold import register_mold
 from ferrousforge.options import Options
-from llama_cpp import _logger
 
 _logger.set_verbose(False)
 L.llama_backend_init()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
 from ferrousforge_host.generate.serving import merge_chat, merge_generate
 from ferrousforge_host.http import read_json, respond
 

@@ -13,7 +13,6 @@ from ferrousforge.mold import Capability, ModelSpec, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import parse_keep_alive
 from ferrousforge.protocol.generate import ChatRequest, Common, GenerateRequest
-
 from ferrousforge_host.http import Chunk, now_iso
 from ferrousforge_host.scheduler import Scheduler
 

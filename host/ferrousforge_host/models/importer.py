@@ -11,7 +11,6 @@ from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
 from ferrousforge.manifest import CONFIG_MEDIA_TYPE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
-
 from ferrousforge_host.store import BlobStore
 
 

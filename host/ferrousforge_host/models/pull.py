@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from ferrousforge.catalogue import lookup
 from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
 from ferrousforge.names import ModelName
-
 from ferrousforge_host.models.importer import import_gguf
 from ferrousforge_host.store import BlobStore
 

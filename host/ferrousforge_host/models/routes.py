@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from ferrousforge.errors import BadRequest
-from ferrousforge.manifest import normalize_digest
-from ferrousforge.names import ModelName
-from ferrousforge.protocol.fields import field, require_object
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ferrousforge.errors import BadRequest
+from ferrousforge.manifest import normalize_digest
+from ferrousforge.names import ModelName
+from ferrousforge.protocol.fields import field, require_object
 from ferrousforge_host.http import read_json, respond
 from ferrousforge_host.models.serving import ModelService
 

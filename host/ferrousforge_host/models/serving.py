@@ -15,7 +15,6 @@ from ferrousforge.mold import ModelSpec
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge.protocol.fields import field, require_object
-
 from ferrousforge_host.generate.serving import capabilities
 from ferrousforge_host.http import Chunk, iso
 from ferrousforge_host.models.importer import import_gguf

@@ -6,6 +6,8 @@ fetched prefix. Malformed input raises ``GGUFError``; lengths are checked agains
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
 from typing import Any, BinaryIO
 
@@ -67,27 +69,44 @@ class GGUFError(ValueError):
 
 
 class _Reader:
-    def __init__(self, stream: BinaryIO, limit: int) -> None:
-        self.stream = stream
-        self.left = limit
+    """Reads values from a buffer (bytes or an mmap) at a moving offset, checking every length."""
+
+    def __init__(self, buf: bytes | mmap.mmap | memoryview, limit: int) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.end = min(limit, len(buf))
 
     def take(self, n: int) -> bytes:
-        if n < 0 or n > self.left:
+        if n < 0 or self.pos + n > self.end:
             raise GGUFError("truncated or corrupt GGUF header")
-        data = self.stream.read(n)
-        if len(data) != n:
-            raise GGUFError("truncated GGUF header")
-        self.left -= n
-        return data
+        start = self.pos
+        self.pos += n
+        return bytes(self.buf[start : self.pos])
 
     def unpack(self, fmt: str) -> Any:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+        size = struct.calcsize(fmt)
+        if self.pos + size > self.end:
+            raise GGUFError("truncated GGUF header")
+        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += size
+        return value
 
     def string(self) -> str:
         n = self.unpack("<Q")
         if n > MAX_STRING:
             raise GGUFError("GGUF string too long")
         return self.take(n).decode("utf-8", errors="replace")
+
+    def skip_strings(self, count: int) -> None:
+        buf, pos, end = self.buf, self.pos, self.end
+        for _ in range(count):
+            if pos + 8 > end:
+                raise GGUFError("truncated GGUF header")
+            n = struct.unpack_from("<Q", buf, pos)[0]
+            pos += 8 + n
+            if n > MAX_STRING or pos > end:
+                raise GGUFError("truncated or corrupt GGUF string array")
+        self.pos = pos
 
     def value(self, kind: int, keep: bool) -> Any:
         if kind in _SCALARS:
@@ -98,15 +117,17 @@ class _Reader:
             item_kind, count = self.unpack("<I"), self.unpack("<Q")
             if item_kind == ARRAY or (item_kind not in _SCALARS and item_kind != STRING):
                 raise GGUFError(f"unsupported GGUF array item type {item_kind}")
-            if count > self.left:
+            if count > self.end - self.pos:
                 raise GGUFError("GGUF array longer than the file")
             keep = keep or count <= 64
             if item_kind != STRING:
                 fmt = _SCALARS[item_kind]
                 raw = self.take(struct.calcsize(fmt) * count)
                 return list(struct.unpack(f"<{count}{fmt[1]}", raw)) if keep else _Summary(count)
-            items = [self.string() for _ in range(count)]
-            return items if keep else _Summary(count)
+            if not keep:
+                self.skip_strings(count)
+                return _Summary(count)
+            return [self.string() for _ in range(count)]
         raise GGUFError(f"unknown GGUF value type {kind}")
 
 
@@ -115,8 +136,15 @@ class _Summary(int):
 
 
 def read_metadata(stream: BinaryIO, size: int, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Read a GGUF header; arrays are kept only when short or named in ``keep_arrays``."""
-    reader = _Reader(stream, size)
+    """Read a GGUF header from a stream (or the bytes fetched so far); see ``parse_metadata``."""
+    return parse_metadata(stream.read(size), size, keep_arrays)
+
+
+def parse_metadata(
+    buf: bytes | mmap.mmap | memoryview, size: int, keep_arrays: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Parse a GGUF header; arrays are kept only when short or named in ``keep_arrays``."""
+    reader = _Reader(buf, size)
     if reader.take(4) != MAGIC:
         raise GGUFError("not a GGUF file (bad magic)")
     version = reader.unpack("<I")
@@ -133,10 +161,12 @@ def read_metadata(stream: BinaryIO, size: int, keep_arrays: frozenset[str] = fro
 
 
 def read_file_metadata(path: str, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
-    import os
-
     with open(path, "rb") as stream:
-        return read_metadata(stream, os.fstat(stream.fileno()).st_size, keep_arrays)
+        size = os.fstat(stream.fileno()).st_size
+        if size == 0:
+            raise GGUFError("empty file")
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return parse_metadata(view, size, keep_arrays)
 
 
 def summarize(meta: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp as L
+import numpy as np
 from llama_cpp import _logger
 
 from ferrousforge.errors import BadRequest, ForgeError
@@ -41,6 +42,11 @@ def grammar_for(fmt: str | dict[str, Any] | None) -> str | None:
         return json_schema_to_gbnf(json.dumps(fmt))
     except Exception as exc:
         raise BadRequest(f"format: cannot use this JSON schema: {exc}") from exc
+
+
+def _penalizes(opts: Options) -> bool:
+    on = opts.repeat_penalty != 1.0 or opts.presence_penalty != 0 or opts.frequency_penalty != 0
+    return bool(on and opts.repeat_last_n != 0)
 
 
 class ModelLoadError(ForgeError):
@@ -221,8 +227,8 @@ class LlamaCppMold(TextGenerationMold):
 
         if grammar:
             add(L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
-        penalize = opts.repeat_penalty != 1.0 or opts.presence_penalty or opts.frequency_penalty
-        if penalize and opts.repeat_last_n != 0:
+        penalize = _penalizes(opts)
+        if penalize:
             last_n = self._n_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
             add(
                 L.llama_sampler_init_penalties(
@@ -254,6 +260,11 @@ class LlamaCppMold(TextGenerationMold):
                 L.llama_sampler_accept(chain, token)
         return chain
 
+    def _argmax(self) -> int:
+        """Greedy pick straight from the logits: skips building llama.cpp's n_vocab candidate array."""
+        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
+        return int(logits.argmax())
+
     # -- generation -----------------------------------------------------------------------
     def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
         started = time.perf_counter_ns()
@@ -270,7 +281,9 @@ class LlamaCppMold(TextGenerationMold):
         self._decode(prompt[reused:])
         prompt_done = time.perf_counter_ns()
 
-        sampler = self._sampler(opts, grammar_for(request.format), prompt)
+        grammar = grammar_for(request.format)
+        greedy = opts.temperature <= 0 and not grammar and not _penalizes(opts)
+        sampler = self._sampler(opts, grammar, prompt)
         room = self._n_ctx - len(prompt)
         limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -279,7 +292,7 @@ class LlamaCppMold(TextGenerationMold):
         reason, hit = "length", False
         try:
             while len(generated) < limit:
-                token = L.llama_sampler_sample(sampler, self._ctx, -1)
+                token = self._argmax() if greedy else L.llama_sampler_sample(sampler, self._ctx, -1)
                 if L.llama_vocab_is_eog(self._vocab, token):
                     reason = "stop"
                     break

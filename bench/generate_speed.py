@@ -1,0 +1,242 @@
+"""Streaming speed of /api/generate on gemma3:270m against llama.cpp's own llama-server and in-process
+llama-cpp-python: time to first token and generation tokens/s, alternating runs, medians and ratios.
+
+    make bench            # or: .venv/bin/python bench/generate_speed.py --runs 8
+
+Each request: a 234-token prompt (Gemma turn format, unique prefix so no KV cache is reused), 128 greedy
+tokens, 2 threads. llama-server is built from the llama.cpp source vendored in the same
+llama-cpp-python sdist (bench/build_llama_server.sh) and run with --no-jinja --chat-template gemma.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT_TOKENS, NEW_TOKENS, THREADS, CTX = 234, 128, 2, 4096
+TEXT = (
+    "The history of computing is longer than the history of computing hardware and modern computing "
+    "technology and includes the history of methods intended for pen and paper or for chalk and slate, "
+    "with or without the aid of tables. Digital computing is intimately tied to the representation of "
+    "numbers. But long before abstractions like the number arose, there were mathematical concepts to serve "
+    "the purposes of civilization. These concepts are implicit in concrete practices such as one-to-one "
+    "correspondence, the basis of counting, comparison to a standard, used for measurement, and the 3-4-5 "
+    "right triangle, a device for assuring a right angle. The earliest known tool for use in computation is "
+    "the Sumerian abacus, and it was thought to have been invented in Babylon around 2700 to 2300 BC. Its "
+    "original style of usage was by lines drawn in sand with pebbles. Abaci of a more modern design are "
+    "still used as calculation tools today. This was the first known calculator and most advanced system "
+    "of calculation known to date, preceding Archimedes by 2,000 years. Continue this essay in detail:"
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def prompts(tokenize: Callable[[str], list[int]], n: int) -> list[str]:
+    """User texts whose Gemma-formatted prompt is exactly PROMPT_TOKENS tokens, each with a unique prefix."""
+    out = []
+    for i in range(n):
+        words = f"Essay {i:03d} {os.urandom(3).hex()}. {TEXT}".split(" ")
+        while True:
+            text = " ".join(words)
+            count = len(tokenize(gemma(text)))
+            if count <= PROMPT_TOKENS:
+                break
+            words.pop(-2)
+        filler = 0
+        while len(tokenize(gemma(text))) < PROMPT_TOKENS:
+            filler += 1
+            text = " ".join(words[:-1] + ["more"] * filler + words[-1:])
+        assert len(tokenize(gemma(text))) == PROMPT_TOKENS, len(tokenize(gemma(text)))
+        out.append(text)
+    return out
+
+
+def gemma(text: str) -> str:
+    return f"<start_of_turn>user\n{text}<end_of_turn>\n<start_of_turn>model\n"
+
+
+def measure(pieces: Iterator[str]) -> tuple[float, float, int]:
+    """Returns (time to first token, tokens/s after it, tokens) over a stream of text pieces."""
+    start = time.perf_counter()
+    first = last = 0.0
+    n = 0
+    for _ in pieces:
+        now = time.perf_counter()
+        if n == 0:
+            first = now
+        last = now
+        n += 1
+    return first - start, (n - 1) / (last - first) if n > 1 else 0.0, n
+
+
+CLIENT = httpx.Client(timeout=120)  # one keep-alive client for every target: no per-request setup
+
+
+def forge_pieces(url: str, text: str) -> Iterator[str]:
+    body = {
+        "model": "gemma3:270m",
+        "prompt": text,
+        "stream": True,
+        "options": {"temperature": 0, "num_predict": NEW_TOKENS, "repeat_penalty": 1.0, "num_ctx": CTX},
+    }
+    with CLIENT.stream("POST", url + "/api/generate", json=body) as r:
+        for line in r.iter_lines():
+            chunk = json.loads(line)
+            if not chunk["done"]:
+                yield chunk["response"]
+
+
+def server_pieces(url: str, text: str) -> Iterator[str]:
+    body = {
+        "prompt": gemma(text),
+        "stream": True,
+        "n_predict": NEW_TOKENS,
+        "temperature": 0,
+        "cache_prompt": False,
+    }
+    with CLIENT.stream("POST", url + "/completion", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                chunk = json.loads(line[6:])
+                if not chunk.get("stop"):
+                    yield chunk.get("content", "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=8)
+    args = parser.parse_args()
+
+    store = Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
+    llama_server = (
+        subprocess.run(
+            ["bash", str(ROOT / "bench/build_llama_server.sh")], check=True, capture_output=True, text=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    bin_dir = Path(sys.executable).parent
+    ff_port, ls_port = free_port(), free_port()
+    env = {**os.environ, "FERROUSFORGE_MODELS": str(store), "FERROUSFORGE_NUM_THREAD": str(THREADS)}
+    forge = subprocess.Popen(
+        [str(bin_dir / "ferrousforge"), "serve", "--host", f"127.0.0.1:{ff_port}", "--pull", "gemma3:270m"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    procs = [forge]
+    try:
+        forge_url = f"http://127.0.0.1:{ff_port}"
+        wait_up(forge_url, forge, timeout=300)
+        blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
+        server = subprocess.Popen(
+            [
+                llama_server,
+                "-m",
+                str(blob),
+                "--port",
+                str(ls_port),
+                "-t",
+                str(THREADS),
+                "-np",
+                "1",
+                "-c",
+                str(CTX),
+                "--no-jinja",
+                "--chat-template",
+                "gemma",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(server)
+        server_url = f"http://127.0.0.1:{ls_port}"
+        wait_up(server_url + "/health", server)
+
+        from llama_cpp import Llama
+
+        llm = Llama(str(blob), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+
+        def tokenize(text: str) -> list[int]:
+            return llm.tokenize(text.encode(), add_bos=True, special=True)
+
+        def inproc_pieces(url: str, text: str) -> Iterator[str]:
+            for out in llm(
+                gemma(text), max_tokens=NEW_TOKENS, temperature=0, top_k=1, repeat_penalty=1.0, stream=True
+            ):
+                yield out["choices"][0]["text"]
+
+        targets = {
+            "ferrousforge /api/generate": (forge_pieces, forge_url),
+            "llama-server /completion": (server_pieces, server_url),
+            "llama-cpp-python in-process": (inproc_pieces, ""),
+        }
+        texts = prompts(tokenize, args.runs * len(targets) + len(targets))
+        results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in targets}
+        for fn, url in targets.values():  # warm-up
+            measure(fn(url, texts.pop()))
+        names = list(targets)
+        for run in range(args.runs):
+            order = names[run % len(names) :] + names[: run % len(names)]  # alternate who goes first
+            for name in order:
+                fn, url = targets[name]
+                results[name].append(measure(fn(url, texts.pop())))
+        report(results)
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+
+
+def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
+    ref = "llama-server /completion"
+    ref_ttft = statistics.median(r[0] for r in results[ref])
+    ref_tps = statistics.median(r[1] for r in results[ref])
+    print(
+        f"gemma3:270m Q4_K_M, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} greedy tokens, {THREADS} threads, "
+        f"{len(results[ref])} alternating runs each (medians)\n"
+    )
+    print("| target | tokens/s | time to first token | tokens/s vs llama-server | TTFT vs llama-server |")
+    print("|---|---|---|---|---|")
+    for name, rows in results.items():
+        ttft = statistics.median(r[0] for r in rows)
+        tps = statistics.median(r[1] for r in rows)
+        tokens = statistics.median(r[2] for r in rows)
+        print(
+            f"| {name} | {tps:.1f} | {ttft * 1000:.0f} ms | {tps / ref_tps:.2f}x | {ttft / ref_ttft:.2f}x |"
+            + ("" if tokens == NEW_TOKENS else f" ({tokens:.0f} tokens)")
+        )
+
+
+if __name__ == "__main__":
+    main()

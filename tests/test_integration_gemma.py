@@ -74,3 +74,44 @@ def test_official_client_on_the_default_model(gemma_host: Host) -> None:
         )
     )
     assert parts[-1].done
+
+
+def test_serve_pulls_the_default_model_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """What `make run` does: `ferrousforge serve --pull gemma3:270m` on a fresh store."""
+    port = free_port()
+    env = {**os.environ, "FERROUSFORGE_MODELS": str(tmp_path / "store"), "FERROUSFORGE_NUM_THREAD": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ferrousforge_host.cli",
+            "serve",
+            "--host",
+            f"127.0.0.1:{port}",
+            "--pull",
+            "gemma3:270m",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                tags = httpx.get(f"http://127.0.0.1:{port}/api/tags", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                assert time.time() < deadline
+                time.sleep(0.2)
+        assert [m["name"] for m in tags["models"]] == ["gemma3:270m"]
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/pull", json={"model": "gemma3:270m", "stream": False}, timeout=120
+        )
+        assert r.json()["status"] == "success"  # pulling again after the start-up pull works too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+    log = proc.stderr.read() if proc.stderr else ""
+    assert "pulled gemma3:270m" in log and "Traceback" not in log

@@ -46,25 +46,22 @@ def serve(
     ] = None,
 ) -> None:
     """Start the server."""
-    import asyncio
-
     import uvicorn
 
+    from ferrousforge.names import ModelName
     from ferrousforge_host.app import create_app
     from ferrousforge_host.config import load_settings
+    from ferrousforge_host.models.pull import Puller
 
     settings = load_settings(host=host, models=models)
     app_ = create_app(settings)
     for name in pull or []:
-        from ferrousforge.names import ModelName
-
         parsed = ModelName.parse(name)
-        if not app_.state.store.exists(parsed):
-            _show_progress(_drain(app_.state.models.puller.pull(parsed)), name)
+        if not app_.state.store.exists(parsed):  # a puller of its own: its locks belong to this loop
+            _show_progress(_drain(Puller(app_.state.store).pull(parsed)), name)
     bind_host, port = settings.bind
     err.print(f"FerrousForge listening on http://{bind_host}:{port} (models in {settings.models})")
     uvicorn.run(app_, host=bind_host, port=port, log_level="warning", timeout_graceful_shutdown=5)
-    del asyncio
 
 
 def _drain(start: Any) -> Iterator[dict[str, Any]]:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import ollama
 import pytest
 
-from conftest import Host
+from conftest import Host, free_port
 
 pytestmark = pytest.mark.integration
 GREEDY = {"temperature": 0, "num_thread": 1}

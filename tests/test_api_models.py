@@ -212,7 +212,7 @@ def test_pull_rejects_content_with_the_wrong_digest(
 
             def lying(target: str, real=real):  # type: ignore[no-untyped-def]
                 plan = real(target)
-                plan.file.sha256 = "sha256:" + "ab" * 32  # ...but the source states another
+                plan.files[0].sha256 = "sha256:" + "ab" * 32  # ...but the source states another
                 return plan
 
             monkeypatch.setattr(pull_module, "_huggingface", lying)

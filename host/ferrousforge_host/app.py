@@ -16,11 +16,15 @@ from ferrousforge.errors import ForgeError
 from ferrousforge.options import Options, parse_keep_alive
 from ferrousforge_host import engines  # noqa: F401  (registers the native engines)
 from ferrousforge_host.config import Settings
+from ferrousforge_host.embed.routes import routes as embed_routes
+from ferrousforge_host.embed.serving import EmbeddingService
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.http import error_response
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
+from ferrousforge_host.rerank.routes import routes as rerank_routes
+from ferrousforge_host.rerank.serving import RerankService
 from ferrousforge_host.scheduler import Scheduler
 from ferrousforge_host.store import BlobStore
 
@@ -37,6 +41,13 @@ async def version(request: Request) -> Response:
 
 async def forge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForgeError)
+    if request.url.path.startswith("/v1/"):  # OpenAI's error shape on OpenAI's paths
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        code = "model_not_found" if exc.status == 404 else None
+        return JSONResponse(
+            {"error": {"message": exc.message, "type": kind, "param": None, "code": code}},
+            status_code=exc.status,
+        )
     return error_response(exc)
 
 
@@ -67,6 +78,8 @@ def create_app(settings: Settings) -> Starlette:
             Route("/", root, methods=["GET", "HEAD"]),
             Route("/api/version", version, methods=["GET"]),
             *generate_routes,
+            *embed_routes,
+            *rerank_routes,
             *model_routes,
         ],
         exception_handlers={
@@ -82,4 +95,6 @@ def create_app(settings: Settings) -> Starlette:
     app.state.scheduler = scheduler
     app.state.generation = GenerationService(scheduler, keep_alive)
     app.state.models = ModelService(store, scheduler)
+    app.state.embeddings = EmbeddingService(scheduler, keep_alive)
+    app.state.rerank = RerankService(scheduler, keep_alive)
     return app

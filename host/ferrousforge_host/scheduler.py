@@ -69,6 +69,7 @@ class Scheduler:
             template=text(TEMPLATE),
             system=text(SYSTEM),
             parameters=params,
+            files={x.name: str(self.store.blob_path(x.digest)) for x in manifest.layers if x.name},
         )
         return spec, manifest
 
@@ -92,7 +93,7 @@ class Scheduler:
                 runner = None
             if runner is None:
                 started = time.perf_counter_ns()
-                mold = resolve_mold(spec.format)(spec, options)
+                mold = resolve_mold(spec)(spec, options)
                 await mold.load()
                 load_ns = time.perf_counter_ns() - started
                 runner = Runner(name, digest, mold, options.load_key())

@@ -161,6 +161,12 @@ class BlobStore:
             except (ValueError, OSError):
                 continue  # a foreign or corrupt file is not a model
 
+    def discard(self, digests: Iterable[str]) -> None:
+        """Remove these blobs unless a manifest refers to them."""
+        used = {d for m in self.list() for d in m.manifest.digests()}
+        for digest in set(digests) - used:
+            self.blob_path(digest).unlink(missing_ok=True)
+
     def prune(self) -> None:
         """Remove blobs no manifest refers to."""
         used = {d for m in self.list() for d in m.manifest.digests()}

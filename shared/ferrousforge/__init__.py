@@ -1,5 +1,6 @@
 """FerrousForge's shared model layer: pure Python, importable natively and under Pyodide."""
 
+from ferrousforge.client import AsyncClient, Client
 from ferrousforge.errors import (
     BadRequest,
     ForgeError,
@@ -13,8 +14,10 @@ from ferrousforge.options import Options
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "BadRequest",
     "Capability",
+    "Client",
     "ForgeError",
     "ModelName",
     "ModelNotFound",

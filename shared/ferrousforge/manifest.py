@@ -17,6 +17,7 @@ SYSTEM = "application/vnd.ollama.image.system"
 PARAMS = "application/vnd.ollama.image.params"
 LICENSE = "application/vnd.ollama.image.license"
 ONNX_MODEL = "application/vnd.ferrousforge.onnx"
+TOKENIZER = "application/vnd.ferrousforge.tokenizer"
 
 DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 

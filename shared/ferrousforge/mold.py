@@ -43,10 +43,12 @@ class ModelSpec:
     template: str | None = None
     system: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # named files beside the main one (tokenizer.json)
 
 
 class Mold(ABC):
     formats: ClassVar[tuple[str, ...]] = ()
+    task: ClassVar[str] = ""  # "generate" | "embed" | "rerank": what the model's config says it is for
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     engine: ClassVar[str] = ""
 
@@ -136,8 +138,10 @@ def register_mold(cls: M) -> M:
     return cls
 
 
-def resolve_mold(model_format: str, kind: type[Mold] = Mold) -> type[Mold]:
+def resolve_mold(spec: ModelSpec) -> type[Mold]:
+    """The registered Mold for a model's format and task (the latest registration wins)."""
+    task = spec.config.get("task", "generate")
     for cls in reversed(_REGISTRY):
-        if model_format in cls.formats and issubclass(cls, kind):
+        if spec.format in cls.formats and cls.task == task:
             return cls
-    raise NotSupported(f"no engine is registered for model format '{model_format}'")
+    raise NotSupported(f"no engine is registered for {spec.format} models of task '{task}'")

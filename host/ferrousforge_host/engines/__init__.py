@@ -1,3 +1,3 @@
 """Native engines. Importing this package registers every engine available here."""
 
-from ferrousforge_host.engines import llamacpp  # noqa: F401  (registers the GGUF Mold)
+from ferrousforge_host.engines import llamacpp, onnx  # noqa: F401  (each registers its Molds)

@@ -18,7 +18,7 @@ from ferrousforge_host.scheduler import Scheduler
 
 
 def capabilities(spec: ModelSpec) -> set[Capability]:
-    caps = set(resolve_mold(spec.format).capabilities)
+    caps = set(resolve_mold(spec).capabilities)
     if spec.template and "tools" in spec.template:
         caps.add(Capability.TOOLS)
     return caps

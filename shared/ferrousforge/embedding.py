@@ -1,0 +1,112 @@
+"""The embedding and rerank Mold kinds.
+
+An engine implements one primitive per kind, synchronous and batched (``embed_sync`` over a list of
+texts, ``score_sync`` over query/document pairs); the base class supplies dynamic batching across
+concurrent requests, runs calls on the Mold's worker, and the shared post-processing (Matryoshka
+truncation with renormalisation, cosine rerank for bi-encoders).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from ferrousforge.batching import DynamicBatcher
+from ferrousforge.errors import BadRequest
+from ferrousforge.mold import Capability, Mold
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass
+class Embedded:
+    vector: list[float]
+    tokens: int
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    text: str | list[int]  # text, or token ids of the model's own tokenizer
+    truncate: bool = True
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    query: str
+    document: str
+    truncate: bool = True
+
+
+@dataclass
+class Scored:
+    score: float
+    tokens: int
+
+
+def normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector] if norm > 0 else vector
+
+
+def truncate_dimensions(vector: list[float], dimensions: int | None) -> list[float]:
+    """Matryoshka truncation: keep the first ``dimensions`` values, renormalised."""
+    if dimensions is None:
+        return vector
+    if not 1 <= dimensions <= len(vector):
+        raise BadRequest(f"'dimensions' must be between 1 and {len(vector)}")
+    return normalize(vector[:dimensions])
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(x * x for x in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb) if na and nb else 0.0
+
+
+class BatchedMold(Mold):
+    """Base of the kinds whose primitive takes a batch: coalesces concurrent requests into it."""
+
+    max_batch: ClassVar[int] = 32
+    batching: bool = True  # off: each request runs alone, in chunks of max_batch (for comparison)
+
+    async def batched(self, primitive: Callable[[list[In]], list[Out]], items: list[In]) -> list[Out]:
+        if not self.batching:
+            out: list[Out] = []
+            for start in range(0, len(items), self.max_batch):
+                out += await self.run_in_worker(primitive, items[start : start + self.max_batch])
+            return out
+        batcher = self.__dict__.get("_batcher")
+        if batcher is None:
+            batcher = self.__dict__["_batcher"] = DynamicBatcher(
+                lambda batch: self.run_in_worker(primitive, batch), self.max_batch
+            )
+        result: list[Out] = await batcher.submit(items)
+        return result
+
+
+class EmbeddingMold(BatchedMold):
+    task: ClassVar[str] = "embed"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.EMBEDDING})
+
+    @abstractmethod
+    def embed_sync(self, items: list[EmbedItem]) -> list[Embedded]:
+        """Engine primitive: embed a batch of at most ``max_batch`` items."""
+
+    async def embed(self, items: list[EmbedItem]) -> list[Embedded]:
+        return await self.batched(self.embed_sync, items)
+
+
+class RerankMold(BatchedMold):
+    task: ClassVar[str] = "rerank"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.RERANK})
+
+    @abstractmethod
+    def score_sync(self, items: list[ScoreItem]) -> list[Scored]:
+        """Engine primitive: relevance in [0, 1] for each query/document pair."""
+
+    async def score(self, items: list[ScoreItem]) -> list[Scored]:
+        return await self.batched(self.score_sync, items)

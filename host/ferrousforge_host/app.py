@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import ferrousforge
@@ -20,7 +20,7 @@ from ferrousforge_host.embed.routes import routes as embed_routes
 from ferrousforge_host.embed.serving import EmbeddingService
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
-from ferrousforge_host.http import error_response
+from ferrousforge_host.http import JSONResponse, error_response
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
 from ferrousforge_host.rerank.routes import routes as rerank_routes
@@ -66,7 +66,7 @@ def create_app(settings: Settings) -> Starlette:
     store = BlobStore(settings.models)
     keep_alive = parse_keep_alive(settings.keep_alive, 300.0)
     base = Options(num_ctx=settings.num_ctx, num_thread=settings.num_thread)
-    scheduler = Scheduler(store, keep_alive, base)
+    scheduler = Scheduler(store, keep_alive, base, batching=bool(settings.batching))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ferrousforge.embedding import BatchedMold
 from ferrousforge.errors import ForgeError
 from ferrousforge.manifest import PARAMS, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
@@ -37,8 +38,11 @@ class Runner:
 
 
 class Scheduler:
-    def __init__(self, store: BlobStore, keep_alive: float | None, base: Options) -> None:
+    def __init__(
+        self, store: BlobStore, keep_alive: float | None, base: Options, batching: bool = True
+    ) -> None:
         self.store = store
+        self.batching = batching
         self.default_keep_alive = keep_alive
         self.base = base
         self.runners: dict[ModelName, Runner] = {}
@@ -94,6 +98,8 @@ class Scheduler:
             if runner is None:
                 started = time.perf_counter_ns()
                 mold = resolve_mold(spec)(spec, options)
+                if isinstance(mold, BatchedMold):
+                    mold.batching = self.batching
                 await mold.load()
                 load_ns = time.perf_counter_ns() - started
                 runner = Runner(name, digest, mold, options.load_key())

@@ -2,20 +2,19 @@
 
 An engine implements one primitive per kind, synchronous and batched (``embed_sync`` over a list of
 texts, ``score_sync`` over query/document pairs); the base class supplies dynamic batching across
-concurrent requests, runs calls on the Mold's worker, and the shared post-processing (Matryoshka
-truncation with renormalisation, cosine rerank for bi-encoders).
+concurrent requests, runs calls on the Mold's worker, and the shared post-processing (cosine
+rerank for bi-encoders).
 """
 
 from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from ferrousforge.batching import DynamicBatcher
-from ferrousforge.errors import BadRequest
 from ferrousforge.mold import Capability, Mold
 
 In = TypeVar("In")
@@ -24,7 +23,7 @@ Out = TypeVar("Out")
 
 @dataclass
 class Embedded:
-    vector: list[float]
+    vector: Sequence[float]  # a list, or an engine's own array type (numpy on the host)
     tokens: int
 
 
@@ -47,21 +46,7 @@ class Scored:
     tokens: int
 
 
-def normalize(vector: list[float]) -> list[float]:
-    norm = math.sqrt(sum(v * v for v in vector))
-    return [v / norm for v in vector] if norm > 0 else vector
-
-
-def truncate_dimensions(vector: list[float], dimensions: int | None) -> list[float]:
-    """Matryoshka truncation: keep the first ``dimensions`` values, renormalised."""
-    if dimensions is None:
-        return vector
-    if not 1 <= dimensions <= len(vector):
-        raise BadRequest(f"'dimensions' must be between 1 and {len(vector)}")
-    return normalize(vector[:dimensions])
-
-
-def cosine(a: list[float], b: list[float]) -> float:
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     na = math.sqrt(sum(x * x for x in a))
     nb = math.sqrt(sum(x * x for x in b))
     return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb) if na and nb else 0.0

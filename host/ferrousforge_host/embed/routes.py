@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import base64
-import struct
 
+import numpy as np
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ferrousforge.protocol.embed import EmbedRequest
 from ferrousforge_host.embed.serving import EmbeddingService
-from ferrousforge_host.http import read_json
+from ferrousforge_host.http import JSONResponse, read_json
 
 
 def service(request: Request) -> EmbeddingService:
@@ -40,9 +40,9 @@ async def embeddings_legacy(request: Request) -> Response:
     return JSONResponse({"embedding": out.vectors[0]})
 
 
-def _encode(vector: list[float], fmt: str) -> list[float] | str:
-    if fmt == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+def _encode(vector: np.ndarray, fmt: str) -> np.ndarray | str:
+    if fmt == "base64":  # little-endian float32, as OpenAI sends it
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode()
     return vector
 
 

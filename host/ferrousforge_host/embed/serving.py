@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ferrousforge.embedding import EmbeddingMold, EmbedItem, truncate_dimensions
-from ferrousforge.errors import NotSupported
+import numpy as np
+
+from ferrousforge.embedding import EmbeddingMold, EmbedItem
+from ferrousforge.errors import BadRequest, NotSupported
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import parse_keep_alive
@@ -17,10 +19,18 @@ from ferrousforge_host.scheduler import Scheduler
 
 @dataclass
 class Embeddings:
-    vectors: list[list[float]]
+    vectors: np.ndarray  # [inputs, dimensions] float32
     tokens: int
     load_duration: int
     total_duration: int
+
+
+def matryoshka(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Keep the first ``dimensions`` values of each vector, renormalised."""
+    if not 1 <= dimensions <= vectors.shape[1]:
+        raise BadRequest(f"'dimensions' must be between 1 and {vectors.shape[1]}")
+    cut = vectors[:, :dimensions]
+    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
 
 
 def require_kind(spec: ModelSpec, name: ModelName, kind: type, what: str) -> type[Mold]:
@@ -44,8 +54,11 @@ class EmbeddingService:
         async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
             assert isinstance(runner.mold, EmbeddingMold)
             results = await runner.mold.embed([EmbedItem(x, req.truncate) for x in req.inputs])
+        vectors = np.asarray([r.vector for r in results], dtype=np.float32) if results else np.zeros((0, 0))
+        if req.dimensions is not None:
+            vectors = matryoshka(vectors, req.dimensions)
         return Embeddings(
-            [truncate_dimensions(r.vector, req.dimensions) for r in results],
+            vectors,
             sum(r.tokens for r in results),
             load_ns,
             time.perf_counter_ns() - started,

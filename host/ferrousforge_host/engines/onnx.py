@@ -140,7 +140,7 @@ class OnnxEmbeddingMold(EmbeddingMold):
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         counts = mask.sum(axis=1)
-        return [Embedded(v.tolist(), int(n)) for v, n in zip(vectors, counts, strict=True)]
+        return [Embedded(v, int(n)) for v, n in zip(vectors.astype(np.float32), counts, strict=True)]
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:

@@ -6,14 +6,14 @@ import asyncio
 import uuid
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.manifest import normalize_digest
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.fields import field, require_object
-from ferrousforge_host.http import read_json, respond
+from ferrousforge_host.http import JSONResponse, read_json, respond
 from ferrousforge_host.models.serving import ModelService
 
 

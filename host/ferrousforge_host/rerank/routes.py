@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ferrousforge.protocol.embed import RerankRequest
-from ferrousforge_host.http import read_json
+from ferrousforge_host.http import JSONResponse, read_json
 
 
 async def rerank(request: Request) -> Response:

@@ -17,6 +17,8 @@ import ollama
 import openai
 import pytest
 
+from ferrousforge.catalogue import ALIASES
+
 from conftest import Host, start_host
 
 TEXTS = [
@@ -310,6 +312,11 @@ def test_pull_onnx_from_a_hub_repository(tmp_path: Path, monkeypatch: pytest.Mon
                 r = c.post("/api/pull", json={"model": "hf.co/sentence-transformers/mini", "stream": False})
                 assert r.status_code == 200, r.text
                 hub = c.post("/api/embed", json={"model": "hf.co/sentence-transformers/mini", "input": "hi"})
+                # A short alias from the catalogue pulls its repository and keeps the short name.
+                monkeypatch.setitem(ALIASES, "mini-alias", "sentence-transformers/mini")
+                assert c.post("/api/pull", json={"model": "mini-alias", "stream": False}).status_code == 200
+                aliased = c.post("/api/embed", json={"model": "mini-alias", "input": "hi"}).json()
+            assert np.allclose(aliased["embeddings"][0], hub.json()["embeddings"][0])
             assert len(list((h.store_root / "blobs").iterdir())) == 3  # graph, tokenizer, config
             assert not any("model.safetensors" in p for _, p, _ in fs.requests)
     vec = np.array(hub.json()["embeddings"][0])

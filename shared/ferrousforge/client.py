@@ -2,7 +2,8 @@
 
 ``Client`` covers generation, chat, embeddings, rerank and model management; streaming calls yield
 each NDJSON object. ``AsyncClient`` offers the same calls as coroutines. Short model names from
-``ferrousforge.catalogue.ALIASES`` (e.g. ``"bge-small-en"``) resolve to their Hugging Face repository.
+``ferrousforge.catalogue.ALIASES`` (e.g. ``"bge-small-en"``) are pulled by the host from their Hugging
+Face repository and then used under the short name.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Client:
     # -- embeddings and rerank ------------------------------------------------------------
     def embed(self, model: str, input: str | list[str], **fields: Any) -> dict[str, Any]:
         """Ollama's /api/embed answer: ``embeddings``, ``prompt_eval_count`` and durations."""
-        body = {"model": resolve_alias(model), "input": input, **fields}
+        body = {"model": model, "input": input, **fields}
         return self._json("POST", "/api/embed", body)
 
     def embeddings(self, texts: list[str], model: str, dimensions: int | None = None) -> list[list[float]]:
@@ -119,7 +120,7 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Results sorted by relevance: ``{index, relevance_score, document?}``."""
         body: dict[str, Any] = {
-            "model": resolve_alias(model),
+            "model": model,
             "query": query,
             "documents": documents,
             "return_documents": return_documents,
@@ -130,7 +131,7 @@ class Client:
 
     # -- models ---------------------------------------------------------------------------
     def pull(self, model: str, source: str | None = None) -> Iterator[dict[str, Any]]:
-        body: dict[str, Any] = {"model": resolve_alias(model)}
+        body: dict[str, Any] = {"model": model}
         if source:
             body["source"] = source
         return self._stream("/api/pull", body)
@@ -168,14 +169,6 @@ class Client:
     def upload_blob(self, digest: str, file: BinaryIO, size: int) -> None:
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         self._open("POST", f"/api/blobs/{digest}", data=file, headers=headers).close()
-
-
-def resolve_alias(model: str) -> str:
-    """A short alias (``bge-small-en``) becomes ``hf.co/<repo>``; other names pass unchanged."""
-    from ferrousforge.catalogue import ALIASES
-
-    repo = ALIASES.get(model)
-    return f"hf.co/{repo}" if repo else model
 
 
 class AsyncClient:

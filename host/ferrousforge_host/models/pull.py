@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from ferrousforge.catalogue import CatalogueEntry, lookup
+from ferrousforge.catalogue import ALIASES, CatalogueEntry, lookup
 from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
 from ferrousforge.names import ModelName
 from ferrousforge_host.models import onnx_import
@@ -79,7 +79,9 @@ def resolve(name: ModelName, source: str | None) -> PullPlan:
     entry = lookup(name.display)
     if source is None and entry is not None:
         return _catalogue(entry)
+    alias = ALIASES.get(name.model) if name.namespace == "library" and name.tag == "latest" else None
     target = source or (name.display if name.host in ("hf.co", "huggingface.co") else None)
+    target = target or (f"hf.co/{alias}" if alias else None)
     if target is None:
         raise ModelNotFound(name.display)
     if is_hf(target):

@@ -203,12 +203,22 @@ def test_bad_chat_requests(host: Host) -> None:
             json={
                 "model": "tiny",
                 "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"parameters": {}}}],
+            },
+        )
+        both = c.post(
+            "/api/chat",
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "format": "json",
                 "tools": [{"type": "function", "function": {"name": "f"}}],
             },
         )
     assert bad_role.status_code == 400 and "role" in bad_role.json()["error"]
     assert not_list.status_code == 400
-    assert tools.status_code == 400 and "tools" in tools.json()["error"]
+    assert tools.status_code == 400 and "tools[0]" in tools.json()["error"]
+    assert both.status_code == 400 and "either tools or format" in both.json()["error"]
 
 
 def test_malformed_json_and_oversized_bodies(host: Host) -> None:
@@ -225,7 +235,7 @@ def test_malformed_json_and_oversized_bodies(host: Host) -> None:
 
 def test_prompt_longer_than_context_is_a_clear_400(host: Host) -> None:
     with host.client() as c:
-        r = c.post("/api/generate", json={"model": "tiny", "prompt": "the " * 600, "stream": True})
+        r = c.post("/api/generate", json={"model": "tiny", "prompt": "the " * 2100, "stream": True})
     assert r.status_code == 400
     assert "context window" in r.json()["error"]
 

@@ -40,9 +40,9 @@ def test_show_reports_template_info_and_capabilities(host: Host) -> None:
     with host.client() as c:
         show = c.post("/api/show", json={"model": "tiny"}).json()
         missing = c.post("/api/show", json={"model": "nope"})
-    assert show["capabilities"] == ["completion"]
+    assert show["capabilities"] == ["completion", "tools"]
     assert show["model_info"]["general.architecture"] == "llama"
-    assert show["model_info"]["llama.context_length"] == 512
+    assert show["model_info"]["llama.context_length"] == 2048
     assert "FROM " in show["modelfile"]
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
 

@@ -337,3 +337,13 @@ def test_sdk_client(minilm_host: Host) -> None:
 
     assert np.allclose(asyncio.run(run())[0], vectors[0])
     json.dumps(ranked)
+
+
+def test_langchain_ollama_embeddings(minilm_host: Host) -> None:
+    from langchain_ollama import OllamaEmbeddings
+
+    emb = OllamaEmbeddings(model="all-minilm", base_url=minilm_host.url)
+    docs = emb.embed_documents(["one", "two"])
+    query = emb.embed_query("one")
+    assert len(docs) == 2 and len(query) == 384
+    assert np.allclose(docs[0], query, atol=1e-5)

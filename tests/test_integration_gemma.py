@@ -122,3 +122,110 @@ def test_serve_pulls_the_default_model_then_stops_cleanly_on_sigterm(tmp_path: P
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
     log = proc.stderr.read() if proc.stderr else ""
     assert "pulled gemma3:270m" in log and "Traceback" not in log
+
+
+SCHEMAS = [
+    {  # flat object, required fields, enum
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "mood": {"enum": ["happy", "sad"]}},
+        "required": ["name", "mood"],
+    },
+    {  # nested object and an array of integers
+        "type": "object",
+        "properties": {
+            "city": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "maxLength": 20},
+                    "population": {"type": "integer"},
+                },
+                "required": ["name", "population"],
+            },
+            "scores": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 4},
+        },
+        "required": ["city", "scores"],
+    },
+    {  # array of objects with a boolean
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"done": {"type": "boolean"}, "task": {"type": "string", "maxLength": 15}},
+            "required": ["done", "task"],
+        },
+        "minItems": 1,
+        "maxItems": 3,
+    },
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+def test_structured_outputs_validate_from_the_base_model(gemma_host: Host, schema: dict) -> None:
+    import jsonschema
+    import openai
+
+    prompt = "Describe something as JSON."
+    with gemma_host.client(timeout=300) as c:
+        ollama_r = c.post(
+            "/api/chat",
+            json={
+                "model": "gemma3:270m",
+                "messages": [{"role": "user", "content": prompt}],
+                "format": schema,
+                "stream": False,
+                "options": {"num_predict": 300, "seed": 7, "num_thread": 1},
+            },
+        ).json()
+    assert ollama_r["done_reason"] == "stop", ollama_r
+    jsonschema.validate(json.loads(ollama_r["message"]["content"]), schema)
+    client = openai.OpenAI(base_url=gemma_host.url + "/v1", api_key="unused")
+    r = client.chat.completions.create(
+        model="gemma3:270m",
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=300,
+        seed=8,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "thing", "schema": schema, "strict": True},
+        },
+    )
+    assert r.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(r.choices[0].message.content or ""), schema)
+    any_json = client.chat.completions.create(
+        model="gemma3:270m",
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=300,
+        seed=9,
+        response_format={"type": "json_object"},
+    )
+    if any_json.choices[0].finish_reason == "stop":
+        json.loads(any_json.choices[0].message.content or "")
+
+
+def test_tool_call_from_the_default_model(gemma_host: Host) -> None:
+    import openai
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Current weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 30}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    client = openai.OpenAI(base_url=gemma_host.url + "/v1", api_key="unused")
+    r = client.chat.completions.create(
+        model="gemma3:270m",
+        tools=tools,
+        tool_choice="required",
+        max_tokens=60,
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+    )
+    call = r.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)

@@ -20,7 +20,7 @@ def test_list_show_ps(client: ollama.Client, host: Host) -> None:
     assert [m.model for m in models] == ["tiny:latest"]
     assert models[0].details is not None and models[0].details.family == "llama"
     shown = client.show("tiny")
-    assert shown.capabilities == ["completion"]
+    assert shown.capabilities == ["completion", "tools"]
     assert shown.template and "<|im_start|>" in shown.template
     assert client.ps().models == []
     client.generate("tiny", "", keep_alive="1m")

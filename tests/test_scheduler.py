@@ -49,7 +49,7 @@ def test_changing_load_options_reloads_the_model(host: Host) -> None:
         first = c.post("/api/generate", json=base).json()
         again = c.post("/api/generate", json=base).json()
         assert first["load_duration"] > 0 and again["load_duration"] == 0
-        assert c.get("/api/ps").json()["models"][0]["context_length"] == 512  # capped by the model
+        assert c.get("/api/ps").json()["models"][0]["context_length"] == 2048  # capped by the model
         smaller = c.post("/api/generate", json={**base, "options": {"num_predict": 1, "num_ctx": 256}}).json()
         assert smaller["load_duration"] > 0
         assert c.get("/api/ps").json()["models"][0]["context_length"] == 256

@@ -167,7 +167,7 @@ def test_gguf_reader_reads_the_tiny_model(tiny_gguf: Path) -> None:
     meta = read_file_metadata(str(tiny_gguf), frozenset({"tokenizer.ggml.tokens"}))
     summary = summarize(meta)
     assert summary["model_family"] == "llama"
-    assert summary["context_length"] == 512
+    assert summary["context_length"] == 2048
     assert summary["bos_token"] == "<s>" and summary["eos_token"] == "</s>"
     assert "<|im_start|>" in summary["chat_template"]
     assert "tokenizer.ggml.tokens" not in summary["model_info"]

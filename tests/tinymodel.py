@@ -59,7 +59,9 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
-def write_tiny_llama(path: Path, seed: int = 0, chat_template: str | None = CHATML, n_ctx: int = 512) -> Path:
+def write_tiny_llama(
+    path: Path, seed: int = 0, chat_template: str | None = CHATML, n_ctx: int = 2048
+) -> Path:
     rng = np.random.default_rng(seed)
     n_embd, n_ff, n_head, n_head_kv, n_layer = 64, 128, 4, 2, 2
     head_dim = n_embd // n_head

@@ -23,6 +23,7 @@ from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.http import JSONResponse, error_response
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
+from ferrousforge_host.openai.routes import routes as openai_routes
 from ferrousforge_host.rerank.routes import routes as rerank_routes
 from ferrousforge_host.rerank.serving import RerankService
 from ferrousforge_host.scheduler import Scheduler
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
             *generate_routes,
             *embed_routes,
             *rerank_routes,
+            *openai_routes,
             *model_routes,
         ],
         exception_handlers={

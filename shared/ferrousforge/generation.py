@@ -17,6 +17,7 @@ class GenerationInput:
     options: Options
     context: list[int] = field(default_factory=list)  # tokens of an earlier exchange, put before the prompt
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema the output must match
+    optional_call: dict[str, Any] | None = None  # schema of a tool call the reply may be (else free text)
 
 
 @dataclass

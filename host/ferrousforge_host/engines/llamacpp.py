@@ -30,18 +30,23 @@ _logger.set_verbose(False)
 L.llama_backend_init()
 
 
-def grammar_for(fmt: str | dict[str, Any] | None) -> str | None:
-    """GBNF for Ollama's ``format``: "json" for any JSON value, or a JSON schema."""
-    if not fmt:
-        return None
+def grammar_for(fmt: str | dict[str, Any] | None, optional_call: dict[str, Any] | None = None) -> str | None:
+    """GBNF for ``format`` ("json" for any JSON value, or a JSON schema), or for a reply that is
+    either a tool call matching ``optional_call`` or free text not starting with "{"."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     if fmt == "json":
         return JSON_GBNF
+    schema = fmt or optional_call
+    if not schema:
+        return None
     try:
-        return json_schema_to_gbnf(json.dumps(fmt))
+        grammar: str = json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:
-        raise BadRequest(f"format: cannot use this JSON schema: {exc}") from exc
+        raise BadRequest(f"cannot use this JSON schema: {exc}") from exc
+    if fmt:
+        return grammar
+    return grammar.replace("root ::=", "call ::=", 1) + "\nroot ::= call | free\nfree ::= [^{] [^\\x00]*\n"
 
 
 def _penalizes(opts: Options) -> bool:
@@ -281,7 +286,7 @@ class LlamaCppMold(TextGenerationMold):
         self._decode(prompt[reused:])
         prompt_done = time.perf_counter_ns()
 
-        grammar = grammar_for(request.format)
+        grammar = grammar_for(request.format, request.optional_call)
         greedy = opts.temperature <= 0 and not grammar and not _penalizes(opts)
         sampler = self._sampler(opts, grammar, prompt)
         room = self._n_ctx - len(prompt)

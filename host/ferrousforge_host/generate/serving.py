@@ -7,21 +7,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ferrousforge.chat_format import PLAIN_TEMPLATE, render
-from ferrousforge.errors import NotSupported
+from ferrousforge.errors import BadRequest, NotSupported
 from ferrousforge.generation import GenerationInput, GenerationStats, TextGenerationMold
 from ferrousforge.mold import Capability, ModelSpec, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import parse_keep_alive
 from ferrousforge.protocol.generate import ChatRequest, Common, GenerateRequest
+from ferrousforge.tools import as_plain_turns, call_schema, check_tools, choose, parse_call
 from ferrousforge_host.http import Chunk, now_iso
 from ferrousforge_host.scheduler import Scheduler
 
 
 def capabilities(spec: ModelSpec) -> set[Capability]:
     caps = set(resolve_mold(spec).capabilities)
-    if spec.template and "tools" in spec.template:
+    if Capability.COMPLETION in caps:  # any chat model: see ferrousforge.tools
         caps.add(Capability.TOOLS)
     return caps
+
+
+def template_knows_tools(spec: ModelSpec) -> bool:
+    return bool(spec.template and "tools" in spec.template)
 
 
 def _stats(stats: GenerationStats, load_ns: int, started: int) -> dict[str, int]:
@@ -69,25 +74,57 @@ class GenerationService:
         yield {"model": name.display, "created_at": now_iso(), **shape, "done": True, "done_reason": "load"}
 
     async def _run(
-        self, req: Common, options: Any, keep_alive: float | None, prompt: str, context: list[int], shape: Any
+        self,
+        req: Common,
+        options: Any,
+        keep_alive: float | None,
+        prompt: str,
+        context: list[int],
+        shape: Any,
+        fmt: str | dict[str, Any] | None = None,
+        tools: dict[str, dict[str, Any]] | None = None,
+        call_required: bool = False,
     ) -> AsyncIterator[Chunk]:
+        """Generate and yield Ollama's chunks. With tools offered, a reply that opens with "{" is held
+        back until it ends, then answered as ``tool_calls`` when it is a call."""
         started = time.perf_counter_ns()
         name = req.model.display
+        schema = call_schema(tools) if tools else None
         async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
             mold = runner.mold
             assert isinstance(mold, TextGenerationMold)
-            request = GenerationInput(prompt, options, context=context, format=req.format)
+            request = GenerationInput(
+                prompt,
+                options,
+                context=context,
+                format=schema if call_required else fmt,
+                optional_call=None if call_required else schema,
+            )
+            maybe_call, held = bool(tools), ""
             async for chunk in mold.stream(request):
+                text = chunk.text
+                if maybe_call:
+                    held += text
+                    head = held.lstrip()
+                    if head and not head.startswith("{"):  # prose: release what was held
+                        maybe_call, text, held = False, held, ""
+                    elif not chunk.done:
+                        continue
+                    else:
+                        text = held
                 if not chunk.done:
-                    yield {"model": name, "created_at": now_iso(), **shape(chunk.text), "done": False}
+                    yield {"model": name, "created_at": now_iso(), **shape(text), "done": False}
                     continue
+                call = parse_call(text, tools) if tools and maybe_call else None
                 final: dict[str, Any] = {
                     "model": name,
                     "created_at": now_iso(),
-                    **shape(chunk.text),
+                    **shape("" if call else text),
                     "done": True,
                     "done_reason": chunk.done_reason,
                 }
+                if call:
+                    final["message"]["tool_calls"] = [{"function": call}]
                 final.update(_stats(chunk.stats or GenerationStats(), load_ns, started))
                 if isinstance(req, GenerateRequest) and not req.raw:
                     final["context"] = chunk.context or []
@@ -110,12 +147,15 @@ class GenerationService:
                 bos_token=spec.config.get("bos_token", ""),
                 eos_token=spec.config.get("eos_token", ""),
             )
-        return self._run(req, options, keep_alive, prompt, req.context, lambda text: {"response": text})
+        return self._run(
+            req, options, keep_alive, prompt, req.context, lambda text: {"response": text}, fmt=req.format
+        )
 
     def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
         spec, options, keep_alive = self._prepare(req, any(m.images for m in req.messages))
-        if req.tools and Capability.TOOLS not in capabilities(spec):
-            raise NotSupported(f"model '{req.model}' does not support tools")
+        offered, required = choose(check_tools(req.tools), req.tool_choice)
+        if offered and req.format:
+            raise BadRequest("use either tools or format, not both")
         if not req.messages:
             return self._load_or_unload(
                 req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
@@ -123,12 +163,15 @@ class GenerationService:
         messages = [m.to_template() for m in req.messages]
         if spec.system and not any(m["role"] == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": spec.system})
+        native = template_knows_tools(spec)
         prompt = render(
             spec.template or PLAIN_TEMPLATE,
-            messages,
+            messages if native else as_plain_turns(messages, offered),
             bos_token=spec.config.get("bos_token", ""),
             eos_token=spec.config.get("eos_token", ""),
-            tools=req.tools or None,
+            tools=[{"type": "function", "function": fn} for fn in offered.values()]
+            if native and offered
+            else None,
         )
         return self._run(
             req,
@@ -137,6 +180,9 @@ class GenerationService:
             prompt,
             [],
             lambda text: {"message": {"role": "assistant", "content": text}},
+            fmt=req.format,
+            tools=offered or None,
+            call_required=required,
         )
 
 
@@ -148,5 +194,5 @@ def merge_generate(chunks: list[Chunk]) -> Chunk:
 
 def merge_chat(chunks: list[Chunk]) -> Chunk:
     final = dict(chunks[-1])
-    final["message"] = {"role": "assistant", "content": "".join(c["message"]["content"] for c in chunks)}
+    final["message"] = {**chunks[-1]["message"], "content": "".join(c["message"]["content"] for c in chunks)}
     return final

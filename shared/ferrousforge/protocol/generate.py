@@ -70,11 +70,14 @@ class Message:
     content: str
     images: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    name: str | None = None  # a tool result's tool
 
     def to_template(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             out["tool_calls"] = self.tool_calls
+        if self.name:
+            out["name"] = self.name
         return out
 
 
@@ -82,6 +85,7 @@ class Message:
 class ChatRequest(Common):
     messages: list[Message] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: object = None  # "none" | "auto" | "required" | {type: function, function: {name}}
 
     @classmethod
     def parse(cls, raw: object) -> ChatRequest:
@@ -92,7 +96,7 @@ class ChatRequest(Common):
             role = get(m, "role", str)
             if role not in ROLES:
                 raise BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}")
-            content = get(m, "content", (str, list), "")
+            content = get(m, "content", (str, list), "") or ""
             if isinstance(content, list):  # OpenAI-style content parts: keep the text
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             calls = get(m, "tool_calls", list, [])
@@ -105,8 +109,9 @@ class ChatRequest(Common):
                         fn["arguments"] = json.loads(fn["arguments"])
                     except ValueError:
                         raise BadRequest(f"messages[{i}] tool call arguments are not JSON") from None
-            messages.append(Message(role, content, string_list(m, "images"), calls))
+            name = get(m, "tool_name", str, None) or get(m, "name", str, None)
+            messages.append(Message(role, content, string_list(m, "images"), calls, name))
         tools = get(body, "tools", list, [])
         if not all(isinstance(t, dict) for t in tools):
             raise BadRequest("'tools' must be a list of objects")
-        return cls(**_common(body), messages=messages, tools=tools)
+        return cls(**_common(body), messages=messages, tools=tools, tool_choice=body.get("tool_choice"))

@@ -1,0 +1,114 @@
+"""OpenAI's chat and completion requests, translated to the Ollama-shaped requests the generation
+handler takes: one handler, two dialects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferrousforge.errors import BadRequest
+from ferrousforge.protocol.fields import field as get
+from ferrousforge.protocol.fields import require_object
+from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
+
+_OPTION_NAMES = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for theirs, ours in _OPTION_NAMES.items():
+        if body.get(theirs) is not None:
+            options[ours] = body[theirs]
+    limit = body.get("max_completion_tokens", body.get("max_tokens", default_max))
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise BadRequest("'max_tokens' must be a positive integer")
+        options["num_predict"] = limit
+    stop = body.get("stop")
+    if stop is not None:
+        options["stop"] = stop
+    return options
+
+
+def _unsupported(body: dict[str, Any]) -> None:
+    n = get(body, "n", int, 1)
+    if n != 1:
+        raise BadRequest("'n' must be 1: one choice per request is supported")
+    if body.get("logprobs") or body.get("top_logprobs"):
+        raise BadRequest("'logprobs' is not supported")
+
+
+def _format(body: dict[str, Any]) -> str | dict[str, Any] | None:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    fmt = require_object(fmt, "'response_format'")
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        spec = require_object(fmt.get("json_schema"), "'response_format.json_schema'")
+        schema = spec.get("schema")
+        if not isinstance(schema, dict):
+            raise BadRequest("'response_format.json_schema.schema' must be a JSON schema object")
+        return schema
+    raise BadRequest("'response_format.type' must be 'text', 'json_object' or 'json_schema'")
+
+
+def chat_request(raw: object) -> tuple[ChatRequest, bool]:
+    """The chat request, and whether the stream should end with a usage chunk."""
+    body = require_object(raw)
+    _unsupported(body)
+    messages = []
+    for i, m in enumerate(get(body, "messages", list)):
+        m = require_object(m, f"messages[{i}]")
+        role = "system" if m.get("role") == "developer" else m.get("role")
+        messages.append({**m, "role": role})
+    if not messages:
+        raise BadRequest("'messages' must not be empty")
+    stream_options = get(body, "stream_options", dict, {})
+    request = ChatRequest.parse(
+        {
+            "model": get(body, "model", str),
+            "messages": messages,
+            "stream": get(body, "stream", bool, False),
+            "options": _options(body, None),
+            "format": _format(body),
+            "tools": get(body, "tools", list, []),
+            "tool_choice": body.get("tool_choice"),
+        }
+    )
+    return request, bool(stream_options.get("include_usage"))
+
+
+def completion_request(raw: object) -> tuple[GenerateRequest, bool]:
+    body = require_object(raw)
+    _unsupported(body)
+    if body.get("echo"):
+        raise BadRequest("'echo' is not supported")
+    if body.get("suffix"):
+        raise BadRequest("'suffix' is not supported by this model")
+    prompt = get(body, "prompt", (str, list))
+    if isinstance(prompt, list):
+        if len(prompt) != 1 or not isinstance(prompt[0], str):
+            raise BadRequest("'prompt' must be a string (or a list of exactly one string)")
+        prompt = prompt[0]
+    stream_options = get(body, "stream_options", dict, {})
+    request = GenerateRequest.parse(
+        {
+            "model": get(body, "model", str),
+            "prompt": prompt,
+            "raw": True,
+            "stream": get(body, "stream", bool, False),
+            "options": _options(body, 16),  # OpenAI's default max_tokens for completions
+            "format": _format(body),
+        }
+    )
+    return request, bool(stream_options.get("include_usage"))

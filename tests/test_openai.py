@@ -1,0 +1,278 @@
+"""The OpenAI-compatible API with the official ``openai`` client, unmodified, plus LangChain's Ollama
+integration; structured outputs and tool calls."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from conftest import Host
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["C", "F"]}},
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two integers",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    },
+]
+
+
+@pytest.fixture
+def client(host: Host) -> openai.OpenAI:
+    return openai.OpenAI(base_url=host.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list().data] == ["tiny:latest"]
+    assert client.models.retrieve("tiny:latest").id == "tiny:latest"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.models.retrieve("ghost")
+    assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def test_chat_completion_and_stream_with_usage(client: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    whole = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8, temperature=0)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "length" and choice.message.role == "assistant" and choice.message.content
+    assert whole.usage and whole.usage.completion_tokens == 8 and whole.usage.prompt_tokens > 5
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + 8
+    stream = client.chat.completions.create(
+        model="tiny",
+        messages=messages,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    events = list(stream)
+    text = "".join(e.choices[0].delta.content or "" for e in events if e.choices)
+    assert text == choice.message.content
+    assert [e.choices[0].finish_reason for e in events if e.choices][-1] == "length"
+    assert events[-1].choices == [] and events[-1].usage and events[-1].usage.completion_tokens == 8
+    assert len({e.id for e in events}) == 1
+
+
+def test_max_completion_tokens_and_stop(client: openai.OpenAI) -> None:
+    full = (
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], max_completion_tokens=20, temperature=0
+        )
+        .choices[0]
+        .message.content
+    )
+    assert full
+    stop = full[4:7]
+    cut = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "x"}],
+        max_completion_tokens=20,
+        temperature=0,
+        stop=[stop],
+    )
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].message.content == full[: full.index(stop)]
+
+
+def test_completions_raw_prompt_stream_and_not(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="tiny", prompt="the cat", max_tokens=6, temperature=0)
+    assert whole.object == "text_completion" and whole.choices[0].text
+    assert whole.usage and whole.usage.completion_tokens == 6
+    parts = list(
+        client.completions.create(model="tiny", prompt="the cat", max_tokens=6, temperature=0, stream=True)
+    )
+    assert "".join(p.choices[0].text for p in parts) == whole.choices[0].text
+    default = client.completions.create(model="tiny", prompt="the cat", temperature=0)
+    assert default.usage and default.usage.completion_tokens == 16  # OpenAI's default max_tokens
+
+
+def test_sse_framing_ends_with_done(host: Host) -> None:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+    with httpx.Client(base_url=host.url) as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.headers["content-type"].startswith("text/event-stream")
+    frames = [f for f in r.text.split("\n\n") if f]
+    assert frames[-1] == "data: [DONE]"
+    assert all(f.startswith("data: ") for f in frames)
+    assert json.loads(frames[0][6:])["object"] == "chat.completion.chunk"
+
+
+def test_tool_call_required_and_named_on_the_tiny_model(client: openai.OpenAI) -> None:
+    """Even a random model produces a well-formed call: generation is constrained by the schema."""
+    messages = [{"role": "user", "content": "weather in Paris?"}]
+    r = client.chat.completions.create(
+        model="tiny", messages=messages, tools=TOOLS, tool_choice="required", max_tokens=120, seed=1
+    )
+    call = r.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    assert call.type == "function" and call.id.startswith("call_")
+    args = json.loads(call.function.arguments)
+    if call.function.name == "get_weather":
+        assert set(args) == {"city", "unit"} and args["unit"] in ("C", "F")
+    else:
+        assert call.function.name == "add" and isinstance(args["a"], int)
+    named = client.chat.completions.create(
+        model="tiny",
+        messages=messages,
+        tools=TOOLS,
+        max_tokens=120,
+        seed=2,
+        tool_choice={"type": "function", "function": {"name": "add"}},
+    )
+    named_call = named.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert named_call.function.name == "add"
+    assert set(json.loads(named_call.function.arguments)) == {"a", "b"}
+    none = client.chat.completions.create(
+        model="tiny", messages=messages, tools=TOOLS, tool_choice="none", max_tokens=5
+    )
+    assert none.choices[0].message.tool_calls is None
+
+
+def test_tool_results_feed_back_and_ollama_shape(host: Host) -> None:
+    call = {"function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}}
+    messages = [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": '{"temp": 21}', "tool_name": "get_weather"},
+    ]
+    with host.client() as c:
+        follow = c.post(
+            "/api/chat",
+            json={
+                "model": "tiny",
+                "messages": messages,
+                "tools": TOOLS,
+                "stream": False,
+                "options": {"num_predict": 4},
+            },
+        ).json()
+        shorter = c.post(
+            "/api/chat",
+            json={
+                "model": "tiny",
+                "messages": messages[:1],
+                "tools": TOOLS,
+                "stream": False,
+                "options": {"num_predict": 4},
+            },
+        ).json()
+        forced = c.post(
+            "/api/chat",
+            json={
+                "model": "tiny",
+                "messages": messages[:1],
+                "tools": TOOLS,
+                "tool_choice": "required",
+                "stream": False,
+                "options": {"num_predict": 120, "seed": 3},
+            },
+        ).json()
+    assert follow["done"] and follow["prompt_eval_count"] > shorter["prompt_eval_count"] + 10
+    tool_call = forced["message"]["tool_calls"][0]["function"]
+    assert tool_call["name"] in ("get_weather", "add") and isinstance(tool_call["arguments"], dict)
+    assert forced["message"]["content"] == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, "'n' must be 1"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
+        ({"model": "tiny", "messages": []}, "must not be empty"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "xml"},
+            },
+            "response_format",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x"}},
+            },
+            "schema",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": {"type": "frob"}},
+                },
+            },
+            "schema",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": TOOLS,
+                "tool_choice": {"type": "function", "function": {"name": "nope"}},
+            },
+            "unknown tool",
+        ),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function"}],
+            },
+            "tools[0]",
+        ),
+    ],
+)
+def test_bad_chat_requests_get_openai_shaped_400s(host: Host, body: dict, needle: str) -> None:
+    with httpx.Client(base_url=host.url) as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert needle in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_bad_completion_requests(client: openai.OpenAI) -> None:
+    for extra in ({"echo": True}, {"suffix": "end"}, {"logprobs": 2}):
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(model="tiny", prompt="x", max_tokens=2, **extra)  # type: ignore[arg-type]
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="ghost", prompt="x")
+
+
+def test_langchain_ollama_chat(host: Host) -> None:
+    from langchain_ollama import ChatOllama
+
+    chat = ChatOllama(model="tiny", base_url=host.url, num_predict=5, temperature=0)
+    reply = chat.invoke("hello")
+    assert isinstance(reply.content, str) and reply.content
+    chunks = list(chat.stream("hello"))
+    assert "".join(str(c.content) for c in chunks) == reply.content

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import Host
+from conftest import Host, start_host
 
 
 def stream_times(url: str, body: dict) -> tuple[str, str, dict]:
@@ -18,17 +18,40 @@ def stream_times(url: str, body: dict) -> tuple[str, str, dict]:
     return chunks[0]["created_at"], chunks[-1]["created_at"], chunks[-1]
 
 
-def test_requests_to_one_model_run_one_at_a_time_in_order(host: Host) -> None:
-    body = {"model": "tiny", "prompt": "the", "options": {"num_predict": 200, "temperature": 0}}
-    with host.client() as c:
-        c.post("/api/generate", json={"model": "tiny"})  # load first so both find it warm
-    with ThreadPoolExecutor(3) as pool:
-        futures = [pool.submit(stream_times, host.url, body) for _ in range(3)]
-        spans = sorted(f.result() for f in futures)
+def test_with_one_slot_requests_run_one_at_a_time_in_order(tmp_path: Path, tiny_gguf: Path) -> None:
+    for one_slot in start_host(tmp_path / "store", num_parallel=1):
+        one_slot.pull_file("tiny", tiny_gguf)
+        spans = _three_streams(one_slot)
     for (_, end, _), (start, _, _) in itertools.pairwise(spans):
         assert start >= end  # no overlap: each stream starts after the previous one ended
     assert all(final["eval_count"] == 200 for _, _, final in spans)
     assert len({final["context"][-1] for _, _, final in spans}) == 1  # same greedy output each time
+
+
+def _three_streams(host: Host) -> list[tuple[str, str, dict]]:
+    body = {"model": "tiny", "prompt": "the", "options": {"num_predict": 200, "temperature": 0}}
+    with host.client() as c:
+        c.post("/api/generate", json={"model": "tiny"})  # load first so all find it warm
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(stream_times, host.url, body) for _ in range(3)]
+        return sorted(f.result() for f in futures)
+
+
+def test_concurrent_streams_decode_together_and_match_solo_output(host: Host) -> None:
+    """Four streams share each llama_decode (4 slots), and each gets exactly its solo tokens."""
+    prompts = ["the cat", "one of the", "it was not", "and they are at"]
+
+    def body(p: str, n: int) -> dict:
+        return {"model": "tiny", "prompt": p, "options": {"num_predict": n, "temperature": 0}}
+
+    solo = [stream_times(host.url, body(p, 150 + 10 * i))[2]["context"] for i, p in enumerate(prompts)]
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(
+            pool.map(lambda ip: stream_times(host.url, body(ip[1], 150 + 10 * ip[0])), enumerate(prompts))
+        )
+    assert [final["context"] for _, _, final in runs] == solo
+    starts, ends = sorted(r[0] for r in runs), sorted(r[1] for r in runs)
+    assert starts[-1] < ends[0]  # all four were generating at the same time
 
 
 def test_different_models_run_side_by_side(host: Host, tiny_gguf_plain: Path) -> None:

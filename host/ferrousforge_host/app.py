@@ -66,7 +66,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     store = BlobStore(settings.models)
     keep_alive = parse_keep_alive(settings.keep_alive, 300.0)
-    base = Options(num_ctx=settings.num_ctx, num_thread=settings.num_thread)
+    base = Options(
+        num_ctx=settings.num_ctx, num_thread=settings.num_thread, num_parallel=settings.num_parallel
+    )
     scheduler = Scheduler(store, keep_alive, base, batching=bool(settings.batching))
 
     @asynccontextmanager

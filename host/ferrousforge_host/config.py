@@ -21,6 +21,7 @@ class Settings:
     num_thread: int = 0
     num_ctx: int = 4096
     max_body: int = 16 * 1024 * 1024  # JSON request bodies; blob uploads stream past it
+    num_parallel: int = 4  # requests to one generation model decoded together
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
 
     @property

@@ -28,7 +28,7 @@ IGNORED_OPTIONS = frozenset(
     }
 )
 # Options that shape the loaded model rather than one request: a change reloads it.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread")
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_parallel")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Options:
     num_ctx: int = field(default=4096, metadata={"range": Range(16, 1_048_576)})
     num_batch: int = field(default=512, metadata={"range": Range(1, 65_536)})
     num_thread: int = field(default=0, metadata={"range": Range(0, 1024)})
+    num_parallel: int = field(default=1, metadata={"range": Range(1, 64)})  # requests decoded together
 
     @classmethod
     def parse(cls, raw: object, base: Options | None = None) -> Options:

@@ -1,19 +1,26 @@
 """llama.cpp engine for GGUF text generation, on llama-cpp-python's low-level bindings.
 
-It drives llama.cpp directly (batch decode, llama.cpp's own sampler chain reading logits in place)
-rather than the high-level ``Llama`` class, so no logits are copied to Python per token and the
-prompt computes logits only for its last token. The KV cache of the previous request is reused for
-a shared token prefix (the turns of one chat).
+One context holds ``num_parallel`` sequences (slots). A decode thread owns it: every step it builds
+one batch with the next prompt chunk of requests that are starting and the last token of every request
+that is generating, calls ``llama_decode`` once, and samples each request's next token from its own
+logits with its own sampler chain (llama.cpp's, reading the logits in place; greedy reads the argmax
+straight from them). Prompts compute logits only for their last token. A slot keeps its KV cache
+after a request, so a new request that shares a token prefix with it (the turns of one chat) decodes
+only the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import ctypes
 import json
 import os
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp as L
@@ -95,6 +102,33 @@ class StopMatcher:
         return out
 
 
+@dataclass
+class _Job:
+    """One request in the decode loop."""
+
+    request: GenerationInput
+    emit: Callable[[GenerationChunk | BaseException], object]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: int = field(default_factory=time.perf_counter_ns)
+    prompt: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
+    generated: list[int] = field(default_factory=list)
+    sampler: Any = None
+    greedy: bool = False
+    limit: int = 0
+    prompt_done: int = 0
+    decoder: Any = None
+    stops: StopMatcher | None = None
+    batch_index: int = -1  # where its logits are in the current batch, or -1
+
+
+@dataclass
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV this sequence holds
+    job: _Job | None = None
+
+
 @register_mold
 class LlamaCppMold(TextGenerationMold):
     formats = ("gguf",)
@@ -118,12 +152,13 @@ class LlamaCppMold(TextGenerationMold):
             )
         n_ctx_train = L.llama_model_n_ctx_train(model)
         opts = self.options
-        threads = opts.num_thread or default_threads()
+        per_seq = min(opts.num_ctx, n_ctx_train) if n_ctx_train > 0 else opts.num_ctx
         cparams = L.llama_context_default_params()
-        cparams.n_ctx = min(opts.num_ctx, n_ctx_train) if n_ctx_train > 0 else opts.num_ctx
+        cparams.n_seq_max = opts.num_parallel
+        cparams.n_ctx = per_seq * opts.num_parallel
         cparams.n_batch = cparams.n_ubatch = min(opts.num_batch, cparams.n_ctx)
-        cparams.n_seq_max = 1
-        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.kv_unified = False  # each sequence attends only to its own cells
+        cparams.n_threads = cparams.n_threads_batch = opts.num_thread or default_threads()
         cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
         cparams.no_perf = True
         ctx = L.llama_init_from_model(model, cparams)
@@ -133,16 +168,24 @@ class LlamaCppMold(TextGenerationMold):
         self._model, self._ctx = model, ctx
         self._vocab = L.llama_model_get_vocab(model)
         self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
-        self._n_ctx = L.llama_n_ctx(ctx)
+        self._n_ctx = L.llama_n_ctx_seq(ctx)  # the window of one request
         self._n_batch = cparams.n_batch
-        self._cached: list[int] = []
+        self._batch = L.llama_batch_init(self._n_batch, 0, 1)
         self._pieces: dict[int, bytes] = {}
         self._memory = L.llama_get_memory(ctx)
-        self._kv_bytes = self._estimate_kv(meta, self._n_ctx)
+        self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx))
         self._file_bytes = os.path.getsize(path)
+        self._slots = [_Slot(i) for i in range(opts.num_parallel)]
+        self._incoming: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._waiting: list[_Job] = []
+        self._thread = threading.Thread(target=self._loop, name=f"llama-{self.spec.name}", daemon=True)
+        self._thread.start()
 
     def unload_sync(self) -> None:
         if self._ctx:
+            self._incoming.put(None)
+            self._thread.join()
+            L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
         if self._model:
             L.llama_model_free(self._model)
@@ -167,6 +210,19 @@ class LlamaCppMold(TextGenerationMold):
         embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
         head_dim = int(meta.get(f"{arch}.attention.key_length", embd // max(heads, 1)) or 0)
         return 2 * layers * n_ctx * kv_heads * head_dim * 2  # K and V, f16
+
+    @classmethod
+    def estimate_bytes(cls, path: str, options: Options) -> int:
+        """Memory a load would take: the weights plus the KV cache of every slot."""
+        try:
+            meta = read_file_metadata(path)
+        except (GGUFError, OSError):
+            return os.path.getsize(path)
+        arch = meta.get("general.architecture", "")
+        trained = int(meta.get(f"{arch}.context_length", options.num_ctx) or options.num_ctx)
+        return os.path.getsize(path) + cls._estimate_kv(
+            meta, min(options.num_ctx, trained) * options.num_parallel
+        )
 
     # -- tokens ---------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
@@ -193,33 +249,6 @@ class LlamaCppMold(TextGenerationMold):
                 n = L.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
             piece = self._pieces[token] = buf.raw[:n]
         return piece
-
-    def _decode(self, tokens: list[int]) -> None:
-        """Evaluate tokens after the cached ones; logits only for the last token of each batch."""
-        for start in range(0, len(tokens), self._n_batch):
-            part = tokens[start : start + self._n_batch]
-            arr = (L.llama_token * len(part))(*part)
-            rc = L.llama_decode(self._ctx, L.llama_batch_get_one(arr, len(part)))
-            if rc != 0:
-                self._reset()
-                raise ForgeError(f"llama_decode failed ({rc})")
-            self._cached.extend(part)
-
-    def _reset(self) -> None:
-        L.llama_memory_clear(self._memory, True)
-        self._cached = []
-
-    def _reuse_prefix(self, tokens: list[int]) -> int:
-        n = 0
-        limit = min(len(self._cached), len(tokens) - 1)  # evaluate at least one token for fresh logits
-        while n < limit and self._cached[n] == tokens[n]:
-            n += 1
-        if n < len(self._cached):
-            if n == 0 or not L.llama_memory_seq_rm(self._memory, 0, n, -1):
-                self._reset()
-                return 0
-            del self._cached[n:]
-        return n
 
     def _sampler(self, opts: Options, grammar: str | None, history: list[int]) -> Any:
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -265,16 +294,11 @@ class LlamaCppMold(TextGenerationMold):
                 L.llama_sampler_accept(chain, token)
         return chain
 
-    def _argmax(self) -> int:
-        """Greedy pick straight from the logits: skips building llama.cpp's n_vocab candidate array."""
-        logits = np.ctypeslib.as_array(L.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,))
-        return int(logits.argmax())
-
-    # -- generation -----------------------------------------------------------------------
-    def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
-        started = time.perf_counter_ns()
-        opts = request.options
-        prompt = request.context + self.tokenize(request.prompt, add_special=not request.context)
+    # -- the request side ---------------------------------------------------------------
+    def _prepare(self, job: _Job) -> None:
+        """Tokenize and validate on the caller's side, so errors come back before any slot is used."""
+        req = job.request
+        prompt = req.context + self.tokenize(req.prompt, add_special=not req.context)
         if not prompt:
             prompt = [L.llama_vocab_bos(self._vocab)]
         if len(prompt) >= self._n_ctx:
@@ -282,43 +306,214 @@ class LlamaCppMold(TextGenerationMold):
                 f"the prompt is {len(prompt)} tokens, which does not fit the context window "
                 f"of {self._n_ctx} tokens (num_ctx)"
             )
-        reused = self._reuse_prefix(prompt)
-        self._decode(prompt[reused:])
-        prompt_done = time.perf_counter_ns()
-
-        grammar = grammar_for(request.format, request.optional_call)
-        greedy = opts.temperature <= 0 and not grammar and not _penalizes(opts)
-        sampler = self._sampler(opts, grammar, prompt)
+        grammar = grammar_for(req.format, req.optional_call)
+        opts = req.options
+        job.prompt = prompt
+        job.greedy = opts.temperature <= 0 and not grammar and not _penalizes(opts)
+        job.sampler = self._sampler(opts, grammar, prompt)
         room = self._n_ctx - len(prompt)
-        limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(opts.stop)
-        generated: list[int] = []
-        reason, hit = "length", False
+        job.limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
+        job.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        job.stops = StopMatcher(opts.stop)
+
+    def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
+        out: queue.SimpleQueue[GenerationChunk | BaseException] = queue.SimpleQueue()
+        job = _Job(request, out.put)
+        self._prepare(job)
+        self._incoming.put(job)
         try:
-            while len(generated) < limit:
-                token = self._argmax() if greedy else L.llama_sampler_sample(sampler, self._ctx, -1)
-                if L.llama_vocab_is_eog(self._vocab, token):
-                    reason = "stop"
-                    break
-                generated.append(token)
-                text, hit = stops.feed(decoder.decode(self._piece(token)))
-                if text:
-                    yield GenerationChunk(text)
-                if hit:
-                    reason = "stop"
-                    break
-                if len(generated) < limit:
-                    self._decode([token])
+            while True:
+                item = out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.done:
+                    return
         finally:
-            L.llama_sampler_free(sampler)
-        tail = "" if hit else stops.feed(decoder.decode(b"", final=True))[0] + stops.flush()
+            job.cancelled.set()
+
+    async def stream(self, request: GenerationInput) -> AsyncIterator[GenerationChunk]:
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+        job = _Job(request, lambda item: loop.call_soon_threadsafe(out.put_nowait, item))
+        self._prepare(job)
+        self._incoming.put(job)
+        try:
+            while True:
+                item = await out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.done:
+                    return
+        finally:
+            job.cancelled.set()  # a client that went away frees its slot at the next step
+
+    # -- the decode loop ------------------------------------------------------------------
+    def _loop(self) -> None:
+        running = True
+        while running:
+            active = [s for s in self._slots if s.job]
+            block = not active and not self._waiting
+            try:
+                while True:
+                    job = self._incoming.get(block=block)
+                    block = False
+                    if job is None:
+                        running = False
+                        break
+                    self._waiting.append(job)
+            except queue.Empty:
+                pass
+            if not running:
+                break
+            self._assign()
+            try:
+                self._step()
+            except Exception as exc:  # the context is in an unknown state: fail its requests, start clean
+                for slot in self._slots:
+                    if slot.job:
+                        slot.job.emit(exc if isinstance(exc, ForgeError) else ForgeError(f"llama.cpp: {exc}"))
+                        self._release(slot, keep_cache=False)
+                L.llama_memory_clear(self._memory, True)
+        for slot in self._slots:
+            if slot.job:
+                slot.job.emit(ForgeError("the model was unloaded"))
+                self._release(slot, keep_cache=False)
+        for job in self._waiting:
+            job.emit(ForgeError("the model was unloaded"))
+
+    def _assign(self) -> None:
+        """Give waiting requests free slots, preferring the slot whose cache shares the longest prefix."""
+        self._waiting = [j for j in self._waiting if not self._drop_if_cancelled(j)]
+        while self._waiting:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            job = self._waiting.pop(0)
+            slot = max(free, key=lambda s: _common_prefix(s.cached, job.prompt))
+            keep = min(_common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+            if keep < len(slot.cached) and (
+                keep == 0 or not L.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
+            ):
+                L.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+                keep = 0
+            slot.cached = job.prompt[:keep]
+            job.pending = job.prompt[keep:]
+            slot.job = job
+
+    def _drop_if_cancelled(self, job: _Job) -> bool:
+        if job.cancelled.is_set():
+            L.llama_sampler_free(job.sampler)
+            return True
+        return False
+
+    def _step(self) -> None:
+        batch, n = self._batch, 0
+        for slot in self._slots:
+            job = slot.job
+            if job is None:
+                continue
+            if job.cancelled.is_set():
+                self._release(slot, keep_cache=True)
+                continue
+            job.batch_index = -1
+            if job.pending:  # prompt: as much as fits, logits only for its very last token
+                take = job.pending[: self._n_batch - n]
+                for k, token in enumerate(take):
+                    self._put(n, token, len(slot.cached) + k, slot.seq, False)
+                    n += 1
+                slot.cached.extend(take)
+                del job.pending[: len(take)]
+                if not job.pending:
+                    batch.logits[n - 1] = 1
+                    job.batch_index = n - 1
+            elif job.generated and n < self._n_batch:  # generation: the last sampled token
+                self._put(n, job.generated[-1], len(slot.cached), slot.seq, True)
+                slot.cached.append(job.generated[-1])
+                job.batch_index = n
+                n += 1
+            if n >= self._n_batch:
+                break
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = L.llama_decode(self._ctx, batch)
+        if rc != 0:
+            raise ForgeError(f"llama_decode failed ({rc})")
+        now = time.perf_counter_ns()
+        for slot in self._slots:
+            job = slot.job
+            if job is not None and job.batch_index >= 0:
+                if not job.prompt_done:
+                    job.prompt_done = now
+                self._sample(slot, job)
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = logits
+
+    def _sample(self, slot: _Slot, job: _Job) -> None:
+        if job.greedy:
+            logits = L.llama_get_logits_ith(self._ctx, job.batch_index)
+            token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+        else:
+            token = L.llama_sampler_sample(job.sampler, self._ctx, job.batch_index)
+        assert job.stops is not None
+        if L.llama_vocab_is_eog(self._vocab, token):
+            self._finish(slot, job, "stop", "")
+            return
+        job.generated.append(token)
+        text, hit = job.stops.feed(job.decoder.decode(self._piece(token)))
+        if hit:
+            if text:
+                job.emit(GenerationChunk(text))
+            self._finish(slot, job, "stop", "", flush=False)
+            return
+        if len(job.generated) >= job.limit:
+            if text:
+                job.emit(GenerationChunk(text))
+            self._finish(slot, job, "length", "")
+            return
+        if text:
+            job.emit(GenerationChunk(text))
+
+    def _finish(self, slot: _Slot, job: _Job, reason: str, text: str, flush: bool = True) -> None:
+        assert job.stops is not None
+        if flush:
+            text += job.stops.feed(job.decoder.decode(b"", final=True))[0] + job.stops.flush()
         finished = time.perf_counter_ns()
+        prompt_done = job.prompt_done or finished
         stats = GenerationStats(
-            prompt_eval_count=len(prompt),
-            prompt_eval_duration=prompt_done - started,
-            eval_count=len(generated),
+            prompt_eval_count=len(job.prompt),
+            prompt_eval_duration=prompt_done - job.started,
+            eval_count=len(job.generated),
             eval_duration=finished - prompt_done,
-            total_duration=finished - started,
+            total_duration=finished - job.started,
         )
-        yield GenerationChunk(tail, done=True, done_reason=reason, stats=stats, context=prompt + generated)
+        job.emit(
+            GenerationChunk(
+                text, done=True, done_reason=reason, stats=stats, context=job.prompt + job.generated
+            )
+        )
+        self._release(slot, keep_cache=True)
+
+    def _release(self, slot: _Slot, keep_cache: bool) -> None:
+        job = slot.job
+        slot.job = None
+        if job is not None:
+            L.llama_sampler_free(job.sampler)
+        if not keep_cache:
+            L.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            slot.cached = []
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n, limit = 0, min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n

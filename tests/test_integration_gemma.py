@@ -14,7 +14,7 @@ import httpx
 import ollama
 import pytest
 
-from conftest import Host, free_port
+from conftest import Host, free_port, start_host
 
 pytestmark = pytest.mark.integration
 GREEDY = {"temperature": 0, "num_thread": 1}
@@ -229,3 +229,96 @@ def test_tool_call_from_the_default_model(gemma_host: Host) -> None:
     call = r.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "get_weather"
     assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+@pytest.fixture(scope="module")
+def one_slot_host(gemma_host: Host):  # type: ignore[no-untyped-def]
+    """The default model again, with one generation slot and a queue of two, on the same store."""
+    yield from start_host(gemma_host.store_root, num_parallel=1, max_queue=2)
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_client_disconnect_stops_generation_and_frees_the_slot(one_slot_host: Host) -> None:
+    long = {
+        "model": "gemma3:270m",
+        "prompt": "Tell a very long story.",
+        "options": {"num_predict": 400, "num_thread": 1},
+    }
+    with httpx.stream("POST", one_slot_host.url + "/api/generate", json=long, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i == 3:
+                break  # leave mid-stream: the connection closes
+    runner = one_slot_host.app.state.scheduler.runners  # type: ignore[attr-defined]
+    mold = next(iter(runner.values())).mold
+    deadline = time.time() + 1.0
+    while mold._slots[0].job is not None and time.time() < deadline:
+        time.sleep(0.02)
+    assert mold._slots[0].job is None  # stopped within a second
+    started = time.time()
+    short = {
+        "model": "gemma3:270m",
+        "prompt": "Hi",
+        "stream": False,
+        "options": {"num_predict": 3, "num_thread": 1},
+    }
+    assert httpx.post(one_slot_host.url + "/api/generate", json=short, timeout=60).json()["done"]
+    assert time.time() - started < 5  # the 400-token generation (~10 s here) was not still holding the slot
+
+
+def test_queue_overflow_is_503_with_retry_after(one_slot_host: Host) -> None:
+    import threading
+
+    body = {
+        "model": "gemma3:270m",
+        "prompt": "Count to a thousand.",
+        "stream": False,
+        "options": {"num_predict": 120, "num_thread": 1},
+    }
+    results: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(
+                httpx.post(one_slot_host.url + "/api/generate", json=body, timeout=120).status_code
+            )
+        )
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    scheduler = one_slot_host.app.state.scheduler  # type: ignore[attr-defined]
+    deadline = time.time() + 10
+    while scheduler.in_flight < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    r = httpx.post(one_slot_host.url + "/api/generate", json=body, timeout=60)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]
+    for t in threads:
+        t.join()
+    assert results == [200, 200]
+
+
+def test_unload_gives_the_memory_back(one_slot_host: Host) -> None:
+    url = one_slot_host.url
+    httpx.post(url + "/api/generate", json={"model": "gemma3:270m", "keep_alive": 0}, timeout=60)
+    before = _rss()
+    r = httpx.post(
+        url + "/api/generate",
+        json={
+            "model": "gemma3:270m",
+            "prompt": "Hi",
+            "stream": False,
+            "options": {"num_predict": 2, "num_thread": 1},
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200
+    loaded = _rss()
+    httpx.post(url + "/api/generate", json={"model": "gemma3:270m", "keep_alive": 0}, timeout=60)
+    after = _rss()
+    assert loaded - before > 100 * 2**20, (before, loaded)
+    assert loaded - after > 100 * 2**20, (loaded, after)

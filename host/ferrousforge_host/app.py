@@ -26,7 +26,7 @@ from ferrousforge_host.models.serving import ModelService
 from ferrousforge_host.openai.routes import routes as openai_routes
 from ferrousforge_host.rerank.routes import routes as rerank_routes
 from ferrousforge_host.rerank.serving import RerankService
-from ferrousforge_host.scheduler import Scheduler
+from ferrousforge_host.scheduler import Scheduler, default_memory_budget
 from ferrousforge_host.store import BlobStore
 
 log = logging.getLogger("ferrousforge")
@@ -69,7 +69,15 @@ def create_app(settings: Settings) -> Starlette:
     base = Options(
         num_ctx=settings.num_ctx, num_thread=settings.num_thread, num_parallel=settings.num_parallel
     )
-    scheduler = Scheduler(store, keep_alive, base, batching=bool(settings.batching))
+    scheduler = Scheduler(
+        store,
+        keep_alive,
+        base,
+        batching=bool(settings.batching),
+        max_memory=settings.max_memory or default_memory_budget(),
+        max_loaded=settings.max_loaded_models,
+        max_queue=settings.max_queue,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

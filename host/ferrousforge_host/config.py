@@ -22,6 +22,9 @@ class Settings:
     num_ctx: int = 4096
     max_body: int = 16 * 1024 * 1024  # JSON request bodies; blob uploads stream past it
     num_parallel: int = 4  # requests to one generation model decoded together
+    max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
+    max_loaded_models: int = 3
+    max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
 
     @property

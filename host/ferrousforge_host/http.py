@@ -52,7 +52,7 @@ async def read_json(request: Request) -> Any:
 
 
 def error_response(exc: ForgeError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
 
 def _line(chunk: Chunk) -> bytes:

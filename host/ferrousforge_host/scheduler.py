@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferrousforge.embedding import BatchedMold
-from ferrousforge.errors import ForgeError
+from ferrousforge.errors import ForgeError, Unavailable
 from ferrousforge.manifest import PARAMS, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
@@ -35,14 +36,29 @@ class Runner:
     expires_at: float | None = None  # wall-clock seconds; None while busy or kept forever
     timer: asyncio.TimerHandle | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    size: int = 0  # estimated bytes, counted against the memory budget
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class Scheduler:
     def __init__(
-        self, store: BlobStore, keep_alive: float | None, base: Options, batching: bool = True
+        self,
+        store: BlobStore,
+        keep_alive: float | None,
+        base: Options,
+        batching: bool = True,
+        max_memory: int | None = None,
+        max_loaded: int = 3,
+        max_queue: int = 512,
     ) -> None:
         self.store = store
         self.batching = batching
+        self.max_memory = max_memory or default_memory_budget()
+        self.max_loaded = max_loaded
+        self.max_queue = max_queue
+        self.in_flight = 0
+        self.room_timeout = 60.0  # how long a load waits for busy models to become idle
+        self._load_lock = asyncio.Lock()
         self.default_keep_alive = keep_alive
         self.base = base
         self.runners: dict[ModelName, Runner] = {}
@@ -85,6 +101,21 @@ class Scheduler:
         self, name: ModelName, options: Options, keep_alive: float | None
     ) -> AsyncIterator[tuple[Runner, int]]:
         """Hold a loaded model for one request; yields it and the load time in ns (0 if warm)."""
+        if self.in_flight >= self.max_queue:
+            raise Unavailable(
+                f"server busy: {self.in_flight} requests in progress (FERROUSFORGE_MAX_QUEUE)", 1
+            )
+        self.in_flight += 1
+        try:
+            async with self._hold(name, options, keep_alive) as held:
+                yield held
+        finally:
+            self.in_flight -= 1
+
+    @asynccontextmanager
+    async def _hold(
+        self, name: ModelName, options: Options, keep_alive: float | None
+    ) -> AsyncIterator[tuple[Runner, int]]:
         lock = self._locks.setdefault(name, asyncio.Lock())
         load_ns = 0
         async with lock:
@@ -97,12 +128,16 @@ class Scheduler:
                 runner = None
             if runner is None:
                 started = time.perf_counter_ns()
-                mold = resolve_mold(spec)(spec, options)
-                if isinstance(mold, BatchedMold):
-                    mold.batching = self.batching
-                await mold.load()
+                cls = resolve_mold(spec)
+                need = cls.estimate_bytes(spec, options)
+                async with self._load_lock:  # one load at a time: room is made for it, then it is taken
+                    await self._make_room(name, need)
+                    mold = cls(spec, options)
+                    if isinstance(mold, BatchedMold):
+                        mold.batching = self.batching
+                    await mold.load()
                 load_ns = time.perf_counter_ns() - started
-                runner = Runner(name, digest, mold, options.load_key())
+                runner = Runner(name, digest, mold, options.load_key(), size=need)
                 self.runners[name] = runner
             runner.active += 1
             runner.idle.clear()
@@ -113,10 +148,39 @@ class Scheduler:
         try:
             yield runner, load_ns
         finally:
+            runner.last_used = time.monotonic()
             runner.active -= 1
             if runner.active == 0:
                 runner.idle.set()
                 self._arm(runner)
+
+    async def _make_room(self, name: ModelName, need: int) -> None:
+        """Evict idle models, least recently used first, until ``need`` bytes and a slot are free."""
+        if need > self.max_memory:
+            raise Unavailable(
+                f"model '{name}' needs about {need / 2**20:.0f} MiB, more than the memory budget of "
+                f"{self.max_memory / 2**20:.0f} MiB (FERROUSFORGE_MAX_MEMORY)"
+            )
+        while sum(r.size for r in self.runners.values()) + need > self.max_memory or (
+            len(self.runners) >= self.max_loaded
+        ):
+            idle = [r for r in self.runners.values() if r.active == 0]
+            if not idle:  # wait for a loaded model to finish its requests
+                waits = [asyncio.ensure_future(r.idle.wait()) for r in self.runners.values()]
+                done, pending = await asyncio.wait(
+                    waits, timeout=self.room_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for w in pending:
+                    w.cancel()
+                if not done:
+                    busy = f"no room to load '{name}' while the loaded models are busy; retry shortly"
+                    raise Unavailable(busy, 2)
+                continue
+            victim = min(idle, key=lambda r: r.last_used)
+            del self.runners[victim.name]  # no await between the check and this: nobody can take it now
+            if victim.timer:
+                victim.timer.cancel()
+            await victim.mold.unload()
 
     def _arm(self, runner: Runner) -> None:
         if runner.keep_alive is None:
@@ -157,3 +221,11 @@ class Scheduler:
 
     def loaded(self) -> list[Runner]:
         return sorted(self.runners.values(), key=lambda r: r.name.display)
+
+
+def default_memory_budget() -> int:
+    """Three quarters of the machine's RAM."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.75)
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30

@@ -2,13 +2,14 @@
 
 
 class ForgeError(Exception):
-    """Base error; ``status`` is the HTTP code the API answers with."""
+    """Base error; ``status`` is the HTTP code the API answers with, ``headers`` go with it."""
 
     status = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(ForgeError):
@@ -32,4 +33,11 @@ class PayloadTooLarge(ForgeError):
 
 
 class Unavailable(ForgeError):
+    """Busy or out of room: the client may retry after ``retry_after`` seconds (None: retrying won't help)."""
+
     status = 503
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(retry_after)

@@ -30,7 +30,7 @@ from llama_cpp import _logger
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import GenerationChunk, GenerationInput, GenerationStats, TextGenerationMold
 from ferrousforge.gguf import GGUFError, read_file_metadata
-from ferrousforge.mold import register_mold
+from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
 
 _logger.set_verbose(False)
@@ -212,8 +212,9 @@ class LlamaCppMold(TextGenerationMold):
         return 2 * layers * n_ctx * kv_heads * head_dim * 2  # K and V, f16
 
     @classmethod
-    def estimate_bytes(cls, path: str, options: Options) -> int:
+    def estimate_bytes(cls, spec: ModelSpec, options: Options) -> int:
         """Memory a load would take: the weights plus the KV cache of every slot."""
+        path = spec.path
         try:
             meta = read_file_metadata(path)
         except (GGUFError, OSError):

@@ -113,6 +113,8 @@ def forge_pieces(url: str, text: str) -> Iterator[str]:
     with CLIENT.stream("POST", url + "/api/generate", json=body) as r:
         for line in r.iter_lines():
             chunk = json.loads(line)
+            if "error" in chunk:
+                raise RuntimeError(f"HTTP {r.status_code}: {chunk['error']}")
             if not chunk["done"]:
                 yield chunk["response"]
 

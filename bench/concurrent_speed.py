@@ -1,0 +1,167 @@
+"""Concurrent generation: aggregate tokens/s of 1, 2 and 4 simultaneous streams on gemma3:270m,
+FerrousForge (4 slots) against llama.cpp's llama-server -np 4 in the same run; then time to first
+token under a bounded load of 64 clients on 127.0.0.1.
+
+    .venv/bin/python bench/concurrent_speed.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from generate_speed import (
+    CTX,
+    NEW_TOKENS,
+    TEXT,
+    THREADS,
+    forge_pieces,
+    free_port,
+    server_pieces,
+    wait_up,
+)
+
+SLOTS = 4
+
+
+def aggregate(fn, url: str, streams: int) -> float:  # type: ignore[no-untyped-def]
+    """Total streamed tokens / wall time, for ``streams`` requests sent at once."""
+
+    def one(k: int) -> int:
+        return sum(1 for _ in fn(url, f"Essay {k} {os.urandom(3).hex()}. {TEXT}"))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(streams) as pool:
+        tokens = sum(pool.map(one, range(streams)))
+    return tokens / (time.perf_counter() - start)
+
+
+def ttft_under_load(fn, url: str, clients: int = 64) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """p50 and p99 time to first token (s), and the load's wall time, for 64 clients at once."""
+
+    def one(k: int) -> float:
+        start = time.perf_counter()
+        for _ in fn(url, f"Question {k} {os.urandom(3).hex()}: what is a computer?"):
+            return time.perf_counter() - start
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        firsts = sorted(pool.map(one, range(clients)))
+    wall = time.perf_counter() - start
+    return statistics.median(firsts), firsts[min(len(firsts) - 1, int(len(firsts) * 0.99))], wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    store = Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
+    llama_server = (
+        subprocess.run(
+            ["bash", str(Path(__file__).with_name("build_llama_server.sh"))],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    ff_port, ls_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "FERROUSFORGE_MODELS": str(store),
+        "FERROUSFORGE_NUM_THREAD": str(THREADS),
+        "FERROUSFORGE_NUM_PARALLEL": str(SLOTS),
+        "FERROUSFORGE_MAX_QUEUE": "512",
+    }
+    forge = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ferrousforge"),
+            "serve",
+            "--host",
+            f"127.0.0.1:{ff_port}",
+            "--pull",
+            "gemma3:270m",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    procs = [forge]
+    try:
+        forge_url = f"http://127.0.0.1:{ff_port}"
+        wait_up(forge_url, forge, timeout=300)
+        blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
+        server = subprocess.Popen(
+            [
+                llama_server,
+                "-m",
+                str(blob),
+                "--port",
+                str(ls_port),
+                "-t",
+                str(THREADS),
+                "-np",
+                str(SLOTS),
+                "-c",
+                str(CTX * SLOTS),
+                "--no-jinja",
+                "--chat-template",
+                "gemma",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(server)
+        server_url = f"http://127.0.0.1:{ls_port}"
+        wait_up(server_url + "/health", server)
+        targets = {
+            "FerrousForge": (forge_pieces, forge_url),
+            "llama-server -np 4": (server_pieces, server_url),
+        }
+        for fn, url in targets.values():
+            aggregate(fn, url, 2)  # warm
+        results: dict[tuple[str, int], list[float]] = {}
+        for r in range(args.rounds):
+            for streams in (1, 2, 4):
+                names = list(targets) if r % 2 == 0 else list(reversed(targets))
+                for name in names:
+                    fn, url = targets[name]
+                    results.setdefault((name, streams), []).append(aggregate(fn, url, streams))
+        print(
+            f"gemma3:270m, {NEW_TOKENS} greedy tokens per stream, 234-token prompts, {THREADS} threads, "
+            f"{SLOTS} slots, median of {args.rounds} rounds\n"
+        )
+        print("| streams | FerrousForge tok/s | llama-server tok/s | ratio | FerrousForge vs its 1 stream |")
+        print("|---|---|---|---|---|")
+        one = statistics.median(results[("FerrousForge", 1)])
+        for streams in (1, 2, 4):
+            ours = statistics.median(results[("FerrousForge", streams)])
+            theirs = statistics.median(results[("llama-server -np 4", streams)])
+            print(f"| {streams} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {ours / one:.2f}x |")
+        print("\n64 clients at once (one short request each, 128 tokens):\n")
+        print("| server | TTFT p50 | TTFT p99 | wall |")
+        print("|---|---|---|---|")
+        for name, (fn, url) in targets.items():
+            p50, p99, wall = ttft_under_load(fn, url)
+            print(f"| {name} | {p50:.2f} s | {p99:.2f} s | {wall:.1f} s |")
+        errors = httpx.get(forge_url + "/api/ps").status_code
+        assert errors == 200
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,8 @@ from tokenizers import Encoding, Tokenizer
 
 from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, RerankMold, Scored, ScoreItem
 from ferrousforge.errors import BadRequest, ForgeError
-from ferrousforge.mold import register_mold
+from ferrousforge.mold import ModelSpec, register_mold
+from ferrousforge.options import Options
 from ferrousforge_host.engines.llamacpp import ModelLoadError, default_threads
 
 
@@ -85,30 +86,47 @@ class OnnxSession:
         return ids, mask, types
 
 
-@register_mold
-class OnnxEmbeddingMold(EmbeddingMold):
-    formats = ("onnx",)
-    engine = "onnxruntime"
+class OnnxLifecycle:
+    """Load, unload and size, the same for both ONNX Molds."""
+
+    spec: ModelSpec
+    options: Options
+    onnx: OnnxSession | None = None
 
     def load_sync(self) -> None:
         self.onnx = OnnxSession()
         self.onnx.open(
             self.spec.path, self.spec.files.get("tokenizer.json"), self.spec.config, self.options.num_thread
         )
-        self.pooling = self.spec.config.get("pooling", "mean")
-        self.normalize = bool(self.spec.config.get("normalize", False))
 
     def unload_sync(self) -> None:
-        self.onnx.close()
+        if self.onnx is not None:
+            self.onnx.close()
 
     def is_loaded(self) -> bool:
-        return getattr(self, "onnx", None) is not None and self.onnx.session is not None
+        return self.onnx is not None and self.onnx.session is not None
 
     def memory_bytes(self) -> int:
         return os.path.getsize(self.spec.path) if self.is_loaded() else 0
 
+    @property
+    def session(self) -> OnnxSession:
+        assert self.onnx is not None, "model is not loaded"
+        return self.onnx
+
+
+@register_mold
+class OnnxEmbeddingMold(OnnxLifecycle, EmbeddingMold):
+    formats = ("onnx",)
+    engine = "onnxruntime"
+
+    def load_sync(self) -> None:
+        super().load_sync()
+        self.pooling = self.spec.config.get("pooling", "mean")
+        self.normalize = bool(self.spec.config.get("normalize", False))
+
     def _token_batch(self, items: list[EmbedItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        limit = self.onnx.max_length
+        limit = self.session.max_length
         rows: list[list[int]] = []
         for item in items:
             given = [int(t) for t in item.text]  # token ids: the model's own, used as they are
@@ -132,10 +150,10 @@ class OnnxEmbeddingMold(EmbeddingMold):
                 out.update(zip(group, self.embed_sync([items[k] for k in group]), strict=True))
             return [out[k] for k in range(len(items))]
         if texts:
-            ids, mask, types = self.onnx.encode([i.text for i in items], [i.truncate for i in items])
+            ids, mask, types = self.session.encode([i.text for i in items], [i.truncate for i in items])
         else:
             ids, mask, types = self._token_batch(items)
-        hidden = self.onnx.run(ids, mask, types)
+        hidden = self.session.run(ids, mask, types)
         vectors = pool(hidden, mask, self.pooling)
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -156,30 +174,15 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
 
 
 @register_mold
-class OnnxRerankMold(RerankMold):
+class OnnxRerankMold(OnnxLifecycle, RerankMold):
     formats = ("onnx",)
     engine = "onnxruntime"
 
-    def load_sync(self) -> None:
-        self.onnx = OnnxSession()
-        self.onnx.open(
-            self.spec.path, self.spec.files.get("tokenizer.json"), self.spec.config, self.options.num_thread
-        )
-
-    def unload_sync(self) -> None:
-        self.onnx.close()
-
-    def is_loaded(self) -> bool:
-        return getattr(self, "onnx", None) is not None and self.onnx.session is not None
-
-    def memory_bytes(self) -> int:
-        return os.path.getsize(self.spec.path) if self.is_loaded() else 0
-
     def score_sync(self, items: list[ScoreItem]) -> list[Scored]:
-        ids, mask, types = self.onnx.encode(
+        ids, mask, types = self.session.encode(
             [(i.query, i.document) for i in items], [i.truncate for i in items]
         )
-        logits = self.onnx.run(ids, mask, types)
+        logits = self.session.run(ids, mask, types)
         if logits.ndim == 1 or logits.shape[-1] == 1:  # one relevance logit → sigmoid
             scores = 1.0 / (1.0 + np.exp(-logits.reshape(-1)))
         elif logits.shape[-1] == 2:  # two classes → probability of "relevant"

@@ -20,9 +20,11 @@ from ferrousforge_host.embed.routes import routes as embed_routes
 from ferrousforge_host.embed.serving import EmbeddingService
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
+from ferrousforge_host.guard import Guard
 from ferrousforge_host.http import JSONResponse, error_response
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
+from ferrousforge_host.observability import Metrics, Observe, metrics_endpoint
 from ferrousforge_host.openai.routes import routes as openai_routes
 from ferrousforge_host.rerank.routes import routes as rerank_routes
 from ferrousforge_host.rerank.serving import RerankService
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/", root, methods=["GET", "HEAD"]),
             Route("/api/version", version, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             *generate_routes,
             *embed_routes,
             *rerank_routes,
@@ -102,10 +105,14 @@ def create_app(settings: Settings) -> Starlette:
         },
         lifespan=lifespan,
     )
+    metrics = Metrics(scheduler)
+    app.add_middleware(Observe, metrics=metrics)
+    app.add_middleware(Guard, origins=settings.origins, api_keys=settings.api_keys)  # outermost
+    app.state.metrics = metrics
     app.state.settings = settings
     app.state.store = store
     app.state.scheduler = scheduler
-    app.state.generation = GenerationService(scheduler, keep_alive)
+    app.state.generation = GenerationService(scheduler, keep_alive, metrics)
     app.state.models = ModelService(store, scheduler)
     app.state.embeddings = EmbeddingService(scheduler, keep_alive)
     app.state.rerank = RerankService(scheduler, keep_alive)

@@ -25,6 +25,8 @@ class Settings:
     max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
     max_loaded_models: int = 3
     max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
+    origins: str = ""  # browser origins allowed besides localhost, comma-separated, * wildcards
+    api_keys: str = ""  # when set, requests need Authorization: Bearer <one of these>
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
 
     @property

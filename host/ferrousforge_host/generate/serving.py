@@ -41,9 +41,10 @@ def _stats(stats: GenerationStats, load_ns: int, started: int) -> dict[str, int]
 
 
 class GenerationService:
-    def __init__(self, scheduler: Scheduler, default_keep_alive: float | None) -> None:
+    def __init__(self, scheduler: Scheduler, default_keep_alive: float | None, metrics: Any = None) -> None:
         self.scheduler = scheduler
         self.default_keep_alive = default_keep_alive
+        self.metrics = metrics
 
     def _prepare(self, req: Common, images: bool) -> tuple[ModelSpec, Any, float | None]:
         spec, _ = self.scheduler.spec(req.model)
@@ -125,7 +126,10 @@ class GenerationService:
                 }
                 if call:
                     final["message"]["tool_calls"] = [{"function": call}]
-                final.update(_stats(chunk.stats or GenerationStats(), load_ns, started))
+                stats = chunk.stats or GenerationStats()
+                final.update(_stats(stats, load_ns, started))
+                if self.metrics is not None:
+                    self.metrics.count_tokens(name, stats.prompt_eval_count, stats.eval_count)
                 if isinstance(req, GenerateRequest) and not req.raw:
                     final["context"] = chunk.context or []
                 yield final

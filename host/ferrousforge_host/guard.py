@@ -1,0 +1,98 @@
+"""Who may call the host: an allowlist of browser origins (any web page can reach 127.0.0.1, so a
+request from an origin not on the list is refused, not just left unreadable) and optional API keys.
+
+``FERROUSFORGE_ORIGINS``: comma-separated origins, ``*`` as a wildcard (``https://*.example.com``);
+localhost, 127.0.0.1 and [::1] on any port are always allowed. ``FERROUSFORGE_API_KEYS``: comma-
+separated keys; when set, every request but ``/`` and ``/api/version`` needs ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOCAL = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
+PUBLIC_PATHS = frozenset({"/", "/api/version"})
+ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, User-Agent, Accept, OpenAI-Organization"
+
+
+def origin_patterns(listed: str) -> re.Pattern[str]:
+    parts = [LOCAL]
+    for origin in (o.strip() for o in listed.split(",")):
+        if origin:
+            parts.append(
+                ".*" if origin == "*" else ".*".join(re.escape(p) for p in origin.rstrip("/").split("*"))
+            )
+    return re.compile("|".join(f"(?:{p})" for p in parts))
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, origins: str = "", api_keys: str = "") -> None:
+        self.app = app
+        self.allowed = origin_patterns(origins)
+        self.keys = {k.strip() for k in api_keys.split(",") if k.strip()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        origin = headers.get("origin")
+        cors: list[tuple[bytes, bytes]] = []
+        if origin is not None:
+            if not self.allowed.fullmatch(origin):
+                await _reply(send, 403, {"error": f"origin '{origin}' is not allowed (FERROUSFORGE_ORIGINS)"})
+                return
+            cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
+            if scope["method"] == "OPTIONS":  # preflight
+                await _reply(
+                    send,
+                    204,
+                    None,
+                    [
+                        *cors,
+                        (b"access-control-allow-methods", b"GET, POST, DELETE, HEAD, OPTIONS"),
+                        (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
+                        (b"access-control-max-age", b"600"),
+                    ],
+                )
+                return
+        if self.keys and scope["path"] not in PUBLIC_PATHS:
+            given = headers.get("authorization", "")
+            token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+            if token not in self.keys:
+                await _reply(
+                    send,
+                    401,
+                    {"error": "missing or invalid API key (Authorization: Bearer <key>)"},
+                    [*cors, (b"www-authenticate", b"Bearer")],
+                )
+                return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start" and cors:
+                message["headers"] = [*message.get("headers", []), *cors]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+async def _reply(
+    send: Send, status: int, body: object, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    data = json.dumps(body).encode() if body is not None else b""
+    head = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": data})

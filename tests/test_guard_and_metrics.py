@@ -1,0 +1,88 @@
+"""Origins, API keys, request ids and metrics, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from conftest import Host, start_host
+
+
+def test_unlisted_browser_origins_are_refused_and_local_ones_get_cors(host: Host) -> None:
+    body = {"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 1}}
+    with host.client() as c:
+        evil = c.post("/api/generate", json=body, headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and "not allowed" in evil.json()["error"]
+        assert "access-control-allow-origin" not in evil.headers
+        # nothing ran for the refused origin
+        assert c.get("/api/ps").json()["models"] == []
+        local = c.post("/api/generate", json=body, headers={"Origin": "http://localhost:5173"})
+        assert local.status_code == 200
+        assert local.headers["access-control-allow-origin"] == "http://localhost:5173"
+        pre = c.options(
+            "/api/chat", headers={"Origin": "http://127.0.0.1:8080", "Access-Control-Request-Method": "POST"}
+        )
+        assert pre.status_code == 204 and "POST" in pre.headers["access-control-allow-methods"]
+        assert "Authorization" in pre.headers["access-control-allow-headers"]
+        no_origin = c.get("/api/tags")  # curl, SDKs: no Origin header, not a browser
+        assert no_origin.status_code == 200
+
+
+@pytest.fixture
+def locked(tmp_path: Path, tiny_gguf: Path) -> Iterator[Host]:
+    for h in start_host(
+        tmp_path / "store", api_keys="k1,k2", origins="https://app.example.com,https://*.corp.test"
+    ):
+        with httpx.Client(base_url=h.url, headers={"Authorization": "Bearer k1"}) as c:
+            assert (
+                c.post(
+                    "/api/pull", json={"model": "tiny", "source": str(tiny_gguf), "stream": False}
+                ).status_code
+                == 200
+            )
+        yield h
+
+
+def test_api_keys_are_required_and_the_official_clients_send_them(locked: Host) -> None:
+    with httpx.Client(base_url=locked.url) as c:
+        assert c.get("/").status_code == 200 and c.get("/api/version").status_code == 200  # health stays open
+        missing = c.get("/api/tags")
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert c.get("/api/tags", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert c.get("/api/tags", headers={"Authorization": "Bearer k2"}).status_code == 200
+        listed = c.get("/api/tags", headers={"Origin": "https://x.corp.test", "Authorization": "Bearer k1"})
+        assert (
+            listed.status_code == 200
+            and listed.headers["access-control-allow-origin"] == "https://x.corp.test"
+        )
+        assert c.get("/api/tags", headers={"Origin": "https://corp.test.evil.com"}).status_code == 403
+    oa = openai.OpenAI(base_url=locked.url + "/v1", api_key="k1", max_retries=0)
+    assert [m.id for m in oa.models.list().data] == ["tiny:latest"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=locked.url + "/v1", api_key="bad", max_retries=0).models.list()
+    ol = ollama.Client(host=locked.url, headers={"Authorization": "Bearer k2"})
+    assert ol.list().models[0].model == "tiny:latest"
+
+
+def test_request_ids_and_metrics(host: Host) -> None:
+    with host.client() as c:
+        mine = c.get("/api/tags", headers={"X-Request-ID": "abc-123"})
+        assert mine.headers["x-request-id"] == "abc-123"
+        generated = c.get("/api/tags", headers={"X-Request-ID": "bad id with spaces"})
+        assert len(generated.headers["x-request-id"]) == 32
+        c.post(
+            "/api/generate",
+            json={"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 3}},
+        )
+        c.post("/api/generate", json={"model": "ghost", "prompt": "x"})
+        text = c.get("/metrics").text
+    assert 'ferrousforge_requests_total{method="POST",route="/api/generate",status="200"} 1.0' in text
+    assert 'ferrousforge_requests_total{method="POST",route="/api/generate",status="404"} 1.0' in text
+    assert 'ferrousforge_tokens_total{kind="generated",model="tiny:latest"} 3.0' in text
+    assert "ferrousforge_models_loaded 1.0" in text
+    assert "ferrousforge_request_seconds_bucket" in text and "ferrousforge_requests_in_flight 0.0" in text

@@ -223,7 +223,8 @@ def test_tool_call_from_the_default_model(gemma_host: Host) -> None:
         model="gemma3:270m",
         tools=tools,
         tool_choice="required",
-        max_tokens=60,
+        max_tokens=150,
+        seed=1,
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
     )
     call = r.choices[0].message.tool_calls[0]  # type: ignore[index]

@@ -113,7 +113,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.generation = GenerationService(scheduler, keep_alive, metrics)
-    app.state.models = ModelService(store, scheduler)
+    app.state.models = ModelService(store, scheduler, settings.import_folders)
     app.state.embeddings = EmbeddingService(scheduler, keep_alive)
     app.state.rerank = RerankService(scheduler, keep_alive)
     return app

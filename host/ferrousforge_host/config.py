@@ -27,6 +27,14 @@ class Settings:
     max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
     origins: str = ""  # browser origins allowed besides localhost, comma-separated, * wildcards
     api_keys: str = ""  # when set, requests need Authorization: Bearer <one of these>
+    import_dirs: str = (
+        ""  # folders local pull sources may come from (os.pathsep-separated); "": home and temp
+    )
+
+    @property
+    def import_folders(self) -> list[Path] | None:
+        return [Path(os.path.expanduser(d)) for d in self.import_dirs.split(os.pathsep) if d] or None
+
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
 
     @property

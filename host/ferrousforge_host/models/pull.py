@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -74,7 +75,22 @@ def is_hf(text: str) -> bool:
     return text.startswith(("hf.co/", "huggingface.co/"))
 
 
-def resolve(name: ModelName, source: str | None) -> PullPlan:
+def default_import_dirs() -> list[Path]:
+    return [Path.home(), Path(tempfile.gettempdir())]
+
+
+def check_import_path(path: Path, allowed: list[Path]) -> Path:
+    """A local source must resolve (links followed) inside one of the allowed import folders."""
+    real = path.resolve()
+    if not any(real.is_relative_to(d.resolve()) for d in allowed):
+        folders = ", ".join(str(d) for d in allowed)
+        raise BadRequest(
+            f"'{path}' is outside the allowed import folders ({folders}; FERROUSFORGE_IMPORT_DIRS)"
+        )
+    return real
+
+
+def resolve(name: ModelName, source: str | None, import_dirs: list[Path] | None = None) -> PullPlan:
     """Decide where ``name`` comes from (blocking: may ask the hub)."""
     entry = lookup(name.display)
     if source is None and entry is not None:
@@ -89,6 +105,8 @@ def resolve(name: ModelName, source: str | None) -> PullPlan:
     if target.startswith(("http://", "https://")):
         return gguf_plan(RemoteFile(os.path.basename(target.split("?")[0]) or "file", None, None, url=target))
     path = Path(target)
+    if path.is_absolute():
+        path = check_import_path(path, import_dirs if import_dirs is not None else default_import_dirs())
     if path.is_absolute() and path.is_dir():
         return onnx_import.directory_plan(path)
     if not path.is_absolute() or not path.is_file():
@@ -164,15 +182,17 @@ def _hub_file(repo: str, filename: str, endpoint: str | None) -> RemoteFile:
 
 
 class Puller:
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, import_dirs: list[Path] | None = None) -> None:
         self.store = store
+        self.import_dirs = import_dirs
+        self._fetched: dict[str, str] = {}  # source → digest of its latest fetch
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def pull(self, name: ModelName, source: str | None = None) -> AsyncIterator[Event]:
         """Resolve the source first (so an unknown model is a plain 404), then stream the pull."""
         if source is None and lookup(name.display) is None and self.store.exists(name):
             source = self._recorded_source(name)
-        plan = await asyncio.to_thread(resolve, name, source)
+        plan = await asyncio.to_thread(resolve, name, source, self.import_dirs)
         plan.source = source
         return self._pull(name, plan)
 
@@ -188,17 +208,24 @@ class Puller:
         digests = []
         for remote in plan.files:
             key = remote.sha256 or remote.url or str(remote.paths[0])
+            before = self._fetched.get(key)
             async with self._locks.setdefault(key, asyncio.Lock()):
-                if remote.sha256 and self.store.has_blob(remote.sha256):
-                    digests.append(remote.sha256)
-                    yield _progress(remote.sha256, remote.size or 0, remote.size or 0)
+                # Known content already here, or the same source fetched by a pull we waited for.
+                ready = remote.sha256 or (
+                    self._fetched.get(key) if self._fetched.get(key) != before else None
+                )
+                if ready and self.store.has_blob(ready):
+                    digests.append(ready)
+                    yield _progress(ready, remote.size or 0, remote.size or 0)
                     continue
                 partial = self.store.partial_path(key)
                 label = remote.sha256 or remote.label
                 async for event in self._fetch(remote, partial, label):
                     yield event
                 yield {"status": "verifying sha256 digest"}
-                digests.append(await asyncio.to_thread(self.store.commit, partial, remote.sha256))
+                digest = await asyncio.to_thread(self.store.commit, partial, remote.sha256)
+                self._fetched[key] = digest
+                digests.append(digest)
         yield {"status": plan.finish_status}
         try:
             await asyncio.to_thread(plan.finish, self.store, name, digests, plan.source)

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ferrousforge.errors import BadRequest
@@ -35,10 +36,10 @@ def details(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelService:
-    def __init__(self, store: BlobStore, scheduler: Scheduler) -> None:
+    def __init__(self, store: BlobStore, scheduler: Scheduler, import_dirs: list[Path] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
-        self.puller = Puller(store)
+        self.puller = Puller(store, import_dirs)
 
     def _config(self, manifest: Manifest) -> dict[str, Any]:
         try:

@@ -317,11 +317,17 @@ class LlamaCppMold(TextGenerationMold):
         job.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         job.stops = StopMatcher(opts.stop)
 
-    def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
-        out: queue.SimpleQueue[GenerationChunk | BaseException] = queue.SimpleQueue()
-        job = _Job(request, out.put)
+    def _submit(
+        self, request: GenerationInput, emit: Callable[[GenerationChunk | BaseException], object]
+    ) -> _Job:
+        job = _Job(request, emit)
         self._prepare(job)
         self._incoming.put(job)
+        return job
+
+    def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
+        out: queue.SimpleQueue[GenerationChunk | BaseException] = queue.SimpleQueue()
+        job = self._submit(request, out.put)
         try:
             while True:
                 item = out.get()
@@ -336,9 +342,7 @@ class LlamaCppMold(TextGenerationMold):
     async def stream(self, request: GenerationInput) -> AsyncIterator[GenerationChunk]:
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
-        job = _Job(request, lambda item: loop.call_soon_threadsafe(out.put_nowait, item))
-        self._prepare(job)
-        self._incoming.put(job)
+        job = self._submit(request, lambda item: loop.call_soon_threadsafe(out.put_nowait, item))
         try:
             while True:
                 item = await out.get()

@@ -37,13 +37,16 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
             key = f"{m.group(1)}/{m.group(2)}" if m else path
             return (key, fs.files[key]) if key in fs.files else None
 
+        def _empty(self, status: int) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def do_HEAD(self) -> None:
             fs.requests.append(("HEAD", self.path, self.headers.get("Range")))
             found = self._file()
             if not found:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._empty(404)
                 return
             _, data = found
             self.send_response(200)
@@ -74,9 +77,7 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
                 return
             found = self._file()
             if not found:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                self._empty(404)
                 return
             _, data = found
             start = 0
@@ -84,9 +85,7 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
             if rng and (m := re.match(r"bytes=(\d+)-", rng)):
                 start = int(m.group(1))
                 if start >= len(data):
-                    self.send_response(416)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self._empty(416)
                     return
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")

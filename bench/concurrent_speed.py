@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,14 +19,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from generate_speed import (
-    CTX,
     NEW_TOKENS,
     TEXT,
     THREADS,
+    bench_store,
     forge_pieces,
-    free_port,
     server_pieces,
-    wait_up,
+    start_forge,
+    start_llama_server,
 )
 
 SLOTS = 4
@@ -66,65 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    store = Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
-    llama_server = (
-        subprocess.run(
-            ["bash", str(Path(__file__).with_name("build_llama_server.sh"))],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    ff_port, ls_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "FERROUSFORGE_MODELS": str(store),
-        "FERROUSFORGE_NUM_THREAD": str(THREADS),
-        "FERROUSFORGE_NUM_PARALLEL": str(SLOTS),
-        "FERROUSFORGE_MAX_QUEUE": "512",
-    }
-    forge = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ferrousforge"),
-            "serve",
-            "--host",
-            f"127.0.0.1:{ff_port}",
-            "--pull",
-            "gemma3:270m",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    store = bench_store()
+    forge, forge_url = start_forge(store, num_parallel=SLOTS, max_queue=512)
     procs = [forge]
     try:
-        forge_url = f"http://127.0.0.1:{ff_port}"
-        wait_up(forge_url, forge, timeout=300)
-        blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
-        server = subprocess.Popen(
-            [
-                llama_server,
-                "-m",
-                str(blob),
-                "--port",
-                str(ls_port),
-                "-t",
-                str(THREADS),
-                "-np",
-                str(SLOTS),
-                "-c",
-                str(CTX * SLOTS),
-                "--no-jinja",
-                "--chat-template",
-                "gemma",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server, server_url = start_llama_server(store, slots=SLOTS)
         procs.append(server)
-        server_url = f"http://127.0.0.1:{ls_port}"
-        wait_up(server_url + "/health", server)
         targets = {
             "FerrousForge": (forge_pieces, forge_url),
             "llama-server -np 4": (server_pieces, server_url),

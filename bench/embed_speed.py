@@ -13,7 +13,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate_speed import free_port, wait_up
+from generate_speed import bench_store, start_forge
 
 THREADS = 2
 WORDS = [
@@ -71,21 +70,7 @@ def rate(fn, batch: int, total: int = 256, repeats: int = 3) -> float:  # type: 
 
 
 def start_server(store: Path, batching: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "FERROUSFORGE_MODELS": str(store),
-        "FERROUSFORGE_NUM_THREAD": str(THREADS),
-        "FERROUSFORGE_BATCHING": str(batching),
-    }
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ferrousforge"), "serve", "--host", f"127.0.0.1:{port}"],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_up(url, proc)
-    return proc, url
+    return start_forge(store, pull=None, batching=batching)
 
 
 def concurrent(url: str, model: str, clients: int = 16, seconds: int = 6) -> float:
@@ -107,7 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="all-minilm")
     args = parser.parse_args()
-    store = Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
+    store = bench_store()
     proc, url = start_server(store, 1)
     procs = [proc]
     try:

@@ -62,6 +62,54 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> No
     raise RuntimeError(f"{url} did not come up")
 
 
+def bench_store() -> Path:
+    return Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
+
+
+def start_forge(
+    store: Path, pull: str | None = "gemma3:270m", **settings: object
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``ferrousforge serve`` from this environment on a free port; ``settings`` become FERROUSFORGE_*."""
+    port = free_port()
+    env = {**os.environ, "FERROUSFORGE_MODELS": str(store), "FERROUSFORGE_NUM_THREAD": str(THREADS)}
+    env.update({f"FERROUSFORGE_{k.upper()}": str(v) for k, v in settings.items()})
+    command = [str(Path(sys.executable).parent / "ferrousforge"), "serve", "--host", f"127.0.0.1:{port}"]
+    proc = subprocess.Popen(command + (["--pull", pull] if pull else []), env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_up(url, proc, timeout=300)
+    return proc, url
+
+
+def start_llama_server(store: Path, slots: int) -> tuple[subprocess.Popen[bytes], str]:
+    """llama.cpp's llama-server (built once by build_llama_server.sh) on the store's gemma3:270m blob."""
+    build = subprocess.run(
+        ["bash", str(ROOT / "bench/build_llama_server.sh")], check=True, capture_output=True, text=True
+    )
+    binary = build.stdout.strip().splitlines()[-1]
+    blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
+    port = free_port()
+    command = [
+        binary,
+        "-m",
+        str(blob),
+        "--port",
+        str(port),
+        "-t",
+        str(THREADS),
+        "-np",
+        str(slots),
+        "-c",
+        str(CTX * slots),
+        "--no-jinja",
+        "--chat-template",
+        "gemma",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_up(url + "/health", proc)
+    return proc, url
+
+
 def prompts(tokenize: Callable[[str], list[int]], n: int) -> list[str]:
     """User texts whose Gemma-formatted prompt is exactly PROMPT_TOKENS tokens, each with a unique prefix."""
     out = []
@@ -140,50 +188,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
 
-    store = Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
-    llama_server = (
-        subprocess.run(
-            ["bash", str(ROOT / "bench/build_llama_server.sh")], check=True, capture_output=True, text=True
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    bin_dir = Path(sys.executable).parent
-    ff_port, ls_port = free_port(), free_port()
-    env = {**os.environ, "FERROUSFORGE_MODELS": str(store), "FERROUSFORGE_NUM_THREAD": str(THREADS)}
-    forge = subprocess.Popen(
-        [str(bin_dir / "ferrousforge"), "serve", "--host", f"127.0.0.1:{ff_port}", "--pull", "gemma3:270m"],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    store = bench_store()
+    forge, forge_url = start_forge(store)
     procs = [forge]
     try:
-        forge_url = f"http://127.0.0.1:{ff_port}"
-        wait_up(forge_url, forge, timeout=300)
-        blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
-        server = subprocess.Popen(
-            [
-                llama_server,
-                "-m",
-                str(blob),
-                "--port",
-                str(ls_port),
-                "-t",
-                str(THREADS),
-                "-np",
-                "1",
-                "-c",
-                str(CTX),
-                "--no-jinja",
-                "--chat-template",
-                "gemma",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server, server_url = start_llama_server(store, slots=1)
         procs.append(server)
-        server_url = f"http://127.0.0.1:{ls_port}"
-        wait_up(server_url + "/health", server)
+        blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
 
         from llama_cpp import Llama
 

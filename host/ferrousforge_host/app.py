@@ -30,6 +30,8 @@ from ferrousforge_host.rerank.routes import routes as rerank_routes
 from ferrousforge_host.rerank.serving import RerankService
 from ferrousforge_host.scheduler import Scheduler, default_memory_budget
 from ferrousforge_host.store import BlobStore
+from ferrousforge_host.web.routes import api_routes as web_api_routes
+from ferrousforge_host.web.routes import site_routes
 
 log = logging.getLogger("ferrousforge")
 
@@ -96,6 +98,8 @@ def create_app(settings: Settings) -> Starlette:
             *rerank_routes,
             *openai_routes,
             *model_routes,
+            *web_api_routes,
+            *site_routes(settings.web_dir, settings.runtime_dir),
         ],
         exception_handlers={
             ForgeError: forge_error,

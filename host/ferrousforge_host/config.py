@@ -35,6 +35,10 @@ class Settings:
     def import_folders(self) -> list[Path] | None:
         return [Path(os.path.expanduser(d)) for d in self.import_dirs.split(os.pathsep) if d] or None
 
+    web_dir: str = ""  # the demo site served at /ui/ ("": the checkout's web/)
+    runtime_dir: str = (
+        ""  # the browser runtime bundle at /ui/runtime/ ("": build/runtime, from wasm/build.py)
+    )
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
 
     @property

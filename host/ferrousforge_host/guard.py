@@ -20,7 +20,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOCAL = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
-PUBLIC_PATHS = frozenset({"/", "/api/version"})
+PUBLIC_PATHS = frozenset({"/", "/api/version", "/ui"})
+PUBLIC_PREFIX = (
+    "/ui/"  # the static demo site and runtime bundle: no secrets, and it must load to ask for a key
+)
 ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, User-Agent, Accept, OpenAI-Organization"
 
 
@@ -32,6 +35,10 @@ def origin_patterns(listed: str) -> re.Pattern[str]:
                 ".*" if origin == "*" else ".*".join(re.escape(p) for p in origin.rstrip("/").split("*"))
             )
     return re.compile("|".join(f"(?:{p})" for p in parts))
+
+
+def public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
 
 
 class Guard:
@@ -65,7 +72,7 @@ class Guard:
                     ],
                 )
                 return
-        if self.keys and scope["path"] not in PUBLIC_PATHS:
+        if self.keys and not public(scope["path"]):
             given = headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else ""
             if token not in self.keys:

@@ -22,6 +22,8 @@ class CatalogueEntry:
     license: str = ""
     variant: str = ""  # e.g. "int8": a quantized build made at pull time
     dimensions: int | None = None
+    # what running it in a browser takes (see ferrousforge.placement.Requirements); None: estimated from size
+    browser: dict[str, Any] | None = None
 
 
 GEMMA3_270M = CatalogueEntry(
@@ -35,6 +37,8 @@ GEMMA3_270M = CatalogueEntry(
     template=GEMMA_TEMPLATE,
     parameters={"stop": ["<end_of_turn>"], "top_k": 64, "top_p": 0.95, "temperature": 1.0},
     license="Gemma Terms of Use",
+    # ~0.54 GFLOP a token; 4 tokens/s is the slowest still worth running locally
+    browser={"bytes": 253_113_024, "memory": 420 << 20, "gflop_per_item": 0.54, "min_items_per_s": 4.0},
 )
 
 _MINILM = dict(
@@ -46,6 +50,8 @@ _MINILM = dict(
     family="bert",
     license="Apache-2.0",
     dimensions=384,
+    # six 384-wide layers over ~32 tokens: ~0.7 GFLOP an embedding
+    browser={"bytes": 90_868_376, "memory": 256 << 20, "gflop_per_item": 0.7, "min_items_per_s": 5.0},
 )
 ALL_MINILM = CatalogueEntry(name="all-minilm:latest", **_MINILM)  # type: ignore[arg-type]
 ALL_MINILM_INT8 = CatalogueEntry(name="all-minilm:int8", variant="int8", **_MINILM)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from ferrousforge.embedding import EmbeddingMold, EmbedItem, RerankMold, ScoreIt
 from ferrousforge.errors import NotSupported
 from ferrousforge.mold import resolve_mold
 from ferrousforge.options import parse_keep_alive
-from ferrousforge.protocol.embed import RerankRequest
+from ferrousforge.protocol.embed import RerankRequest, rerank_results
 from ferrousforge_host.scheduler import Scheduler
 
 
@@ -36,11 +36,5 @@ class RerankService:
                 vectors = await mold.embed([EmbedItem(t, req.truncate) for t in [req.query, *req.documents]])
                 scores = [cosine(vectors[0].vector, v.vector) for v in vectors[1:]]
                 tokens = sum(v.tokens for v in vectors)
-        order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[: req.top_n]
-        results = []
-        for i in order:
-            row: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
-            if req.return_documents:
-                row["document"] = {"text": req.documents[i]}
-            results.append(row)
+        results = rerank_results(req, scores)
         return {"model": req.model.display, "results": results, "usage": {"total_tokens": tokens}}

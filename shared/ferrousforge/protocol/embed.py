@@ -119,3 +119,15 @@ class RerankRequest:
             truncate=get(body, "truncate", bool, True),
             keep_alive=get(body, "keep_alive", (str, int, float), None),
         )
+
+
+def rerank_results(req: RerankRequest, scores: list[float]) -> list[dict[str, Any]]:
+    """Cohere/Jina-shaped results: best first, ``top_n`` of them, documents when asked for."""
+    order = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)[: req.top_n]
+    results = []
+    for i in order:
+        row: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
+        if req.return_documents:
+            row["document"] = {"text": req.documents[i]}
+        results.append(row)
+    return results

@@ -1,0 +1,316 @@
+"""The browser runtime's front door: ``forge.embed``, ``forge.rerank``, ``forge.capabilities``.
+
+Each request is placed (``ferrousforge.placement``): in the browser on the best accelerator that fits
+and is fast enough, else on the host. A local failure (load error, out of memory, device lost,
+unsupported op) is retried on the host transparently. Every answer says where it ran, how long it
+took, and why it ran there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import js
+from pyodide.http import pyfetch
+
+from ferrousforge.browser.blobs import BlobCache
+from ferrousforge.browser.bridge import helpers, now_ms, py
+from ferrousforge.browser.onnx_web import WebEmbeddingMold, WebRerankMold
+from ferrousforge.browser.probe import measure, wasm_threads
+from ferrousforge.embedding import EmbedItem, ScoreItem
+from ferrousforge.errors import BadRequest, ForgeError
+from ferrousforge.mold import ModelSpec, Mold
+from ferrousforge.options import Options
+from ferrousforge.placement import (
+    BROWSER_WASM,
+    HOST,
+    PREFERENCES,
+    Capabilities,
+    Decision,
+    Requirements,
+    decide,
+)
+from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_results
+
+
+class HostError(ForgeError):
+    """The host answered with an error: its message and status, as the host gave them."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    kind: str
+    format: str
+    files: dict[str, dict[str, Any]]
+    config: dict[str, Any]
+    requirements: Requirements
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class BrowserForge:
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.base = str(settings.get("host") or js.location.origin).rstrip("/")
+        self.runtime_url = str(settings["runtime_url"])
+        self.probe_info = dict(settings["probe"])
+        self.api_key = str(settings.get("api_key") or "")
+        self.prefer = "browser"
+        self.budget_bytes = 0
+        self.caps: Capabilities | None = None
+        self.infos: dict[str, ModelInfo] = {}
+        self.molds: dict[tuple[str, str], Mold] = {}
+        self.broken: dict[tuple[str, str], str] = {}  # (model, accelerator) → why it failed to load
+        self.speeds: dict[tuple[str, str], float] = {}  # (model, placement) → items/s, measured
+        self.cache = BlobCache(self.base, self.headers())
+        self.configure(settings)
+
+    # -- settings and facts ---------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
+        settings = py(settings)
+        if "prefer" in settings:
+            if settings["prefer"] not in PREFERENCES:
+                raise BadRequest(f"prefer must be one of {', '.join(PREFERENCES)}")
+            self.prefer = settings["prefer"]
+        if "api_key" in settings:
+            self.api_key = str(settings["api_key"] or "")
+            self.cache.headers = self.headers()
+        if "budget_bytes" in settings:
+            self.budget_bytes = int(settings["budget_bytes"] or 0)
+            if self.caps is not None:
+                self.caps.budget_bytes = self.budget_bytes
+        return {"prefer": self.prefer, "api_key": bool(self.api_key), "budget_bytes": self.budget_bytes}
+
+    async def start(self) -> None:
+        await self.capabilities()
+
+    async def capabilities(self, refresh: bool = False) -> dict[str, Any]:
+        if self.caps is None or refresh:
+            self.caps = await measure(self.runtime_url, self.probe_info, refresh)
+            self.caps.budget_bytes = self.budget_bytes
+        return self.caps.to_json()
+
+    async def host_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = await pyfetch(
+            self.base + path,
+            method="POST",
+            headers={"Content-Type": "application/json", **self.headers()},
+            body=json.dumps(body),
+        )
+        data: dict[str, Any] = await response.json()
+        if not response.ok:
+            raise HostError(str(data.get("error", f"HTTP {response.status}")), response.status)
+        return data
+
+    async def info(self, model: str) -> ModelInfo:
+        if model not in self.infos:
+            raw = await self.host_json("/api/browser/model", {"model": model})
+            self.infos[model] = ModelInfo(
+                raw["model"],
+                raw["kind"],
+                raw["format"],
+                raw["files"],
+                raw["config"],
+                Requirements.from_json(raw["requirements"]),
+                raw,
+            )
+        return self.infos[model]
+
+    async def place(self, model: str, override: str) -> tuple[ModelInfo | None, Decision]:
+        if override == "host" or (override == "auto" and self.prefer == "host"):
+            return None, Decision(HOST, "host placement requested")
+        info = await self.info(model)
+        if info.format not in WEB_ENGINES:
+            return info, Decision(HOST, f"no in-browser engine for {info.format} models")
+        await self.capabilities()
+        assert self.caps is not None
+        measured = {p: s for (m, p), s in self.speeds.items() if m == info.name}
+        decision = decide(self.caps, info.requirements, self.prefer, override, measured)
+        usable = [c for c in decision.candidates if (info.name, c) not in self.broken]
+        if decision.placement != HOST and not usable:
+            return info, Decision(HOST, "; ".join(self.broken[(info.name, c)] for c in decision.candidates))
+        decision.candidates = usable
+        return info, decision
+
+    async def mold(self, info: ModelInfo, accelerator: str) -> Mold:
+        key = (info.name, accelerator)
+        if key in self.molds:
+            return self.molds[key]
+        files: dict[str, Any] = {}
+        for name, meta in info.files.items():
+            data = await self.cache.get(meta["url"], meta["digest"], int(meta["size"]))
+            files[name] = js.TextDecoder.new().decode(data) if name.endswith(".json") else data
+        spec = ModelSpec(
+            name=info.name, format=info.format, path=info.files["model"]["url"], config=info.config
+        )
+        threads = wasm_threads() if accelerator == BROWSER_WASM else 1
+        cls = WEB_ENGINES[info.format][info.kind]
+        mold = cls(spec, Options(num_thread=threads), accelerator, files)
+        await mold.load()
+        self.molds[key] = mold
+        return mold
+
+    def record(self, model: str, placement: str, items: int, ms: float) -> None:
+        speed = items / max(ms / 1000, 1e-6)
+        old = self.speeds.get((model, placement))
+        self.speeds[(model, placement)] = speed if old is None else 0.7 * old + 0.3 * speed
+
+    # -- requests -------------------------------------------------------------------------
+    async def run(self, model: str, override: str, local: Any, remote: Any, items: int) -> dict[str, Any]:
+        """Place, run locally (falling back to the host on failure) or on the host; time it."""
+        start = now_ms()
+        if override not in ("auto", "browser", "host"):
+            raise BadRequest("placement must be 'auto', 'browser' or 'host'")
+        info, decision = await self.place(model, override)
+        fallback = ""
+        if decision.placement != HOST and info is not None:
+            for accelerator in decision.candidates or [decision.placement]:
+                try:
+                    mold = await self.mold(info, accelerator)
+                    result: dict[str, Any] = await local(mold)
+                except ForgeError as exc:
+                    if exc.status < 500:
+                        raise
+                    fallback = f"{accelerator} failed: {exc}"
+                except Exception as exc:  # load error, OOM, device lost, unsupported op
+                    fallback = f"{accelerator} failed: {exc}"
+                    js.console.warn(
+                        f"ferrousforge: {fallback}; retrying on the host\n{traceback.format_exc()}"
+                    )
+                else:
+                    ms = now_ms() - start
+                    self.record(info.name, accelerator, items, ms)
+                    return {**result, "placement": accelerator, "reason": decision.reason, "ms": ms}
+                self.broken[(info.name, accelerator)] = fallback
+                stale = self.molds.pop((info.name, accelerator), None)
+                if stale is not None:
+                    with contextlib.suppress(Exception):
+                        await stale.unload()
+        result = await remote()
+        ms = now_ms() - start
+        self.record(info.name if info else model, HOST, items, ms)
+        out = {**result, "placement": HOST, "reason": decision.reason, "ms": ms}
+        if fallback:
+            out["fallback"] = fallback
+        return out
+
+    async def embed(self, request: Any) -> dict[str, Any]:
+        body = py(request)
+        override = str(body.pop("placement", "auto"))
+        req = EmbedRequest.ollama(body)
+        items = [EmbedItem(text, req.truncate) for text in req.inputs]
+
+        async def local(mold: Any) -> dict[str, Any]:
+            out = await mold.embed(items)
+            return {
+                "model": req.model.display,
+                "embeddings": [e.vector for e in out],
+                "prompt_eval_count": sum(e.tokens for e in out),
+            }
+
+        async def remote() -> dict[str, Any]:
+            data = await self.host_json("/api/embed", body)
+            return {
+                "model": data["model"],
+                "embeddings": data["embeddings"],
+                "prompt_eval_count": data.get("prompt_eval_count", 0),
+            }
+
+        return await self.run(req.model.display, override, local, remote, max(len(items), 1))
+
+    async def rerank(self, request: Any) -> dict[str, Any]:
+        body = py(request)
+        override = str(body.pop("placement", "auto"))
+        req = RerankRequest.parse(body)
+
+        async def local(mold: Any) -> dict[str, Any]:
+            if isinstance(mold, WebRerankMold):
+                scored = await mold.score([ScoreItem(req.query, d, req.truncate) for d in req.documents])
+                scores = [s.score for s in scored]
+            else:  # a bi-encoder: cosine of the query's embedding with each document's
+                vectors = await mold.embed([EmbedItem(t, req.truncate) for t in [req.query, *req.documents]])
+                cosine = helpers().kernels.cosine
+                scores = [float(cosine(vectors[0].vector, v.vector)) for v in vectors[1:]]
+            return {"model": req.model.display, "results": rerank_results(req, scores)}
+
+        async def remote() -> dict[str, Any]:
+            data = await self.host_json("/api/rerank", body)
+            return {"model": data["model"], "results": data["results"]}
+
+        return await self.run(req.model.display, override, local, remote, len(req.documents) + 1)
+
+    async def cache_usage(self) -> dict[str, Any]:
+        return await self.cache.usage()
+
+    async def clear_cache(self) -> dict[str, Any]:
+        await self.cache.clear()
+        return await self.cache.usage()
+
+
+class BrowserClient:
+    """The SDK's ``AsyncClient`` calls for Python running in the page: each request is placed, runs
+    in the browser or on the host (through ``pyfetch``), and its answer says where it ran."""
+
+    def __init__(self, forge: BrowserForge) -> None:
+        self.forge = forge
+
+    async def embed(self, model: str, input: str | list[str], **fields: Any) -> dict[str, Any]:
+        return await self.forge.embed({"model": model, "input": input, **fields})
+
+    async def embeddings(self, texts: list[str], model: str, placement: str = "auto") -> list[Any]:
+        out: list[Any] = (await self.embed(model, texts, placement=placement))["embeddings"]
+        return out
+
+    async def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        model: str,
+        top_n: int | None = None,
+        return_documents: bool = True,
+        placement: str = "auto",
+    ) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": model,
+            "query": query,
+            "documents": documents,
+            "return_documents": return_documents,
+            "placement": placement,
+        }
+        if top_n is not None:
+            body["top_n"] = top_n
+        results: list[dict[str, Any]] = (await self.forge.rerank(body))["results"]
+        return results
+
+
+_FORGE: BrowserForge | None = None
+
+
+def client() -> BrowserClient:
+    """The page's runtime as an SDK client (after ``forge.ready``)."""
+    if _FORGE is None:
+        raise ForgeError("the FerrousForge runtime has not started")
+    return BrowserClient(_FORGE)
+
+
+WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
+    "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold},
+}
+
+
+async def start(settings: Any) -> BrowserForge:
+    global _FORGE
+    forge = BrowserForge(py(settings))
+    await forge.start()
+    _FORGE = forge
+    return forge

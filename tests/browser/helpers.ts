@@ -1,0 +1,35 @@
+// Shared steps of the browser tests: open the demo page, wait for the runtime, watch the network.
+import { expect, type Page } from '@playwright/test';
+
+export const forgeUrl = () => process.env.FORGE_URL!;
+
+export interface Watch { requests: string[]; errors: string[] }
+
+/** Record every request the page makes and every console error / uncaught exception. */
+export function watch(page: Page): Watch {
+  const w: Watch = { requests: [], errors: [] };
+  page.on('request', (r) => w.requests.push(r.url()));
+  page.on('console', (m) => { if (m.type() === 'error') w.errors.push(m.text()); });
+  page.on('pageerror', (e) => w.errors.push(e.message));
+  return w;
+}
+
+export async function openForge(page: Page, base = forgeUrl(), query = '') {
+  await page.goto(`${base}/ui/${query}`);
+  await page.evaluate(() => (window as any).forge.ready.then(() => true));
+}
+
+export function cosine(a: number[], b: number[]) {
+  let dot = 0, na = 0, nb = 0;
+  for (let i = 0; i < a.length; i++) { dot += a[i] * b[i]; na += a[i] * a[i]; nb += b[i] * b[i]; }
+  return dot / Math.sqrt(na * nb);
+}
+
+export async function embed(page: Page, req: object): Promise<any> {
+  return page.evaluate((r) => (window as any).forge.embed(r), req);
+}
+
+export function expectSameOrigin(requests: string[], base = forgeUrl()) {
+  const off = requests.filter((u) => !u.startsWith(base) && !u.startsWith('data:') && !u.startsWith('blob:'));
+  expect(off).toEqual([]);
+}

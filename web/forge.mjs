@@ -1,0 +1,121 @@
+// FerrousForge in the browser: boots Pyodide, installs the shared `ferrousforge` wheel, and exposes
+// the Python runtime (ferrousforge.browser.runtime) as `window.forge`:
+//   await forge.ready; forge.capabilities(); forge.embed({model, input, placement});
+//   forge.rerank({model, query, documents, placement}); forge.configure({prefer, api_key, budget_bytes})
+// Every file comes from this origin (the host's /ui/runtime/ bundle): nothing from a CDN.
+import * as kernels from './kernels.mjs';
+
+const runtimeURL = new URL('./runtime/', import.meta.url).href;
+const ortModules = {};
+let tokenizers = null;
+
+/** onnxruntime-web for one execution provider: the plain SIMD+threads build for wasm, the WebGPU build. */
+async function loadOrt(ep, threads) {
+  if (!ortModules[ep]) {
+    const file = ep === 'webgpu' ? 'ort.webgpu.min.mjs' : 'ort.wasm.min.mjs';
+    const ort = await import(`${runtimeURL}onnxruntime-web/dist/${file}`);
+    ort.env.wasm.wasmPaths = `${runtimeURL}onnxruntime-web/dist/`;
+    ort.env.wasm.numThreads = threads;  // explicit: its default depends on the browser
+    ort.env.wasm.proxy = false;
+    ort.env.logLevel = 'error';
+    ortModules[ep] = ort;
+  }
+  return ortModules[ep];
+}
+
+async function loadTokenizers() {
+  tokenizers ??= await import(`${runtimeURL}@huggingface/tokenizers/dist/tokenizers.min.mjs`);
+  return tokenizers;
+}
+
+/** A fetch Response body read in chunks, reporting progress; the bytes as one Uint8Array. */
+async function readWithProgress(response, size, progress) {
+  const reader = response.body.getReader();
+  const total = size || Number(response.headers.get('content-length')) || 0;
+  const out = new Uint8Array(total);
+  let got = 0;
+  const parts = [];
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (got + value.length <= out.length) out.set(value, got); else parts.push(value);
+    got += value.length;
+    progress(got, total);
+  }
+  if (!parts.length && got === out.length) return out;
+  const all = new Uint8Array(got);  // the size was wrong: assemble what came
+  all.set(out.subarray(0, Math.min(got, out.length)));
+  let at = Math.min(got, out.length);
+  for (const p of parts) { all.set(p, at); at += p.length; }
+  return all;
+}
+
+export class ForgeError extends Error {
+  constructor(message, status) { super(message); this.name = 'ForgeError'; this.status = status; }
+}
+
+/** Python result (a PyProxy of a dict) → plain JS, freeing the proxy. */
+function toJs(value) {
+  if (value && typeof value.toJs === 'function') {
+    const out = value.toJs({ dict_converter: Object.fromEntries, create_pyproxies: false });
+    value.destroy();
+    return out;
+  }
+  return value;
+}
+
+function pythonError(err) {
+  // a Python exception arrives as PythonError with the whole traceback: keep its last line
+  const text = String(err?.message ?? err);
+  const last = text.trim().split('\n').pop();
+  const m = /^(?:[\w.]+\.)?(\w+): (.*)$/s.exec(last);
+  const status = m && /BadRequest|ModelNotFound|NotSupported|HostError/.test(m[1]) ? 400 : 500;
+  return new ForgeError(m ? m[2] : last, status);
+}
+
+export async function boot(settings = {}) {
+  const t0 = performance.now();
+  const assets = await (await fetch(`${runtimeURL}assets.json`)).json();
+  const { loadPyodide } = await import(`${runtimeURL}pyodide/pyodide.mjs`);
+  const pyodide = await loadPyodide({ indexURL: `${runtimeURL}pyodide/` });
+  const wheel = await fetch(`${runtimeURL}${assets.wheel}`);
+  pyodide.unpackArchive(await wheel.arrayBuffer(), 'wheel');
+  pyodide.registerJsModule('forge_js', { kernels, loadOrt, loadTokenizers, readWithProgress, runtimeURL });
+  const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
+  const py = await runtime.start({ ...settings, runtime_url: runtimeURL, probe: assets.probe });
+  const call = (name) => async (arg = {}) => {
+    try { return toJs(await py[name](arg)); } catch (err) { throw pythonError(err); }
+  };
+  return {
+    pyodide,
+    bootMs: performance.now() - t0,
+    capabilities: async ({ refresh = false } = {}) => {
+      try { return toJs(await py.capabilities(refresh)); } catch (err) { throw pythonError(err); }
+    },
+    embed: call('embed'),
+    rerank: call('rerank'),
+    configure: (arg) => { try { return toJs(py.configure(arg)); } catch (err) { throw pythonError(err); } },
+    cacheUsage: async () => toJs(await py.cache_usage()),
+    clearCache: async () => toJs(await py.clear_cache()),
+  };
+}
+
+/** `window.forge`: usable at once; every call waits for `forge.ready`. */
+export function install(settings = {}) {
+  let impl = null;
+  const ready = boot(settings).then((f) => { impl = f; return f; });
+  const later = (name) => async (...args) => { await ready; return impl[name](...args); };
+  const forge = {
+    ready,
+    capabilities: later('capabilities'),
+    embed: later('embed'),
+    rerank: later('rerank'),
+    configure: later('configure'),
+    cacheUsage: later('cacheUsage'),
+    clearCache: later('clearCache'),
+    get bootMs() { return impl?.bootMs; },
+    get pyodide() { return impl?.pyodide; },
+  };
+  window.forge = forge;
+  return forge;
+}

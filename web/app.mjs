@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const apiKey = params.get('key') ?? localStorage.getItem('ferrousforge.apiKey') ?? '';
 if (params.get('key')) localStorage.setItem('ferrousforge.apiKey', apiKey);
-const forge = install({ api_key: apiKey });
+const forge = install({ api_key: apiKey, preload: ['all-minilm'] });
 
 function setStatus(text, kind = '') { $('status').textContent = text; $('status').className = `status ${kind}`; }
 

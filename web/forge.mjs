@@ -50,6 +50,51 @@ async function readWithProgress(response, size, progress) {
   return all;
 }
 
+const prefetched = new Map();  // digest → Promise<Uint8Array>, verified
+
+/** Start fetching (cache first) and verifying a model's files, and warming onnxruntime-web, while
+ *  Pyodide boots: the page names the models it will use (`preload`); Python picks them up by digest. */
+function preload(models, settings) {
+  const headers = settings.api_key ? { Authorization: `Bearer ${settings.api_key}` } : {};
+  const threads = self.crossOriginIsolated ? Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
+  loadOrt('wasm', threads).catch(() => {});
+  for (const model of models) {
+    const info = fetch('/api/browser/model', {
+      method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ model }),
+    }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    info.then((i) => {
+      if (!i || i.format !== 'onnx') return;
+      for (const file of Object.values(i.files)) {
+        const bytes = cachedOrFetched(file, headers).catch(() => null);
+        prefetched.set(file.digest, bytes);
+      }
+    });
+  }
+}
+
+async function cachedOrFetched(file, headers) {
+  const url = new URL(file.url, location.href).href;
+  const cache = await caches.open('ferrousforge-blobs-v1');
+  const hit = await cache.match(url);
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    if (`sha256:${await kernels.sha256(bytes)}` === file.digest) return bytes;
+  }
+  const response = await fetch(url, { headers });
+  if (!response.ok) return null;
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (`sha256:${await kernels.sha256(bytes)}` !== file.digest) return null;
+  await cache.put(url, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } })).catch(() => {});
+  return bytes;
+}
+
+/** A preloaded file's verified bytes (or null): taken once. */
+async function takePrefetched(digest) {
+  const bytes = prefetched.get(digest);
+  prefetched.delete(digest);
+  return bytes ? await bytes : null;
+}
+
 export class ForgeError extends Error {
   constructor(message, status) { super(message); this.name = 'ForgeError'; this.status = status; }
 }
@@ -75,14 +120,21 @@ function pythonError(err) {
 
 export async function boot(settings = {}) {
   const t0 = performance.now();
+  if (settings.preload?.length) preload(settings.preload, settings);
   const assets = await (await fetch(`${runtimeURL}assets.json`)).json();
+  performance.mark('forge:assets');
   const { loadPyodide } = await import(`${runtimeURL}pyodide/pyodide.mjs`);
   const pyodide = await loadPyodide({ indexURL: `${runtimeURL}pyodide/` });
+  performance.mark('forge:pyodide');
   const wheel = await fetch(`${runtimeURL}${assets.wheel}`);
   pyodide.unpackArchive(await wheel.arrayBuffer(), 'wheel');
-  pyodide.registerJsModule('forge_js', { kernels, loadOrt, loadTokenizers, readWithProgress, runtimeURL });
+  pyodide.registerJsModule('forge_js', {
+    kernels, loadOrt, loadTokenizers, readWithProgress, runtimeURL, takePrefetched,
+  });
   const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
-  const py = await runtime.start({ ...settings, runtime_url: runtimeURL, probe: assets.probe });
+  performance.mark('forge:imported');
+  const py = await runtime.start({ ...settings, preload: undefined, runtime_url: runtimeURL, probe: assets.probe });
+  performance.mark('forge:probed');
   const call = (name) => async (arg = {}) => {
     try { return toJs(await py[name](arg)); } catch (err) { throw pythonError(err); }
   };

@@ -33,3 +33,6 @@ export function expectSameOrigin(requests: string[], base = forgeUrl()) {
   const off = requests.filter((u) => !u.startsWith(base) && !u.startsWith('data:') && !u.startsWith('blob:'));
   expect(off).toEqual([]);
 }
+
+/** A result's placement story, for assertion messages. */
+export const why = (r: any) => JSON.stringify({ placement: r?.placement, reason: r?.reason, fallback: r?.fallback });

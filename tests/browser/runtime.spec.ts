@@ -1,6 +1,6 @@
 // D1: the shared Python package under Pyodide, embeddings in the browser, placement and host fallback.
 import { expect, test } from '@playwright/test';
-import { cosine, embed, expectSameOrigin, forgeUrl, openForge, watch } from './helpers';
+import { cosine, embed, expectSameOrigin, forgeUrl, openForge, watch, why } from './helpers';
 
 const TEXTS = [
   'hello world',
@@ -35,8 +35,8 @@ test('embeds in the browser on wasm, matching the host (fp32)', async ({ page })
   await openForge(page);
   const local = await embed(page, { model: 'all-minilm', input: TEXTS });
   const host = await embed(page, { model: 'all-minilm', input: TEXTS, placement: 'host' });
-  expect(local.placement).toBe('browser-wasm');
-  expect(host.placement).toBe('host');
+  expect(local.placement, why(local)).toBe('browser-wasm');
+  expect(host.placement, why(host)).toBe('host');
   expect(local.embeddings).toHaveLength(TEXTS.length);
   expect(local.embeddings[0]).toHaveLength(384);
   for (let i = 0; i < TEXTS.length; i++) {
@@ -57,7 +57,7 @@ test('reranks in the browser like the host', async ({ page }) => {
   };
   const local = await page.evaluate((r) => (window as any).forge.rerank(r), req);
   const host = await page.evaluate((r) => (window as any).forge.rerank({ ...r, placement: 'host' }), req);
-  expect(local.placement).toBe('browser-wasm');
+  expect(local.placement, why(local)).toBe('browser-wasm');
   expect(local.results[0].index).toBe(1);
   expect(local.results.map((r: any) => r.index)).toEqual(host.results.map((r: any) => r.index));
   for (let i = 0; i < 3; i++) {
@@ -68,7 +68,7 @@ test('reranks in the browser like the host', async ({ page }) => {
 test('the policy and per-request override send work to the host', async ({ page }) => {
   await openForge(page);
   const forced = await embed(page, { model: 'all-minilm', input: 'x', placement: 'host' });
-  expect(forced.placement).toBe('host');
+  expect(forced.placement, why(forced)).toBe('host');
   expect(forced.reason).toContain('host placement requested');
   await page.evaluate(() => (window as any).forge.configure({ prefer: 'host' }));
   expect((await embed(page, { model: 'all-minilm', input: 'x' })).placement).toBe('host');
@@ -86,7 +86,7 @@ test('a model over the browser memory budget runs on the host', async ({ page })
   await openForge(page);
   await page.evaluate(() => (window as any).forge.configure({ budget_bytes: 64 * 2 ** 20 }));
   const out = await embed(page, { model: 'all-minilm', input: 'hello' });
-  expect(out.placement).toBe('host');
+  expect(out.placement, why(out)).toBe('host');
   expect(out.reason).toContain('over the browser budget');
   expect(out.embeddings[0]).toHaveLength(384);
 });
@@ -97,13 +97,13 @@ test('a failing local engine is retried on the host', async ({ page }) => {
   await page.route('**/api/blobs/**', (route) => route.fulfill({ status: 200, body: Buffer.alloc(4096, 7) }));
   await openForge(page);
   const out = await embed(page, { model: 'all-minilm', input: ['hello', 'world'] });
-  expect(out.placement).toBe('host');
+  expect(out.placement, why(out)).toBe('host');
   expect(out.fallback).toContain('browser-wasm failed');
   expect(out.embeddings).toHaveLength(2);
   expect(w.errors).toEqual([]);
   // later requests go straight to the host, without trying the broken engine again
   const again = await embed(page, { model: 'all-minilm', input: 'again' });
-  expect(again.placement).toBe('host');
+  expect(again.placement, why(again)).toBe('host');
   expect(again.fallback).toBeUndefined();
 });
 
@@ -113,12 +113,12 @@ test('a second visit loads the model from the browser cache', async ({ page }) =
   await page.reload();
   await page.evaluate(() => (window as any).forge.ready);
   const first = await embed(page, { model: 'all-minilm', input: 'warm me up' });
-  expect(first.placement).toBe('browser-wasm');
+  expect(first.placement, why(first)).toBe('browser-wasm');
   const w = watch(page);
   await page.reload();
   await page.evaluate(() => (window as any).forge.ready);
   const second = await embed(page, { model: 'all-minilm', input: 'warm me up' });
-  expect(second.placement).toBe('browser-wasm');
+  expect(second.placement, why(second)).toBe('browser-wasm');
   expect(w.requests.filter((u) => u.includes('/api/blobs/'))).toEqual([]);
   expect(cosine(first.embeddings[0], second.embeddings[0])).toBeGreaterThan(0.99999);
   const usage = await page.evaluate(() => (window as any).forge.cacheUsage());
@@ -142,7 +142,7 @@ test('the page works against a host that requires an API key', async ({ page }) 
   const base = process.env.FORGE_KEYED_URL!;
   await openForge(page, base, '?key=test-key-1');
   const out = await embed(page, { model: 'all-minilm', input: 'secret' });
-  expect(out.placement).toBe('browser-wasm');
+  expect(out.placement, why(out)).toBe('browser-wasm');
   const host = await embed(page, { model: 'all-minilm', input: 'secret', placement: 'host' });
   expect(cosine(out.embeddings[0], host.embeddings[0])).toBeGreaterThan(0.999);
   await page.evaluate(() => (window as any).forge.configure({ api_key: 'wrong' }));

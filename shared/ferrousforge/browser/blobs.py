@@ -38,6 +38,10 @@ class BlobCache:
     ) -> Any:
         """The file's bytes (a JS Uint8Array), from the cache if a verified copy is there."""
         full = self.base + url
+        early = await helpers().takePrefetched(digest)  # fetched and verified while Pyodide booted
+        if not absent(early):
+            self.hits += 1
+            return early
         cache = await self._cache()
         if cache is not None:
             cached = await cache.match(full)

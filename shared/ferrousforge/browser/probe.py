@@ -18,7 +18,7 @@ from ferrousforge.placement import BROWSER_WASM, BROWSER_WEBGPU, Accelerator, Ca
 
 STORAGE_KEY = "ferrousforge.probe.v1"
 ROWS = 64
-BUDGET_MS = 250.0  # timing runs per accelerator (after one warm-up run)
+BUDGET_MS = 120.0  # timing runs per accelerator (after one warm-up run)
 SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "lavapipe", "software", "basic render")
 
 
@@ -42,12 +42,15 @@ async def _time_ep(ep: str, threads: int, probe: dict[str, Any], model: Any) -> 
         x = ort.Tensor.new("float32", js.Float32Array.new(ROWS * width).fill(0.5), jsobj([ROWS, width]))
         feeds = jsobj({"x": x})
         await session.run(feeds)  # warm-up: compiles kernels / shaders
-        runs, start = 0, now_ms()
-        while runs < 50 and (runs == 0 or now_ms() - start < BUDGET_MS):
+        # the fastest single run: the page may be busy (downloads, compiles) while it probes
+        best, runs, start = float("inf"), 0, now_ms()
+        while runs < 30 and (runs < 3 or now_ms() - start < BUDGET_MS):
+            t = now_ms()
             await session.run(feeds)
+            best = min(best, now_ms() - t)
             runs += 1
-        seconds = max(now_ms() - start, 0.01) / 1000
-        return float(probe["flop_per_row"]) * ROWS * runs / seconds / 1e9
+        seconds = max(best, 0.01) / 1000
+        return float(probe["flop_per_row"]) * ROWS / seconds / 1e9
     finally:
         await session.release()
 
@@ -73,16 +76,15 @@ async def _webgpu() -> tuple[Any, dict[str, Any]]:
     }
 
 
-def _fingerprint(webgpu: dict[str, Any]) -> str:
-    return json.dumps(
-        [str(js.navigator.userAgent), bool(_get(js, "crossOriginIsolated", False)), webgpu.get("adapter", "")]
-    )
+def _fingerprint() -> str:
+    return json.dumps([str(js.navigator.userAgent), bool(_get(js, "crossOriginIsolated", False))])
 
 
 async def measure(runtime_url: str, probe: dict[str, Any], refresh: bool = False) -> Capabilities:
-    """Probe (or reuse this browser's cached probe) and return the capabilities."""
-    _, webgpu = await _webgpu()
-    key = _fingerprint(webgpu)
+    """Probe (or reuse this browser's cached probe) and return the capabilities.
+
+    The cache is keyed by user agent and isolation; ``refresh`` re-measures (a GPU flag changed)."""
+    key = _fingerprint()
     storage = _get(js, "localStorage")
     if not refresh and storage is not None:
         cached = storage.getItem(STORAGE_KEY)
@@ -90,6 +92,7 @@ async def measure(runtime_url: str, probe: dict[str, Any], refresh: bool = False
             data = json.loads(str(cached))
             if data.get("fingerprint") == key:
                 return Capabilities.from_json(data["capabilities"])
+    _, webgpu = await _webgpu()
     threads = wasm_threads()
     model = js.Uint8Array.new(await (await js.fetch(runtime_url + probe["file"])).arrayBuffer())
     accelerators: list[Accelerator] = []

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ class FileServer:
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.cut_after: int | None = None  # drop the connection after this many bytes, once
+        self.trickle: float = 0.0  # seconds between 64 KiB chunks: a slow server, to interrupt mid-way
         self.requests: list[tuple[str, str, str | None]] = []
         self.url = ""
 
@@ -100,6 +102,15 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
                 fs.cut_after = None
                 self.close_connection = True
                 self.connection.shutdown(2)
+                return
+            if fs.trickle:
+                try:
+                    for at in range(0, len(body), 1 << 16):
+                        self.wfile.write(body[at : at + (1 << 16)])
+                        self.wfile.flush()
+                        time.sleep(fs.trickle)
+                except (BrokenPipeError, ConnectionResetError):  # the client died mid-download
+                    self.close_connection = True
                 return
             self.wfile.write(body)
 

@@ -8,6 +8,7 @@ which a later pull of the same content resumes from.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferrousforge.errors import BadRequest, ModelNotFound
+from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
 from ferrousforge.manifest import Manifest, normalize_digest
 from ferrousforge.names import ModelName
 
@@ -25,6 +26,12 @@ Progress = Callable[[int], None]
 
 class DigestMismatch(BadRequest):
     pass
+
+
+class StoreFull(ForgeError):
+    """The disk filled up while writing: what was written is removed."""
+
+    status = 507
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,22 @@ class BlobStore:
     def blob_path(self, digest: str) -> Path:
         return self.blobs / normalize_digest(digest).replace(":", "-")
 
+    def full(self) -> StoreFull:
+        return StoreFull(f"no space left in the model store {self.root}; nothing was kept")
+
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
+
+    def verify_blob(self, digest: str) -> bool:
+        """Is the blob here and intact? A blob whose bytes no longer match its name (disk error,
+        someone edited it) is removed, so that it is fetched again and never served."""
+        path = self.blob_path(digest)
+        if not path.is_file():
+            return False
+        if sha256_file(path) == normalize_digest(digest):
+            return True
+        path.unlink(missing_ok=True)
+        return False
 
     def partial_path(self, key: str) -> Path:
         safe = hashlib.sha256(key.encode()).hexdigest() if not key.startswith("sha256:") else key[7:]
@@ -108,6 +129,10 @@ class BlobStore:
                 raise DigestMismatch(f"digest mismatch: expected {expected}, got {actual}")
             os.replace(tmp, self.blob_path(actual))
             return actual, size
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise self.full() from None
+            raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

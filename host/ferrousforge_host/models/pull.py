@@ -8,6 +8,7 @@ once its sha256 is verified.
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import json
 import os
@@ -214,16 +215,22 @@ class Puller:
                 ready = remote.sha256 or (
                     self._fetched.get(key) if self._fetched.get(key) != before else None
                 )
-                if ready and self.store.has_blob(ready):
+                if ready and await self._intact(ready):
                     digests.append(ready)
                     yield _progress(ready, remote.size or 0, remote.size or 0)
                     continue
                 partial = self.store.partial_path(key)
                 label = remote.sha256 or remote.label
-                async for event in self._fetch(remote, partial, label):
-                    yield event
-                yield {"status": "verifying sha256 digest"}
-                digest = await asyncio.to_thread(self.store.commit, partial, remote.sha256)
+                try:
+                    async for event in self._fetch(remote, partial, label):
+                        yield event
+                    yield {"status": "verifying sha256 digest"}
+                    digest = await asyncio.to_thread(self.store.commit, partial, remote.sha256)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    partial.unlink(missing_ok=True)  # a partial file can't be resumed into a full disk
+                    raise self.store.full() from None
                 self._fetched[key] = digest
                 digests.append(digest)
         yield {"status": plan.finish_status}
@@ -233,6 +240,11 @@ class Puller:
             await asyncio.to_thread(self.store.prune)
             raise
         yield {"status": "success"}
+
+    async def _intact(self, digest: str) -> bool:
+        """Re-verify a blob before reusing it: a corrupted one is removed and fetched again."""
+        intact: bool = await asyncio.to_thread(self.store.verify_blob, digest)
+        return intact
 
     async def _fetch(self, remote: RemoteFile, partial: Path, label: str) -> AsyncIterator[Event]:
         if remote.paths:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import uuid
 
 from starlette.requests import Request
@@ -80,6 +81,10 @@ async def blob(request: Request) -> Response:
             async for part in request.stream():
                 out.write(part)
         await asyncio.to_thread(store.commit, partial, digest)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise store.full() from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
     return Response(status_code=201)

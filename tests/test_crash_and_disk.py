@@ -22,8 +22,9 @@ from conftest import free_port, start_host
 from fileserver import serve_files
 
 
-def spawn_host(store: Path, port: int) -> subprocess.Popen[bytes]:
+def spawn_host(store: Path, port: int, **settings: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FERROUSFORGE_NUM_THREAD": "1"}
+    env.update({f"FERROUSFORGE_{k.upper()}": v for k, v in settings.items()})
     cmd = [
         sys.executable,
         "-m",

@@ -21,7 +21,7 @@ from ferrousforge_host.embed.serving import EmbeddingService
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.guard import Guard
-from ferrousforge_host.http import JSONResponse, error_response
+from ferrousforge_host.http import JSONResponse, error_response, printable
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
 from ferrousforge_host.observability import Metrics, Observe, metrics_endpoint
@@ -50,7 +50,7 @@ async def forge_error(request: Request, exc: Exception) -> Response:
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         code = "model_not_found" if exc.status == 404 else None
         return JSONResponse(
-            {"error": {"message": exc.message, "type": kind, "param": None, "code": code}},
+            {"error": {"message": printable(exc.message), "type": kind, "param": None, "code": code}},
             status_code=exc.status,
         )
     return error_response(exc)

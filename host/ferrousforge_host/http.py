@@ -51,8 +51,14 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(f"invalid JSON: {exc}") from None
 
 
+def printable(text: str) -> str:
+    """Text safe to put in JSON: an input echoed back may hold lone surrogates (valid JSON escapes,
+    not valid UTF-8); they are written as ``\\udXXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def error_response(exc: ForgeError) -> JSONResponse:
-    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+    return JSONResponse({"error": printable(exc.message)}, status_code=exc.status, headers=exc.headers)
 
 
 def _line(chunk: Chunk) -> bytes:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from ferrousforge.errors import ForgeError, ModelNotFound
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.openai import chat_request, completion_request
-from ferrousforge_host.http import Chunk, JSONResponse, read_json
+from ferrousforge_host.http import Chunk, JSONResponse, printable, read_json
 
 FINISH = {"stop": "stop", "length": "length"}
 
@@ -58,7 +58,16 @@ async def _events(chunks: AsyncIterator[Chunk], first: Chunk, make: Any, usage: 
                 break
             chunk = await anext(chunks, None)
     except ForgeError as exc:
-        yield _sse({"error": {"message": exc.message, "type": "server_error", "param": None, "code": None}})
+        yield _sse(
+            {
+                "error": {
+                    "message": printable(exc.message),
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        )
     yield b"data: [DONE]\n\n"
 
 

@@ -87,6 +87,6 @@ async def respond(chunks: AsyncIterator[Chunk], stream: bool, merge: Any = None)
             async for chunk in chunks:
                 yield _line(chunk)
         except ForgeError as exc:  # after the status line, errors travel in the stream (as Ollama)
-            yield _line({"error": exc.message})
+            yield _line({"error": printable(exc.message)})
 
     return StreamingResponse(body(), media_type="application/x-ndjson")

@@ -28,36 +28,47 @@ async function loadTokenizers() {
   return tokenizers;
 }
 
-/** A fetch Response body read in chunks, reporting progress; the bytes as one Uint8Array. */
-async function readWithProgress(response, size, progress) {
-  const reader = response.body.getReader();
-  const total = size || Number(response.headers.get('content-length')) || 0;
-  const out = new Uint8Array(total);
-  let got = 0;
-  const parts = [];
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    if (got + value.length <= out.length) out.set(value, got); else parts.push(value);
-    got += value.length;
-    progress(got, total);
-  }
-  if (!parts.length && got === out.length) return out;
-  const all = new Uint8Array(got);  // the size was wrong: assemble what came
-  all.set(out.subarray(0, Math.min(got, out.length)));
-  let at = Math.min(got, out.length);
-  for (const p of parts) { all.set(p, at); at += p.length; }
-  return all;
+/** Threads for the wasm EP: all cores up to 4 when cross-origin isolated, else 1 (one place decides). */
+function wasmThreads() {
+  return self.crossOriginIsolated ? Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
 }
 
-const prefetched = new Map();  // digest → Promise<Uint8Array>, verified
+const CACHE = 'ferrousforge-blobs-v1';
+const blobStats = { hits: 0, downloads: 0, disabled: '' };  // this page's; `disabled`: why caching is off
+
+/** A model file's bytes, verified by sha256: a verified cached copy, else downloaded, verified and
+ *  cached. A corrupt cached copy is replaced; a storage error (quota) turns caching off, never fails. */
+async function fetchBlob(url, digest, headers) {
+  url = new URL(url, location.href).href;
+  const cache = blobStats.disabled ? null
+    : await caches.open(CACHE).catch((err) => { blobStats.disabled = String(err); return null; });
+  const hit = cache && await cache.match(url);
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    if (`sha256:${await kernels.sha256(bytes)}` === digest) { blobStats.hits++; return bytes; }
+    await cache.delete(url);
+  }
+  const response = await fetch(url, { headers });
+  if (!response.ok) throw new Error(`fetching ${url} failed: HTTP ${response.status}`);
+  blobStats.downloads++;
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  if (`sha256:${await kernels.sha256(bytes)}` !== digest) {
+    throw new Error(`downloaded file does not match its digest ${digest}`);
+  }
+  if (cache) {
+    const stored = new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } });
+    await cache.put(url, stored).catch((err) => { blobStats.disabled = `cache write failed: ${err}`; });
+  }
+  return bytes;
+}
+
+const prefetched = new Map();  // digest → Promise<Uint8Array | null>
 
 /** Start fetching (cache first) and verifying a model's files, and warming onnxruntime-web, while
  *  Pyodide boots: the page names the models it will use (`preload`); Python picks them up by digest. */
 function preload(models, settings) {
   const headers = settings.api_key ? { Authorization: `Bearer ${settings.api_key}` } : {};
-  const threads = self.crossOriginIsolated ? Math.max(1, Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
-  loadOrt('wasm', threads).catch(() => {});
+  loadOrt('wasm', wasmThreads()).catch(() => {});
   for (const model of models) {
     const info = fetch('/api/browser/model', {
       method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ model }),
@@ -65,27 +76,10 @@ function preload(models, settings) {
     info.then((i) => {
       if (!i || i.format !== 'onnx') return;
       for (const file of Object.values(i.files)) {
-        const bytes = cachedOrFetched(file, headers).catch(() => null);
-        prefetched.set(file.digest, bytes);
+        prefetched.set(file.digest, fetchBlob(file.url, file.digest, headers).catch(() => null));
       }
     });
   }
-}
-
-async function cachedOrFetched(file, headers) {
-  const url = new URL(file.url, location.href).href;
-  const cache = await caches.open('ferrousforge-blobs-v1');
-  const hit = await cache.match(url);
-  if (hit) {
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    if (`sha256:${await kernels.sha256(bytes)}` === file.digest) return bytes;
-  }
-  const response = await fetch(url, { headers });
-  if (!response.ok) return null;
-  const bytes = new Uint8Array(await response.arrayBuffer());
-  if (`sha256:${await kernels.sha256(bytes)}` !== file.digest) return null;
-  await cache.put(url, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } })).catch(() => {});
-  return bytes;
 }
 
 /** A preloaded file's verified bytes (or null): taken once. */
@@ -129,7 +123,7 @@ export async function boot(settings = {}) {
   const wheel = await fetch(`${runtimeURL}${assets.wheel}`);
   pyodide.unpackArchive(await wheel.arrayBuffer(), 'wheel');
   pyodide.registerJsModule('forge_js', {
-    kernels, loadOrt, loadTokenizers, readWithProgress, runtimeURL, takePrefetched,
+    kernels, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
   });
   const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
   performance.mark('forge:imported');

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from ferrousforge.errors import ForgeError
+from ferrousforge.protocol.embed import rerank_body
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -119,14 +120,7 @@ class Client:
         return_documents: bool = True,
     ) -> list[dict[str, Any]]:
         """Results sorted by relevance: ``{index, relevance_score, document?}``."""
-        body: dict[str, Any] = {
-            "model": model,
-            "query": query,
-            "documents": documents,
-            "return_documents": return_documents,
-        }
-        if top_n is not None:
-            body["top_n"] = top_n
+        body = rerank_body(query, documents, model, top_n, return_documents)
         return self._json("POST", "/api/rerank", body)["results"]
 
     # -- models ---------------------------------------------------------------------------

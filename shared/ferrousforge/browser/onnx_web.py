@@ -8,6 +8,7 @@ numbers. Concurrent requests share engine calls through the shared ``DynamicBatc
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import js
@@ -63,6 +64,7 @@ class WebMoldBase:
     options: Options
     engine = "onnxruntime-web"
     formats: ClassVar[tuple[str, ...]] = ("onnx",)
+    max_batch: ClassVar[int]  # from BatchedMold
 
     def __init__(self, spec: ModelSpec, options: Options, accelerator: str, files: dict[str, Any]) -> None:
         super().__init__(spec, options)  # type: ignore[call-arg]
@@ -91,15 +93,19 @@ class WebMoldBase:
     def metadata(self) -> dict[str, Any]:
         return {"engine": self.engine, "accelerator": self.accelerator, "threads": self.onnx.threads}
 
+    async def submit(self, run: Callable[[list[Any]], Awaitable[list[Any]]], items: list[Any]) -> list[Any]:
+        """Concurrent requests share engine calls: the shared DynamicBatcher, on the page's event loop."""
+        if self.batcher is None:
+            self.batcher = DynamicBatcher(run, self.max_batch)
+        return await self.batcher.submit(items)
+
 
 class WebEmbeddingMold(WebMoldBase, EmbeddingMold):
     def embed_sync(self, items: list[EmbedItem]) -> list[Embedded]:
         raise NotSupported("use embed()")
 
     async def embed(self, items: list[EmbedItem]) -> list[Embedded]:
-        if self.batcher is None:
-            self.batcher = DynamicBatcher(self._embed_batch, self.max_batch)
-        result: list[Embedded] = await self.batcher.submit(items)
+        result: list[Embedded] = await self.submit(self._embed_batch, items)
         return result
 
     async def _embed_batch(self, items: list[EmbedItem]) -> list[Embedded]:
@@ -126,9 +132,7 @@ class WebRerankMold(WebMoldBase, RerankMold):
         raise NotSupported("use score()")
 
     async def score(self, items: list[ScoreItem]) -> list[Scored]:
-        if self.batcher is None:
-            self.batcher = DynamicBatcher(self._score_batch, self.max_batch)
-        result: list[Scored] = await self.batcher.submit(items)
+        result: list[Scored] = await self.submit(self._score_batch, items)
         return result
 
     async def _score_batch(self, items: list[ScoreItem]) -> list[Scored]:

@@ -28,9 +28,7 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def wasm_threads() -> int:
-    if not bool(_get(js, "crossOriginIsolated", False)):
-        return 1
-    return max(1, min(int(_get(js.navigator, "hardwareConcurrency", 1)), 4))
+    return int(helpers().wasmThreads())
 
 
 async def _time_ep(ep: str, threads: int, probe: dict[str, Any], model: Any) -> float:

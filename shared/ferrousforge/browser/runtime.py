@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import js
@@ -28,13 +28,14 @@ from ferrousforge.options import Options
 from ferrousforge.placement import (
     BROWSER_WASM,
     HOST,
+    OVERRIDES,
     PREFERENCES,
     Capabilities,
     Decision,
     Requirements,
     decide,
 )
-from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_results
+from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_body, rerank_results
 
 
 class HostError(ForgeError):
@@ -53,7 +54,6 @@ class ModelInfo:
     files: dict[str, dict[str, Any]]
     config: dict[str, Any]
     requirements: Requirements
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 class BrowserForge:
@@ -122,7 +122,6 @@ class BrowserForge:
                 raw["files"],
                 raw["config"],
                 Requirements.from_json(raw["requirements"]),
-                raw,
             )
         return self.infos[model]
 
@@ -148,7 +147,7 @@ class BrowserForge:
             return self.molds[key]
         files: dict[str, Any] = {}
         for name, meta in info.files.items():
-            data = await self.cache.get(meta["url"], meta["digest"], int(meta["size"]))
+            data = await self.cache.get(meta["url"], meta["digest"])
             files[name] = js.TextDecoder.new().decode(data) if name.endswith(".json") else data
         spec = ModelSpec(
             name=info.name, format=info.format, path=info.files["model"]["url"], config=info.config
@@ -169,8 +168,8 @@ class BrowserForge:
     async def run(self, model: str, override: str, local: Any, remote: Any, items: int) -> dict[str, Any]:
         """Place, run locally (falling back to the host on failure) or on the host; time it."""
         start = now_ms()
-        if override not in ("auto", "browser", "host"):
-            raise BadRequest("placement must be 'auto', 'browser' or 'host'")
+        if override not in OVERRIDES:
+            raise BadRequest(f"placement must be one of {', '.join(OVERRIDES)}")
         info, decision = await self.place(model, override)
         fallback = ""
         if decision.placement != HOST and info is not None:
@@ -280,15 +279,7 @@ class BrowserClient:
         return_documents: bool = True,
         placement: str = "auto",
     ) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {
-            "model": model,
-            "query": query,
-            "documents": documents,
-            "return_documents": return_documents,
-            "placement": placement,
-        }
-        if top_n is not None:
-            body["top_n"] = top_n
+        body = {**rerank_body(query, documents, model, top_n, return_documents), "placement": placement}
         results: list[dict[str, Any]] = (await self.forge.rerank(body))["results"]
         return results
 

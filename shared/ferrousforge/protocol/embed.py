@@ -131,3 +131,18 @@ def rerank_results(req: RerankRequest, scores: list[float]) -> list[dict[str, An
             row["document"] = {"text": req.documents[i]}
         results.append(row)
     return results
+
+
+def rerank_body(
+    query: str, documents: list[str], model: str, top_n: int | None = None, return_documents: bool = True
+) -> dict[str, Any]:
+    """A rerank request as the SDK clients send it."""
+    body: dict[str, Any] = {
+        "model": model,
+        "query": query,
+        "documents": documents,
+        "return_documents": return_documents,
+    }
+    if top_n is not None:
+        body["top_n"] = top_n
+    return body

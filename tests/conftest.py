@@ -34,6 +34,11 @@ def tiny_gguf_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "plain.gguf", seed=1, chat_template=None)
 
 
+def serve_command(port: int, *args: str) -> list[str]:
+    """``ferrousforge serve`` on 127.0.0.1:port as a separate process, with extra flags."""
+    return [sys.executable, "-m", "ferrousforge_host.cli", "serve", "--host", f"127.0.0.1:{port}", *args]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,23 +17,14 @@ import pytest
 
 from ferrousforge.manifest import Manifest
 
-from conftest import free_port, start_host
+from conftest import free_port, serve_command, start_host
 from fileserver import serve_files
 
 
 def spawn_host(store: Path, port: int, **settings: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "FERROUSFORGE_NUM_THREAD": "1"}
     env.update({f"FERROUSFORGE_{k.upper()}": v for k, v in settings.items()})
-    cmd = [
-        sys.executable,
-        "-m",
-        "ferrousforge_host.cli",
-        "serve",
-        "--host",
-        f"127.0.0.1:{port}",
-        "--models",
-        str(store),
-    ]
+    cmd = serve_command(port, "--models", str(store))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import httpx
 import ollama
 import pytest
 
-from conftest import Host, free_port, start_host
+from conftest import Host, free_port, serve_command, start_host
 
 pytestmark = pytest.mark.integration
 GREEDY = {"temperature": 0, "num_thread": 1}
@@ -88,16 +87,7 @@ def test_serve_pulls_the_default_model_then_stops_cleanly_on_sigterm(tmp_path: P
     port = free_port()
     env = {**os.environ, "FERROUSFORGE_MODELS": str(tmp_path / "store"), "FERROUSFORGE_NUM_THREAD": "1"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ferrousforge_host.cli",
-            "serve",
-            "--host",
-            f"127.0.0.1:{port}",
-            "--pull",
-            "gemma3:270m",
-        ],
+        serve_command(port, "--pull", "gemma3:270m"),
         env=env,
         stderr=subprocess.PIPE,
         text=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import httpx
 from conftest import Host, start_host
 
 
-def stream_times(url: str, body: dict) -> tuple[str, str, dict]:
+def stream_times(url: str, body: dict, barrier: threading.Barrier | None = None) -> tuple[str, str, dict]:
     with httpx.Client(timeout=60) as c:
+        if barrier is not None:
+            barrier.wait()  # every client is built before any request goes out
         chunks = [json.loads(x) for x in c.post(url + "/api/generate", json=body).text.splitlines()]
     return chunks[0]["created_at"], chunks[-1]["created_at"], chunks[-1]
 
@@ -44,10 +47,13 @@ def test_concurrent_streams_decode_together_and_match_solo_output(host: Host) ->
     def body(p: str, n: int) -> dict:
         return {"model": "tiny", "prompt": p, "options": {"num_predict": n, "temperature": 0}}
 
-    solo = [stream_times(host.url, body(p, 150 + 10 * i))[2]["context"] for i, p in enumerate(prompts)]
+    solo = [stream_times(host.url, body(p, 400 + 10 * i))[2]["context"] for i, p in enumerate(prompts)]
+    barrier = threading.Barrier(4)
     with ThreadPoolExecutor(4) as pool:
         runs = list(
-            pool.map(lambda ip: stream_times(host.url, body(ip[1], 150 + 10 * ip[0])), enumerate(prompts))
+            pool.map(
+                lambda ip: stream_times(host.url, body(ip[1], 400 + 10 * ip[0]), barrier), enumerate(prompts)
+            )
         )
     assert [final["context"] for _, _, final in runs] == solo
     starts, ends = sorted(r[0] for r in runs), sorted(r[1] for r in runs)

@@ -279,3 +279,6 @@ def test_continuing_from_context(host: Host) -> None:
             },
         ).json()
     assert second["context"][: len(first["context"])] == first["context"]
+    with host.client() as c:
+        bad = c.post("/api/generate", json={"model": "tiny", "context": [1, 10**9], "prompt": "x"})
+    assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]

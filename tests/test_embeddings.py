@@ -125,6 +125,14 @@ def test_openai_embeddings_floats_base64_and_token_arrays(minilm_host: Host) -> 
         ids = c.post("/v1/embeddings", json={"model": "all-minilm", "input": [101, 7592, 102]}).json()
         text = c.post("/v1/embeddings", json={"model": "all-minilm", "input": "hello"}).json()
         assert np.allclose(ids["data"][0]["embedding"], text["data"][0]["embedding"], atol=1e-5)
+        floats_ids = c.post(
+            "/v1/embeddings", json={"model": "all-minilm", "input": [101.0, 7592.0, 102]}
+        ).json()
+        assert (
+            floats_ids["data"][0]["embedding"] == ids["data"][0]["embedding"]
+        )  # 101.0 is an integer in JSON
+        outside = c.post("/v1/embeddings", json={"model": "all-minilm", "input": [101, 71274945]})
+        assert outside.status_code == 400 and "vocabulary" in outside.json()["error"]["message"]
 
 
 def test_official_clients(minilm_host: Host) -> None:

@@ -26,6 +26,7 @@ from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
 from ferrousforge_host.observability import Metrics, Observe, metrics_endpoint
 from ferrousforge_host.openai.routes import routes as openai_routes
+from ferrousforge_host.openapi.routes import routes as openapi_routes
 from ferrousforge_host.rerank.routes import routes as rerank_routes
 from ferrousforge_host.rerank.serving import RerankService
 from ferrousforge_host.scheduler import Scheduler, default_memory_budget
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> Starlette:
             *embed_routes,
             *rerank_routes,
             *openai_routes,
+            *openapi_routes,
             *model_routes,
             *web_api_routes,
             *site_routes(settings.web_dir, settings.runtime_dir),

@@ -20,7 +20,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOCAL = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
-PUBLIC_PATHS = frozenset({"/", "/api/version", "/ui"})
+PUBLIC_PATHS = frozenset({"/", "/api/version", "/openapi.json", "/ui"})
 PUBLIC_PREFIX = (
     "/ui/"  # the static demo site and runtime bundle: no secrets, and it must load to ask for a key
 )

@@ -16,6 +16,12 @@ _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,79}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
+# A regular expression that only valid names match (for API documents; a little stricter than parse).
+_DOTTED = r"(?:\.[A-Za-z0-9_-]{1,10}){0,2}"
+_PIECE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,19}" + _DOTTED
+_HOST_PIECE = r"[A-Za-z0-9][A-Za-z0-9-]{0,19}(?:\.[A-Za-z0-9-]{1,10}){0,2}"
+NAME_PATTERN = rf"^(?:(?:{_HOST_PIECE}/)?{_PIECE}/)?{_PIECE}(?::[A-Za-z0-9_][A-Za-z0-9_-]{{0,39}}{_DOTTED})?$"
+
 
 @dataclass(frozen=True, order=True)
 class ModelName:

@@ -10,6 +10,7 @@ earlier calls and results are written as ordinary turns.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ferrousforge.errors import BadRequest
@@ -21,6 +22,9 @@ INSTRUCTIONS = (
 )
 
 
+TOOL_NAME = r"[A-Za-z0-9_.-]{1,64}"  # as OpenAI's; a name is a literal in the call grammar
+
+
 def check_tools(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Tool definitions by name, in OpenAI's and Ollama's shape: {type: function, function: {...}}."""
     by_name: dict[str, dict[str, Any]] = {}
@@ -28,6 +32,8 @@ def check_tools(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         fn = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise BadRequest(f"tools[{i}] must be {{type: 'function', function: {{name, parameters}}}}")
+        if not re.fullmatch(TOOL_NAME, fn["name"]):
+            raise BadRequest(f"tools[{i}].function.name must be 1 to 64 letters, digits, '_', '.' or '-'")
         params = fn.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, dict):
             raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema object")

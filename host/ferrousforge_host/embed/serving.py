@@ -27,6 +27,8 @@ class Embeddings:
 
 def matryoshka(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """Keep the first ``dimensions`` values of each vector, renormalised."""
+    if not len(vectors):
+        return vectors  # nothing asked, nothing to cut
     if not 1 <= dimensions <= vectors.shape[1]:
         raise BadRequest(f"'dimensions' must be between 1 and {vectors.shape[1]}")
     cut = vectors[:, :dimensions]

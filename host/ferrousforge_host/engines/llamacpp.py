@@ -65,9 +65,18 @@ class ModelLoadError(ForgeError):
     status = 500
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     return cores if cores <= 4 else cores // 2  # physical cores on typical SMT machines
+
+
+def threads_for(asked: int) -> int:
+    """``num_thread`` as asked (0: the default), never more than the cores: more only contend."""
+    return min(asked, _cores()) if asked else default_threads()
 
 
 class StopMatcher:
@@ -158,7 +167,7 @@ class LlamaCppMold(TextGenerationMold):
         cparams.n_ctx = per_seq * opts.num_parallel
         cparams.n_batch = cparams.n_ubatch = min(opts.num_batch, cparams.n_ctx)
         cparams.kv_unified = False  # each sequence attends only to its own cells
-        cparams.n_threads = cparams.n_threads_batch = opts.num_thread or default_threads()
+        cparams.n_threads = cparams.n_threads_batch = threads_for(opts.num_thread)
         cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
         cparams.no_perf = True
         ctx = L.llama_init_from_model(model, cparams)
@@ -299,6 +308,8 @@ class LlamaCppMold(TextGenerationMold):
     def _prepare(self, job: _Job) -> None:
         """Tokenize and validate on the caller's side, so errors come back before any slot is used."""
         req = job.request
+        if (bad := next((t for t in req.context if t >= self._n_vocab), None)) is not None:
+            raise BadRequest(f"context token {bad} is outside the model's vocabulary of {self._n_vocab}")
         prompt = req.context + self.tokenize(req.prompt, add_special=not req.context)
         if not prompt:
             prompt = [L.llama_vocab_bos(self._vocab)]

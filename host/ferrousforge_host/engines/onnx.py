@@ -18,7 +18,7 @@ from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, RerankMol
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
-from ferrousforge_host.engines.llamacpp import ModelLoadError, default_threads
+from ferrousforge_host.engines.llamacpp import ModelLoadError, threads_for
 
 
 class OnnxSession:
@@ -33,7 +33,7 @@ class OnnxSession:
         if not tokenizer_path:
             raise ModelLoadError("ONNX model has no tokenizer.json layer")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
+        options.intra_op_num_threads = threads_for(threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = [
@@ -126,10 +126,12 @@ class OnnxEmbeddingMold(OnnxLifecycle, EmbeddingMold):
         self.normalize = bool(self.spec.config.get("normalize", False))
 
     def _token_batch(self, items: list[EmbedItem]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        limit = self.session.max_length
+        limit, vocab = self.session.max_length, self.session.tokenizer.get_vocab_size()
         rows: list[list[int]] = []
         for item in items:
             given = [int(t) for t in item.text]  # token ids: the model's own, used as they are
+            if (bad := next((t for t in given if t >= vocab), None)) is not None:
+                raise BadRequest(f"token id {bad} is outside the model's vocabulary of {vocab}")
             if len(given) > limit and not item.truncate:
                 raise BadRequest(f"input is {len(given)} tokens, longer than the model's limit of {limit}")
             rows.append(given[:limit])

@@ -9,7 +9,7 @@ from typing import Any
 from ferrousforge.errors import BadRequest
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.fields import field as get
-from ferrousforge.protocol.fields import require_object
+from ferrousforge.protocol.fields import require_object, token_ids
 
 MAX_INPUTS = 2048
 
@@ -50,14 +50,15 @@ class EmbedRequest:
         body = require_object(raw)
         value = get(body, "input", (str, list))
         if isinstance(value, str):
-            items: list[str | list[int]] = [value]
-        elif value and all(_is_token(x) for x in value):
-            items = [value]  # one array of token ids
-        else:
-            items = value
-        for item in items:
-            if not (isinstance(item, str) or (isinstance(item, list) and item and all(map(_is_token, item)))):
+            value = [value]
+        elif value and (ids := token_ids(value)) is not None:
+            value = [ids]  # one array of token ids
+        items: list[str | list[int]] = []
+        for item in value:
+            ids = None if isinstance(item, str) else token_ids(item)
+            if not isinstance(item, str) and not ids:
                 raise BadRequest("'input' must be a string, a list of strings, or token id arrays")
+            items.append(item if isinstance(item, str) else ids)  # type: ignore[arg-type]
         if not items:
             raise BadRequest("'input' must not be empty")
         fmt = get(body, "encoding_format", str, "float")
@@ -79,10 +80,6 @@ class EmbedRequest:
             keep_alive=get(body, "keep_alive", (str, int, float), None),
             options=get(body, "options", dict, None),
         )
-
-
-def _is_token(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**31
 
 
 @dataclass

@@ -23,11 +23,34 @@ def field(body: dict[str, Any], key: str, kind: type[T] | tuple[type, ...], defa
             raise BadRequest(f"'{key}' is required")
         return default
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if int in kinds and float not in kinds and (whole := as_int(value)) is not None:
+        value = whole  # JSON has one number type: 5.0 is an integer, as JSON Schema says
     if isinstance(value, bool) and bool not in kinds:
         raise BadRequest(f"'{key}' must be {_describe(kinds)}")
     if not isinstance(value, kinds):
         raise BadRequest(f"'{key}' must be {_describe(kinds)}")
     return value
+
+
+def as_int(value: object) -> int | None:
+    """``value`` as an int when it is one (``5`` or ``5.0``, not ``True``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def token_ids(value: object) -> list[int] | None:
+    """``value`` as a list of token ids (integers in [0, 2**31)), or None when it is not one."""
+    if not isinstance(value, list):
+        return None
+    ids = [as_int(x) for x in value]
+    if not all(t is not None and 0 <= t < 2**31 for t in ids):
+        return None
+    return ids  # type: ignore[return-value]
 
 
 def string_list(body: dict[str, Any], key: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from ferrousforge.errors import BadRequest
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.fields import field as get
-from ferrousforge.protocol.fields import require_object, string_list
+from ferrousforge.protocol.fields import require_object, string_list, token_ids
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -49,8 +50,8 @@ class GenerateRequest(Common):
     @classmethod
     def parse(cls, raw: object) -> GenerateRequest:
         body = require_object(raw)
-        context = get(body, "context", list, [])
-        if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in context):
+        context = token_ids(get(body, "context", list, []))
+        if context is None:
             raise BadRequest("'context' must be a list of token ids")
         return cls(
             **_common(body),
@@ -104,11 +105,9 @@ class ChatRequest(Common):
                 fn = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                     raise BadRequest(f"messages[{i}].tool_calls must hold {{function: {{name, arguments}}}}")
-                if isinstance(fn.get("arguments"), str):
-                    try:
+                if isinstance(fn.get("arguments"), str):  # OpenAI's form: JSON text (kept as is if not)
+                    with contextlib.suppress(ValueError):
                         fn["arguments"] = json.loads(fn["arguments"])
-                    except ValueError:
-                        raise BadRequest(f"messages[{i}] tool call arguments are not JSON") from None
             name = get(m, "tool_name", str, None) or get(m, "name", str, None)
             messages.append(Message(role, content, string_list(m, "images"), calls, name))
         tools = get(body, "tools", list, [])

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.protocol.fields import as_int, require_object
 from ferrousforge.protocol.fields import field as get
-from ferrousforge.protocol.fields import require_object
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
 
 _OPTION_NAMES = {
@@ -26,9 +26,10 @@ def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
             options[ours] = body[theirs]
     limit = body.get("max_completion_tokens", body.get("max_tokens", default_max))
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        whole = as_int(limit)
+        if whole is None or whole < 1:
             raise BadRequest("'max_tokens' must be a positive integer")
-        options["num_predict"] = limit
+        options["num_predict"] = whole
     stop = body.get("stop")
     if stop is not None:
         options["stop"] = stop

@@ -1,0 +1,1 @@
+"""``GET /openapi.json``: the OpenAPI 3.1 description of every endpoint."""

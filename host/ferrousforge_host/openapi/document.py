@@ -1,0 +1,335 @@
+"""The OpenAPI document: one entry per route, bodies from ``schemas``."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import ferrousforge
+from ferrousforge_host.openapi.schemas import COMPONENTS, MODEL_NAME, PROGRESS, Schema, ref
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+# Error statuses every JSON endpoint can answer, besides its own.
+COMMON_ERRORS = {
+    "400": "malformed JSON, wrong types, out-of-range values, bad names",
+    "401": "API keys are on and the request has none or a wrong one",
+    "403": "a browser origin that is not allowed",
+    "413": "the body is larger than the server's limit",
+}
+MODEL_ERRORS = {"404": "no such model", "503": "too many requests queued; retry later (Retry-After)"}
+
+
+def _errors(path: str, statuses: dict[str, str]) -> dict[str, Any]:
+    body = {"anyOf": [ref("OpenAIError"), ref("Error")]} if path.startswith("/v1/") else ref("Error")
+    return {code: {"description": why, "content": {JSON: {"schema": body}}} for code, why in statuses.items()}
+
+
+def _json(schema: Schema, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _streamed(final: Schema, line: Schema, description: str) -> dict[str, Any]:
+    """A JSON object with ``stream: false``, else NDJSON lines (an error mid-stream is a last line)."""
+    return {
+        "description": description,
+        "content": {JSON: {"schema": final}, NDJSON: {"schema": {"anyOf": [line, ref("Error")]}}},
+    }
+
+
+def _op(
+    path: str,
+    summary: str,
+    tag: str,
+    ok: dict[str, Any],
+    body: str | None = None,
+    errors: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    statuses = {**(COMMON_ERRORS if body else {"401": COMMON_ERRORS["401"], "403": COMMON_ERRORS["403"]})}
+    statuses |= errors or {}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "responses": {"200": ok, **_errors(path, statuses)},
+        **extra,
+    }
+    if body:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
+    return op
+
+
+DIGEST_PARAM = {
+    "name": "digest",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^sha256[:-][0-9a-f]{64}$"},
+}
+TEXT = {"text/plain": {"schema": {"type": "string"}}}
+EVENTS = {  # each server-sent event: data is a chunk's JSON, the last one "[DONE]"
+    "text/event-stream": {
+        "schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+    }
+}
+
+
+def _paths() -> dict[str, dict[str, Any]]:
+    p = _op  # short
+    return {
+        "/": {
+            "get": {
+                "summary": "Is the server up?",
+                "tags": ["server"],
+                "responses": {"200": {"description": "FerrousForge is running", "content": TEXT}},
+            },
+            "head": {
+                "summary": "Is the server up?",
+                "tags": ["server"],
+                "responses": {"200": {"description": "up"}},
+            },
+        },
+        "/api/version": {
+            "get": {
+                "summary": "Server version",
+                "tags": ["server"],
+                "responses": {"200": _json(ref("Version"))},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "tags": ["server"],
+                "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        "/metrics": {
+            "get": p("/metrics", "Prometheus metrics", "server", {"description": "metrics", "content": TEXT})
+        },
+        "/api/generate": {
+            "post": p(
+                "/api/generate",
+                "Generate a completion (an empty prompt loads the model, with keep_alive 0 unloads it)",
+                "generate",
+                _streamed(ref("GenerateResponse"), ref("GenerateResponse"), "one object, or NDJSON chunks"),
+                "GenerateRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/api/chat": {
+            "post": p(
+                "/api/chat",
+                "Chat with a model through its chat template",
+                "generate",
+                _streamed(ref("ChatResponse"), ref("ChatResponse"), "one object, or NDJSON chunks"),
+                "ChatRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/api/embed": {
+            "post": p(
+                "/api/embed",
+                "Embed texts",
+                "embed",
+                _json(ref("EmbedResponse")),
+                "EmbedRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/api/embeddings": {
+            "post": p(
+                "/api/embeddings",
+                "Embed one text (legacy)",
+                "embed",
+                _json(ref("LegacyEmbeddingResponse")),
+                "LegacyEmbeddingRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/api/rerank": {
+            "post": p(
+                "/api/rerank",
+                "Rank documents against a query",
+                "embed",
+                _json(ref("RerankResponse")),
+                "RerankRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/api/tags": {"get": p("/api/tags", "Models in the store", "models", _json(ref("Tags")))},
+        "/api/ps": {"get": p("/api/ps", "Loaded models", "models", _json(ref("Running")))},
+        "/api/show": {
+            "post": p(
+                "/api/show",
+                "A model's details",
+                "models",
+                _json(ref("Show")),
+                "ModelRequest",
+                {"404": "no such model"},
+            )
+        },
+        "/api/delete": {
+            method: p(
+                "/api/delete",
+                "Delete a model (and unload it)",
+                "models",
+                _json({"type": "object"}),
+                "ModelRequest",
+                {"404": "no such model"},
+                operationId=f"delete_{method}",
+            )
+            for method in ("delete", "post")
+        },
+        "/api/copy": {
+            "post": p(
+                "/api/copy",
+                "Copy a model",
+                "models",
+                _json({"type": "object"}),
+                "CopyRequest",
+                {"404": "no source"},
+            )
+        },
+        "/api/pull": {
+            "post": p(
+                "/api/pull",
+                "Pull a model from the catalogue, a URL, a path in an import folder or hf.co",
+                "models",
+                _streamed(PROGRESS, PROGRESS, "the last status, or NDJSON progress events"),
+                "PullRequest",
+                {"404": "unknown model", "502": "the source failed", "507": "the store's disk is full"},
+            )
+        },
+        "/api/create": {
+            "post": p(
+                "/api/create",
+                "Create a model from another, from uploaded blobs, or from a Modelfile",
+                "models",
+                _streamed(PROGRESS, PROGRESS, "the last status, or NDJSON progress events"),
+                "CreateRequest",
+                {"404": "no base model or blob", "507": "the store's disk is full"},
+            )
+        },
+        "/api/blobs/{digest}": {
+            "parameters": [DIGEST_PARAM],
+            "head": {
+                "summary": "Is this blob in the store?",
+                "tags": ["models"],
+                "responses": {"200": {"description": "present"}, "404": {"description": "absent"}},
+            },
+            "post": {
+                "summary": "Upload a blob; kept only if its sha256 matches",
+                "tags": ["models"],
+                "requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}},
+                "responses": {
+                    "200": {"description": "already present"},
+                    "201": {"description": "stored"},
+                    **_errors("/api/blobs", {**COMMON_ERRORS, "507": "the store's disk is full"}),
+                },
+            },
+            "get": {
+                "summary": "The blob's bytes, for browsers (Range, immutable caching)",
+                "tags": ["browser"],
+                "responses": {
+                    "200": {
+                        "description": "the bytes",
+                        "content": {"application/octet-stream": {"schema": {}}},
+                    },
+                    "206": {
+                        "description": "a range",
+                        "content": {"application/octet-stream": {"schema": {}}},
+                    },
+                    **_errors(
+                        "/api/blobs", {"400": "not a digest", "404": "no such blob", "416": "bad range"}
+                    ),
+                },
+            },
+        },
+        "/api/browser/model": {
+            "post": p(
+                "/api/browser/model",
+                "What a browser needs to run a model: files by digest, config, requirements",
+                "browser",
+                _json(ref("BrowserModel")),
+                "BrowserModelRequest",
+                {"404": "no such model"},
+            )
+        },
+        "/v1/chat/completions": {
+            "post": p(
+                "/v1/chat/completions",
+                "OpenAI chat completions",
+                "openai",
+                {
+                    "description": "a completion, or server-sent events ending with data: [DONE]",
+                    "content": {JSON: {"schema": ref("ChatCompletion")}, **EVENTS},
+                },
+                "ChatCompletionRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/v1/completions": {
+            "post": p(
+                "/v1/completions",
+                "OpenAI completions (raw prompt)",
+                "openai",
+                {
+                    "description": "a completion, or server-sent events ending with data: [DONE]",
+                    "content": {JSON: {"schema": ref("Completion")}, **EVENTS},
+                },
+                "CompletionRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/v1/embeddings": {
+            "post": p(
+                "/v1/embeddings",
+                "OpenAI embeddings",
+                "openai",
+                _json(ref("OpenAIEmbeddingResponse")),
+                "OpenAIEmbeddingRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/v1/rerank": {
+            "post": p(
+                "/v1/rerank",
+                "Rerank (Cohere/Jina shape)",
+                "openai",
+                _json(ref("RerankResponse")),
+                "RerankRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/v1/models": {"get": p("/v1/models", "OpenAI model list", "openai", _json(ref("ModelList")))},
+        "/v1/models/{model}": {
+            "parameters": [{"name": "model", "in": "path", "required": True, "schema": MODEL_NAME}],
+            "get": p(
+                "/v1/models/{model}",
+                "One model",
+                "openai",
+                _json(ref("Model")),
+                errors={"404": "no such model"},
+            ),
+        },
+    }
+
+
+@cache
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "FerrousForge",
+            "version": ferrousforge.__version__,
+            "description": 'Ollama- and OpenAI-compatible local model server. Errors are {"error": ...} '
+            "(OpenAI's error object on /v1/ paths). The demo site and browser runtime are served under /ui/.",
+        },
+        "servers": [{"url": "/"}],
+        "components": {
+            "schemas": COMPONENTS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+        "paths": _paths(),
+    }

@@ -117,6 +117,31 @@ def build_wheel() -> Path:
     return wheel
 
 
+PYTHON_DEPS = (
+    "jinja2",
+    "markupsafe",
+)  # chat templates; pure Python (markupsafe falls back without its C part)
+
+
+def build_python_deps() -> tuple[Path, str]:
+    """A zip of the pure-Python packages the shared code imports lazily that Pyodide's core lacks,
+    taken from this environment (the versions the host runs), unpacked into site-packages."""
+    from importlib import metadata
+
+    out = OUT / "python-deps.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in PYTHON_DEPS:
+            package = Path(__import__(name).__file__).parent
+            for path in sorted(package.rglob("*")):
+                if path.is_file() and path.suffix in (".py", ".typed") and "__pycache__" not in path.parts:
+                    info = zipfile.ZipInfo(
+                        str(path.relative_to(package.parent)), date_time=(2020, 1, 1, 0, 0, 0)
+                    )
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    zf.writestr(info, path.read_bytes())
+    return out, ", ".join(f"{name} {metadata.version(name)}" for name in PYTHON_DEPS)
+
+
 def build_probe(path: Path) -> None:
     """X[n, 256] through four 256×256 MatMul+Relu layers: 0.5 MFLOP per row, the same on every EP."""
     import numpy as np
@@ -151,16 +176,18 @@ def main() -> None:
     assets: dict[str, dict[str, object]] = {}
     copy_packages(assets)
     wheel = build_wheel()
+    deps, versions = build_python_deps()
     probe = OUT / "probe.onnx"
     build_probe(probe)
-    for extra in (wheel, probe):
+    for extra in (wheel, deps, probe):
         assets[extra.name] = {
-            "package": "ferrousforge",
+            "package": versions if extra == deps else "ferrousforge",
             "size": extra.stat().st_size,
             "sha256": sha256(extra),
         }
     manifest = {
         "wheel": wheel.name,
+        "python_deps": deps.name,
         "probe": {
             "file": probe.name,
             "width": PROBE_WIDTH,

@@ -1,9 +1,11 @@
 // FerrousForge in the browser: boots Pyodide, installs the shared `ferrousforge` wheel, and exposes
 // the Python runtime (ferrousforge.browser.runtime) as `window.forge`:
 //   await forge.ready; forge.capabilities(); forge.embed({model, input, placement});
-//   forge.rerank({model, query, documents, placement}); forge.configure({prefer, api_key, budget_bytes})
+//   forge.rerank({model, query, documents, placement}); forge.configure({prefer, api_key, budget_bytes, threads})
+//   forge.generate({model, prompt, options, placement, onToken}); forge.chat({model, messages, ...})
 // Every file comes from this origin (the host's /ui/runtime/ bundle): nothing from a CDN.
 import * as kernels from './kernels.mjs';
+import * as wllama from './wllama.mjs';
 
 const runtimeURL = new URL('./runtime/', import.meta.url).href;
 const ortModules = {};
@@ -122,8 +124,10 @@ export async function boot(settings = {}) {
   performance.mark('forge:pyodide');
   const wheel = await fetch(`${runtimeURL}${assets.wheel}`);
   pyodide.unpackArchive(await wheel.arrayBuffer(), 'wheel');
+  const deps = await fetch(`${runtimeURL}${assets.python_deps}`);  // jinja2 for chat templates
+  pyodide.unpackArchive(await deps.arrayBuffer(), 'zip');
   pyodide.registerJsModule('forge_js', {
-    kernels, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
+    kernels, wllama, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
   });
   const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
   performance.mark('forge:imported');
@@ -140,6 +144,8 @@ export async function boot(settings = {}) {
     },
     embed: call('embed'),
     rerank: call('rerank'),
+    generate: call('generate'),
+    chat: call('chat'),
     configure: (arg) => { try { return toJs(py.configure(arg)); } catch (err) { throw pythonError(err); } },
     cacheUsage: async () => toJs(await py.cache_usage()),
     clearCache: async () => toJs(await py.clear_cache()),
@@ -156,6 +162,8 @@ export function install(settings = {}) {
     capabilities: later('capabilities'),
     embed: later('embed'),
     rerank: later('rerank'),
+    generate: later('generate'),
+    chat: later('chat'),
     configure: later('configure'),
     cacheUsage: later('cacheUsage'),
     clearCache: later('clearCache'),

@@ -119,3 +119,15 @@ def render(
     if bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
     return text
+
+
+def generate_messages(prompt: str, system: str | None) -> list[dict[str, Any]]:
+    """/api/generate's prompt (not raw) as chat messages: the system text, then the user's prompt."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
+    """The model's own system message first, unless the conversation brings one."""
+    if system and not any(m.get("role") == "system" for m in messages):
+        return [{"role": "system", "content": system}, *messages]
+    return messages

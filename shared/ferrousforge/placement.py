@@ -21,6 +21,7 @@ OVERRIDES = ("auto", "browser", "host")
 
 WASM32_LIMIT = 4 << 30  # one wasm32 memory
 ARRAY_BUFFER_LIMIT = 2 << 30  # one ArrayBuffer: a bigger single file must be split
+SINGLE_THREAD_GENERATE_BYTES = 64 << 20  # larger GGUFs generate too slowly on one wasm thread
 
 
 @dataclass
@@ -133,8 +134,9 @@ class Requirements:
 def estimate_requirements(kind: str, size: int, params: int = 0) -> Requirements:
     """A model with no browser entry in the catalogue: sized from its file."""
     params = params or size // 4
-    if kind == "generate":  # a token costs ~2 FLOP per parameter
-        return Requirements(size, int(size * 1.3) + (64 << 20), 2 * params / 1e9, 4.0, needs_threads=True)
+    if kind == "generate":  # a token costs ~2 FLOP per parameter; past 64 MiB, one thread is too slow
+        threads = size > SINGLE_THREAD_GENERATE_BYTES
+        return Requirements(size, int(size * 1.3) + (64 << 20), 2 * params / 1e9, 4.0, needs_threads=threads)
     return Requirements(size, int(size * 2.5), 2 * params * 32 / 1e9, 5.0)  # ~32 tokens per item
 
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ferrousforge.chat_format import PLAIN_TEMPLATE, render
+from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.errors import BadRequest, NotSupported
 from ferrousforge.generation import GenerationInput, GenerationStats, TextGenerationMold
 from ferrousforge.mold import Capability, ModelSpec, resolve_mold
@@ -142,12 +142,9 @@ class GenerationService:
             prompt = req.prompt
         else:
             system = req.system if req.system is not None else spec.system
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": req.prompt}
-            ]
             prompt = render(
                 req.template or spec.template or PLAIN_TEMPLATE,
-                messages,
+                generate_messages(req.prompt, system),
                 bos_token=spec.config.get("bos_token", ""),
                 eos_token=spec.config.get("eos_token", ""),
             )
@@ -164,9 +161,7 @@ class GenerationService:
             return self._load_or_unload(
                 req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
             )
-        messages = [m.to_template() for m in req.messages]
-        if spec.system and not any(m["role"] == "system" for m in messages):
-            messages.insert(0, {"role": "system", "content": spec.system})
+        messages = with_system([m.to_template() for m in req.messages], spec.system)
         native = template_knows_tools(spec)
         prompt = render(
             spec.template or PLAIN_TEMPLATE,

@@ -449,6 +449,7 @@ COMPONENTS: dict[str, Schema] = {
         files={"type": "object", "additionalProperties": BLOB_FILE},
         config=ANY_OBJECT,
         template=nullable(STRING),
+        system=nullable(STRING),
         parameters=ANY_OBJECT,
         requirements=obj(
             ("bytes", "memory"),

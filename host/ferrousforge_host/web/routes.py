@@ -38,14 +38,19 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 class IsolatedFiles(StaticFiles):
-    """Static files with the cross-origin isolation headers and revalidated caching."""
+    """Static files with the cross-origin isolation headers and revalidated caching.
+
+    ``?isolated=0`` on a page leaves the isolation headers out: the page then runs as a site that
+    is not cross-origin isolated would (no wasm threads), to see what visitors of such sites get."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plain = b"isolated=0" in scope.get("query_string", b"").split(b"&")
+
         async def send_isolated(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [
                     *message.get("headers", []),
-                    *ISOLATION,
+                    *([] if plain else ISOLATION),
                     (b"cache-control", b"no-cache"),
                 ]
             await send(message)
@@ -112,6 +117,7 @@ async def browser_model(request: Request) -> Response:
                 k: spec.config[k] for k in ("pooling", "normalize", "max_length", "task") if k in spec.config
             },
             "template": spec.template,
+            "system": spec.system,
             "parameters": spec.parameters,
             "requirements": req.to_json(),
         }

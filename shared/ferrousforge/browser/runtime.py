@@ -1,4 +1,5 @@
-"""The browser runtime's front door: ``forge.embed``, ``forge.rerank``, ``forge.capabilities``.
+"""The browser runtime's front door: ``forge.generate``, ``forge.chat``, ``forge.embed``,
+``forge.rerank``, ``forge.capabilities``.
 
 Each request is placed (``ferrousforge.placement``): in the browser on the best accelerator that fits
 and is fast enough, else on the host. A local failure (load error, out of memory, device lost,
@@ -15,14 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import js
+from pyodide.ffi import JsProxy, create_proxy
 from pyodide.http import pyfetch
 
 from ferrousforge.browser.blobs import BlobCache
-from ferrousforge.browser.bridge import helpers, now_ms, py
+from ferrousforge.browser.bridge import absent, helpers, jsobj, now_ms, py
+from ferrousforge.browser.gguf_web import WebGenerateMold
 from ferrousforge.browser.onnx_web import WebEmbeddingMold, WebRerankMold
 from ferrousforge.browser.probe import measure, wasm_threads
+from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.embedding import EmbedItem, ScoreItem
 from ferrousforge.errors import BadRequest, ForgeError
+from ferrousforge.generation import GenerationInput
 from ferrousforge.mold import ModelSpec, Mold
 from ferrousforge.options import Options
 from ferrousforge.placement import (
@@ -36,6 +41,7 @@ from ferrousforge.placement import (
     decide,
 )
 from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_body, rerank_results
+from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
 
 
 class HostError(ForgeError):
@@ -54,6 +60,9 @@ class ModelInfo:
     files: dict[str, dict[str, Any]]
     config: dict[str, Any]
     requirements: Requirements
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class BrowserForge:
@@ -64,6 +73,7 @@ class BrowserForge:
         self.api_key = str(settings.get("api_key") or "")
         self.prefer = "browser"
         self.budget_bytes = 0
+        self.threads = 0  # wasm threads for generation (0: as many as the page may use)
         self.caps: Capabilities | None = None
         self.infos: dict[str, ModelInfo] = {}
         self.molds: dict[tuple[str, str], Mold] = {}
@@ -85,11 +95,18 @@ class BrowserForge:
         if "api_key" in settings:
             self.api_key = str(settings["api_key"] or "")
             self.cache.headers = self.headers()
+        if "threads" in settings:
+            self.threads = max(0, int(settings["threads"] or 0))
         if "budget_bytes" in settings:
             self.budget_bytes = int(settings["budget_bytes"] or 0)
             if self.caps is not None:
                 self.caps.budget_bytes = self.budget_bytes
-        return {"prefer": self.prefer, "api_key": bool(self.api_key), "budget_bytes": self.budget_bytes}
+        return {
+            "prefer": self.prefer,
+            "api_key": bool(self.api_key),
+            "budget_bytes": self.budget_bytes,
+            "threads": self.threads,
+        }
 
     async def start(self) -> None:
         await self.capabilities()
@@ -122,6 +139,9 @@ class BrowserForge:
                 raw["files"],
                 raw["config"],
                 Requirements.from_json(raw["requirements"]),
+                raw.get("template"),
+                raw.get("system"),
+                raw.get("parameters") or {},
             )
         return self.infos[model]
 
@@ -153,6 +173,8 @@ class BrowserForge:
             name=info.name, format=info.format, path=info.files["model"]["url"], config=info.config
         )
         threads = wasm_threads() if accelerator == BROWSER_WASM else 1
+        if info.kind == "generate" and self.threads:
+            threads = min(self.threads, threads)
         cls = WEB_ENGINES[info.format][info.kind]
         mold = cls(spec, Options(num_thread=threads), accelerator, files)
         await mold.load()
@@ -165,8 +187,9 @@ class BrowserForge:
         self.speeds[(model, placement)] = speed if old is None else 0.7 * old + 0.3 * speed
 
     # -- requests -------------------------------------------------------------------------
-    async def run(self, model: str, override: str, local: Any, remote: Any, items: int) -> dict[str, Any]:
-        """Place, run locally (falling back to the host on failure) or on the host; time it."""
+    async def run(self, model: str, override: str, local: Any, remote: Any, items: Any) -> dict[str, Any]:
+        """Place, run locally (falling back to the host on failure) or on the host; time it.
+        ``items``: how many items the request is (a count, or a function of the result)."""
         start = now_ms()
         if override not in OVERRIDES:
             raise BadRequest(f"placement must be one of {', '.join(OVERRIDES)}")
@@ -188,7 +211,7 @@ class BrowserForge:
                     )
                 else:
                     ms = now_ms() - start
-                    self.record(info.name, accelerator, items, ms)
+                    self.record(info.name, accelerator, items(result) if callable(items) else items, ms)
                     return {**result, "placement": accelerator, "reason": decision.reason, "ms": ms}
                 self.broken[(info.name, accelerator)] = fallback
                 stale = self.molds.pop((info.name, accelerator), None)
@@ -197,7 +220,7 @@ class BrowserForge:
                         await stale.unload()
         result = await remote()
         ms = now_ms() - start
-        self.record(info.name if info else model, HOST, items, ms)
+        self.record(info.name if info else model, HOST, items(result) if callable(items) else items, ms)
         out = {**result, "placement": HOST, "reason": decision.reason, "ms": ms}
         if fallback:
             out["fallback"] = fallback
@@ -248,6 +271,111 @@ class BrowserForge:
 
         return await self.run(req.model.display, override, local, remote, len(req.documents) + 1)
 
+    async def host_stream(self, path: str, body: dict[str, Any], on_chunk: Any) -> dict[str, Any]:
+        """POST a streaming request to the host; each NDJSON chunk to ``on_chunk``; the last one back."""
+        last = await helpers().wllama.streamLines(
+            self.base + path, jsobj(self.headers()), jsobj(body), on_chunk
+        )
+        out: dict[str, Any] = last.to_py() if not absent(last) else {}
+        if "error" in out:
+            raise HostError(str(out["error"]), int(out.get("status", 500)))
+        return out
+
+    async def _generation(
+        self, body: dict[str, Any], path: str, prompt_of: Any, field: str, needs_host: bool
+    ) -> dict[str, Any]:
+        """One generate or chat request: placed, streamed to ``onToken``, answered in Ollama's shape."""
+        on_token = body.pop("onToken", None)
+        if absent(on_token):
+            on_token = None
+        elif not isinstance(on_token, JsProxy):  # a Python function: JS may call it until the end
+            on_token = create_proxy(on_token)
+            try:
+                return await self._generation(
+                    body | {"onToken": on_token}, path, prompt_of, field, needs_host
+                )
+            finally:
+                on_token.destroy()
+        override = str(body.pop("placement", "auto"))
+        model = str(body.get("model", ""))
+        if needs_host and override == "auto":
+            override = "host"  # format, tools, context, images: the host's engine only
+
+        async def local(mold: Any) -> dict[str, Any]:
+            info = self.infos[model] if model in self.infos else await self.info(model)
+            options = Options.parse(body.get("options"), Options.parse(info.parameters or {}))
+            result = await mold.generate(GenerationInput(prompt_of(info), options), on_token)
+            stats = result.stats
+            return {
+                "model": info.name,
+                **self._shape(field, result.text),
+                "done": True,
+                "done_reason": result.done_reason,
+                "load_duration": int(mold.load_ms * 1e6),
+                "prompt_eval_count": stats.prompt_eval_count,
+                "prompt_eval_duration": stats.prompt_eval_duration,
+                "eval_count": stats.eval_count,
+                "eval_duration": stats.eval_duration,
+            }
+
+        async def remote() -> dict[str, Any]:
+            parts: list[str] = []
+
+            def chunk(line: Any) -> None:
+                piece = line.response if field == "response" else line.message.content
+                if piece:
+                    parts.append(str(piece))
+                    if on_token is not None:
+                        on_token(piece)
+
+            proxy = create_proxy(chunk)
+            try:
+                final = await self.host_stream(path, {**body, "stream": True}, proxy)
+            finally:
+                proxy.destroy()
+            final.pop("created_at", None)
+            return {**final, **self._shape(field, "".join(parts))}
+
+        def tokens(result: dict[str, Any]) -> int:
+            return max(int(result.get("eval_count") or 0), 1)
+
+        return await self.run(model, override, local, remote, tokens)
+
+    @staticmethod
+    def _shape(field: str, text: str) -> dict[str, Any]:
+        return (
+            {"response": text} if field == "response" else {"message": {"role": "assistant", "content": text}}
+        )
+
+    async def generate(self, request: Any) -> dict[str, Any]:
+        body = py(request)
+        req = GenerateRequest.parse({k: v for k, v in body.items() if k not in ("onToken", "placement")})
+        body["model"] = req.model.display
+
+        def prompt_of(info: ModelInfo) -> str:
+            if req.raw:
+                return req.prompt
+            system = req.system if req.system is not None else info.system
+            template = req.template or info.template or PLAIN_TEMPLATE
+            return render(template, generate_messages(req.prompt, system))
+
+        needs_host = bool(req.format or req.context or req.images or req.suffix)
+        return await self._generation(body, "/api/generate", prompt_of, "response", needs_host)
+
+    async def chat(self, request: Any) -> dict[str, Any]:
+        body = py(request)
+        req = ChatRequest.parse({k: v for k, v in body.items() if k not in ("onToken", "placement")})
+        body["model"] = req.model.display
+        if not req.messages:
+            raise BadRequest("'messages' must not be empty")
+
+        def prompt_of(info: ModelInfo) -> str:
+            messages = with_system([m.to_template() for m in req.messages], info.system)
+            return render(info.template or PLAIN_TEMPLATE, messages)
+
+        needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
+        return await self._generation(body, "/api/chat", prompt_of, "message", needs_host)
+
     async def cache_usage(self) -> dict[str, Any]:
         return await self.cache.usage()
 
@@ -283,6 +411,17 @@ class BrowserClient:
         results: list[dict[str, Any]] = (await self.forge.rerank(body))["results"]
         return results
 
+    async def generate(
+        self, model: str, prompt: str = "", on_token: Any = None, **fields: Any
+    ) -> dict[str, Any]:
+        """``on_token``: a function called with each piece of text as it is generated."""
+        return await self.forge.generate({"model": model, "prompt": prompt, "onToken": on_token, **fields})
+
+    async def chat(
+        self, model: str, messages: list[dict[str, Any]], on_token: Any = None, **fields: Any
+    ) -> dict[str, Any]:
+        return await self.forge.chat({"model": model, "messages": messages, "onToken": on_token, **fields})
+
 
 _FORGE: BrowserForge | None = None
 
@@ -296,6 +435,7 @@ def client() -> BrowserClient:
 
 WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
     "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold},
+    "gguf": {"generate": WebGenerateMold},
 }
 
 

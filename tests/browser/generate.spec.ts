@@ -37,3 +37,76 @@ test('generates with a tiny GGUF in the browser, streaming tokens, with Ollama s
   expectSameOrigin(w.requests);
   expect(w.errors).toEqual([]);
 });
+
+test('gemma3:270m in the browser: greedy tokens match the host, chat through the shared template', async ({ page }) => {
+  test.setTimeout(240_000);
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+  const prompt = { model: 'gemma3:270m', prompt: 'The history of computing', raw: true, options: greedy(16) };
+  const local = await generate(page, prompt);
+  const host = await generate(page, { ...prompt, placement: 'host' });
+  expect(local.placement, why(local)).toBe('browser-wasm');
+  expect(host.placement).toBe('host');
+  expect(local.eval_count).toBe(16);
+  expect(local.response).toBe(host.response);  // the same 16 tokens (wasm and AVX kernels agree this far)
+  const chat = await page.evaluate(() => (window as any).forge.chat({
+    model: 'gemma3:270m', messages: [{ role: 'user', content: 'What is the capital of France?' }],
+    options: { num_predict: 8, temperature: 0 } }));
+  const hostChat = await page.evaluate(() => (window as any).forge.chat({
+    model: 'gemma3:270m', messages: [{ role: 'user', content: 'What is the capital of France?' }],
+    options: { num_predict: 8, temperature: 0 }, placement: 'host' }));
+  expect(chat.placement, why(chat)).toBe('browser-wasm');
+  expect(chat.prompt_eval_count).toBe(hostChat.prompt_eval_count);  // the same template, the same prompt
+  expect(chat.message.content).toBe(hostChat.message.content);  // a base model: same greedy reply, not wisdom
+});
+
+test('without cross-origin isolation a model over the single-thread budget goes to the host', async ({ page }) => {
+  await openForge(page, forgeUrl(), '?isolated=0');
+  const caps = await page.evaluate(() => (window as any).forge.capabilities());
+  expect(caps.isolated).toBe(false);
+  const big = await generate(page, { model: 'gemma3:270m', prompt: 'Hi', options: greedy(3) });
+  expect(big.placement, why(big)).toBe('host');
+  expect(big.reason).toContain('not cross-origin isolated');
+  expect(big.pieces.join('')).toBe(big.response);  // streamed from the host the same way
+  const small = await generate(page, { model: 'tiny', prompt: 'the', options: greedy(3) });
+  expect(small.placement, why(small)).toBe('browser-wasm');  // 0.5 MB: fine on one thread
+});
+
+test('a model over the memory budget runs on the host', async ({ page }) => {
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.configure({ budget_bytes: 64 << 20 }));
+  const out = await generate(page, { model: 'gemma3:270m', prompt: 'Hi', options: greedy(2) });
+  expect(out.placement, why(out)).toBe('host');
+  expect(out.reason).toContain('over the browser budget');
+});
+
+test('model files: a second visit loads from the cache; a corrupt cached copy is fetched again', async ({ page }) => {
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.clearCache());
+  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+  const first = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
+  expect(first.placement, why(first)).toBe('browser-wasm');
+  const info = await (await page.request.post(`${forgeUrl()}/api/browser/model`, { data: { model: 'tiny' } })).json();
+  const url = new URL(info.files.model.url, forgeUrl()).href;
+
+  const w = watch(page);
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+  const again = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
+  expect(again.placement, why(again)).toBe('browser-wasm');
+  expect(again.response).toBe(first.response);
+  expect(w.requests.filter((u) => u === url)).toEqual([]);
+
+  // corrupt the cached GGUF: it is evicted, downloaded again and verified; the answer is unchanged
+  await page.evaluate(async (u) => {
+    const cache = await caches.open('ferrousforge-blobs-v1');
+    await cache.put(u, new Response(new Uint8Array(1000)));
+  }, url);
+  const w2 = watch(page);
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+  const healed = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
+  expect(healed.placement, why(healed)).toBe('browser-wasm');
+  expect(healed.response).toBe(first.response);
+  expect(w2.requests.filter((u) => u === url)).toEqual([url]);
+});

@@ -58,7 +58,9 @@ def stats_from(timings: Any, usage: Any) -> GenerationStats:
     t = {} if absent(timings) else timings.to_py()
     u = {} if absent(usage) else usage.to_py()
     return GenerationStats(
-        prompt_eval_count=int(t.get("prompt_n") or u.get("prompt_tokens") or 0),
+        # the whole prompt, as the host counts it: evaluated now plus reused from the KV cache
+        prompt_eval_count=int(t.get("prompt_n") or 0) + int(t.get("cache_n") or 0)
+        or int(u.get("prompt_tokens") or 0),
         prompt_eval_duration=int(float(t.get("prompt_ms") or 0) * 1e6),
         eval_count=int(t.get("predicted_n") or u.get("completion_tokens") or 0),
         eval_duration=int(float(t.get("predicted_ms") or 0) * 1e6),

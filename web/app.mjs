@@ -33,6 +33,75 @@ function badge(result) {
   return `${result.placement} · ${result.ms.toFixed(0)} ms${result.fallback ? ` · fell back: ${result.fallback}` : ''}`;
 }
 
+// -- chat ---------------------------------------------------------------------------------
+const history = [];
+
+function bubble(role, text = '') {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  const body = document.createElement('span');
+  body.textContent = text;
+  div.append(body);
+  $('messages').append(div);
+  $('messages').scrollTop = $('messages').scrollHeight;
+  return { div, body };
+}
+
+function chatMeta(out) {
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  const tag = document.createElement('span');
+  tag.className = `badge ${out.placement === 'host' ? 'host' : ''}`;
+  tag.textContent = out.placement;
+  const rate = out.eval_duration ? out.eval_count / (out.eval_duration / 1e9) : 0;
+  meta.append(tag, `${out.eval_count} tokens · ${rate.toFixed(1)} tokens/s · ${(out.ms / 1000).toFixed(1)} s`
+    + ` · ${out.fallback ? `fell back: ${out.fallback}` : out.reason}`);
+  return meta;
+}
+
+async function send(event) {
+  event.preventDefault();
+  const text = $('chat-input').value.trim();
+  if (!text) return;
+  $('chat-input').value = '';
+  $('send').disabled = true;
+  bubble('user', text);
+  history.push({ role: 'user', content: text });
+  const reply = bubble('assistant', '…');
+  let first = true;
+  try {
+    const out = await forge.chat({
+      model: $('chat-model').value, messages: history, placement: $('placement').value,
+      options: { num_predict: 128 },
+      onToken: (piece) => { reply.body.textContent = (first ? '' : reply.body.textContent) + piece; first = false; },
+    });
+    reply.body.textContent = out.message.content;
+    reply.div.append(chatMeta(out));
+    history.push(out.message);
+  } catch (err) {
+    reply.body.textContent = `error: ${err.message}`;
+    history.pop();
+  } finally {
+    $('send').disabled = false;
+    refreshCache();
+  }
+}
+
+async function listModels() {
+  const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+  const tags = await (await fetch('/api/tags', { headers })).json();
+  const names = tags.models.filter((m) => m.details.format === 'gguf').map((m) => m.name);
+  if (!names.length) return;
+  $('chat-model').replaceChildren(...names.map((n) => new Option(n, n, n === 'gemma3:270m', n === 'gemma3:270m')));
+}
+
+addEventListener('forge-download', ({ detail }) => {
+  $('download').hidden = detail.done;
+  $('download-bar').value = detail.total ? detail.loaded / detail.total : 0;
+  $('download-label').textContent = `Downloading model ${(detail.loaded / 2 ** 20).toFixed(0)}`
+    + ` of ${(detail.total / 2 ** 20).toFixed(0)} MiB`;
+});
+
 async function search() {
   const documents = $('docs').value.split('\n').map((s) => s.trim()).filter(Boolean);
   $('search').disabled = true;
@@ -53,6 +122,8 @@ async function search() {
 }
 
 $('search').addEventListener('click', search);
+$('chat-form').addEventListener('submit', send);
+listModels().catch(() => {});
 $('prefer').addEventListener('change', () => forge.configure({ prefer: $('prefer').value }));
 $('clear-cache').addEventListener('click', async () => { await forge.clearCache(); refreshCache(); });
 

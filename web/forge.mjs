@@ -53,7 +53,7 @@ async function fetchBlob(url, digest, headers) {
   const response = await fetch(url, { headers });
   if (!response.ok) throw new Error(`fetching ${url} failed: HTTP ${response.status}`);
   blobStats.downloads++;
-  const bytes = new Uint8Array(await response.arrayBuffer());
+  const bytes = await readWithProgress(response, url);
   if (`sha256:${await kernels.sha256(bytes)}` !== digest) {
     throw new Error(`downloaded file does not match its digest ${digest}`);
   }
@@ -62,6 +62,29 @@ async function fetchBlob(url, digest, headers) {
     await cache.put(url, stored).catch((err) => { blobStats.disabled = `cache write failed: ${err}`; });
   }
   return bytes;
+}
+
+/** The body's bytes; progress goes to `forge-download` events ({url, loaded, total}) for the page. */
+async function readWithProgress(response, url) {
+  const total = Number(response.headers.get('Content-Length')) || 0;
+  const bytes = new Uint8Array(total);
+  const parts = [];
+  let loaded = 0, last = 0;
+  const report = (done = false) => dispatchEvent(new CustomEvent('forge-download', { detail: { url, loaded, total, done } }));
+  report();
+  for (const reader = response.body.getReader(); ;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    if (loaded + value.length <= total) bytes.set(value, loaded); else parts.push(value);
+    loaded += value.length;
+    if (performance.now() - last > 100) { last = performance.now(); report(); }
+  }
+  report(true);
+  if (loaded === total) return bytes;
+  const whole = new Uint8Array(loaded);  // no or a wrong Content-Length: join what came
+  let at = 0;
+  for (const part of [bytes.subarray(0, Math.min(total, loaded)), ...parts]) { whole.set(part, at); at += part.length; }
+  return whole;
 }
 
 const prefetched = new Map();  // digest → Promise<Uint8Array | null>

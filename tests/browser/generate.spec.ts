@@ -110,3 +110,30 @@ test('model files: a second visit loads from the cache; a corrupt cached copy is
   expect(healed.response).toBe(first.response);
   expect(w2.requests.filter((u) => u === url)).toEqual([url]);
 });
+
+test('the demo page: chat and search driven by clicks, at desktop and phone widths', async ({ page }) => {
+  const w = watch(page);
+  await openForge(page);
+  await page.locator('#chat-model').selectOption('tiny:latest');
+  await page.locator('#placement').selectOption('browser');
+  await page.locator('#chat-input').fill('hello there');
+  await page.locator('#send').click();
+  const reply = page.locator('.msg.assistant').last();
+  await expect(reply.locator('.badge')).toHaveText('browser-wasm', { timeout: 60_000 });
+  await expect(reply.locator('.meta')).toContainText('tokens/s');
+  await page.locator('#placement').selectOption('host');
+  await page.locator('#chat-input').fill('and again');
+  await page.locator('#send').click();
+  await expect(page.locator('.msg.assistant').nth(1).locator('.badge')).toHaveText('host', { timeout: 60_000 });
+  await page.locator('#search').click();
+  await expect(page.locator('#results li')).toHaveCount(5, { timeout: 60_000 });
+  await expect(page.locator('#search-meta')).toContainText('embeddings/s');
+  await expect(page.locator('#cache-usage')).toContainText('MiB');
+  await page.screenshot({ path: test.info().outputPath('ui-desktop-chat.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  expect(overflow).toBeLessThanOrEqual(0);  // nothing wider than a phone
+  await page.screenshot({ path: test.info().outputPath('ui-phone.png'), fullPage: true });
+  expectSameOrigin(w.requests);
+  expect(w.errors).toEqual([]);
+});

@@ -9,6 +9,7 @@ took, and why it ran there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import traceback
@@ -95,8 +96,10 @@ class BrowserForge:
         if "api_key" in settings:
             self.api_key = str(settings["api_key"] or "")
             self.cache.headers = self.headers()
-        if "threads" in settings:
+        if "threads" in settings and max(0, int(settings["threads"] or 0)) != self.threads:
             self.threads = max(0, int(settings["threads"] or 0))
+            for key in [k for k, m in self.molds.items() if isinstance(m, WebGenerateMold)]:
+                asyncio.ensure_future(self.molds.pop(key).unload())  # loaded again with the new count
         if "budget_bytes" in settings:
             self.budget_bytes = int(settings["budget_bytes"] or 0)
             if self.caps is not None:

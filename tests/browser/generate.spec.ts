@@ -30,6 +30,13 @@ test('generates with a tiny GGUF in the browser, streaming tokens, with Ollama s
   expect(chat.placement, why(chat)).toBe('browser-wasm');
   expect(chat.message.role).toBe('assistant');
   expect(chat.eval_count).toBe(4);
+  const sdk = await page.evaluate(() => (window as any).forge.pyodide.runPythonAsync(`
+from ferrousforge.browser.runtime import client
+pieces = []
+out = await client().generate("tiny", "the cat", on_token=pieces.append, options={"num_predict": 12, "temperature": 0})
+[out["placement"], out["response"], "".join(pieces)]
+`).then((r: any) => r.toJs()));
+  expect(sdk).toEqual(['browser-wasm', out.response, out.response]);  // the Python SDK in the page, same answer
   const host = await generate(page, { model: 'tiny', prompt: 'the cat', options: greedy(12), placement: 'host' });
   expect(host.placement).toBe('host');
   expect(host.pieces.join('')).toBe(host.response);

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import js
@@ -75,6 +75,7 @@ class BrowserForge:
         self.prefer = "browser"
         self.budget_bytes = 0
         self.threads = 0  # wasm threads for generation (0: as many as the page may use)
+        self.unloading: set[asyncio.Future[None]] = set()
         self.caps: Capabilities | None = None
         self.infos: dict[str, ModelInfo] = {}
         self.molds: dict[tuple[str, str], Mold] = {}
@@ -99,7 +100,9 @@ class BrowserForge:
         if "threads" in settings and max(0, int(settings["threads"] or 0)) != self.threads:
             self.threads = max(0, int(settings["threads"] or 0))
             for key in [k for k, m in self.molds.items() if isinstance(m, WebGenerateMold)]:
-                asyncio.ensure_future(self.molds.pop(key).unload())  # loaded again with the new count
+                unloading = asyncio.ensure_future(self.molds.pop(key).unload())  # reloads with the new count
+                self.unloading.add(unloading)
+                unloading.add_done_callback(self.unloading.discard)
         if "budget_bytes" in settings:
             self.budget_bytes = int(settings["budget_bytes"] or 0)
             if self.caps is not None:
@@ -157,7 +160,10 @@ class BrowserForge:
         await self.capabilities()
         assert self.caps is not None
         measured = {p: s for (m, p), s in self.speeds.items() if m == info.name}
-        decision = decide(self.caps, info.requirements, self.prefer, override, measured)
+        caps = self.caps
+        if info.format in WASM_ONLY:  # wllama's WebGPU path needs shader-f16 and silently falls back to
+            caps = replace(caps, accelerators=[a for a in caps.accelerators if a.name == BROWSER_WASM])
+        decision = decide(caps, info.requirements, self.prefer, override, measured)
         usable = [c for c in decision.candidates if (info.name, c) not in self.broken]
         if decision.placement != HOST and not usable:
             return info, Decision(HOST, "; ".join(self.broken[(info.name, c)] for c in decision.candidates))
@@ -435,6 +441,10 @@ def client() -> BrowserClient:
         raise ForgeError("the FerrousForge runtime has not started")
     return BrowserClient(_FORGE)
 
+
+# GGUF runs on wasm only: its engine's WebGPU path needs shader-f16 (software adapters lack it) and then
+# silently computes on the CPU, so a "browser-webgpu" placement would not be true.
+WASM_ONLY = {"gguf"}
 
 WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
     "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold},

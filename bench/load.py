@@ -78,10 +78,8 @@ def main() -> None:
         after = rss_mib(proc.pid)
         answered.sort()
         print(f"requests {args.requests} from {args.clients} clients in {wall:.1f} s: {dict(codes)}")
-        print(
-            f"answered/s {len(answered) / wall:.1f}; latency of answered p50 {statistics.median(answered):.2f} s"
-            f" p99 {answered[int(len(answered) * 0.99) - 1]:.2f} s"
-        )
+        p50, p99 = statistics.median(answered), answered[int(len(answered) * 0.99) - 1]
+        print(f"answered/s {len(answered) / wall:.1f}; latency of answered p50 {p50:.2f} s p99 {p99:.2f} s")
         print(f"RSS MiB: before {before:.0f}, peak {peak:.0f}, after {after:.0f}")
         ok = set(codes) <= {200, 503} and httpx.get(url + "/api/version").status_code == 200
         print("only 200/503 and healthy after:", ok)

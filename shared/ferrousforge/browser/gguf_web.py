@@ -100,7 +100,7 @@ class WebGenerateMold(TextGenerationMold):
             self.wllama = await forge_js.wllama.open(forge_js.runtimeURL, self.files["model"], jsobj(params))
         except Exception as exc:
             raise ForgeError(f"wllama could not load the model: {exc}") from exc
-        self.load_ms = float(js.performance.now() - start)
+        self.load_ms = float(js.performance.now() - start)  # reported once, by the first request
         self.files = {}
 
     async def unload(self) -> None:
@@ -123,4 +123,6 @@ class WebGenerateMold(TextGenerationMold):
         except Exception as exc:
             raise ForgeError(f"wllama failed: {exc}") from exc
         reason = "length" if str(out.finish) == "length" else "stop"
-        return GenerationResult(str(out.text), reason, stats_from(out.timings, out.usage), [])
+        stats = stats_from(out.timings, out.usage)
+        stats.load_duration, self.load_ms = int(self.load_ms * 1e6), 0.0
+        return GenerationResult(str(out.text), reason, stats, [])

@@ -313,6 +313,7 @@ class BrowserForge:
         async def local(mold: Any) -> dict[str, Any]:
             info = self.infos[model] if model in self.infos else await self.info(model)
             options = Options.parse(body.get("options"), Options.parse(info.parameters or {}))
+            started = now_ms()
             result = await mold.generate(GenerationInput(prompt_of(info), options), on_token)
             stats = result.stats
             return {
@@ -320,7 +321,8 @@ class BrowserForge:
                 **self._shape(field, result.text),
                 "done": True,
                 "done_reason": result.done_reason,
-                "load_duration": int(mold.load_ms * 1e6),
+                "total_duration": int((now_ms() - started) * 1e6),
+                "load_duration": stats.load_duration,
                 "prompt_eval_count": stats.prompt_eval_count,
                 "prompt_eval_duration": stats.prompt_eval_duration,
                 "eval_count": stats.eval_count,

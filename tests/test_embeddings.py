@@ -230,9 +230,11 @@ def test_generation_model_refuses_embed(host: Host) -> None:
 
 
 # -- cross-encoders: a tiny random BERT classifier built with transformers, converted by the host ---------
-def tiny_cross_encoder(path: Path, num_labels: int) -> Path:
+def tiny_bert(path: Path, num_labels: int = 0) -> Path:
+    """A random 2-layer BERT with the real MiniLM tokenizer: an embedding model (no head), or with
+    ``num_labels`` a cross-encoder; either loads in milliseconds."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     torch.manual_seed(num_labels)
     config = BertConfig(
@@ -242,9 +244,9 @@ def tiny_cross_encoder(path: Path, num_labels: int) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
-        num_labels=num_labels,
+        num_labels=max(num_labels, 1),
     )
-    model = BertForSequenceClassification(config).eval()
+    model = (BertForSequenceClassification(config) if num_labels else BertModel(config)).eval()
     model.save_pretrained(path, safe_serialization=True)
     shutil.copy(minilm_dir() / "tokenizer.json", path / "tokenizer.json")
     return path
@@ -273,7 +275,7 @@ def transformers_scores(path: Path, query: str, docs: list[str]) -> np.ndarray:
 
 @pytest.mark.parametrize("num_labels", [1, 2])
 def test_cross_encoder_scores_match_transformers(host: Host, tmp_path: Path, num_labels: int) -> None:
-    model_dir = tiny_cross_encoder(tmp_path / f"ce{num_labels}", num_labels)
+    model_dir = tiny_bert(tmp_path / f"ce{num_labels}", num_labels)
     query = "what is the capital of france"
     docs = [
         "paris is the capital",

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -15,6 +13,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from jsonschema import Draft202012Validator
 from schemathesis.checks import positive_data_acceptance
 from starlette.routing import Mount, Route
+from test_embeddings import tiny_bert
 
 from ferrousforge_host.openapi.document import document
 
@@ -27,25 +26,6 @@ UNDOCUMENTED = {"/ui"}  # a redirect to the demo site
 FREE_TEXT = {"/api/create"}
 NDJSON = "application/x-ndjson"
 NO_SUCCESS = {"POST /api/pull"}  # random names are not in the catalogue; sources are kept offline
-
-
-def tiny_bert(path: Path) -> Path:
-    """A random 2-layer BERT with the real MiniLM tokenizer: an embedding model in milliseconds."""
-    import torch
-    from test_embeddings import minilm_dir
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).eval().save_pretrained(path, safe_serialization=True)
-    shutil.copy(minilm_dir() / "tokenizer.json", path / "tokenizer.json")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -181,6 +181,23 @@ OPENAI_MODEL: Schema = obj(
 )
 BLOB_FILE: Schema = obj(("digest", "size", "url"), digest=STRING, size=INT, url=STRING)
 
+
+def openai_reply(kind: str, required: tuple[str, ...], **choice: Schema) -> Schema:
+    """An OpenAI completion object: its envelope, and one choice with these fields."""
+    return obj(
+        ("id", "object", "created", "model", "choices"),
+        id=STRING,
+        object={"const": kind},
+        created=INT,
+        model=STRING,
+        system_fingerprint=STRING,
+        choices=array(
+            obj(required, index=INT, **choice, logprobs={"type": "null"}, finish_reason=FINISH_REASON)
+        ),
+        usage=USAGE,
+    )
+
+
 COMPONENTS: dict[str, Schema] = {
     "Error": obj(("error",), error=STRING),
     "OpenAIError": obj(
@@ -391,28 +408,12 @@ COMPONENTS: dict[str, Schema] = {
         tool_choice=TOOL_CHOICE,
         **OPENAI_SAMPLING,
     ),
-    "ChatCompletion": obj(
-        ("id", "object", "created", "model", "choices"),
-        id=STRING,
-        object={"const": "chat.completion"},
-        created=INT,
-        model=STRING,
-        system_fingerprint=STRING,
-        choices=array(
-            obj(
-                ("index", "message", "finish_reason"),
-                index=INT,
-                message=obj(
-                    ("role",),
-                    role={"const": "assistant"},
-                    content=nullable(STRING),
-                    tool_calls=array(OPENAI_CALL),
-                ),
-                logprobs={"type": "null"},
-                finish_reason=FINISH_REASON,
-            )
+    "ChatCompletion": openai_reply(
+        "chat.completion",
+        ("index", "message", "finish_reason"),
+        message=obj(
+            ("role",), role={"const": "assistant"}, content=nullable(STRING), tool_calls=array(OPENAI_CALL)
         ),
-        usage=USAGE,
     ),
     "CompletionRequest": obj(
         ("model", "prompt"),
@@ -420,24 +421,7 @@ COMPONENTS: dict[str, Schema] = {
         prompt={"anyOf": [STRING, array(STRING, min=1, max=1)]},
         **OPENAI_SAMPLING,
     ),
-    "Completion": obj(
-        ("id", "object", "created", "model", "choices"),
-        id=STRING,
-        object={"const": "text_completion"},
-        created=INT,
-        model=STRING,
-        system_fingerprint=STRING,
-        choices=array(
-            obj(
-                ("index", "text", "finish_reason"),
-                index=INT,
-                text=STRING,
-                logprobs={"type": "null"},
-                finish_reason=FINISH_REASON,
-            )
-        ),
-        usage=USAGE,
-    ),
+    "Completion": openai_reply("text_completion", ("index", "text", "finish_reason"), text=STRING),
     "ModelList": obj(("object", "data"), object={"const": "list"}, data=array(OPENAI_MODEL)),
     "Model": OPENAI_MODEL,
     "BrowserModelRequest": obj(("model",), model=MODEL_NAME),

@@ -114,6 +114,32 @@ async function takePrefetched(digest) {
   return bytes ? await bytes : null;
 }
 
+/** POST `body` and hand each NDJSON line (parsed) to onLine; the last line is returned. */
+async function streamLines(url, headers, body, onLine) {
+  const response = await fetch(url, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({}));
+    return { error: data.error ?? `HTTP ${response.status}`, status: response.status };
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '', last = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (value) buffer += value;
+    const lines = buffer.split('\n');
+    buffer = done ? '' : lines.pop();
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      last = JSON.parse(line);
+      if (last.error) return { error: last.error, status: 500 };
+      onLine(last);
+    }
+    if (done) return last;
+  }
+}
+
 export class ForgeError extends Error {
   constructor(message, status) { super(message); this.name = 'ForgeError'; this.status = status; }
 }
@@ -150,7 +176,7 @@ export async function boot(settings = {}) {
   const deps = await fetch(`${runtimeURL}${assets.python_deps}`);  // jinja2 for chat templates
   pyodide.unpackArchive(await deps.arrayBuffer(), 'zip');
   pyodide.registerJsModule('forge_js', {
-    kernels, wllama, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
+    kernels, wllama, streamLines, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
   });
   const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
   performance.mark('forge:imported');

@@ -46,29 +46,3 @@ export async function complete(w, params, onToken) {
   });
   return { text, finish, timings, usage, threads: w.getNumThreads() };
 }
-
-/** POST `body` and hand each NDJSON line (parsed) to onLine; the last line is returned. */
-export async function streamLines(url, headers, body, onLine) {
-  const response = await fetch(url, {
-    method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body),
-  });
-  if (!response.ok) {
-    const data = await response.json().catch(() => ({}));
-    return { error: data.error ?? `HTTP ${response.status}`, status: response.status };
-  }
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '', last = null;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (value) buffer += value;
-    const lines = buffer.split('\n');
-    buffer = done ? '' : lines.pop();
-    for (const line of lines) {
-      if (!line.trim()) continue;
-      last = JSON.parse(line);
-      if (last.error) return { error: last.error, status: 500 };
-      onLine(last);
-    }
-    if (done) return last;
-  }
-}

@@ -88,34 +88,27 @@ test('a model over the memory budget runs on the host', async ({ page }) => {
 });
 
 test('model files: a second visit loads from the cache; a corrupt cached copy is fetched again', async ({ page }) => {
-  await openForge(page);
-  await page.evaluate(() => (window as any).forge.clearCache());
-  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
-  const first = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
-  expect(first.placement, why(first)).toBe('browser-wasm');
   const info = await (await page.request.post(`${forgeUrl()}/api/browser/model`, { data: { model: 'tiny' } })).json();
   const url = new URL(info.files.model.url, forgeUrl()).href;
-
-  const w = watch(page);
+  /** Open the page, generate with the tiny GGUF in the browser: the answer and the model's downloads. */
+  const visit = async () => {
+    const w = watch(page);
+    await openForge(page);
+    await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+    const out = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
+    expect(out.placement, why(out)).toBe('browser-wasm');
+    return { response: out.response, downloads: w.requests.filter((u) => u === url).length };
+  };
   await openForge(page);
-  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
-  const again = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
-  expect(again.placement, why(again)).toBe('browser-wasm');
-  expect(again.response).toBe(first.response);
-  expect(w.requests.filter((u) => u === url)).toEqual([]);
-
+  await page.evaluate(() => (window as any).forge.clearCache());
+  const first = await visit();
+  expect(first.downloads).toBe(1);
+  expect(await visit()).toEqual({ response: first.response, downloads: 0 });  // from the cache
   // corrupt the cached GGUF: it is evicted, downloaded again and verified; the answer is unchanged
   await page.evaluate(async (u) => {
-    const cache = await caches.open('ferrousforge-blobs-v1');
-    await cache.put(u, new Response(new Uint8Array(1000)));
+    await (await caches.open('ferrousforge-blobs-v1')).put(u, new Response(new Uint8Array(1000)));
   }, url);
-  const w2 = watch(page);
-  await openForge(page);
-  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
-  const healed = await generate(page, { model: 'tiny', prompt: 'a', options: greedy(2) });
-  expect(healed.placement, why(healed)).toBe('browser-wasm');
-  expect(healed.response).toBe(first.response);
-  expect(w2.requests.filter((u) => u === url)).toEqual([url]);
+  expect(await visit()).toEqual({ response: first.response, downloads: 1 });
 });
 
 test('the demo page: chat and search driven by clicks, at desktop and phone widths', async ({ page }) => {

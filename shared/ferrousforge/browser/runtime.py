@@ -282,9 +282,7 @@ class BrowserForge:
 
     async def host_stream(self, path: str, body: dict[str, Any], on_chunk: Any) -> dict[str, Any]:
         """POST a streaming request to the host; each NDJSON chunk to ``on_chunk``; the last one back."""
-        last = await helpers().wllama.streamLines(
-            self.base + path, jsobj(self.headers()), jsobj(body), on_chunk
-        )
+        last = await helpers().streamLines(self.base + path, jsobj(self.headers()), jsobj(body), on_chunk)
         out: dict[str, Any] = last.to_py() if not absent(last) else {}
         if "error" in out:
             raise HostError(str(out["error"]), int(out.get("status", 500)))

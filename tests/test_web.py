@@ -37,6 +37,8 @@ def test_demo_site_is_cross_origin_isolated(host: Host) -> None:
         assert script.headers["cross-origin-resource-policy"] == "same-origin"
         assert c.get("/ui/../pyproject.toml").status_code == 404
         assert c.get("/ui/no-such-file.js").status_code == 404
+        plain = c.get("/ui/?isolated=0")  # the page as a site without cross-origin isolation serves it
+        assert plain.status_code == 200 and "cross-origin-opener-policy" not in plain.headers
 
 
 @pytest.mark.skipif(
@@ -73,7 +75,9 @@ def test_browser_model_facts(host: Host) -> None:
     with host.client() as c:
         info = c.post("/api/browser/model", json={"model": "tiny"}).json()
         assert info["kind"] == "generate" and info["format"] == "gguf"
+        assert "im_start" in info["template"] and info["system"] is None  # what the page renders prompts with
         req = info["requirements"]
+        assert not req["needs_threads"]  # 0.5 MB: fine on one wasm thread
         assert req["bytes"] == info["files"]["model"]["size"] and req["memory"] > req["bytes"]
         assert c.post("/api/browser/model", json={"model": "missing"}).status_code == 404
         assert c.post("/api/browser/model", json={"model": 3}).status_code == 400

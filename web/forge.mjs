@@ -99,7 +99,7 @@ function preload(models, settings) {
       method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ model }),
     }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
     info.then((i) => {
-      if (!i || i.format !== 'onnx') return;
+      if (!i) return;
       for (const file of Object.values(i.files)) {
         prefetched.set(file.digest, fetchBlob(file.url, file.digest, headers).catch(() => null));
       }

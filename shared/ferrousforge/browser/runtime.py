@@ -289,27 +289,25 @@ class BrowserForge:
         return out
 
     async def _generation(
-        self, body: dict[str, Any], path: str, prompt_of: Any, field: str, needs_host: bool
+        self,
+        body: dict[str, Any],
+        on_token: Any,
+        override: str,
+        path: str,
+        prompt_of: Any,
+        field: str,
+        needs_host: bool,
     ) -> dict[str, Any]:
-        """One generate or chat request: placed, streamed to ``onToken``, answered in Ollama's shape."""
-        on_token = body.pop("onToken", None)
-        if absent(on_token):
-            on_token = None
-        elif not isinstance(on_token, JsProxy):  # a Python function: JS may call it until the end
-            on_token = create_proxy(on_token)
-            try:
-                return await self._generation(
-                    body | {"onToken": on_token}, path, prompt_of, field, needs_host
-                )
-            finally:
-                on_token.destroy()
-        override = str(body.pop("placement", "auto"))
-        model = str(body.get("model", ""))
+        """One generate or chat request: placed, streamed to ``on_token``, answered in Ollama's shape."""
+        owned = None  # a Python function becomes a JS function that lives until the request ends
+        if on_token is not None and not isinstance(on_token, JsProxy):
+            on_token = owned = create_proxy(on_token)
+        model = str(body["model"])
         if needs_host and override == "auto":
             override = "host"  # format, tools, context, images: the host's engine only
 
         async def local(mold: Any) -> dict[str, Any]:
-            info = self.infos[model] if model in self.infos else await self.info(model)
+            info = await self.info(model)
             options = Options.parse(body.get("options"), Options.parse(info.parameters or {}))
             started = now_ms()
             result = await mold.generate(GenerationInput(prompt_of(info), options), on_token)
@@ -348,7 +346,11 @@ class BrowserForge:
         def tokens(result: dict[str, Any]) -> int:
             return max(int(result.get("eval_count") or 0), 1)
 
-        return await self.run(model, override, local, remote, tokens)
+        try:
+            return await self.run(model, override, local, remote, tokens)
+        finally:
+            if owned is not None:
+                owned.destroy()
 
     @staticmethod
     def _shape(field: str, text: str) -> dict[str, Any]:
@@ -356,9 +358,16 @@ class BrowserForge:
             {"response": text} if field == "response" else {"message": {"role": "assistant", "content": text}}
         )
 
+    @staticmethod
+    def _controls(body: dict[str, Any]) -> tuple[Any, str]:
+        """Take the page's fields out of a request: its ``onToken`` callback and its placement."""
+        on_token = body.pop("onToken", None)
+        return (None if absent(on_token) else on_token), str(body.pop("placement", "auto"))
+
     async def generate(self, request: Any) -> dict[str, Any]:
         body = py(request)
-        req = GenerateRequest.parse({k: v for k, v in body.items() if k not in ("onToken", "placement")})
+        on_token, override = self._controls(body)
+        req = GenerateRequest.parse(body)
         body["model"] = req.model.display
 
         def prompt_of(info: ModelInfo) -> str:
@@ -369,11 +378,14 @@ class BrowserForge:
             return render(template, generate_messages(req.prompt, system))
 
         needs_host = bool(req.format or req.context or req.images or req.suffix)
-        return await self._generation(body, "/api/generate", prompt_of, "response", needs_host)
+        return await self._generation(
+            body, on_token, override, "/api/generate", prompt_of, "response", needs_host
+        )
 
     async def chat(self, request: Any) -> dict[str, Any]:
         body = py(request)
-        req = ChatRequest.parse({k: v for k, v in body.items() if k not in ("onToken", "placement")})
+        on_token, override = self._controls(body)
+        req = ChatRequest.parse(body)
         body["model"] = req.model.display
         if not req.messages:
             raise BadRequest("'messages' must not be empty")
@@ -383,7 +395,7 @@ class BrowserForge:
             return render(info.template or PLAIN_TEMPLATE, messages)
 
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
-        return await self._generation(body, "/api/chat", prompt_of, "message", needs_host)
+        return await self._generation(body, on_token, override, "/api/chat", prompt_of, "message", needs_host)
 
     async def cache_usage(self) -> dict[str, Any]:
         return await self.cache.usage()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.protocol.fields import as_int
 
 # Options Ollama clients may send that have no effect here; accepted so that clients keep working.
 IGNORED_OPTIONS = frozenset(
@@ -96,9 +97,8 @@ def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> 
     if isinstance(value, bool):
         raise BadRequest(f"option '{key}' must be a number")
     if type_name == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
+        value = as_int(value)
+        if value is None:
             raise BadRequest(f"option '{key}' must be an integer")
     else:
         if not isinstance(value, int | float) or not math.isfinite(value):

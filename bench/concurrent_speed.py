@@ -27,6 +27,7 @@ from generate_speed import (
     server_pieces,
     start_forge,
     start_llama_server,
+    stop,
 )
 
 SLOTS = 4
@@ -103,9 +104,7 @@ def main() -> None:
         errors = httpx.get(forge_url + "/api/ps").status_code
         assert errors == 200
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
+        stop(*procs)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate_speed import bench_store, start_forge
+from generate_speed import bench_store, start_forge, stop
 
 THREADS = 2
 WORDS = [
@@ -172,9 +172,7 @@ def main() -> None:
             f"batching on {on_rate:.0f}/s, off {off_rate:.0f}/s, {on_rate / off_rate:.2f}x"
         )
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
+        stop(*procs)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,13 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> No
     raise RuntimeError(f"{url} did not come up")
 
 
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """Terminate the servers a benchmark started, and wait for them."""
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def bench_store() -> Path:
     return Path(os.environ.get("FERROUSFORGE_BENCH_STORE", Path(tempfile.gettempdir()) / "ff-bench-store"))
 
@@ -226,9 +233,7 @@ def main() -> None:
                 results[name].append(measure(fn(url, texts.pop())))
         report(results)
     finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
+        stop(*procs)
 
 
 def report(results: dict[str, list[tuple[float, float, int]]]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate_speed import bench_store, start_forge
+from generate_speed import bench_store, start_forge, stop
 
 BODY = {"model": "gemma3:270m", "prompt": "Say hi.", "stream": False, "options": {"num_predict": 8}}
 
@@ -84,8 +84,7 @@ def main() -> None:
         ok = set(codes) <= {200, 503} and httpx.get(url + "/api/version").status_code == 200
         print("only 200/503 and healthy after:", ok)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
 
 
 if __name__ == "__main__":

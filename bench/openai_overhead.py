@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from generate_speed import CLIENT, NEW_TOKENS, TEXT, THREADS, bench_store, measure, start_forge
+from generate_speed import CLIENT, NEW_TOKENS, TEXT, THREADS, bench_store, measure, start_forge, stop
 
 MODEL = "gemma3:270m"
 
@@ -86,8 +86,7 @@ def main() -> None:
             ratios = f"{tps / base_tps:.3f}x | {ttft / base_ttft:.3f}x"
             print(f"| {name} | {tps:.1f} | {ttft * 1000:.0f} ms | {ratios} |")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 if __name__ == "__main__":

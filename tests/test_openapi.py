@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from jsonschema import Draft202012Validator
 from schemathesis.checks import positive_data_acceptance
 from starlette.routing import Mount, Route
-from test_embeddings import tiny_bert
 
 from ferrousforge_host.openapi.document import document
 
 from conftest import Host, start_host
+from test_embeddings import tiny_bert
 from tinymodel import write_tiny_llama
 
 UNDOCUMENTED = {"/ui"}  # a redirect to the demo site

@@ -76,8 +76,10 @@ def test_name_parser_never_yields_a_path_escape(text: str) -> None:
 
 def test_options_parse_and_ranges() -> None:
     base = Options.parse({"temperature": 0.5, "stop": ["<end>"]})
-    opts = Options.parse({"num_predict": 5, "top_k": 10.0, "stop": "x", "num_gpu": 99}, base)
+    opts = Options.parse({"num_predict": 5, "top_k": 10.0, "stop": "x", "main_gpu": 1, "num_gpu": 0}, base)
     assert (opts.temperature, opts.num_predict, opts.top_k, opts.stop) == (0.5, 5, 10, ("x",))
+    assert opts.num_gpu == 0
+    assert Options().num_gpu == -1 and Options(num_gpu=0).load_key() != Options().load_key()  # reloads
     for bad in (
         {"temperature": True},
         {"top_k": 1.5},

@@ -59,11 +59,22 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
+def q4k_blocks(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Random Q4_K weights as raw blocks (per 256 values: f16 scale and min, 12 bytes of sub-block
+    scales, 128 bytes of nibbles), small enough that activations stay finite."""
+    blocks = rng.integers(0, 256, size=(rows, cols // 256, 144), dtype=np.uint8)
+    blocks[:, :, 0:2] = np.frombuffer(np.float16(0.002).tobytes(), np.uint8)
+    blocks[:, :, 2:4] = np.frombuffer(np.float16(0.001).tobytes(), np.uint8)
+    return blocks.reshape(rows, -1)
+
+
 def write_tiny_llama(
-    path: Path, seed: int = 0, chat_template: str | None = CHATML, n_ctx: int = 2048
+    path: Path, seed: int = 0, chat_template: str | None = CHATML, n_ctx: int = 2048, q4k: bool = False
 ) -> Path:
+    """The tiny model; ``q4k``: wider (256) with Q4_K attention and feed-forward weights, the shapes
+    that take llama.cpp's quantized matrix kernels (AMX, repacking) as a real Q4_K_M model does."""
     rng = np.random.default_rng(seed)
-    n_embd, n_ff, n_head, n_head_kv, n_layer = 64, 128, 4, 2, 2
+    n_embd, n_ff, n_head, n_head_kv, n_layer = (256, 512, 4, 4, 1) if q4k else (64, 128, 4, 2, 2)
     head_dim = n_embd // n_head
     tokens, scores, types = vocabulary()
     n_vocab = len(tokens)
@@ -79,7 +90,7 @@ def write_tiny_llama(
     w.add_head_count_kv(n_head_kv)
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(0)
+    w.add_file_type(15 if q4k else 0)  # 15: mostly Q4_K_M
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -93,7 +104,10 @@ def write_tiny_llama(
         w.add_chat_template(chat_template)
 
     def t(name: str, *shape: int, scale: float = 0.2) -> None:
-        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        if q4k and not name.startswith("token_embd"):
+            w.add_tensor(name, q4k_blocks(rng, *shape), raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+        else:
+            w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
 
     t("token_embd.weight", n_vocab, n_embd, scale=1.0)
     w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))

@@ -87,12 +87,15 @@ async function send(event) {
   }
 }
 
+const PREFERRED_CHAT = ['smollm2:135m', 'gemma3:270m']; // instruction-tuned first: it answers, a base model rambles
+
 async function listModels() {
   const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
   const tags = await (await fetch('/api/tags', { headers })).json();
   const names = tags.models.filter((m) => m.details.format === 'gguf').map((m) => m.name);
   if (!names.length) return;
-  $('chat-model').replaceChildren(...names.map((n) => new Option(n, n, n === 'gemma3:270m', n === 'gemma3:270m')));
+  const chosen = PREFERRED_CHAT.find((n) => names.includes(n)) ?? names[0];
+  $('chat-model').replaceChildren(...names.map((n) => new Option(n, n, n === chosen, n === chosen)));
 }
 
 addEventListener('forge-download', ({ detail }) => {

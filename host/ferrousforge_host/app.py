@@ -82,6 +82,7 @@ def create_app(settings: Settings) -> Starlette:
         max_memory=settings.max_memory or default_memory_budget(),
         max_loaded=settings.max_loaded_models,
         max_queue=settings.max_queue,
+        runners=bool(settings.runners),
     )
 
     @asynccontextmanager

@@ -1,4 +1,4 @@
-"""The ``ferrousforge`` command: serve, run, pull, list, show, ps, rm, cp, create, stop."""
+"""The ``ferrousforge`` command: serve, run, pull, list, show, ps, info, rm, cp, create, stop."""
 
 from __future__ import annotations
 
@@ -125,13 +125,51 @@ def list_(host: HostOption = None) -> None:
 @app.command()
 def ps(host: HostOption = None) -> None:
     """List loaded models."""
-    table = Table("NAME", "ID", "SIZE", "CONTEXT", "UNTIL", box=None)
+    table = Table("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", box=None)
     for m in client(host).ps()["models"]:
         until = "forever" if m["expires_at"].startswith("0001") else m["expires_at"][:19].replace("T", " ")
         table.add_row(
-            m["name"], m["digest"][:12], _size(m["size"]), str(m.get("context_length") or ""), until
+            m["name"],
+            m["digest"][:12],
+            _size(m["size"]),
+            processor(m["size"], m.get("size_vram") or 0),
+            str(m.get("context_length") or ""),
+            until,
         )
     out.print(table)
+
+
+def processor(size: int, size_vram: int) -> str:
+    """Where a loaded model lives, as Ollama shows it: "100% CPU", "100% GPU", "48%/52% CPU/GPU"."""
+    if size_vram <= 0 or size <= 0:
+        return "100% CPU"
+    if size_vram >= size:
+        return "100% GPU"
+    gpu = round(100 * size_vram / size)
+    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+
+
+@app.command()
+def info(host: HostOption = None) -> None:
+    """Show the CPU, GPUs and engine builds, and what each loaded model runs on."""
+    report = client(host).info()
+    c = report["cpu"]
+    out.print(f"CPU  {c['model']} ({c['arch']}, {c['cores']} cores): {' '.join(c['instruction_sets'])}")
+    for g in report["gpus"] or [{"api": "-", "name": "no GPU found"}]:
+        facts = [g["api"], *([f"driver {g['driver']}"] if g.get("driver") else [])]
+        if g.get("total_memory"):
+            facts.append(f"{_size(g['free_memory'] or 0)} free of {_size(g['total_memory'])}")
+        out.print(f"GPU  {g['name']} ({', '.join(facts)})")
+    table = Table("ENGINE", "BUILD", "RUNS ON", "DETAILS", box=None)
+    for e in report["engines"]:
+        details = " ".join(e.get("cpu_features") or e.get("providers") or [])
+        table.add_row(e["package"], str(e.get("flavour") or ""), e["runs_on"], details)
+    out.print(table)
+    if report["models"]:
+        loaded = Table("MODEL", "ENGINE", "ACCELERATOR", box=None)
+        for m in report["models"]:
+            loaded.add_row(m["name"], m["engine"], m["accelerator"])
+        out.print(loaded)
 
 
 @app.command()

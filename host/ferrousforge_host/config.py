@@ -40,6 +40,7 @@ class Settings:
         ""  # the browser runtime bundle at /ui/runtime/ ("": build/runtime, from wasm/build.py)
     )
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
+    runners: int = 1  # 1: each loaded native model in a runner process of its own; 0: in the server
 
     @property
     def bind(self) -> tuple[str, int]:

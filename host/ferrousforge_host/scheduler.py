@@ -1,5 +1,8 @@
 """Loads models on first use, keeps them for keep_alive, and unloads them when they expire.
 
+Native engines run in runner processes (``ferrousforge_host.runner``); a runner that died is noticed
+at the model's next request, which loads it afresh.
+
 Requests to one model run one at a time, in arrival order (its Mold's single worker); different
 models run side by side. A request whose load-time options (num_ctx, num_batch, num_thread) differ
 from the loaded instance reloads the model, as Ollama does.
@@ -22,6 +25,7 @@ from ferrousforge.manifest import PARAMS, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
+from ferrousforge_host.runner import isolated
 from ferrousforge_host.store import BlobStore
 
 
@@ -50,8 +54,10 @@ class Scheduler:
         max_memory: int | None = None,
         max_loaded: int = 3,
         max_queue: int = 512,
+        runners: bool = True,
     ) -> None:
         self.store = store
+        self.runners_enabled = runners
         self.batching = batching
         self.max_memory = max_memory or default_memory_budget()
         self.max_loaded = max_loaded
@@ -122,13 +128,16 @@ class Scheduler:
             spec, manifest = self.spec(name)
             digest = manifest.model_layer.digest if manifest.model_layer else ""
             runner = self.runners.get(name)
-            if runner and (runner.digest != digest or runner.load_key != options.load_key()):
+            stale = runner and (runner.digest != digest or runner.load_key != options.load_key())
+            if runner and (stale or not runner.mold.is_loaded()):  # changed, or its runner died
                 await self._wait_idle(runner)
                 await self._unload(runner)
                 runner = None
             if runner is None:
                 started = time.perf_counter_ns()
                 cls = resolve_mold(spec)
+                if cls.native and self.runners_enabled:
+                    cls = isolated(cls)
                 need = cls.estimate_bytes(spec, options)
                 async with self._load_lock:  # one load at a time: room is made for it, then it is taken
                     await self._make_room(name, need)

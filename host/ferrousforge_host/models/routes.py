@@ -55,6 +55,10 @@ async def ps(request: Request) -> Response:
     return JSONResponse(service(request).ps())
 
 
+async def info(request: Request) -> Response:
+    return JSONResponse(await service(request).info())
+
+
 async def pull(request: Request) -> Response:
     body = require_object(await read_json(request))
     name = _name(body, "model", "name")
@@ -96,6 +100,7 @@ routes = [
     Route("/api/delete", delete, methods=["DELETE", "POST"]),
     Route("/api/copy", copy, methods=["POST"]),
     Route("/api/ps", ps, methods=["GET"]),
+    Route("/api/info", info, methods=["GET"]),
     Route("/api/pull", pull, methods=["POST"]),
     Route("/api/create", create, methods=["POST"]),
     Route("/api/blobs/{digest}", blob, methods=["HEAD", "POST"]),

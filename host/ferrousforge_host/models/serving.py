@@ -16,6 +16,7 @@ from ferrousforge.mold import ModelSpec
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge.protocol.fields import field, require_object
+from ferrousforge_host import accelerators
 from ferrousforge_host.generate.serving import capabilities
 from ferrousforge_host.http import Chunk, iso
 from ferrousforge_host.models.importer import import_gguf
@@ -106,6 +107,7 @@ class ModelService:
             except Exception:
                 continue
             config = self._config(stored.manifest)
+            facts = runner.mold.metadata()
             models.append(
                 {
                     "name": runner.name.display,
@@ -114,11 +116,26 @@ class ModelService:
                     "digest": hashlib.sha256(stored.manifest.to_bytes()).hexdigest(),
                     "details": details(config),
                     "expires_at": iso(runner.expires_at) if runner.expires_at else "0001-01-01T00:00:00Z",
-                    "size_vram": 0,
-                    "context_length": runner.mold.metadata().get("n_ctx"),
+                    "size_vram": facts.get("size_vram", 0),
+                    "context_length": facts.get("n_ctx"),
                 }
             )
         return {"models": models}
+
+    async def info(self) -> dict[str, Any]:
+        """The machine's accelerators, the engine builds, and what each loaded model runs on."""
+        report = await asyncio.to_thread(accelerators.report)
+        report["models"] = [
+            {
+                "name": runner.name.display,
+                "engine": facts.get("engine", ""),
+                "accelerator": facts.get("accelerator", "cpu"),
+                **({"runner_pid": facts["runner_pid"]} if "runner_pid" in facts else {}),
+            }
+            for runner in self.scheduler.loaded()
+            if (facts := runner.mold.metadata())
+        ]
+        return report
 
     async def create(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Ollama's /api/create: from an existing model, or from uploaded GGUF blobs (``files``)."""

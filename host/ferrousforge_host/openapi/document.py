@@ -96,6 +96,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                 "responses": {"200": _json(ref("Version"))},
             }
         },
+        "/api/info": {
+            "get": {
+                "summary": "The CPU, GPUs and engine builds, and what each loaded model runs on",
+                "tags": ["server"],
+                "responses": {"200": _json(ref("Info"))},
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",

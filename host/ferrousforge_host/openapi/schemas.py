@@ -88,6 +88,11 @@ KEEP_ALIVE: Schema = {
 }
 FORMAT: Schema = {"anyOf": [{"enum": ["", "json"]}, ANY_OBJECT], "description": '"json" or a JSON schema'}
 DONE_REASON: Schema = {"enum": ["stop", "length", "load", "unload"]}
+ACCELERATOR: Schema = {
+    "type": "string",
+    "examples": ["cpu", "cuda"],
+    "description": "what computed the answer on the host: cpu, cuda, vulkan or metal",
+}
 TIMINGS: Schema = {
     "total_duration": NANOSECONDS,
     "load_duration": NANOSECONDS,
@@ -95,6 +100,7 @@ TIMINGS: Schema = {
     "prompt_eval_duration": NANOSECONDS,
     "eval_count": INT,
     "eval_duration": NANOSECONDS,
+    "accelerator": ACCELERATOR,
 }
 COMMON_GENERATION: Schema = {
     "model": MODEL_NAME,
@@ -297,6 +303,33 @@ COMPONENTS: dict[str, Schema] = {
         capabilities=array({"enum": ["completion", "tools", "embedding", "rerank", "insert", "vision"]}),
         modified_at=STRING,
     ),
+    "Info": obj(
+        ("cpu", "gpus", "engines", "models"),
+        cpu=obj(
+            ("model", "arch", "cores", "instruction_sets"),
+            model=STRING,
+            arch=STRING,
+            cores=INT,
+            instruction_sets=array(STRING),
+        ),
+        gpus=array(
+            obj(("api", "name"), api={"enum": ["cuda", "vulkan", "metal"]}, name=STRING, driver=STRING)
+            | {"description": "total_memory and free_memory in bytes where the driver tells them"}
+        ),
+        engines=array(
+            obj(
+                ("engine", "package", "gpu_offload", "runs_on"),
+                engine=STRING,
+                package=STRING,
+                flavour=nullable(STRING),
+                gpu_offload={"type": "boolean"},
+                runs_on=ACCELERATOR,
+            )
+        ),
+        models=array(
+            obj(("name", "engine", "accelerator"), name=STRING, engine=STRING, accelerator=ACCELERATOR)
+        ),
+    ),
     "Running": obj(
         ("models",),
         models=array(
@@ -329,6 +362,7 @@ COMPONENTS: dict[str, Schema] = {
         total_duration=NANOSECONDS,
         load_duration=NANOSECONDS,
         prompt_eval_count=INT,
+        accelerator=ACCELERATOR,
     ),
     "LegacyEmbeddingRequest": obj(
         ("model", "prompt"),

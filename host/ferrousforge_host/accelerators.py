@@ -1,0 +1,147 @@
+"""What this machine computes with: the CPU, its GPUs, and which engine build runs on which.
+
+GPUs are found with the vendors' own tools when present (``nvidia-smi`` for CUDA, ``vulkaninfo`` for
+Vulkan); macOS reports its Metal GPU. The llama.cpp build flavour is the record setup wrote beside the
+environment (``scripts/llama_build.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+BUILD_RECORD = Path(sys.prefix) / "ferrousforge-llama-build.json"
+# instruction sets worth naming (x86 and Arm names as /proc/cpuinfo gives them)
+ISA = re.compile(r"^(sse4_2|avx.*|fma|f16c|bmi2|amx.*|asimd.*|sve\d?|sme\d?|i8mm|bf16|dotprod|fphp)$")
+
+
+def _run(*cmd: str) -> str:
+    if shutil.which(cmd[0]) is None:
+        return ""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+@cache
+def cpu() -> dict[str, Any]:
+    model, flags = platform.processor() or platform.machine(), list[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "Model") and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = sorted(f for f in value.split() if ISA.match(f))
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "arch": platform.machine(), "cores": cores, "instruction_sets": flags}
+
+
+def nvidia_gpus() -> list[dict[str, Any]]:
+    query = "index,name,driver_version,memory.total,memory.free"
+    out = _run("nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits")
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 5 and parts[3].isdigit():
+            gpus.append(
+                {
+                    "api": "cuda",
+                    "index": int(parts[0]),
+                    "name": parts[1],
+                    "driver": parts[2],
+                    "total_memory": int(parts[3]) << 20,
+                    "free_memory": int(parts[4]) << 20 if parts[4].isdigit() else None,
+                }
+            )
+    return gpus
+
+
+def vulkan_gpus() -> list[dict[str, Any]]:
+    gpus: list[dict[str, Any]] = []
+    for block in _run("vulkaninfo", "--summary").split("GPU")[1:]:
+        name = re.search(r"deviceName\s*=\s*(.+)", block)
+        kind = re.search(r"deviceType\s*=\s*(\S+)", block)
+        driver = re.search(r"driverInfo\s*=\s*(.+)", block)
+        if name:
+            gpus.append(
+                {
+                    "api": "vulkan",
+                    "name": name.group(1).strip(),
+                    "driver": driver.group(1).strip() if driver else "",
+                    "software": bool(kind and "CPU" in kind.group(1)),
+                }
+            )
+    return gpus
+
+
+def gpus() -> list[dict[str, Any]]:
+    found = nvidia_gpus() + vulkan_gpus()
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        found.append({"api": "metal", "name": "Apple GPU", "unified_memory": True})
+    return found
+
+
+def free_gpu_memory() -> int | None:
+    """Free memory of the first CUDA GPU, for deciding how many layers fit (None: no CUDA GPU)."""
+    cuda = nvidia_gpus()
+    return cuda[0]["free_memory"] if cuda else None
+
+
+def llama_build() -> dict[str, Any]:
+    """The llama.cpp build: flavour and flags from setup's record, features from llama.cpp itself."""
+    import llama_cpp
+
+    try:
+        record = json.loads(BUILD_RECORD.read_text())
+    except (OSError, ValueError):
+        record = {"flavour": "unknown (not built by setup)"}
+    system = llama_cpp.llama_print_system_info().decode()
+    features = {}
+    for part in system.split("|"):
+        key, _, value = part.partition("=")
+        if value.strip():
+            features[key.split(":")[-1].strip()] = value.strip()
+    backends = sorted({m.strip() for m in re.findall(r"(\w+) :", system)} - {"CPU"})
+    return {
+        "engine": "llama.cpp",
+        "package": f"llama-cpp-python {llama_cpp.__version__}",
+        "flavour": record.get("flavour"),
+        "cmake_args": record.get("cmake_args", []),
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "backends": ["CPU", *backends],
+        "cpu_features": sorted(k for k, v in features.items() if v == "1"),
+    }
+
+
+def onnx_build() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    providers = ort.get_available_providers()
+    return {
+        "engine": "onnxruntime",
+        "package": f"onnxruntime {ort.__version__}",
+        "providers": providers,
+        "gpu_offload": "CUDAExecutionProvider" in providers,
+    }
+
+
+def report() -> dict[str, Any]:
+    """Everything ``ferrousforge info`` and ``GET /api/info`` show."""
+    found = gpus()
+    llama, onnx = llama_build(), onnx_build()
+    llama["runs_on"] = llama["backends"][-1].lower() if llama["gpu_offload"] else "cpu"
+    onnx["runs_on"] = "cuda" if onnx["gpu_offload"] and any(g["api"] == "cuda" for g in found) else "cpu"
+    return {"cpu": cpu(), "gpus": found, "engines": [llama, onnx]}

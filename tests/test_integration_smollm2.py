@@ -1,0 +1,41 @@
+"""The default chat model, smollm2:135m (SmolLM2-135M-Instruct, from its Python package), answers
+instructions through the official ``ollama`` client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import ollama
+import pytest
+
+from conftest import Host, start_host
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def smol_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    for h in start_host(Path(tmp_path_factory.mktemp("smol-store"))):
+        with h.client(timeout=300) as c:
+            r = c.post("/api/pull", json={"model": "smollm2:135m", "stream": False})
+            assert r.status_code == 200, r.text
+        yield h
+
+
+def test_smollm2_answers_the_capital_of_france(smol_host: Host) -> None:
+    client = ollama.Client(host=smol_host.url)
+    question = "What is the capital of France? Answer in one word."
+    messages = [{"role": "user", "content": question}]
+    reply = client.chat("smollm2:135m", messages=messages, options={"temperature": 0})
+    assert "Paris" in reply.message.content
+    assert reply.done_reason == "stop" and reply.eval_count and reply.eval_count < 40
+
+
+def test_smollm2_is_listed_with_its_chat_template(smol_host: Host) -> None:
+    client = ollama.Client(host=smol_host.url)
+    shown = client.show("smollm2:135m")
+    assert "<|im_start|>" in (shown.template or "")
+    assert shown.details.family == "llama" and shown.details.quantization_level == "Q4_1"
+    listed = {m.model: m for m in client.list().models}
+    assert listed["smollm2:135m"].size > 98_362_432  # the GGUF and its small layers (template, params)

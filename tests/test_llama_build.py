@@ -1,0 +1,114 @@
+"""The llama.cpp build setup makes: flavour choice, cache keying, the Q4_K smoke check and the fall
+back to the safe flavour when a build dies by a signal (scripts/llama_build.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import pytest
+
+from tinymodel import write_tiny_llama
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import llama_build as build
+
+FLAGS = ["avx", "avx2", "avx512f", "avx512_vnni", "f16c", "fma", "sse4_2"]
+XEON = sorted([*FLAGS, "amx_bf16", "amx_int8", "amx_tile", "avx512_fp16"])
+DIES_BY_SIGILL = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"]
+
+
+def fake_build(entry: build.Entry, version: str, flavour: str, flags: list[str]) -> None:
+    entry.folder.mkdir(parents=True)
+    (entry.folder / f"llama_cpp_python-{version}-py3-none-linux_x86_64.whl").write_bytes(b"wheel")
+    info = {"version": version, "flavour": flavour, "cpu_flags": flags}
+    (entry.folder / "build.json").write_text(json.dumps(info))
+
+
+def test_the_smoke_model_has_q4_k_weights_in_the_shapes_amx_takes(tmp_path: Path) -> None:
+    reader = gguf.GGUFReader(write_tiny_llama(tmp_path / "q.gguf", q4k=True))
+    q4k = [t for t in reader.tensors if t.tensor_type == gguf.GGMLQuantizationType.Q4_K]
+    assert {t.name for t in q4k} >= {"blk.0.attn_q.weight", "blk.0.ffn_down.weight"}
+    assert all(t.shape[0] % 256 == 0 and t.shape[1] % 32 == 0 for t in q4k)
+
+
+def test_the_installed_build_passes_the_smoke_check() -> None:
+    result, detail = build.smoke(sys.executable)
+    assert result == "ok", detail
+    assert "tokens from a Q4_K model" in detail and "CPU :" in detail
+
+
+def test_a_build_that_dies_by_a_signal_is_reported_as_crashed() -> None:
+    assert build.smoke(sys.executable, DIES_BY_SIGILL) == ("crashed", "SIGILL (Illegal instruction)")
+    failed = build.smoke(sys.executable, [sys.executable, "-c", "raise SystemExit('no llama here')"])
+    assert failed == ("failed", "no llama here")
+
+
+def test_the_cache_is_keyed_by_flavour_and_cpu_flags(tmp_path: Path) -> None:
+    native = build.entry_for(tmp_path, "0.3.36", "native", FLAGS)
+    assert native.folder != build.entry_for(tmp_path, "0.3.36", "safe", FLAGS).folder
+    assert native.folder != build.entry_for(tmp_path, "0.3.36", "native", XEON).folder
+    fake_build(native, "0.3.36", "native", FLAGS)
+    assert build.usable(native, "0.3.36", "native", FLAGS)
+    # a folder copied from elsewhere or renamed is not trusted by its name: its record must agree
+    assert not build.usable(native, "0.3.36", "native", XEON)
+    assert not build.usable(native, "0.3.36", "safe", FLAGS)
+    assert not build.usable(native, "0.3.37", "native", FLAGS)
+    native.record(smoke="crashed")
+    assert not build.usable(native, "0.3.36", "native", FLAGS)
+
+
+def test_amx_cpus_get_the_safe_flavour_and_no_build_asks_for_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
+    monkeypatch.setattr(build, "has_cuda_gpu", lambda: False)
+    assert build.choose_flavour("auto", XEON)[0] == "safe"
+    assert build.choose_flavour("auto", FLAGS)[0] == "native"
+    assert build.choose_flavour("native", XEON)[0] == "native"  # asked for: the smoke check decides
+    args = build.cmake_args("safe", XEON)
+    assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AVX512=ON" in args and "-DGGML_AVX512_VNNI=ON" in args
+    assert not [a for a in args if "AMX" in a and a.endswith("=ON")]
+    assert "-DGGML_AVX512=OFF" in build.cmake_args("safe", ["avx", "avx2", "fma", "f16c"])
+    cuda = build.cmake_args("cuda", XEON)
+    assert "-DGGML_CUDA=ON" in cuda and "-DGGML_AMX_INT8=OFF" in cuda
+    monkeypatch.setenv("FERROUSFORGE_GPU", "cuda")
+    assert build.choose_flavour("auto", FLAGS)[0] == "cuda"
+
+
+def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = build.cpu_flags()
+    built: list[str] = []
+    installed: list[Path] = []
+
+    def build_wheel(entry: build.Entry, flavour: str) -> None:
+        built.append(flavour)
+        fake_build(entry, "0.3.36", flavour, flags)
+
+    def prove() -> tuple[str, str]:
+        native = installed[-1].parent.name.split("-")[1] == "native"
+        runs = [sys.executable, "-c", "print('ok')"]
+        return build.smoke(sys.executable, DIES_BY_SIGILL if native else runs)
+
+    entry = build.install_proven(tmp_path, "0.3.36", "native", build_wheel, installed.append, prove)
+    assert built == ["native", "safe"] and entry.info["flavour"] == "safe" and entry.info["smoke"] == "ok"
+    native = build.entry_for(tmp_path, "0.3.36", "native", flags)
+    assert native.info["smoke"] == "crashed"
+    assert "native build died by SIGILL (Illegal instruction) in a Q4_K generation; building safe" in (
+        capsys.readouterr().err
+    )
+    # the next setup reuses the proven safe wheel without building anything
+    built.clear()
+    again = build.install_proven(tmp_path, "0.3.36", "safe", build_wheel, installed.append, prove)
+    assert built == [] and again.folder == entry.folder
+
+
+def test_the_build_script_refuses_an_unknown_flavour(tmp_path: Path) -> None:
+    script = Path(build.__file__)
+    cmd = [sys.executable, str(script), "--wheels", str(tmp_path), "--version", "0", "--flavour", "turbo"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--flavour must be auto or one of native, safe" in proc.stderr

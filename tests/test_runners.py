@@ -1,0 +1,123 @@
+"""Runner processes: a native engine that dies (a signal mid-stream, the OOM killer) takes only its own
+requests with it; the server, the other models and the next request to the same model go on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ferrousforge.names import ModelName
+from ferrousforge_host.runner import exit_cause
+
+from conftest import Host, start_host
+from test_embeddings import tiny_bert
+
+LONG = {"num_predict": 1500, "temperature": 0.8}
+
+
+@pytest.fixture
+def two_models(tmp_path: Path, tiny_gguf: Path, tiny_gguf_plain: Path) -> Iterator[Host]:
+    for h in start_host(tmp_path / "store"):
+        h.pull_file("tiny", tiny_gguf)
+        h.pull_file("other", tiny_gguf_plain)
+        yield h
+
+
+def runner_pid(host: Host, name: str) -> int:
+    runner = host.app.state.scheduler.runners[ModelName.parse(name)]  # type: ignore[attr-defined]
+    return int(runner.mold.runner.pid)
+
+
+def generate(c: httpx.Client, model: str, **options: object) -> httpx.Response:
+    body = {"model": model, "prompt": "the cat", "stream": False, "options": {"num_predict": 8, **options}}
+    return c.post("/api/generate", json=body)
+
+
+def test_exit_causes_read_as_ollama_words_them() -> None:
+    assert exit_cause(-signal.SIGILL) == "signal: illegal instruction"
+    assert exit_cause(-signal.SIGKILL) == "signal: killed"
+    assert exit_cause(-signal.SIGSEGV) == "signal: segmentation fault"
+    assert exit_cause(-signal.SIGABRT) == "signal: aborted"
+    assert exit_cause(3) == "exit status 3"
+
+
+def test_each_model_runs_in_a_process_of_its_own(two_models: Host) -> None:
+    with two_models.client() as c:
+        assert generate(c, "tiny").status_code == 200
+        assert generate(c, "other").status_code == 200
+    pids = {runner_pid(two_models, "tiny"), runner_pid(two_models, "other")}
+    assert len(pids) == 2 and os.getpid() not in pids
+    for pid in pids:
+        os.kill(pid, 0)  # alive
+
+
+@pytest.mark.parametrize(
+    ("sig", "words"), [(signal.SIGILL, "illegal instruction"), (signal.SIGKILL, "killed")]
+)
+def test_a_runner_killed_mid_stream_ends_that_stream_only(two_models: Host, sig: int, words: str) -> None:
+    with two_models.client() as c:
+        assert generate(c, "other").status_code == 200
+        other_pid = runner_pid(two_models, "other")
+        lines: list[dict[str, object]] = []
+        with c.stream("POST", "/api/generate", json={"model": "tiny", "prompt": "the", "options": LONG}) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                lines.append(json.loads(line))
+                if len(lines) == 3:
+                    os.kill(runner_pid(two_models, "tiny"), sig)
+        assert len(lines) > 3 and all(not x.get("done") for x in lines)
+        assert lines[-1] == {"error": f"llama.cpp runner process has terminated: signal: {words}"}
+        assert c.get("/api/version").status_code == 200
+        assert generate(c, "other").status_code == 200
+        assert runner_pid(two_models, "other") == other_pid  # untouched
+        again = generate(c, "tiny")
+        assert again.status_code == 200 and again.json()["eval_count"] == 8  # loaded afresh
+
+
+def test_a_dead_runner_answers_500_to_a_waiting_request(two_models: Host) -> None:
+    with two_models.client() as c:
+        assert generate(c, "tiny").status_code == 200
+        runner = two_models.app.state.scheduler.runners[ModelName.parse("tiny")]  # type: ignore[attr-defined]
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(generate, c, "tiny", **LONG)
+            deadline = time.monotonic() + 10
+            while not runner.active and time.monotonic() < deadline:
+                time.sleep(0.001)
+            os.kill(runner.mold.runner.pid, signal.SIGABRT)
+            r = waiting.result()
+        assert r.status_code == 500
+        assert r.json() == {"error": "llama.cpp runner process has terminated: signal: aborted"}
+        assert generate(c, "tiny").status_code == 200
+
+
+def test_an_embedding_runner_that_dies_is_replaced(tmp_path: Path) -> None:
+    folder = tiny_bert(tmp_path / "bert")
+    for h in start_host(tmp_path / "store"):
+        with h.client() as c:
+            r = c.post("/api/pull", json={"model": "bert", "source": str(folder), "stream": False})
+            assert r.status_code == 200, r.text
+            first = c.post("/api/embed", json={"model": "bert", "input": ["hello world"]})
+            assert first.status_code == 200
+            runner = h.app.state.scheduler.runners[ModelName.parse("bert")]  # type: ignore[attr-defined]
+            os.kill(runner.mold.runner.pid, signal.SIGKILL)
+            runner.mold.runner.proc.wait(10)  # the OOM killer's work is done before the next request
+            again = c.post("/api/embed", json={"model": "bert", "input": ["hello world"]})
+            assert again.status_code == 200, again.text
+            assert again.json()["embeddings"] == first.json()["embeddings"]
+
+
+def test_runners_can_be_turned_off(tmp_path: Path, tiny_gguf: Path) -> None:
+    for h in start_host(tmp_path / "store", runners=0):
+        h.pull_file("tiny", tiny_gguf)
+        with h.client() as c:
+            assert generate(c, "tiny").status_code == 200
+        runner = h.app.state.scheduler.runners[ModelName.parse("tiny")]  # type: ignore[attr-defined]
+        assert not hasattr(runner.mold, "runner")

@@ -74,11 +74,12 @@ def bench_store() -> Path:
 
 
 def start_forge(
-    store: Path, pull: str | None = "gemma3:270m", **settings: object
+    store: Path, pull: str | None = "gemma3:270m", extra_env: dict[str, str] | None = None, **settings: object
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``ferrousforge serve`` from this environment on a free port; ``settings`` become FERROUSFORGE_*."""
     port = free_port()
     env = {**os.environ, "FERROUSFORGE_MODELS": str(store), "FERROUSFORGE_NUM_THREAD": str(THREADS)}
+    env.update(extra_env or {})
     env.update({f"FERROUSFORGE_{k.upper()}": str(v) for k, v in settings.items()})
     command = [str(Path(sys.executable).parent / "ferrousforge"), "serve", "--host", f"127.0.0.1:{port}"]
     proc = subprocess.Popen(command + (["--pull", pull] if pull else []), env=env, stderr=subprocess.DEVNULL)

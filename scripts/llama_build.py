@@ -148,8 +148,14 @@ def usable(entry: Entry, version: str, flavour: str, flags: list[str]) -> bool:
     )
 
 
+NEEDS = {"cuda": ("nvcc", "the CUDA toolkit"), "vulkan": ("glslc", "Debian's glslc and libvulkan-dev")}
+
+
 def build(entry: Entry, pip: list[str], version: str, flavour: str, flags: list[str]) -> None:
     args = cmake_args(flavour, flags)
+    tool, package = NEEDS.get(flavour, ("", ""))
+    if tool and shutil.which(tool) is None:
+        raise SystemExit(f"a {flavour} build of llama.cpp needs {tool}: install {package}")
     say(f"Building llama-cpp-python {version} ({flavour}) once; cached in {entry.folder}")
     entry.folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.folder.parent, prefix=".build-"))

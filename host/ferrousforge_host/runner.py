@@ -23,6 +23,7 @@ import functools
 import importlib
 import itertools
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -176,6 +177,13 @@ class RunnerProcess:
         self.conn.close()
 
 
+def _chunk(kind: str, value: Any) -> GenerationChunk | None:
+    """A stream's next reply: a chunk, None at its end, or its error raised."""
+    if kind == "err":
+        raise value
+    return None if kind == "end" else value
+
+
 @functools.cache
 def isolated(cls: type[Mold]) -> type[Mold]:
     """A subclass of the engine's Mold whose primitives run in a runner process."""
@@ -218,19 +226,12 @@ def isolated(cls: type[Mold]) -> type[Mold]:
             return self.runner
 
         def stream_sync(self, request: GenerationInput) -> Iterator[GenerationChunk]:
-            import queue
-
             out: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
             runner = self._remote()
             rid = runner.request(("stream", request), lambda kind, value: out.put((kind, value)))
             try:
-                while True:
-                    kind, value = out.get()
-                    if kind == "err":
-                        raise value
-                    if kind == "end":
-                        return
-                    yield value
+                while (chunk := _chunk(*out.get())) is not None:
+                    yield chunk
             finally:
                 runner.cancel(rid)
 
@@ -243,13 +244,8 @@ def isolated(cls: type[Mold]) -> type[Mold]:
                 lambda kind, value: loop.call_soon_threadsafe(out.put_nowait, (kind, value)),
             )
             try:
-                while True:
-                    kind, value = await out.get()
-                    if kind == "err":
-                        raise value
-                    if kind == "end":
-                        return
-                    yield value
+                while (chunk := _chunk(*await out.get())) is not None:
+                    yield chunk
             finally:
                 runner.cancel(rid)  # a client that went away frees its slot in the runner
 

@@ -146,7 +146,10 @@ class Scheduler:
                         mold.batching = self.batching
                     await mold.load()
                 load_ns = time.perf_counter_ns() - started
-                runner = Runner(name, digest, mold, options.load_key(), size=need)
+                # RAM is budgeted for what stayed off the GPU; GPU memory is taken as free at load
+                # (the engine offloads the layers that fit beside what other models hold there)
+                size = max(need - int(mold.metadata().get("size_vram", 0)), 0)
+                runner = Runner(name, digest, mold, options.load_key(), size=size)
                 self.runners[name] = runner
             runner.active += 1
             runner.idle.clear()

@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 CACHE ?= $(HOME)/.cache/ferrousforge
 LLAMA_CPP_PYTHON := 0.3.36
 
-SHARED_SOURCES := $(shell find shared -name '*.py')
+SHARED_SOURCES := $(shell find shared -name '*.py' -o -name '*.wgsl')
 
-.PHONY: setup web chromium run test lint unit browser bench clean
+.PHONY: setup web chromium vulkan run test lint unit browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ build/runtime/assets.json: node_modules/.installed $(VENV)/.installed wasm/build
 chromium:
 	bash scripts/chromium.sh
 
+vulkan:
+	bash scripts/vulkan.sh
+
 run: setup web
 	$(BIN)/ferrousforge serve --pull smollm2:135m --pull gemma3:270m --pull all-minilm --pull all-minilm:int8
 
@@ -47,14 +50,14 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint web chromium
+test: lint web chromium vulkan
 	$(BIN)/pytest
 	npx --no-install playwright test
 
 browser: web chromium
 	npx --no-install playwright test
 
-unit: setup
+unit: setup vulkan
 	$(BIN)/pytest -m "not integration"
 
 bench: setup

@@ -88,7 +88,7 @@ def build_wheel() -> Path:
     source = ROOT / "shared"
     entries: list[tuple[str, bytes]] = [
         (str(p.relative_to(source)), p.read_bytes())
-        for p in sorted(source.rglob("*.py"))
+        for p in sorted([*source.rglob("*.py"), *source.rglob("*.wgsl")])  # code and GPU kernels
         if "__pycache__" not in p.parts
     ]
     entries.append(

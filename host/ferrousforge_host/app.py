@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> Starlette:
         max_loaded=settings.max_loaded_models,
         max_queue=settings.max_queue,
         runners=bool(settings.runners),
+        engines=settings.engine,
     )
 
     @asynccontextmanager

@@ -41,6 +41,7 @@ class Settings:
     )
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
     runners: int = 1  # 1: each loaded native model in a runner process of its own; 0: in the server
+    engine: str = ""  # preferred engine: "wgpu", or per format "onnx=wgpu,gguf=llama.cpp" ("": auto)
 
     @property
     def bind(self) -> tuple[str, int]:

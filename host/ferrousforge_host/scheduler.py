@@ -16,11 +16,11 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferrousforge.embedding import BatchedMold
-from ferrousforge.errors import ForgeError, Unavailable
+from ferrousforge.errors import ForgeError, NotSupported, Unavailable
 from ferrousforge.manifest import PARAMS, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
@@ -34,7 +34,7 @@ class Runner:
     name: ModelName
     digest: str
     mold: Mold
-    load_key: tuple[int, ...]
+    load_key: tuple[object, ...]
     active: int = 0
     keep_alive: float | None = 300.0
     expires_at: float | None = None  # wall-clock seconds; None while busy or kept forever
@@ -55,9 +55,11 @@ class Scheduler:
         max_loaded: int = 3,
         max_queue: int = 512,
         runners: bool = True,
+        engines: str = "",
     ) -> None:
         self.store = store
         self.runners_enabled = runners
+        self.engines = parse_engines(engines)
         self.batching = batching
         self.max_memory = max_memory or default_memory_budget()
         self.max_loaded = max_loaded
@@ -100,7 +102,15 @@ class Scheduler:
         return spec, manifest
 
     def options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> Options:
-        return Options.parse(request_options, Options.parse(spec.parameters, self.base))
+        options = Options.parse(request_options, Options.parse(spec.parameters, self.base))
+        preferred = self.engines.get(spec.format) or self.engines.get("*")
+        if options.engine == "auto" and preferred:
+            try:  # the server's preference, where that engine runs this model
+                resolve_mold(spec, preferred)
+                options = replace(options, engine=preferred)
+            except NotSupported:
+                pass
+        return options
 
     @asynccontextmanager
     async def use(
@@ -135,7 +145,7 @@ class Scheduler:
                 runner = None
             if runner is None:
                 started = time.perf_counter_ns()
-                cls = resolve_mold(spec)
+                cls = resolve_mold(spec, options.engine)
                 if cls.native and self.runners_enabled:
                     cls = isolated(cls)
                 need = cls.estimate_bytes(spec, options)
@@ -233,6 +243,16 @@ class Scheduler:
 
     def loaded(self) -> list[Runner]:
         return sorted(self.runners.values(), key=lambda r: r.name.display)
+
+
+def parse_engines(text: str) -> dict[str, str]:
+    """``FERROUSFORGE_ENGINE``: "wgpu" (every format it runs) or "onnx=wgpu,gguf=llama.cpp" (per format)."""
+    engines: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fmt, _, engine = part.rpartition("=")
+        value = Options.parse({"engine": engine}).engine  # checks the name
+        engines[{"": "*", "onnxruntime": "onnx"}.get(fmt, fmt)] = value
+    return engines
 
 
 def default_memory_budget() -> int:

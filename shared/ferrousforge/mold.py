@@ -53,6 +53,7 @@ class Mold(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     engine: ClassVar[str] = ""
     native: ClassVar[bool] = False  # runs native code: the host runs it in a runner process of its own
+    auto: ClassVar[bool] = True  # chosen by engine "auto"; False: only when asked for by name
 
     def __init__(self, spec: ModelSpec, options: Options) -> None:
         self.spec = spec
@@ -146,10 +147,17 @@ def register_mold(cls: M) -> M:
     return cls
 
 
-def resolve_mold(spec: ModelSpec) -> type[Mold]:
-    """The registered Mold for a model's format and task (the latest registration wins)."""
+def resolve_mold(spec: ModelSpec, engine: str = "auto") -> type[Mold]:
+    """The registered Mold for a model's format and task: the one named ``engine``, or for "auto" the
+    latest registration that takes part in automatic choice."""
     task = spec.config.get("task", "generate")
-    for cls in reversed(_REGISTRY):
-        if spec.format in cls.formats and cls.task == task:
-            return cls
-    raise NotSupported(f"no engine is registered for {spec.format} models of task '{task}'")
+    found = [cls for cls in reversed(_REGISTRY) if spec.format in cls.formats and cls.task == task]
+    if not found:
+        raise NotSupported(f"no engine is registered for {spec.format} models of task '{task}'")
+    chosen = [cls for cls in found if (cls.auto if engine == "auto" else cls.engine == engine)]
+    if not chosen:
+        engines = ", ".join(sorted({cls.engine for cls in found}))
+        raise NotSupported(
+            f"engine '{engine}' does not run {spec.format} models of task '{task}' (has: {engines})"
+        )
+    return chosen[0]

@@ -28,7 +28,9 @@ IGNORED_OPTIONS = frozenset(
     }
 )
 # Options that shape the loaded model rather than one request: a change reloads it.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_parallel", "num_gpu")
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_parallel", "num_gpu", "engine")
+# engines a request may name; "onnx" is onnxruntime's short name
+ENGINES = ("auto", "llama.cpp", "onnxruntime", "onnx", "wgpu")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Options:
     num_parallel: int = field(default=1, metadata={"range": Range(1, 64)})  # requests decoded together
     # layers offloaded to the GPU; -1: as many as fit in its free memory, 0: CPU only
     num_gpu: int = field(default=-1, metadata={"range": Range(-1, 1024)})
+    engine: str = "auto"  # which engine runs the model (ENGINES); a change reloads it
 
     @classmethod
     def parse(cls, raw: object, base: Options | None = None) -> Options:
@@ -80,7 +83,7 @@ class Options:
             changes[key] = _coerce(key, value, spec.type, spec.metadata.get("range"))
         return replace(base, **changes)
 
-    def load_key(self) -> tuple[int, ...]:
+    def load_key(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in LOAD_OPTIONS)
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +98,10 @@ def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> 
         if len(items) > 16 or any(len(s) > 1000 for s in items):
             raise BadRequest(f"option '{key}' allows at most 16 strings of at most 1000 characters")
         return tuple(s for s in items if s)
+    if type_name == "str":
+        if value not in ENGINES:
+            raise BadRequest(f"option '{key}' must be one of {', '.join(ENGINES)}")
+        return "onnxruntime" if value == "onnx" else value
     if isinstance(value, bool):
         raise BadRequest(f"option '{key}' must be a number")
     if type_name == "int":

@@ -30,8 +30,7 @@ class OnnxSession:
     input_names: set[str]
 
     def open(self, model_path: str, tokenizer_path: str | None, config: dict[str, Any], threads: int) -> None:
-        if not tokenizer_path:
-            raise ModelLoadError("ONNX model has no tokenizer.json layer")
+        self.open_tokenizer(tokenizer_path, config)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads_for(threads)
         options.inter_op_num_threads = 1
@@ -41,14 +40,21 @@ class OnnxSession:
         ]
         try:
             self.session = ort.InferenceSession(model_path, options, providers=providers)
-            self.tokenizer = Tokenizer.from_file(tokenizer_path)
         except Exception as exc:
             raise ModelLoadError(f"cannot load ONNX model: {exc}") from exc
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def open_tokenizer(self, tokenizer_path: str | None, config: dict[str, Any]) -> None:
+        if not tokenizer_path:
+            raise ModelLoadError("ONNX model has no tokenizer.json layer")
+        try:
+            self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load the model's tokenizer: {exc}") from exc
         self.max_length = int(config.get("max_length") or 512)
         self.tokenizer.no_truncation()
         pad_id = self.tokenizer.token_to_id("[PAD]") or self.tokenizer.token_to_id("<pad>") or 0
         self.tokenizer.enable_padding(pad_id=pad_id)
-        self.input_names = {i.name for i in self.session.get_inputs()}
 
     def close(self) -> None:
         self.session = None
@@ -93,8 +99,10 @@ class OnnxLifecycle:
     options: Options
     onnx: OnnxSession | None = None
 
+    session_class: type[OnnxSession] = OnnxSession
+
     def load_sync(self) -> None:
-        self.onnx = OnnxSession()
+        self.onnx = self.session_class()
         self.onnx.open(
             self.spec.path, self.spec.files.get("tokenizer.json"), self.spec.config, self.options.num_thread
         )
@@ -161,12 +169,15 @@ class OnnxEmbeddingMold(OnnxLifecycle, EmbeddingMold):
             ids, mask, types = self.session.encode([i.text for i in items], [i.truncate for i in items])
         else:
             ids, mask, types = self._token_batch(items)
-        hidden = self.session.run(ids, mask, types)
-        vectors = pool(hidden, mask, self.pooling)
+        vectors = self.pooled(ids, mask, types)
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         counts = mask.sum(axis=1)
         return [Embedded(v, int(n)) for v, n in zip(vectors.astype(np.float32), counts, strict=True)]
+
+    def pooled(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """One vector per input: the encoder's hidden states, pooled."""
+        return pool(self.session.run(ids, mask, types), mask, self.pooling)
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:

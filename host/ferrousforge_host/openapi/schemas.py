@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from ferrousforge.names import NAME_PATTERN
-from ferrousforge.options import IGNORED_OPTIONS, Options
+from ferrousforge.options import ENGINES, IGNORED_OPTIONS, Options
 from ferrousforge.tools import TOOL_NAME
 
 Schema = dict[str, Any]
@@ -58,6 +58,11 @@ def options_schema() -> Schema:
                     array({"type": "string", "maxLength": 1000}, max=16),
                 ]
             }
+            continue
+        if f.name == "engine":
+            props[f.name] = nullable(
+                {"enum": list(ENGINES), "default": "auto", "description": "which engine runs it"}
+            )
             continue
         bound = f.metadata.get("range")
         kind = "integer" if f.type == "int" else "number"

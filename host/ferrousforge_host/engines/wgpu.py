@@ -1,0 +1,119 @@
+"""The wgpu engine: BERT-family embedding and rerank models on the GPU compute layer
+(``ferrousforge.gpu``), natively through wgpu-native (Vulkan, Metal, DX12).
+
+It reads the weights of the ONNX file the host converted from safetensors (``bert_onnx.py`` names them)
+and runs them with the same WGSL kernels the page uses; tokenization, truncation and normalisation are
+the ONNX engine's. Chosen per request (``options.engine: "wgpu"``) or per server
+(``FERROUSFORGE_ENGINE=wgpu``); ``auto`` keeps onnxruntime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ferrousforge.errors import ForgeError
+from ferrousforge.gpu.bert import BertEncoder, BertShape
+from ferrousforge.gpu.device import GpuDevice
+from ferrousforge.mold import Mold, register_mold
+from ferrousforge_host.engines.llamacpp import ModelLoadError
+from ferrousforge_host.engines.onnx import OnnxEmbeddingMold, OnnxRerankMold, OnnxSession
+
+_device: GpuDevice | None = None
+_device_lock = threading.Lock()
+
+
+def device() -> GpuDevice:
+    """This process's GPU device (a runner process has one model, so one device)."""
+    global _device
+    with _device_lock:
+        if _device is None:
+            from ferrousforge.gpu.native import NativeDevice
+
+            try:
+                _device = NativeDevice()
+            except Exception as exc:
+                raise ModelLoadError(f"no GPU adapter for the wgpu engine: {exc}") from exc
+        return _device
+
+
+def read_bert_weights(path: str) -> tuple[dict[str, tuple[bytes, tuple[int, ...]]], int, float]:
+    """The f32 weights of a BERT ONNX file written by FerrousForge, its head count and LayerNorm eps."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    weights = {
+        t.name: np.ascontiguousarray(numpy_helper.to_array(t), dtype=np.float32)
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT and t.dims
+    }
+    shapes = {name: a.shape for name, a in weights.items()}
+    if "word_emb" not in weights or "encoder.layer.0.attention.self.query.weight" not in weights:
+        raise ModelLoadError(
+            "the wgpu engine runs BERT models FerrousForge converted from safetensors; "
+            "this ONNX file was made elsewhere (use engine 'onnx')"
+        )
+    split = next(t for t in model.graph.initializer if t.name == "split_shape")
+    heads = int(numpy_helper.to_array(split)[2])
+    eps = next(
+        a.f
+        for n in model.graph.node
+        if n.op_type == "LayerNormalization"
+        for a in n.attribute
+        if a.name == "epsilon"
+    )
+    return {name: (a.tobytes(), shapes[name]) for name, a in weights.items()}, heads, float(eps)
+
+
+class WgpuSession(OnnxSession):
+    """The ONNX engine's tokenizer in front of the compute layer's encoder."""
+
+    encoder: BertEncoder
+
+    def open(self, model_path: str, tokenizer_path: str | None, config: dict[str, Any], threads: int) -> None:
+        self.open_tokenizer(tokenizer_path, config)
+        weights, heads, eps = read_bert_weights(model_path)
+        shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
+        self.encoder = BertEncoder(device(), weights, shape, config.get("pooling", "mean"))
+        self.session = self.encoder
+        self.input_names = {"input_ids", "attention_mask", "token_type_ids"}
+
+    def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        """Pooled vectors (embedding models) or logits (cross-encoders), [batch, width]."""
+        lengths = mask.sum(axis=1)
+        rows = [r[:n].tolist() for r, n in zip(ids, lengths, strict=True)]
+        type_rows = [r[:n].tolist() for r, n in zip(types, lengths, strict=True)]
+        try:
+            data, width = asyncio.run(self.encoder.run(rows, type_rows))
+        except ValueError as exc:
+            raise ForgeError(f"wgpu engine: {exc}") from exc
+        return np.frombuffer(data, dtype=np.float32).reshape(len(rows), width)
+
+
+class WgpuMold:
+    """What both wgpu Molds add to their ONNX twins: the session, and the adapter in metadata."""
+
+    engine: ClassVar[str] = "wgpu"
+    auto: ClassVar[bool] = False  # chosen when asked for: a software adapter is slower than the CPU
+    session_class: type[OnnxSession] = WgpuSession
+
+    def metadata(self) -> dict[str, Any]:
+        base = Mold.metadata(self)  # type: ignore[arg-type]
+        if _device is None:
+            return {**base, "accelerator": "wgpu"}
+        return {**base, "accelerator": "wgpu", "adapter": _device.name, "software_adapter": _device.software}
+
+
+@register_mold
+class WgpuEmbeddingMold(WgpuMold, OnnxEmbeddingMold):
+    def pooled(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        return self.session.run(ids, mask, types)  # pooled on the GPU
+
+
+@register_mold
+class WgpuRerankMold(WgpuMold, OnnxRerankMold):
+    pass

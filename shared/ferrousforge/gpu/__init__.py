@@ -1,0 +1,1 @@
+"""The GPU compute layer: one interface over wgpu (host) and WebGPU (browser), WGSL kernels."""

@@ -1,0 +1,145 @@
+"""A BERT-family encoder on the GPU compute layer: the same weights the host stores as ONNX.
+
+Weights are named as ``host/ferrousforge_host/models/bert_onnx.py`` writes them (``word_emb``,
+``pos_emb``, ``type_emb``, ``encoder.layer.N.attention.self.query.weight`` stored [in, out], ...) and
+given as little-endian f32 bytes, so the host (from the ONNX file) and the page (from the cached
+blob) hand over the same thing. A forward pass for one batch shape (sequences × padded length) is
+recorded once and replayed: inputs are written into its buffers, one submit runs every layer, and
+one read brings back the pooled vectors (or the classifier's logits).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ferrousforge.gpu import ops
+from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
+
+
+@dataclass(frozen=True)
+class BertShape:
+    hidden: int
+    heads: int
+    layers: int
+    intermediate: int
+    eps: float
+    labels: int = 0  # a cross-encoder's classifier outputs; 0: an embedding model
+
+    @classmethod
+    def from_weights(cls, shapes: dict[str, tuple[int, ...]], heads: int, eps: float) -> BertShape:
+        layers = 0
+        while f"encoder.layer.{layers}.attention.self.query.weight" in shapes:
+            layers += 1
+        hidden = shapes["word_emb"][1]
+        intermediate = shapes["encoder.layer.0.intermediate.dense.weight"][1]
+        labels = shapes["classifier.weight"][1] if "classifier.weight" in shapes else 0
+        return cls(hidden, heads, layers, intermediate, eps, labels)
+
+
+@dataclass
+class _Pass:
+    """The buffers and recording of one batch shape."""
+
+    recording: Recording
+    ids: Buffer
+    positions: Buffer
+    types: Buffer
+    mask: Buffer
+    out: Buffer
+    out_size: int
+
+
+class BertEncoder:
+    def __init__(
+        self,
+        device: GpuDevice,
+        weights: dict[str, tuple[bytes, tuple[int, ...]]],
+        shape: BertShape,
+        pooling: str,
+    ) -> None:
+        self.device = device
+        self.shape = shape
+        self.pooling = pooling
+        self.max_positions = weights["pos_emb"][1][0]
+        self.w = {name: device.upload(data) for name, (data, _) in weights.items()}
+        self._passes: OrderedDict[tuple[int, int], _Pass] = OrderedDict()
+
+    def _record(self, b: int, s: int) -> _Pass:
+        dev, sh = self.device, self.shape
+        t, d = b * s, sh.hidden
+        w = self.w
+        rec = dev.record()
+        ids, positions, types = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
+        mask = dev.buffer(t * 4)
+        x, y = dev.buffer(t * d * 4), dev.buffer(t * d * 4)  # the residual stream, ping-pong
+        q, k, v, ctx = (dev.buffer(t * d * 4) for _ in range(4))
+        h = dev.buffer(t * sh.intermediate * 4)
+        ops.embed(rec, ids, positions, types, w["word_emb"], w["pos_emb"], w["type_emb"], q, t, d)
+        ops.layernorm(
+            rec, q, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], x, t, d, sh.eps
+        )
+
+        def linear(src: Buffer, dst: Buffer, name: str, n: int, k: int, act: str = "") -> None:
+            ops.matmul(rec, src, w[name + ".weight"], w[name + ".bias"], dst, t, n, k, act, w_kn=True)
+
+        for i in range(sh.layers):
+            p = f"encoder.layer.{i}."
+
+            linear(x, q, p + "attention.self.query", d, d)
+            linear(x, k, p + "attention.self.key", d, d)
+            linear(x, v, p + "attention.self.value", d, d)
+            ops.attention(rec, q, k, v, mask, ctx, b, s, sh.heads, d // sh.heads)
+            linear(ctx, q, p + "attention.output.dense", d, d)
+            norm = p + "attention.output.LayerNorm"
+            ops.layernorm(rec, q, w[norm + ".weight"], w[norm + ".bias"], y, t, d, sh.eps, residual=x)
+            linear(y, h, p + "intermediate.dense", sh.intermediate, d, "gelu")
+            linear(h, q, p + "output.dense", d, sh.intermediate)
+            norm = p + "output.LayerNorm"
+            ops.layernorm(rec, q, w[norm + ".weight"], w[norm + ".bias"], x, t, d, sh.eps, residual=y)
+        if sh.labels:  # BertForSequenceClassification: [CLS] → pooler (tanh) → classifier
+            cls, pooled = dev.buffer(b * d * 4), dev.buffer(b * d * 4)
+            out = dev.buffer(b * sh.labels * 4)
+            ops.pool(rec, x, mask, cls, b, s, d, "cls")
+            ops.matmul(
+                rec, cls, w["pooler.dense.weight"], w["pooler.dense.bias"], pooled, b, d, d, "tanh", True
+            )
+            ops.matmul(
+                rec, pooled, w["classifier.weight"], w["classifier.bias"], out, b, sh.labels, d, "", True
+            )
+            return _Pass(rec, ids, positions, types, mask, out, b * sh.labels * 4)
+        out = dev.buffer(b * d * 4)
+        ops.pool(rec, x, mask, out, b, s, d, self.pooling)
+        return _Pass(rec, ids, positions, types, mask, out, b * d * 4)
+
+    def _pass(self, b: int, s: int) -> _Pass:
+        key = (b, s)
+        found = self._passes.get(key)
+        if found is None:
+            found = self._passes[key] = self._record(b, s)
+            while len(self._passes) > 16:  # keep the recent shapes: dynamic batching repeats them
+                self._passes.popitem(last=False)
+        self._passes.move_to_end(key)
+        return found
+
+    async def run(self, ids: list[list[int]], types: list[list[int]] | None = None) -> tuple[bytes, int]:
+        """Token ids of a batch (unpadded) → the pooled vectors [batch, hidden] (cross-encoders: the
+        logits [batch, labels]) as f32 bytes, and the row width."""
+        b, s = len(ids), max(len(r) for r in ids)
+        if s > min(self.max_positions, ops.MAX_SEQUENCE):
+            raise ValueError(f"input of {s} tokens is longer than the encoder's {self.max_positions}")
+        run = self._pass(b, s)
+
+        def padded(rows: list[list[int]]) -> bytes:
+            return b"".join(struct.pack(f"<{s}I", *r, *[0] * (s - len(r))) for r in rows)
+
+        type_rows = types or [[0] * len(r) for r in ids]
+        self.device.write(run.ids, padded(ids))
+        self.device.write(run.types, padded(type_rows))
+        self.device.write(run.positions, struct.pack(f"<{b * s}I", *(list(range(s)) * b)))
+        mask = [[1.0] * len(r) + [0.0] * (s - len(r)) for r in ids]
+        self.device.write(run.mask, b"".join(struct.pack(f"<{s}f", *m) for m in mask))
+        self.device.submit(run.recording)
+        width = self.shape.labels or self.shape.hidden
+        return await self.device.read(run.out, run.out_size), width

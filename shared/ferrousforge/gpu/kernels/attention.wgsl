@@ -1,0 +1,74 @@
+// Multi-head attention over a padded batch: out = softmax(q·kᵀ / sqrt(Dh) + mask) · v for every
+// (query, head, sequence). q, k, v, out are [B, S, H·Dh]; mask[B, S] is 1 for real tokens, 0 for
+// padding (padded keys get no weight). One workgroup per (query, head, sequence); S ≤ ${MAXS}.
+struct Params { B: u32, S: u32, H: u32, Dh: u32, scale: f32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> mask: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+const WG = 64u;
+var<workgroup> score: array<f32, ${MAXS}>;
+var<workgroup> part: array<f32, 64>;
+
+fn reduce_max(t: u32, value: f32) -> f32 {
+  part[t] = value;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { part[t] = max(part[t], part[t + s]); }
+    workgroupBarrier();
+  }
+  let m = part[0];
+  workgroupBarrier();
+  return m;
+}
+
+fn reduce_sum(t: u32, value: f32) -> f32 {
+  part[t] = value;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) { part[t] += part[t + s]; }
+    workgroupBarrier();
+  }
+  let m = part[0];
+  workgroupBarrier();
+  return m;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
+  let i = g.x;
+  let h = g.y;
+  let b = g.z;
+  let width = p.H * p.Dh;
+  let qbase = (b * p.S + i) * width + h * p.Dh;
+  var best = -3.0e38;
+  for (var j = l.x; j < p.S; j += WG) {
+    var s = -3.0e38;
+    if (mask[b * p.S + j] > 0.5) {
+      let kbase = (b * p.S + j) * width + h * p.Dh;
+      var dot = 0.0;
+      for (var d = 0u; d < p.Dh; d++) { dot += q[qbase + d] * k[kbase + d]; }
+      s = dot * p.scale;
+    }
+    score[j] = s;
+    best = max(best, s);
+  }
+  let m = reduce_max(l.x, best);
+  var sum = 0.0;
+  for (var j = l.x; j < p.S; j += WG) {
+    var e = 0.0;
+    if (score[j] > -1.0e38) { e = exp(score[j] - m); }
+    score[j] = e;
+    sum += e;
+  }
+  let inv = 1.0 / max(reduce_sum(l.x, sum), 1e-30);
+  workgroupBarrier();
+  for (var d = l.x; d < p.Dh; d += WG) {
+    var acc = 0.0;
+    for (var j = 0u; j < p.S; j++) { acc += score[j] * v[(b * p.S + j) * width + h * p.Dh + d]; }
+    out[qbase + d] = acc * inv;
+  }
+}

@@ -1,0 +1,87 @@
+"""The host's backend: wgpu-py (wgpu-native: Vulkan, Metal, DX12). Imported only natively."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ferrousforge.gpu.device import Binding, Buffer, Dispatch, GpuDevice, Recording
+
+SOFTWARE = ("llvmpipe", "lavapipe", "swiftshader", "software", "basic render")
+
+
+class NativeDevice(GpuDevice):
+    def __init__(self, power_preference: str = "high-performance") -> None:
+        import wgpu
+
+        super().__init__()
+        self._wgpu = wgpu
+        adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+        if adapter is None:
+            raise RuntimeError("no GPU adapter (install a Vulkan, Metal or DX12 driver)")
+        info = adapter.info
+        self.name = f"{info.get('device', '')} ({info.get('backend_type', '')})".strip()
+        self.software = info.get("adapter_type") == "CPU" or any(s in self.name.lower() for s in SOFTWARE)
+        wanted = [f for f in ("shader-f16", "subgroup") if f in adapter.features]
+        limits = {k: adapter.limits[k] for k in ("max-storage-buffer-binding-size", "max-buffer-size")}
+        self.device = adapter.request_device_sync(required_features=wanted, required_limits=limits)
+        self.features = frozenset(self.device.features)
+        self.limits = {k.replace("-", "_"): v for k, v in self.device.limits.items() if isinstance(v, int)}
+        usage = wgpu.BufferUsage
+        self._storage = usage.STORAGE | usage.COPY_SRC | usage.COPY_DST
+        self._uniform = usage.UNIFORM | usage.COPY_DST
+
+    def buffer(self, size: int) -> Buffer:
+        size = max(4, (size + 3) // 4 * 4)
+        return Buffer(size, self.device.create_buffer(size=size, usage=self._storage))
+
+    def write(self, buffer: Buffer, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
+        data = bytes(data)
+        if len(data) % 4:
+            data += b"\0" * (-len(data) % 4)
+        self.device.queue.write_buffer(buffer.handle, offset, data)
+
+    async def read(self, buffer: Buffer, size: int | None = None, offset: int = 0) -> bytes:
+        size = buffer.size - offset if size is None else size
+        return bytes(self.device.queue.read_buffer(buffer.handle, offset, (size + 3) // 4 * 4))[:size]
+
+    def compile(self, name: str, source: str, entry: str, bindings: tuple[Binding, ...]) -> Any:
+        wgpu = self._wgpu
+        kinds = {
+            "uniform": {"type": wgpu.BufferBindingType.uniform},
+            "read": {"type": wgpu.BufferBindingType.read_only_storage},
+            "read_write": {"type": wgpu.BufferBindingType.storage},
+        }
+        layout = self.device.create_bind_group_layout(
+            entries=[
+                {"binding": b.index, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": kinds[b.kind]}
+                for b in bindings
+            ]
+        )
+        module = self.device.create_shader_module(code=source, label=name)
+        pipeline = self.device.create_compute_pipeline(
+            layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
+            compute={"module": module, "entry_point": entry},
+            label=name,
+        )
+        return pipeline, layout
+
+    def bind(self, dispatch: Dispatch) -> Any:
+        pipeline, layout = dispatch.kernel.handle
+        params = self.device.create_buffer_with_data(data=dispatch.params, usage=self._uniform)
+        buffers = iter(dispatch.buffers)
+        entries = []
+        for b in dispatch.kernel.bindings:
+            resource = params if b.kind == "uniform" else next(buffers).handle
+            entries.append({"binding": b.index, "resource": {"buffer": resource}})
+        return pipeline, self.device.create_bind_group(layout=layout, entries=entries)
+
+    def submit(self, recording: Recording) -> None:
+        encoder = self.device.create_command_encoder()
+        compute = encoder.begin_compute_pass()
+        for d in recording.dispatches:
+            pipeline, group = d.handle
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, group)
+            compute.dispatch_workgroups(*d.groups)
+        compute.end()
+        self.device.queue.submit([encoder.finish()])

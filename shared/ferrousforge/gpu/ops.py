@@ -1,0 +1,126 @@
+"""Recording the kernels with their grids: one function per kernel, shapes in, dispatches out.
+
+Every function appends to a ``Recording``; nothing runs until the recording is submitted. Buffers
+hold little-endian f32 (token ids and positions: u32).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ferrousforge.gpu.device import Buffer, Recording
+
+MAX_GROUPS = 65535
+MAX_SEQUENCE = 512  # attention keeps a row of scores in workgroup memory
+
+
+def _rows(rows: int) -> tuple[int, int, int]:
+    """A grid of one workgroup per row, folded into y past the per-dimension limit."""
+    return min(rows, MAX_GROUPS), math.ceil(rows / MAX_GROUPS), 1
+
+
+def matmul(
+    rec: Recording,
+    a: Buffer,
+    w: Buffer,
+    bias: Buffer,
+    c: Buffer,
+    m: int,
+    n: int,
+    k: int,
+    act: str = "",
+    w_kn: bool = False,
+) -> None:
+    """c[m, n] = act(a[m, k] · w[n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored [k, n]."""
+    kernel = rec.device.kernel("matmul", GELU=act == "gelu", TANH=act == "tanh", WT=w_kn)
+    rec.dispatch(kernel, [a, w, bias, c], (math.ceil(n / 16), math.ceil(m / 16), 1), (m, n, k))
+
+
+def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:
+    """y[n] = w[n, k] · x[k] + bias; k a multiple of 4."""
+    if k % 4:
+        raise ValueError("gemv needs k to be a multiple of 4")
+    rec.dispatch(rec.device.kernel("gemv"), [w, x, bias, y], _rows(n), (n, k))
+
+
+def layernorm(
+    rec: Recording,
+    x: Buffer,
+    gamma: Buffer,
+    beta: Buffer,
+    y: Buffer,
+    rows: int,
+    d: int,
+    eps: float,
+    residual: Buffer | None = None,
+) -> None:
+    """y = LayerNorm(x [+ residual]); with a residual, x becomes x + residual too."""
+    kernel = rec.device.kernel("layernorm", RESIDUAL=residual is not None)
+    rec.dispatch(kernel, [x, residual or gamma, gamma, beta, y], _rows(rows), (rows, d, float(eps)))
+
+
+def rownorm(
+    rec: Recording,
+    x: Buffer,
+    y: Buffer,
+    rows: int,
+    d: int,
+    mode: str,
+    w: Buffer | None = None,
+    eps: float = 1e-6,
+) -> None:
+    """Per row: ``"l2"`` normalisation, ``"softmax"``, ``"rms"`` (weights w) or ``"rms1"`` (weights 1 + w)."""
+    defines = {"L2": mode == "l2", "SOFTMAX": mode == "softmax", "RMS": mode in ("rms", "rms1")}
+    kernel = rec.device.kernel("rownorm", ONE_PLUS=mode == "rms1", **defines)
+    rec.dispatch(kernel, [x, w or x, y], _rows(rows), (rows, d, float(eps)))
+
+
+def attention(
+    rec: Recording,
+    q: Buffer,
+    k: Buffer,
+    v: Buffer,
+    mask: Buffer,
+    out: Buffer,
+    b: int,
+    s: int,
+    h: int,
+    dh: int,
+) -> None:
+    """Bidirectional multi-head attention over a padded batch ([b, s, h·dh] each, mask [b, s])."""
+    if s > MAX_SEQUENCE:
+        raise ValueError(f"attention over {s} tokens: at most {MAX_SEQUENCE}")
+    kernel = rec.device.kernel("attention", MAXS=MAX_SEQUENCE)
+    rec.dispatch(kernel, [q, k, v, mask, out], (s, h, b), (b, s, h, dh, 1.0 / math.sqrt(dh)))
+
+
+def embed(
+    rec: Recording,
+    ids: Buffer,
+    positions: Buffer,
+    types: Buffer,
+    word: Buffer,
+    position: Buffer,
+    type_table: Buffer,
+    out: Buffer,
+    tokens: int,
+    d: int,
+) -> None:
+    """out[t] = word[ids[t]] + position[positions[t]] + type_table[types[t]]."""
+    grid = (math.ceil(d / 64), tokens, 1)
+    rec.dispatch(
+        rec.device.kernel("embed"),
+        [ids, positions, types, word, position, type_table, out],
+        grid,
+        (tokens, d),
+    )
+
+
+def pool(
+    rec: Recording, h: Buffer, mask: Buffer, out: Buffer, b: int, s: int, d: int, how: str = "mean"
+) -> None:
+    """Sentence vectors: ``mean`` (over real tokens), ``cls``, ``max`` or ``last``."""
+    if how not in ("mean", "cls", "max", "last"):
+        raise ValueError(f"unknown pooling '{how}'")
+    kernel = rec.device.kernel("pool", **{how.upper(): True})
+    rec.dispatch(kernel, [h, mask, out], (math.ceil(d / 64), b, 1), (b, s, d))

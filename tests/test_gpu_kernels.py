@@ -1,0 +1,200 @@
+"""The GPU compute layer's kernels against numpy, natively through wgpu (lavapipe here: a CPU Vulkan
+driver, slow but exact), on odd shapes that are not multiples of any tile."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from ferrousforge.gpu import ops
+from ferrousforge.gpu.device import GpuDevice
+from ferrousforge.gpu.wgsl import preprocess
+
+
+
+@pytest.fixture(scope="module")
+def gpu() -> GpuDevice:
+    from ferrousforge.gpu.native import NativeDevice
+
+    return NativeDevice()
+
+
+def up(gpu: GpuDevice, array: np.ndarray) -> object:
+    return gpu.upload(np.ascontiguousarray(array).tobytes())
+
+
+def run(gpu: GpuDevice, record, out, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:  # type: ignore[no-untyped-def]
+    rec = gpu.record()
+    record(rec)
+    gpu.submit(rec)
+    data = asyncio.run(gpu.read(out, int(np.prod(shape)) * 4))
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+rng = np.random.default_rng(0)
+
+
+def randn(*shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def test_preprocessor_keeps_branches_and_fills_values() -> None:
+    src = "a\n#if X\nb ${N}\n#if Y\nc\n#else\nd\n#endif\n#else\ne\n#endif\nlet v: FLOAT = 1.0;"
+    assert preprocess(src, {"X": True, "Y": False, "N": 7}).split() == [
+        "a",
+        "b",
+        "7",
+        "d",
+        "let",
+        "v:",
+        "f32",
+        "=",
+        "1.0;",
+    ]
+    assert preprocess(src, {"X": False, "N": 7, "F16": True}).splitlines()[:3] == ["enable f16;", "a", "e"]
+    with pytest.raises(ValueError, match="needs the define N"):
+        preprocess(src, {"X": True})
+    with pytest.raises(ValueError, match="#if without #endif"):
+        preprocess("#if X\n", {})
+
+
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 1, 1), (3, 17, 33), (37, 50, 70), (64, 48, 16)])
+@pytest.mark.parametrize(("act", "w_kn"), [("", False), ("gelu", False), ("tanh", True), ("", True)])
+def test_matmul(gpu: GpuDevice, m: int, n: int, k: int, act: str, w_kn: bool) -> None:
+    a, w, bias = randn(m, k), randn(n, k), randn(n)
+    c = gpu.buffer(m * n * 4)
+    wb = up(gpu, w.T if w_kn else w)
+    got = run(gpu, lambda r: ops.matmul(r, up(gpu, a), wb, up(gpu, bias), c, m, n, k, act, w_kn), c, (m, n))
+    want = a @ w.T + bias
+    if act == "gelu":
+        erf = np.vectorize(math.erf)
+        want = 0.5 * want * (1 + erf(want / math.sqrt(2)))
+    elif act == "tanh":
+        want = np.tanh(want)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
+    """Batch invariance: row 0 alone and row 0 among 40 others come out bit-identical."""
+    k, n = 96, 40
+    a, w, bias = randn(41, k), randn(n, k), randn(n)
+    wb, bb = up(gpu, w), up(gpu, bias)
+    one, many = gpu.buffer(n * 4), gpu.buffer(41 * n * 4)
+    alone = run(gpu, lambda r: ops.matmul(r, up(gpu, a[:1]), wb, bb, one, 1, n, k), one, (1, n))
+    batched = run(gpu, lambda r: ops.matmul(r, up(gpu, a), wb, bb, many, 41, n, k), many, (41, n))
+    assert np.array_equal(alone[0], batched[0])
+
+
+@pytest.mark.parametrize(("n", "k"), [(1, 4), (33, 100), (300, 1028)])
+def test_gemv(gpu: GpuDevice, n: int, k: int) -> None:
+    w, x, bias = randn(n, k), randn(k), randn(n)
+    y = gpu.buffer(n * 4)
+    got = run(gpu, lambda r: ops.gemv(r, up(gpu, w), up(gpu, x), up(gpu, bias), y, n, k), y, (n,))
+    np.testing.assert_allclose(got, w @ x + bias, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("rows", "d"), [(1, 3), (5, 384), (7, 1000)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_layernorm(gpu: GpuDevice, rows: int, d: int, residual: bool) -> None:
+    x, r, g, b = randn(rows, d), randn(rows, d), randn(d), randn(d)
+    xb, y = up(gpu, x), gpu.buffer(rows * d * 4)
+    res = up(gpu, r) if residual else None
+    got = run(
+        gpu, lambda rec: ops.layernorm(rec, xb, up(gpu, g), up(gpu, b), y, rows, d, 1e-12, res), y, (rows, d)
+    )
+    v = x + r if residual else x
+    want = (v - v.mean(-1, keepdims=True)) / np.sqrt(v.var(-1, keepdims=True) + 1e-12) * g + b
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    if residual:  # the residual stream is updated in place
+        np.testing.assert_allclose(
+            np.frombuffer(asyncio.run(gpu.read(xb)), np.float32).reshape(rows, d), v, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("mode", ["l2", "softmax", "rms", "rms1"])
+def test_rownorm(gpu: GpuDevice, mode: str) -> None:
+    rows, d = 6, 333
+    x, w = randn(rows, d), randn(d)
+    y = gpu.buffer(rows * d * 4)
+    got = run(gpu, lambda r: ops.rownorm(r, up(gpu, x), y, rows, d, mode, up(gpu, w), 1e-6), y, (rows, d))
+    if mode == "l2":
+        want = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    elif mode == "softmax":
+        e = np.exp(x - x.max(-1, keepdims=True))
+        want = e / e.sum(-1, keepdims=True)
+    else:
+        want = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * (w + (mode == "rms1"))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("b", "s", "h", "dh"), [(1, 1, 1, 8), (3, 19, 4, 16), (2, 300, 12, 32)])
+def test_attention_with_padding(gpu: GpuDevice, b: int, s: int, h: int, dh: int) -> None:
+    q, k, v = randn(b, s, h * dh), randn(b, s, h * dh), randn(b, s, h * dh)
+    lengths = [s, *[max(1, s - 3 * i - 1) for i in range(1, b)]]
+    mask = np.array([[1.0] * n + [0.0] * (s - n) for n in lengths], dtype=np.float32)
+    out = gpu.buffer(b * s * h * dh * 4)
+    args = [up(gpu, t) for t in (q, k, v, mask)]
+    got = run(gpu, lambda r: ops.attention(r, *args, out, b, s, h, dh), out, (b, s, h * dh))  # type: ignore[arg-type]
+    qh, kh, vh = (t.reshape(b, s, h, dh).transpose(0, 2, 1, 3) for t in (q, k, v))
+    scores = qh @ kh.transpose(0, 1, 3, 2) / math.sqrt(dh) + np.where(mask > 0, 0, -np.inf)[:, None, None, :]
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True) @ vh).transpose(0, 2, 1, 3).reshape(b, s, h * dh)
+    for i, n in enumerate(lengths):  # padded query rows are never read
+        np.testing.assert_allclose(got[i, :n], want[i, :n], rtol=1e-4, atol=1e-4)
+
+
+def test_embedding_gather(gpu: GpuDevice) -> None:
+    vocab, d, t = 50, 70, 9
+    word, pos, typ = randn(vocab, d), randn(16, d), randn(2, d)
+    ids = rng.integers(0, vocab, t).astype(np.uint32)
+    positions = np.arange(t, dtype=np.uint32)
+    types = (np.arange(t) > 4).astype(np.uint32)
+    out = gpu.buffer(t * d * 4)
+    tables = [up(gpu, x) for x in (ids, positions, types, word, pos, typ)]
+    got = run(gpu, lambda r: ops.embed(r, *tables, out, t, d), out, (t, d))  # type: ignore[arg-type]
+    np.testing.assert_allclose(got, word[ids] + pos[positions] + typ[types], rtol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["mean", "cls", "max", "last"])
+def test_pooling(gpu: GpuDevice, how: str) -> None:
+    b, s, d = 3, 11, 130
+    h = randn(b, s, d)
+    mask = np.zeros((b, s), np.float32)
+    for i, n in enumerate((11, 4, 1)):
+        mask[i, :n] = 1
+    out = gpu.buffer(b * d * 4)
+    got = run(gpu, lambda r: ops.pool(r, up(gpu, h), up(gpu, mask), out, b, s, d, how), out, (b, d))
+    m = mask[..., None]
+    want = {
+        "mean": (h * m).sum(1) / m.sum(1),
+        "cls": h[:, 0],
+        "max": np.where(m > 0, h, -np.inf).max(1),
+        "last": h[np.arange(b), mask.sum(1).astype(int) - 1],
+    }[how]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_recording_replays_with_new_inputs(gpu: GpuDevice) -> None:
+    """Recorded once, submitted twice: the second run reads what was written into the same buffers."""
+    m, n, k = 5, 7, 9
+    a, w, bias = randn(m, k), randn(n, k), randn(n)
+    ab, c = up(gpu, a), gpu.buffer(m * n * 4)
+    rec = gpu.record()
+    ops.matmul(rec, ab, up(gpu, w), up(gpu, bias), c, m, n, k)
+    gpu.submit(rec)
+    first = np.frombuffer(asyncio.run(gpu.read(c)), np.float32).reshape(m, n)
+    gpu.write(ab, (2 * a).tobytes())
+    gpu.submit(rec)
+    second = np.frombuffer(asyncio.run(gpu.read(c)), np.float32).reshape(m, n)
+    np.testing.assert_allclose(first, a @ w.T + bias, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(second, 2 * a @ w.T + bias, rtol=1e-4, atol=1e-4)
+    assert len(rec.dispatches) == 1
+
+
+def test_a_dispatch_with_the_wrong_buffers_is_refused(gpu: GpuDevice) -> None:
+    rec = gpu.record()
+    with pytest.raises(ValueError, match="takes 4 buffers, not 2"):
+        rec.dispatch(gpu.kernel("matmul"), [gpu.buffer(4), gpu.buffer(4)], (1, 1, 1), (1, 1, 1))

@@ -14,7 +14,6 @@ from ferrousforge.gpu.device import GpuDevice
 from ferrousforge.gpu.wgsl import preprocess
 
 
-
 @pytest.fixture(scope="module")
 def gpu() -> GpuDevice:
     from ferrousforge.gpu.native import NativeDevice

@@ -12,7 +12,6 @@ import pytest
 from conftest import Host, start_host
 from test_embeddings import TEXTS, tiny_bert
 
-
 WGPU = {"engine": "wgpu"}
 
 

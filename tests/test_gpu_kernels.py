@@ -197,3 +197,30 @@ def test_a_dispatch_with_the_wrong_buffers_is_refused(gpu: GpuDevice) -> None:
     rec = gpu.record()
     with pytest.raises(ValueError, match="takes 4 buffers, not 2"):
         rec.dispatch(gpu.kernel("matmul"), [gpu.buffer(4), gpu.buffer(4)], (1, 1, 1), (1, 1, 1))
+
+
+def test_onnx_weights_are_read_without_onnx() -> None:
+    """The protobuf walk finds what onnx itself finds: names, shapes, bytes, node attributes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ferrousforge.gpu import onnx_weights
+
+    w, shape = randn(3, 5), np.array([0, 0, 12, 32], dtype=np.int64)
+    node = helper.make_node("LayerNormalization", ["x", "w", "b"], ["y"], epsilon=1e-12, axis=-1)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(shape, "split_shape")],
+    )
+    data = onnx.helper.make_model(graph).SerializeToString()
+    found = onnx_weights.read(data)
+    t = found.tensors["w"]
+    assert t.dims == (3, 5) and t.data_type == onnx_weights.FLOAT
+    assert np.array_equal(np.frombuffer(data[t.offset : t.offset + t.length], np.float32).reshape(3, 5), w)
+    assert found.int64s(data, "split_shape") == [0, 0, 12, 32]
+    (ln,) = found.nodes
+    assert ln.op_type == "LayerNormalization" and abs(float(ln.attributes["epsilon"]) - 1e-12) < 1e-18
+    assert ln.attributes["axis"] == -1

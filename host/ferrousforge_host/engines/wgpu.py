@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ferrousforge.errors import ForgeError
-from ferrousforge.gpu.bert import BertEncoder, BertShape
+from ferrousforge.gpu import onnx_weights
+from ferrousforge.gpu.bert import BertEncoder, BertShape, bert_weights
 from ferrousforge.gpu.device import GpuDevice
 from ferrousforge.mold import Mold, register_mold
 from ferrousforge_host.engines.llamacpp import ModelLoadError
@@ -40,35 +41,6 @@ def device() -> GpuDevice:
         return _device
 
 
-def read_bert_weights(path: str) -> tuple[dict[str, tuple[bytes, tuple[int, ...]]], int, float]:
-    """The f32 weights of a BERT ONNX file written by FerrousForge, its head count and LayerNorm eps."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(path)
-    weights = {
-        t.name: np.ascontiguousarray(numpy_helper.to_array(t), dtype=np.float32)
-        for t in model.graph.initializer
-        if t.data_type == onnx.TensorProto.FLOAT and t.dims
-    }
-    shapes = {name: a.shape for name, a in weights.items()}
-    if "word_emb" not in weights or "encoder.layer.0.attention.self.query.weight" not in weights:
-        raise ModelLoadError(
-            "the wgpu engine runs BERT models FerrousForge converted from safetensors; "
-            "this ONNX file was made elsewhere (use engine 'onnx')"
-        )
-    split = next(t for t in model.graph.initializer if t.name == "split_shape")
-    heads = int(numpy_helper.to_array(split)[2])
-    eps = next(
-        a.f
-        for n in model.graph.node
-        if n.op_type == "LayerNormalization"
-        for a in n.attribute
-        if a.name == "epsilon"
-    )
-    return {name: (a.tobytes(), shapes[name]) for name, a in weights.items()}, heads, float(eps)
-
-
 class WgpuSession(OnnxSession):
     """The ONNX engine's tokenizer in front of the compute layer's encoder."""
 
@@ -76,7 +48,12 @@ class WgpuSession(OnnxSession):
 
     def open(self, model_path: str, tokenizer_path: str | None, config: dict[str, Any], threads: int) -> None:
         self.open_tokenizer(tokenizer_path, config)
-        weights, heads, eps = read_bert_weights(model_path)
+        with open(model_path, "rb") as f:
+            data = memoryview(f.read())
+        try:
+            weights, heads, eps = bert_weights(onnx_weights.read(data), data)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ModelLoadError(f"wgpu engine: {exc}") from exc
         shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
         self.encoder = BertEncoder(device(), weights, shape, config.get("pooling", "mean"))
         self.session = self.encoder

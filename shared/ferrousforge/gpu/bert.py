@@ -13,9 +13,11 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
+from ferrousforge.gpu.onnx_weights import FLOAT, OnnxWeights
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,27 @@ class BertShape:
         intermediate = shapes["encoder.layer.0.intermediate.dense.weight"][1]
         labels = shapes["classifier.weight"][1] if "classifier.weight" in shapes else 0
         return cls(hidden, heads, layers, intermediate, eps, labels)
+
+
+Weights = dict[str, tuple[Any, tuple[int, ...]]]  # name → (f32 little-endian bytes, shape)
+
+
+def bert_weights(onnx: OnnxWeights, data: memoryview) -> tuple[Weights, int, float]:
+    """The f32 weights of a BERT ONNX file FerrousForge wrote (slices of ``data``, no copies), its
+    head count and LayerNorm epsilon."""
+    if "word_emb" not in onnx.tensors or "encoder.layer.0.attention.self.query.weight" not in onnx.tensors:
+        raise ValueError(
+            "the wgpu engine runs BERT models FerrousForge converted from safetensors; "
+            "this ONNX file was made elsewhere (use engine 'onnx')"
+        )
+    heads = onnx.int64s(data, "split_shape")[2]
+    eps = next(float(n.attributes["epsilon"]) for n in onnx.nodes if n.op_type == "LayerNormalization")
+    weights = {
+        t.name: (data[t.offset : t.offset + t.length], t.dims)
+        for t in onnx.tensors.values()
+        if t.data_type == FLOAT and t.dims
+    }
+    return weights, heads, eps
 
 
 @dataclass

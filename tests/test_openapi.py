@@ -113,7 +113,8 @@ def _short(body: dict, v1: bool) -> None:
         body["max_tokens"], body["max_completion_tokens"] = 8, None
     else:
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
-        body["options"] = {**options, "num_predict": 8, "num_ctx": None}
+        # an engine runs some formats only (a schema can't tie it to the model): the model's own
+        body["options"] = {**options, "num_predict": 8, "num_ctx": None, "engine": None}
     if isinstance(body.get("messages"), list):
         body["messages"] = body["messages"][:8]
     for message in body.get("messages") or []:

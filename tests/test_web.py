@@ -115,6 +115,19 @@ def test_measured_speed_ranks_accelerators_and_software_webgpu_goes_last() -> No
     assert decide(caps(broken), MINILM).placement == HOST
 
 
+def test_an_accelerator_can_be_forced_even_when_it_is_a_software_adapter() -> None:
+    wasm = Accelerator(BROWSER_WASM, gflops=20.0, threads=2)
+    swiftshader = Accelerator(BROWSER_WEBGPU, gflops=0.5, software=True)  # too slow for "auto"
+    assert decide(caps(wasm, swiftshader), MINILM).placement == BROWSER_WASM
+    forced = decide(caps(wasm, swiftshader), MINILM, override=BROWSER_WEBGPU)
+    assert (forced.placement, forced.candidates) == (BROWSER_WEBGPU, [BROWSER_WEBGPU])
+    assert decide(caps(swiftshader, wasm), MINILM, override=BROWSER_WASM).placement == BROWSER_WASM
+    missing = decide(caps(wasm), MINILM, override=BROWSER_WEBGPU)
+    assert missing.placement == HOST and "browser-webgpu requested but unavailable" in missing.reason
+    broken = Accelerator(BROWSER_WEBGPU, gflops=0.0, error="no WebGPU adapter")
+    assert "no WebGPU adapter" in decide(caps(wasm, broken), MINILM, override=BROWSER_WEBGPU).reason
+
+
 def test_budget_features_threads_and_minimum_speed_send_work_to_the_host() -> None:
     wasm = Accelerator(BROWSER_WASM, gflops=20.0, threads=2)
     small = caps(wasm, memory_gb=0.5)

@@ -4,6 +4,7 @@
 //   forge.rerank({model, query, documents, placement}); forge.configure({prefer, api_key, budget_bytes, threads})
 //   forge.generate({model, prompt, options, placement, onToken}); forge.chat({model, messages, ...})
 // Every file comes from this origin (the host's /ui/runtime/ bundle): nothing from a CDN.
+import * as gpu from './gpu.mjs';
 import * as kernels from './kernels.mjs';
 import * as wllama from './wllama.mjs';
 
@@ -176,7 +177,7 @@ export async function boot(settings = {}) {
   const deps = await fetch(`${runtimeURL}${assets.python_deps}`);  // jinja2 for chat templates
   pyodide.unpackArchive(await deps.arrayBuffer(), 'zip');
   pyodide.registerJsModule('forge_js', {
-    kernels, wllama, streamLines, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
+    kernels, gpu, wllama, streamLines, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
   });
   const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
   performance.mark('forge:imported');

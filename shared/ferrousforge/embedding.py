@@ -52,6 +52,15 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb) if na and nb else 0.0
 
 
+def relevance(logits: Sequence[float]) -> float:
+    """A cross-encoder's score in [0, 1]: the sigmoid of one logit, or the softmax of "relevant"
+    (the second of two classes)."""
+    if len(logits) == 1:
+        return 1.0 / (1.0 + math.exp(-logits[0]))
+    a, b = logits[0], logits[1]
+    return 1.0 / (1.0 + math.exp(a - b))
+
+
 class BatchedMold(Mold):
     """Base of the kinds whose primitive takes a batch: coalesces concurrent requests into it."""
 

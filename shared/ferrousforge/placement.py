@@ -17,7 +17,7 @@ BROWSER_WEBGPU = "browser-webgpu"
 BROWSER_WASM = "browser-wasm"
 HOST = "host"
 PREFERENCES = ("browser", "fastest", "host")
-OVERRIDES = ("auto", "browser", "host")
+OVERRIDES = ("auto", "browser", "host", BROWSER_WEBGPU, BROWSER_WASM)
 
 WASM32_LIMIT = 4 << 30  # one wasm32 memory
 ARRAY_BUFFER_LIMIT = 2 << 30  # one ArrayBuffer: a bigger single file must be split
@@ -176,7 +176,9 @@ def decide(
 
     ``measured``: items/s seen on earlier requests of this model per placement (for ``fastest``).
     ``override="browser"`` runs in the browser on the best accelerator even when it is slow or
-    over budget (a failure still falls back to the host); ``"host"`` skips the browser.
+    over budget (a failure still falls back to the host); ``"host"`` skips the browser;
+    ``"browser-webgpu"`` / ``"browser-wasm"`` run on that accelerator even when it is a software
+    adapter (a page or a test forcing it), and on the host when the browser has none.
     """
     if override not in OVERRIDES:
         raise ValueError(f"placement must be one of {', '.join(OVERRIDES)}")
@@ -184,6 +186,14 @@ def decide(
         raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
     if override == "host" or (override == "auto" and prefer == "host"):
         return Decision(HOST, "host placement requested")
+    if override in (BROWSER_WEBGPU, BROWSER_WASM):
+        named = next((a for a in caps.accelerators if a.name == override), None)
+        if named is None or named.error:
+            return Decision(
+                HOST, f"{override} requested but unavailable: {named.error if named else 'absent'}"
+            )
+        speed = named.gflops / req.gflop_per_item if req.gflop_per_item and named.gflops else 0.0
+        return Decision(override, f"{override} placement requested", speed, [override])
     ranked = caps.ranked()
     if not ranked:
         return Decision(HOST, "no in-browser accelerator works here")

@@ -1,6 +1,6 @@
 // D1: a software WebGPU adapter (SwiftShader, from --enable-unsafe-webgpu) is measured and ranked below wasm.
 import { expect, test } from '@playwright/test';
-import { embed, openForge } from './helpers';
+import { cosine, embed, openForge, why } from './helpers';
 
 test('software WebGPU is found, measured and ranked below wasm', async ({ page }) => {
   await openForge(page);
@@ -15,4 +15,38 @@ test('software WebGPU is found, measured and ranked below wasm', async ({ page }
   expect(caps.ranking).toEqual(['browser-wasm', 'browser-webgpu']);
   const out = await embed(page, { model: 'all-minilm', input: 'hello' });
   expect(out.placement).toBe('browser-wasm');
+});
+
+// H: FerrousForge's own WGSL kernels (ferrousforge.gpu) on the page's WebGPU, forced onto SwiftShader.
+test('browser-webgpu embeds and reranks with the compute layer, agreeing with the host', async ({ page }) => {
+  await openForge(page);
+  const input = ['The cat sat on the mat.', 'Semantic search finds passages by meaning.', 'héllo wörld'];
+  const gpu = await embed(page, { model: 'all-minilm', input, placement: 'browser-webgpu' });
+  expect(gpu.placement, why(gpu)).toBe('browser-webgpu');
+  const host = await embed(page, { model: 'all-minilm', input, placement: 'host' });
+  gpu.embeddings.forEach((v: number[], i: number) => expect(cosine(v, host.embeddings[i])).toBeGreaterThan(0.9999));
+  const body = { model: 'all-minilm', query: 'a cat', documents: ['The cat sat on the mat.', 'Tax law.'] };
+  const ours = await page.evaluate((b) => (window as any).forge.rerank({ ...b, placement: 'browser-webgpu' }), body);
+  const ref = await page.evaluate((b) => (window as any).forge.rerank({ ...b, placement: 'host' }), body);
+  expect(ours.placement, why(ours)).toBe('browser-webgpu');
+  for (const r of ref.results) {
+    const mine = ours.results.find((x: any) => x.index === r.index);
+    expect(Math.abs(mine.relevance_score - r.relevance_score)).toBeLessThan(1e-4);
+  }
+});
+
+test('a failing GPU pipeline falls back to the host and says so', async ({ page }) => {
+  await page.addInitScript(() => {
+    const create = GPUDevice.prototype.createComputePipeline;
+    GPUDevice.prototype.createComputePipeline = function (this: GPUDevice, d: GPUComputePipelineDescriptor) {
+      if ((window as any).failGpu) throw new Error('pipeline creation failed (test)');
+      return create.call(this, d);
+    };
+  });
+  await openForge(page);  // the probe still measures the GPU
+  await page.evaluate(() => { (window as any).failGpu = true; });
+  const out = await embed(page, { model: 'all-minilm', input: ['hello'], placement: 'browser-webgpu' });
+  expect(out.placement).toBe('host');
+  expect(out.fallback).toContain('browser-webgpu failed');
+  expect(out.fallback).toContain('pipeline creation failed (test)');
 });

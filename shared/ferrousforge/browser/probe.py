@@ -1,8 +1,9 @@
 """The capability probe: what this browser can really do, measured, cached per browser.
 
 Presence is not enough: a software WebGPU adapter (SwiftShader) is present and ~100× slower than
-wasm. So each candidate accelerator runs the same small MatMul model (``probe.onnx``) on its
-onnxruntime-web execution provider and reports GFLOP/s; placement ranks by that.
+wasm. So each candidate accelerator runs the same matrix product and reports GFLOP/s: wasm through
+onnxruntime-web (the small MatMul model ``probe.onnx``), WebGPU through FerrousForge's own matmul
+kernel (``ferrousforge.gpu``), the engine that runs there; placement ranks by that.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import js
 from ferrousforge.browser.bridge import absent, helpers, jsobj, now_ms
 from ferrousforge.placement import BROWSER_WASM, BROWSER_WEBGPU, Accelerator, Capabilities
 
-STORAGE_KEY = "ferrousforge.probe.v1"
+STORAGE_KEY = "ferrousforge.probe.v2"  # v2: WebGPU measured with the compute layer's kernel
 ROWS = 64
 BUDGET_MS = 120.0  # timing runs per accelerator (after one warm-up run)
 SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "lavapipe", "software", "basic render")
@@ -51,6 +52,28 @@ async def _time_ep(ep: str, threads: int, probe: dict[str, Any], model: Any) -> 
         return float(probe["flop_per_row"]) * ROWS / seconds / 1e9
     finally:
         await session.release()
+
+
+async def _time_gpu(width: int) -> float:
+    """GFLOP/s of the compute layer's matmul kernel ([ROWS, width] · [width, width]) on the page's GPU."""
+    from ferrousforge.gpu import ops
+    from ferrousforge.gpu.webgpu import WebGpuDevice
+
+    gpu = await WebGpuDevice.open()
+    a, w = gpu.upload(bytes(ROWS * width * 4)), gpu.upload(bytes(width * width * 4))
+    out = gpu.buffer(ROWS * width * 4)
+    rec = gpu.record()
+    ops.matmul(rec, a, w, gpu.upload(bytes(width * 4)), out, ROWS, width, width)
+    gpu.submit(rec)
+    await gpu.read(out, 4)  # warm-up: compiles the pipeline
+    best, runs, start = float("inf"), 0, now_ms()
+    while runs < 30 and (runs < 3 or now_ms() - start < BUDGET_MS):
+        t = now_ms()
+        gpu.submit(rec)
+        await gpu.read(out, 4)
+        best = min(best, now_ms() - t)
+        runs += 1
+    return 2.0 * ROWS * width * width / (max(best, 0.01) / 1000) / 1e9
 
 
 async def _webgpu() -> tuple[Any, dict[str, Any]]:
@@ -105,7 +128,10 @@ async def measure(runtime_url: str, probe: dict[str, Any], refresh: bool = False
                 accelerators.append(acc)
                 continue
         try:
-            acc.gflops = await _time_ep(ep, threads, probe, model.slice())
+            if ep == "webgpu":
+                acc.gflops = await _time_gpu(int(probe["width"]))
+            else:
+                acc.gflops = await _time_ep(ep, threads, probe, model.slice())
         except Exception as exc:
             acc.error = f"probe failed: {exc}"[:300]
         accelerators.append(acc)

@@ -23,6 +23,7 @@ from pyodide.http import pyfetch
 from ferrousforge.browser.blobs import BlobCache
 from ferrousforge.browser.bridge import absent, helpers, jsobj, now_ms, py
 from ferrousforge.browser.gguf_web import WebGenerateMold
+from ferrousforge.browser.gpu_web import GpuEmbeddingMold, GpuRerankMold
 from ferrousforge.browser.onnx_web import WebEmbeddingMold, WebRerankMold
 from ferrousforge.browser.probe import measure, wasm_threads
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
@@ -33,6 +34,7 @@ from ferrousforge.mold import ModelSpec, Mold
 from ferrousforge.options import Options
 from ferrousforge.placement import (
     BROWSER_WASM,
+    BROWSER_WEBGPU,
     HOST,
     OVERRIDES,
     PREFERENCES,
@@ -185,6 +187,7 @@ class BrowserForge:
         if info.kind == "generate" and self.threads:
             threads = min(self.threads, threads)
         cls = WEB_ENGINES[info.format][info.kind]
+        cls = GPU_ENGINES.get((info.format, info.kind), cls) if accelerator == BROWSER_WEBGPU else cls
         mold = cls(spec, Options(num_thread=threads), accelerator, files)
         await mold.load()
         self.molds[key] = mold
@@ -461,6 +464,11 @@ WASM_ONLY = {"gguf"}
 WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
     "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold},
     "gguf": {"generate": WebGenerateMold},
+}
+# on browser-webgpu, FerrousForge's own kernels (ferrousforge.gpu) rather than onnxruntime-web's WebGPU EP
+GPU_ENGINES: dict[tuple[str, str], type[Any]] = {
+    ("onnx", "embed"): GpuEmbeddingMold,
+    ("onnx", "rerank"): GpuRerankMold,
 }
 
 

@@ -78,13 +78,15 @@ class BertEncoder:
     def __init__(
         self,
         device: GpuDevice,
-        weights: dict[str, tuple[bytes, tuple[int, ...]]],
+        weights: Weights,
         shape: BertShape,
         pooling: str,
+        normalize: bool = False,
     ) -> None:
         self.device = device
         self.shape = shape
         self.pooling = pooling
+        self.normalize = normalize  # L2-normalise the pooled vectors on the GPU
         self.max_positions = weights["pos_emb"][1][0]
         self.w = {name: device.upload(data) for name, (data, _) in weights.items()}
         self._passes: OrderedDict[tuple[int, int], _Pass] = OrderedDict()
@@ -134,6 +136,9 @@ class BertEncoder:
             return _Pass(rec, ids, positions, types, mask, out, b * sh.labels * 4)
         out = dev.buffer(b * d * 4)
         ops.pool(rec, x, mask, out, b, s, d, self.pooling)
+        if self.normalize:
+            pooled, out = out, dev.buffer(b * d * 4)
+            ops.rownorm(rec, pooled, out, b, d, "l2")
         return _Pass(rec, ids, positions, types, mask, out, b * d * 4)
 
     def _pass(self, b: int, s: int) -> _Pass:

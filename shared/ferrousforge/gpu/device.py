@@ -57,6 +57,7 @@ class Recording:
 
     device: GpuDevice
     dispatches: list[Dispatch] = field(default_factory=list)
+    handle: Any = None  # a backend's own form of the list (the page's: one JS array), made at first submit
 
     def dispatch(
         self,
@@ -75,6 +76,7 @@ class Recording:
         d = Dispatch(kernel, tuple(buffers), grid, pack_params(params))  # type: ignore[arg-type]
         d.handle = self.device.bind(d)
         self.dispatches.append(d)
+        self.handle = None
 
 
 def pack_params(params: tuple[int | float, ...]) -> bytes:

@@ -5,8 +5,9 @@ anew for every batch.
     .venv/bin/python bench/gpu_embed.py --runs 5
 
 Without a GPU, wgpu runs on lavapipe (Mesa's CPU Vulkan driver): correct and very slow, a correctness
-vehicle, never a speed target. Both engines run in the same server (`options.engine` per request),
-alternating, 1 thread for onnxruntime.
+vehicle, never a speed target. Both engines run in the same server, each on its own copy of the model
+(an engine is a load option: one model switched between engines would reload every time), alternating,
+1 thread for onnxruntime.
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ from generate_speed import CLIENT, bench_store, start_forge, stop
 TEXT = "Semantic search finds passages by meaning rather than by shared words, sentence number {}."
 
 
+MODELS = {
+    "onnx": "all-minilm",
+    "wgpu": "all-minilm-wgpu",
+}  # one loaded model each: an engine is a load option
+
+
 def embeddings_per_s(url: str, batch: int, engine: str) -> float:
     texts = [TEXT.format(i) for i in range(batch)]
+    body = {"model": MODELS[engine], "input": texts, "options": {"engine": engine}}
     started = time.perf_counter()
-    r = CLIENT.post(
-        url + "/api/embed", json={"model": "all-minilm", "input": texts, "options": {"engine": engine}}
-    )
+    r = CLIENT.post(url + "/api/embed", json=body)
     r.raise_for_status()
     return batch / (time.perf_counter() - started)
 
@@ -75,6 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     proc, url = start_forge(bench_store(), pull="all-minilm", num_thread=1)
     try:
+        CLIENT.post(url + "/api/copy", json={"source": "all-minilm", "destination": MODELS["wgpu"]})
         for engine in ("onnx", "wgpu"):  # load both
             embeddings_per_s(url, 1, engine)
         print("| batch | onnxruntime (CPU, 1 thread) emb/s | wgpu emb/s | wgpu vs onnxruntime |")

@@ -76,10 +76,17 @@ def test_cross_encoder_scores_match_onnx(bert_host: Host) -> None:
 
 def test_ps_and_info_say_which_engine_and_adapter_serve_a_model(bert_host: Host) -> None:
     embed(bert_host, "tiny-bert", ["hello"], **WGPU)
+    embed(bert_host, "all-minilm", ["hello"])
     with bert_host.client() as c:
         models = {m["name"]: m for m in c.get("/api/info").json()["models"]}
-    assert models["tiny-bert:latest"]["engine"] == "wgpu"
-    assert models["tiny-bert:latest"]["accelerator"] == "wgpu"
+        running = {m["name"]: m for m in c.get("/api/ps").json()["models"]}
+    wgpu, onnx = models["tiny-bert:latest"], running["all-minilm:latest"]
+    assert (wgpu["engine"], wgpu["accelerator"]) == ("wgpu", "wgpu") and wgpu["adapter"]
+    assert (
+        running["tiny-bert:latest"]["engine"] == "wgpu"
+        and running["tiny-bert:latest"]["adapter"] == wgpu["adapter"]
+    )
+    assert onnx["engine"] == "onnxruntime" and "adapter" not in onnx
 
 
 def test_engine_names_are_checked(bert_host: Host, tiny_gguf: Path) -> None:

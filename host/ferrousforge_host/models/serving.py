@@ -118,6 +118,8 @@ class ModelService:
                     "expires_at": iso(runner.expires_at) if runner.expires_at else "0001-01-01T00:00:00Z",
                     "size_vram": facts.get("size_vram", 0),
                     "context_length": facts.get("n_ctx"),
+                    "engine": facts.get("engine", ""),  # beside Ollama's fields: what serves it
+                    **({"adapter": facts["adapter"]} if facts.get("adapter") else {}),
                 }
             )
         return {"models": models}
@@ -130,7 +132,7 @@ class ModelService:
                 "name": runner.name.display,
                 "engine": facts.get("engine", ""),
                 "accelerator": facts.get("accelerator", "cpu"),
-                **({"runner_pid": facts["runner_pid"]} if "runner_pid" in facts else {}),
+                **{key: facts[key] for key in ("adapter", "runner_pid") if facts.get(key)},
             }
             for runner in self.scheduler.loaded()
             if (facts := runner.mold.metadata())

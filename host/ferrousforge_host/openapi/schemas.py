@@ -332,7 +332,14 @@ COMPONENTS: dict[str, Schema] = {
             )
         ),
         models=array(
-            obj(("name", "engine", "accelerator"), name=STRING, engine=STRING, accelerator=ACCELERATOR)
+            obj(
+                ("name", "engine", "accelerator"),
+                name=STRING,
+                engine=STRING,
+                accelerator=ACCELERATOR,
+                adapter={"type": "string", "description": "the GPU adapter of the wgpu engine"},
+                runner_pid=INT,
+            )
         ),
     ),
     "Running": obj(
@@ -344,6 +351,8 @@ COMPONENTS: dict[str, Schema] = {
                 model=STRING,
                 size=INT,
                 size_vram=INT,
+                engine={"type": "string", "examples": ["llama.cpp", "onnxruntime", "wgpu"]},
+                adapter=STRING,
                 digest=STRING,
                 details=DETAILS,
                 expires_at=nullable(STRING),

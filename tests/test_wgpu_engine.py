@@ -110,3 +110,18 @@ def test_the_server_can_prefer_wgpu(tmp_path: Path) -> None:
         assert body["accelerator"] == "wgpu"
         _, onnx = embed(h, "b", ["hello there"], engine="onnx")  # a request still chooses
         assert onnx["accelerator"] == "cpu"
+
+
+def test_auto_takes_wgpu_only_where_a_hardware_adapter_measures_faster() -> None:
+    from ferrousforge.mold import ModelSpec, resolve_mold
+    from ferrousforge_host.engines.onnx import OnnxEmbeddingMold
+    from ferrousforge_host.engines.wgpu import WgpuEmbeddingMold, device, matmul_gflops, wgpu_is_faster
+
+    on_gpu, on_cpu = matmul_gflops(device(), m=32, n=64, k=64, runs=2)
+    assert on_gpu > 0 and on_cpu > 0
+    spec = ModelSpec("m", "onnx", "/nonexistent", config={"task": "embed"})
+    expected = WgpuEmbeddingMold if wgpu_is_faster() else OnnxEmbeddingMold
+    assert resolve_mold(spec) is expected
+    if device().software:  # lavapipe, SwiftShader: never chosen by themselves
+        assert expected is OnnxEmbeddingMold
+    assert resolve_mold(spec, "wgpu") is WgpuEmbeddingMold

@@ -53,7 +53,7 @@ class Mold(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     engine: ClassVar[str] = ""
     native: ClassVar[bool] = False  # runs native code: the host runs it in a runner process of its own
-    auto: ClassVar[bool] = True  # chosen by engine "auto"; False: only when asked for by name
+    auto: ClassVar[bool] = True  # chosen by engine "auto"; False: only when asked for by name (or preferred)
 
     def __init__(self, spec: ModelSpec, options: Options) -> None:
         self.spec = spec
@@ -82,6 +82,11 @@ class Mold(ABC):
         """Memory a load would take, known before loading: by default the files plus a fifth."""
         files = [spec.path, *spec.files.values()]
         return int(sum(os.path.getsize(f) for f in files if os.path.exists(f)) * 1.2)
+
+    @classmethod
+    def preferred(cls) -> bool:
+        """Whether "auto" should choose this engine over the others for its formats (measured here)."""
+        return False
 
     # -- supplied by the base -----------------------------------------------------------
     def require(self, capability: Capability) -> None:
@@ -154,7 +159,10 @@ def resolve_mold(spec: ModelSpec, engine: str = "auto") -> type[Mold]:
     found = [cls for cls in reversed(_REGISTRY) if spec.format in cls.formats and cls.task == task]
     if not found:
         raise NotSupported(f"no engine is registered for {spec.format} models of task '{task}'")
-    chosen = [cls for cls in found if (cls.auto if engine == "auto" else cls.engine == engine)]
+    if engine == "auto":
+        chosen = [cls for cls in found if cls.preferred()] or [cls for cls in found if cls.auto]
+    else:
+        chosen = [cls for cls in found if cls.engine == engine]
     if not chosen:
         engines = ", ".join(sorted({cls.engine for cls in found}))
         raise NotSupported(

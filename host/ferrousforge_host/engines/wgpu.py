@@ -4,13 +4,20 @@
 It reads the weights of the ONNX file the host converted from safetensors (``bert_onnx.py`` names them)
 and runs them with the same WGSL kernels the page uses; tokenization, truncation and normalisation are
 the ONNX engine's. Chosen per request (``options.engine: "wgpu"``) or per server
-(``FERROUSFORGE_ENGINE=wgpu``); ``auto`` keeps onnxruntime.
+(``FERROUSFORGE_ENGINE=wgpu``); ``auto`` keeps onnxruntime unless a hardware adapter measures at twice
+the CPU's matmul speed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import platform
+import sys
 import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +32,60 @@ from ferrousforge_host.engines.onnx import OnnxEmbeddingMold, OnnxRerankMold, On
 
 _device: GpuDevice | None = None
 _device_lock = threading.Lock()
+
+
+def hardware_gpu() -> bool:
+    """A GPU beyond the CPU is visible (cheap: no adapter is opened): NVIDIA's driver, a DRM render node,
+    or a Mac's. Software adapters (lavapipe) need none of these."""
+    nvidia = Path("/proc/driver/nvidia/gpus")
+    return (
+        (nvidia.is_dir() and any(nvidia.iterdir()))
+        or any(Path("/dev/dri").glob("renderD*"))
+        or (sys.platform == "darwin" and platform.machine() == "arm64")
+    )
+
+
+def matmul_gflops(
+    gpu: GpuDevice, m: int = 256, n: int = 1024, k: int = 1024, runs: int = 5
+) -> tuple[float, float]:
+    """GFLOP/s of the compute layer's matmul on ``gpu`` and of numpy's on this CPU, the same shape."""
+    from ferrousforge.gpu import ops
+
+    a, w = np.ones((m, k), np.float32), np.ones((n, k), np.float32)
+    out = gpu.buffer(m * n * 4)
+    rec = gpu.record()
+    ops.matmul(rec, gpu.upload(a.tobytes()), gpu.upload(w.tobytes()), gpu.upload(bytes(n * 4)), out, m, n, k)
+
+    def best(run: Callable[[], object]) -> float:
+        run()  # warm-up (compiles the pipeline)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        return 2.0 * m * n * k / min(times) / 1e9
+
+    def on_gpu() -> object:
+        gpu.submit(rec)
+        return asyncio.run(gpu.read(out, 4))
+
+    return best(on_gpu), best(lambda: a @ w.T)
+
+
+@functools.cache
+def wgpu_is_faster() -> bool:
+    """``auto`` takes the wgpu engine only on a hardware adapter measured at twice the CPU's matmul
+    speed (once per process); a software adapter never."""
+    if not hardware_gpu():
+        return False
+    try:
+        gpu = device()
+        if gpu.software:
+            return False
+        on_gpu, on_cpu = matmul_gflops(gpu)
+    except Exception:
+        return False
+    return on_gpu > 2 * on_cpu
 
 
 def device() -> GpuDevice:
@@ -75,8 +136,12 @@ class WgpuMold:
     """What both wgpu Molds add to their ONNX twins: the session, and the adapter in metadata."""
 
     engine: ClassVar[str] = "wgpu"
-    auto: ClassVar[bool] = False  # chosen when asked for: a software adapter is slower than the CPU
+    auto: ClassVar[bool] = False  # "auto" takes it only where it measures faster (wgpu_is_faster)
     session_class: type[OnnxSession] = WgpuSession
+
+    @classmethod
+    def preferred(cls) -> bool:
+        return wgpu_is_faster()
 
     def metadata(self) -> dict[str, Any]:
         base = Mold.metadata(self)  # type: ignore[arg-type]

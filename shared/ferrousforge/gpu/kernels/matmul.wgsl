@@ -1,11 +1,12 @@
 // C[M, N] = act(A[M, K] · W[N, K]ᵀ + bias[N]): weights row-major as a Linear layer stores them, or
-// with WT as [K, N] (as an ONNX MatMul stores them). act: GELU (erf), TANH or none.
+// with WT as [K, N] (as an ONNX MatMul stores them). act: GELU (erf), TANH or none. With F16 the
+// weights are f16 (half the memory and bandwidth; the adapter has shader-f16), products summed in f32.
 // 16×16 tiles through workgroup memory; every output sums K in the same order whatever M is, so a
 // row's result does not depend on the batch it came in (batch-invariant).
 struct Params { M: u32, N: u32, K: u32, pad: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<FLOAT>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -47,11 +48,11 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #if WT
     let wk = k0 + l.y;  // threads side by side read side by side: W[k, n..n+15]
     var vw = 0.0;
-    if (col < p.N && wk < p.K) { vw = w[wk * p.N + col]; }
+    if (col < p.N && wk < p.K) { vw = f32(w[wk * p.N + col]); }
     tw[l.x][l.y] = vw;
 #else
     var vw = 0.0;
-    if (wrow < p.N && k < p.K) { vw = w[wrow * p.K + k]; }
+    if (wrow < p.N && k < p.K) { vw = f32(w[wrow * p.K + k]); }
     tw[l.y][l.x] = vw;
 #endif
     workgroupBarrier();

@@ -126,7 +126,7 @@ class RunnerProcess:
             returncode = None
         self.dead = ForgeError(f"{self.engine} runner process has terminated: {exit_cause(returncode)}")
         for reply in list(self._waiting.values()):
-            reply("err", self.dead)
+            reply("err", ForgeError(self.dead.message))  # one exception each: each is raised on its own
         self._waiting.clear()
 
     def request(self, message: tuple[Any, ...], reply: Reply) -> int:

@@ -67,12 +67,14 @@ def main() -> None:
     args = parser.parse_args()
     store = bench_store()
     forge, forge_url = start_forge(store, num_parallel=SLOTS, max_queue=512)
-    procs = [forge]
+    inproc, inproc_url = start_forge(store, None, num_parallel=SLOTS, max_queue=512, runners=0)
+    procs = [forge, inproc]
     try:
         server, server_url = start_llama_server(store, slots=SLOTS)
         procs.append(server)
         targets = {
             "FerrousForge": (forge_pieces, forge_url),
+            "FerrousForge, in-process engine": (forge_pieces, inproc_url),
             "llama-server -np 4": (server_pieces, server_url),
         }
         for fn, url in targets.values():
@@ -88,13 +90,20 @@ def main() -> None:
             f"gemma3:270m, {NEW_TOKENS} greedy tokens per stream, 234-token prompts, {THREADS} threads, "
             f"{SLOTS} slots, median of {args.rounds} rounds\n"
         )
-        print("| streams | FerrousForge tok/s | llama-server tok/s | ratio | FerrousForge vs its 1 stream |")
-        print("|---|---|---|---|---|")
+        print(
+            "| streams | FerrousForge tok/s | in-process engine tok/s | llama-server tok/s | ratio "
+            "| runners vs in-process | FerrousForge vs its 1 stream |"
+        )
+        print("|---|---|---|---|---|---|---|")
         one = statistics.median(results[("FerrousForge", 1)])
         for streams in (1, 2, 4):
             ours = statistics.median(results[("FerrousForge", streams)])
+            inside = statistics.median(results[("FerrousForge, in-process engine", streams)])
             theirs = statistics.median(results[("llama-server -np 4", streams)])
-            print(f"| {streams} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x | {ours / one:.2f}x |")
+            print(
+                f"| {streams} | {ours:.1f} | {inside:.1f} | {theirs:.1f} | {ours / theirs:.2f}x "
+                f"| {ours / inside:.2f}x | {ours / one:.2f}x |"
+            )
         print("\n64 clients at once (one short request each, 128 tokens):\n")
         print("| server | TTFT p50 | TTFT p99 | wall |")
         print("|---|---|---|---|")

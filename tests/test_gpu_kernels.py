@@ -243,3 +243,34 @@ def test_matmul_with_f16_weights(gpu: GpuDevice, m: int, n: int, k: int, w_kn: b
     )
     want = a @ w.astype(np.float16).astype(np.float32).T + bias
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def gguf_blocks(kind: str, rows: int, cols: int) -> np.ndarray:
+    """Random blocks of a GGUF type with finite, small scales (f16 fields set by hand)."""
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType[kind]
+    per, size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(rows * cols // per, size), dtype=np.uint8)
+    scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    if kind == "F16":
+        return randn(rows, cols).astype(np.float16).view(np.uint8).reshape(rows, -1)
+    if kind in ("Q4_0", "Q8_0"):
+        blocks[:, 0:2] = scale
+    elif kind in ("Q4_1", "Q4_K"):
+        blocks[:, 0:2], blocks[:, 2:4] = scale, np.frombuffer(np.float16(-0.02).tobytes(), np.uint8)
+    elif kind == "Q6_K":
+        blocks[:, 208:210] = scale
+    return blocks.reshape(rows, -1)
+
+
+@pytest.mark.parametrize("kind", ["F16", "Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"])
+def test_gguf_weights_dequantize_as_llama_cpp_lays_them_out(gpu: GpuDevice, kind: str) -> None:
+    import gguf
+
+    rows, cols = 3, 512
+    raw = gguf_blocks(kind, rows, cols)
+    want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(rows, cols)
+    out = gpu.buffer(rows * cols * 4)
+    got = run(gpu, lambda r: ops.dequantize(r, up(gpu, raw), out, rows * cols, kind), out, (rows, cols))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -50,6 +50,26 @@ def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
     rec.dispatch(rec.device.kernel("half", F16=True), [x, y], grid, (pairs,))
 
 
+# GGUF tensor types the GPU dequantizes (ggml's type ids) and (values, bytes) per block
+GGUF_BLOCKS = {
+    "F16": (1, 2),
+    "Q4_0": (32, 18),
+    "Q4_1": (32, 20),
+    "Q8_0": (32, 34),
+    "Q4_K": (256, 144),
+    "Q6_K": (256, 210),
+}
+
+
+def dequantize(rec: Recording, raw: Buffer, out: Buffer, n: int, kind: str) -> None:
+    """out = the f32 values of a GGUF tensor of ``n`` values stored as ``kind`` in ``raw``."""
+    if kind not in GGUF_BLOCKS:
+        raise ValueError(f"cannot dequantize {kind} on the GPU (has: {', '.join(GGUF_BLOCKS)})")
+    groups = math.ceil(n / 256)
+    grid = (min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1)
+    rec.dispatch(rec.device.kernel("dequant", **{kind: True}), [raw, out], grid, (n,))
+
+
 def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:
     """y[n] = w[n, k] · x[k] + bias; k a multiple of 4."""
     if k % 4:

@@ -1,0 +1,72 @@
+// GGUF weights → f32, one value an invocation, from the tensor's raw bytes as llama.cpp lays them out
+// (Q4_0, Q4_1, Q8_0: 32 values a block; Q4_K, Q6_K: 256; F16). Run once at load.
+struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> raw: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+fn byte(o: u32) -> u32 { return (raw[o >> 2u] >> ((o & 3u) * 8u)) & 0xFFu; }
+fn sbyte(o: u32) -> f32 { return f32(bitcast<i32>(byte(o) << 24u) >> 24u); }
+fn half(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
+
+fn value(v: u32) -> f32 {
+#if Q4_0
+  let b = (v / 32u) * 18u;
+  let i = v % 32u;
+  let q = select(byte(b + 2u + i - 16u) >> 4u, byte(b + 2u + i) & 0xFu, i < 16u);
+  return (f32(q) - 8.0) * half(b);
+#endif
+#if Q4_1
+  let b = (v / 32u) * 20u;
+  let i = v % 32u;
+  let q = select(byte(b + 4u + i - 16u) >> 4u, byte(b + 4u + i) & 0xFu, i < 16u);
+  return f32(q) * half(b) + half(b + 2u);
+#endif
+#if Q8_0
+  let b = (v / 32u) * 34u;
+  return sbyte(b + 2u + v % 32u) * half(b);
+#endif
+#if Q4_K
+  let b = (v / 256u) * 144u;
+  let r = v % 256u;
+  let j = r / 64u;
+  let high = (r % 64u) / 32u;
+  let l = r % 32u;
+  let s = 2u * j + high;  // sub-block: a 6-bit scale and min packed in 12 bytes
+  let sc = b + 4u;
+  var scale = 0u;
+  var mn = 0u;
+  if (s < 4u) {
+    scale = byte(sc + s) & 63u;
+    mn = byte(sc + s + 4u) & 63u;
+  } else {
+    scale = (byte(sc + s + 4u) & 0xFu) | ((byte(sc + s - 4u) >> 6u) << 4u);
+    mn = (byte(sc + s + 4u) >> 4u) | ((byte(sc + s) >> 6u) << 4u);
+  }
+  let q = byte(b + 16u + 32u * j + l);
+  let nib = select(q & 0xFu, q >> 4u, high == 1u);
+  return half(b) * f32(scale) * f32(nib) - half(b + 2u) * f32(mn);
+#endif
+#if Q6_K
+  let b = (v / 256u) * 210u;
+  let r = v % 256u;
+  let n = r / 128u;
+  let quarter = (r % 128u) / 32u;
+  let l = r % 32u;
+  let ql = b + n * 64u + l + select(0u, 32u, quarter == 1u || quarter == 3u);
+  let low = select(byte(ql) & 0xFu, byte(ql) >> 4u, quarter >= 2u);
+  let qh = (byte(b + 128u + n * 32u + l) >> (2u * quarter)) & 3u;
+  let q = f32(low | (qh << 4u)) - 32.0;
+  let scale = sbyte(b + 192u + n * 8u + l / 16u + 2u * quarter);
+  return half(b + 208u) * scale * q;
+#endif
+#if F16
+  return half(2u * v);
+#endif
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
+  let v = gid.x + gid.y * groups.x * 256u;
+  if (v < p.n) { out[v] = value(v); }
+}

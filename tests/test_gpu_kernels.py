@@ -274,3 +274,71 @@ def test_gguf_weights_dequantize_as_llama_cpp_lays_them_out(gpu: GpuDevice, kind
     out = gpu.buffer(rows * cols * 4)
     got = run(gpu, lambda r: ops.dequantize(r, up(gpu, raw), out, rows * cols, kind), out, (rows, cols))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+# -- decoder kernels (toward GGUF generation on the compute layer) -----------------------------------
+@pytest.mark.parametrize("neox", [False, True])
+def test_rope(gpu: GpuDevice, neox: bool) -> None:
+    t, h, d, n_rot, base = 5, 3, 64, 48, 10000.0
+    x, pos = randn(t, h, d), np.array([0, 1, 7, 100, 4095], dtype=np.uint32)
+    xb = up(gpu, x)
+    got = run(gpu, lambda r: ops.rope(r, xb, up(gpu, pos), t, h, d, n_rot, base, neox), xb, (t, h, d))
+    want = x.copy().astype(np.float64)
+    freqs = base ** (-2.0 * np.arange(n_rot // 2) / n_rot)
+    angles = pos[:, None].astype(np.float64) * freqs  # [t, n_rot/2]
+    c, s = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+    if neox:
+        a, b = x[..., : n_rot // 2], x[..., n_rot // 2 : n_rot]
+        want[..., : n_rot // 2], want[..., n_rot // 2 : n_rot] = a * c - b * s, a * s + b * c
+    else:
+        a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+        want[..., 0:n_rot:2], want[..., 1:n_rot:2] = a * c - b * s, a * s + b * c
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-3)  # f32 angles at position 4095
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_glu(gpu: GpuDevice, gelu: bool) -> None:
+    n = 1000
+    g, u = randn(n), randn(n)
+    out = gpu.buffer(n * 4)
+    got = run(gpu, lambda r: ops.glu(r, up(gpu, g), up(gpu, u), out, n, gelu), out, (n,))
+    if gelu:
+        act = 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3)))
+    else:
+        act = g / (1 + np.exp(-g))
+    np.testing.assert_allclose(got, act * u, rtol=1e-5, atol=1e-6)
+
+
+def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice) -> None:
+    rows, n = 3, 262_144 + 7  # a Gemma-sized vocabulary
+    x = randn(rows, n)
+    x[1, 5], x[1, 200_000] = 50.0, 50.0
+    out = gpu.buffer(rows * 4)
+    got = run(gpu, lambda r: ops.argmax(r, up(gpu, x), out, rows, n), out, (rows,), np.uint32)
+    assert got.tolist() == [int(x[0].argmax()), 5, int(x[2].argmax())]
+
+
+def test_scatter_into_the_cache(gpu: GpuDevice) -> None:
+    src, pos = randn(3, 20), np.array([4, 0, 9], dtype=np.uint32)
+    cache = up(gpu, np.zeros((10, 20), np.float32))
+    got = run(gpu, lambda r: ops.scatter(r, up(gpu, src), up(gpu, pos), cache, 3, 20), cache, (10, 20))
+    assert np.array_equal(got[pos], src) and not got[[1, 2, 3, 5, 6, 7, 8]].any()
+
+
+@pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32)])
+def test_causal_attention_over_the_cache_with_grouped_heads(gpu: GpuDevice, window: int, d: int) -> None:
+    t, hq, hkv, cached = 3, 4, 2, 150  # 150 keys: several 64-key chunks of the online softmax
+    q, k, v = randn(t, hq, d), randn(cached, hkv, d), randn(cached, hkv, d)
+    pos = np.array([5, 6, 149], dtype=np.uint32)
+    out = gpu.buffer(t * hq * d * 4)
+    args = [up(gpu, a) for a in (q, k, v, pos)]
+    got = run(gpu, lambda r: ops.causal_attention(r, *args, out, t, hq, hkv, d, window), out, (t, hq, d))  # type: ignore[arg-type]
+    want = np.zeros_like(q)
+    for i, p in enumerate(pos):
+        first = max(0, int(p) + 1 - window) if window else 0
+        for h in range(hq):
+            keys, values = k[first : p + 1, h // (hq // hkv)], v[first : p + 1, h // (hq // hkv)]
+            scores = keys @ q[i, h] / math.sqrt(d)
+            w = np.exp(scores - scores.max())
+            want[i, h] = (w / w.sum()) @ values
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -50,3 +50,27 @@ test('a failing GPU pipeline falls back to the host and says so', async ({ page 
   expect(out.fallback).toContain('browser-webgpu failed');
   expect(out.fallback).toContain('pipeline creation failed (test)');
 });
+
+test('every compute-layer kernel compiles and runs on the page\'s WebGPU', async ({ page }) => {
+  await openForge(page);
+  const out = await page.evaluate(() => (window as any).forge.pyodide.runPythonAsync(`
+import struct
+from ferrousforge.gpu import ops
+from ferrousforge.gpu.webgpu import WebGpuDevice
+
+gpu = await WebGpuDevice.open()
+variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {"TANH": True}), ("gemv", {}),
+            ("layernorm", {"RESIDUAL": True}), ("rownorm", {"SOFTMAX": True}), ("rownorm", {"RMS": True, "ONE_PLUS": True}),
+            ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("rope", {"NEOX": True}),
+            ("glu", {"GELU": True}), ("argmax", {}), ("scatter", {}), ("causal", {})]
+variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
+for name, defines in variants:
+    gpu.kernel(name, **defines)
+x, best = gpu.upload(struct.pack("<5f", 1, 9, 3, 9, -2)), gpu.buffer(4)
+rec = gpu.record()
+ops.argmax(rec, x, best, 1, 5)
+gpu.submit(rec)
+[len(variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
+`).then((r: any) => r.toJs()));
+  expect(out).toEqual([21, 1]);
+});

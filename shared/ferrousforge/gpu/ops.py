@@ -44,10 +44,7 @@ def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
         raise ValueError("to_half converts an even number of values")
     if not rec.device.f16:
         raise ValueError("this adapter has no shader-f16")
-    pairs = n // 2
-    groups = math.ceil(pairs / 256)
-    grid = (min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1)
-    rec.dispatch(rec.device.kernel("half", F16=True), [x, y], grid, (pairs,))
+    rec.dispatch(rec.device.kernel("half", F16=True), [x, y], _flat(n // 2), (n // 2,))
 
 
 # GGUF tensor types the GPU dequantizes (ggml's type ids) and (values, bytes) per block
@@ -65,9 +62,8 @@ def dequantize(rec: Recording, raw: Buffer, out: Buffer, n: int, kind: str) -> N
     """out = the f32 values of a GGUF tensor of ``n`` values stored as ``kind`` in ``raw``."""
     if kind not in GGUF_BLOCKS:
         raise ValueError(f"cannot dequantize {kind} on the GPU (has: {', '.join(GGUF_BLOCKS)})")
-    groups = math.ceil(n / 256)
-    grid = (min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1)
-    rec.dispatch(rec.device.kernel("dequant", **{kind: True}), [raw, out], grid, (n,))
+    define = "HALF" if kind == "F16" else kind  # "F16" is the layer's own define (shader-f16)
+    rec.dispatch(rec.device.kernel("dequant", **{define: True}), [raw, out], _flat(n), (n,))
 
 
 def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:
@@ -158,3 +154,52 @@ def pool(
         raise ValueError(f"unknown pooling '{how}'")
     kernel = rec.device.kernel("pool", **{how.upper(): True})
     rec.dispatch(kernel, [h, mask, out], (math.ceil(d / 64), b, 1), (b, s, d))
+
+
+# -- decoder kernels -------------------------------------------------------------------------------
+def _flat(n: int) -> tuple[int, int, int]:
+    groups = math.ceil(n / 256)
+    return min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1
+
+
+def rope(
+    rec: Recording, x: Buffer, pos: Buffer, t: int, h: int, d: int, n_rot: int, base: float, neox: bool
+) -> None:
+    """Rotary embedding in place on x[t, h, d] at positions pos[t] (NEOX: halves; else pairs)."""
+    rec.dispatch(rec.device.kernel("rope", NEOX=neox), [pos, x], (t, h, 1), (t, h, d, n_rot, float(base)))
+
+
+def glu(rec: Recording, gate: Buffer, up: Buffer, out: Buffer, n: int, gelu: bool = False) -> None:
+    """out = act(gate) · up: SiLU (SwiGLU), or tanh-GELU with ``gelu`` (GeGLU)."""
+    rec.dispatch(rec.device.kernel("glu", GELU=gelu), [gate, up, out], _flat(n), (n,))
+
+
+def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int) -> None:
+    """out[r] = the index of row r's largest value (u32), the first on ties."""
+    rec.dispatch(rec.device.kernel("argmax"), [x, out], (rows, 1, 1), (n,))
+
+
+def scatter(rec: Recording, src: Buffer, pos: Buffer, dst: Buffer, t: int, w: int) -> None:
+    """dst[pos[i]] = src[i] for rows of width w (new keys and values into the KV cache)."""
+    rec.dispatch(rec.device.kernel("scatter"), [src, pos, dst], (math.ceil(w / 64), t, 1), (t, w))
+
+
+def causal_attention(
+    rec: Recording,
+    q: Buffer,
+    kcache: Buffer,
+    vcache: Buffer,
+    pos: Buffer,
+    out: Buffer,
+    t: int,
+    hq: int,
+    hkv: int,
+    d: int,
+    window: int = 0,
+    scale: float | None = None,
+) -> None:
+    """Each query attends to the cache up to its own position (the last ``window`` keys if > 0)."""
+    if d > 256 or hq % hkv:
+        raise ValueError("causal attention needs head dim ≤ 256 and query heads a multiple of kv heads")
+    params = (t, hq, hkv, d, scale if scale is not None else 1.0 / math.sqrt(d), window)
+    rec.dispatch(rec.device.kernel("causal"), [q, kcache, vcache, pos, out], (t, hq, 1), params)

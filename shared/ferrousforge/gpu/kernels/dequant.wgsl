@@ -7,24 +7,24 @@ struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
 
 fn byte(o: u32) -> u32 { return (raw[o >> 2u] >> ((o & 3u) * 8u)) & 0xFFu; }
 fn sbyte(o: u32) -> f32 { return f32(bitcast<i32>(byte(o) << 24u) >> 24u); }
-fn half(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
+fn f16at(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
 
 fn value(v: u32) -> f32 {
 #if Q4_0
   let b = (v / 32u) * 18u;
   let i = v % 32u;
   let q = select(byte(b + 2u + i - 16u) >> 4u, byte(b + 2u + i) & 0xFu, i < 16u);
-  return (f32(q) - 8.0) * half(b);
+  return (f32(q) - 8.0) * f16at(b);
 #endif
 #if Q4_1
   let b = (v / 32u) * 20u;
   let i = v % 32u;
   let q = select(byte(b + 4u + i - 16u) >> 4u, byte(b + 4u + i) & 0xFu, i < 16u);
-  return f32(q) * half(b) + half(b + 2u);
+  return f32(q) * f16at(b) + f16at(b + 2u);
 #endif
 #if Q8_0
   let b = (v / 32u) * 34u;
-  return sbyte(b + 2u + v % 32u) * half(b);
+  return sbyte(b + 2u + v % 32u) * f16at(b);
 #endif
 #if Q4_K
   let b = (v / 256u) * 144u;
@@ -45,7 +45,7 @@ fn value(v: u32) -> f32 {
   }
   let q = byte(b + 16u + 32u * j + l);
   let nib = select(q & 0xFu, q >> 4u, high == 1u);
-  return half(b) * f32(scale) * f32(nib) - half(b + 2u) * f32(mn);
+  return f16at(b) * f32(scale) * f32(nib) - f16at(b + 2u) * f32(mn);
 #endif
 #if Q6_K
   let b = (v / 256u) * 210u;
@@ -58,10 +58,10 @@ fn value(v: u32) -> f32 {
   let qh = (byte(b + 128u + n * 32u + l) >> (2u * quarter)) & 3u;
   let q = f32(low | (qh << 4u)) - 32.0;
   let scale = sbyte(b + 192u + n * 8u + l / 16u + 2u * quarter);
-  return half(b + 208u) * scale * q;
+  return f16at(b + 208u) * scale * q;
 #endif
-#if F16
-  return half(2u * v);
+#if HALF
+  return f16at(2u * v);
 #endif
 }
 

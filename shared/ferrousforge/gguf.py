@@ -9,6 +9,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 MAGIC = b"GGUF"
@@ -144,6 +145,12 @@ def parse_metadata(
     buf: bytes | mmap.mmap | memoryview, size: int, keep_arrays: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """Parse a GGUF header; arrays are kept only when short or named in ``keep_arrays``."""
+    return _header(buf, size, keep_arrays)[0]
+
+
+def _header(
+    buf: bytes | mmap.mmap | memoryview, size: int, keep_arrays: frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], _Reader]:
     reader = _Reader(buf, size)
     if reader.take(4) != MAGIC:
         raise GGUFError("not a GGUF file (bad magic)")
@@ -157,7 +164,56 @@ def parse_metadata(
     for _ in range(count):
         key = reader.string()
         meta[key] = reader.value(reader.unpack("<I"), keep=key in keep_arrays)
-    return meta
+    return meta, reader
+
+
+# ggml tensor types: id → (name, values per block, bytes per block)
+TENSOR_TYPES = {
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    8: ("Q8_0", 32, 34),
+    12: ("Q4_K", 256, 144),
+    14: ("Q6_K", 256, 210),
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] is the row length
+    kind: str  # "F32", "Q4_K", ...
+    offset: int  # from the start of the file
+    nbytes: int
+
+
+def parse_tensors(
+    buf: bytes | mmap.mmap | memoryview, size: int
+) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
+    """The header and the tensor directory (names, shapes, types, where each tensor's bytes lie)."""
+    meta, reader = _header(buf, size)
+    alignment = int(meta.get("general.alignment", 32))
+    infos = []
+    for _ in range(int(meta["gguf.tensor_count"])):
+        name = reader.string()
+        dims = tuple(reader.unpack("<Q") for _ in range(reader.unpack("<I")))
+        kind, offset = reader.unpack("<I"), reader.unpack("<Q")
+        if kind not in TENSOR_TYPES:
+            raise GGUFError(f"tensor {name} has a type ({kind}) this reader does not know")
+        infos.append((name, dims, kind, offset))
+    data = (reader.pos + alignment - 1) // alignment * alignment
+    tensors = {}
+    for name, dims, kind, offset in infos:
+        type_name, per, block = TENSOR_TYPES[kind]
+        count = 1
+        for d in dims:
+            count *= d
+        nbytes = count // per * block
+        if data + offset + nbytes > size:
+            raise GGUFError(f"tensor {name} runs past the end of the file")
+        tensors[name] = TensorInfo(name, dims, type_name, data + offset, nbytes)
+    return meta, tensors
 
 
 def read_file_metadata(path: str, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:

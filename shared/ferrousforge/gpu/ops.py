@@ -203,3 +203,17 @@ def causal_attention(
         raise ValueError("causal attention needs head dim ≤ 256 and query heads a multiple of kv heads")
     params = (t, hq, hkv, d, scale if scale is not None else 1.0 / math.sqrt(d), window)
     rec.dispatch(rec.device.kernel("causal"), [q, kcache, vcache, pos, out], (t, hq, 1), params)
+
+
+def gather(
+    rec: Recording, ids: Buffer, table: Buffer, out: Buffer, t: int, d: int, scale: float = 1.0
+) -> None:
+    """out[i] = table[ids[i]] · scale (token embeddings)."""
+    rec.dispatch(
+        rec.device.kernel("gather"), [ids, table, out], (math.ceil(d / 64), t, 1), (t, d, float(scale))
+    )
+
+
+def add(rec: Recording, y: Buffer, x: Buffer, n: int) -> None:
+    """x += y."""
+    rec.dispatch(rec.device.kernel("add"), [y, x], _flat(n), (n,))

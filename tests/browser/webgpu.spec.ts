@@ -59,7 +59,7 @@ from ferrousforge.gpu import ops
 from ferrousforge.gpu.webgpu import WebGpuDevice
 
 gpu = await WebGpuDevice.open()
-variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {"TANH": True}), ("gemv", {}),
+variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {"TANH": True}), ("matmul", {"SKINNY": True, "WT": True}), ("gemv", {}),
             ("layernorm", {"RESIDUAL": True}), ("rownorm", {"SOFTMAX": True}), ("rownorm", {"RMS": True, "ONE_PLUS": True}),
             ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("rope", {"NEOX": True}),
             ("glu", {"GELU": True}), ("argmax", {}), ("scatter", {}), ("causal", {})]
@@ -72,5 +72,5 @@ ops.argmax(rec, x, best, 1, 5)
 gpu.submit(rec)
 [len(variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
-  expect(out).toEqual([21, 1]);
+  expect(out).toEqual([22, 1]);
 });

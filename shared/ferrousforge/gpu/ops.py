@@ -12,6 +12,7 @@ from ferrousforge.gpu.device import Buffer, Recording
 
 MAX_GROUPS = 65535
 MAX_SEQUENCE = 512  # attention keeps a row of scores in workgroup memory
+SKINNY_ROWS = 8  # matmuls of at most this many rows take the one-thread-a-column kernel
 
 
 def _rows(rows: int) -> tuple[int, int, int]:
@@ -34,8 +35,12 @@ def matmul(
 ) -> None:
     """c[m, n] = act(a[m, k] · w[n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored [k, n];
     ``half``: w is f16 (made by ``to_half``; needs shader-f16)."""
-    kernel = rec.device.kernel("matmul", GELU=act == "gelu", TANH=act == "tanh", WT=w_kn, F16=half)
-    rec.dispatch(kernel, [a, w, bias, c], (math.ceil(n / 16), math.ceil(m / 16), 1), (m, n, k))
+    skinny = m <= SKINNY_ROWS  # one live row in a 16×16 tile would waste 15/16 of the work
+    kernel = rec.device.kernel(
+        "matmul", GELU=act == "gelu", TANH=act == "tanh", WT=w_kn, F16=half, SKINNY=skinny
+    )
+    grid = (math.ceil(n / 64), 1, 1) if skinny else (math.ceil(n / 16), math.ceil(m / 16), 1)
+    rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k))
 
 
 def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:

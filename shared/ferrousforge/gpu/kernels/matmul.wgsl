@@ -34,6 +34,42 @@ fn act(x: f32) -> f32 {
 #endif
 }
 
+#if SKINNY
+// A few rows (M ≤ 8: decode steps, small batches): one thread an output column for every row, the
+// rows' k values shared through workgroup memory 64 at a time. Each output sums k in the same order as
+// the tiled kernel below, so both give the same bits: which kernel ran never changes a result.
+var<workgroup> rows: array<array<f32, 64>, 8>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
+  let col = g.x * 64u + l.x;
+  var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+  for (var k0 = 0u; k0 < p.K; k0 += 64u) {
+    let k = k0 + l.x;
+    for (var m = 0u; m < p.M; m++) {
+      var va = 0.0;
+      if (k < p.K) { va = a[m * p.K + k]; }
+      rows[m][l.x] = va;
+    }
+    workgroupBarrier();
+    if (col < p.N) {
+      let count = min(64u, p.K - k0);
+      for (var i = 0u; i < count; i++) {
+#if WT
+        let vw = f32(w[(k0 + i) * p.N + col]);
+#else
+        let vw = f32(w[col * p.K + k0 + i]);
+#endif
+        for (var m = 0u; m < p.M; m++) { acc[m] += rows[m][i] * vw; }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (col < p.N) {
+    for (var m = 0u; m < p.M; m++) { c[m * p.N + col] = act(acc[m] + bias[col]); }
+  }
+}
+#else
 @compute @workgroup_size(16, 16)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
   let row = g.y * T + l.y;
@@ -65,3 +101,4 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     c[row * p.N + col] = act(acc + bias[col]);
   }
 }
+#endif

@@ -130,3 +130,65 @@ def write_tiny_llama(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_tiny_gemma3(path: Path, seed: int = 0, window: int = 4) -> Path:
+    """A tiny random Gemma 3: seven layers (the sixth global, the rest sliding over ``window`` keys),
+    head width 32 apart from the model width, per-head query/key norms, post-norms, tied output."""
+    rng = np.random.default_rng(seed)
+    n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer = 64, 128, 4, 2, 32, 7
+    tokens, scores, types = vocabulary()
+    n_vocab = len(tokens)
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_name("tiny-gemma3")
+    for key, value in {
+        "context_length": 2048,
+        "embedding_length": n_embd,
+        "block_count": n_layer,
+        "feed_forward_length": n_ff,
+        "attention.head_count": n_head,
+        "attention.head_count_kv": n_head_kv,
+        "attention.key_length": head_dim,
+        "attention.value_length": head_dim,
+        "attention.sliding_window": window,
+    }.items():
+        w.add_uint32(f"gemma3.{key}", value)
+    w.add_float32("gemma3.attention.layer_norm_rms_epsilon", 1e-6)
+    w.add_float32("gemma3.rope.freq_base", 1_000_000.0)
+    w.add_file_type(0)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+
+    def t(name: str, *shape: int, scale: float = 0.2) -> None:
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def norm(name: str, n: int) -> None:
+        w.add_tensor(name, (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd, scale=0.3)
+    norm("output_norm.weight", n_embd)
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        norm(p + "attn_norm.weight", n_embd)
+        t(p + "attn_q.weight", n_head * head_dim, n_embd)
+        t(p + "attn_k.weight", n_head_kv * head_dim, n_embd)
+        t(p + "attn_v.weight", n_head_kv * head_dim, n_embd)
+        norm(p + "attn_q_norm.weight", head_dim)
+        norm(p + "attn_k_norm.weight", head_dim)
+        t(p + "attn_output.weight", n_embd, n_head * head_dim)
+        norm(p + "post_attention_norm.weight", n_embd)
+        norm(p + "ffn_norm.weight", n_embd)
+        t(p + "ffn_gate.weight", n_ff, n_embd)
+        t(p + "ffn_up.weight", n_ff, n_embd)
+        t(p + "ffn_down.weight", n_embd, n_ff)
+        norm(p + "post_ffw_norm.weight", n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

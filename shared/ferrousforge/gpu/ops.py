@@ -57,6 +57,8 @@ GGUF_BLOCKS = {
     "F16": (1, 2),
     "Q4_0": (32, 18),
     "Q4_1": (32, 20),
+    "Q5_0": (32, 22),
+    "Q5_1": (32, 24),
     "Q8_0": (32, 34),
     "Q4_K": (256, 144),
     "Q6_K": (256, 210),
@@ -179,9 +181,10 @@ def glu(rec: Recording, gate: Buffer, up: Buffer, out: Buffer, n: int, gelu: boo
     rec.dispatch(rec.device.kernel("glu", GELU=gelu), [gate, up, out], _flat(n), (n,))
 
 
-def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int) -> None:
-    """out[r] = the index of row r's largest value (u32), the first on ties."""
-    rec.dispatch(rec.device.kernel("argmax"), [x, out], (rows, 1, 1), (n,))
+def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value: bool = False) -> None:
+    """out[r] = the index of row r's largest value (u32), the first on ties; ``with_value``: pairs
+    (index, the value's f32 bits)."""
+    rec.dispatch(rec.device.kernel("argmax", VALUE=with_value), [x, out], (rows, 1, 1), (n,))
 
 
 def scatter(rec: Recording, src: Buffer, pos: Buffer, dst: Buffer, t: int, w: int) -> None:
@@ -211,12 +214,20 @@ def causal_attention(
 
 
 def gather(
-    rec: Recording, ids: Buffer, table: Buffer, out: Buffer, t: int, d: int, scale: float = 1.0
+    rec: Recording,
+    ids: Buffer,
+    table: Buffer,
+    out: Buffer,
+    t: int,
+    d: int,
+    scale: float = 1.0,
+    first: int = 0,
+    rows: int = 2**32 - 1,
 ) -> None:
-    """out[i] = table[ids[i]] · scale (token embeddings)."""
-    rec.dispatch(
-        rec.device.kernel("gather"), [ids, table, out], (math.ceil(d / 64), t, 1), (t, d, float(scale))
-    )
+    """out[i] = table[ids[i] - first] · scale for ids in [first, first + rows) (token embeddings; a
+    vocabulary too big for one binding is gathered slice by slice)."""
+    grid = (math.ceil(d / 64), t, 1)
+    rec.dispatch(rec.device.kernel("gather"), [ids, table, out], grid, (t, d, float(scale), first, rows))
 
 
 def add(rec: Recording, y: Buffer, x: Buffer, n: int) -> None:

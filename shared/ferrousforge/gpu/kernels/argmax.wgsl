@@ -1,5 +1,6 @@
 // The index of the largest of each row's N values (the first on ties, as numpy's argmax): greedy
-// decoding reads back 4 bytes a sequence instead of the whole vocabulary. One workgroup a row.
+// decoding reads back 4 bytes a sequence instead of the whole vocabulary (with VALUE, 8: the index and
+// the value, to compare slices of a vocabulary). One workgroup a row.
 struct Params { N: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -31,5 +32,12 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     }
     workgroupBarrier();
   }
+#if VALUE
+  if (l.x == 0u) {
+    out[2u * g.x] = at[0];
+    out[2u * g.x + 1u] = bitcast<u32>(best[0]);
+  }
+#else
   if (l.x == 0u) { out[g.x] = at[0]; }
+#endif
 }

@@ -1,5 +1,5 @@
 // GGUF weights → f32, one value an invocation, from the tensor's raw bytes as llama.cpp lays them out
-// (Q4_0, Q4_1, Q8_0: 32 values a block; Q4_K, Q6_K: 256; F16). Run once at load.
+// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: 32 values a block; Q4_K, Q6_K: 256; F16). Run once at load.
 struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> raw: array<u32>;
@@ -21,6 +21,22 @@ fn value(v: u32) -> f32 {
   let i = v % 32u;
   let q = select(byte(b + 4u + i - 16u) >> 4u, byte(b + 4u + i) & 0xFu, i < 16u);
   return f32(q) * f16at(b) + f16at(b + 2u);
+#endif
+#if Q5_0
+  let b = (v / 32u) * 22u;
+  let j = v % 16u;
+  let qh = byte(b + 2u) | (byte(b + 3u) << 8u) | (byte(b + 4u) << 16u) | (byte(b + 5u) << 24u);
+  let low = select(byte(b + 6u + j) >> 4u, byte(b + 6u + j) & 0xFu, v % 32u < 16u);
+  let high = select((qh >> (j + 12u)) & 0x10u, ((qh >> j) << 4u) & 0x10u, v % 32u < 16u);
+  return (f32(low | high) - 16.0) * f16at(b);
+#endif
+#if Q5_1
+  let b = (v / 32u) * 24u;
+  let j = v % 16u;
+  let qh = byte(b + 4u) | (byte(b + 5u) << 8u) | (byte(b + 6u) << 16u) | (byte(b + 7u) << 24u);
+  let low = select(byte(b + 8u + j) >> 4u, byte(b + 8u + j) & 0xFu, v % 32u < 16u);
+  let high = select((qh >> (j + 12u)) & 0x10u, ((qh >> j) << 4u) & 0x10u, v % 32u < 16u);
+  return f32(low | high) * f16at(b) + f16at(b + 2u);
 #endif
 #if Q8_0
   let b = (v / 32u) * 34u;

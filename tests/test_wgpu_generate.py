@@ -1,0 +1,105 @@
+"""GGUF generation on the wgpu engine (the GPU compute layer's decoder; lavapipe here) through the
+host's API, against the llama.cpp engine serving the same model in the same server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Host, start_host
+
+WGPU = {"engine": "wgpu"}
+
+
+@pytest.fixture(scope="module")
+def gen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    from tinymodel import write_tiny_llama
+
+    root = tmp_path_factory.mktemp("wgpu-gen")
+    path = write_tiny_llama(root / "tiny.gguf")
+    for h in start_host(root / "store"):
+        h.pull_file("tiny", path)  # served by llama.cpp
+        h.pull_file("tiny-gpu", path)  # the same file, asked for on wgpu (an engine is a load option)
+        yield h
+
+
+def generate(host: Host, model: str, **options: object) -> dict:
+    body = {"model": model, "prompt": "the cat", "stream": False, "options": {"num_predict": 16, **options}}
+    with host.client(timeout=300) as c:
+        r = c.post("/api/generate", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_greedy_output_equals_the_llama_cpp_engines(gen_host: Host) -> None:
+    ours = generate(gen_host, "tiny-gpu", temperature=0, **WGPU)
+    theirs = generate(gen_host, "tiny", temperature=0)
+    assert ours["accelerator"] == "wgpu" and theirs["accelerator"] == "cpu"
+    assert ours["response"] == theirs["response"] and ours["eval_count"] == theirs["eval_count"] == 16
+    assert ours["context"] == theirs["context"]
+    # the next turn reuses the cached prefix: still the same as llama.cpp's
+    more = {"context": ours["context"]}
+    with gen_host.client(timeout=300) as c:
+        body = {"prompt": " and", "stream": False, **more}
+        a = c.post(
+            "/api/generate",
+            json={"model": "tiny-gpu", **body, "options": {"num_predict": 8, "temperature": 0, **WGPU}},
+        )
+        b = c.post(
+            "/api/generate", json={"model": "tiny", **body, "options": {"num_predict": 8, "temperature": 0}}
+        )
+    assert a.json()["response"] == b.json()["response"]
+
+
+def test_streams_with_ollamas_stats_and_stops(gen_host: Host) -> None:
+    body = {
+        "model": "tiny-gpu",
+        "prompt": "the cat",
+        "options": {"num_predict": 12, "temperature": 0, **WGPU},
+    }
+    with gen_host.client(timeout=300) as c, c.stream("POST", "/api/generate", json=body) as r:
+        lines = [json.loads(x) for x in r.iter_lines()]
+    assert len(lines) > 3 and lines[-1]["done"] and not any(x["done"] for x in lines[:-1])
+    final = lines[-1]
+    assert final["done_reason"] == "length" and final["eval_count"] == 12 and final["prompt_eval_count"] > 0
+    text = "".join(x["response"] for x in lines)
+    word = text.split()[2]
+    stopped = generate(gen_host, "tiny-gpu", temperature=0, num_predict=12, stop=[word], **WGPU)
+    assert stopped["done_reason"] == "stop" and word not in stopped["response"]
+    assert text.startswith(stopped["response"])
+
+
+def test_sampling_with_a_seed_is_reproducible(gen_host: Host) -> None:
+    one = generate(gen_host, "tiny-gpu", temperature=0.9, top_k=40, top_p=0.95, seed=42, **WGPU)
+    two = generate(gen_host, "tiny-gpu", temperature=0.9, top_k=40, top_p=0.95, seed=42, **WGPU)
+    other = generate(gen_host, "tiny-gpu", temperature=0.9, top_k=40, top_p=0.95, seed=7, **WGPU)
+    assert one["response"] == two["response"] and one["response"] != other["response"]
+    penalized = generate(gen_host, "tiny-gpu", temperature=0, repeat_penalty=1.5, **WGPU)
+    assert penalized["response"] == generate(gen_host, "tiny", temperature=0, repeat_penalty=1.5)["response"]
+
+
+def test_structured_output_points_to_llama_cpp(gen_host: Host) -> None:
+    with gen_host.client() as c:
+        r = c.post(
+            "/api/generate",
+            json={"model": "tiny-gpu", "prompt": "x", "format": "json", "stream": False, "options": WGPU},
+        )
+    assert r.status_code == 400 and "llama.cpp engine" in r.json()["error"]
+
+
+@pytest.mark.integration
+def test_smollm2_answers_on_the_wgpu_engine(tmp_path: Path) -> None:
+    import ollama
+
+    for h in start_host(tmp_path / "store"):
+        with h.client(timeout=300) as c:
+            assert c.post("/api/pull", json={"model": "smollm2:135m", "stream": False}).status_code == 200
+        reply = ollama.Client(host=h.url).chat(
+            "smollm2:135m",
+            messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+            options={"temperature": 0, "engine": "wgpu", "num_ctx": 256},
+        )
+        assert "Paris" in reply.message.content

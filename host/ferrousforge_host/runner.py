@@ -137,8 +137,9 @@ class RunnerProcess:
         self._waiting[rid] = reply
         try:
             self.send((message[0], rid, *message[1:]))
-        except OSError:
+        except OSError:  # it is dying: its reader is about to learn how, and says so
             self._waiting.pop(rid, None)
+            self._reader.join(timeout=10)
             raise self.dead or ForgeError(f"{self.engine} runner process is gone") from None
         if self.dead is not None and self._waiting.pop(rid, None) is not None:
             raise self.dead  # it died between the check above and registering the reply

@@ -59,6 +59,19 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
+def add_vocabulary(w: gguf.GGUFWriter) -> int:
+    """The tiny SentencePiece-style vocabulary and its special tokens; returns its size."""
+    tokens, scores, types = vocabulary()
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    return len(tokens)
+
+
 def q4k_blocks(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     """Random Q4_K weights as raw blocks (per 256 values: f16 scale and min, 12 bytes of sub-block
     scales, 128 bytes of nibbles), small enough that activations stay finite."""
@@ -76,9 +89,6 @@ def write_tiny_llama(
     rng = np.random.default_rng(seed)
     n_embd, n_ff, n_head, n_head_kv, n_layer = (256, 512, 4, 4, 1) if q4k else (64, 128, 4, 2, 2)
     head_dim = n_embd // n_head
-    tokens, scores, types = vocabulary()
-    n_vocab = len(tokens)
-
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny-llama")
     w.add_size_label("1M")
@@ -91,13 +101,7 @@ def write_tiny_llama(
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(15 if q4k else 0)  # 15: mostly Q4_K_M
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
+    n_vocab = add_vocabulary(w)
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     if chat_template:
@@ -137,8 +141,6 @@ def write_tiny_gemma3(path: Path, seed: int = 0, window: int = 4) -> Path:
     head width 32 apart from the model width, per-head query/key norms, post-norms, tied output."""
     rng = np.random.default_rng(seed)
     n_embd, n_ff, n_head, n_head_kv, head_dim, n_layer = 64, 128, 4, 2, 32, 7
-    tokens, scores, types = vocabulary()
-    n_vocab = len(tokens)
     w = gguf.GGUFWriter(str(path), "gemma3")
     w.add_name("tiny-gemma3")
     for key, value in {
@@ -156,13 +158,7 @@ def write_tiny_gemma3(path: Path, seed: int = 0, window: int = 4) -> Path:
     w.add_float32("gemma3.attention.layer_norm_rms_epsilon", 1e-6)
     w.add_float32("gemma3.rope.freq_base", 1_000_000.0)
     w.add_file_type(0)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
+    n_vocab = add_vocabulary(w)
 
     def t(name: str, *shape: int, scale: float = 0.2) -> None:
         w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))

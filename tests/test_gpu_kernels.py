@@ -58,6 +58,9 @@ def test_preprocessor_keeps_branches_and_fills_values() -> None:
         preprocess(src, {"X": True})
     with pytest.raises(ValueError, match="#if without #endif"):
         preprocess("#if X\n", {})
+    library = {"lib": "fn f() -> FLOAT { return ${N}.0; }"}
+    assert "fn f() -> f32 { return 3.0; }" in preprocess("#include lib", {"N": 3}, library.__getitem__)
+    assert "fn f" not in preprocess("#if X\n#include lib\n#endif", {}, library.__getitem__)
 
 
 @pytest.mark.parametrize(("m", "n", "k"), [(1, 1, 1), (3, 17, 33), (37, 50, 70), (64, 48, 16)])

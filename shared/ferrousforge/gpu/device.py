@@ -134,7 +134,9 @@ class GpuDevice(ABC):
         found = self._kernels.get(key)
         if found is None:
             source = preprocess(
-                kernel_source(name), {**defines, "F16": self.f16 and defines.get("F16", False)}
+                kernel_source(name),
+                {**defines, "F16": self.f16 and defines.get("F16", False)},
+                include=kernel_source,
             )
             bindings = tuple(
                 Binding(int(i), "uniform" if kind == "uniform" else access or "read")

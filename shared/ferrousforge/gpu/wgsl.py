@@ -1,6 +1,7 @@
 """A tiny WGSL preprocessor, so one kernel source serves every adapter.
 
 - ``#if NAME`` / ``#else`` / ``#endif`` keep or drop lines by a define's truth (they nest);
+- ``#include NAME`` inserts the kernel library file ``NAME`` (``include(NAME)`` gives its text);
 - ``${NAME}`` is replaced by the define's value (workgroup sizes, tile sizes);
 - ``FLOAT`` is ``f16`` where the define ``F16`` is true (the adapter has ``shader-f16``), else ``f32``,
   and ``enable f16;`` is added for it.
@@ -9,12 +10,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 _VALUE = re.compile(r"\$\{(\w+)\}")
 
 
-def preprocess(source: str, defines: dict[str, Any]) -> str:
+def preprocess(source: str, defines: dict[str, Any], include: Callable[[str], str] | None = None) -> str:
     out: list[str] = []
     keep: list[bool] = []
     for number, line in enumerate(source.splitlines(), 1):
@@ -29,6 +31,10 @@ def preprocess(source: str, defines: dict[str, Any]) -> str:
             if not keep:
                 raise ValueError(f"line {number}: #endif without #if")
             keep.pop()
+        elif word and word[0] == "#include" and all(keep):
+            if include is None:
+                raise ValueError(f"line {number}: #include without a library")
+            out.extend(include(word[1]).splitlines())
         elif all(keep):
             out.append(line)
     if keep:

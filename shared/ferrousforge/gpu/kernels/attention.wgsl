@@ -11,31 +11,7 @@ struct Params { B: u32, S: u32, H: u32, Dh: u32, scale: f32, pad0: u32, pad1: u3
 
 const WG = 64u;
 var<workgroup> score: array<f32, ${MAXS}>;
-var<workgroup> part: array<f32, 64>;
-
-fn reduce_max(t: u32, value: f32) -> f32 {
-  part[t] = value;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { part[t] = max(part[t], part[t + s]); }
-    workgroupBarrier();
-  }
-  let m = part[0];
-  workgroupBarrier();
-  return m;
-}
-
-fn reduce_sum(t: u32, value: f32) -> f32 {
-  part[t] = value;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { part[t] += part[t + s]; }
-    workgroupBarrier();
-  }
-  let m = part[0];
-  workgroupBarrier();
-  return m;
-}
+#include reduce
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {

@@ -13,7 +13,7 @@ struct Params { T: u32, Hq: u32, Hkv: u32, D: u32, scale: f32, window: u32, pad0
 
 const WG = 64u;
 var<workgroup> s: array<f32, 64>;
-var<workgroup> part: array<f32, 64>;
+#include reduce
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
@@ -37,13 +37,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       score = dot * p.scale;
     }
     s[l.x] = score;
-    part[l.x] = score;
-    workgroupBarrier();
-    for (var r = WG / 2u; r > 0u; r >>= 1u) {
-      if (l.x < r) { part[l.x] = max(part[l.x], part[l.x + r]); }
-      workgroupBarrier();
-    }
-    let new_m = max(m, part[0]);
+    let new_m = max(m, reduce_max(l.x, score));  // its barriers also publish s
     let keep = exp(m - new_m);
     sum *= keep;
     for (var i = 0u; i < 4u; i++) { acc[i] *= keep; }

@@ -8,7 +8,7 @@ struct Params { N: u32, K: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const WG = 256u;
-var<workgroup> part: array<f32, 256>;
+#include reduce
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
@@ -17,11 +17,6 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   let k4 = p.K / 4u;
   var acc = 0.0;
   for (var i = l.x; i < k4; i += WG) { acc += dot(w[row * k4 + i], x[i]); }
-  part[l.x] = acc;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (l.x < s) { part[l.x] += part[l.x + s]; }
-    workgroupBarrier();
-  }
-  if (l.x == 0u) { y[row] = part[0] + bias[row]; }
+  let total = reduce_sum(l.x, acc);
+  if (l.x == 0u) { y[row] = total + bias[row]; }
 }

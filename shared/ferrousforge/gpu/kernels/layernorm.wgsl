@@ -9,19 +9,7 @@ struct Params { rows: u32, D: u32, eps: f32, pad: u32 }
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 const WG = 256u;
-var<workgroup> part: array<f32, 256>;
-
-fn total(t: u32, v: f32) -> f32 {
-  part[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) { part[t] += part[t + s]; }
-    workgroupBarrier();
-  }
-  let out = part[0];
-  workgroupBarrier();
-  return out;
-}
+#include reduce
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
@@ -38,13 +26,13 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #endif
     sum += v;
   }
-  let mean = total(l.x, sum) / f32(p.D);
+  let mean = reduce_sum(l.x, sum) / f32(p.D);
   var sq = 0.0;
   for (var i = l.x; i < p.D; i += WG) {
     let d = x[base + i] - mean;
     sq += d * d;
   }
-  let inv = inverseSqrt(total(l.x, sq) / f32(p.D) + p.eps);
+  let inv = inverseSqrt(reduce_sum(l.x, sq) / f32(p.D) + p.eps);
   for (var i = l.x; i < p.D; i += WG) {
     y[base + i] = (x[base + i] - mean) * inv * gamma[i] + beta[i];
   }

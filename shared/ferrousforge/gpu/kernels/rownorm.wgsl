@@ -7,21 +7,7 @@ struct Params { rows: u32, D: u32, eps: f32, pad: u32 }
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
 const WG = 256u;
-var<workgroup> part: array<f32, 256>;
-
-fn reduce(t: u32, value: f32, take_max: bool) -> f32 {
-  part[t] = value;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (t < s) {
-      if (take_max) { part[t] = max(part[t], part[t + s]); } else { part[t] += part[t + s]; }
-    }
-    workgroupBarrier();
-  }
-  let out = part[0];
-  workgroupBarrier();
-  return out;
-}
+#include reduce
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
@@ -31,15 +17,15 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #if SOFTMAX
   var m = -3.0e38;
   for (var i = l.x; i < p.D; i += WG) { m = max(m, x[base + i]); }
-  m = reduce(l.x, m, true);
+  m = reduce_max(l.x, m);
   var sum = 0.0;
   for (var i = l.x; i < p.D; i += WG) { sum += exp(x[base + i] - m); }
-  let inv = 1.0 / reduce(l.x, sum, false);
+  let inv = 1.0 / reduce_sum(l.x, sum);
   for (var i = l.x; i < p.D; i += WG) { y[base + i] = exp(x[base + i] - m) * inv; }
 #else
   var sq = 0.0;
   for (var i = l.x; i < p.D; i += WG) { sq += x[base + i] * x[base + i]; }
-  sq = reduce(l.x, sq, false);
+  sq = reduce_sum(l.x, sq);
 #if L2
   let inv = 1.0 / max(sqrt(sq), 1e-12);
   for (var i = l.x; i < p.D; i += WG) { y[base + i] = x[base + i] * inv; }

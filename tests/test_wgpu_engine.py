@@ -94,9 +94,11 @@ def test_engine_names_are_checked(bert_host: Host, tiny_gguf: Path) -> None:
         bad = c.post("/api/embed", json={"model": "tiny-bert", "input": "x", "options": {"engine": "tpu"}})
         assert bad.status_code == 400 and "must be one of auto, llama.cpp" in bad.json()["error"]
         c.post("/api/pull", json={"model": "tiny", "source": str(tiny_gguf), "stream": False})
-        body = {"model": "tiny", "prompt": "the", "stream": False, "options": {"engine": "wgpu"}}
+        body = {"model": "tiny", "prompt": "the", "stream": False, "options": {"engine": "onnx"}}
         wrong = c.post("/api/generate", json=body)
-        assert wrong.status_code == 400 and "engine 'wgpu' does not run gguf models" in wrong.json()["error"]
+        error = wrong.json()["error"]
+        assert wrong.status_code == 400 and "engine 'onnxruntime' does not run gguf models" in error
+        assert "(has: llama.cpp, wgpu)" in error
 
 
 def test_the_server_can_prefer_wgpu(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ from starlette.routing import Route
 import ferrousforge
 from ferrousforge.errors import ForgeError
 from ferrousforge.options import Options, parse_keep_alive
-from ferrousforge_host import engines  # noqa: F401  (registers the native engines)
 from ferrousforge_host.config import Settings
 from ferrousforge_host.embed.routes import routes as embed_routes
 from ferrousforge_host.embed.serving import EmbeddingService
+from ferrousforge_host.engines import llamacpp, onnx, wgpu, wgpu_gguf  # noqa: F401  (registers the engines)
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.guard import Guard

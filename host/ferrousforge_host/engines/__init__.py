@@ -1,3 +1,2 @@
-"""Native engines. Importing this package registers every engine available here."""
-
-from ferrousforge_host.engines import llamacpp, onnx, wgpu, wgpu_gguf  # noqa: F401  (each registers its Molds)
+"""Native engines, one module each; importing a module registers its Molds. The server imports them all
+(``app.py``); a runner process imports only the engine it hosts."""

@@ -34,6 +34,15 @@ def tiny_gguf_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "plain.gguf", seed=1, chat_template=None)
 
 
+def runner_pid(host: Host, name: str | None = None) -> int:
+    """The pid of a loaded model's runner process (the only loaded model's when no name is given)."""
+    from ferrousforge.names import ModelName
+
+    runners = host.app.state.scheduler.runners  # type: ignore[attr-defined]
+    runner = runners[ModelName.parse(name)] if name else next(iter(runners.values()))
+    return int(runner.mold.runner.pid)
+
+
 def serve_command(port: int, *args: str) -> list[str]:
     """``ferrousforge serve`` on 127.0.0.1:port as a separate process, with extra flags."""
     return [sys.executable, "-m", "ferrousforge_host.cli", "serve", "--host", f"127.0.0.1:{port}", *args]

@@ -13,7 +13,7 @@ import httpx
 import ollama
 import pytest
 
-from conftest import Host, free_port, serve_command, start_host
+from conftest import Host, free_port, runner_pid, serve_command, start_host
 
 pytestmark = pytest.mark.integration
 GREEDY = {"temperature": 0, "num_thread": 1}
@@ -241,11 +241,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _runner_pid(host: Host) -> int:
-    runners = host.app.state.scheduler.runners  # type: ignore[attr-defined]
-    return int(next(iter(runners.values())).mold.runner.pid)
-
-
 def test_client_disconnect_stops_generation_and_frees_the_slot(one_slot_host: Host) -> None:
     long = {
         "model": "gemma3:270m",
@@ -256,7 +251,7 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(one_slot_host: Ho
         for i, _ in enumerate(r.iter_lines()):
             if i == 3:
                 break  # leave mid-stream: the connection closes
-    pid = _runner_pid(one_slot_host)
+    pid = runner_pid(one_slot_host)
     time.sleep(1.0)
     busy = _cpu_seconds(pid)
     time.sleep(0.5)
@@ -318,7 +313,7 @@ def test_unload_gives_the_memory_back(one_slot_host: Host) -> None:
         timeout=60,
     )
     assert r.status_code == 200
-    pid = _runner_pid(one_slot_host)
+    pid = runner_pid(one_slot_host)
     assert _rss(pid) > 100 * 2**20  # the model lives in its runner process
     httpx.post(url + "/api/generate", json={"model": "gemma3:270m", "keep_alive": 0}, timeout=60)
     assert not Path(f"/proc/{pid}").exists()  # unloading ends the runner: all its memory is back

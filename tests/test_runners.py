@@ -17,7 +17,7 @@ import pytest
 from ferrousforge.names import ModelName
 from ferrousforge_host.runner import exit_cause
 
-from conftest import Host, start_host
+from conftest import Host, runner_pid, start_host
 from test_embeddings import tiny_bert
 
 LONG = {"num_predict": 1500, "temperature": 0.8}
@@ -29,11 +29,6 @@ def two_models(tmp_path: Path, tiny_gguf: Path, tiny_gguf_plain: Path) -> Iterat
         h.pull_file("tiny", tiny_gguf)
         h.pull_file("other", tiny_gguf_plain)
         yield h
-
-
-def runner_pid(host: Host, name: str) -> int:
-    runner = host.app.state.scheduler.runners[ModelName.parse(name)]  # type: ignore[attr-defined]
-    return int(runner.mold.runner.pid)
 
 
 def generate(c: httpx.Client, model: str, **options: object) -> httpx.Response:

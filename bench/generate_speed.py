@@ -3,9 +3,13 @@ llama-cpp-python: time to first token and generation tokens/s, alternating runs,
 
     make bench            # or: .venv/bin/python bench/generate_speed.py --runs 8
 
-Each request: a 234-token prompt (Gemma turn format, unique prefix so no KV cache is reused), 128 greedy
-tokens, 2 threads. llama-server is built from the llama.cpp source vendored in the same
-llama-cpp-python sdist (bench/build_llama_server.sh) and run with --no-jinja --chat-template gemma.
+Each request: a 234-token prompt (Gemma turn format, unique prefix so no KV cache is reused), 128
+tokens, 2 threads. ``--sampling greedy`` (the default): temperature 0 everywhere. ``--sampling default``:
+FerrousForge gets no options at all (Ollama's defaults: temperature 0.8, top_k 40, top_p 0.9,
+repeat_penalty 1.0) and the peers are given the same sampler explicitly. ``--sampling penalty``: the
+same with ``repeat_penalty`` 1.1 set explicitly everywhere. llama-server is built from the llama.cpp
+source vendored in the same llama-cpp-python sdist (bench/build_llama_server.sh) and run with
+--no-jinja --chat-template gemma.
 """
 
 from __future__ import annotations
@@ -157,15 +161,23 @@ def measure(pieces: Iterator[str]) -> tuple[float, float, int]:
 
 
 CLIENT = httpx.Client(timeout=120)  # one keep-alive client for every target: no per-request setup
+# Ollama's default sampler, given explicitly to the peers (llama-server's own defaults add min_p, DRY...)
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
+SAMPLING = {
+    "greedy": {"temperature": 0, "repeat_penalty": 1.0},
+    "default": DEFAULTS,
+    "penalty": {**DEFAULTS, "repeat_penalty": 1.1},
+}
+MODE = "greedy"
 
 
 def forge_pieces(url: str, text: str) -> Iterator[str]:
-    body = {
-        "model": "gemma3:270m",
-        "prompt": text,
-        "stream": True,
-        "options": {"temperature": 0, "num_predict": NEW_TOKENS, "repeat_penalty": 1.0, "num_ctx": CTX},
-    }
+    options: dict[str, object] = {"num_predict": NEW_TOKENS}
+    if MODE == "greedy":
+        options.update(SAMPLING["greedy"])
+    elif MODE == "penalty":
+        options["repeat_penalty"] = 1.1
+    body = {"model": "gemma3:270m", "prompt": text, "stream": True, "options": options}
     with CLIENT.stream("POST", url + "/api/generate", json=body) as r:
         for line in r.iter_lines():
             chunk = json.loads(line)
@@ -180,8 +192,9 @@ def server_pieces(url: str, text: str) -> Iterator[str]:
         "prompt": gemma(text),
         "stream": True,
         "n_predict": NEW_TOKENS,
-        "temperature": 0,
         "cache_prompt": False,
+        "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
+        **SAMPLING[MODE],
     }
     with CLIENT.stream("POST", url + "/completion", json=body) as r:
         for line in r.iter_lines():
@@ -194,7 +207,10 @@ def server_pieces(url: str, text: str) -> Iterator[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--sampling", choices=list(SAMPLING), default="greedy")
     args = parser.parse_args()
+    global MODE
+    MODE = args.sampling
 
     store = bench_store()
     forge, forge_url = start_forge(store)
@@ -212,8 +228,16 @@ def main() -> None:
             return llm.tokenize(text.encode(), add_bos=True, special=True)
 
         def inproc_pieces(url: str, text: str) -> Iterator[str]:
+            sampler = SAMPLING[MODE]
             for out in llm(
-                gemma(text), max_tokens=NEW_TOKENS, temperature=0, top_k=1, repeat_penalty=1.0, stream=True
+                gemma(text),
+                max_tokens=NEW_TOKENS,
+                temperature=float(sampler["temperature"]),
+                top_k=int(sampler.get("top_k", 1)),
+                top_p=float(sampler.get("top_p", 1.0)),
+                min_p=0.0,
+                repeat_penalty=float(sampler["repeat_penalty"]),
+                stream=True,
             ):
                 yield out["choices"][0]["text"]
 
@@ -242,7 +266,8 @@ def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
     ref_ttft = statistics.median(r[0] for r in results[ref])
     ref_tps = statistics.median(r[1] for r in results[ref])
     print(
-        f"gemma3:270m Q4_K_M, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} greedy tokens, {THREADS} threads, "
+        f"gemma3:270m Q4_K_M, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} tokens ({MODE} sampling), "
+        f"{THREADS} threads, "
         f"{len(results[ref])} alternating runs each (medians)\n"
     )
     print("| target | tokens/s | time to first token | tokens/s vs llama-server | TTFT vs llama-server |")

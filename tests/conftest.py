@@ -22,6 +22,11 @@ from ferrousforge_host.config import Settings
 
 from tinymodel import write_tiny_llama
 
+# Tests never reach Ollama's registry nor read a developer's ~/.ollama (servers started as processes
+# inherit these; a test that wants a registry or an Ollama store passes it explicitly).
+os.environ.setdefault("FERROUSFORGE_REGISTRY", "")
+os.environ.setdefault("FERROUSFORGE_OLLAMA_MODELS", "")
+
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -72,6 +77,7 @@ class Host:
 
 def start_host(store: Path, **settings: object) -> Iterator[Host]:
     port = free_port()
+    settings = {"registry": "", "ollama_models": "", **settings}  # no registry, no ~/.ollama
     config = Settings(host=f"127.0.0.1:{port}", models=store, num_thread=1, **settings)  # type: ignore[arg-type]
     app = create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -18,9 +18,13 @@ def statuses(response) -> list[dict]:  # type: ignore[no-untyped-def]
 
 def test_version_root_and_head(host: Host) -> None:
     with host.client() as c:
-        assert c.get("/").text == "FerrousForge is running"
+        root = c.get("/")
+        assert root.text == "Ollama is running"  # what Ollama's clients check
+        assert root.headers["x-ferrousforge-version"]
         assert c.head("/").status_code == 200
-        assert c.get("/api/version").json()["version"]
+        version = c.get("/api/version").json()
+        assert tuple(int(p) for p in version["version"].split(".")) >= (0, 14, 0)  # the API spoken
+        assert version["ferrousforge"]
         assert c.get("/api/nothing").status_code == 404
 
 

@@ -194,3 +194,23 @@ def test_disk_full_during_a_pull_is_reported_and_cleaned(small_disk: Path, big_m
                 assert up.status_code == 507
                 assert c.get("/api/tags").json()["models"] == []
                 assert c.get("/api/version").status_code == 200
+
+
+def test_runners_end_when_their_server_is_killed(tmp_path: Path, tiny_gguf: Path) -> None:
+    """A server killed outright (no chance to end its runners) leaves no runner behind: each sees its
+    socket close, or (busy in a long call) that its parent is gone."""
+    port = free_port()
+    proc = spawn_host(tmp_path / "store", port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+            r = c.post("/api/pull", json={"model": "tiny", "source": str(tiny_gguf), "stream": False})
+            assert r.status_code == 200, r.text
+            c.post("/api/generate", json={"model": "tiny", "prompt": "x", "options": {"num_predict": 1}})
+            runner = int(c.get("/api/info").json()["models"][0]["runner_pid"])
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{runner}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{runner}").exists() or "Z" in Path(f"/proc/{runner}/stat").read_text().split()[2]

@@ -31,6 +31,16 @@ def test_unlisted_browser_origins_are_refused_and_local_ones_get_cors(host: Host
         assert "Authorization" in pre.headers["access-control-allow-headers"]
         no_origin = c.get("/api/tags")  # curl, SDKs: no Origin header, not a browser
         assert no_origin.status_code == 200
+        # the apps Ollama allows by default: Electron, Tauri, VS Code webviews, local files, 0.0.0.0
+        for app in (
+            "app://obsidian.md",
+            "tauri://localhost",
+            "vscode-webview://abc",
+            "file://",
+            "http://0.0.0.0:3000",
+        ):
+            assert c.get("/api/tags", headers={"Origin": app}).status_code == 200, app
+        assert c.get("/api/tags", headers={"Origin": "https://app.evil.example"}).status_code == 403
 
 
 @pytest.fixture
@@ -55,6 +65,8 @@ def test_api_keys_are_required_and_the_official_clients_send_them(locked: Host) 
         assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
         assert c.get("/api/tags", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert c.get("/api/tags", headers={"Authorization": "Bearer k2"}).status_code == 200
+        assert c.get("/api/tags", headers={"X-API-Key": "k2"}).status_code == 200  # Anthropic's header
+        assert c.get("/api/tags", headers={"X-API-Key": "nope"}).status_code == 401
         listed = c.get("/api/tags", headers={"Origin": "https://x.corp.test", "Authorization": "Bearer k1"})
         assert (
             listed.status_code == 200

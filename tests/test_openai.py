@@ -198,8 +198,24 @@ def test_tool_results_feed_back_and_ollama_shape(host: Host) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, "'n' must be 1"),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "logprobs": True}, "logprobs"),
+        (
+            {
+                "model": "tiny",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGk="}}
+                        ],
+                    }
+                ],
+            },
+            "lacks the 'vision' capability",
+        ),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 30},
+            "between 0 and 20",
+        ),
         ({"model": "tiny", "messages": []}, "must not be empty"),
         ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
         (
@@ -261,7 +277,7 @@ def test_bad_chat_requests_get_openai_shaped_400s(host: Host, body: dict, needle
 
 
 def test_bad_completion_requests(client: openai.OpenAI) -> None:
-    for extra in ({"echo": True}, {"suffix": "end"}, {"logprobs": 2}):
+    for extra in ({"echo": True}, {"suffix": "end"}, {"logprobs": -2}):
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model="tiny", prompt="x", max_tokens=2, **extra)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):

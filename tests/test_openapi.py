@@ -24,8 +24,14 @@ UNDOCUMENTED = {"/ui"}  # a redirect to the demo site
 # Bodies whose validity a JSON Schema can't state (a Modelfile's syntax, which blobs exist):
 # valid-looking data may still be a 400 there.
 FREE_TEXT = {"/api/create"}
+# Audio: whether an upload's bytes are audio, and which voices a model has, no schema states; and this
+# store has no speech models (tests/test_speech.py runs the real ones). Fuzzed here: no 5xx, every
+# answer as documented.
+AUDIO = {"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech"}
+FREE_TEXT |= AUDIO
 NDJSON = "application/x-ndjson"
-NO_SUCCESS = {"POST /api/pull"}  # random names are not in the catalogue; sources are kept offline
+NO_SUCCESS = {"POST /api/pull"} | {f"POST {path}" for path in AUDIO}  # random names are not in the
+# catalogue, sources are kept offline; no speech models here
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +101,10 @@ def runnable(case: schemathesis.Case, digest: str) -> None:
         for key in ("files", "modelfile", "template", "parameters"):
             body.pop(key, None)
     _short(body, v1=case.path.startswith("/v1/"))
-    _grammars(body)
+    if case.path in DIALECTS:
+        _dialect(body, case.path)
+    else:
+        _grammars(body)
     if isinstance(body.get("input"), list):  # token ids within the embedding model's vocabulary
         body["input"] = [[t % 30000 for t in x] if isinstance(x, list) else x for x in body["input"]]
         body["input"] = [x % 30000 if isinstance(x, int | float) else x for x in body["input"]]
@@ -106,6 +115,14 @@ def runnable(case: schemathesis.Case, digest: str) -> None:
     body.pop("images", None)
     for message in body.get("messages") or []:
         message.pop("images", None)
+        if isinstance(message.get("content"), list):  # no pictures for the text-only model
+            message["content"] = [p for p in message["content"] if p.get("type") != "image_url"]
+    # nor fill-in-the-middle (no FIM tokens) or thinking (its template has no thinking section)
+    body.pop("suffix", None)
+    if body.get("think") not in (None, False):
+        body.pop("think")
+    if body.get("reasoning_effort") not in (None, "none", "minimal"):
+        body.pop("reasoning_effort")
 
 
 def _short(body: dict, v1: bool) -> None:
@@ -148,6 +165,36 @@ def _grammars(body: dict) -> None:
         body["format"] = {"type": "object"}
     if isinstance(body.get("response_format"), dict) and "json_schema" in body["response_format"]:
         body["response_format"]["json_schema"]["schema"] = {"type": "object"}
+
+
+DIALECTS = {"/v1/responses", "/v1/messages", "/v1/messages/count_tokens"}
+
+
+def _dialect(body: dict, path: str) -> None:
+    """The same for Responses' and Anthropic's shapes: flat tools, a choice naming one of them, no
+    images or thinking for the text-only model, short replies."""
+    anthropic = path.startswith("/v1/messages")
+    tools = body.get("tools") or []
+    for tool in tools:
+        tool["input_schema" if anthropic else "parameters"] = {"type": "object"}
+    choice = body.get("tool_choice")
+    forced = choice == "required" or (isinstance(choice, dict) and choice.get("type") != "auto")
+    if forced and not tools:
+        body.pop("tool_choice")
+    elif isinstance(choice, dict) and "name" in choice:
+        choice["name"] = tools[0]["name"]
+    if tools:
+        body.pop("text", None), body.pop("output_config", None)
+    for holder in (body.get("text") or {}, body.get("output_config") or {}):
+        if isinstance(holder.get("format"), dict) and "schema" in holder["format"]:
+            holder["format"]["schema"] = {"type": "object"}
+    body.pop("reasoning", None), body.pop("thinking", None)
+    if not anthropic:
+        body["max_output_tokens"] = 8
+    turns = body.get("messages") if anthropic else body.get("input")
+    for turn in turns if isinstance(turns, list) else []:
+        if isinstance(turn.get("content"), list):
+            turn["content"] = [p for p in turn["content"] if p.get("type") not in ("image", "input_image")]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from ferrousforge.gguf import GGUFError, read_file_metadata, read_metadata, summ
 from ferrousforge.modelfile import Modelfile
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options, parse_keep_alive
+from ferrousforge.reply import Parts, ReplyParser, call_markers
 
 
 @pytest.mark.parametrize(
@@ -85,14 +86,87 @@ def test_options_parse_and_ranges() -> None:
         {"top_k": 1.5},
         {"top_p": float("nan")},
         {"stop": [1]},
-        {"num_ctx": 1},
-        {"nope": 1},
         {"stop": ["x"] * 17},
     ):
         with pytest.raises(BadRequest):
             Options.parse(bad)
     with pytest.raises(BadRequest):
         Options.parse([1, 2])
+    # Ollama's leniency: a value out of range or an unknown option is ignored (and logged)
+    assert Options.parse({"num_ctx": 1, "nope": 1, "top_p": 2, "top_k": 3}) == Options(top_k=3)
+
+
+def _split(parser: ReplyParser, pieces: list[str]) -> Parts:
+    out = Parts()
+    for piece in pieces:
+        got = parser.feed(piece)
+        out.thinking, out.content, out.calls = (
+            out.thinking + got.thinking,
+            out.content + got.content,
+            out.calls + got.calls,
+        )
+    rest = parser.finish()
+    out.thinking, out.content, out.calls = (
+        out.thinking + rest.thinking,
+        out.content + rest.content,
+        out.calls + rest.calls,
+    )
+    return out
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+TOOL = {"get": {"name": "get", "parameters": {}}}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_reply_parser_splits_thinking_content_and_calls_however_the_text_streams(size: int) -> None:
+    thought = _split(ReplyParser(thinking=True), _pieces("  <think>a < b</think>\n\nSo: yes </thi", size))
+    assert (thought.thinking, thought.content) == ("a < b", "So: yes </thi")
+    opened = _split(ReplyParser(thinking=True, in_thinking=True), _pieces("hmm</think>done", size))
+    assert (opened.thinking, opened.content) == ("hmm", "done")
+    unfinished = _split(ReplyParser(thinking=True, in_thinking=True), _pieces("still thinking <", size))
+    assert (unfinished.thinking, unfinished.content) == ("still thinking <", "")
+    not_asked = _split(ReplyParser(), _pieces("<think>x</think>y", size))
+    assert not_asked.content == "<think>x</think>y"
+    text = (
+        'Sure.<tool_call>\n{"name": "get", "arguments": {"q": 1}}\n</tool_call>\n'
+        '<tool_call>{"name": "get", "arguments": "{}"}</tool_call>'
+    )
+    marked = _split(ReplyParser(tools=TOOL, markers=call_markers("<tool_call>")), _pieces(text, size))
+    assert marked.content.strip() == "Sure."
+    assert [c["function"]["arguments"] for c in marked.calls] == [{"q": 1}, {}]
+    mistral = _split(
+        ReplyParser(tools=TOOL, markers=call_markers("[TOOL_CALLS]")),
+        _pieces(
+            '[TOOL_CALLS][{"name": "get", "arguments": {}}, {"name": "get", "arguments": {"x": 2}}]', size
+        ),
+    )
+    assert len(mistral.calls) == 2 and mistral.content == ""
+    plain = _split(
+        ReplyParser(tools=TOOL),
+        _pieces('{"name": "get", "arguments": {}}\n{"name": "get", "arguments": {"a": [1]}}', size),
+    )
+    assert len(plain.calls) == 2 and plain.content.strip() == ""
+    answer = _split(ReplyParser(tools=TOOL), _pieces('{"name": "other", "arguments": {}} is JSON', size))
+    assert answer.calls == [] and answer.content == '{"name": "other", "arguments": {}} is JSON'
+    wrong = _split(
+        ReplyParser(tools=TOOL, markers=call_markers("<tool_call>")),
+        _pieces("<tool_call>oops</tool_call>!", size),
+    )
+    assert wrong.calls == [] and wrong.content == "<tool_call>oops</tool_call>!"
+    assert len({c["id"] for c in marked.calls}) == 2
+
+
+def test_reply_parser_gives_out_a_call_before_the_reply_ends() -> None:
+    parser = ReplyParser(tools=TOOL)
+    first = parser.feed('{"name": "get", "arguments": {}}\n{"name": "ge')
+    assert len(first.calls) == 1
+    assert len(parser.feed('t", "arguments": {}}').calls) == 1
+    prose = ReplyParser(tools=TOOL, markers=call_markers("<tool_call>")).feed("Hello <tool")
+    assert prose.content == "Hello "  # only what could begin the markup is held back
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ WORDS = [
 ]
 
 
-def vocabulary() -> tuple[list[str], list[float], list[int]]:
+def vocabulary(extra: tuple[str, ...] = ()) -> tuple[list[str], list[float], list[int]]:
     tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
     types = [2, 3, 3, 3, 3]
     tokens += [f"<0x{i:02X}>" for i in range(256)]
@@ -56,12 +56,15 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     tokens += pieces
     types += [1] * len(pieces)
     scores = [0.0] * 261 + [-float(i) for i in range(len(pieces))]
+    tokens += list(extra)  # user-defined tokens (FIM, thinking tags): matched whole by the tokenizer
+    types += [4] * len(extra)
+    scores += [0.0] * len(extra)
     return tokens, scores, types
 
 
-def add_vocabulary(w: gguf.GGUFWriter) -> int:
+def add_vocabulary(w: gguf.GGUFWriter, extra: tuple[str, ...] = ()) -> int:
     """The tiny SentencePiece-style vocabulary and its special tokens; returns its size."""
-    tokens, scores, types = vocabulary()
+    tokens, scores, types = vocabulary(extra)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)
@@ -81,11 +84,20 @@ def q4k_blocks(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return blocks.reshape(rows, -1)
 
 
+FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+
+
 def write_tiny_llama(
-    path: Path, seed: int = 0, chat_template: str | None = CHATML, n_ctx: int = 2048, q4k: bool = False
+    path: Path,
+    seed: int = 0,
+    chat_template: str | None = CHATML,
+    n_ctx: int = 2048,
+    q4k: bool = False,
+    fim: bool = False,
 ) -> Path:
     """The tiny model; ``q4k``: wider (256) with Q4_K attention and feed-forward weights, the shapes
-    that take llama.cpp's quantized matrix kernels (AMX, repacking) as a real Q4_K_M model does."""
+    that take llama.cpp's quantized matrix kernels (AMX, repacking) as a real Q4_K_M model does;
+    ``fim``: with fill-in-the-middle tokens."""
     rng = np.random.default_rng(seed)
     n_embd, n_ff, n_head, n_head_kv, n_layer = (256, 512, 4, 4, 1) if q4k else (64, 128, 4, 2, 2)
     head_dim = n_embd // n_head
@@ -101,7 +113,10 @@ def write_tiny_llama(
     w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(15 if q4k else 0)  # 15: mostly Q4_K_M
-    n_vocab = add_vocabulary(w)
+    n_vocab = add_vocabulary(w, FIM_TOKENS if fim else ())
+    if fim:
+        for key, token in zip(("pre", "suf", "mid"), FIM_TOKENS, strict=True):
+            w.add_uint32(f"tokenizer.ggml.fim_{key}_token_id", vocabulary(FIM_TOKENS)[0].index(token))
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     if chat_template:
@@ -183,6 +198,72 @@ def write_tiny_gemma3(path: Path, seed: int = 0, window: int = 4) -> Path:
         t(p + "ffn_up.weight", n_ff, n_embd)
         t(p + "ffn_down.weight", n_embd, n_ff)
         norm(p + "post_ffw_norm.weight", n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_tiny_bert(
+    path: Path, seed: int = 0, n_ctx: int = 64, pooling: gguf.PoolingType | None = gguf.PoolingType.MEAN
+) -> Path:
+    """A tiny random BERT embedding model (llama.cpp's ``bert`` arch, WordPiece vocabulary): 32 wide,
+    two layers, a ``n_ctx`` token window; ``pooling`` None leaves ``bert.pooling_type`` out."""
+    rng = np.random.default_rng(seed)
+    n_embd, n_ff, n_head, n_layer = 32, 64, 2, 2
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    # WordPiece as llama.cpp stores it: a word's first piece has the phantom space, continuations not
+    tokens = BERT_SPECIALS + ["▁" + w for w in WORDS] + ["▁" + c for c in letters] + letters
+    tokens += ["▁.", "▁,", "▁!", "▁?"]
+    types = [3] * len(BERT_SPECIALS) + [1] * (len(tokens) - len(BERT_SPECIALS))
+    w = gguf.GGUFWriter(str(path), "bert")
+    w.add_name("tiny-bert")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_layer_norm_eps(1e-12)
+    w.add_causal_attention(False)
+    if pooling is not None:
+        w.add_pooling_type(pooling)
+    w.add_file_type(0)
+    w.add_tokenizer_model("bert")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_type_count(2)
+    w.add_pad_token_id(0)
+    w.add_unk_token_id(1)
+    w.add_bos_token_id(2)  # [CLS]
+    w.add_sep_token_id(3)
+    w.add_mask_token_id(4)
+
+    def t(name: str, *shape: int, scale: float = 0.2) -> None:
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    def norm(name: str) -> None:
+        w.add_tensor(name + ".weight", (1.0 + 0.1 * rng.standard_normal(n_embd)).astype(np.float32))
+        w.add_tensor(name + ".bias", (0.1 * rng.standard_normal(n_embd)).astype(np.float32))
+
+    t("token_embd.weight", len(tokens), n_embd, scale=1.0)
+    t("token_types.weight", 2, n_embd)
+    t("position_embd.weight", n_ctx, n_embd)
+    norm("token_embd_norm")
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            t(p + name + ".weight", n_embd, n_embd)
+            t(p + name + ".bias", n_embd, scale=0.05)
+        norm(p + "attn_output_norm")
+        t(p + "ffn_up.weight", n_ff, n_embd)
+        t(p + "ffn_up.bias", n_ff, scale=0.05)
+        t(p + "ffn_down.weight", n_embd, n_ff)
+        t(p + "ffn_down.bias", n_embd, scale=0.05)
+        norm(p + "layer_output_norm")
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -46,6 +46,9 @@ ASSETS: dict[str, list[str]] = {
     "@huggingface/tokenizers": ["dist/tokenizers.min.mjs"],
     "@huggingface/transformers": ["dist/transformers.web.min.js"],
     "@wllama/wllama": ["esm/index.js", "esm/wasm/wllama.wasm"],
+    # espeak-ng (GPL-3.0-or-later) compiled to JavaScript with its English data inside, Apache-2.0
+    # wrapper: Piper's phonemes in the page
+    "phonemizer": ["dist/phonemizer.js", "LICENSE"],
 }
 PROBE_WIDTH = 256
 PROBE_LAYERS = 4

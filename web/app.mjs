@@ -64,6 +64,11 @@ async function send(event) {
   const text = $('chat-input').value.trim();
   if (!text) return;
   $('chat-input').value = '';
+  await ask(text);
+}
+
+/** The chat's answer to `text` (shown as it streams), or null on an error. */
+async function ask(text) {
   $('send').disabled = true;
   bubble('user', text);
   history.push({ role: 'user', content: text });
@@ -78,9 +83,11 @@ async function send(event) {
     reply.body.textContent = out.message.content;
     reply.div.append(chatMeta(out));
     history.push(out.message);
+    return out.message.content;
   } catch (err) {
     reply.body.textContent = `error: ${err.message}`;
     history.pop();
+    return null;
   } finally {
     $('send').disabled = false;
     refreshCache();
@@ -123,6 +130,101 @@ async function search() {
     refreshCache();
   }
 }
+
+// -- speech ---------------------------------------------------------------------------------
+let recorder = null;
+
+async function record() {
+  if (recorder) { recorder.stop(); return; }  // second click: stop and transcribe
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); } catch (err) {
+    $('stt-meta').textContent = `no microphone: ${err.message}`;
+    return;
+  }
+  const parts = [];
+  recorder = new MediaRecorder(stream);
+  recorder.ondataavailable = (e) => parts.push(e.data);
+  recorder.onstop = () => {
+    stream.getTracks().forEach((t) => t.stop());
+    $('record').textContent = 'Record';
+    $('record').classList.remove('recording');
+    transcribe(new Blob(parts, { type: recorder.mimeType }));
+    recorder = null;
+  };
+  recorder.start();
+  $('record').textContent = 'Stop';
+  $('record').classList.add('recording');
+  $('stt-meta').textContent = 'recording…';
+}
+
+async function transcribe(audio) {
+  $('transcript').textContent = '…';
+  $('stt-meta').textContent = 'transcribing…';
+  let out;
+  try {
+    out = await forge.transcribe({ model: $('stt-model').value, audio, placement: $('speech-placement').value });
+  } catch (err) {
+    $('transcript').textContent = '';
+    $('stt-meta').textContent = `error: ${err.message}`;
+    return;
+  }
+  $('transcript').textContent = out.text;
+  $('stt-meta').textContent = `${badge(out)} · ${out.duration.toFixed(1)} s of audio · real-time factor ${out.rtf.toFixed(2)}`
+    + ` · ${out.fallback ? '' : out.reason}`;
+  refreshCache();
+  if ($('ask-chat').checked && out.text.trim()) {
+    const reply = await ask(out.text.trim());
+    if (reply?.trim()) await speak(reply);
+  }
+}
+
+/** Speak `text`: each sentence is played as soon as it is made, then the whole clip is kept to replay. */
+async function speak(text) {
+  $('say').disabled = true;
+  $('tts-meta').textContent = 'speaking…';
+  const context = new AudioContext();
+  let at = 0;
+  const play = (samples, rate) => {
+    const buffer = context.createBuffer(1, samples.length, rate);
+    buffer.copyToChannel(samples, 0);
+    const source = context.createBufferSource();
+    source.buffer = buffer;
+    source.connect(context.destination);
+    at = Math.max(at, context.currentTime);
+    source.start(at);
+    at += buffer.duration;
+  };
+  try {
+    const out = await forge.speak({ model: $('tts-model').value, input: text, placement: $('speech-placement').value, onAudio: play });
+    $('speech-audio').src = URL.createObjectURL(out.wav);
+    $('tts-meta').textContent = `${badge(out)} · ${out.duration.toFixed(1)} s of audio · ${out.audio_per_s.toFixed(1)} s of audio/s`
+      + ` · first audio after ${out.first_audio_ms.toFixed(0)} ms`;
+  } catch (err) {
+    $('tts-meta').textContent = `error: ${err.message}`;
+  } finally {
+    $('say').disabled = false;
+    refreshCache();
+  }
+}
+
+async function listSpeechModels() {
+  const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+  const tags = await (await fetch('/api/tags', { headers })).json();
+  for (const [select, family] of [['stt-model', 'whisper'], ['tts-model', 'piper']]) {
+    const names = tags.models.filter((m) => m.details.family === family).map((m) => m.name);
+    if (names.length) $(select).replaceChildren(...names.map((n) => new Option(n, n)));
+  }
+}
+
+$('record').addEventListener('click', record);
+$('audio-file').addEventListener('change', () => { if ($('audio-file').files[0]) transcribe($('audio-file').files[0]); });
+$('drop').addEventListener('dragover', (e) => e.preventDefault());
+$('drop').addEventListener('drop', (e) => {
+  e.preventDefault();
+  if (e.dataTransfer.files[0]) transcribe(e.dataTransfer.files[0]);
+});
+$('say-form').addEventListener('submit', (e) => { e.preventDefault(); if ($('say-input').value.trim()) speak($('say-input').value.trim()); });
+listSpeechModels().catch(() => {});
 
 $('search').addEventListener('click', search);
 $('chat-form').addEventListener('submit', send);

@@ -3,9 +3,13 @@
 //   await forge.ready; forge.capabilities(); forge.embed({model, input, placement});
 //   forge.rerank({model, query, documents, placement}); forge.configure({prefer, api_key, budget_bytes, threads})
 //   forge.generate({model, prompt, options, placement, onToken}); forge.chat({model, messages, ...})
+//   forge.transcribe({model, audio, language, placement}): audio a File/Blob/ArrayBuffer or 16 kHz Float32Array
+//   forge.speak({model, input, voice, speed, placement, onAudio}): {audio: Float32Array, sample_rate, wav: Blob, ...}
 // Every file comes from this origin (the host's /ui/runtime/ bundle): nothing from a CDN.
 import * as gpu from './gpu.mjs';
 import * as kernels from './kernels.mjs';
+import * as piper from './piper.mjs';
+import * as whisper from './whisper.mjs';
 import * as wllama from './wllama.mjs';
 
 const runtimeURL = new URL('./runtime/', import.meta.url).href;
@@ -177,7 +181,7 @@ export async function boot(settings = {}) {
   const deps = await fetch(`${runtimeURL}${assets.python_deps}`);  // jinja2 for chat templates
   pyodide.unpackArchive(await deps.arrayBuffer(), 'zip');
   pyodide.registerJsModule('forge_js', {
-    kernels, gpu, wllama, streamLines, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
+    kernels, gpu, wllama, whisper, piper, streamLines, loadOrt, loadTokenizers, runtimeURL, wasmThreads, fetchBlob, blobStats, takePrefetched, CACHE,
   });
   const runtime = pyodide.pyimport('ferrousforge.browser.runtime');
   performance.mark('forge:imported');
@@ -196,6 +200,20 @@ export async function boot(settings = {}) {
     rerank: call('rerank'),
     generate: call('generate'),
     chat: call('chat'),
+    transcribe: async ({ audio, ...rest } = {}) => {
+      let samples;
+      try { samples = await whisper.toSamples(audio); } catch (err) { throw new ForgeError(err.message, 400); }
+      try { return toJs(await py.transcribe(rest, samples)); } catch (err) { throw pythonError(err); }
+    },
+    speak: async ({ onAudio, ...rest } = {}) => {
+      // onAudio(samples, sample_rate): each sentence (page) or piece of the host's stream, as it is made
+      const t0 = performance.now();
+      let first = null;
+      const chunk = (samples, rate) => { first ??= performance.now() - t0; onAudio?.(samples, rate); };
+      let out;
+      try { out = toJs(await py.speak(rest, chunk)); } catch (err) { throw pythonError(err); }
+      return { ...out, first_audio_ms: first ?? out.ms, wav: piper.wav(out.audio, out.sample_rate) };
+    },
     configure: (arg) => { try { return toJs(py.configure(arg)); } catch (err) { throw pythonError(err); } },
     cacheUsage: async () => toJs(await py.cache_usage()),
     clearCache: async () => toJs(await py.clear_cache()),
@@ -214,6 +232,8 @@ export function install(settings = {}) {
     rerank: later('rerank'),
     generate: later('generate'),
     chat: later('chat'),
+    transcribe: later('transcribe'),
+    speak: later('speak'),
     configure: later('configure'),
     cacheUsage: later('cacheUsage'),
     clearCache: later('clearCache'),

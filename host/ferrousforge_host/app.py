@@ -14,17 +14,22 @@ from starlette.routing import Route
 import ferrousforge
 from ferrousforge.errors import ForgeError
 from ferrousforge.options import Options, parse_keep_alive
+from ferrousforge_host.anthropic import routes as anthropic
+from ferrousforge_host.audio.routes import routes as audio_routes
+from ferrousforge_host.audio.serving import AudioService
 from ferrousforge_host.config import Settings
 from ferrousforge_host.embed.routes import routes as embed_routes
 from ferrousforge_host.embed.serving import EmbeddingService
-from ferrousforge_host.engines import llamacpp, onnx, wgpu, wgpu_gguf  # noqa: F401  (registers the engines)
+from ferrousforge_host.engines import llamacpp, llamacpp_embed, onnx, piper, wgpu, wgpu_gguf, whisper  # noqa: F401  (registers the engines)
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.guard import Guard
 from ferrousforge_host.http import JSONResponse, error_response, printable
+from ferrousforge_host.models.registry import Registry
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
 from ferrousforge_host.observability import Metrics, Observe, metrics_endpoint
+from ferrousforge_host.openai.responses import routes as responses_routes
 from ferrousforge_host.openai.routes import routes as openai_routes
 from ferrousforge_host.openapi.routes import routes as openapi_routes
 from ferrousforge_host.rerank.routes import routes as rerank_routes
@@ -37,22 +42,35 @@ from ferrousforge_host.web.routes import site_routes
 log = logging.getLogger("ferrousforge")
 
 
+# the Ollama API version this host speaks: clients gate features (thinking, logprobs, /v1/messages) on it
+OLLAMA_VERSION = "0.14.3"
+
+
 async def root(request: Request) -> Response:
-    return PlainTextResponse("FerrousForge is running")
+    # the words Ollama's clients look for; which server answered is in the header
+    return PlainTextResponse(
+        "Ollama is running", headers={"X-FerrousForge-Version": ferrousforge.__version__}
+    )
 
 
 async def version(request: Request) -> Response:
-    return JSONResponse({"version": ferrousforge.__version__})
+    return JSONResponse(
+        {"version": OLLAMA_VERSION, "ferrousforge": ferrousforge.__version__},
+        headers={"X-FerrousForge-Version": ferrousforge.__version__},
+    )
 
 
 async def forge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForgeError)
+    if request.url.path.startswith("/v1/messages"):  # Anthropic's error shape on its paths
+        return anthropic.error_response(exc)
     if request.url.path.startswith("/v1/"):  # OpenAI's error shape on OpenAI's paths
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
         code = "model_not_found" if exc.status == 404 else None
         return JSONResponse(
             {"error": {"message": printable(exc.message), "type": kind, "param": None, "code": code}},
             status_code=exc.status,
+            headers=exc.headers,
         )
     return error_response(exc)
 
@@ -69,7 +87,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    store = BlobStore(settings.models)
+    store = BlobStore(settings.models, settings.ollama_store)
     keep_alive = parse_keep_alive(settings.keep_alive, 300.0)
     base = Options(
         num_ctx=settings.num_ctx, num_thread=settings.num_thread, num_parallel=settings.num_parallel
@@ -100,6 +118,9 @@ def create_app(settings: Settings) -> Starlette:
             *embed_routes,
             *rerank_routes,
             *openai_routes,
+            *audio_routes,
+            *responses_routes,
+            *anthropic.routes,
             *openapi_routes,
             *model_routes,
             *web_api_routes,
@@ -121,7 +142,9 @@ def create_app(settings: Settings) -> Starlette:
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.generation = GenerationService(scheduler, keep_alive, metrics)
-    app.state.models = ModelService(store, scheduler, settings.import_folders)
+    registry = Registry(settings.registry, bool(settings.insecure_registry))
+    app.state.models = ModelService(store, scheduler, settings.import_folders, registry)
     app.state.embeddings = EmbeddingService(scheduler, keep_alive)
     app.state.rerank = RerankService(scheduler, keep_alive)
+    app.state.audio = AudioService(scheduler, keep_alive, settings)
     return app

@@ -1,4 +1,5 @@
-"""The ``ferrousforge`` command: serve, run, pull, list, show, ps, info, rm, cp, create, stop."""
+"""The ``ferrousforge`` command: serve, run, pull, list, show, ps, info, rm, cp, create, stop,
+transcribe, say."""
 
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ def serve(
     pull: Annotated[
         list[str] | None, typer.Option("--pull", help="Pull these models before serving.")
     ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Serve as a Ray Serve application (docs/cluster.md).")
+    ] = False,
+    address: Annotated[
+        str | None, typer.Argument(help="With --ray: the Ray cluster's address; none starts a local Ray.")
+    ] = None,
 ) -> None:
     """Start the server."""
     import uvicorn
@@ -58,8 +65,17 @@ def serve(
     for name in pull or []:
         parsed = ModelName.parse(name)
         if not app_.state.store.exists(parsed):  # a puller of its own: its locks belong to this loop
-            _show_progress(_drain(Puller(app_.state.store).pull(parsed)), name)
+            puller = Puller(app_.state.store, registry=app_.state.models.puller.registry)
+            _show_progress(_drain(puller.pull(parsed)), name)
     bind_host, port = settings.bind
+    if address and not ray:
+        raise ForgeError(f"'{address}': a cluster address goes with --ray")
+    if ray:  # the ingress builds its own app over the same store
+        from ferrousforge_host.cluster import serve_on_ray
+
+        err.print(f"FerrousForge on Ray Serve at http://{bind_host}:{port} (models in {settings.models})")
+        serve_on_ray(settings, address)
+        return
     err.print(f"FerrousForge listening on http://{bind_host}:{port} (models in {settings.models})")
     uvicorn.run(app_, host=bind_host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -107,10 +123,14 @@ def pull(
     source: Annotated[
         str | None, typer.Option("--from", help="hf.co/owner/repo[:quant], a URL or a file.")
     ] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain http to the registry.")] = False,
     host: HostOption = None,
 ) -> None:
-    """Download a model into the store (resumes an interrupted pull)."""
-    _show_progress(client(host).pull(model, source), model)
+    """Download a model into the store (resumes an interrupted pull).
+
+    A name FerrousForge does not know (``llama3.2``, ``myhost:5000/ns/model:tag``) comes from an
+    Ollama registry (FERROUSFORGE_REGISTRY, default registry.ollama.ai)."""
+    _show_progress(client(host).pull(model, source, insecure=insecure), model)
 
 
 @app.command("list")
@@ -118,7 +138,8 @@ def list_(host: HostOption = None) -> None:
     """List the models in the store."""
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
     for m in client(host).list()["models"]:
-        table.add_row(m["name"], m["digest"][:12], _size(m["size"]), m["modified_at"][:19].replace("T", " "))
+        name = m["name"] + (" (ollama, read-only)" if m.get("ollama_store") else "")
+        table.add_row(name, m["digest"][:12], _size(m["size"]), m["modified_at"][:19].replace("T", " "))
     out.print(table)
 
 
@@ -311,6 +332,109 @@ def run(
             sys.stdout.flush()
         sys.stdout.write("\n\n")
         messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _ensure(model: str, host: str | None) -> str:
+    """The server's address, once it has the model (pulled first if it has not)."""
+    api = client(host)
+    try:
+        api.show(model)
+    except ForgeError as exc:
+        if getattr(exc, "status", 0) != 404:
+            raise
+        _show_progress(api.pull(model), model)
+    return api.host
+
+
+def _audio_call(url: str, **request: Any) -> Any:
+    """POST to an audio endpoint; an error answer (OpenAI's shape) becomes a ForgeError."""
+    import httpx
+
+    try:
+        response = httpx.post(url, timeout=None, **request)
+    except httpx.HTTPError as exc:
+        raise ForgeError(
+            f"could not reach FerrousForge at {url} ({exc}); is 'ferrousforge serve' running?"
+        ) from None
+    if response.status_code >= 400:
+        _raise_answer(response)
+    return response
+
+
+@app.command()
+def transcribe(
+    file: Path,
+    model: Annotated[str, typer.Option("--model", help="A transcription model.")] = "whisper:tiny.en",
+    format_: Annotated[str, typer.Option("--format", help="text, json, srt, vtt or verbose_json.")] = "text",
+    language: Annotated[
+        str | None, typer.Option("--language", help="ISO 639-1 code; none: detected.")
+    ] = None,
+    translate: Annotated[
+        bool, typer.Option("--translate", help="Into English (multilingual models).")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write here, not to stdout.")] = None,
+    host: HostOption = None,
+) -> None:
+    """Transcribe an audio file (wav, mp3, ogg, webm, m4a, flac...)."""
+    if not file.is_file():
+        raise ForgeError(f"no audio file at {file}")
+    base = _ensure(model, host)
+    fields = {"model": model, "response_format": format_, **({"language": language} if language else {})}
+    path = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
+    with file.open("rb") as f:
+        response = _audio_call(base + path, data=fields, files={"file": (file.name, f)})
+    text = response.text if response.text.endswith("\n") else response.text + "\n"
+    if output:
+        output.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+@app.command()
+def say(
+    text: Annotated[list[str] | None, typer.Argument(help="What to say; none: read from stdin.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Audio file to write.")] = Path("speech.wav"),
+    model: Annotated[str, typer.Option("--model", help="A speech model.")] = "piper:joe",
+    voice: Annotated[str | None, typer.Option("--voice", help="One of the model's voices.")] = None,
+    speed: Annotated[float, typer.Option("--speed", help="0.25 to 4.")] = 1.0,
+    format_: Annotated[
+        str | None, typer.Option("--format", help="wav, mp3, opus, aac, flac or pcm (default: from -o).")
+    ] = None,
+    host: HostOption = None,
+) -> None:
+    """Speak text into an audio file, written as it is synthesized."""
+    words = " ".join(text or [])
+    if not words and not sys.stdin.isatty():
+        words = sys.stdin.read()
+    suffix = output.suffix.lstrip(".").lower()
+    chosen = format_ or {"ogg": "opus", "m4a": "aac"}.get(suffix, suffix or "wav")
+    body = {"model": model, "input": words, "response_format": chosen, "speed": speed}
+    if voice:
+        body["voice"] = voice
+    base = _ensure(model, host)
+    import httpx
+
+    try:
+        with httpx.stream("POST", base + "/v1/audio/speech", json=body, timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_answer(response)
+            with output.open("wb") as f:
+                for block in response.iter_bytes():
+                    f.write(block)
+    except httpx.HTTPError as exc:
+        raise ForgeError(
+            f"could not reach FerrousForge at {base} ({exc}); is 'ferrousforge serve' running?"
+        ) from None
+    err.print(f"wrote {output}")
+
+
+def _raise_answer(response: Any) -> None:
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text
+    raise ForgeError(str(message))
 
 
 def _sha256(path: Path) -> str:

@@ -21,6 +21,9 @@ class Settings:
     num_thread: int = 0
     num_ctx: int = 4096
     max_body: int = 16 * 1024 * 1024  # JSON request bodies; blob uploads stream past it
+    max_audio_bytes: int = 25 * 1024 * 1024  # an uploaded audio file (OpenAI's limit too)
+    max_audio_seconds: int = 3600  # audio to transcribe, once decoded
+    max_speech_chars: int = 4096  # text to speak in one request (OpenAI's limit too)
     num_parallel: int = 4  # requests to one generation model decoded together
     max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
     max_loaded_models: int = 3
@@ -42,6 +45,18 @@ class Settings:
     batching: int = 1  # coalesce concurrent embed/rerank requests into one engine call (0: off)
     runners: int = 1  # 1: each loaded native model in a runner process of its own; 0: in the server
     engine: str = ""  # preferred engine: "wgpu", or per format "onnx=wgpu,gguf=llama.cpp" ("": auto)
+    registry: str = "https://registry.ollama.ai"  # where short names pull from ("": no registry pulls)
+    insecure_registry: int = 0  # 1: plain http to every registry (always for 127.0.0.1 and localhost)
+    ollama_models: str = "auto"  # an Ollama store, read in place ("auto": $OLLAMA_MODELS or ~/.ollama/models)
+
+    @property
+    def ollama_store(self) -> Path | None:
+        """The Ollama store to list beside ours, read-only; None when off or not there."""
+        folder = self.ollama_models
+        if folder == "auto":
+            folder = os.environ.get("OLLAMA_MODELS") or str(Path.home() / ".ollama" / "models")
+        path = Path(os.path.expanduser(folder)) if folder else None
+        return path if path and (path / "manifests").is_dir() else None
 
     @property
     def bind(self) -> tuple[str, int]:
@@ -57,6 +72,9 @@ class Settings:
         host, port = self.bind
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         return f"http://{host}:{port}"
+
+
+_EMPTY_MEANS_OFF = {"registry", "ollama_models"}  # set to "" in the environment, these turn off
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -90,7 +108,7 @@ def load_settings(**flags: Any) -> Settings:
         values.update(data)
     for name in names:
         env = os.environ.get(f"FERROUSFORGE_{name.upper()}")
-        if env is not None and env != "":
+        if env is not None and (env != "" or name in _EMPTY_MEANS_OFF):
             values[name] = env
     values.update({k: v for k, v in flags.items() if v is not None})
     return replace(Settings(), **{k: _coerce(k, v) for k, v in values.items()})

@@ -2,8 +2,10 @@
 request from an origin not on the list is refused, not just left unreadable) and optional API keys.
 
 ``FERROUSFORGE_ORIGINS``: comma-separated origins, ``*`` as a wildcard (``https://*.example.com``);
-localhost, 127.0.0.1 and [::1] on any port are always allowed. ``FERROUSFORGE_API_KEYS``: comma-
-separated keys; when set, every request but ``/`` and ``/api/version`` needs ``Authorization: Bearer``.
+localhost, 127.0.0.1, [::1] and 0.0.0.0 on any port and the app schemes Ollama allows (``app://``,
+``file://``, ``tauri://``, ``vscode-webview://``, ``vscode-file://``) are always allowed.
+``FERROUSFORGE_API_KEYS``: comma-separated keys; when set, every request but ``/`` and ``/api/version``
+needs ``Authorization: Bearer`` (or Anthropic's ``X-API-Key``).
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-LOCAL = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
+LOCAL = r"https?://(localhost|127\.0\.0\.1|\[::1\]|0\.0\.0\.0)(:\d+)?"
+# the desktop and editor apps Ollama lets in by default (Electron, Tauri, VS Code webviews, files)
+APP_SCHEMES = r"(app|file|tauri|vscode-webview|vscode-file)://.*"
 PUBLIC_PATHS = frozenset({"/", "/api/version", "/openapi.json", "/ui"})
 PUBLIC_PREFIX = (
     "/ui/"  # the static demo site and runtime bundle: no secrets, and it must load to ask for a key
 )
-ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, User-Agent, Accept, OpenAI-Organization"
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, X-Request-ID, User-Agent, Accept, OpenAI-Organization, X-API-Key, "
+    "Anthropic-Version, Anthropic-Beta"
+)
 
 
 def origin_patterns(listed: str) -> re.Pattern[str]:
-    parts = [LOCAL]
+    parts = [LOCAL, APP_SCHEMES]
     for origin in (o.strip() for o in listed.split(",")):
         if origin:
             parts.append(
@@ -75,6 +82,7 @@ class Guard:
         if self.keys and not public(scope["path"]):
             given = headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+            token = token or headers.get("x-api-key", "").strip()  # Anthropic's clients send this
             if token not in self.keys:
                 await _reply(
                     send,

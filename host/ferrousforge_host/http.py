@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from itertools import accumulate, count
+from operator import sub
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse as StarletteJSONResponse
@@ -33,7 +36,20 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
+# Bounds on a JSON body's structure, so that no body can exhaust the recursion or memory of what
+# handles it (schemas, templates, encoders): each is a 400 naming the limit.
+MAX_DEPTH = 64
+MAX_CONTAINERS = 100_000  # objects and arrays in one body
+MAX_KEYS = 100_000  # object keys in one body
+# A JSON string, or an unterminated one up to the end: matched in one linear pass whatever the bytes.
+_STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*"?')
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STEP = bytes.maketrans(b"[{]}", b"\2\2\0\0")  # an opener adds 2, a closer 0: depth = sum - position
+_BOM = b"\xef\xbb\xbf"
+
+
 async def read_json(request: Request) -> Any:
+    """The request's JSON body (``{}`` when empty), within ``max_body`` bytes (413): ``parse_json``."""
     limit: int = request.app.state.settings.max_body
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -43,12 +59,58 @@ async def read_json(request: Request) -> Any:
         body += part
         if len(body) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    if not body.strip():
+    return parse_json(body)
+
+
+def parse_json(body: bytes | bytearray) -> Any:
+    """A JSON body (``{}`` when empty) within the bounds above, and strict JSON (400): no NaN or
+    Infinity, no lone surrogates, no number beyond a double's range. Integers within 64 bits (signed
+    or unsigned: a seed up to 2**64 - 1) stay exact; larger ones arrive as floats, outside the range
+    of every field that takes an integer."""
+    if body.startswith(_BOM):
+        body = body[3:]
+    if not body or body.isspace():
         return {}
+    check_structure(body)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"invalid JSON: {exc}") from None
+        return orjson.loads(body)
+    except RecursionError:
+        raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc)
+        if reason.startswith("depth limit"):
+            raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels") from None
+        if reason.startswith("str is not valid UTF-8"):
+            reason = "request body is not valid UTF-8"
+        raise BadRequest(f"invalid JSON: {reason}") from None
+
+
+def check_structure(body: bytes | bytearray) -> None:
+    """Enforce MAX_DEPTH, MAX_CONTAINERS and MAX_KEYS on raw JSON without parsing it.
+
+    Fast path: counting brackets and colons, strings included, over-counts; when that is within
+    the limits nothing else is done. Otherwise strings are cut out and the structure measured."""
+    if _count(body, b"[{") <= MAX_DEPTH and _count(body, b":") <= MAX_KEYS:
+        return
+    bare = _STRING.sub(b"", body)
+    brackets = bare.translate(None, _NOT_BRACKETS)
+    openers = brackets.count(b"[") + brackets.count(b"{")
+    if openers > MAX_CONTAINERS:
+        raise BadRequest(f"request body holds more than {MAX_CONTAINERS} objects and arrays")
+    if bare.count(b":") > MAX_KEYS:
+        raise BadRequest(f"request body holds more than {MAX_KEYS} object keys")
+    if 2 * openers != len(brackets):
+        return  # unbalanced: not JSON, which the parser says
+    if max(map(sub, accumulate(brackets.translate(_STEP)), count(1)), default=0) > MAX_DEPTH:
+        raise BadRequest(f"request body nests deeper than {MAX_DEPTH} levels")
+
+
+def _count(body: bytes | bytearray, chars: bytes) -> int:
+    """How many bytes of ``body`` are one of ``chars`` (numpy's compare is faster on large bodies)."""
+    if len(body) < 1 << 16:
+        return sum(body.count(c) for c in chars)
+    view = np.frombuffer(body, np.uint8)
+    return sum(int(np.count_nonzero(view == c)) for c in chars)
 
 
 def printable(text: str) -> str:

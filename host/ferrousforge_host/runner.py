@@ -11,6 +11,7 @@ real Mold. Messages are pickled tuples, so a streamed token costs one small mess
     ("init", module, class, spec, options)  build the Mold (not loaded yet); no reply
     ("call", id, method, args)              one reply: ("ok", id, value) or ("err", id, error)
     ("stream", id, request)                 ("item", id, chunk)..., then ("end", id) or ("err", id, error)
+    ("iter", id, method, args)              the same, for any other generator primitive (REMOTE_STREAMS)
     ("cancel", id)                          the client went away
     Closing the socket ends the runner.
 """
@@ -29,6 +30,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -42,6 +44,8 @@ from ferrousforge.options import Options
 Reply = Callable[[str, Any], object]  # (kind, value): "item" | "end" | "ok" | "err"
 # The engine primitives the server calls on a runner (besides load, unload and streaming)
 REMOTE_CALLS = ("embed_sync", "score_sync", "count_tokens")
+# The generator primitives the server streams from a runner (text generation has its own "stream")
+REMOTE_STREAMS = ("transcribe_sync", "synthesize_sync")
 
 
 def exit_cause(returncode: int | None) -> str:
@@ -257,9 +261,26 @@ def isolated(cls: type[Mold]) -> type[Mold]:
         call.__name__ = method
         return call
 
+    def remote_stream(method: str) -> Callable[..., Iterator[Any]]:
+        def stream(self: Any, *args: Any) -> Iterator[Any]:
+            out: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+            runner = self._remote()
+            rid = runner.request(("iter", method, args), lambda kind, value: out.put((kind, value)))
+            try:
+                while (item := _chunk(*out.get())) is not None:
+                    yield item
+            finally:
+                runner.cancel(rid)
+
+        stream.__name__ = method
+        return stream
+
     for method in REMOTE_CALLS:
         if hasattr(cls, method):
             setattr(Isolated, method, remote(method))
+    for method in REMOTE_STREAMS:
+        if hasattr(cls, method):
+            setattr(Isolated, method, remote_stream(method))
     if not issubclass(cls, TextGenerationMold):
         del Isolated.stream, Isolated.stream_sync
     Isolated.__name__ = Isolated.__qualname__ = f"Isolated{cls.__name__}"
@@ -292,6 +313,9 @@ class _Runner:
                 self.calls.submit(self.call, rid, *rest)
             elif kind == "stream":
                 self.start_stream(rid, rest[0])
+            elif kind == "iter":
+                method, args = rest
+                self.start_thread(rid, functools.partial(getattr(self.mold, method), *args))
             elif kind == "cancel" and rid in self.cancels:
                 self.cancels.pop(rid)()
 
@@ -315,9 +339,7 @@ class _Runner:
         assert isinstance(mold, TextGenerationMold)
         start = getattr(mold, "start", None)
         if start is None:
-            cancelled = threading.Event()
-            self.cancels[rid] = cancelled.set
-            threading.Thread(target=self.stream, args=(rid, mold, request, cancelled), daemon=True).start()
+            self.start_thread(rid, lambda: mold.stream_sync(request))
             return
 
         def emit(item: GenerationChunk | BaseException) -> None:
@@ -335,11 +357,15 @@ class _Runner:
         except BaseException as exc:
             self.send(("err", rid, _error_tuple(exc)))
 
-    def stream(
-        self, rid: int, mold: TextGenerationMold, request: GenerationInput, cancelled: threading.Event
-    ) -> None:
+    def start_thread(self, rid: int, produce: Callable[[], Iterator[Any]]) -> None:
+        """Send what a generator yields, from a thread of its own; a cancel stops it at its next item."""
+        cancelled = threading.Event()
+        self.cancels[rid] = cancelled.set
+        threading.Thread(target=self.stream, args=(rid, produce, cancelled), daemon=True).start()
+
+    def stream(self, rid: int, produce: Callable[[], Iterator[Any]], cancelled: threading.Event) -> None:
         try:
-            for chunk in mold.stream_sync(request):
+            for chunk in produce():
                 self.send(("item", rid, chunk))
                 if cancelled.is_set():
                     break
@@ -354,7 +380,15 @@ class _Runner:
 def main() -> None:
     conn = Connection(int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which ends its runners
+    threading.Thread(target=_exit_with_server, args=(os.getppid(),), daemon=True).start()
     _Runner(conn).serve()
+
+
+def _exit_with_server(server: int) -> None:
+    """End this runner when its server is gone, even while a long call keeps the socket unread."""
+    while os.getppid() == server:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 if __name__ == "__main__":

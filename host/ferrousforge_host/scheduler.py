@@ -26,7 +26,7 @@ from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge_host.runner import isolated
-from ferrousforge_host.store import BlobStore
+from ferrousforge_host.store import BlobStore, runnable_template
 
 
 @dataclass
@@ -80,7 +80,7 @@ class Scheduler:
         if layer is None:
             raise ForgeError(f"model '{name}' has no model layer")
         try:
-            config: dict[str, Any] = json.loads(self.store.read_bytes(manifest.config.digest))
+            config = self.store.config(manifest)
         except (OSError, ValueError) as exc:
             raise ForgeError(f"model '{name}' has an unreadable config: {exc}") from exc
 
@@ -94,7 +94,7 @@ class Scheduler:
             format=config.get("model_format", "gguf"),
             path=str(self.store.blob_path(layer.digest)),
             config=config,
-            template=text(TEMPLATE),
+            template=runnable_template(text(TEMPLATE), config),
             system=text(SYSTEM),
             parameters=params,
             files={x.name: str(self.store.blob_path(x.digest)) for x in manifest.layers if x.name},

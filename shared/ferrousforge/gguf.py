@@ -132,6 +132,35 @@ class _Reader:
         raise GGUFError(f"unknown GGUF value type {kind}")
 
 
+class _Every(frozenset[str]):
+    """``keep_arrays`` that keeps every array."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+EVERY_ARRAY: frozenset[str] = _Every()
+
+
+def describe(path: str, verbose: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Ollama's ``model_info`` and ``tensors`` of a GGUF for /api/show: long arrays are null unless
+    ``verbose``, which also lists the tensors (name, type, shape in ggml order)."""
+    with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        size = len(view)
+        if not verbose:
+            meta = parse_metadata(view, size)
+            tensors: list[dict[str, Any]] = []
+        else:
+            meta, found = parse_tensors(view, size, EVERY_ARRAY)
+            tensors = [{"name": t.name, "type": t.kind, "shape": list(t.shape)} for t in found.values()]
+    info = {
+        k: None if isinstance(v, _Summary) else v
+        for k, v in meta.items()
+        if not k.startswith("gguf.") and k != "tokenizer.chat_template"
+    }
+    return info, tensors
+
+
 class _Summary(int):
     """The length of an array that was read past but not kept."""
 
@@ -191,10 +220,10 @@ class TensorInfo:
 
 
 def parse_tensors(
-    buf: bytes | mmap.mmap | memoryview, size: int
+    buf: bytes | mmap.mmap | memoryview, size: int, keep_arrays: frozenset[str] = frozenset()
 ) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
     """The header and the tensor directory (names, shapes, types, where each tensor's bytes lie)."""
-    meta, reader = _header(buf, size)
+    meta, reader = _header(buf, size, keep_arrays)
     alignment = int(meta.get("general.alignment", 32))
     infos = []
     for _ in range(int(meta["gguf.tensor_count"])):

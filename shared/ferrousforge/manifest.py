@@ -16,8 +16,13 @@ TEMPLATE = "application/vnd.ollama.image.template"
 SYSTEM = "application/vnd.ollama.image.system"
 PARAMS = "application/vnd.ollama.image.params"
 LICENSE = "application/vnd.ollama.image.license"
+PROJECTOR = "application/vnd.ollama.image.projector"  # a vision model's image encoder (GGUF)
+ADAPTER = "application/vnd.ollama.image.adapter"  # a LoRA adapter (GGUF)
+DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"  # older Ollama configs
 ONNX_MODEL = "application/vnd.ferrousforge.onnx"
 TOKENIZER = "application/vnd.ferrousforge.tokenizer"
+CT2_MODEL = "application/vnd.ferrousforge.ctranslate2"  # a CTranslate2 model.bin (Whisper)
+FILE = "application/vnd.ferrousforge.file"  # any other named file of a multi-file model
 
 DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 
@@ -53,7 +58,7 @@ class Manifest:
 
     @property
     def model_layer(self) -> Layer | None:
-        return self.layer(MODEL) or self.layer(ONNX_MODEL)
+        return self.layer(MODEL) or self.layer(ONNX_MODEL) or self.layer(CT2_MODEL)
 
     @property
     def size(self) -> int:

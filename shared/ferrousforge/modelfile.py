@@ -70,7 +70,7 @@ class Modelfile:
             return
         try:
             self.parameters[key] = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.parameters[key] = raw
 
 

@@ -31,6 +31,10 @@ class Capability(StrEnum):
     RERANK = "rerank"
     TOOLS = "tools"
     VISION = "vision"
+    THINKING = "thinking"
+    INSERT = "insert"  # fill-in-the-middle (``suffix``)
+    TRANSCRIPTION = "transcription"  # speech to text (ferrousforge.speech)
+    SPEECH = "speech"  # text to speech
 
 
 @dataclass
@@ -46,10 +50,43 @@ class ModelSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # named files beside the main one (tokenizer.json)
 
+    @property
+    def task(self) -> str:
+        return model_task(self.config)
+
+
+# GGUF architectures that only encode: embedding models even where the file names no pooling
+ENCODER_ARCHS = frozenset(
+    (
+        "bert",
+        "nomic-bert",
+        "nomic-bert-moe",
+        "jina-bert-v2",
+        "jina-bert-v3",
+        "modern-bert",
+        "neo-bert",
+        "eurobert",
+    )
+)
+
+
+def model_task(config: dict[str, Any]) -> str:
+    """What a model is for ("generate" | "embed" | "rerank" | "transcription" | "speech"): its config's
+    ``task``, else for a GGUF what its metadata says, as Ollama reads it: a ``<arch>.pooling_type`` (or
+    an encoder architecture) makes an embedding model."""
+    if "task" in config:
+        return str(config["task"])
+    info = config.get("model_info") or {}
+    arch = str(info.get("general.architecture") or config.get("model_family", ""))
+    if f"{arch}.pooling_type" in info or arch in ENCODER_ARCHS:
+        return "embed"
+    return "generate"
+
 
 class Mold(ABC):
     formats: ClassVar[tuple[str, ...]] = ()
-    task: ClassVar[str] = ""  # "generate" | "embed" | "rerank": what the model's config says it is for
+    # "generate" | "embed" | "rerank" | "transcription" | "speech": what the model's config says it is for
+    task: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     engine: ClassVar[str] = ""
     native: ClassVar[bool] = False  # runs native code: the host runs it in a runner process of its own
@@ -155,7 +192,7 @@ def register_mold(cls: M) -> M:
 def resolve_mold(spec: ModelSpec, engine: str = "auto") -> type[Mold]:
     """The registered Mold for a model's format and task: the one named ``engine``, or for "auto" the
     latest registration that takes part in automatic choice."""
-    task = spec.config.get("task", "generate")
+    task = spec.task
     found = [cls for cls in reversed(_REGISTRY) if spec.format in cls.formats and cls.task == task]
     if not found:
         raise NotSupported(f"no engine is registered for {spec.format} models of task '{task}'")

@@ -1,4 +1,8 @@
-"""Model names in Ollama's form: ``[host/][namespace/]model[:tag]``, e.g. ``gemma3:270m``."""
+"""Model names in Ollama's form: ``[host/][namespace/]model[:tag]``, e.g. ``gemma3:270m``.
+
+The host is a registry (``myhost:5000``, ``hf.co``); Ollama's own registry is the default, so
+``registry.ollama.ai/library/qwen3:0.6b`` and ``qwen3:0.6b`` are one name.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,19 @@ from dataclasses import dataclass
 from ferrousforge.errors import BadRequest
 
 DEFAULT_HOST = "local"
+OLLAMA_REGISTRY = "registry.ollama.ai"  # Ollama's default registry: a name there is the short name
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 MAX_NAME_LENGTH = 256
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,79}$")
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,79}(:[0-9]{1,5})?$")  # a registry, with its port
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 # A regular expression that only valid names match (for API documents; a little stricter than parse).
 _DOTTED = r"(?:\.[A-Za-z0-9_-]{1,10}){0,2}"
 _PIECE = r"[A-Za-z0-9][A-Za-z0-9_-]{0,19}" + _DOTTED
-_HOST_PIECE = r"[A-Za-z0-9][A-Za-z0-9-]{0,19}(?:\.[A-Za-z0-9-]{1,10}){0,2}"
+_HOST_PIECE = r"[A-Za-z0-9][A-Za-z0-9-]{0,19}(?:\.[A-Za-z0-9-]{1,10}){0,3}(?::[0-9]{1,5})?"
 NAME_PATTERN = rf"^(?:(?:{_HOST_PIECE}/)?{_PIECE}/)?{_PIECE}(?::[A-Za-z0-9_][A-Za-z0-9_-]{{0,39}}{_DOTTED})?$"
 
 
@@ -54,7 +59,8 @@ class ModelName:
             raise BadRequest(f"invalid model name '{text}'")
         if not _TAG.match(tag):
             raise BadRequest(f"invalid model tag '{tag}'")
-        return cls(host.lower(), namespace, model, tag)
+        host = host.lower()
+        return cls(DEFAULT_HOST if host == OLLAMA_REGISTRY else host, namespace, model, tag)
 
     @property
     def display(self) -> str:

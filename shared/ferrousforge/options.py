@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -9,6 +10,8 @@ from typing import Any
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.protocol.fields import as_int
+
+log = logging.getLogger("ferrousforge")
 
 # Options Ollama clients may send that have no effect here; accepted so that clients keep working.
 IGNORED_OPTIONS = frozenset(
@@ -18,7 +21,6 @@ IGNORED_OPTIONS = frozenset(
         "use_mmap",
         "use_mlock",
         "numa",
-        "num_keep",
         "penalize_newline",
         "tfs_z",
         "vocab_only",
@@ -46,7 +48,7 @@ class Options:
     top_p: float = field(default=0.9, metadata={"range": Range(0, 1)})
     min_p: float = field(default=0.0, metadata={"range": Range(0, 1)})
     typical_p: float = field(default=1.0, metadata={"range": Range(0, 1)})
-    repeat_penalty: float = field(default=1.1, metadata={"range": Range(0, 100)})
+    repeat_penalty: float = field(default=1.0, metadata={"range": Range(0, 100)})
     repeat_last_n: int = field(default=64, metadata={"range": Range(-1, 1_048_576)})
     presence_penalty: float = field(default=0.0, metadata={"range": Range(-2, 2)})
     frequency_penalty: float = field(default=0.0, metadata={"range": Range(-2, 2)})
@@ -55,6 +57,8 @@ class Options:
     mirostat_eta: float = field(default=0.1, metadata={"range": Range(0, 1)})
     seed: int = field(default=-1, metadata={"range": Range(-(2**63), 2**64 - 1)})
     stop: tuple[str, ...] = ()
+    # tokens at the start of the window kept when a long prompt is truncated or the context shifts
+    num_keep: int = field(default=4, metadata={"range": Range(0, 1_048_576)})
     num_predict: int = field(default=-1, metadata={"range": Range(-2, 1_048_576)})
     num_ctx: int = field(default=4096, metadata={"range": Range(16, 1_048_576)})
     num_batch: int = field(default=512, metadata={"range": Range(1, 65_536)})
@@ -66,7 +70,10 @@ class Options:
 
     @classmethod
     def parse(cls, raw: object, base: Options | None = None) -> Options:
-        """Apply a request's ``options`` object over ``base`` (the model's defaults)."""
+        """Apply a request's ``options`` object over ``base`` (the model's defaults).
+
+        Lenient as Ollama is: an unknown option or a value out of range is logged and ignored; a value
+        of the wrong type is a BadRequest."""
         base = base or cls()
         if raw is None:
             return base
@@ -74,13 +81,21 @@ class Options:
             raise BadRequest("options must be an object")
         known = {f.name: f for f in fields(cls)}
         changes: dict[str, Any] = {}
+        ignored: list[str] = []
         for key, value in raw.items():
             if key in IGNORED_OPTIONS or value is None:
                 continue
             spec = known.get(key)
             if spec is None:
-                raise BadRequest(f"unknown option '{key}'")
-            changes[key] = _coerce(key, value, spec.type, spec.metadata.get("range"))
+                ignored.append(f"unknown option '{str(key)[:64]}'")
+                continue
+            try:
+                changes[key] = _coerce(key, value, spec.type, spec.metadata.get("range"))
+            except OutOfRange as exc:
+                ignored.append(exc.message)
+        if ignored:  # one line per request, however many
+            more = f" (and {len(ignored) - 3} more)" if len(ignored) > 3 else ""
+            log.warning("ignoring %s%s", "; ".join(ignored[:3]), more)
         return replace(base, **changes)
 
     def load_key(self) -> tuple[object, ...]:
@@ -88,6 +103,10 @@ class Options:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+
+class OutOfRange(BadRequest):
+    """A well-typed option value outside its range: ignored, as Ollama ignores it."""
 
 
 def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> object:
@@ -113,7 +132,7 @@ def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> 
             raise BadRequest(f"option '{key}' must be a finite number")
         value = float(value)
     if bound is not None and not bound.low <= value <= bound.high:
-        raise BadRequest(f"option '{key}' must be between {bound.low:g} and {bound.high:g}")
+        raise OutOfRange(f"option '{key}' must be between {bound.low:g} and {bound.high:g}")
     return value
 
 

@@ -1,10 +1,10 @@
-"""Tool calling for any chat model: tool definitions go into the prompt, and generation is
-constrained (a grammar from a JSON schema) so a call is well-formed JSON naming one tool with
-arguments matching that tool's parameter schema.
+"""Tool calling for any chat model.
 
-Models whose chat template renders ``tools`` itself get the definitions through the template; for
-the others (Gemma's turn format, plain templates) the definitions go into the system message and
-earlier calls and results are written as ordinary turns.
+Models whose chat template renders ``tools`` itself get the definitions through the template and
+answer in their own markup (parsed by ferrousforge.reply). For the others (Gemma's turn format, plain
+templates) the definitions go into the system message, earlier calls and results are written as
+ordinary turns, and generation is constrained (a grammar from a JSON schema) so that each call, one
+JSON object per line, names one tool with arguments matching its parameter schema.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import re
 from typing import Any
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.protocol.schema import check_schema
 
 INSTRUCTIONS = (
     "You can call these tools:\n{tools}\n"
-    'To call a tool, reply with only a JSON object: {{"name": "<tool name>", "arguments": {{...}}}}. '
-    "Otherwise reply normally."
+    'To call a tool, reply with only a JSON object: {{"name": "<tool name>", "arguments": {{...}}}}; '
+    "to call several, one such object per line. Otherwise reply normally."
 )
 
 
@@ -37,6 +38,7 @@ def check_tools(tools: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         params = fn.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(params, dict):
             raise BadRequest(f"tools[{i}].function.parameters must be a JSON schema object")
+        check_schema(params, f"tools[{i}].function.parameters")
         by_name[fn["name"]] = {**fn, "parameters": params}
     return by_name
 
@@ -87,7 +89,7 @@ def as_plain_turns(messages: list[dict[str, Any]], tools: dict[str, dict[str, An
                 {"name": c["function"]["name"], "arguments": c["function"].get("arguments", {})}
                 for c in m["tool_calls"]
             ]
-            out.append({"role": "assistant", "content": json.dumps(calls[0] if len(calls) == 1 else calls)})
+            out.append({"role": "assistant", "content": "\n".join(json.dumps(c) for c in calls)})
         else:
             out.append({"role": m["role"], "content": m["content"]})
     if tools:
@@ -103,21 +105,3 @@ def as_plain_turns(messages: list[dict[str, Any]], tools: dict[str, dict[str, An
         else:
             out.insert(0, {"role": "system", "content": text})
     return out
-
-
-def parse_call(text: str, tools: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """``{name, arguments}`` when the reply is a call to one of the tools, else None."""
-    stripped = text.strip()
-    if not stripped.startswith("{"):
-        return None
-    try:
-        value = json.loads(stripped)
-    except ValueError:
-        return None
-    if (
-        isinstance(value, dict)
-        and value.get("name") in tools
-        and isinstance(value.get("arguments", {}), dict)
-    ):
-        return {"name": value["name"], "arguments": value.get("arguments", {})}
-    return None

@@ -24,7 +24,7 @@ from ferrousforge_host.models.pull import Puller  # noqa: E402
 
 from tinymodel import write_tiny_llama  # noqa: E402
 
-MODELS = ("all-minilm", "all-minilm:int8", "gemma3:270m")
+MODELS = ("all-minilm", "all-minilm:int8", "gemma3:270m", "whisper:tiny.en", "piper:joe")
 
 
 async def prepare(store: Path, models: list[str]) -> None:

@@ -37,7 +37,7 @@ async def embed(request: Request) -> Response:
 
 async def embeddings_legacy(request: Request) -> Response:
     req = EmbedRequest.legacy(await read_json(request))
-    out = await service(request).embed(req)
+    out = await service(request).embed(req, normalize=False)  # as Ollama's: the model's own vector
     return JSONResponse({"embedding": out.vectors[0]})
 
 

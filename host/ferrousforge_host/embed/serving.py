@@ -1,5 +1,6 @@
 """Embeddings: one handler under Ollama's /api/embed, its legacy /api/embeddings, and OpenAI's
-/v1/embeddings."""
+/v1/embeddings. As Ollama's, /api/embed (and /v1/embeddings) answers unit-length vectors; the legacy
+endpoint answers the model's own."""
 
 from __future__ import annotations
 
@@ -26,14 +27,18 @@ class Embeddings:
     accelerator: str = "cpu"  # where the host computed them ("cpu", "cuda", ...)
 
 
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def matryoshka(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """Keep the first ``dimensions`` values of each vector, renormalised."""
     if not len(vectors):
         return vectors  # nothing asked, nothing to cut
     if not 1 <= dimensions <= vectors.shape[1]:
         raise BadRequest(f"'dimensions' must be between 1 and {vectors.shape[1]}")
-    cut = vectors[:, :dimensions]
-    return cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    return unit(vectors[:, :dimensions])
 
 
 def require_kind(spec: ModelSpec, name: ModelName, kind: type, what: str) -> type[Mold]:
@@ -48,7 +53,7 @@ class EmbeddingService:
         self.scheduler = scheduler
         self.default_keep_alive = default_keep_alive
 
-    async def embed(self, req: EmbedRequest) -> Embeddings:
+    async def embed(self, req: EmbedRequest, normalize: bool = True) -> Embeddings:
         started = time.perf_counter_ns()
         spec, _ = self.scheduler.spec(req.model)
         require_kind(spec, req.model, EmbeddingMold, "embeddings")
@@ -59,6 +64,8 @@ class EmbeddingService:
             results = await runner.mold.embed([EmbedItem(x, req.truncate) for x in req.inputs])
             accelerator = runner.mold.metadata().get("accelerator", "cpu")
         vectors = np.asarray([r.vector for r in results], dtype=np.float32) if results else np.zeros((0, 0))
+        if normalize and len(vectors):
+            vectors = unit(vectors)
         if req.dimensions is not None:
             vectors = matryoshka(vectors, req.dimensions)
         return Embeddings(

@@ -28,18 +28,28 @@ import numpy as np
 from llama_cpp import _logger
 
 from ferrousforge.errors import BadRequest, ForgeError
-from ferrousforge.generation import GenerationChunk, GenerationInput, GenerationStats, TextGenerationMold
+from ferrousforge.generation import (
+    MAX_TOKEN_CHARS,
+    GenerationChunk,
+    GenerationInput,
+    GenerationStats,
+    TextGenerationMold,
+)
 from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
+from ferrousforge.protocol.schema import check_schema
 
 _logger.set_verbose(False)
 L.llama_backend_init()
 
 
-def grammar_for(fmt: str | dict[str, Any] | None, optional_call: dict[str, Any] | None = None) -> str | None:
-    """GBNF for ``format`` ("json" for any JSON value, or a JSON schema), or for a reply that is
-    either a tool call matching ``optional_call`` or free text not starting with "{"."""
+def grammar_for(
+    fmt: str | dict[str, Any] | None, optional_call: dict[str, Any] | None = None, required: bool = False
+) -> str | None:
+    """GBNF for ``format`` ("json" for any JSON value, or a JSON schema), or for a reply of tool calls
+    matching ``optional_call`` (one per line), which unless ``required`` may instead be free text not
+    starting with "{"."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     if fmt == "json":
@@ -47,18 +57,23 @@ def grammar_for(fmt: str | dict[str, Any] | None, optional_call: dict[str, Any] 
     schema = fmt or optional_call
     if not schema:
         return None
+    check_schema(schema, "format")  # also checked where requests enter; grammars unroll these counts
     try:
         grammar: str = json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:
         raise BadRequest(f"cannot use this JSON schema: {exc}") from exc
     if fmt:
         return grammar
-    return grammar.replace("root ::=", "call ::=", 1) + "\nroot ::= call | free\nfree ::= [^{] [^\\x00]*\n"
+    calls = grammar.replace("root ::=", "call ::=", 1) + '\ncalls ::= call ("\\n" call)*\n'
+    return calls + ("root ::= calls\n" if required else "root ::= calls | free\nfree ::= [^{] [^\\x00]*\n")
 
 
 def _penalizes(opts: Options) -> bool:
     on = opts.repeat_penalty != 1.0 or opts.presence_penalty != 0 or opts.frequency_penalty != 0
     return bool(on and opts.repeat_last_n != 0)
+
+
+SHIFT_WINDOWS = 8  # with no num_predict, generation ends after this many context windows
 
 
 class ModelLoadError(ForgeError):
@@ -111,6 +126,7 @@ class StopMatcher:
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops = stops
         self.pending = ""
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was hit)."""
@@ -118,9 +134,10 @@ class StopMatcher:
         if not self.stops:
             out, self.pending = self.pending, ""
             return out, False
-        hits = [i for s in self.stops if (i := self.pending.find(s)) >= 0]
+        hits = [(i, s) for s in self.stops if (i := self.pending.find(s)) >= 0]
         if hits:
-            out, self.pending = self.pending[: min(hits)], ""
+            at, self.matched = min(hits)
+            out, self.pending = self.pending[:at], ""
             return out, True
         hold = 0
         for stop in self.stops:
@@ -170,20 +187,99 @@ class Vocab:
     def is_eog(self, token: int) -> bool:
         return bool(L.llama_vocab_is_eog(self.vocab, token))
 
+    def fim(self) -> tuple[int, int, int] | None:
+        """The fill-in-the-middle tokens (prefix, suffix, middle), or None when the model has none."""
+        ids = (
+            L.llama_vocab_fim_pre(self.vocab),
+            L.llama_vocab_fim_suf(self.vocab),
+            L.llama_vocab_fim_mid(self.vocab),
+        )
+        return ids if all(t >= 0 for t in ids) else None
+
+    def _tokenize_fitting(self, request: GenerationInput, n_ctx: int, first: bool) -> list[int]:
+        """The prompt's tokens; a text too long to fit in any case is cut (or refused) before it is
+        tokenized, so that a huge prompt costs no more than one that fills the window."""
+        text, bound = request.prompt, n_ctx * MAX_TOKEN_CHARS
+        if len(text) <= bound:
+            return self.tokenize(text, add_special=first)
+        if not request.truncate:
+            raise BadRequest(
+                f"the prompt is {len(text)} characters, which does not fit the context window "
+                f"of {n_ctx} tokens (num_ctx)"
+            )
+        keep = min(request.options.num_keep, n_ctx // 2)
+        head = self.tokenize(text[: keep * MAX_TOKEN_CHARS], add_special=first)[:keep]
+        return head + self.tokenize(text[-bound:], add_special=False)
+
     def prompt(self, request: GenerationInput, n_ctx: int) -> list[int]:
-        """The request's tokens (an earlier exchange's context, then the prompt), checked against the
-        vocabulary and the window; BOS alone for an empty prompt."""
+        """The request's tokens (an earlier exchange's context, then the prompt, or the FIM layout of
+        prompt and suffix), checked against the vocabulary and fitted to the window: with
+        ``truncate`` the first ``num_keep`` tokens and the newest are kept, as Ollama does."""
         if (bad := next((t for t in request.context if t >= self.n_vocab), None)) is not None:
             raise BadRequest(f"context token {bad} is outside the model's vocabulary of {self.n_vocab}")
-        prompt = request.context + self.tokenize(request.prompt, add_special=not request.context)
+        first = not request.context
+        if request.suffix:
+            fim = self.fim()
+            if fim is None:
+                raise BadRequest("this model does not support insert: its vocabulary has no FIM tokens")
+            pre, suf, mid = fim
+            body = [
+                pre,
+                *self.tokenize(request.prompt, False),
+                suf,
+                *self.tokenize(request.suffix, False),
+                mid,
+            ]
+            prompt = request.context + (self.tokenize("", True) if first else []) + body
+        else:
+            prompt = request.context + self._tokenize_fitting(request, n_ctx, first)
         if not prompt:
             prompt = [L.llama_vocab_bos(self.vocab)]
         if len(prompt) >= n_ctx:
-            raise BadRequest(
-                f"the prompt is {len(prompt)} tokens, which does not fit the context window "
-                f"of {n_ctx} tokens (num_ctx)"
-            )
+            if not request.truncate:
+                raise BadRequest(
+                    f"the prompt is {len(prompt)} tokens, which does not fit the context window "
+                    f"of {n_ctx} tokens (num_ctx)"
+                )
+            keep = min(request.options.num_keep, n_ctx // 2)
+            prompt = prompt[:keep] + prompt[len(prompt) - (n_ctx - 1 - keep) :]
         return prompt
+
+
+def apply_penalties(logits: np.ndarray, window: list[int], opts: Options) -> None:
+    """llama.cpp's repeat, frequency and presence penalties, applied in place to the logits of the
+    tokens in the window only (llama.cpp's sampler visits every entry of the vocabulary)."""
+    if not window:
+        return
+    ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
+    values = logits[ids]
+    if opts.repeat_penalty != 1.0:
+        values = np.where(values <= 0, values * opts.repeat_penalty, values / opts.repeat_penalty)
+    values -= counts * opts.frequency_penalty + opts.presence_penalty
+    logits[ids] = values
+
+
+def token_logprobs(logits: np.ndarray, token: int, top: int, piece: Callable[[int], bytes]) -> dict[str, Any]:
+    """Ollama's logprob entry for ``token``: its log-probability and the ``top`` most likely."""
+    peak = float(logits.max())
+    log_total = peak + float(np.log(np.exp(logits - peak, dtype=np.float32).sum()))
+
+    def entry(t: int) -> dict[str, Any]:
+        raw = piece(t)
+        return {
+            "token": raw.decode(errors="replace"),
+            "logprob": float(logits[t]) - log_total,
+            "bytes": list(raw),
+        }
+
+    out = entry(token)
+    if top > 0:
+        best = np.argpartition(logits, -top)[-top:]
+        best = best[np.argsort(-logits[best])]
+        out["top_logprobs"] = [entry(int(t)) for t in best]
+    else:
+        out["top_logprobs"] = []
+    return out
 
 
 @dataclass
@@ -204,6 +300,8 @@ class _Job:
     decoder: Any = None
     stops: StopMatcher | None = None
     batch_index: int = -1  # where its logits are in the current batch, or -1
+    penalized: bool = False
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # entries not yet sent with text
 
 
 @dataclass
@@ -329,7 +427,8 @@ class LlamaCppMold(TextGenerationMold):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def _sampler(self, opts: Options, grammar: str | None, history: list[int]) -> Any:
+    def _sampler(self, opts: Options, grammar: str | None) -> Any:
+        """llama.cpp's sampler chain; penalties are applied to the logits before it (apply_penalties)."""
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
 
         def add(sampler: Any) -> None:
@@ -340,14 +439,6 @@ class LlamaCppMold(TextGenerationMold):
 
         if grammar:
             add(L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
-        penalize = _penalizes(opts)
-        if penalize:
-            last_n = self._n_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
-            add(
-                L.llama_sampler_init_penalties(
-                    self._n_vocab, last_n, opts.repeat_penalty, opts.frequency_penalty, opts.presence_penalty
-                )
-            )
         seed = L.LLAMA_DEFAULT_SEED if opts.seed < 0 else opts.seed & 0xFFFFFFFF
         if opts.temperature <= 0:
             add(L.llama_sampler_init_greedy())
@@ -368,9 +459,6 @@ class LlamaCppMold(TextGenerationMold):
                 add(L.llama_sampler_init_min_p(opts.min_p, 1))
             add(L.llama_sampler_init_temp(opts.temperature))
             add(L.llama_sampler_init_dist(seed))
-        if not grammar and penalize:
-            for token in history[-max(opts.repeat_last_n, 0) or len(history) :]:
-                L.llama_sampler_accept(chain, token)
         return chain
 
     # -- the request side ---------------------------------------------------------------
@@ -378,12 +466,18 @@ class LlamaCppMold(TextGenerationMold):
         """Tokenize and validate on the caller's side, so errors come back before any slot is used."""
         req = job.request
         prompt = self.vocab.prompt(req, self._n_ctx)
-        grammar = grammar_for(req.format, req.optional_call)
+        grammar = grammar_for(req.format, req.optional_call, req.call_required)
         opts = req.options
+        if not 0 <= req.top_logprobs <= 20:
+            raise BadRequest("'top_logprobs' must be between 0 and 20")
         job.prompt = prompt
-        job.greedy = opts.temperature <= 0 and not grammar and not _penalizes(opts)
-        job.sampler = self._sampler(opts, grammar, prompt)
-        room = self._n_ctx - len(prompt)
+        job.greedy = opts.temperature <= 0 and not grammar
+        job.penalized = _penalizes(opts)
+        job.sampler = self._sampler(opts, grammar)
+        if req.shift and L.llama_memory_can_shift(self._memory):
+            room = SHIFT_WINDOWS * self._n_ctx  # the window shifts; this bounds a runaway generation
+        else:
+            room = self._n_ctx - len(prompt)
         job.limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         job.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         job.stops = StopMatcher(opts.stop)
@@ -512,6 +606,8 @@ class LlamaCppMold(TextGenerationMold):
                     batch.logits[n - 1] = 1
                     job.batch_index = n - 1
             elif job.generated and n < self._n_batch:  # generation: the last sampled token
+                if len(slot.cached) >= self._n_ctx and not self._shift(slot, job):
+                    continue
                 self._put(n, job.generated[-1], len(slot.cached), slot.seq, True)
                 slot.cached.append(job.generated[-1])
                 job.batch_index = n
@@ -532,6 +628,19 @@ class LlamaCppMold(TextGenerationMold):
                     job.prompt_done = now
                 self._sample(slot, job)
 
+    def _shift(self, slot: _Slot, job: _Job) -> bool:
+        """Make room in a full window as Ollama does: keep the first ``num_keep`` tokens, drop half of
+        the rest, move the newer half's positions down. False (the request ends) where it can't."""
+        if not job.request.shift or not L.llama_memory_can_shift(self._memory):
+            self._finish(slot, job, "length", "")
+            return False
+        keep = min(job.request.options.num_keep, self._n_ctx // 2)
+        discard = (len(slot.cached) - keep) // 2
+        L.llama_memory_seq_rm(self._memory, slot.seq, keep, keep + discard)
+        L.llama_memory_seq_add(self._memory, slot.seq, keep + discard, -1, -discard)
+        del slot.cached[keep : keep + discard]
+        return True
+
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch
         batch.token[i] = token
@@ -541,11 +650,23 @@ class LlamaCppMold(TextGenerationMold):
         batch.logits[i] = logits
 
     def _sample(self, slot: _Slot, job: _Job) -> None:
+        request = job.request
+        logits = None
+        if job.greedy or job.penalized or request.logprobs:
+            pointer = L.llama_get_logits_ith(self._ctx, job.batch_index)
+            logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+            if job.penalized:  # in place: the sampler chain reads the same memory
+                opts = request.options
+                last_n = self._n_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
+                history = job.prompt + job.generated
+                apply_penalties(logits, history[-last_n:] if last_n else [], opts)
         if job.greedy:
-            logits = L.llama_get_logits_ith(self._ctx, job.batch_index)
-            token = int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
+            assert logits is not None
+            token = int(logits.argmax())
         else:
             token = L.llama_sampler_sample(job.sampler, self._ctx, job.batch_index)
+        if request.logprobs and logits is not None and not self.vocab.is_eog(token):
+            job.logprobs.append(token_logprobs(logits, token, request.top_logprobs, self.vocab.piece))
         assert job.stops is not None
         if self.vocab.is_eog(token):
             self._finish(slot, job, "stop", "")
@@ -554,16 +675,22 @@ class LlamaCppMold(TextGenerationMold):
         text, hit = job.stops.feed(job.decoder.decode(self.vocab.piece(token)))
         if hit:
             if text:
-                job.emit(GenerationChunk(text))
+                self._emit(job, text)
             self._finish(slot, job, "stop", "", flush=False)
             return
         if len(job.generated) >= job.limit:
             if text:
-                job.emit(GenerationChunk(text))
+                self._emit(job, text)
             self._finish(slot, job, "length", "")
             return
         if text:
-            job.emit(GenerationChunk(text))
+            self._emit(job, text)
+
+    @staticmethod
+    def _emit(job: _Job, text: str) -> None:
+        """A piece of text, with the logprobs of the tokens sampled since the last piece."""
+        logprobs, job.logprobs = (job.logprobs or None), []
+        job.emit(GenerationChunk(text, logprobs=logprobs))
 
     def _finish(self, slot: _Slot, job: _Job, reason: str, text: str, flush: bool = True) -> None:
         assert job.stops is not None
@@ -580,7 +707,13 @@ class LlamaCppMold(TextGenerationMold):
         )
         job.emit(
             GenerationChunk(
-                text, done=True, done_reason=reason, stats=stats, context=job.prompt + job.generated
+                text,
+                done=True,
+                done_reason=reason,
+                stats=stats,
+                context=job.prompt + job.generated,
+                logprobs=job.logprobs or None,
+                stop_sequence=job.stops.matched,
             )
         )
         self._release(slot, keep_cache=True)

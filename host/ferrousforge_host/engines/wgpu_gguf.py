@@ -131,6 +131,8 @@ class WgpuGenerateMold(TextGenerationMold):
             raise BadRequest(
                 "format and tools need the llama.cpp engine's grammar (options.engine: llama.cpp)"
             )
+        if request.logprobs:
+            raise BadRequest("logprobs need the llama.cpp engine (options.engine: llama.cpp)")
         started = time.perf_counter_ns()
         opts = request.options
         prompt = self.vocab.prompt(request, self.n_ctx)

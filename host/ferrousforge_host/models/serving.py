@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.gguf import GGUFError, describe
 from ferrousforge.manifest import LICENSE, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest, normalize_digest
 from ferrousforge.modelfile import Modelfile, render_parameters
 from ferrousforge.mold import ModelSpec
@@ -21,8 +24,11 @@ from ferrousforge_host.generate.serving import capabilities
 from ferrousforge_host.http import Chunk, iso
 from ferrousforge_host.models.importer import import_gguf
 from ferrousforge_host.models.pull import Puller
+from ferrousforge_host.models.registry import Registry
 from ferrousforge_host.scheduler import Scheduler
 from ferrousforge_host.store import BlobStore, StoredModel
+
+FOREVER = (2**63 - 1) / 1e9  # seconds: Ollama's "never expires" (now + the largest Go duration)
 
 
 def details(config: dict[str, Any]) -> dict[str, Any]:
@@ -37,10 +43,16 @@ def details(config: dict[str, Any]) -> dict[str, Any]:
 
 
 class ModelService:
-    def __init__(self, store: BlobStore, scheduler: Scheduler, import_dirs: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        scheduler: Scheduler,
+        import_dirs: list[Path] | None = None,
+        registry: Registry | None = None,
+    ) -> None:
         self.store = store
         self.scheduler = scheduler
-        self.puller = Puller(store, import_dirs)
+        self.puller = Puller(store, import_dirs, registry)
 
     def _config(self, manifest: Manifest) -> dict[str, Any]:
         try:
@@ -57,6 +69,7 @@ class ModelService:
             "size": model.manifest.size,
             "digest": hashlib.sha256(model.manifest.to_bytes()).hexdigest(),
             "details": details(self._config(model.manifest)),
+            **({"ollama_store": str(model.origin)} if model.origin else {}),  # read-only, read in place
         }
 
     def tags(self) -> dict[str, Any]:
@@ -76,6 +89,11 @@ class ModelService:
             "capabilities": sorted(c.value for c in capabilities(spec)),
             "modified_at": iso(self.store.get(name).modified_at),
         }
+        if spec.format == "gguf":  # read from the file, as Ollama: arrays in full and tensors if verbose
+            with contextlib.suppress(GGUFError, OSError):
+                out["model_info"], tensors = describe(spec.path, verbose)
+                if verbose:
+                    out["tensors"] = tensors
         if spec.system:
             out["system"] = spec.system
         if license_layer:
@@ -93,6 +111,7 @@ class ModelService:
 
     async def delete(self, name: ModelName) -> None:
         self.store.get(name)  # 404 before anything changes
+        self.store.check_writable(name)
         await self.scheduler.unload(name)
         await asyncio.to_thread(self.store.delete, name)
 
@@ -115,7 +134,7 @@ class ModelService:
                     "size": runner.mold.memory_bytes() or stored.manifest.size,
                     "digest": hashlib.sha256(stored.manifest.to_bytes()).hexdigest(),
                     "details": details(config),
-                    "expires_at": iso(runner.expires_at) if runner.expires_at else "0001-01-01T00:00:00Z",
+                    "expires_at": iso(runner.expires_at or time.time() + FOREVER),
                     "size_vram": facts.get("size_vram", 0),
                     "context_length": facts.get("n_ctx"),
                     "engine": facts.get("engine", ""),  # beside Ollama's fields: what serves it
@@ -142,6 +161,7 @@ class ModelService:
     async def create(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Ollama's /api/create: from an existing model, or from uploaded GGUF blobs (``files``)."""
         name = ModelName.parse(field(body, "model", str))
+        self.store.check_writable(name)
         if field(body, "quantize", str, None):
             raise BadRequest("quantize is not supported: create from an already quantized GGUF")
         modelfile = Modelfile.parse(field(body, "modelfile", str)) if body.get("modelfile") else Modelfile()

@@ -28,18 +28,29 @@ def _usage(final: Chunk) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _tool_calls(final: Chunk) -> list[dict[str, Any]] | None:
-    calls = final.get("message", {}).get("tool_calls")
-    if not calls:
-        return None
+def _tool_calls(chunk: Chunk) -> list[dict[str, Any]]:
     return [
         {
-            "id": f"call_{uuid.uuid4().hex[:24]}",
+            "id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}",
             "type": "function",
             "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])},
         }
-        for c in calls
+        for c in chunk.get("message", {}).get("tool_calls") or []
     ]
+
+
+def _completion_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:
+    """The completions API's older logprobs shape."""
+    offsets = []
+    for e in entries:
+        offsets.append(offset)
+        offset += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs", [])} for e in entries],
+        "text_offset": offsets,
+    }
 
 
 def _sse(payload: object) -> bytes:
@@ -74,8 +85,11 @@ async def _events(chunks: AsyncIterator[Chunk], first: Chunk, make: Any, usage: 
 class _Shape:
     """Builds OpenAI objects for one response: the same id and timestamp throughout."""
 
-    def __init__(self, kind: str, model: str) -> None:
+    def __init__(self, kind: str, model: str, logprobs: bool = False) -> None:
         self.kind = kind
+        self.want_logprobs = logprobs
+        self.calls = 0  # tool calls given out so far
+        self.offset = 0  # characters of text so far (the completions API's text_offset)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.model = model
@@ -91,22 +105,34 @@ class _Shape:
         }
 
     def finish_reason(self, final: Chunk) -> str:
-        return "tool_calls" if _tool_calls(final) else FINISH.get(final.get("done_reason", ""), "stop")
+        return "tool_calls" if self.calls else FINISH.get(final.get("done_reason", ""), "stop")
+
+    def logprobs(self, chunk: Chunk) -> dict[str, Any] | None:
+        entries = chunk.get("logprobs")
+        if not self.want_logprobs:
+            return None
+        if self.kind == "chat":
+            return {"content": entries or []}
+        out = _completion_logprobs(entries or [], self.offset)
+        self.offset += len(chunk.get("response", ""))
+        return out
 
     def __call__(self, chunk: Chunk) -> list[dict[str, Any]]:
         """Stream events for one Ollama chunk."""
         if self.kind == "chat":
-            delta: dict[str, Any] = {"role": "assistant", "content": chunk["message"]["content"]}
-            if chunk.get("done") and (calls := _tool_calls(chunk)):
-                delta = {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [{"index": i, **c} for i, c in enumerate(calls)],
-                }
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None}
+            message = chunk["message"]
+            delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+            if message.get("thinking"):
+                delta["reasoning"] = message["thinking"]
+            if calls := _tool_calls(chunk):
+                delta["tool_calls"] = [{"index": self.calls + i, **c} for i, c in enumerate(calls)]
+                self.calls += len(calls)
+                if not message["content"]:
+                    delta["content"] = None
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": self.logprobs(chunk)}
             obj = "chat.completion.chunk"
         else:
-            choice = {"index": 0, "text": chunk["response"], "logprobs": None}
+            choice = {"index": 0, "text": chunk["response"], "logprobs": self.logprobs(chunk)}
             obj = "text_completion"
         choice["finish_reason"] = self.finish_reason(chunk) if chunk.get("done") else None
         return [self.envelope(obj, [choice])]
@@ -117,22 +143,32 @@ class _Shape:
 
     def whole(self, chunks: list[Chunk]) -> dict[str, Any]:
         final = chunks[-1]
+        entries = [e for c in chunks for e in c.get("logprobs") or []]
         if self.kind == "chat":
             text = "".join(c["message"]["content"] for c in chunks)
-            calls = _tool_calls(final)
-            message: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
+            thinking = "".join(c["message"].get("thinking", "") for c in chunks)
+            calls = [call for c in chunks for call in _tool_calls(c)]
+            self.calls = len(calls)
+            message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+            if thinking:
+                message["reasoning"] = thinking
             if calls:
                 message["tool_calls"] = calls
             choice = {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": {"content": entries} if self.want_logprobs else None,
                 "finish_reason": self.finish_reason(final),
             }
             out = self.envelope("chat.completion", [choice])
         else:
             text = "".join(c["response"] for c in chunks)
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.finish_reason(final)}
+            choice = {
+                "index": 0,
+                "text": text,
+                "logprobs": _completion_logprobs(entries, 0) if self.want_logprobs else None,
+                "finish_reason": self.finish_reason(final),
+            }
             out = self.envelope("text_completion", [choice])
         return {**out, "usage": _usage(final)}
 
@@ -150,13 +186,14 @@ async def _answer(chunks: AsyncIterator[Chunk], shape: _Shape, stream: bool, usa
 async def chat_completions(request: Request) -> Response:
     req, usage = chat_request(await read_json(request))
     chunks = request.app.state.generation.chat(req)
-    return await _answer(chunks, _Shape("chat", req.model.display), req.stream, usage)
+    return await _answer(chunks, _Shape("chat", req.model.display, req.logprobs), req.stream, usage)
 
 
 async def completions(request: Request) -> Response:
     req, usage = completion_request(await read_json(request))
     chunks = request.app.state.generation.generate(req)
-    return await _answer(chunks, _Shape("completion", req.model.display), req.stream, usage)
+    shape = _Shape("completion", req.model.display, req.logprobs)
+    return await _answer(chunks, shape, req.stream, usage)
 
 
 def _model(stored: Any) -> dict[str, Any]:

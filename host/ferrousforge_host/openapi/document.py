@@ -6,6 +6,9 @@ from functools import cache
 from typing import Any
 
 import ferrousforge
+from ferrousforge_host.audio.codec import FORMATS
+from ferrousforge_host.openapi.audio import AUDIO, TRANSCRIPT_ANSWER
+from ferrousforge_host.openapi.dialects import ANTHROPIC, RESPONSES
 from ferrousforge_host.openapi.schemas import COMPONENTS, MODEL_NAME, PROGRESS, Schema, ref
 
 JSON = "application/json"
@@ -23,6 +26,8 @@ MODEL_ERRORS = {"404": "no such model", "503": "too many requests queued; retry 
 
 def _errors(path: str, statuses: dict[str, str]) -> dict[str, Any]:
     body = {"anyOf": [ref("OpenAIError"), ref("Error")]} if path.startswith("/v1/") else ref("Error")
+    if path.startswith("/v1/messages"):
+        body = {"anyOf": [ref("AnthropicError"), ref("Error")]}
     return {code: {"description": why, "content": {JSON: {"schema": body}}} for code, why in statuses.items()}
 
 
@@ -288,6 +293,42 @@ def _paths() -> dict[str, dict[str, Any]]:
                 MODEL_ERRORS,
             )
         },
+        "/v1/responses": {
+            "post": p(
+                "/v1/responses",
+                "OpenAI Responses API (stateless: no previous_response_id)",
+                "openai",
+                {
+                    "description": "a response, or server-sent events (response.created … .completed)",
+                    "content": {JSON: {"schema": ref("Response")}, **EVENTS},
+                },
+                "ResponsesRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/v1/messages": {
+            "post": p(
+                "/v1/messages",
+                "Anthropic Messages API",
+                "anthropic",
+                {
+                    "description": "a message, or named server-sent events (message_start … message_stop)",
+                    "content": {JSON: {"schema": ref("AnthropicMessage")}, **EVENTS},
+                },
+                "MessagesRequest",
+                MODEL_ERRORS,
+            )
+        },
+        "/v1/messages/count_tokens": {
+            "post": p(
+                "/v1/messages/count_tokens",
+                "Anthropic token count of a prompt (evaluates it; it stays cached)",
+                "anthropic",
+                _json(ref("TokenCount")),
+                "CountTokensRequest",
+                MODEL_ERRORS,
+            )
+        },
         "/v1/embeddings": {
             "post": p(
                 "/v1/embeddings",
@@ -308,6 +349,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                 MODEL_ERRORS,
             )
         },
+        **_audio_paths(),
         "/v1/models": {"get": p("/v1/models", "OpenAI model list", "openai", _json(ref("ModelList")))},
         "/v1/models/{model}": {
             "parameters": [{"name": "model", "in": "path", "required": True, "schema": MODEL_NAME}],
@@ -322,6 +364,56 @@ def _paths() -> dict[str, dict[str, Any]]:
     }
 
 
+AUDIO_ERRORS = {
+    **MODEL_ERRORS,
+    "400": "not audio, empty, longer than max_audio_seconds, a language or voice the model lacks, a model "
+    "of another kind, a bad field",
+    "413": "the upload is larger than max_audio_bytes",
+}
+
+
+def _audio_paths() -> dict[str, dict[str, Any]]:
+    """OpenAI's audio endpoints: multipart forms in, a transcript out; JSON in, audio streamed out."""
+
+    def transcript(path: str, summary: str, form: str) -> dict[str, Any]:
+        answer = {
+            "description": "json/verbose_json: an object; text/srt/vtt: text; stream: transcript events",
+            "content": {
+                JSON: {"schema": TRANSCRIPT_ANSWER},
+                "text/plain": {"schema": {"type": "string"}},
+                "text/vtt": {"schema": {"type": "string"}},
+                **EVENTS,
+            },
+        }
+        op = _op(path, summary, "audio", answer, "x", AUDIO_ERRORS)
+        op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": ref(form)}}}
+        return {"post": op}
+
+    audio = {"schema": {"type": "string", "format": "binary"}}
+    speech = {
+        "description": "the audio, streamed as it is made (pcm: 16-bit mono at 24 kHz), or sse events",
+        "content": {
+            **{content_type.split(";")[0]: audio for content_type, _, _ in FORMATS.values()},
+            **EVENTS,
+        },
+    }
+    return {
+        "/v1/audio/transcriptions": transcript(
+            "/v1/audio/transcriptions", "Transcribe audio (Whisper)", "TranscriptionForm"
+        ),
+        "/v1/audio/translations": transcript(
+            "/v1/audio/translations",
+            "Translate speech into English text (multilingual Whisper)",
+            "TranslationForm",
+        ),
+        "/v1/audio/speech": {
+            "post": _op(
+                "/v1/audio/speech", "Speak text (Piper)", "audio", speech, "SpeechRequest", AUDIO_ERRORS
+            )
+        },
+    }
+
+
 @cache
 def document() -> dict[str, Any]:
     return {
@@ -330,11 +422,12 @@ def document() -> dict[str, Any]:
             "title": "FerrousForge",
             "version": ferrousforge.__version__,
             "description": 'Ollama- and OpenAI-compatible local model server. Errors are {"error": ...} '
-            "(OpenAI's error object on /v1/ paths). The demo site and browser runtime are served under /ui/.",
+            "(OpenAI's error object on /v1/ paths, Anthropic's on /v1/messages). The demo site and browser "
+            "runtime are served under /ui/.",
         },
         "servers": [{"url": "/"}],
         "components": {
-            "schemas": COMPONENTS,
+            "schemas": COMPONENTS | RESPONSES | ANTHROPIC | AUDIO,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{}, {"bearer": []}],

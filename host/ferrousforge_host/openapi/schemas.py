@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from ferrousforge.mold import Capability
 from ferrousforge.names import NAME_PATTERN
 from ferrousforge.options import ENGINES, IGNORED_OPTIONS, Options
 from ferrousforge.tools import TOOL_NAME
@@ -113,7 +114,29 @@ COMMON_GENERATION: Schema = {
     "keep_alive": KEEP_ALIVE,
     "stream": {"type": "boolean", "default": True},
     "format": FORMAT,
+    "think": nullable({"anyOf": [BOOL, {"enum": ["low", "medium", "high"]}]})
+    | {"description": "true/false or a level; on a model without the 'thinking' capability → 400"},
+    "logprobs": BOOL,
+    "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20},
+    "truncate": {"type": "boolean", "default": True},
+    "shift": {"type": "boolean", "default": True},
 }
+TOP_LOGPROB: Schema = obj(("token", "logprob"), token=STRING, logprob=NUMBER, bytes=array(INT))
+LOGPROBS: Schema = array(
+    obj(("token", "logprob"), token=STRING, logprob=NUMBER, bytes=array(INT), top_logprobs=array(TOP_LOGPROB))
+)
+CONTENT_PARTS: Schema = array(
+    {
+        "anyOf": [
+            obj(("type", "text"), type={"enum": ["text", "input_text", "output_text"]}, text=STRING),
+            obj(
+                ("type", "image_url"),
+                type={"const": "image_url"},
+                image_url=obj(("url",), url={"type": "string", "pattern": "^data:[^,]*,"}),
+            ),
+        ]
+    }
+)
 TOOL: Schema = obj(
     ("type", "function"),
     type={"const": "function"},
@@ -131,14 +154,16 @@ TOOL_CHOICE: Schema = {
     ],
     "description": "an object names one of 'tools'",
 }
-TOOL_CALL: Schema = obj(("function",), function=obj(("name",), name=STRING, arguments=ANY_OBJECT))
+TOOL_CALL: Schema = obj(("function",), id=STRING, function=obj(("name",), name=STRING, arguments=ANY_OBJECT))
 MESSAGE: Schema = obj(
     ("role",),
     role={"enum": ["system", "user", "assistant", "tool"]},
-    content={"anyOf": [STRING, array(obj(type=STRING, text=STRING))]},
+    content={"anyOf": [STRING, CONTENT_PARTS]},
     images=array(STRING),
     tool_calls=array(TOOL_CALL),
     tool_name=STRING,
+    tool_call_id=STRING,
+    thinking=STRING,
     name=STRING,
 )
 DETAILS: Schema = obj(
@@ -159,7 +184,7 @@ OPENAI_SAMPLING: Schema = {
     "max_tokens": nullable({"type": "integer", "minimum": 1}),
     "max_completion_tokens": nullable({"type": "integer", "minimum": 1}),
     "stop": nullable({"anyOf": [STRING, array(STRING, max=16)]}),
-    "n": {"const": 1},
+    "n": {"type": "integer", "description": "ignored: one choice is made, as Ollama does"},
     "stream": BOOL,
     "stream_options": obj(include_usage=BOOL),
     "response_format": {
@@ -203,7 +228,7 @@ def openai_reply(kind: str, required: tuple[str, ...], **choice: Schema) -> Sche
         model=STRING,
         system_fingerprint=STRING,
         choices=array(
-            obj(required, index=INT, **choice, logprobs={"type": "null"}, finish_reason=FINISH_REASON)
+            obj(required, index=INT, **choice, logprobs=nullable(ANY_OBJECT), finish_reason=FINISH_REASON)
         ),
         usage=USAGE,
     )
@@ -234,9 +259,11 @@ COMPONENTS: dict[str, Schema] = {
         model=STRING,
         created_at={"type": "string", "format": "date-time"},
         response=STRING,
+        thinking=STRING,
         done=BOOL,
         done_reason=DONE_REASON,
         context=array(INT),
+        logprobs=LOGPROBS,
         **TIMINGS,
     ),
     "Message": MESSAGE,
@@ -252,10 +279,15 @@ COMPONENTS: dict[str, Schema] = {
         model=STRING,
         created_at={"type": "string", "format": "date-time"},
         message=obj(
-            ("role", "content"), role={"const": "assistant"}, content=STRING, tool_calls=array(TOOL_CALL)
+            ("role", "content"),
+            role={"const": "assistant"},
+            content=STRING,
+            thinking=STRING,
+            tool_calls=array(TOOL_CALL),
         ),
         done=BOOL,
         done_reason=DONE_REASON,
+        logprobs=LOGPROBS,
         **TIMINGS,
     ),
     "ModelRequest": obj(("model",), model=MODEL_NAME, name=MODEL_NAME, verbose=BOOL),
@@ -305,7 +337,7 @@ COMPONENTS: dict[str, Schema] = {
         license=STRING,
         details=DETAILS,
         model_info=ANY_OBJECT,
-        capabilities=array({"enum": ["completion", "tools", "embedding", "rerank", "insert", "vision"]}),
+        capabilities=array({"enum": [c.value for c in Capability]}),
         modified_at=STRING,
     ),
     "Info": obj(
@@ -356,7 +388,7 @@ COMPONENTS: dict[str, Schema] = {
                 digest=STRING,
                 details=DETAILS,
                 expires_at=nullable(STRING),
-                context_length=INT,
+                context_length=nullable(INT),
             )
         ),
     ),
@@ -445,7 +477,7 @@ COMPONENTS: dict[str, Schema] = {
             obj(
                 ("role",),
                 role={"enum": ["system", "developer", "user", "assistant", "tool"]},
-                content={"anyOf": [STRING, {"type": "null"}, array(obj(type=STRING, text=STRING))]},
+                content={"anyOf": [STRING, {"type": "null"}, CONTENT_PARTS]},
                 tool_calls=array(OPENAI_CALL),
                 tool_call_id=STRING,
                 name=STRING,
@@ -454,19 +486,28 @@ COMPONENTS: dict[str, Schema] = {
         ),
         tools=array(TOOL),
         tool_choice=TOOL_CHOICE,
+        logprobs=nullable(BOOL),
+        top_logprobs=nullable({"type": "integer", "minimum": 0, "maximum": 20}),
+        reasoning_effort=nullable({"enum": ["none", "minimal", "low", "medium", "high"]}),
         **OPENAI_SAMPLING,
     ),
     "ChatCompletion": openai_reply(
         "chat.completion",
         ("index", "message", "finish_reason"),
         message=obj(
-            ("role",), role={"const": "assistant"}, content=nullable(STRING), tool_calls=array(OPENAI_CALL)
+            ("role",),
+            role={"const": "assistant"},
+            content=nullable(STRING),
+            reasoning=STRING,
+            tool_calls=array(OPENAI_CALL),
         ),
     ),
     "CompletionRequest": obj(
         ("model", "prompt"),
         model=MODEL_NAME,
         prompt={"anyOf": [STRING, array(STRING, min=1, max=1)]},
+        suffix=nullable(STRING) | {"description": "fill-in-the-middle; a model without FIM tokens → 400"},
+        logprobs=nullable({"type": "integer", "minimum": 0, "maximum": 20}),
         **OPENAI_SAMPLING,
     ),
     "Completion": openai_reply("text_completion", ("index", "text", "finish_reason"), text=STRING),
@@ -493,5 +534,5 @@ COMPONENTS: dict[str, Schema] = {
             needs_threads=BOOL,
         ),
     ),
-    "Version": obj(("version",), version=STRING),
+    "Version": obj(("version",), version=STRING, ferrousforge=STRING),
 }

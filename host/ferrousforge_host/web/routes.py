@@ -103,7 +103,7 @@ async def browser_model(request: Request) -> Response:
         key = "model" if layer == manifest.model_layer else layer.name
         if key:
             files[key] = {"digest": layer.digest, "size": layer.size, "url": f"/api/blobs/{layer.digest}"}
-    kind = spec.config.get("task", "generate")
+    kind = spec.task
     model_layer = manifest.model_layer
     largest = max((layer.size for layer in manifest.layers), default=0)
     req = requirements(name, kind, model_layer.size if model_layer else largest, spec.config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import traceback
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,12 +26,15 @@ from ferrousforge.browser.bridge import absent, helpers, jsobj, now_ms, py
 from ferrousforge.browser.gguf_web import WebGenerateMold
 from ferrousforge.browser.gpu_web import GpuEmbeddingMold, GpuRerankMold
 from ferrousforge.browser.onnx_web import WebEmbeddingMold, WebRerankMold
+from ferrousforge.browser.piper_web import WebPiperMold
 from ferrousforge.browser.probe import measure, wasm_threads
+from ferrousforge.browser.whisper_web import WebWhisperMold
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.embedding import EmbedItem, ScoreItem
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import GenerationInput
 from ferrousforge.mold import ModelSpec, Mold
+from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge.placement import (
     BROWSER_WASM,
@@ -45,6 +49,13 @@ from ferrousforge.placement import (
 )
 from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_body, rerank_results
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
+from ferrousforge.speech import SAMPLE_RATE, SpeechInput
+
+
+def unit(vector: list[float]) -> list[float]:
+    """The vector scaled to length 1, as the host's /api/embed answers (Ollama's)."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
 
 
 class HostError(ForgeError):
@@ -163,7 +174,7 @@ class BrowserForge:
         assert self.caps is not None
         measured = {p: s for (m, p), s in self.speeds.items() if m == info.name}
         caps = self.caps
-        if info.format in WASM_ONLY:  # wllama's WebGPU path needs shader-f16 and silently falls back to
+        if WASM_ONLY & {info.format, info.kind}:  # see WASM_ONLY
             caps = replace(caps, accelerators=[a for a in caps.accelerators if a.name == BROWSER_WASM])
         decision = decide(caps, info.requirements, self.prefer, override, measured)
         usable = [c for c in decision.candidates if (info.name, c) not in self.broken]
@@ -176,17 +187,20 @@ class BrowserForge:
         key = (info.name, accelerator)
         if key in self.molds:
             return self.molds[key]
+        cls = WEB_ENGINES[info.format][info.kind]
+        wanted = getattr(cls, "web_files", None)  # a Mold that needs only some of the model's files
         files: dict[str, Any] = {}
         for name, meta in info.files.items():
+            if wanted is not None and name not in wanted:
+                continue
             data = await self.cache.get(meta["url"], meta["digest"])
-            files[name] = js.TextDecoder.new().decode(data) if name.endswith(".json") else data
+            files[name] = js.TextDecoder.new().decode(data) if name.endswith((".json", ".txt")) else data
         spec = ModelSpec(
             name=info.name, format=info.format, path=info.files["model"]["url"], config=info.config
         )
         threads = wasm_threads() if accelerator == BROWSER_WASM else 1
         if info.kind == "generate" and self.threads:
             threads = min(self.threads, threads)
-        cls = WEB_ENGINES[info.format][info.kind]
         cls = GPU_ENGINES.get((info.format, info.kind), cls) if accelerator == BROWSER_WEBGPU else cls
         mold = cls(spec, Options(num_thread=threads), accelerator, files)
         await mold.load()
@@ -248,7 +262,7 @@ class BrowserForge:
             out = await mold.embed(items)
             return {
                 "model": req.model.display,
-                "embeddings": [e.vector for e in out],
+                "embeddings": [unit(list(e.vector)[: req.dimensions or None]) for e in out],
                 "prompt_eval_count": sum(e.tokens for e in out),
             }
 
@@ -400,6 +414,89 @@ class BrowserForge:
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
         return await self._generation(body, on_token, override, "/api/chat", prompt_of, "message", needs_host)
 
+    async def transcribe(self, request: Any, samples: Any) -> dict[str, Any]:
+        """``samples``: the page's audio as a JS Float32Array at 16 kHz (``web/whisper.mjs`` decoded it).
+        In the browser: greedy, no timestamps, no VAD; the host is asked for the same (no VAD)."""
+        body = py(request)
+        override = str(body.pop("placement", "auto"))
+        model = ModelName.parse(str(body.get("model") or "")).display
+        language = body.get("language") or None
+        task = str(body.get("task") or "transcribe")
+        seconds = int(samples.length) / SAMPLE_RATE
+        if seconds <= 0:
+            raise BadRequest("audio is empty")
+
+        async def local(mold: Any) -> dict[str, Any]:
+            t = await mold.transcribe_samples(samples, language, task)
+            return {"model": model, "text": t.text, "language": t.language, "duration": t.duration}
+
+        async def remote() -> dict[str, Any]:
+            fields = {"model": model, "response_format": "verbose_json", "vad_filter": "false"}
+            if language:
+                fields["language"] = language
+            path = "/v1/audio/translations" if task == "translate" else "/v1/audio/transcriptions"
+            answer = (
+                await helpers().whisper.postTranscription(
+                    self.base + path, jsobj(self.headers()), samples, jsobj(fields)
+                )
+            ).to_py()
+            data = answer["body"]
+            if int(answer["status"]) >= 400:
+                error = data.get("error")
+                message = error.get("message") if isinstance(error, dict) else error
+                raise HostError(str(message or f"HTTP {answer['status']}"), int(answer["status"]))
+            return {
+                "model": model,
+                "text": data["text"],
+                "language": data.get("language"),
+                "duration": data.get("duration"),
+            }
+
+        result = await self.run(model, override, local, remote, max(seconds, 0.01))
+        return {**result, "rtf": result["ms"] / 1000 / seconds}
+
+    async def speak(self, request: Any, on_chunk: Any = None) -> dict[str, Any]:
+        """Text → speech: ``audio`` a JS Float32Array at ``sample_rate``; each sentence (in the page) or
+        piece of the host's stream goes to ``on_chunk(samples, sample_rate)`` as soon as it is made."""
+        body = py(request)
+        override = str(body.pop("placement", "auto"))
+        model = ModelName.parse(str(body.get("model") or "")).display
+        text = body.get("input")
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("'input' must be a non-empty string: there is nothing to say")
+        speed = body.get("speed", 1.0)
+        if not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
+            raise BadRequest("'speed' must be between 0.25 and 4.0")
+        voice = str(body.get("voice") or "")
+        owned = None
+        if on_chunk is not None and not isinstance(on_chunk, JsProxy):
+            on_chunk = owned = create_proxy(on_chunk)
+
+        async def local(mold: Any) -> dict[str, Any]:
+            out = await mold.synthesize_samples(SpeechInput(text, voice, float(speed)), on_chunk)
+            return {"model": model, **out}
+
+        async def remote() -> dict[str, Any]:
+            fields = {"model": model, "input": text, "speed": speed, **({"voice": voice} if voice else {})}
+            answer = await helpers().piper.fetchSpeech(
+                self.base + "/v1/audio/speech", jsobj(self.headers()), jsobj(fields), on_chunk
+            )
+            if int(answer.status) >= 400:
+                raise HostError(str(answer.error), int(answer.status))
+            rate = int(answer.sample_rate)
+            return {"model": model, "audio": answer.audio, "sample_rate": rate, "voice": voice}
+
+        def seconds(result: dict[str, Any]) -> float:
+            return max(int(result["audio"].length) / int(result["sample_rate"]), 0.01)
+
+        try:
+            result = await self.run(model, override, local, remote, seconds)
+        finally:
+            if owned is not None:
+                owned.destroy()
+        duration = int(result["audio"].length) / int(result["sample_rate"])
+        return {**result, "duration": duration, "audio_per_s": duration / max(result["ms"] / 1000, 1e-6)}
+
     async def cache_usage(self) -> dict[str, Any]:
         return await self.cache.usage()
 
@@ -446,6 +543,11 @@ class BrowserClient:
     ) -> dict[str, Any]:
         return await self.forge.chat({"model": model, "messages": messages, "onToken": on_token, **fields})
 
+    async def speak(self, model: str, input: str, on_chunk: Any = None, **fields: Any) -> dict[str, Any]:
+        """``on_chunk(samples, sample_rate)``: each piece of audio as it is made; the answer's ``audio``
+        is a JS Float32Array at ``sample_rate``."""
+        return await self.forge.speak({"model": model, "input": input, **fields}, on_chunk)
+
 
 _FORGE: BrowserForge | None = None
 
@@ -458,12 +560,14 @@ def client() -> BrowserClient:
 
 
 # GGUF runs on wasm only: its engine's WebGPU path needs shader-f16 (software adapters lack it) and then
-# silently computes on the CPU, so a "browser-webgpu" placement would not be true.
-WASM_ONLY = {"gguf"}
+# silently computes on the CPU, so a "browser-webgpu" placement would not be true. Whisper's graphs and
+# Piper's voices (kind "speech") run on onnxruntime-web's wasm EP (its WebGPU EP untried).
+WASM_ONLY = {"gguf", "ctranslate2", "speech"}  # formats and kinds
 
 WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
-    "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold},
+    "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold, "speech": WebPiperMold},
     "gguf": {"generate": WebGenerateMold},
+    "ctranslate2": {"transcription": WebWhisperMold},  # from the ONNX graphs written at pull time
 }
 # on browser-webgpu, FerrousForge's own kernels (ferrousforge.gpu) rather than onnxruntime-web's WebGPU EP
 GPU_ENGINES: dict[tuple[str, str], type[Any]] = {

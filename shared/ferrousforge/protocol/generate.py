@@ -11,6 +11,7 @@ from ferrousforge.errors import BadRequest
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.fields import require_object, string_list, token_ids
+from ferrousforge.protocol.schema import check_schema
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -22,18 +23,43 @@ class Common:
     keep_alive: object
     stream: bool
     format: str | dict[str, Any] | None
+    think: bool | str | None  # None: as the model does by default; "low" | "medium" | "high"
+    logprobs: bool
+    top_logprobs: int
+    truncate: bool  # a prompt longer than the window loses its oldest turns (else a 400)
+    shift: bool  # a full window drops older tokens during generation (else the reply ends: "length")
+
+
+THINK_LEVELS = ("low", "medium", "high")
+
+
+def think_value(value: object) -> bool | str | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if value in THINK_LEVELS:
+        return str(value)
+    raise BadRequest('\'think\' must be true, false, "low", "medium" or "high"')
 
 
 def _common(body: dict[str, Any]) -> dict[str, Any]:
     fmt = get(body, "format", (str, dict), None)
     if isinstance(fmt, str) and fmt not in ("", "json"):
         raise BadRequest("'format' must be \"json\" or a JSON schema object")
+    check_schema(fmt, "'format'")
+    top = get(body, "top_logprobs", int, 0)
+    if not 0 <= top <= 20:
+        raise BadRequest("'top_logprobs' must be between 0 and 20")
     return {
         "model": ModelName.parse(get(body, "model", str)),
         "options": get(body, "options", dict, None),
         "keep_alive": get(body, "keep_alive", (str, int, float), None),
         "stream": get(body, "stream", bool, True),
         "format": fmt or None,
+        "think": think_value(body.get("think")),
+        "logprobs": get(body, "logprobs", bool, False) or top > 0,
+        "top_logprobs": top,
+        "truncate": get(body, "truncate", bool, True),
+        "shift": get(body, "shift", bool, True),
     }
 
 
@@ -72,6 +98,8 @@ class Message:
     images: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     name: str | None = None  # a tool result's tool
+    tool_call_id: str | None = None  # the call a tool result answers
+    thinking: str | None = None  # an earlier reply's thinking
 
     def to_template(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -79,7 +107,36 @@ class Message:
             out["tool_calls"] = self.tool_calls
         if self.name:
             out["name"] = self.name
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        if self.thinking:
+            out["reasoning_content"] = out["thinking"] = self.thinking
         return out
+
+
+def content_parts(parts: list[Any], where: str) -> tuple[str, list[str]]:
+    """OpenAI-style content parts: the text, and the images (base64) of ``image_url`` data URLs."""
+    text, images = [], []
+    for j, part in enumerate(parts):
+        if not isinstance(part, dict):
+            raise BadRequest(f"{where}.content[{j}] must be an object")
+        kind = part.get("type", "text")
+        if kind in ("text", "input_text", "output_text"):
+            value = part.get("text", "")
+            if not isinstance(value, str):
+                raise BadRequest(f"{where}.content[{j}].text must be a string")
+            text.append(value)
+        elif kind in ("image_url", "input_image"):
+            ref = part.get("image_url")
+            url = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(url, str) or not url.startswith("data:") or "," not in url:
+                raise BadRequest(
+                    f"{where}.content[{j}]: images must be data URLs (data:image/png;base64,...)"
+                )
+            images.append(url.split(",", 1)[1])
+        else:
+            raise BadRequest(f"{where}.content[{j}].type '{str(kind)[:40]}' is not supported")
+    return "".join(text), images
 
 
 @dataclass
@@ -98,18 +155,22 @@ class ChatRequest(Common):
             if role not in ROLES:
                 raise BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}")
             content = get(m, "content", (str, list), "") or ""
-            if isinstance(content, list):  # OpenAI-style content parts: keep the text
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            images = string_list(m, "images")
+            if isinstance(content, list):
+                content, more = content_parts(content, f"messages[{i}]")
+                images += more
             calls = get(m, "tool_calls", list, [])
             for call in calls:
                 fn = call.get("function") if isinstance(call, dict) else None
                 if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                     raise BadRequest(f"messages[{i}].tool_calls must hold {{function: {{name, arguments}}}}")
                 if isinstance(fn.get("arguments"), str):  # OpenAI's form: JSON text (kept as is if not)
-                    with contextlib.suppress(ValueError):
+                    with contextlib.suppress(ValueError, RecursionError):
                         fn["arguments"] = json.loads(fn["arguments"])
             name = get(m, "tool_name", str, None) or get(m, "name", str, None)
-            messages.append(Message(role, content, string_list(m, "images"), calls, name))
+            call_id = get(m, "tool_call_id", str, None)
+            thought = get(m, "thinking", str, None) or get(m, "reasoning_content", str, None)
+            messages.append(Message(role, content, images, calls, name, call_id, thought))
         tools = get(body, "tools", list, [])
         if not all(isinstance(t, dict) for t in tools):
             raise BadRequest("'tools' must be a list of objects")

@@ -3,12 +3,15 @@ handler takes: one handler, two dialects."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.protocol.fields import as_int, require_object
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
+
+log = logging.getLogger("ferrousforge")
 
 _OPTION_NAMES = {
     "temperature": "temperature",
@@ -36,12 +39,39 @@ def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
     return options
 
 
-def _unsupported(body: dict[str, Any]) -> None:
-    n = get(body, "n", int, 1)
-    if n != 1:
-        raise BadRequest("'n' must be 1: one choice per request is supported")
-    if body.get("logprobs") or body.get("top_logprobs"):
-        raise BadRequest("'logprobs' is not supported")
+def _lenient(body: dict[str, Any]) -> None:
+    """What Ollama accepts and ignores: ``n`` (one choice is made), and is logged."""
+    if body.get("n") not in (None, 1):
+        log.warning("ignoring n=%s: one choice per request is made", str(body.get("n"))[:20])
+
+
+def _logprobs(body: dict[str, Any], chat: bool) -> dict[str, Any]:
+    """OpenAI's logprobs request as Ollama's: chat says ``logprobs: true, top_logprobs: n``, the
+    completions API ``logprobs: n``."""
+    value = body.get("logprobs")
+    if chat:
+        top = get(body, "top_logprobs", int, 0)
+        return {"logprobs": bool(value) or top > 0, "top_logprobs": top}
+    if value is None or value is False:
+        return {}
+    top = as_int(value)
+    if top is None or top < 0:
+        raise BadRequest("'logprobs' must be a number of alternatives (0 to 20)")
+    return {"logprobs": True, "top_logprobs": top}
+
+
+def _think(body: dict[str, Any]) -> object:
+    """``reasoning_effort`` (or ``reasoning.effort``) as Ollama's ``think``."""
+    effort = body.get("reasoning_effort")
+    if effort is None and isinstance(body.get("reasoning"), dict):
+        effort = body["reasoning"].get("effort")
+    if effort is None:
+        return None
+    if effort in ("none", "minimal"):
+        return False
+    if effort in ("low", "medium", "high"):
+        return effort
+    raise BadRequest("'reasoning_effort' must be 'none', 'low', 'medium' or 'high'")
 
 
 def _format(body: dict[str, Any]) -> str | dict[str, Any] | None:
@@ -66,7 +96,7 @@ def _format(body: dict[str, Any]) -> str | dict[str, Any] | None:
 def chat_request(raw: object) -> tuple[ChatRequest, bool]:
     """The chat request, and whether the stream should end with a usage chunk."""
     body = require_object(raw)
-    _unsupported(body)
+    _lenient(body)
     messages = []
     for i, m in enumerate(get(body, "messages", list)):
         m = require_object(m, f"messages[{i}]")
@@ -84,6 +114,8 @@ def chat_request(raw: object) -> tuple[ChatRequest, bool]:
             "format": _format(body),
             "tools": get(body, "tools", list, []),
             "tool_choice": body.get("tool_choice"),
+            "think": _think(body),
+            **_logprobs(body, chat=True),
         }
     )
     return request, bool(stream_options.get("include_usage"))
@@ -91,11 +123,9 @@ def chat_request(raw: object) -> tuple[ChatRequest, bool]:
 
 def completion_request(raw: object) -> tuple[GenerateRequest, bool]:
     body = require_object(raw)
-    _unsupported(body)
+    _lenient(body)
     if body.get("echo"):
         raise BadRequest("'echo' is not supported")
-    if body.get("suffix"):
-        raise BadRequest("'suffix' is not supported by this model")
     prompt = get(body, "prompt", (str, list))
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):
@@ -106,10 +136,12 @@ def completion_request(raw: object) -> tuple[GenerateRequest, bool]:
         {
             "model": get(body, "model", str),
             "prompt": prompt,
+            "suffix": get(body, "suffix", str, ""),
             "raw": True,
             "stream": get(body, "stream", bool, False),
             "options": _options(body, 16),  # OpenAI's default max_tokens for completions
             "format": _format(body),
+            **_logprobs(body, chat=False),
         }
     )
     return request, bool(stream_options.get("include_usage"))

@@ -1,0 +1,59 @@
+"""Building the Serve application, and ``ferrousforge serve --ray``."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve import Application
+
+from ferrousforge_host.cluster.config import ClusterConfig
+from ferrousforge_host.cluster.ingress import Ingress
+from ferrousforge_host.cluster.replica import ModelReplica
+from ferrousforge_host.config import Settings, load_settings
+
+APP_NAME = "ferrousforge"
+
+
+def build_app(settings: Settings, config: ClusterConfig) -> Application:
+    """The ingress (one: it owns the store) bound to the model replicas."""
+    replicas = serve.deployment(name="ModelReplica", **config.replica_options())(ModelReplica)
+    ingress = serve.deployment(
+        name="Ingress",
+        num_replicas=1,
+        ray_actor_options={
+            "num_cpus": config.ingress_cpus,
+            "resources": {config.store_resource: 0.01} if config.store_resource else {},
+        },
+        max_ongoing_requests=max(256, settings.max_queue),
+        health_check_period_s=config.health_check_period_s,
+        graceful_shutdown_timeout_s=config.graceful_shutdown_s,
+    )(Ingress)
+    return ingress.bind(replicas.bind(settings, config), settings, config)
+
+
+def build(args: dict[str, Any]) -> Application:
+    """``serve run ferrousforge_host.cluster:build num_replicas=2`` (or a config file's ``args:``)."""
+    return build_app(load_settings(), ClusterConfig.load(args))
+
+
+def serve_on_ray(settings: Settings, address: str | None) -> None:
+    """Run the host as a Serve application on the Ray cluster at ``address``, or on a local Ray
+    started here (and stopped on exit) when there is none; blocks until interrupted."""
+    stop = threading.Event()  # set by Ctrl-C or SIGTERM, also while starting up
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        host, port = settings.bind
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_app(settings, ClusterConfig.load()), name=APP_NAME, route_prefix="/")
+        stop.wait()
+    finally:
+        serve.delete(APP_NAME)
+        if address is None:
+            serve.shutdown()
+        ray.shutdown()

@@ -1,0 +1,42 @@
+// I: speech in the page. Whisper runs on onnxruntime-web from the ONNX graphs the host wrote when the
+// model was pulled; its transcript equals the host's for the same audio (greedy, same model).
+import { expect, test } from '@playwright/test';
+import { expectSameOrigin, forgeUrl, openForge, watch, why } from './helpers';
+
+const SENTENCE = 'A large brown dog was sleeping under the old wooden table.';
+
+test('transcribes a spoken sentence in the browser, as the host does', async ({ page, request }) => {
+  const w = watch(page);
+  const speech = await request.post(`${forgeUrl()}/v1/audio/speech`, {
+    data: { model: 'piper:joe', input: SENTENCE, response_format: 'wav' },
+  });
+  expect(speech.ok()).toBe(true);
+  const wav = [...(await speech.body())];
+  const direct = await request.post(`${forgeUrl()}/v1/audio/transcriptions`, {
+    multipart: { model: 'whisper:tiny.en', file: { name: 'a.wav', mimeType: 'audio/wav', buffer: Buffer.from(wav) } },
+  });
+  const hostText = (await direct.json()).text;
+  await openForge(page);
+  const run = (placement: string) => page.evaluate(([bytes, p]) => (window as any).forge.transcribe({
+    model: 'whisper:tiny.en', audio: new Uint8Array(bytes as number[]), placement: p,
+  }), [wav, placement] as const);
+  const local = await run('browser');
+  const host = await run('host');
+  expect(local.placement, why(local)).toBe('browser-wasm');
+  expect(host.placement, why(host)).toBe('host');
+  expect(local.text).toBe(host.text);  // the same samples, greedy, no VAD on both sides
+  expect(local.text).toBe(hostText);  // and the host's own answer for the file
+  expect(local.text.replace(/[^a-z ]/gi, '').toLowerCase()).toBe(SENTENCE.replace(/[^a-z ]/gi, '').toLowerCase());
+  expect(local.duration).toBeGreaterThan(2);
+  expect(local.rtf).toBeGreaterThan(0);
+  const again = await run('auto');  // loaded: placed in the page without a reload
+  expect(again.placement, why(again)).toBe('browser-wasm');
+  expect(again.text).toBe(local.text);
+  console.log(`whisper:tiny.en ${local.duration.toFixed(2)} s: browser-wasm RTF ${again.rtf.toFixed(3)} loaded `
+    + `(${local.rtf.toFixed(3)} with the load), host RTF ${host.rtf.toFixed(3)}`);
+  const bad = await page.evaluate(() => (window as any).forge.transcribe({ model: 'whisper:tiny.en', audio: new Uint8Array([1, 2, 3]) })
+    .then(() => null, (e: any) => ({ message: e.message, status: e.status })));
+  expect(bad).toEqual({ message: 'audio is not a readable audio file', status: 400 });
+  expectSameOrigin(w.requests);
+  expect(w.errors).toEqual([]);
+});

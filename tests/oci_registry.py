@@ -1,0 +1,149 @@
+"""A small OCI registry for pull tests, as Ollama's registry answers: manifests and blobs under
+``/v2/<namespace>/<model>/``, HTTP Range, and on request a bearer-token challenge, a blob transfer
+cut off midway, or a blob with the wrong bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from ferrousforge.manifest import DOCKER_CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Registry:
+    url: str = ""
+    manifests: dict[str, bytes] = field(default_factory=dict)  # "<ns>/<model>:<tag>" → manifest
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    token: str | None = None  # when set, every /v2/ request needs "Authorization: Bearer <token>"
+    cut: dict[str, int] = field(
+        default_factory=dict
+    )  # digest → bytes sent before the connection drops (once)
+    wrong: set[str] = field(default_factory=set)  # digests served with one byte flipped
+    served: dict[str, int] = field(default_factory=dict)  # digest → body bytes sent so far
+    requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # path, Range, auth
+
+    def add(self, repo: str, layers: list[tuple[str, bytes]], config: Mapping[str, object]) -> str:
+        """Publish ``repo`` ("library/tiny:latest") with these (media type, content) layers."""
+        config_bytes = json.dumps(config).encode()
+        self.blobs[digest(config_bytes)] = config_bytes
+        entries = []
+        for media_type, data in layers:
+            self.blobs[digest(data)] = data
+            entries.append({"mediaType": media_type, "digest": digest(data), "size": len(data)})
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {
+                "mediaType": DOCKER_CONFIG_MEDIA_TYPE,
+                "digest": digest(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": entries,
+        }
+        self.manifests[repo] = json.dumps(manifest).encode()
+        return digest(self.manifests[repo])
+
+
+def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: int, code: str, headers: dict[str, str] | None = None) -> None:
+            body = json.dumps({"errors": [{"code": code, "message": code.lower()}]}).encode()
+            self._send(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization")
+            reg.requests.append((self.path, self.headers.get("Range"), auth))
+            if self.path.startswith("/token"):
+                self._send(
+                    200, json.dumps({"token": reg.token}).encode(), {"Content-Type": "application/json"}
+                )
+                return
+            m = re.match(r"^/v2/([^/]+/[^/]+)/(manifests|blobs)/([^/?]+)$", self.path)
+            if not m:
+                self._error(404, "NAME_UNKNOWN")
+                return
+            repo, kind, ref = m.groups()
+            if reg.token and auth != f"Bearer {reg.token}":
+                challenge = (
+                    f'Bearer realm="{reg.url}/token",service="test-registry",scope="repository:{repo}:pull"'
+                )
+                self._error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
+                return
+            if kind == "manifests":
+                manifest = reg.manifests.get(f"{repo}:{ref}")
+                if manifest is None:
+                    self._error(404, "MANIFEST_UNKNOWN")
+                    return
+                self._send(200, manifest, {"Content-Type": MANIFEST_MEDIA_TYPE})
+                return
+            self._blob(ref)
+
+        def _blob(self, ref: str) -> None:
+            data = reg.blobs.get(ref)
+            if data is None:
+                self._error(404, "BLOB_UNKNOWN")
+                return
+            if ref in reg.wrong:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            start = 0
+            if (rng := self.headers.get("Range")) and (m := re.match(r"bytes=(\d+)-", rng)):
+                start = int(m.group(1))
+                if start >= len(data):
+                    self._error(416, "RANGE_INVALID")
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if ref in reg.cut:
+                body = body[: reg.cut.pop(ref)]
+                self.close_connection = True
+            self.wfile.write(body)
+            self.wfile.flush()
+            reg.served[ref] = reg.served.get(ref, 0) + len(body)
+            if self.close_connection:
+                self.connection.shutdown(2)
+
+    return Handler
+
+
+@contextmanager
+def serve_registry() -> Iterator[Registry]:
+    reg = Registry()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(reg))
+    reg.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield reg
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -43,7 +43,8 @@ vulkan:
 	bash scripts/vulkan.sh
 
 run: setup web
-	$(BIN)/ferrousforge serve --pull smollm2:135m --pull gemma3:270m --pull all-minilm --pull all-minilm:int8
+	$(BIN)/ferrousforge serve --pull smollm2:135m --pull gemma3:270m --pull all-minilm --pull all-minilm:int8 \
+		--pull whisper:tiny.en --pull piper:joe
 
 lint: setup
 	$(BIN)/ruff check .

@@ -120,6 +120,56 @@ def gpu_layers(num_gpu: int, n_layer: int, file_bytes: int, kv_bytes: int) -> in
     return max(0, min(n_layer + 1, int(room // per_layer)))
 
 
+@dataclass
+class LoadedGGUF:
+    """A GGUF model loaded by llama.cpp: its header, the model, and the share of it on the GPU."""
+
+    meta: dict[str, Any]
+    model: Any
+    file_bytes: int
+    gpu_share: float  # offloaded layers / all layers (the output layer counts)
+
+
+def read_header(spec: ModelSpec) -> dict[str, Any]:
+    try:
+        return read_file_metadata(spec.path)
+    except (GGUFError, OSError) as exc:
+        raise ModelLoadError(f"cannot load '{spec.name}': {exc}") from exc
+
+
+def load_gguf(spec: ModelSpec, meta: dict[str, Any], num_gpu: int, kv_bytes: int) -> LoadedGGUF:
+    """Load the model with as many layers on the GPU as ``num_gpu`` asks for (gpu_layers)."""
+    arch = meta.get("general.architecture", "")
+    n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
+    file_bytes = os.path.getsize(spec.path)
+    mparams = L.llama_model_default_params()
+    mparams.n_gpu_layers = gpu_layers(num_gpu, n_layer, file_bytes, kv_bytes)
+    model = L.llama_model_load_from_file(spec.path.encode(), mparams)
+    if not model:
+        raise ModelLoadError(f"cannot load '{spec.name}': llama.cpp rejected {os.path.basename(spec.path)}")
+    return LoadedGGUF(meta, model, file_bytes, min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1))
+
+
+def new_context(loaded: LoadedGGUF, cparams: Any, spec: ModelSpec, num_thread: int) -> Any:
+    """A context on the model with the engines' common settings; the model is freed if it fails."""
+    cparams.n_threads = cparams.n_threads_batch = threads_for(num_thread)
+    cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
+    cparams.no_perf = True
+    ctx = L.llama_init_from_model(loaded.model, cparams)
+    if not ctx:
+        L.llama_model_free(loaded.model)
+        raise ModelLoadError(f"cannot create a context for '{spec.name}' (num_ctx={cparams.n_ctx})")
+    return ctx
+
+
+def placement(gpu_share: float, memory: int) -> dict[str, Any]:
+    """What a loaded model reports about where it runs: the accelerator and its bytes on the GPU."""
+    return {
+        "accelerator": gpu_backend() if gpu_share > 0 else "cpu",
+        "size_vram": int(memory * gpu_share),
+    }
+
+
 class StopMatcher:
     """Finds stop strings in streamed text, holding back what could be the start of one."""
 
@@ -321,22 +371,12 @@ class LlamaCppMold(TextGenerationMold):
     _ctx: Any = None
 
     def load_sync(self) -> None:
-        path = self.spec.path
-        try:
-            meta = read_file_metadata(path)
-        except (GGUFError, OSError) as exc:
-            raise ModelLoadError(f"cannot load '{self.spec.name}': {exc}") from exc
-        arch = meta.get("general.architecture", "")
-        n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
         opts = self.options
-        kv_bytes = self._estimate_kv(meta, opts.num_ctx * opts.num_parallel)
-        mparams = L.llama_model_default_params()
-        mparams.n_gpu_layers = gpu_layers(opts.num_gpu, n_layer, os.path.getsize(path), kv_bytes)
-        model = L.llama_model_load_from_file(path.encode(), mparams)
-        if not model:
-            raise ModelLoadError(
-                f"cannot load '{self.spec.name}': llama.cpp rejected {os.path.basename(path)}"
-            )
+        meta = read_header(self.spec)
+        loaded = load_gguf(
+            self.spec, meta, opts.num_gpu, self._estimate_kv(meta, opts.num_ctx * opts.num_parallel)
+        )
+        model = loaded.model
         n_ctx_train = L.llama_model_n_ctx_train(model)
         per_seq = min(opts.num_ctx, n_ctx_train) if n_ctx_train > 0 else opts.num_ctx
         cparams = L.llama_context_default_params()
@@ -344,13 +384,7 @@ class LlamaCppMold(TextGenerationMold):
         cparams.n_ctx = per_seq * opts.num_parallel
         cparams.n_batch = cparams.n_ubatch = min(opts.num_batch, cparams.n_ctx)
         cparams.kv_unified = False  # each sequence attends only to its own cells
-        cparams.n_threads = cparams.n_threads_batch = threads_for(opts.num_thread)
-        cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
-        cparams.no_perf = True
-        ctx = L.llama_init_from_model(model, cparams)
-        if not ctx:
-            L.llama_model_free(model)
-            raise ModelLoadError(f"cannot create a context for '{self.spec.name}' (num_ctx={cparams.n_ctx})")
+        ctx = new_context(loaded, cparams, self.spec, opts.num_thread)
         self._model, self._ctx = model, ctx
         self._vocab = L.llama_model_get_vocab(model)
         self.vocab = Vocab(self._vocab)
@@ -360,8 +394,8 @@ class LlamaCppMold(TextGenerationMold):
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
         self._memory = L.llama_get_memory(ctx)
         self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx))
-        self._file_bytes = os.path.getsize(path)
-        self._gpu_share = min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1)  # output layer counts
+        self._file_bytes = loaded.file_bytes
+        self._gpu_share = loaded.gpu_share
         self._slots = [_Slot(i) for i in range(opts.num_parallel)]
         self._incoming: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._waiting: list[_Job] = []
@@ -387,13 +421,7 @@ class LlamaCppMold(TextGenerationMold):
     def metadata(self) -> dict[str, Any]:
         if not self.is_loaded():
             return {**super().metadata(), "n_ctx": None}
-        on_gpu = self._gpu_share > 0
-        return {
-            **super().metadata(),
-            "n_ctx": self._n_ctx,
-            "accelerator": gpu_backend() if on_gpu else "cpu",
-            "size_vram": int(self.memory_bytes() * self._gpu_share),
-        }
+        return {**super().metadata(), "n_ctx": self._n_ctx, **placement(self._gpu_share, self.memory_bytes())}
 
     @staticmethod
     def _estimate_kv(meta: dict[str, Any], n_ctx: int) -> int:

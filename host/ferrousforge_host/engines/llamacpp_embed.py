@@ -10,7 +10,6 @@ false: refused). Vectors are the model's own; the API normalises them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import llama_cpp as L
@@ -18,9 +17,8 @@ import numpy as np
 
 from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem
 from ferrousforge.errors import BadRequest, ForgeError
-from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.mold import register_mold
-from ferrousforge_host.engines.llamacpp import ModelLoadError, Vocab, gpu_backend, gpu_layers, threads_for
+from ferrousforge_host.engines.llamacpp import Vocab, load_gguf, new_context, placement, read_header
 
 POOLED = (L.LLAMA_POOLING_TYPE_MEAN, L.LLAMA_POOLING_TYPE_CLS, L.LLAMA_POOLING_TYPE_LAST)
 
@@ -35,22 +33,12 @@ class LlamaCppEmbeddingMold(EmbeddingMold):
     _ctx: Any = None
 
     def load_sync(self) -> None:
-        path, opts = self.spec.path, self.options
-        try:
-            meta = read_file_metadata(path)
-        except (GGUFError, OSError) as exc:
-            raise ModelLoadError(f"cannot load '{self.spec.name}': {exc}") from exc
-        arch = meta.get("general.architecture", "")
-        n_layer = int(meta.get(f"{arch}.block_count", 0) or 0)
-        pooling = meta.get(f"{arch}.pooling_type")
+        opts = self.options
+        meta = read_header(self.spec)
+        pooling = meta.get(f"{meta.get('general.architecture', '')}.pooling_type")
         self.pooling = pooling if pooling in POOLED else L.LLAMA_POOLING_TYPE_MEAN
-        mparams = L.llama_model_default_params()
-        mparams.n_gpu_layers = gpu_layers(opts.num_gpu, n_layer, os.path.getsize(path), 0)
-        model = L.llama_model_load_from_file(path.encode(), mparams)
-        if not model:
-            raise ModelLoadError(
-                f"cannot load '{self.spec.name}': llama.cpp rejected {os.path.basename(path)}"
-            )
+        loaded = load_gguf(self.spec, meta, opts.num_gpu, 0)
+        model = loaded.model
         trained = L.llama_model_n_ctx_train(model)
         window = min(opts.num_ctx, trained) if trained > 0 else opts.num_ctx
         cparams = L.llama_context_default_params()
@@ -59,21 +47,15 @@ class LlamaCppEmbeddingMold(EmbeddingMold):
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = window
         cparams.n_seq_max = self.max_batch
         cparams.kv_unified = True  # a causal model's sequences share the window's cells
-        cparams.n_threads = cparams.n_threads_batch = threads_for(opts.num_thread)
-        cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
-        cparams.no_perf = True
-        ctx = L.llama_init_from_model(model, cparams)
-        if not ctx:
-            L.llama_model_free(model)
-            raise ModelLoadError(f"cannot create a context for '{self.spec.name}' (num_ctx={window})")
+        ctx = new_context(loaded, cparams, self.spec, opts.num_thread)
         self._model, self._ctx = model, ctx
         self.vocab = Vocab(L.llama_model_get_vocab(model))
         self.window = window
         self.budget = min(opts.num_batch, window)  # tokens per decode, unless one input is longer
         self.n_embd = L.llama_model_n_embd_out(model)
         self._batch = L.llama_batch_init(window, 0, 1)
-        self._file_bytes = os.path.getsize(path)
-        self._gpu_share = min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1)
+        self._file_bytes = loaded.file_bytes
+        self._gpu_share = loaded.gpu_share
 
     def unload_sync(self) -> None:
         if self._ctx:
@@ -92,13 +74,7 @@ class LlamaCppEmbeddingMold(EmbeddingMold):
     def metadata(self) -> dict[str, Any]:
         if not self.is_loaded():
             return {**super().metadata(), "n_ctx": None}
-        on_gpu = self._gpu_share > 0
-        return {
-            **super().metadata(),
-            "n_ctx": self.window,
-            "accelerator": gpu_backend() if on_gpu else "cpu",
-            "size_vram": int(self.memory_bytes() * self._gpu_share),
-        }
+        return {**super().metadata(), "n_ctx": self.window, **placement(self._gpu_share, self.memory_bytes())}
 
     def count_tokens(self, text: str) -> int:
         return len(self.vocab.tokenize(text))

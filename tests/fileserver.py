@@ -118,17 +118,23 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve_files(files: dict[str, bytes]) -> Iterator[FileServer]:
-    fs = FileServer(files)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fs))
-    fs.url = f"http://127.0.0.1:{server.server_address[1]}"
+def running(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 in a thread of its own, for as long as the block runs: its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield fs
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def serve_files(files: dict[str, bytes]) -> Iterator[FileServer]:
+    fs = FileServer(files)
+    with running(_handler(fs)) as fs.url:
+        yield fs
 
 
 def read(path: Path) -> bytes:

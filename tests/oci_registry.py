@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from ferrousforge.manifest import DOCKER_CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
+
+from fileserver import running
 
 
 def digest(data: bytes) -> str:
@@ -138,12 +139,5 @@ def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serve_registry() -> Iterator[Registry]:
     reg = Registry()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(reg))
-    reg.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running(_handler(reg)) as reg.url:
         yield reg
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -296,6 +296,12 @@ class Vocab:
         return prompt
 
 
+def penalty_window(history: list[int], opts: Options, n_ctx: int) -> list[int]:
+    """The tokens penalties count: the last ``repeat_last_n`` (-1: the window's worth, 0: none)."""
+    last_n = n_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
+    return history[-last_n:] if last_n else []
+
+
 def apply_penalties(logits: np.ndarray, window: list[int], opts: Options) -> None:
     """llama.cpp's repeat, frequency and presence penalties, applied in place to the logits of the
     tokens in the window only (llama.cpp's sampler visits every entry of the vocabulary)."""
@@ -685,9 +691,7 @@ class LlamaCppMold(TextGenerationMold):
             logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
             if job.penalized:  # in place: the sampler chain reads the same memory
                 opts = request.options
-                last_n = self._n_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
-                history = job.prompt + job.generated
-                apply_penalties(logits, history[-last_n:] if last_n else [], opts)
+                apply_penalties(logits, penalty_window(job.prompt + job.generated, opts, self._n_ctx), opts)
         if job.greedy:
             assert logits is not None
             token = int(logits.argmax())

@@ -27,20 +27,23 @@ from ferrousforge.gguf import GGUFError, parse_tensors
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.mold import register_mold
 from ferrousforge.options import Options
-from ferrousforge_host.engines.llamacpp import ModelLoadError, StopMatcher, Vocab, _common_prefix, _penalizes
+from ferrousforge_host.engines.llamacpp import (
+    ModelLoadError,
+    StopMatcher,
+    Vocab,
+    _common_prefix,
+    _penalizes,
+    apply_penalties,
+    penalty_window,
+)
 from ferrousforge_host.engines.wgpu import device, gpu_facts, wgpu_is_faster
 
 
 def sample(logits: np.ndarray, opts: Options, history: list[int], rng: np.random.Generator) -> int:
     """One token from a row of logits, as llama.cpp's default chain orders the steps."""
     x = logits.astype(np.float64)
-    if _penalizes(opts):
-        window = history[-opts.repeat_last_n :] if opts.repeat_last_n > 0 else history
-        seen, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
-        if seen.size:
-            chosen = x[seen]
-            chosen = np.where(chosen > 0, chosen / opts.repeat_penalty, chosen * opts.repeat_penalty)
-            x[seen] = chosen - counts * opts.frequency_penalty - opts.presence_penalty
+    if _penalizes(opts):  # the history never outgrows this engine's window (no context shift)
+        apply_penalties(x, penalty_window(history, opts, len(history)), opts)
     if opts.temperature <= 0:
         return int(x.argmax())
     order = np.argsort(-x, kind="stable")

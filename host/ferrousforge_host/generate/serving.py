@@ -271,7 +271,11 @@ async def fit_chat(
     messages always stay, the oldest other turns go first, the last message always stays."""
     window = mold.metadata().get("n_ctx") or num_ctx
 
-    async def fits(text: str) -> bool:  # text far longer than the window is not even tokenized
+    async def fits(text: str) -> bool:
+        """Tokenized only when the length can't tell: every token is at least one byte of the text
+        but BOS, EOS and a SentencePiece space prefix, and none is longer than MAX_TOKEN_CHARS."""
+        if len(text.encode()) + 3 < window:
+            return True
         return (
             len(text) <= window * MAX_TOKEN_CHARS
             and await mold.run_in_worker(mold.count_tokens, text) < window

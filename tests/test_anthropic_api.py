@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import Host, runner_pid, start_host
-from tinymodel import CHATML, write_tiny_llama
+from tinymodel import THINKING_CHATML, write_tiny_llama
 
 TOOLS = [
     {
@@ -35,11 +35,6 @@ TOOLS = [
         },
     },
 ]
-# a template that opens a thinking section when thinking is on: the tiny model's reply is all thinking
-THINKING = CHATML.replace(
-    "{{ '<|im_start|>assistant\n' }}",
-    "{{ '<|im_start|>assistant\n' }}{% if enable_thinking %}{{ '<think>\n' }}{% endif %}",
-)
 HELLO = [{"role": "user", "content": "hello"}]
 GREEDY = {"temperature": 0}  # sampling fields this client no longer names travel in extra_body
 
@@ -326,7 +321,7 @@ def test_a_runner_dying_mid_stream_ends_with_an_error_event(host: Host) -> None:
 def test_thinking_comes_back_as_thinking_blocks(
     host: Host, client: anthropic.Anthropic, tmp_path: Path
 ) -> None:
-    host.pull_file("thinker", write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING))
+    host.pull_file("thinker", write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING_CHATML))
     asked = {"model": "thinker", "max_tokens": 6, "messages": HELLO, "extra_body": GREEDY}
     thinking = {"type": "enabled", "budget_tokens": 1024}
     whole = client.messages.create(**asked, thinking=thinking)

@@ -13,14 +13,8 @@ import openai
 import pytest
 
 from conftest import Host, start_host
-from tinymodel import CHATML, write_tiny_llama
+from tinymodel import THINKING_CHATML, write_tiny_llama
 
-# Qwen3's way: the prompt opens a thinking section unless enable_thinking is false
-THINKING_CHATML = CHATML.replace(
-    "{{ '<|im_start|>assistant\n' }}",
-    "{{ '<|im_start|>assistant\n' }}{% if enable_thinking is defined and enable_thinking is false %}"
-    "{{ '<think>\n\n</think>\n\n' }}{% else %}{{ '<think>\n' }}{% endif %}",
-)
 TOOLS = [
     {
         "type": "function",

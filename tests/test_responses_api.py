@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from conftest import Host, runner_pid
-from tinymodel import CHATML, write_tiny_llama
+from tinymodel import THINKING_CHATML, write_tiny_llama
 
 TOOLS = [
     {
@@ -37,11 +37,6 @@ TOOLS = [
         },
     },
 ]
-# a template that opens a thinking section when thinking is on: the tiny model's reply is all thinking
-THINKING = CHATML.replace(
-    "{{ '<|im_start|>assistant\n' }}",
-    "{{ '<|im_start|>assistant\n' }}{% if enable_thinking %}{{ '<think>\n' }}{% endif %}",
-)
 FLAG = {
     "type": "object",
     "properties": {"ok": {"type": "boolean"}},
@@ -310,7 +305,7 @@ def test_a_runner_dying_mid_stream_ends_with_error_and_failed_events(host: Host)
 
 
 def test_thinking_comes_back_as_a_reasoning_item(host: Host, client: openai.OpenAI, tmp_path: Path) -> None:
-    host.pull_file("thinker", write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING))
+    host.pull_file("thinker", write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING_CHATML))
     asked = {"model": "thinker", "input": "hello", "max_output_tokens": 6, "temperature": 0}
     whole = client.responses.create(**asked)
     [item] = whole.output

@@ -127,6 +127,7 @@ def mix(url: str, requests: int = 8) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--no-mix", action="store_true", help="only the per-request part")
     args = parser.parse_args()
     store = bench_store()
     plain, plain_url = start_forge(store, pull="gemma3:270m")
@@ -138,7 +139,7 @@ def main() -> None:
             results = per_request({"plain": plain_url, "ray": ray_url}, args.runs)
         finally:
             stop(ray_proc)
-        plain_mix = mix(plain_url)
+        plain_mix = 0.0 if args.no_mix else mix(plain_url)
     finally:
         stop(plain)
     print(f"per request, medians of {args.runs} runs (ray / plain):")
@@ -147,6 +148,8 @@ def main() -> None:
         unit = "ms" if name in ("ttft", "embed1") else ""
         scale = 1000 if unit else 1
         print(f"  {name:10s} plain {p * scale:8.1f}{unit}  ray {r * scale:8.1f}{unit}  ratio {r / p:.3f}")
+    if args.no_mix:
+        return
     print(f"two-model mix, tokens/s: plain host {plain_mix:.1f}")
     for replicas in (1, 2):
         proc, url = start_ray(store, replicas)

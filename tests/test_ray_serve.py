@@ -6,6 +6,7 @@ The tests run in file order: the routing test needs replicas that hold nothing y
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -81,6 +82,7 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     from ferrousforge_host.cluster import build_app
     from ferrousforge_host.cluster.config import ClusterConfig
+    from ferrousforge_host.cluster.launch import start_local_ray
 
     root = tmp_path_factory.mktemp("ray")
     port = free_port()
@@ -100,7 +102,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         health_check_period_s=2,
         graceful_shutdown_s=2,
     )
-    ray.init(num_cpus=REPLICAS + 1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    start_local_ray(
+        num_cpus=REPLICAS + 1, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(settings, config), name="ferrousforge", route_prefix="/")
@@ -142,16 +146,57 @@ def test_cluster_config_from_environment_and_args(monkeypatch: pytest.MonkeyPatc
 
 
 def test_routing_key_and_error_lines() -> None:
-    from ferrousforge_host.cluster.ingress import error_chunk, model_id
+    from ferrousforge_host.cluster.ingress import error_chunk, target
 
-    assert model_id(b'{"model": "tiny"}') == "tiny:latest"
-    assert model_id(b'{"name": "ns/m:q4"}') == "ns/m:q4"
-    assert model_id(b"not json") == model_id(b'{"model": "../etc"}') == model_id(b"[1]") == ""
+    assert target("/api/generate", b'{"model": "tiny"}') == ("tiny:latest", True)
+    assert target("/api/chat", b'{"name": "ns/m:q4", "stream": false}') == ("ns/m:q4", False)
+    assert target("/v1/chat/completions", b'{"model": "tiny"}') == ("tiny:latest", False)  # OpenAI's default
+    assert target("/v1/chat/completions", b'{"model": "tiny", "stream": true}') == ("tiny:latest", True)
+    assert target("/api/embed", b'{"model": "bert", "stream": true}') == ("bert:latest", False)
+    for bad in (b"not json", b'{"model": "../etc"}', b"[1]"):
+        assert target("/api/generate", bad)[0] == ""
     assert error_chunk("/api/chat", "application/x-ndjson", "gone") == b'{"error":"gone"}\n'
     openai_line = error_chunk("/v1/chat/completions", "text/event-stream; charset=utf-8", "gone")
     assert openai_line.startswith(b'data: {"error":{"message":"gone"') and openai_line.endswith(b"[DONE]\n\n")
     assert error_chunk("/v1/messages", "text/event-stream", "gone").startswith(b"event: error\n")
     assert error_chunk("/api/generate", "application/json", "gone") == b""
+
+
+def test_replica_answers_travel_in_few_messages() -> None:
+    """A JSON answer is one message (the head with its body); a stream's parts made close together
+    are joined, the first part going with the head; the bytes are the app's, in order."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from ferrousforge_host.cluster.bridge import Call, Head, run_asgi
+
+    parts = [f'{{"n":{i}}}\n'.encode() for i in range(20)]
+
+    async def stream(request: Any) -> StreamingResponse:
+        async def body() -> Any:
+            for part in parts:
+                yield part
+                await asyncio.sleep(0)
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+
+    async def whole(request: Any) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/stream", stream), Route("/whole", whole)])
+
+    async def items(path: str, interval: float) -> list[Head | bytes]:
+        return [item async for item in run_asgi(app, Call("GET", path), interval)]
+
+    (head,) = asyncio.run(items("/whole", 0.05))
+    assert isinstance(head, Head) and head.done and head.status == 200 and head.body == b'{"ok":true}'
+    joined = asyncio.run(items("/stream", 0.05))
+    first = joined[0]
+    assert isinstance(first, Head) and not first.done and first.body == parts[0]
+    assert first.body + b"".join(i for i in joined[1:] if isinstance(i, bytes)) == b"".join(parts)
+    assert len(joined) <= 4  # the first part, then what came within each 50 ms
+    assert len(asyncio.run(items("/stream", 0.0))) == len(parts)  # no interval: each part as it comes
 
 
 def test_cli_serve_ray_starts_a_local_ray_and_stops_it(tmp_path: Path, tiny_gguf: Path) -> None:
@@ -169,8 +214,9 @@ def test_cli_serve_ray_starts_a_local_ray_and_stops_it(tmp_path: Path, tiny_gguf
             url = f"http://127.0.0.1:{port}"
             deadline = time.time() + 90
             while time.time() < deadline:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/api/cluster", timeout=5).json()["replicas"]:
+                with contextlib.suppress(httpx.HTTPError):  # (Serve's proxy answers 404 until the app is up)
+                    up = httpx.get(f"{url}/api/cluster", timeout=5)
+                    if up.status_code == 200 and up.json()["replicas"]:
                         break
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 time.sleep(0.5)
@@ -182,7 +228,9 @@ def test_cli_serve_ray_starts_a_local_ray_and_stops_it(tmp_path: Path, tiny_gguf
                 body = {"model": "tiny", "prompt": "the", "stream": False, "options": {"num_predict": 2}}
                 assert replica_of(c.post("/api/generate", json=body))
         finally:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(
+                signal.SIGTERM
+            )  # what systemd and Kubernetes send: Ray and Serve stopped cleanly
             assert proc.wait(timeout=60) == 0
 
 

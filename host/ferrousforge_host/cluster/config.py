@@ -29,6 +29,9 @@ class ClusterConfig:
     # is copied). A node-local folder: replicas fetch blobs by digest from the ingress. "{replica}" in
     # it gives each replica a folder of its own (one machine pretending to be many nodes).
     node_models: str = ""
+    # A replica's stream sends what the model made within this many ms as one message (the first
+    # and last parts at once): each message between actors costs CPU the model could use
+    stream_interval_ms: float = 40.0
     report_s: float = 1.0  # how often a replica tells the ingress what it holds
     health_check_period_s: float = 10.0
     graceful_shutdown_s: float = 20.0  # a draining replica finishes its requests for this long

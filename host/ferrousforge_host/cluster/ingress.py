@@ -62,15 +62,36 @@ MODEL_ROUTES = (
 )
 
 
-def model_id(body: bytes) -> str:
-    """The model a request names, in its canonical short form; "" when it names none (the replica's
-    app then answers the proper 400)."""
+# Model routes whose answers are never streamed, and the Ollama ones that stream unless told not to
+WHOLE_ROUTES = (
+    "/api/embed",
+    "/api/embeddings",
+    "/api/rerank",
+    "/v1/embeddings",
+    "/v1/rerank",
+    "/v1/messages/count_tokens",
+)
+STREAMED_BY_DEFAULT = ("/api/generate", "/api/chat")
+
+
+def target(path: str, body: bytes) -> tuple[str, bool]:
+    """The model a request names, in its canonical short form ("" when it names none: the replica's
+    app then answers the proper 400), and whether its answer may be streamed."""
     try:
         data = parse_json(body)  # the host's bounds: no body can exhaust this parse
-        name = (data.get("model") or data.get("name")) if isinstance(data, dict) else None
-        return ModelName.parse(name).display if isinstance(name, str) else ""
     except BadRequest:
-        return ""
+        return "", True
+    if not isinstance(data, dict):
+        return "", True
+    name = data.get("model") or data.get("name")
+    try:
+        model = ModelName.parse(name).display if isinstance(name, str) else ""
+    except BadRequest:
+        model = ""
+    if path in WHOLE_ROUTES:
+        return model, False
+    stream = data.get("stream", path in STREAMED_BY_DEFAULT)
+    return model, stream is not False if path in STREAMED_BY_DEFAULT else stream is True
 
 
 def error_chunk(path: str, content_type: str, message: str) -> bytes:
@@ -116,7 +137,7 @@ class Ingress:
             body += part
             if len(body) > self.limit:
                 raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
-        model = model_id(bytes(body))
+        model, streamed = target(request.url.path, bytes(body))
         call = Call(
             request.method,
             request.url.path,
@@ -126,12 +147,17 @@ class Ingress:
         )
         manifest = self.manifest(model)
         for attempt in range(TRIES):
-            handle = self.replicas.options(stream=True, multiplexed_model_id=model)
-            stream = cast(DeploymentResponseGenerator, handle.call.remote(call, manifest))
+            handle = self.replicas.options(stream=streamed, multiplexed_model_id=model)
+            stream: DeploymentResponseGenerator | None = None
             try:
-                head = await stream.__anext__()
+                if streamed:
+                    stream = cast(DeploymentResponseGenerator, handle.call.remote(call, manifest))
+                    head = await stream.__anext__()
+                else:
+                    head = await handle.call_whole.remote(call, manifest)
             except (RayActorError, ActorUnavailableError) as exc:
-                stream.cancel()
+                if stream is not None:
+                    stream.cancel()
                 if attempt == TRIES - 1:
                     raise Unavailable(f"no model replica could take the request: {exc}", 1) from None
                 await asyncio.sleep(0.5 * (attempt + 1))
@@ -142,17 +168,26 @@ class Ingress:
             return self.relay(request.url.path, head, stream)
         raise AssertionError("unreachable")
 
-    def relay(self, path: str, head: Head, stream: Any) -> Response:
-        """Pass a replica's answer on chunk by chunk; if the replica dies midway, the stream ends
-        with an error line in its own form (NDJSON, or SSE for OpenAI and Anthropic)."""
+    def relay(self, path: str, head: Head, stream: DeploymentResponseGenerator | None) -> Response:
+        """Pass a replica's answer on: whole, or chunk by chunk as it streams; if the replica dies
+        midway, the stream ends with an error line in its own form (NDJSON, or SSE for OpenAI and
+        Anthropic)."""
         # the proxy adds its own x-request-id (the one the replica logged: it came with the request)
         dropped = (b"transfer-encoding", b"connection", b"x-request-id")
         headers = [(k, v) for k, v in head.headers if k.lower() not in dropped]
+        if head.done or stream is None:
+            if stream is not None:
+                stream.cancel()
+            response = Response(head.body, status_code=head.status)
+            response.raw_headers = headers
+            return response
         content_type = next((v.decode() for k, v in headers if k.lower() == b"content-type"), "")
         replica = next((v.decode() for k, v in headers if k.lower() == b"x-ferrousforge-replica"), "?")
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
+                if head.body:
+                    yield head.body
                 async for chunk in stream:
                     yield chunk
             except (RayActorError, ActorUnavailableError) as exc:

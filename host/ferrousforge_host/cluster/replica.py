@@ -64,7 +64,26 @@ class ModelReplica:
 
     # -- serving ----------------------------------------------------------------------------
     async def call(self, call: Call, manifest: bytes | None) -> AsyncIterator[Head | bytes]:
-        """Run one HTTP request; yields its head, then its body's chunks."""
+        """Run one HTTP request; yields its head (with the body's first part), then the rest."""
+        async for item in self._run(call, manifest, self.config.stream_interval_ms / 1000):
+            yield item
+
+    async def call_whole(self, call: Call, manifest: bytes | None) -> Head:
+        """Run one HTTP request whose answer is not streamed: one message back, the head with the
+        whole body (a unary call costs less than a stream of one item)."""
+        head: Head | None = None
+        body = bytearray()
+        async for item in self._run(call, manifest, interval=3600.0):
+            if isinstance(item, Head):
+                head = item
+                body += item.body
+            else:
+                body += item
+        assert head is not None
+        head.body, head.done = bytes(body), True
+        return head
+
+    async def _run(self, call: Call, manifest: bytes | None, interval: float) -> AsyncIterator[Head | bytes]:
         self._start_reporting()
         model_id = serve.get_multiplexed_model_id()
         try:
@@ -77,7 +96,8 @@ class ModelReplica:
                 yield self._mark(item)
             return
         try:
-            async with contextlib.aclosing(run_asgi(self.app, call)) as items:  # closed with this one
+            # closed with this generator: a client that went away cancels the request
+            async with contextlib.aclosing(run_asgi(self.app, call, interval)) as items:
                 async for item in items:
                     yield self._mark(item)
         finally:

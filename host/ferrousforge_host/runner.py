@@ -46,6 +46,10 @@ Reply = Callable[[str, Any], object]  # (kind, value): "item" | "end" | "ok" | "
 REMOTE_CALLS = ("embed_sync", "score_sync", "count_tokens")
 # The generator primitives the server streams from a runner (text generation has its own "stream")
 REMOTE_STREAMS = ("transcribe_sync", "synthesize_sync")
+# Environment for runners, unless already set. llama.cpp's CPU threads are OpenMP's: by default an idle
+# thread spins for a while between tokens, which takes the cores from the other runners (and from
+# anything else on the machine) when two models generate at once; passive threads sleep instead.
+RUNNER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def exit_cause(returncode: int | None) -> str:
@@ -90,6 +94,7 @@ class RunnerProcess:
             [sys.executable, "-m", "ferrousforge_host.runner", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            env={**RUNNER_ENV, **os.environ},
         )
         theirs.close()
         self.conn = Connection(ours.detach())

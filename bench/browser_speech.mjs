@@ -1,7 +1,10 @@
-// I benchmark, in Chromium on this machine (node bench/browser_speech.mjs [--runs N] [--models whisper:tiny.en]):
+// I benchmark, in Chromium on this machine
+// (node bench/browser_speech.mjs [--runs N] [--models whisper:tiny.en,whisper:base] [--webgpu]):
 // - transcription real-time factor (processing s / audio s) of a Piper-spoken passage: the page's Whisper
 //   (forge.transcribe, placement browser-wasm, model loaded) vs the host's (placement host: the same
-//   samples posted by the page to /v1/audio/transcriptions), alternating, greedy on both sides;
+//   samples posted by the page to /v1/audio/transcriptions), alternating, greedy, language en on both sides;
+// - with --webgpu, Chromium has WebGPU (here SwiftShader): the first in-page call measures wasm against
+//   WebGPU (ferrousforge.browser.runtime's race) and its reason is printed;
 // - synthesis of the same passage: seconds of audio per second and time to the first audio (the first
 //   sentence made in the page, or the first bytes of the host's pcm stream), browser vs host;
 // - each side's first (cold: download from the cache, sessions) call, reported apart.
@@ -16,7 +19,8 @@ const runs = Number(arg('--runs', 3));
 const WHISPERS = arg('--models', 'whisper:tiny.en').split(',');
 const VOICE = 'piper:joe';
 const ARGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  ...(process.argv.includes('--webgpu') ? ['--enable-unsafe-webgpu'] : [])];
 const PASSAGE = 'My sister planted seven tomato plants in the garden. They grew tall during the summer, and by '
   + 'August the vines were heavy with fruit. Every morning she carried a basket outside and picked the ripest '
   + 'ones. Our neighbours received so many tomatoes that they started to make sauce.';
@@ -34,9 +38,9 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function transcribe(page, model, placement) {
   return page.evaluate(async ({ model, placement }) => {
-    const r = await window.forge.transcribe({ model, audio: window.passage, placement });
+    const r = await window.forge.transcribe({ model, audio: window.passage, placement, language: 'en' });
     if (r.placement !== (placement === 'host' ? 'host' : 'browser-wasm')) throw new Error(JSON.stringify(r));
-    return { rtf: r.rtf, text: r.text, duration: r.duration };
+    return { rtf: r.rtf, text: r.text, duration: r.duration, reason: r.reason };
   }, { model, placement });
 }
 
@@ -77,6 +81,7 @@ try {
       + ` (browser speed ${(h / b).toFixed(2)}x the host's); first call browser ${cold.browser.rtf.toFixed(3)},`
       + ` host ${cold.host.rtf.toFixed(3)}; same text: ${out.browser[0].text === out.host[0].text ? 'yes' : 'no'}`);
     console.log('  browser', JSON.stringify(out.browser.map((r) => r.rtf.toFixed(3))), 'host', JSON.stringify(out.host.map((r) => r.rtf.toFixed(3))));
+    console.log(`  placed: ${cold.browser.reason}`);
     if (out.browser[0].text !== out.host[0].text) console.log(`  browser: ${out.browser[0].text}\n  host:    ${out.host[0].text}`);
   }
 

@@ -46,6 +46,7 @@ from ferrousforge.placement import (
     Decision,
     Requirements,
     decide,
+    why_not,
 )
 from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_body, rerank_results
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
@@ -94,6 +95,7 @@ class BrowserForge:
         self.molds: dict[tuple[str, str], Mold] = {}
         self.broken: dict[tuple[str, str], str] = {}  # (model, accelerator) → why it failed to load
         self.speeds: dict[tuple[str, str], float] = {}  # (model, placement) → items/s, measured
+        self.races: dict[str, asyncio.Future[dict[str, tuple[float, str]]]] = {}  # see race()
         self.cache = BlobCache(self.base, self.headers())
         self.configure(settings)
 
@@ -177,6 +179,8 @@ class BrowserForge:
         if WASM_ONLY & {info.format, info.kind}:  # see WASM_ONLY
             caps = replace(caps, accelerators=[a for a in caps.accelerators if a.name == BROWSER_WASM])
         decision = decide(caps, info.requirements, self.prefer, override, measured)
+        if override in ("auto", "browser") and hasattr(WEB_ENGINES[info.format][info.kind], "measure"):
+            decision = await self.race(info, caps, override, decision)
         usable = [c for c in decision.candidates if (info.name, c) not in self.broken]
         if decision.placement != HOST and not usable:
             return info, Decision(HOST, "; ".join(self.broken[(info.name, c)] for c in decision.candidates))
@@ -206,6 +210,64 @@ class BrowserForge:
         await mold.load()
         self.molds[key] = mold
         return mold
+
+    async def race(self, info: ModelInfo, caps: Capabilities, override: str, decision: Decision) -> Decision:
+        """A Mold that can time itself (``measure``): where more than one in-browser accelerator could
+        hold the model, time the same work on each once, wasm first, and keep the fastest. A later side
+        taking over twice as long as the first (at least RACE_LIMIT_MS) is abandoned as the slower. The
+        speeds are remembered for the page (``self.races``, and ``self.speeds`` until real requests
+        are timed) and named in the reason."""
+        fits = replace(info.requirements, min_items_per_s=0.0)  # the speed is measured, not estimated
+        sides = [a.name for a in caps.ranked() if not why_not(a, caps, fits)]
+        sides = [s for s in sides if (info.name, s) not in self.broken]
+        sides.sort(key=lambda s: s != BROWSER_WASM)  # wasm first: its time bounds the others'
+        if len(sides) < 2:
+            return decision
+        if info.name not in self.races:
+            self.races[info.name] = asyncio.ensure_future(self._race(info, sides))
+        results = await self.races[info.name]
+        reason = "measured " + ", ".join(results[s][1] for s in results)
+        ranked = sorted((s for s in sides if results.get(s, (0.0,))[0] > 0), key=lambda s: -results[s][0])
+        if not ranked:
+            return Decision(HOST, reason)
+        best, speed = ranked[0], results[ranked[0]][0]
+        host = self.speeds.get((info.name, HOST), 0.0)
+        if self.prefer == "fastest" and host > speed:
+            return Decision(HOST, f"host measured faster ({host:.1f}/s); {reason}", host)
+        if override == "auto" and speed < info.requirements.min_items_per_s:
+            return Decision(HOST, f"{reason}: under the {info.requirements.min_items_per_s:g}/s it needs")
+        return Decision(best, f"{reason}: {best} is the fastest", speed, ranked)
+
+    async def _race(self, info: ModelInfo, sides: list[str]) -> dict[str, tuple[float, str]]:
+        """Each side's measured items/s (0: abandoned or failed) and what to say of it."""
+        results: dict[str, tuple[float, str]] = {}
+        first_ms = 0.0  # how long the first side's measurement took (0: it failed)
+        for i, side in enumerate(sides):
+            limit = RACE_FIRST_MS if i == 0 else max(RACE_LIMIT_MS, 2 * first_ms)
+            try:
+                mold: Any = await self.mold(info, side)
+                start = now_ms()
+                speed = await mold.measure(limit)
+            except Exception as exc:
+                self.broken[(info.name, side)] = f"{side} failed: {exc}"
+                await self.drop(info.name, side)
+                results[side] = (0.0, f"{side} failed: {exc}"[:300])
+                continue
+            if speed is None:  # the slower: not kept loaded
+                results[side] = (0.0, f"{side} abandoned after {limit / 1000:.1f} s (slower)")
+                await self.drop(info.name, side)
+                continue
+            results[side] = (speed, f"{side} {speed:.1f}/s")
+            self.speeds.setdefault((info.name, side), speed)
+            first_ms = first_ms or now_ms() - start
+        return results
+
+    async def drop(self, model: str, accelerator: str) -> None:
+        """Forget a Mold that failed (unloaded, if it can be)."""
+        stale = self.molds.pop((model, accelerator), None)
+        if stale is not None:
+            with contextlib.suppress(Exception):
+                await stale.unload()
 
     def record(self, model: str, placement: str, items: int, ms: float) -> None:
         speed = items / max(ms / 1000, 1e-6)
@@ -240,10 +302,7 @@ class BrowserForge:
                     self.record(info.name, accelerator, items(result) if callable(items) else items, ms)
                     return {**result, "placement": accelerator, "reason": decision.reason, "ms": ms}
                 self.broken[(info.name, accelerator)] = fallback
-                stale = self.molds.pop((info.name, accelerator), None)
-                if stale is not None:
-                    with contextlib.suppress(Exception):
-                        await stale.unload()
+                await self.drop(info.name, accelerator)
         result = await remote()
         ms = now_ms() - start
         self.record(info.name if info else model, HOST, items(result) if callable(items) else items, ms)
@@ -560,9 +619,12 @@ def client() -> BrowserClient:
 
 
 # GGUF runs on wasm only: its engine's WebGPU path needs shader-f16 (software adapters lack it) and then
-# silently computes on the CPU, so a "browser-webgpu" placement would not be true. Whisper's graphs and
-# Piper's voices (kind "speech") run on onnxruntime-web's wasm EP (its WebGPU EP untried).
-WASM_ONLY = {"gguf", "ctranslate2", "speech"}  # formats and kinds
+# silently computes on the CPU, so a "browser-webgpu" placement would not be true. Piper's voices (kind
+# "speech") run on onnxruntime-web's wasm EP (its WebGPU EP untried). Whisper's graphs run on either EP:
+# ``race`` times both once and keeps the faster.
+WASM_ONLY = {"gguf", "speech"}  # formats and kinds
+RACE_FIRST_MS = 120_000.0  # the first side's measurement (wasm): a bound, not expected
+RACE_LIMIT_MS = 5_000.0  # a later side: abandoned past max(this, twice the first side's time)
 
 WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
     "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold, "speech": WebPiperMold},

@@ -1,6 +1,7 @@
 """Whisper in the page: the ONNX graphs the host wrote when the model was pulled, on onnxruntime-web
-(wasm). Python picks the prompt, walks the audio in 30 s windows and turns tokens into text; the
-numbers stay in JS (``web/whisper.mjs``). Decoding is greedy without timestamps, one segment a window."""
+(its wasm or WebGPU execution provider). Python picks the prompt, walks the audio in 30 s windows and
+turns tokens into text; the numbers stay in JS (``web/whisper.mjs``). Decoding is greedy without
+timestamps, one segment a window."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import json
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from ferrousforge.browser.bridge import helpers, jsobj
+from ferrousforge.browser.bridge import absent, helpers, jsobj
 from ferrousforge.browser.whisper_tokens import WhisperTokens
 from ferrousforge.errors import ForgeError, NotSupported
 from ferrousforge.mold import ModelSpec
 from ferrousforge.options import Options
+from ferrousforge.placement import BROWSER_WEBGPU
 from ferrousforge.speech import (
     SAMPLE_RATE,
     AudioFacts,
@@ -27,6 +29,8 @@ from ferrousforge.speech import (
 GRAPHS = ("whisper-mel.onnx", "whisper-encoder.onnx", "whisper-decoder.onnx")
 WINDOW = 3000  # mel frames: 30 s
 MAX_TOKENS = 224  # OpenAI's: half the decoder's context for a window's text
+WINDOW_TOKENS = 100  # a 30 s window of speech is ~100 tokens: the measured window's decoding work
+MEASURE_STEPS = 8  # decoder steps timed by ``measure``
 
 
 class WebWhisperMold(TranscriptionMold):
@@ -39,6 +43,7 @@ class WebWhisperMold(TranscriptionMold):
         self.accelerator = accelerator
         self.files = files
         self.threads = options.num_thread or 1
+        self.ep = "webgpu" if accelerator == BROWSER_WEBGPU else "wasm"
         self.sessions: Any = None
         self.tokens: WhisperTokens | None = None
 
@@ -56,10 +61,10 @@ class WebWhisperMold(TranscriptionMold):
         missing = [n for n in (*GRAPHS, "vocabulary.txt", "config.json") if n not in self.files]
         if missing:
             raise ForgeError(f"model '{self.spec.name}' has no {', '.join(missing)}: pull it again")
-        ort = await forge_js.loadOrt("wasm", self.threads)
+        ort = await forge_js.loadOrt(self.ep, self.threads)
         self.tokens = WhisperTokens(self.files["vocabulary.txt"], json.loads(self.files["config.json"]))
         graphs = {name: self.files[name] for name in GRAPHS}
-        self.sessions = await forge_js.whisper.open(ort, jsobj(graphs), self.threads)
+        self.sessions = await forge_js.whisper.open(ort, jsobj(graphs), self.threads, self.ep)
         self.files = {}
 
     async def unload(self) -> None:
@@ -72,6 +77,18 @@ class WebWhisperMold(TranscriptionMold):
 
     def metadata(self) -> dict[str, Any]:
         return {"engine": self.engine, "accelerator": self.accelerator, "threads": self.threads}
+
+    async def measure(self, limit_ms: float) -> float | None:
+        """Seconds of audio per second on a 30 s window, from one encoder pass and the mean decoder
+        step (times ``WINDOW_TOKENS``); None when the measurement ran past ``limit_ms``."""
+        if self.tokens is None or self.sessions is None:
+            raise ForgeError(f"model '{self.spec.name}' is not loaded")
+        whisper = helpers().whisper
+        out = await whisper.measure(self.sessions, len(self.tokens.vocab), MEASURE_STEPS, limit_ms)
+        if absent(out):
+            return None
+        window_ms = float(out.encoder_ms) + WINDOW_TOKENS * float(out.step_ms)
+        return WINDOW / 100 / max(window_ms / 1000, 1e-6)
 
     async def transcribe_samples(self, samples: Any, language: str | None, task: str) -> Transcript:
         """``samples``: a JS Float32Array of 16 kHz mono audio."""

@@ -52,8 +52,6 @@ def test_each_model_runs_in_a_process_of_its_own(two_models: Host) -> None:
     assert len(pids) == 2 and os.getpid() not in pids
     for pid in pids:
         os.kill(pid, 0)  # alive
-        # llama.cpp's idle OpenMP threads sleep rather than spin: two runners at once share the cores
-        assert b"OMP_WAIT_POLICY=PASSIVE" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
 @pytest.mark.parametrize(

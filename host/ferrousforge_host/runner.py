@@ -40,16 +40,13 @@ from ferrousforge.errors import ForgeError
 from ferrousforge.generation import GenerationChunk, GenerationInput, TextGenerationMold
 from ferrousforge.mold import ModelSpec, Mold
 from ferrousforge.options import Options
+from ferrousforge_host import cores
 
 Reply = Callable[[str, Any], object]  # (kind, value): "item" | "end" | "ok" | "err"
 # The engine primitives the server calls on a runner (besides load, unload and streaming)
 REMOTE_CALLS = ("embed_sync", "score_sync", "count_tokens")
 # The generator primitives the server streams from a runner (text generation has its own "stream")
 REMOTE_STREAMS = ("transcribe_sync", "synthesize_sync")
-# Environment for runners, unless already set. llama.cpp's CPU threads are OpenMP's: by default an idle
-# thread spins for a while between tokens, which takes the cores from the other runners (and from
-# anything else on the machine) when two models generate at once; passive threads sleep instead.
-RUNNER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def exit_cause(returncode: int | None) -> str:
@@ -90,11 +87,12 @@ class RunnerProcess:
     def __init__(self, engine: str, cls: type[Mold], spec: ModelSpec, options: Options) -> None:
         self.engine = engine
         ours, theirs = socket.socketpair()
+        shared = cores.busy()  # how many models generate now: each takes its share of the cores
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ferrousforge_host.runner", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
+            pass_fds=(theirs.fileno(), shared.fd),
             stdin=subprocess.DEVNULL,
-            env={**RUNNER_ENV, **os.environ},
+            env={**os.environ, cores.ENV: str(shared.fd)},
         )
         theirs.close()
         self.conn = Connection(ours.detach())
@@ -240,8 +238,9 @@ def isolated(cls: type[Mold]) -> type[Mold]:
             runner = self._remote()
             rid = runner.request(("stream", request), lambda kind, value: out.put((kind, value)))
             try:
-                while (chunk := _chunk(*out.get())) is not None:
-                    yield chunk
+                with cores.busy().generating(runner):
+                    while (chunk := _chunk(*out.get())) is not None:
+                        yield chunk
             finally:
                 runner.cancel(rid)
 
@@ -254,8 +253,9 @@ def isolated(cls: type[Mold]) -> type[Mold]:
                 lambda kind, value: loop.call_soon_threadsafe(out.put_nowait, (kind, value)),
             )
             try:
-                while (chunk := _chunk(*await out.get())) is not None:
-                    yield chunk
+                with cores.busy().generating(runner):
+                    while (chunk := _chunk(*await out.get())) is not None:
+                        yield chunk
             finally:
                 runner.cancel(rid)  # a client that went away frees its slot in the runner
 

@@ -39,6 +39,7 @@ from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
 from ferrousforge.protocol.schema import check_schema
+from ferrousforge_host import cores
 
 _logger.set_verbose(False)
 L.llama_backend_init()
@@ -392,6 +393,7 @@ class LlamaCppMold(TextGenerationMold):
         cparams.kv_unified = False  # each sequence attends only to its own cells
         ctx = new_context(loaded, cparams, self.spec, opts.num_thread)
         self._model, self._ctx = model, ctx
+        self._threads = self._threads_now = cparams.n_threads
         self._vocab = L.llama_model_get_vocab(model)
         self.vocab = Vocab(self._vocab)
         self._n_vocab = self.vocab.n_vocab
@@ -651,6 +653,10 @@ class LlamaCppMold(TextGenerationMold):
         if n == 0:
             return
         batch.n_tokens = n
+        threads = cores.busy().share(self._threads)  # fewer while other models generate too
+        if threads != self._threads_now:
+            L.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads_now = threads
         rc = L.llama_decode(self._ctx, batch)
         if rc != 0:
             raise ForgeError(f"llama_decode failed ({rc})")

@@ -151,8 +151,8 @@ def main() -> None:
     if args.no_mix:
         return
     print(f"two-model mix, tokens/s: plain host {plain_mix:.1f}")
-    for replicas in (1, 2):
-        proc, url = start_ray(store, replicas)
+    for replicas in (1, 2):  # the same two threads in all: one replica's, or each of two replicas' one
+        proc, url = start_ray(store, replicas, threads=THREADS // replicas)
         try:
             print(f"  ray, {replicas} replica(s): {mix(url):.1f}")
         finally:

@@ -48,6 +48,9 @@ class ModelReplica:
         if not shared:  # a node store of its own; the Ollama store is read by the ingress only
             folder = Path(os.path.expanduser(config.node_models.format(replica=self.id)))
             settings = replace(settings, models=folder, ollama_models="")
+        if not settings.num_thread:  # its models' threads: the CPUs Ray gave the replica, not the node's
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+            settings = replace(settings, num_thread=max(1, int(cpus)))
         self.app = create_app(settings)
         self.ingress = serve.get_deployment_handle("Ingress", app_name=context.app_name)
         self.node = NodeStore(self.app.state.store, self._fetch, shared)

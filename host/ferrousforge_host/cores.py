@@ -17,6 +17,7 @@ import contextlib
 import mmap
 import os
 import struct
+import tempfile
 import threading
 from collections.abc import Iterator
 
@@ -30,7 +31,7 @@ class Busy:
 
     def __init__(self, fd: int | None = None) -> None:
         if fd is None:
-            fd = os.memfd_create("ferrousforge-busy", 0)  # inheritable only where passed on
+            fd = _anonymous_file()
             os.ftruncate(fd, _COUNT.size)
         self.fd = fd
         self._map = mmap.mmap(fd, _COUNT.size)
@@ -63,6 +64,15 @@ class Busy:
         if not SHARE:
             return threads
         return max(1, threads // max(1, self.count()))
+
+
+def _anonymous_file() -> int:
+    """A file only open descriptors reach (inherited only where passed on)."""
+    if hasattr(os, "memfd_create"):  # Linux
+        return os.memfd_create("ferrousforge-busy", 0)
+    fd, path = tempfile.mkstemp(prefix="ferrousforge-busy-")  # macOS and the other POSIX systems
+    os.unlink(path)
+    return fd
 
 
 _busy: Busy | None = None

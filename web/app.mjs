@@ -211,7 +211,8 @@ async function listSpeechModels() {
   const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
   const tags = await (await fetch('/api/tags', { headers })).json();
   for (const [select, family] of [['stt-model', 'whisper'], ['tts-model', 'piper']]) {
-    const names = tags.models.filter((m) => m.details.family === family).map((m) => m.name);
+    const names = tags.models.filter((m) => m.details.family === family)
+      .sort((a, b) => a.size - b.size).map((m) => m.name);  // the smallest first: quickest in a page
     if (names.length) $(select).replaceChildren(...names.map((n) => new Option(n, n)));
   }
 }

@@ -167,6 +167,20 @@ class BlobStore:
     def full(self) -> StoreFull:
         return StoreFull(f"no space left in the model store {self.root}; nothing was kept")
 
+    @contextlib.contextmanager
+    def scratch(self, kind: str) -> Iterator[Path]:
+        """A fresh partial file's path to write a blob to: a full disk becomes ``StoreFull``, and the
+        file is gone afterwards unless it was moved into ``blobs/``."""
+        path = self.partial / f"{kind}-{uuid.uuid4().hex}.partial"
+        try:
+            yield path
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise self.full() from None
+            raise
+        finally:
+            path.unlink(missing_ok=True)
+
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
@@ -199,10 +213,9 @@ class BlobStore:
 
     def write_blob(self, chunks: Iterable[bytes], expected: str | None = None) -> tuple[str, int]:
         """Stream bytes into a new blob, verified against ``expected`` if given."""
-        fd, tmp = tempfile.mkstemp(dir=self.partial, prefix="upload-", suffix=".partial")
         digest, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with self.scratch("upload") as tmp:
+            with tmp.open("wb") as f:
                 for block in chunks:
                     digest.update(block)
                     f.write(block)
@@ -214,13 +227,6 @@ class BlobStore:
                 raise DigestMismatch(f"digest mismatch: expected {expected}, got {actual}")
             os.replace(tmp, self.own_blob_path(actual))
             return actual, size
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise self.full() from None
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     def write_bytes(self, data: bytes) -> tuple[str, int]:
         return self.write_blob([data])
@@ -233,20 +239,12 @@ class BlobStore:
         source = self.ollama.blob_path(digest) if self.ollama else None
         if source is None or not source.is_file():
             return False
-        tmp = self.partial / f"adopt-{uuid.uuid4().hex}.partial"
-        try:
+        with self.scratch("adopt") as tmp:
             try:
                 os.link(source, tmp)
             except OSError:  # another file system, or no hard links there
                 shutil.copyfile(source, tmp)
             os.replace(tmp, self.own_blob_path(digest))
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise self.full() from None
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
         return True
 
     def config(self, manifest: Manifest) -> dict[str, Any]:

@@ -11,10 +11,7 @@ file system) and nothing is copied.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 from ferrousforge.errors import ForgeError
@@ -70,23 +67,16 @@ class NodeStore:
             await self._fetch(digest)
 
     async def _fetch(self, digest: str) -> None:
-        partial = self.store.partial / f"fetch-{uuid.uuid4().hex}.partial"
-        try:
+        with self.store.scratch("fetch") as partial:
             with partial.open("wb") as out:
                 async for chunk in self.fetch(digest):
                     out.write(chunk)
-            await asyncio.to_thread(self.store.commit, partial, digest)
-        except DigestMismatch as exc:
-            raise CorruptBlob(
-                f"blob {digest} fetched from the cluster store is damaged ({exc.message})"
-            ) from None
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise self.store.full() from None
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
+            try:
+                await asyncio.to_thread(self.store.commit, partial, digest)
+            except DigestMismatch as exc:
+                raise CorruptBlob(
+                    f"blob {digest} fetched from the cluster store is damaged ({exc.message})"
+                ) from None
         self.fetched.append(digest)
 
     def names(self) -> list[str]:

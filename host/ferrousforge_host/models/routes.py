@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import errno
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -82,18 +80,11 @@ async def blob(request: Request) -> Response:
     store = service(request).store
     if request.method == "HEAD" or store.has_blob(digest):
         return Response(status_code=200 if store.has_blob(digest) else 404)
-    partial = store.partial / f"upload-{uuid.uuid4().hex}.partial"
-    try:
+    with store.scratch("upload") as partial:
         with partial.open("wb") as out:
             async for part in request.stream():
                 out.write(part)
         await asyncio.to_thread(store.commit, partial, digest)
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise store.full() from None
-        raise
-    finally:
-        partial.unlink(missing_ok=True)
     return Response(status_code=201)
 
 

@@ -295,13 +295,7 @@ def run(
     host: HostOption = None,
 ) -> None:
     """Generate from a prompt, or chat interactively (Ctrl-D to exit)."""
-    api = client(host)
-    try:
-        api.show(model)
-    except ForgeError as exc:
-        if getattr(exc, "status", 0) != 404:
-            raise
-        _show_progress(api.pull(model), model)
+    api = _ensure(model, host)
     extra: dict[str, Any] = {k: v for k, v in (("format", format_), ("keep_alive", keepalive)) if v}
     text = " ".join(prompt or [])
     if not text and not sys.stdin.isatty():
@@ -334,8 +328,8 @@ def run(
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
-def _ensure(model: str, host: str | None) -> str:
-    """The server's address, once it has the model (pulled first if it has not)."""
+def _ensure(model: str, host: str | None) -> Client:
+    """A client of the server, once it has the model (pulled first if it has not)."""
     api = client(host)
     try:
         api.show(model)
@@ -343,7 +337,7 @@ def _ensure(model: str, host: str | None) -> str:
         if getattr(exc, "status", 0) != 404:
             raise
         _show_progress(api.pull(model), model)
-    return api.host
+    return api
 
 
 def _audio_call(url: str, **request: Any) -> Any:
@@ -378,7 +372,7 @@ def transcribe(
     """Transcribe an audio file (wav, mp3, ogg, webm, m4a, flac...)."""
     if not file.is_file():
         raise ForgeError(f"no audio file at {file}")
-    base = _ensure(model, host)
+    base = _ensure(model, host).host
     fields = {"model": model, "response_format": format_, **({"language": language} if language else {})}
     path = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
     with file.open("rb") as f:
@@ -411,7 +405,7 @@ def say(
     body = {"model": model, "input": words, "response_format": chosen, "speed": speed}
     if voice:
         body["voice"] = voice
-    base = _ensure(model, host)
+    base = _ensure(model, host).host
     import httpx
 
     try:

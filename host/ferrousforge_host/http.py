@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from itertools import accumulate, count
 from operator import sub
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -152,3 +152,40 @@ async def respond(chunks: AsyncIterator[Chunk], stream: bool, merge: Any = None)
             yield _line({"error": printable(exc.message)})
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+class EventReply(Protocol):
+    """A dialect's answer built from the host's chat chunks, as one object or as server-sent events
+    (Anthropic's messages, OpenAI's responses)."""
+
+    def start(self) -> list[Any]: ...
+    def feed(self, chunk: Chunk) -> list[Any]: ...
+    def fail(self, exc: ForgeError) -> list[Any]: ...
+    def whole(self) -> dict[str, Any]: ...
+    def sse(self, event: Any) -> bytes: ...
+
+
+async def respond_events(reply: EventReply, chunks: AsyncIterator[Chunk], stream: bool) -> Response:
+    """``respond`` for an event dialect: the first chunk is awaited before the status line (errors
+    before it are ordinary error responses); after it an error is the dialect's own events."""
+    first = await anext(chunks)
+    if not stream:
+        reply.feed(first)
+        async for chunk in chunks:
+            reply.feed(chunk)
+        return JSONResponse(reply.whole())
+
+    async def body() -> AsyncIterator[bytes]:
+        for event in reply.start():
+            yield reply.sse(event)
+        try:
+            chunk: Chunk | None = first
+            while chunk is not None:
+                for event in reply.feed(chunk):
+                    yield reply.sse(event)
+                chunk = None if chunk.get("done") else await anext(chunks, None)
+        except ForgeError as exc:
+            for event in reply.fail(exc):
+                yield reply.sse(event)
+
+    return StreamingResponse(body(), media_type="text/event-stream")

@@ -4,18 +4,17 @@ whole or streamed as Anthropic's named server-sent events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ferrousforge.errors import ForgeError
 from ferrousforge.protocol.anthropic import messages_request
 from ferrousforge.protocol.blocks import arguments_json, new_id, parts
-from ferrousforge_host.http import Chunk, JSONResponse, printable, read_json
+from ferrousforge_host.http import Chunk, JSONResponse, printable, read_json, respond_events
 
 Event = tuple[str, dict[str, Any]]
 ERROR_TYPES = {
@@ -90,6 +89,13 @@ class _Message:
         self.open = None
         return self._stop_block()
 
+    def fail(self, exc: ForgeError) -> list[Event]:
+        """After the status line, an error is an ``error`` event."""
+        return [("error", error_body(exc.status, exc.message))]
+
+    def sse(self, event: Event) -> bytes:
+        return b"event: " + event[0].encode() + b"\ndata: " + orjson.dumps(event[1]) + b"\n\n"
+
     def feed(self, chunk: Chunk) -> list[Event]:
         events: list[Event] = []
         for kind, value in parts(chunk):
@@ -135,34 +141,10 @@ class _Message:
         ]
 
 
-def _sse(event: Event) -> bytes:
-    return b"event: " + event[0].encode() + b"\ndata: " + orjson.dumps(event[1]) + b"\n\n"
-
-
-async def _stream(reply: _Message, chunks: AsyncIterator[Chunk], first: Chunk) -> AsyncIterator[bytes]:
-    for event in reply.start():
-        yield _sse(event)
-    try:
-        chunk: Chunk | None = first
-        while chunk is not None:
-            for event in reply.feed(chunk):
-                yield _sse(event)
-            chunk = None if chunk.get("done") else await anext(chunks, None)
-    except ForgeError as exc:  # after the status line, an error is an ``error`` event
-        yield _sse(("error", error_body(exc.status, exc.message)))
-
-
 async def messages(request: Request) -> Response:
     req = messages_request(await read_json(request))
     chunks = request.app.state.generation.chat(req)
-    first = await anext(chunks)  # errors before the first token are ordinary error responses
-    reply = _Message(req.model.display)
-    if req.stream:
-        return StreamingResponse(_stream(reply, chunks, first), media_type="text/event-stream")
-    reply.feed(first)
-    async for chunk in chunks:
-        reply.feed(chunk)
-    return JSONResponse(reply.whole())
+    return await respond_events(_Message(req.model.display), chunks, req.stream)
 
 
 async def count_tokens(request: Request) -> Response:

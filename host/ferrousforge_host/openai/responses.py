@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ferrousforge.errors import ForgeError
 from ferrousforge.protocol.blocks import arguments_json, new_id, parts
 from ferrousforge.protocol.responses import responses_request
-from ferrousforge_host.http import Chunk, JSONResponse, printable, read_json
+from ferrousforge_host.http import Chunk, printable, read_json, respond_events
 
 Event = dict[str, Any]
 ITEMS = {  # a streamed kind of text: its output item type, id prefix and empty content part
@@ -182,7 +181,9 @@ class _Response:
             self.status = "completed"
         return [*events, self._event("response." + self.status, response=self.whole())]
 
-    def fail(self, message: str) -> list[Event]:
+    def fail(self, exc: ForgeError) -> list[Event]:
+        """After the status line, an error is an ``error`` event and a failed response."""
+        message = printable(exc.message)
         self.status = "failed"
         self.extra["error"] = {"code": "server_error", "message": message}
         return [
@@ -190,36 +191,15 @@ class _Response:
             self._event("response.failed", response=self.whole()),
         ]
 
-
-def _sse(event: Event) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
-async def _stream(reply: _Response, chunks: AsyncIterator[Chunk], first: Chunk) -> AsyncIterator[bytes]:
-    for event in reply.start():
-        yield _sse(event)
-    try:
-        chunk: Chunk | None = first
-        while chunk is not None:
-            for event in reply.feed(chunk):
-                yield _sse(event)
-            chunk = None if chunk.get("done") else await anext(chunks, None)
-    except ForgeError as exc:  # after the status line, an error is an event and a failed response
-        for event in reply.fail(printable(exc.message)):
-            yield _sse(event)
+    def sse(self, event: Event) -> bytes:
+        return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 async def responses(request: Request) -> Response:
     parsed = responses_request(await read_json(request))
     chunks = request.app.state.generation.chat(parsed.chat)
-    first = await anext(chunks)  # errors before the first token are ordinary error responses
     reply = _Response(parsed.chat.model.display, parsed.echo)
-    if parsed.chat.stream:
-        return StreamingResponse(_stream(reply, chunks, first), media_type="text/event-stream")
-    reply.feed(first)
-    async for chunk in chunks:
-        reply.feed(chunk)
-    return JSONResponse(reply.whole())
+    return await respond_events(reply, chunks, parsed.chat.stream)
 
 
 routes = [Route("/v1/responses", responses, methods=["POST"])]

@@ -78,19 +78,25 @@ def _format(body: dict[str, Any]) -> str | dict[str, Any] | None:
     fmt = body.get("response_format")
     if fmt is None:
         return None
-    fmt = require_object(fmt, "'response_format'")
+    return output_format(require_object(fmt, "'response_format'"), "response_format", "json_schema")
+
+
+def output_format(fmt: dict[str, Any], where: str, schema_in: str = "") -> str | dict[str, Any] | None:
+    """An OpenAI format object (chat's ``response_format``, Responses' ``text.format``) as the host's
+    ``format``: None, "json" or the schema, found in ``fmt[schema_in]`` (or in ``fmt`` itself)."""
     kind = fmt.get("type")
     if kind == "text":
         return None
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        spec = require_object(fmt.get("json_schema"), "'response_format.json_schema'")
-        schema = spec.get("schema")
+        holder = require_object(fmt.get(schema_in), f"'{where}.{schema_in}'") if schema_in else fmt
+        schema = holder.get("schema")
         if not isinstance(schema, dict):
-            raise BadRequest("'response_format.json_schema.schema' must be a JSON schema object")
+            path = ".".join(p for p in (where, schema_in, "schema") if p)
+            raise BadRequest(f"'{path}' must be a JSON schema object")
         return schema
-    raise BadRequest("'response_format.type' must be 'text', 'json_object' or 'json_schema'")
+    raise BadRequest(f"'{where}.type' must be 'text', 'json_object' or 'json_schema'")
 
 
 def chat_request(raw: object) -> tuple[ChatRequest, bool]:

@@ -11,6 +11,7 @@ from ferrousforge.errors import BadRequest
 from ferrousforge.protocol.fields import as_int, require_object
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.generate import ChatRequest, content_parts
+from ferrousforge.protocol.openai import output_format
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -130,17 +131,7 @@ def _tool_choice(value: object) -> object:
 
 def _format(text: dict[str, Any]) -> str | dict[str, Any] | None:
     fmt = require_object(text.get("format") or {"type": "text"}, "'text.format'")
-    kind = fmt.get("type")
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return "json"
-    if kind == "json_schema":
-        schema = fmt.get("schema")
-        if not isinstance(schema, dict):
-            raise BadRequest("'text.format.schema' must be a JSON schema object")
-        return schema
-    raise BadRequest("'text.format.type' must be 'text', 'json_object' or 'json_schema'")
+    return output_format(fmt, "text.format")
 
 
 def _think(reasoning: dict[str, Any]) -> bool | str | None:

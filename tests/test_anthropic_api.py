@@ -11,29 +11,14 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
+from test_openai import TOOLS as OPENAI_TOOLS
 
 from conftest import Host, runner_pid, start_host
 from tinymodel import THINKING_CHATML, write_tiny_llama
 
-TOOLS = [
-    {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "input_schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["C", "F"]}},
-            "required": ["city", "unit"],
-        },
-    },
-    {
-        "name": "add",
-        "description": "Add two integers",
-        "input_schema": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
+TOOLS = [  # Anthropic's form
+    {"name": f["name"], "description": f["description"], "input_schema": f["parameters"]}
+    for f in (tool["function"] for tool in OPENAI_TOOLS)
 ]
 HELLO = [{"role": "user", "content": "hello"}]
 GREEDY = {"temperature": 0}  # sampling fields this client no longer names travel in extra_body

@@ -11,32 +11,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from test_openai import TOOLS as OPENAI_TOOLS
 
 from conftest import Host, runner_pid
 from tinymodel import THINKING_CHATML, write_tiny_llama
 
-TOOLS = [
-    {
-        "type": "function",
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["C", "F"]}},
-            "required": ["city", "unit"],
-        },
-    },
-    {
-        "type": "function",
-        "name": "add",
-        "description": "Add two integers",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-]
+TOOLS = [{"type": "function", **tool["function"]} for tool in OPENAI_TOOLS]  # Responses' flat form
 FLAG = {
     "type": "object",
     "properties": {"ok": {"type": "boolean"}},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,9 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from generate_speed import start_forge
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSAGE = (
@@ -37,35 +39,14 @@ PASSAGE = (
 )
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_host(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
+    """``ferrousforge serve`` on a fresh store, one thread, nothing from a registry or Ollama's store."""
+    one_thread = {
         "FERROUSFORGE_NUM_THREAD": "1",
         "FERROUSFORGE_REGISTRY": "",
         "FERROUSFORGE_OLLAMA_MODELS": "",
-        "FERROUSFORGE_MODELS": str(store),
     }
-    cmd = [sys.executable, "-m", "ferrousforge_host.cli", "serve", "--host", f"127.0.0.1:{port}"]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            httpx.get(url + "/api/version", timeout=1)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the host did not start")
+    return start_forge(store, pull=None, extra_env=one_thread)
 
 
 def model_folder(name: str, store: Path) -> str:

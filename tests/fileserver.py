@@ -82,18 +82,10 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
                 self._empty(404)
                 return
             _, data = found
-            start = 0
-            rng = self.headers.get("Range")
-            if rng and (m := re.match(r"bytes=(\d+)-", rng)):
-                start = int(m.group(1))
-                if start >= len(data):
-                    self._empty(416)
-                    return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            else:
-                self.send_response(200)
-            body = data[start:]
+            body = send_range(self, data)
+            if body is None:
+                self._empty(416)
+                return
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if fs.cut_after is not None:
@@ -115,6 +107,21 @@ def _handler(fs: FileServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+def send_range(handler: BaseHTTPRequestHandler, data: bytes) -> bytes | None:
+    """The status line for ``data``: 200, or 206 with its Content-Range for ``Range: bytes=N-``; the
+    body to send, or None for a range past the end (the caller answers 416)."""
+    start = 0
+    if (rng := handler.headers.get("Range")) and (m := re.match(r"bytes=(\d+)-", rng)):
+        start = int(m.group(1))
+        if start >= len(data):
+            return None
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+    else:
+        handler.send_response(200)
+    return data[start:]
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler
 
 from ferrousforge.manifest import DOCKER_CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 
-from fileserver import running
+from fileserver import running, send_range
 
 
 def digest(data: bytes) -> str:
@@ -110,17 +110,10 @@ def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
                 return
             if ref in reg.wrong:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            start = 0
-            if (rng := self.headers.get("Range")) and (m := re.match(r"bytes=(\d+)-", rng)):
-                start = int(m.group(1))
-                if start >= len(data):
-                    self._error(416, "RANGE_INVALID")
-                    return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            else:
-                self.send_response(200)
-            body = data[start:]
+            body = send_range(self, data)
+            if body is None:
+                self._error(416, "RANGE_INVALID")
+                return
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ollama
 import openai
@@ -149,18 +150,17 @@ def test_several_tool_calls_in_one_reply_are_streamed_as_they_complete(dropin: H
     )
     assert chunks[-1].done
     oa = openai.OpenAI(base_url=f"{dropin.url}/v1", api_key="x")
-    stream = oa.chat.completions.create(
-        model="plain",
-        messages=messages,
-        tools=TOOLS,
-        tool_choice="required",
-        max_tokens=200,
-        seed=0,
-        temperature=3,  # after each call the grammar allows a newline (another call) or the end
-        top_p=1,
-        stream=True,
-    )
-    events = list(stream)
+    request: dict[str, Any] = {
+        "model": "plain",
+        "messages": messages,
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "max_tokens": 200,
+        "seed": 0,
+        "temperature": 3,  # after each call the grammar allows a newline (another call) or the end
+        "top_p": 1,
+    }
+    events = list(oa.chat.completions.create(**request, stream=True))
     with_calls = [i for i, e in enumerate(events) if e.choices and e.choices[0].delta.tool_calls]
     calls = [tc for i in with_calls for tc in events[i].choices[0].delta.tool_calls]
     assert len(calls) >= 2, "the grammar allows one call per line; the tiny model goes on calling"
@@ -175,16 +175,7 @@ def test_several_tool_calls_in_one_reply_are_streamed_as_they_complete(dropin: H
         events[-1].choices[0].finish_reason == "tool_calls"
         or events[-2].choices[0].finish_reason == "tool_calls"
     )
-    whole = oa.chat.completions.create(
-        model="plain",
-        messages=messages,
-        tools=TOOLS,
-        tool_choice="required",
-        max_tokens=200,
-        seed=0,
-        temperature=3,
-        top_p=1,
-    )
+    whole = oa.chat.completions.create(**request)
     assert [c.function.arguments for c in whole.choices[0].message.tool_calls] == [
         c.function.arguments for c in calls
     ]

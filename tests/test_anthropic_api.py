@@ -12,6 +12,7 @@ import anthropic
 import httpx
 import pytest
 from test_openai import TOOLS as OPENAI_TOOLS
+from test_responses_api import two_calls_last
 
 from conftest import Host, runner_pid, start_host
 from tinymodel import THINKING_CHATML, write_tiny_llama
@@ -197,20 +198,7 @@ def test_the_event_builder_follows_the_chunk_contract() -> None:
     chunks = [
         {"message": {"role": "assistant", "content": "", "thinking": "hm"}, "done": False},
         {"message": {"role": "assistant", "content": "Sure."}, "done": False},
-        {
-            "message": {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {"id": "call_1", "function": {"name": "a", "arguments": {"x": 1}}},
-                    {"function": {"name": "b", "arguments": {}}},
-                ],
-            },
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 3,
-            "eval_count": 9,
-        },
+        two_calls_last(),
     ]
     events = [e for c in chunks for e in reply.feed(c)]
     starts = [d["content_block"]["type"] for n, d in events if n == "content_block_start"]

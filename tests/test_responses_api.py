@@ -7,6 +7,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -183,6 +184,24 @@ def test_streamed_tool_call_events(client: openai.OpenAI) -> None:
         check_call("add", call.arguments)
 
 
+def two_calls_last() -> dict[str, Any]:
+    """The last chunk of a reply that ends in two tool calls (for the event builders' tests)."""
+    return {
+        "message": {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_1", "function": {"name": "a", "arguments": {"x": 1}}},
+                {"function": {"name": "b", "arguments": {}}},
+            ],
+        },
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": 3,
+        "eval_count": 9,
+    }
+
+
 def test_the_event_builder_follows_the_chunk_contract() -> None:
     """Reasoning, text and several calls in one reply (what the producer will send) come out as
     reasoning, message and function_call items, each opened and closed in order."""
@@ -193,20 +212,7 @@ def test_the_event_builder_follows_the_chunk_contract() -> None:
         {"message": {"role": "assistant", "content": "", "thinking": "let me"}, "done": False},
         {"message": {"role": "assistant", "content": "", "thinking": " see"}, "done": False},
         {"message": {"role": "assistant", "content": "Sure."}, "done": False},
-        {
-            "message": {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [
-                    {"id": "call_1", "function": {"name": "a", "arguments": {"x": 1}}},
-                    {"function": {"name": "b", "arguments": {}}},
-                ],
-            },
-            "done": True,
-            "done_reason": "stop",
-            "prompt_eval_count": 3,
-            "eval_count": 9,
-        },
+        two_calls_last(),
     ]
     events = [e for c in chunks for e in reply.feed(c)]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))

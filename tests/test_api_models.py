@@ -199,7 +199,8 @@ def test_pull_from_hugging_face_hub(tmp_path: Path, tiny_gguf: Path, monkeypatch
                 # A truncated "GGUF" (here the Q8_0 file) is refused and leaves nothing behind.
                 r = c.post("/api/pull", json={"model": "hf.co/acme/tiny-GGUF:Q8_0", "stream": False})
                 assert r.status_code == 400 and "GGUF" in r.json()["error"]
-                assert len(list((h.store_root / "blobs").iterdir())) == 3  # model, template, config
+                # model, template, config, and the vocabulary for the page (tokenizer.json, tokens.json)
+                assert len(list((h.store_root / "blobs").iterdir())) == 5
 
 
 def test_pull_rejects_content_with_the_wrong_digest(

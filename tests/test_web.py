@@ -175,3 +175,28 @@ def test_capabilities_round_trip_and_estimates() -> None:
     emb = estimate_requirements("embed", 90 << 20)
     assert gen.needs_threads and gen.memory > gen.bytes and emb.gflop_per_item > 0
     assert Requirements.from_json(gen.to_json()) == gen
+
+
+def test_a_gguf_model_carries_its_vocabulary_for_the_pages_gpu_engine(host: Host) -> None:
+    """Created models get tokenizer.json and tokens.json layers; one stored without them (pulled from a
+    registry, or before this) gets them when a browser first asks, kept in its manifest."""
+    from ferrousforge.manifest import TOKENIZER, Manifest
+    from ferrousforge.names import ModelName
+    from ferrousforge_host.store import BlobStore
+
+    with host.client() as c:
+        files = c.post("/api/browser/model", json={"model": "tiny"}).json()["files"]
+        assert {"model", "tokenizer.json", "tokens.json"} <= files.keys()
+        facts = c.get(files["tokens.json"]["url"]).json()
+        assert facts["add_bos"] is True and facts["bos"] == 1 and 2 in facts["eog"]
+        assert "<|im_start|>" in c.get(files["tokenizer.json"]["url"]).text
+        store, name = BlobStore(host.store_root), ModelName.parse("tiny")
+        c.post("/api/copy", json={"source": "tiny", "destination": "bare"})
+        bare = store.get(ModelName.parse("bare")).manifest
+        kept = tuple(x for x in bare.layers if x.name not in ("tokenizer.json", "tokens.json"))
+        store.put(ModelName.parse("bare"), Manifest(bare.config, kept))
+        again = c.post("/api/browser/model", json={"model": "bare"}).json()["files"]
+        assert again["tokenizer.json"]["digest"] == files["tokenizer.json"]["digest"]
+        assert store.get(ModelName.parse("bare")).manifest.layer(TOKENIZER) is not None
+        assert store.get(name).manifest.layer(TOKENIZER) is not None
+        assert c.request("DELETE", "/api/delete", json={"model": "bare"}).status_code == 200

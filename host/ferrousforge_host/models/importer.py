@@ -11,6 +11,7 @@ from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
 from ferrousforge.manifest import CONFIG_MEDIA_TYPE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
+from ferrousforge_host.models.gguf_tokenizer import with_tokenizer
 from ferrousforge_host.store import BlobStore
 
 
@@ -60,5 +61,6 @@ def import_gguf(
             layers.append(Layer(media_type, layer_digest, size))
     config_digest, config_size = store.write_bytes(json.dumps(config, sort_keys=True).encode())
     manifest = Manifest(Layer(CONFIG_MEDIA_TYPE, config_digest, config_size), tuple(layers))
+    manifest = with_tokenizer(store, manifest, config["model_family"])
     store.put(name, manifest)
     return manifest

@@ -11,6 +11,7 @@ from pathlib import Path
 from ferrousforge.catalogue import CatalogueEntry, PackagedFile
 from ferrousforge.manifest import CONFIG_MEDIA_TYPE, CT2_MODEL, FILE, ONNX_MODEL, TOKENIZER, Layer, Manifest
 from ferrousforge.names import ModelName
+from ferrousforge_host.models.gguf_tokenizer import with_tokenizer
 from ferrousforge_host.models.pull import PullFailed, PullPlan, RemoteFile
 from ferrousforge_host.store import BlobStore
 
@@ -65,10 +66,18 @@ def packaged_plan(entry: CatalogueEntry) -> PullPlan:
         if entry.family == "whisper":  # the browser runs Whisper from ONNX graphs made from model.bin
             layers += _whisper_onnx(store, digests[0])
         manifest = Manifest(Layer(CONFIG_MEDIA_TYPE, config_digest, config_size), tuple(layers))
+        if entry.format == "gguf":  # the page's GPU engine tokenizes with the vocabulary as tokenizer.json
+            manifest = with_tokenizer(store, manifest, entry.family)
         store.put(name, manifest)
         return manifest
 
-    finish_status = "writing ONNX graphs and manifest" if entry.family == "whisper" else "writing manifest"
+    finish_status = (
+        "writing ONNX graphs and manifest"
+        if entry.family == "whisper"
+        else "writing the tokenizer and manifest"
+        if entry.format == "gguf"
+        else "writing manifest"
+    )
     return PullPlan(remote, finish, finish_status=finish_status)
 
 

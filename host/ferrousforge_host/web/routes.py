@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ferrousforge.names import ModelName
 from ferrousforge.placement import Requirements, estimate_requirements
 from ferrousforge.protocol.fields import field, require_object
 from ferrousforge_host.http import JSONResponse, read_json
+from ferrousforge_host.models.gguf_tokenizer import ensure_tokenizer
 from ferrousforge_host.scheduler import Scheduler
 from ferrousforge_host.store import BlobStore
 
@@ -98,6 +100,9 @@ async def browser_model(request: Request) -> Response:
     name = ModelName.parse(field(body, "model", str))
     scheduler: Scheduler = request.app.state.scheduler
     spec, manifest = scheduler.spec(name)
+    if spec.format == "gguf" and scheduler.store.read_only(name) is None:  # for the page's GPU engine
+        family = str(spec.config.get("model_family", ""))
+        manifest = await asyncio.to_thread(ensure_tokenizer, scheduler.store, name, manifest, family)
     files: dict[str, dict[str, Any]] = {}
     for layer in manifest.layers:
         key = "model" if layer == manifest.model_layer else layer.name

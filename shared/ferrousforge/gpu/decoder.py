@@ -21,6 +21,8 @@ from ferrousforge.gguf import TensorInfo
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
+ARCHITECTURES = ("llama", "gemma3")
+
 
 @dataclass(frozen=True)
 class DecoderShape:
@@ -46,7 +48,7 @@ class DecoderShape:
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, TensorInfo]) -> DecoderShape:
         arch = str(meta.get("general.architecture"))
-        if arch not in ("llama", "gemma3"):
+        if arch not in ARCHITECTURES:
             raise ValueError(f"the GPU decoder runs llama and gemma3 models, not {arch}")
 
         def key(name: str, default: Any = None) -> Any:

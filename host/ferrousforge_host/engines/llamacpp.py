@@ -39,6 +39,7 @@ from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
 from ferrousforge.protocol.schema import check_schema
+from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty_window
 from ferrousforge_host import cores
 
 _logger.set_verbose(False)
@@ -67,11 +68,6 @@ def grammar_for(
         return grammar
     calls = grammar.replace("root ::=", "call ::=", 1) + '\ncalls ::= call ("\\n" call)*\n'
     return calls + ("root ::= calls\n" if required else "root ::= calls | free\nfree ::= [^{] [^\\x00]*\n")
-
-
-def _penalizes(opts: Options) -> bool:
-    on = opts.repeat_penalty != 1.0 or opts.presence_penalty != 0 or opts.frequency_penalty != 0
-    return bool(on and opts.repeat_last_n != 0)
 
 
 SHIFT_WINDOWS = 8  # with no num_predict, generation ends after this many context windows
@@ -171,40 +167,6 @@ def placement(gpu_share: float, memory: int) -> dict[str, Any]:
     }
 
 
-class StopMatcher:
-    """Finds stop strings in streamed text, holding back what could be the start of one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.pending = ""
-        self.matched: str | None = None  # the stop string that ended the text
-
-    def feed(self, text: str) -> tuple[str, bool]:
-        """Returns (text safe to emit, whether a stop string was hit)."""
-        self.pending += text
-        if not self.stops:
-            out, self.pending = self.pending, ""
-            return out, False
-        hits = [(i, s) for s in self.stops if (i := self.pending.find(s)) >= 0]
-        if hits:
-            at, self.matched = min(hits)
-            out, self.pending = self.pending[:at], ""
-            return out, True
-        hold = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(self.pending)), hold, -1):
-                if self.pending.endswith(stop[:n]):
-                    hold = n
-                    break
-        cut = len(self.pending) - hold
-        out, self.pending = self.pending[:cut], self.pending[cut:]
-        return out, False
-
-    def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
-
-
 class Vocab:
     """llama.cpp's tokenizer of a loaded model: text to token ids, ids to byte pieces, end of generation."""
 
@@ -295,12 +257,6 @@ class Vocab:
             keep = min(request.options.num_keep, n_ctx // 2)
             prompt = prompt[:keep] + prompt[len(prompt) - (n_ctx - 1 - keep) :]
         return prompt
-
-
-def penalty_window(history: list[int], opts: Options, n_ctx: int) -> list[int]:
-    """The tokens penalties count: the last ``repeat_last_n`` (-1: the window's worth, 0: none)."""
-    last_n = n_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
-    return history[-last_n:] if last_n else []
 
 
 def apply_penalties(logits: np.ndarray, window: list[int], opts: Options) -> None:
@@ -508,7 +464,7 @@ class LlamaCppMold(TextGenerationMold):
             raise BadRequest("'top_logprobs' must be between 0 and 20")
         job.prompt = prompt
         job.greedy = opts.temperature <= 0 and not grammar
-        job.penalized = _penalizes(opts)
+        job.penalized = penalizes(opts)
         job.sampler = self._sampler(opts, grammar)
         if req.shift and L.llama_memory_can_shift(self._memory):
             room = SHIFT_WINDOWS * self._n_ctx  # the window shifts; this bounds a runaway generation
@@ -604,8 +560,8 @@ class LlamaCppMold(TextGenerationMold):
             if not free:
                 return
             job = self._waiting.pop(0)
-            slot = max(free, key=lambda s: _common_prefix(s.cached, job.prompt))
-            keep = min(_common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+            slot = max(free, key=lambda s: common_prefix(s.cached, job.prompt))
+            keep = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
             if keep < len(slot.cached) and (
                 keep == 0 or not L.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
             ):
@@ -764,10 +720,3 @@ class LlamaCppMold(TextGenerationMold):
         if not keep_cache:
             L.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
             slot.cached = []
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n, limit = 0, min(len(a), len(b))
-    while n < limit and a[n] == b[n]:
-        n += 1
-    return n

@@ -70,6 +70,7 @@ def stats_from(timings: Any, usage: Any) -> GenerationStats:
 class WebGenerateMold(TextGenerationMold):
     engine = "wllama"
     formats = ("gguf",)
+    web_files = ("model",)
 
     def __init__(self, spec: ModelSpec, options: Options, accelerator: str, files: dict[str, Any]) -> None:
         super().__init__(spec, options)

@@ -23,6 +23,7 @@ from pyodide.http import pyfetch
 
 from ferrousforge.browser.blobs import BlobCache
 from ferrousforge.browser.bridge import absent, helpers, jsobj, now_ms, py
+from ferrousforge.browser.gguf_gpu_web import GpuGenerateMold
 from ferrousforge.browser.gguf_web import WebGenerateMold
 from ferrousforge.browser.gpu_web import GpuEmbeddingMold, GpuRerankMold
 from ferrousforge.browser.onnx_web import WebEmbeddingMold, WebRerankMold
@@ -42,6 +43,7 @@ from ferrousforge.placement import (
     HOST,
     OVERRIDES,
     PREFERENCES,
+    Accelerator,
     Capabilities,
     Decision,
     Requirements,
@@ -175,9 +177,9 @@ class BrowserForge:
         await self.capabilities()
         assert self.caps is not None
         measured = {p: s for (m, p), s in self.speeds.items() if m == info.name}
-        caps = self.caps
-        if WASM_ONLY & {info.format, info.kind}:  # see WASM_ONLY
-            caps = replace(caps, accelerators=[a for a in caps.accelerators if a.name == BROWSER_WASM])
+        caps = replace(
+            self.caps, accelerators=[a for a in self.caps.accelerators if may_run(info, a, override)]
+        )
         decision = decide(caps, info.requirements, self.prefer, override, measured)
         if override in ("auto", "browser") and hasattr(WEB_ENGINES[info.format][info.kind], "measure"):
             decision = await self.race(info, caps, override, decision)
@@ -192,6 +194,8 @@ class BrowserForge:
         if key in self.molds:
             return self.molds[key]
         cls = WEB_ENGINES[info.format][info.kind]
+        if accelerator == BROWSER_WEBGPU:
+            cls = GPU_ENGINES.get((info.format, info.kind), cls)
         wanted = getattr(cls, "web_files", None)  # a Mold that needs only some of the model's files
         files: dict[str, Any] = {}
         for name, meta in info.files.items():
@@ -205,7 +209,6 @@ class BrowserForge:
         threads = wasm_threads() if accelerator == BROWSER_WASM else 1
         if info.kind == "generate" and self.threads:
             threads = min(self.threads, threads)
-        cls = GPU_ENGINES.get((info.format, info.kind), cls) if accelerator == BROWSER_WEBGPU else cls
         mold = cls(spec, Options(num_thread=threads), accelerator, files)
         await mold.load()
         self.molds[key] = mold
@@ -382,11 +385,21 @@ class BrowserForge:
         if needs_host and override == "auto":
             override = "host"  # format, tools, context, images: the host's engine only
 
+        emitted: list[str] = []  # what the page streamed before a failure: the host goes on from there
+
+        def streamed(piece: str) -> None:
+            emitted.append(piece)
+            if on_token is not None:
+                on_token(piece)
+
+        streamed_js = create_proxy(streamed)  # an engine in JS (wllama) calls it as tokens come
+
         async def local(mold: Any) -> dict[str, Any]:
             info = await self.info(model)
             options = Options.parse(body.get("options"), Options.parse(info.parameters or {}))
             started = now_ms()
-            result = await mold.generate(GenerationInput(prompt_of(info), options), on_token)
+            emitted.clear()
+            result = await mold.generate(GenerationInput(prompt_of(info), options), streamed_js)
             stats = result.stats
             return {
                 "model": info.name,
@@ -402,10 +415,21 @@ class BrowserForge:
             }
 
         async def remote() -> dict[str, Any]:
-            parts: list[str] = []
+            parts: list[str] = list(emitted)
+            request, where, piece_of = {**body, "stream": True}, path, field
+            if emitted:  # a stream cut short in the page: the host continues the same text
+                info = await self.info(model)
+                request = {
+                    "model": model,
+                    "prompt": prompt_of(info) + "".join(emitted),
+                    "raw": True,
+                    "stream": True,
+                    "options": body.get("options") or {},
+                }
+                where, piece_of = "/api/generate", "response"
 
             def chunk(line: Any) -> None:
-                piece = line.response if field == "response" else line.message.content
+                piece = line.response if piece_of == "response" else line.message.content
                 if piece:
                     parts.append(str(piece))
                     if on_token is not None:
@@ -413,10 +437,11 @@ class BrowserForge:
 
             proxy = create_proxy(chunk)
             try:
-                final = await self.host_stream(path, {**body, "stream": True}, proxy)
+                final = await self.host_stream(where, request, proxy)
             finally:
                 proxy.destroy()
             final.pop("created_at", None)
+            final.pop("response", None)
             return {**final, **self._shape(field, "".join(parts))}
 
         def tokens(result: dict[str, Any]) -> int:
@@ -425,6 +450,7 @@ class BrowserForge:
         try:
             return await self.run(model, override, local, remote, tokens)
         finally:
+            streamed_js.destroy()
             if owned is not None:
                 owned.destroy()
 
@@ -618,11 +644,21 @@ def client() -> BrowserClient:
     return BrowserClient(_FORGE)
 
 
-# GGUF runs on wasm only: its engine's WebGPU path needs shader-f16 (software adapters lack it) and then
-# silently computes on the CPU, so a "browser-webgpu" placement would not be true. Piper's voices (kind
-# "speech") run on onnxruntime-web's wasm EP (its WebGPU EP untried). Whisper's graphs run on either EP:
-# ``race`` times both once and keeps the faster.
-WASM_ONLY = {"gguf", "speech"}  # formats and kinds
+def may_run(info: ModelInfo, accelerator: Accelerator, override: str) -> bool:
+    """Whether ``accelerator`` may run ``info``'s model at all. GGUF on WebGPU is FerrousForge's own
+    decoder (``gguf_gpu_web``), with the tokenizer.json the host made from the vocabulary: never
+    chosen on a software adapter unless forced (wllama's WebGPU path is not used: it needs shader-f16
+    and otherwise silently computes on the CPU). Piper's voices (kind "speech") run on onnxruntime-web's
+    wasm EP (its WebGPU EP untried). Whisper's graphs run on either EP: ``race`` times both once."""
+    if accelerator.name == BROWSER_WASM:
+        return True
+    if info.kind == "speech":
+        return False
+    if info.format == "gguf":
+        return "tokenizer.json" in info.files and (override == BROWSER_WEBGPU or not accelerator.software)
+    return True
+
+
 RACE_FIRST_MS = 120_000.0  # the first side's measurement (wasm): a bound, not expected
 RACE_LIMIT_MS = 5_000.0  # a later side: abandoned past max(this, twice the first side's time)
 
@@ -635,6 +671,7 @@ WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
 GPU_ENGINES: dict[tuple[str, str], type[Any]] = {
     ("onnx", "embed"): GpuEmbeddingMold,
     ("onnx", "rerank"): GpuRerankMold,
+    ("gguf", "generate"): GpuGenerateMold,
 }
 
 

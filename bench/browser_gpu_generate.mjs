@@ -52,17 +52,17 @@ try {
   await page.evaluate(async () => { const { install } = await window.loadForge(); window.forge = install({}); await window.forge.ready; });
   const out = Object.fromEntries(SIDES.map(([name]) => [name, []]));
   const first = {};
-  let k = 0;
-  for (const [name, side] of SIDES) first[name] = await once(page, side, k++);  // load + warm
-  for (let i = 0; i < runs; i++) for (const [name, side] of SIDES) out[name].push(await once(page, side, k++));
+  for (const [name, side] of SIDES) first[name] = await once(page, side, 'warm');  // load + warm
+  for (let i = 0; i < runs; i++) for (const [name, side] of SIDES) out[name].push(await once(page, side, i));
   console.log(`${MODEL}, greedy, 16 new tokens, medians of ${runs} runs:`);
   for (const [name] of SIDES) {
     const rs = out[name];
     console.log(`  ${name.padEnd(15)} first call ${(first[name].ms / 1000).toFixed(1)} s (load ${first[name].load.toFixed(1)} s);`
       + ` decode ${median(rs.map((r) => r.decode)).toFixed(2)} tok/s, prompt ${median(rs.map((r) => r.prompt)).toFixed(1)} tok/s`);
   }
-  const texts = new Set(SIDES.slice(0, 3).map(([name]) => out[name][0].text));
-  console.log(`  browser-webgpu, browser-wasm and host wgpu gave ${texts.size === 1 ? 'the same text' : 'different texts'}`);
+  const same = (a, b) => out[a].every((r, i) => r.text === out[b][i].text);
+  console.log(`  browser-webgpu's texts ${same('browser-webgpu', 'host wgpu') ? 'equal' : 'differ from'} host wgpu's;`
+    + ` browser-wasm's ${same('browser-wasm', 'host llama.cpp') ? 'equal' : 'differ from'} host llama.cpp's`);
 } finally {
   await browser.close();
   proc.kill('SIGTERM');

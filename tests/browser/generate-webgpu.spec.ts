@@ -19,6 +19,7 @@ test('tiny llama and gemma3 GGUFs generate on browser-webgpu as the host\'s wgpu
   await openForge(page);
   const auto = await generate(page, { model: 'tiny', prompt: 'the cat', options: greedy(4) });
   expect(auto.placement, why(auto)).toBe('browser-wasm');  // a software adapter never wins by itself
+  let text = '';
   for (const model of ['tiny', 'tiny-gemma3']) {
     const req = { model, prompt: 'the cat', raw: true, options: greedy(12) };
     const gpu = await generate(page, { ...req, placement: 'browser-webgpu' });
@@ -29,13 +30,19 @@ test('tiny llama and gemma3 GGUFs generate on browser-webgpu as the host\'s wgpu
     const host = await generate(page, { ...req, options: { ...greedy(12), ...onHost }, placement: 'host' });
     expect(gpu.response).toBe(host.response);
     expect(gpu.prompt_eval_count).toBe(host.prompt_eval_count);
+    text ||= gpu.response;
   }
-  // seeded sampling is reproducible in the page; a cached prefix gives the same greedy answer
-  const seeded = { model: 'tiny', prompt: 'the cat', placement: 'browser-webgpu', options: { num_predict: 10, seed: 7, temperature: 1.0, top_k: 20 } };
+  // a stop string ends the text before it; seeded sampling is reproducible in the page
+  const needle = text.slice(6, 9);
+  const stopped = await generate(page, { model: 'tiny', prompt: 'the cat', raw: true, placement: 'browser-webgpu',
+    options: { ...greedy(12), stop: [needle] } });
+  expect(stopped.response).toBe(text.slice(0, text.indexOf(needle)));
+  expect(stopped.done_reason).toBe('stop');
+  const seeded = { model: 'tiny', prompt: 'the cat', placement: 'browser-webgpu',
+    options: { num_predict: 10, seed: 7, temperature: 1.0, top_k: 20 } };
   const [a, b] = [await generate(page, seeded), await generate(page, seeded)];
+  expect(a.placement).toBe('browser-webgpu');
   expect(a.response).toBe(b.response);
-  const stop = await generate(page, { model: 'tiny', prompt: 'the cat', raw: true, placement: 'browser-webgpu', options: { ...greedy(12), stop: [a.response.trim().split(' ')[0] || 'the'] } });
-  expect(stop.placement).toBe('browser-webgpu');
 });
 
 test('smollm2:135m answers on browser-webgpu with the host\'s wgpu engine\'s tokens', async ({ page }) => {

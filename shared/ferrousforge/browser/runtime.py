@@ -419,12 +419,15 @@ class BrowserForge:
             request, where, piece_of = {**body, "stream": True}, path, field
             if emitted:  # a stream cut short in the page: the host continues the same text
                 info = await self.info(model)
+                options = dict(body.get("options") or {})
+                if int(options.get("num_predict", -1)) >= 0:  # a piece is one token or more
+                    options["num_predict"] = max(1, int(options["num_predict"]) - len(emitted))
                 request = {
                     "model": model,
                     "prompt": prompt_of(info) + "".join(emitted),
                     "raw": True,
                     "stream": True,
-                    "options": body.get("options") or {},
+                    "options": options,
                 }
                 where, piece_of = "/api/generate", "response"
 

@@ -1,17 +1,8 @@
 // H2: GGUF generation on the page's WebGPU with FerrousForge's own decoder (ferrousforge.gpu), forced
 // onto SwiftShader: the page streams exactly what the host's wgpu engine streams for the same request.
-import { expect, test, type Page } from '@playwright/test';
-import { openForge, why } from './helpers';
+import { expect, test } from '@playwright/test';
+import { generate, greedy, openForge, why } from './helpers';
 
-async function generate(page: Page, req: object): Promise<any> {
-  return page.evaluate(async (r) => {
-    const pieces: string[] = [];
-    const out = await (window as any).forge.generate({ ...r, onToken: (t: string) => pieces.push(t) });
-    return { ...out, pieces };
-  }, req);
-}
-
-const greedy = (n: number) => ({ num_predict: n, temperature: 0 });
 const onHost = { engine: 'wgpu' };  // the host's own GPU engine (lavapipe here)
 
 test('tiny llama and gemma3 GGUFs generate on browser-webgpu as the host\'s wgpu engine does', async ({ page }) => {

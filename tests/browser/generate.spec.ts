@@ -1,17 +1,7 @@
 // D2: GGUF generation in the browser (llama.cpp in wasm via wllama, driven from Python), placement,
 // host fallback, the browser model cache.
-import { expect, test, type Page } from '@playwright/test';
-import { expectSameOrigin, forgeUrl, openForge, watch, why } from './helpers';
-
-async function generate(page: Page, req: object): Promise<any> {
-  return page.evaluate(async (r) => {
-    const pieces: string[] = [];
-    const out = await (window as any).forge.generate({ ...r, onToken: (t: string) => pieces.push(t) });
-    return { ...out, pieces };
-  }, req);
-}
-
-const greedy = (n: number) => ({ num_predict: n, temperature: 0 });
+import { expect, test } from '@playwright/test';
+import { expectSameOrigin, forgeUrl, generate, greedy, openForge, watch, why } from './helpers';
 
 test('generates with a tiny GGUF in the browser, streaming tokens, with Ollama stats', async ({ page }) => {
   const w = watch(page);

@@ -29,6 +29,17 @@ export async function embed(page: Page, req: object): Promise<any> {
   return page.evaluate((r) => (window as any).forge.embed(r), req);
 }
 
+/** forge.generate with every streamed piece collected (``pieces``). */
+export async function generate(page: Page, req: object): Promise<any> {
+  return page.evaluate(async (r) => {
+    const pieces: string[] = [];
+    const out = await (window as any).forge.generate({ ...r, onToken: (t: string) => pieces.push(t) });
+    return { ...out, pieces };
+  }, req);
+}
+
+export const greedy = (n: number) => ({ num_predict: n, temperature: 0 });
+
 export function expectSameOrigin(requests: string[], base = forgeUrl()) {
   const off = requests.filter((u) => !u.startsWith(base) && !u.startsWith('data:') && !u.startsWith('blob:'));
   expect(off).toEqual([]);

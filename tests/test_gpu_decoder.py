@@ -14,6 +14,8 @@ import pytest
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.device import GpuDevice
+from ferrousforge.gpu.generate import Slots
+from ferrousforge.options import Options
 
 from tinymodel import write_tiny_gemma3, write_tiny_llama
 
@@ -126,3 +128,49 @@ def test_gemma3_270m_on_the_gpu_follows_llama_cpps_greedy_continuation(gpu: GpuD
             break
     got = np.array(asyncio.run(decoder(gpu, path).logits(prompt + answer[:-1], 0)))
     assert got[len(prompt) - 1 :].argmax(1).tolist() == answer
+
+
+class _Ids:
+    """Token ids as their own text: the generation loop's vocabulary for these tests."""
+
+    def piece(self, token: int) -> bytes:
+        return f"{token} ".encode()
+
+    def is_eog(self, token: int) -> bool:
+        return False
+
+
+async def _tokens(slots: Slots, prompt: list[int], n: int = 12) -> list[int]:
+    opts = Options(temperature=0, num_predict=n)
+    chunks = [c async for c in slots.generate(prompt, opts, _Ids(), lambda row, history: 0)]
+    return chunks[-1].context[len(prompt) :]
+
+
+@pytest.mark.parametrize("gemma", [False, True])
+def test_a_sequence_gives_the_same_tokens_alone_batched_and_after_a_cached_prefix(
+    gpu: GpuDevice, tmp_path: Path, gemma: bool
+) -> None:
+    """Batch-invariant by construction: decode steps of four sequences share one pass, and a sequence's
+    greedy tokens are bit-identical alone, beside three others, and when its prompt's prefix is cached."""
+    path = (
+        write_tiny_gemma3(tmp_path / "m.gguf", seed=4)
+        if gemma
+        else write_tiny_llama(tmp_path / "m.gguf", seed=4)
+    )
+    data = memoryview(path.read_bytes())
+    meta, tensors = parse_tensors(data, len(data))
+    others = [PROMPT[:5], [1, 40, 41, 42], PROMPT[3:]]
+
+    async def scenario() -> tuple[list[int], list[list[int]], list[int], int]:
+        slots = Slots(Decoder(gpu, data, meta, tensors, n_ctx=64, slots=4))
+        alone = await _tokens(slots, PROMPT)
+        together = await asyncio.gather(*(_tokens(slots, p) for p in [PROMPT, *others]))
+        wide = slots.widest
+        await _tokens(slots, PROMPT[:7])  # a slot now holds PROMPT's first 7 tokens
+        cached = await _tokens(slots, PROMPT)
+        return alone, list(together), cached, wide
+
+    alone, together, cached, widest = asyncio.run(scenario())
+    assert widest == 4  # the four sequences' steps went through the decoder together
+    assert together[0] == alone and cached == alone
+    assert len({tuple(t) for t in together}) > 1  # the others really are other sequences

@@ -322,25 +322,31 @@ def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice) -> None:
 
 
 def test_scatter_into_the_cache(gpu: GpuDevice) -> None:
-    src, pos = randn(3, 20), np.array([4, 0, 9], dtype=np.uint32)
+    src, pos, base = randn(3, 20), np.array([4, 0, 2], dtype=np.uint32), np.array([0, 0, 7], dtype=np.uint32)
     cache = up(gpu, np.zeros((10, 20), np.float32))
-    got = run(gpu, lambda r: ops.scatter(r, up(gpu, src), up(gpu, pos), cache, 3, 20), cache, (10, 20))
-    assert np.array_equal(got[pos], src) and not got[[1, 2, 3, 5, 6, 7, 8]].any()
+    got = run(
+        gpu,
+        lambda r: ops.scatter(r, up(gpu, src), up(gpu, pos), up(gpu, base), cache, 3, 20),
+        cache,
+        (10, 20),
+    )
+    assert np.array_equal(got[pos + base], src) and not got[[1, 2, 3, 5, 6, 7, 8]].any()
 
 
 @pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32)])
 def test_causal_attention_over_the_cache_with_grouped_heads(gpu: GpuDevice, window: int, d: int) -> None:
     t, hq, hkv, cached = 3, 4, 2, 150  # 150 keys: several 64-key chunks of the online softmax
-    q, k, v = randn(t, hq, d), randn(cached, hkv, d), randn(cached, hkv, d)
+    q, k, v = randn(t, hq, d), randn(cached + 20, hkv, d), randn(cached + 20, hkv, d)
     pos = np.array([5, 6, 149], dtype=np.uint32)
+    base = np.array([20, 0, 20], dtype=np.uint32)  # rows 0 and 2 belong to a sequence starting at row 20
     out = gpu.buffer(t * hq * d * 4)
-    args = [up(gpu, a) for a in (q, k, v, pos)]
+    args = [up(gpu, a) for a in (q, k, v, pos, base)]
     got = run(gpu, lambda r: ops.causal_attention(r, *args, out, t, hq, hkv, d, window), out, (t, hq, d))  # type: ignore[arg-type]
     want = np.zeros_like(q)
-    for i, p in enumerate(pos):
-        first = max(0, int(p) + 1 - window) if window else 0
+    for i, (p, b) in enumerate(zip(pos, base, strict=True)):
+        first = b + (max(0, int(p) + 1 - window) if window else 0)
         for h in range(hq):
-            keys, values = k[first : p + 1, h // (hq // hkv)], v[first : p + 1, h // (hq // hkv)]
+            keys, values = k[first : b + p + 1, h // (hq // hkv)], v[first : b + p + 1, h // (hq // hkv)]
             scores = keys @ q[i, h] / math.sqrt(d)
             w = np.exp(scores - scores.max())
             want[i, h] = (w / w.sum()) @ values

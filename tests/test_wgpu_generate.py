@@ -103,3 +103,26 @@ def test_smollm2_answers_on_the_wgpu_engine(tmp_path: Path) -> None:
             options={"temperature": 0, "engine": "wgpu", "num_ctx": 256},
         )
         assert "Paris" in reply.message.content
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_requests_at_once_each_get_their_own_answer(gen_host: Host, parallel: int) -> None:
+    """Four requests at once on the wgpu engine: with num_parallel 4 their decode steps share passes,
+    with 1 they take turns; either way each answer is the one it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = ["the cat", "a dog and", "the cat sat", "is it"]
+    options = {"num_predict": 10, "temperature": 0, "num_parallel": parallel, **WGPU}
+
+    def ask(prompt: str) -> str:
+        body = {"model": "tiny-gpu", "prompt": prompt, "stream": False, "options": options}
+        with gen_host.client(timeout=300) as c:
+            r = c.post("/api/generate", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["response"]
+
+    alone = [ask(p) for p in prompts]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(ask, prompts))
+    assert together == alone
+    assert len(set(alone)) > 1

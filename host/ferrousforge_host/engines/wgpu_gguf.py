@@ -1,9 +1,11 @@
 """The wgpu engine for GGUF text generation: the GPU compute layer's decoder (``ferrousforge.gpu.decoder``)
 with llama.cpp's tokenizer (its vocabulary only, no weights) and Ollama's sampling options.
 
-The generation loop is the page's too (``ferrousforge.gpu.generate``: one sequence at a time, its KV
-cache kept between requests); here sampling applies the options to the logits with numpy as llama.cpp's
-sampler chain does (penalties, top-k, typical, top-p, min-p, temperature, a seeded draw).
+The generation loop is the page's too (``ferrousforge.gpu.generate``): ``num_parallel`` slots whose KV
+caches are kept between requests, every sequence's decode step in one pass, all on the engine's own
+event loop thread (a request's thread reads its chunks from a queue). Here sampling applies the options
+to the logits with numpy as llama.cpp's sampler chain does (penalties, top-k, typical, top-p, min-p,
+temperature, a seeded draw).
 ``format`` and tools need llama.cpp's grammar sampler: they are refused here with a pointer to it.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -22,7 +26,7 @@ from ferrousforge.errors import BadRequest
 from ferrousforge.generation import GenerationChunk, GenerationInput, TextGenerationMold
 from ferrousforge.gguf import GGUFError, parse_tensors
 from ferrousforge.gpu.decoder import Decoder
-from ferrousforge.gpu.generate import Sequence
+from ferrousforge.gpu.generate import Slots
 from ferrousforge.mold import register_mold
 from ferrousforge.options import Options
 from ferrousforge.sampling import penalizes, penalty_window, typical_keep
@@ -68,7 +72,8 @@ class WgpuGenerateMold(TextGenerationMold):
     def preferred(cls) -> bool:
         return wgpu_is_faster()
 
-    _sequence: Sequence | None = None
+    _slots: Slots | None = None
+    _loop: asyncio.AbstractEventLoop | None = None  # the slots' passes and every sequence run on it
 
     def load_sync(self) -> None:
         path = self.spec.path
@@ -86,7 +91,8 @@ class WgpuGenerateMold(TextGenerationMold):
                 arch = meta.get("general.architecture")
                 trained = int(meta.get(f"{arch}.context_length") or self.options.num_ctx)
                 self.n_ctx = min(self.options.num_ctx, trained)
-                self._sequence = Sequence(Decoder(device(), data, meta, tensors, self.n_ctx))
+                decoder = Decoder(device(), data, meta, tensors, self.n_ctx, self.options.num_parallel)
+                self._slots = Slots(decoder)
             except (GGUFError, ValueError, KeyError) as exc:
                 error = exc
             finally:
@@ -94,22 +100,27 @@ class WgpuGenerateMold(TextGenerationMold):
         if error is not None:
             self.unload_sync()
             raise ModelLoadError(f"wgpu engine cannot run '{self.spec.name}': {error}") from error
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name=f"wgpu-{self.spec.name}", daemon=True).start()
 
     def unload_sync(self) -> None:
-        self._sequence = None
+        self._slots = None
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop = None
         if getattr(self, "_vocab_model", None):
             L.llama_model_free(self._vocab_model)
             self._vocab_model = None
 
     def is_loaded(self) -> bool:
-        return self._sequence is not None
+        return self._slots is not None
 
     def memory_bytes(self) -> int:
         return os.path.getsize(self.spec.path) if self.is_loaded() else 0
 
     def metadata(self) -> dict[str, Any]:
         base = {**super().metadata(), "n_ctx": self.n_ctx if self.is_loaded() else None}
-        return {**base, **gpu_facts(self._sequence.decoder.device)} if self._sequence else base
+        return {**base, **gpu_facts(self._slots.decoder.device)} if self._slots else base
 
     def count_tokens(self, text: str) -> int:
         return len(self.vocab.tokenize(text))
@@ -121,7 +132,8 @@ class WgpuGenerateMold(TextGenerationMold):
             )
         if request.logprobs:
             raise BadRequest("logprobs need the llama.cpp engine (options.engine: llama.cpp)")
-        assert self._sequence is not None
+        slots, loop = self._slots, self._loop
+        assert slots is not None and loop is not None
         opts = request.options
         rng = np.random.default_rng(None if opts.seed < 0 else opts.seed)
 
@@ -129,14 +141,24 @@ class WgpuGenerateMold(TextGenerationMold):
             return sample(np.asarray(row, dtype=np.float32), opts, history, rng)
 
         prompt = self.vocab.prompt(request, self.n_ctx)
-        chunks = self._sequence.generate(prompt, opts, self.vocab, pick)
-        loop = asyncio.new_event_loop()  # the decoder's reads are async; this thread drives them
+        chunks: queue.Queue[GenerationChunk | BaseException | None] = queue.Queue()
+
+        async def produce() -> None:  # on the engine's loop, beside every other sequence
+            try:
+                async for chunk in slots.generate(prompt, opts, self.vocab, pick):
+                    chunks.put(chunk)
+            except asyncio.CancelledError:
+                return  # the reader went away
+            except BaseException as exc:
+                chunks.put(exc)
+            else:
+                chunks.put(None)
+
+        running = asyncio.run_coroutine_threadsafe(produce(), loop)
         try:
-            while True:
-                try:
-                    yield loop.run_until_complete(anext(chunks))
-                except StopAsyncIteration:
-                    return
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
         finally:
-            loop.run_until_complete(chunks.aclose())
-            loop.close()
+            running.cancel()  # a client that went away ends its sequence at its next step

@@ -23,7 +23,7 @@ from ferrousforge.errors import ForgeError, NotSupported
 from ferrousforge.generation import GenerationChunk, GenerationInput, GenerationResult, TextGenerationMold
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu.decoder import Decoder
-from ferrousforge.gpu.generate import Sequence
+from ferrousforge.gpu.generate import Slots
 from ferrousforge.gpu.webgpu import WebGpuDevice
 from ferrousforge.mold import ModelSpec
 from ferrousforge.options import Options
@@ -62,7 +62,7 @@ class GpuGenerateMold(TextGenerationMold):
         self.accelerator = accelerator
         self.files = files
         self.n_ctx = min(options.num_ctx, MAX_BROWSER_CTX)
-        self.sequence: Sequence | None = None
+        self.slots: Slots | None = None
         self.vocab: PageVocabulary | None = None
         self.load_ms = 0.0
 
@@ -94,18 +94,20 @@ class GpuGenerateMold(TextGenerationMold):
         trained = int(meta.get(f"{meta.get('general.architecture')}.context_length") or self.n_ctx)
         self.n_ctx = min(self.n_ctx, trained)
         device = await WebGpuDevice.open()
-        self.sequence = Sequence(Decoder(device, data, meta, tensors, self.n_ctx))
+        self.slots = Slots(
+            Decoder(device, data, meta, tensors, self.n_ctx, max(1, self.options.num_parallel))
+        )
         self.load_ms = float(js.performance.now() - start)  # reported once, by the first request
 
     async def unload(self) -> None:
-        self.sequence = None
+        self.slots = None
         self.vocab = None
 
     def is_loaded(self) -> bool:
-        return self.sequence is not None
+        return self.slots is not None
 
     def metadata(self) -> dict[str, Any]:
-        adapter = self.sequence.decoder.device.name if self.sequence else ""
+        adapter = self.slots.decoder.device.name if self.slots else ""
         return {"engine": self.engine, "accelerator": self.accelerator, "adapter": adapter}
 
     async def generate(self, request: GenerationInput, on_token: Any = None) -> GenerationResult:
@@ -113,7 +115,7 @@ class GpuGenerateMold(TextGenerationMold):
             raise NotSupported("format, tools, context and suffix run on the host")
         if request.logprobs:
             raise NotSupported("logprobs run on the host")
-        assert self.sequence is not None and self.vocab is not None
+        assert self.slots is not None and self.vocab is not None
         opts = request.options
         prompt = self.vocab.tokenize(request.prompt)
         if len(prompt) >= self.n_ctx:  # the host fits long prompts (truncate, num_keep)
@@ -127,7 +129,7 @@ class GpuGenerateMold(TextGenerationMold):
 
         parts: list[str] = []
         last = GenerationChunk("")
-        async for chunk in self.sequence.generate(prompt, opts, self.vocab, pick):
+        async for chunk in self.slots.generate(prompt, opts, self.vocab, pick):
             if chunk.text:
                 parts.append(chunk.text)
                 if on_token is not None:

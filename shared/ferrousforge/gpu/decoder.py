@@ -6,8 +6,11 @@ RoPE base).
 Weights are uploaded as stored and dequantized on the GPU (F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; matrices
 kept in f16 where the adapter has shader-f16); the KV cache lives on the GPU. A pass over T new tokens
 (T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed: token ids and positions
-in, logits (or with ``greedy`` only each row's argmax) out. One sequence; the engine around it (sampling,
-slots, streaming) is the next step.
+in, logits (or with ``greedy`` only each row's argmax) out. The cache holds ``slots`` sequences of
+``n_ctx`` positions each; every row of a pass names its sequence (the first cache row of its slot), so
+one pass can carry the next token of several sequences (``ferrousforge.gpu.generate`` batches them).
+Every kernel computes a row the same way whatever else is in the pass, so a sequence's numbers do not
+depend on its batch.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class _Pass:
     recording: Recording
     ids: Buffer
     pos: Buffer
+    base: Buffer  # each row's slot, as its first cache row
     logits: list[Buffer]  # one per slice of the vocabulary
     best: list[Buffer]  # (index, value) of each row's maximum, per slice
 
@@ -106,11 +110,18 @@ class Decoder:
     MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 
     def __init__(
-        self, device: GpuDevice, data: Any, meta: dict[str, Any], tensors: dict[str, TensorInfo], n_ctx: int
+        self,
+        device: GpuDevice,
+        data: Any,
+        meta: dict[str, Any],
+        tensors: dict[str, TensorInfo],
+        n_ctx: int,
+        slots: int = 1,
     ) -> None:
         self.device = device
         self.shape = sh = DecoderShape.from_gguf(meta, tensors)
         self.n_ctx = n_ctx
+        self.slots = slots
         self.half: set[str] = set()
         rec = device.record()
         self.w: dict[str, Buffer] = {}
@@ -124,8 +135,8 @@ class Decoder:
         self.output = self._slices(rec, data, out, half=device.f16) if out else self.embed
         device.submit(rec)
         kv = sh.n_head_kv * sh.head_dim
-        self.kcache = [device.buffer(n_ctx * kv * 4) for _ in range(sh.n_layer)]
-        self.vcache = [device.buffer(n_ctx * kv * 4) for _ in range(sh.n_layer)]
+        self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
+        self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self._zeros: dict[int, Buffer] = {}
         self._passes: dict[int, _Pass] = {}
 
@@ -180,7 +191,7 @@ class Decoder:
         dev, sh, w = self.device, self.shape, self.w
         d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
         rec = dev.record()
-        ids, pos = dev.buffer(t * 4), dev.buffer(t * 4)
+        ids, pos, base = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
         x, h, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4), dev.buffer(t * d * 4)
         q, qn, attn = (dev.buffer(t * hq * dh * 4) for _ in range(3))
         k, kn, v = (dev.buffer(t * hkv * dh * 4) for _ in range(3))
@@ -201,13 +212,14 @@ class Decoder:
                 ops.rownorm(rec, q, qn, t * hq, dh, "rms", w[p + "attn_q_norm.weight"], sh.eps)
                 ops.rownorm(rec, k, kn, t * hkv, dh, "rms", w[p + "attn_k_norm.weight"], sh.eps)
             qs, ks = (qn, kn) if sh.gemma else (q, k)
-            base = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
-            ops.rope(rec, qs, pos, t, hq, dh, sh.n_rot, base, neox=sh.gemma)
-            ops.rope(rec, ks, pos, t, hkv, dh, sh.n_rot, base, neox=sh.gemma)
-            ops.scatter(rec, ks, pos, self.kcache[i], t, hkv * dh)
-            ops.scatter(rec, v, pos, self.vcache[i], t, hkv * dh)
+            theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
+            ops.rope(rec, qs, pos, t, hq, dh, sh.n_rot, theta, neox=sh.gemma)
+            ops.rope(rec, ks, pos, t, hkv, dh, sh.n_rot, theta, neox=sh.gemma)
+            ops.scatter(rec, ks, pos, base, self.kcache[i], t, hkv * dh)
+            ops.scatter(rec, v, pos, base, self.vcache[i], t, hkv * dh)
             window = sh.window if sh.swa and sh.swa[i] else 0
-            ops.causal_attention(rec, qs, self.kcache[i], self.vcache[i], pos, attn, t, hq, hkv, dh, window)
+            kc, vc = self.kcache[i], self.vcache[i]
+            ops.causal_attention(rec, qs, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
             self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
             self._residual(rec, o, h, x, p + "post_attention_norm.weight", t)
             ops.rownorm(rec, x, h, t, d, "rms", w[p + "ffn_norm.weight"], sh.eps)
@@ -220,23 +232,57 @@ class Decoder:
         for part, out, top in zip(self.output, logits, best, strict=True):
             ops.matmul(rec, h, part.buffer, self._zero(part.count), out, t, part.count, d, half=part.half)
             ops.argmax(rec, out, top, t, part.count, with_value=True)
-        return _Pass(rec, ids, pos, logits, best)
+        return _Pass(rec, ids, pos, base, logits, best)
 
-    def _run(self, tokens: list[int], start: int) -> _Pass:
-        t = len(tokens)
-        if not t or start + t > self.n_ctx:
-            raise ValueError(f"{t} tokens at position {start} do not fit the context of {self.n_ctx}")
-        if any(not 0 <= tok < self.shape.n_vocab for tok in tokens):
-            raise ValueError(f"a token id is outside the vocabulary of {self.shape.n_vocab}")
+    def submit(self, rows: list[tuple[int, int, int]]) -> _Pass:
+        """Run rows of (token, position, slot): each token's keys and values join its slot's cache.
+        The pass's outputs stay on the GPU until the next pass of as many rows: read them first."""
+        t = len(rows)
+        if not t:
+            raise ValueError("a pass needs at least one token")
+        for token, position, slot in rows:
+            if not 0 <= position < self.n_ctx:
+                raise ValueError(f"position {position} is outside the context of {self.n_ctx}")
+            if not 0 <= token < self.shape.n_vocab:
+                raise ValueError(f"token id {token} is outside the vocabulary of {self.shape.n_vocab}")
+            if not 0 <= slot < self.slots:
+                raise ValueError(f"slot {slot} is not one of this decoder's {self.slots}")
         run = self._passes.get(t) or self._passes.setdefault(t, self._record(t))
-        self.device.write(run.ids, struct.pack(f"<{t}I", *tokens))
-        self.device.write(run.pos, struct.pack(f"<{t}I", *range(start, start + t)))
+        self.device.write(run.ids, struct.pack(f"<{t}I", *(r[0] for r in rows)))
+        self.device.write(run.pos, struct.pack(f"<{t}I", *(r[1] for r in rows)))
+        self.device.write(run.base, struct.pack(f"<{t}I", *(r[2] * self.n_ctx for r in rows)))
         self.device.submit(run.recording)
         return run
 
-    async def logits(self, tokens: list[int], start: int) -> list[list[float]]:
-        """Run ``tokens`` at positions start.. (their keys and values join the cache): every row's logits."""
-        run = self._run(tokens, start)
+    async def read_best(self, run: _Pass, t: int) -> list[int]:
+        """Each of the pass's ``t`` rows' most likely next token (the lowest id on ties)."""
+        best = [(-math.inf, 0)] * t
+        for part, buffer in zip(self.output, run.best, strict=True):
+            pairs = struct.unpack(f"<{2 * t}I", await self.device.read(buffer, 8 * t))
+            for i in range(t):
+                value = struct.unpack("<f", struct.pack("<I", pairs[2 * i + 1]))[0]
+                if value > best[i][0]:  # strictly: on a tie the earlier slice (lower index) stays
+                    best[i] = (value, part.first + pairs[2 * i])
+        return [index for _, index in best]
+
+    async def read_logits(self, run: _Pass, row: int) -> list[float]:
+        """One row's logits."""
+        values: list[float] = []
+        for part, buffer in zip(self.output, run.logits, strict=True):
+            raw = await self.device.read(buffer, part.count * 4, row * part.count * 4)
+            values.extend(struct.unpack(f"<{part.count}f", raw))
+        return values
+
+    def _rows(self, tokens: list[int], start: int, slot: int) -> list[tuple[int, int, int]]:
+        if start + len(tokens) > self.n_ctx:
+            raise ValueError(
+                f"{len(tokens)} tokens at position {start} do not fit the context of {self.n_ctx}"
+            )
+        return [(token, start + i, slot) for i, token in enumerate(tokens)]
+
+    async def logits(self, tokens: list[int], start: int, slot: int = 0) -> list[list[float]]:
+        """Run ``tokens`` at positions start.. of one slot: every row's logits."""
+        run = self.submit(self._rows(tokens, start, slot))
         rows: list[list[float]] = [[] for _ in tokens]
         for part, buffer in zip(self.output, run.logits, strict=True):
             values = struct.unpack(f"<{len(tokens) * part.count}f", await self.device.read(buffer))
@@ -244,14 +290,7 @@ class Decoder:
                 row.extend(values[i * part.count : (i + 1) * part.count])
         return rows
 
-    async def greedy(self, tokens: list[int], start: int) -> list[int]:
+    async def greedy(self, tokens: list[int], start: int, slot: int = 0) -> list[int]:
         """The same pass, reading back only each row's most likely next token."""
-        run = self._run(tokens, start)
-        best = [(-math.inf, 0)] * len(tokens)
-        for part, buffer in zip(self.output, run.best, strict=True):
-            pairs = struct.unpack(f"<{2 * len(tokens)}I", await self.device.read(buffer, 8 * len(tokens)))
-            for i in range(len(tokens)):
-                value = struct.unpack("<f", struct.pack("<I", pairs[2 * i + 1]))[0]
-                if value > best[i][0]:  # strictly: on a tie the earlier slice (lower index) stays
-                    best[i] = (value, part.first + pairs[2 * i])
-        return [index for _, index in best]
+        run = self.submit(self._rows(tokens, start, slot))
+        return await self.read_best(run, len(tokens))

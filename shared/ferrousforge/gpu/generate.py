@@ -1,7 +1,7 @@
-"""Text generation on the GPU decoder, one sequence at a time: the same loop for the host's wgpu engine
-and the page's WebGPU one.
+"""Text generation on the GPU decoder: the same loop for the host's wgpu engine and the page's WebGPU
+one, with the decode steps of every sequence running at once batched into one pass.
 
-The decoder's KV cache is kept between requests, so a prompt sharing a prefix with the last sequence
+Each slot's KV cache is kept between requests, so a prompt sharing a prefix with an earlier sequence
 (the turns of a chat) runs only the rest. Greedy decoding reads back one token id a step; otherwise the
 last row's logits come back and the engine's sampler picks. Stop strings, ``num_predict`` and the end of
 the window end a generation as on the llama.cpp engine.
@@ -9,9 +9,11 @@ the window end a generation as on the llama.cpp engine.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ferrousforge.generation import GenerationChunk, GenerationStats
@@ -29,25 +31,97 @@ class TokenText(Protocol):
     def is_eog(self, token: int) -> bool: ...
 
 
-class Sequence:
-    """The decoder and the tokens whose keys and values its cache holds."""
+@dataclass
+class _Feed:
+    slot: int
+    tokens: list[int]
+    start: int
+    greedy: bool
+    done: asyncio.Future[tuple[int | None, list[float] | None]]
+
+
+class Slots:
+    """The decoder's sequences: which tokens each slot's cache holds, and the passes that feed them.
+
+    A sequence takes a free slot (the one whose cached tokens share the longest prefix with its prompt)
+    or waits for one. Its tokens reach the decoder through ``feed``: feeds that arrive while a pass runs
+    wait for the next one, where every decode step (one new token each) travels in one pass and a prompt
+    in a pass of its own. Runs on one event loop (the page's; on the host the engine's own thread).
+    """
 
     def __init__(self, decoder: Decoder) -> None:
         self.decoder = decoder
-        self.cached: list[int] = []
+        self.cached: list[list[int]] = [[] for _ in range(decoder.slots)]
+        self.free = list(range(decoder.slots))
+        self.widest = 0  # the most decode steps one pass has carried (for tests and stats)
+        self._waiting: list[asyncio.Future[None]] = []
+        self._pending: list[_Feed] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    async def acquire(self, prompt: list[int]) -> int:
+        while not self.free:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            await waiter
+        slot = max(self.free, key=lambda s: common_prefix(self.cached[s], prompt))
+        self.free.remove(slot)
+        return slot
+
+    def release(self, slot: int) -> None:
+        self.free.append(slot)
+        while self._waiting:
+            waiter = self._waiting.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
 
     async def feed(
-        self, tokens: list[int], start: int, greedy: bool
+        self, slot: int, tokens: list[int], start: int, greedy: bool
     ) -> tuple[int | None, list[float] | None]:
-        """Run ``tokens`` at ``start``: the next token (greedy) or the last row's logits."""
-        self.cached = self.cached[:start]  # what a failure leaves is unknown beyond here
-        if greedy:
-            token = (await self.decoder.greedy(tokens, start))[-1]
-            self.cached += tokens
-            return token, None
-        rows = await self.decoder.logits(tokens, start)
-        self.cached += tokens
-        return None, rows[-1]
+        """Run ``tokens`` at ``start`` in ``slot``: the next token (greedy) or the last row's logits."""
+        loop = asyncio.get_running_loop()
+        item = _Feed(slot, tokens, start, greedy, loop.create_future())
+        self._pending.append(item)
+        if self._runner is None:  # starts after the tasks already woken, so their steps join this pass
+            self._runner = loop.create_task(self._run_pending())
+        return await item.done
+
+    async def _run_pending(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                steps = [f for f in batch if len(f.tokens) == 1]
+                for prompt in (f for f in batch if len(f.tokens) > 1):
+                    await self._pass([prompt])
+                if steps:
+                    self.widest = max(self.widest, len(steps))
+                    await self._pass(steps)
+        finally:
+            self._runner = None
+
+    async def _pass(self, feeds: list[_Feed]) -> None:
+        rows = [(tok, f.start + i, f.slot) for f in feeds for i, tok in enumerate(f.tokens)]
+        for f in feeds:
+            self.cached[f.slot] = self.cached[f.slot][: f.start]  # what a failure leaves is unknown
+        try:
+            run = self.decoder.submit(rows)
+            best = await self.decoder.read_best(run, len(rows)) if any(f.greedy for f in feeds) else []
+            last = -1
+            results = []
+            for f in feeds:
+                last += len(f.tokens)
+                results.append(
+                    (best[last], None) if f.greedy else (None, await self.decoder.read_logits(run, last))
+                )
+        except Exception as exc:
+            for f in feeds:
+                if not f.done.done():
+                    f.done.set_exception(exc)
+            return
+        for f, result in zip(feeds, results, strict=True):
+            self.cached[f.slot] += f.tokens
+            if not f.done.done():
+                f.done.set_result(result)
 
     async def generate(
         self, prompt: list[int], opts: Options, vocab: TokenText, sample: Sampler
@@ -56,14 +130,25 @@ class Sequence:
         n_ctx = self.decoder.n_ctx
         if not prompt or len(prompt) >= n_ctx:
             raise ValueError(f"a prompt of {len(prompt)} tokens does not fit the context of {n_ctx}")
-        keep = min(common_prefix(self.cached, prompt), len(prompt) - 1)  # rerun at least the last token
+        slot = await self.acquire(prompt)
+        try:
+            async for chunk in self._generate(slot, prompt, opts, vocab, sample, started):
+                yield chunk
+        finally:
+            self.release(slot)
+
+    async def _generate(
+        self, slot: int, prompt: list[int], opts: Options, vocab: TokenText, sample: Sampler, started: int
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        n_ctx = self.decoder.n_ctx
+        keep = min(common_prefix(self.cached[slot], prompt), len(prompt) - 1)  # rerun at least the last
         greedy = opts.temperature <= 0 and not penalizes(opts)
         room = n_ctx - len(prompt)
         limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(opts.stop)
         generated: list[int] = []
-        token, logits = await self.feed(prompt[keep:], keep, greedy)
+        token, logits = await self.feed(slot, prompt[keep:], keep, greedy)
         prompt_done = time.perf_counter_ns()
         reason, flush = "length", True
         while len(generated) < limit:
@@ -82,7 +167,7 @@ class Sequence:
                 break
             if len(generated) >= limit:
                 break
-            token, logits = await self.feed([token], len(prompt) + len(generated) - 1, greedy)
+            token, logits = await self.feed(slot, [token], len(prompt) + len(generated) - 1, greedy)
         tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush() if flush else ""
         finished = time.perf_counter_ns()
         stats = GenerationStats(

@@ -187,9 +187,10 @@ def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value
     rec.dispatch(rec.device.kernel("argmax", VALUE=with_value), [x, out], (rows, 1, 1), (n,))
 
 
-def scatter(rec: Recording, src: Buffer, pos: Buffer, dst: Buffer, t: int, w: int) -> None:
-    """dst[pos[i]] = src[i] for rows of width w (new keys and values into the KV cache)."""
-    rec.dispatch(rec.device.kernel("scatter"), [src, pos, dst], (math.ceil(w / 64), t, 1), (t, w))
+def scatter(rec: Recording, src: Buffer, pos: Buffer, base: Buffer, dst: Buffer, t: int, w: int) -> None:
+    """dst[base[i] + pos[i]] = src[i] for rows of width w (new keys and values into the KV cache, each
+    row's sequence starting at cache row base[i])."""
+    rec.dispatch(rec.device.kernel("scatter"), [src, pos, base, dst], (math.ceil(w / 64), t, 1), (t, w))
 
 
 def causal_attention(
@@ -198,6 +199,7 @@ def causal_attention(
     kcache: Buffer,
     vcache: Buffer,
     pos: Buffer,
+    base: Buffer,
     out: Buffer,
     t: int,
     hq: int,
@@ -206,11 +208,12 @@ def causal_attention(
     window: int = 0,
     scale: float | None = None,
 ) -> None:
-    """Each query attends to the cache up to its own position (the last ``window`` keys if > 0)."""
+    """Each query attends to its sequence's cache (from row base[i]) up to its own position (the last
+    ``window`` keys if > 0)."""
     if d > 256 or hq % hkv:
         raise ValueError("causal attention needs head dim ≤ 256 and query heads a multiple of kv heads")
     params = (t, hq, hkv, d, scale if scale is not None else 1.0 / math.sqrt(d), window)
-    rec.dispatch(rec.device.kernel("causal"), [q, kcache, vcache, pos, out], (t, hq, 1), params)
+    rec.dispatch(rec.device.kernel("causal"), [q, kcache, vcache, pos, base, out], (t, hq, 1), params)
 
 
 def gather(

@@ -351,3 +351,24 @@ def test_causal_attention_over_the_cache_with_grouped_heads(gpu: GpuDevice, wind
             w = np.exp(scores - scores.max())
             want[i, h] = (w / w.sum()) @ values
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("sizes", "rows"), [((353,), 2), ((50_000,), 1), ((70_000, 70_000, 3_000), 2)])
+def test_top_candidates_over_vocabulary_slices(gpu: GpuDevice, sizes: tuple[int, ...], rows: int) -> None:
+    """The 128 largest logits of each row, best first, lower id first on ties, across slices."""
+    x = np.round(randn(rows, sum(sizes)) * 4, 1)  # rounded: many equal values
+    parts, first = [], 0
+    for n in sizes:
+        parts.append((up(gpu, x[:, first : first + n]), n, first))
+        first += n
+    rec = gpu.record()
+    out = ops.top_candidates(rec, parts, rows)  # type: ignore[arg-type]
+    gpu.submit(rec)
+    raw = np.frombuffer(asyncio.run(gpu.read(out, rows * ops.TOP_K * 8)), dtype=np.uint32).reshape(
+        rows, -1, 2
+    )
+    for r in range(rows):
+        want = sorted(range(x.shape[1]), key=lambda i: (-x[r, i], i))[: ops.TOP_K]
+        got = [int(i) for i in raw[r, :, 0] if i != 0xFFFFFFFF]
+        assert got == want[: len(got)] and len(got) == min(ops.TOP_K, x.shape[1])
+        assert np.array_equal(raw[r, : len(got), 1].view(np.float32), x[r, want[: len(got)]])

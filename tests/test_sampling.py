@@ -66,3 +66,43 @@ def test_typical_keeps_the_tokens_nearest_the_entropy() -> None:
     nearest = min(range(4), key=lambda i: abs(-math.log(probs[i]) - entropy))
     assert typical_keep(probs, 0.01) == [nearest]
     assert typical_keep(probs, 1.0) == [0, 1, 2, 3]
+
+
+def test_the_gpus_candidates_sample_as_the_whole_row_does() -> None:
+    """Where candidates_suffice, sampling from the TOP_K candidates (best first, ties by id, as the GPU
+    gives them) picks what sampling from the whole row picks, seed for seed, in both samplers."""
+    from ferrousforge.gpu.generate import candidates_suffice
+    from ferrousforge.gpu.ops import TOP_K
+
+    gen = np.random.default_rng(5)
+    row = np.round(gen.standard_normal(5000) * 3, 1).astype(np.float32)  # many ties
+    ids = sorted(range(len(row)), key=lambda i: (-row[i], i))[:TOP_K]
+    history = [*ids[:30:3], 4000, 4001]  # some candidates penalised, some other tokens
+    for fields in (
+        {"top_k": 40},
+        {"top_k": 40, "repeat_penalty": 1.3, "presence_penalty": 0.5, "top_p": 0.9},
+        {"top_k": 20, "min_p": 0.05, "typical_p": 0.8, "frequency_penalty": 0.2},
+        {"top_k": 40, "temperature": 0, "repeat_penalty": 1.5},
+    ):
+        opts = Options(**{"temperature": 0.8, **fields})  # type: ignore[arg-type]
+        assert candidates_suffice(opts, history)
+        top = [float(row[i]) for i in ids]
+        for seed in range(30):
+            whole = sample(row.tolist(), opts, history, random.Random(seed))
+            assert sample(top, opts, history, random.Random(seed), ids) == whole
+            whole_np = sample_np(row, opts, history, np.random.default_rng(seed))
+            assert (
+                sample_np(np.asarray(top, np.float32), opts, history, np.random.default_rng(seed), ids)
+                == whole_np
+            )
+
+
+def test_candidates_do_not_suffice_without_top_k_or_with_raising_penalties() -> None:
+    from ferrousforge.gpu.generate import candidates_suffice
+
+    assert candidates_suffice(Options(top_k=40), [])
+    assert not candidates_suffice(Options(top_k=0), [])
+    assert not candidates_suffice(Options(top_k=200), [])
+    assert not candidates_suffice(Options(top_k=40, presence_penalty=-0.5, repeat_last_n=8), [1, 2])
+    many = list(range(100))  # 100 penalised tokens + top_k 40 > 128
+    assert not candidates_suffice(Options(top_k=40, repeat_penalty=1.1, repeat_last_n=-1), many)

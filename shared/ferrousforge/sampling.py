@@ -87,18 +87,30 @@ def _softmax(values: Sequence[float]) -> list[float]:
     return [e / total for e in exps]
 
 
-def sample(logits: Sequence[float], opts: Options, history: list[int], rng: random.Random) -> int:
-    """One token from a row of logits (the history: prompt and output so far, for the penalties)."""
+def sample(
+    logits: Sequence[float],
+    opts: Options,
+    history: list[int],
+    rng: random.Random,
+    ids: Sequence[int] | None = None,
+) -> int:
+    """One token from a row of logits (``ids``: the tokens they belong to, when only the candidates
+    came back; else the whole vocabulary in order). The history: prompt and output so far."""
     x = list(logits)
+    token = (lambda i: i) if ids is None else ids.__getitem__
     if penalizes(opts):
+        at = None if ids is None else {t: i for i, t in enumerate(ids)}
         counts = Counter(penalty_window(history, opts, len(history)))
-        for token, count in counts.items():
-            value = x[token]
+        for tok, count in counts.items():
+            i = tok if at is None else at.get(tok)
+            if i is None:  # not a candidate: penalties only lower it further
+                continue
+            value = x[i]
             if opts.repeat_penalty != 1.0:
                 value = value * opts.repeat_penalty if value <= 0 else value / opts.repeat_penalty
-            x[token] = value - (count * opts.frequency_penalty + opts.presence_penalty)
-    if opts.temperature <= 0:
-        return max(range(len(x)), key=x.__getitem__)  # the first of equal maxima
+            x[i] = value - (count * opts.frequency_penalty + opts.presence_penalty)
+    if opts.temperature <= 0:  # the first of equal maxima (candidates come best first, ties by id)
+        return token(max(range(len(x)), key=x.__getitem__))
     k = opts.top_k if 0 < opts.top_k < len(x) else len(x)
     order = heapq.nlargest(k, range(len(x)), key=x.__getitem__)  # stable: ties keep the lower id first
     kept = [x[i] for i in order]
@@ -118,4 +130,4 @@ def sample(logits: Sequence[float], opts: Options, history: list[int], rng: rand
         keep = [i for i, p in enumerate(probs) if p >= opts.min_p * probs[0]]
         order, kept = [order[i] for i in keep], [kept[i] for i in keep]
     weights = _softmax([v / opts.temperature for v in kept])
-    return order[rng.choices(range(len(order)), weights=weights)[0]]
+    return token(order[rng.choices(range(len(order)), weights=weights)[0]])

@@ -63,7 +63,7 @@ variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {
             ("layernorm", {"RESIDUAL": True}), ("rownorm", {"SOFTMAX": True}), ("rownorm", {"RMS": True, "ONE_PLUS": True}),
             ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("rope", {"NEOX": True}),
             ("glu", {"GELU": True}), ("argmax", {}), ("argmax", {"VALUE": True}), ("scatter", {}), ("causal", {}),
-            ("gather", {}), ("add", {})]
+            ("gather", {}), ("add", {}), ("topk", {}), ("topk", {"PAIRS": True})]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 for name, defines in variants:
     gpu.kernel(name, **defines)
@@ -74,6 +74,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBeGreaterThanOrEqual(27);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBeGreaterThanOrEqual(29);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(1);  // the first of two equal maxima
 });

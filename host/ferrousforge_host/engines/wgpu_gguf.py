@@ -34,13 +34,25 @@ from ferrousforge_host.engines.llamacpp import ModelLoadError, Vocab, apply_pena
 from ferrousforge_host.engines.wgpu import device, gpu_facts, wgpu_is_faster
 
 
-def sample(logits: np.ndarray, opts: Options, history: list[int], rng: np.random.Generator) -> int:
-    """One token from a row of logits, as llama.cpp's default chain orders the steps."""
+def sample(
+    logits: np.ndarray,
+    opts: Options,
+    history: list[int],
+    rng: np.random.Generator,
+    ids: list[int] | None = None,
+) -> int:
+    """One token from a row of logits (``ids``: the candidates' tokens, best first; else the whole
+    vocabulary), as llama.cpp's default chain orders the steps."""
     x = logits.astype(np.float64)
     if penalizes(opts):  # the history never outgrows this engine's window (no context shift)
-        apply_penalties(x, penalty_window(history, opts, len(history)), opts)
+        window = penalty_window(history, opts, len(history))
+        if ids is not None:  # as positions among the candidates (others only fall further)
+            at = {t: i for i, t in enumerate(ids)}
+            window = [at[t] for t in window if t in at]
+        apply_penalties(x, window, opts)
+    token = (lambda i: i) if ids is None else ids.__getitem__
     if opts.temperature <= 0:
-        return int(x.argmax())
+        return token(int(x.argmax()))
     order = np.argsort(-x, kind="stable")
     if opts.top_k > 0:
         order = order[: opts.top_k]
@@ -58,7 +70,7 @@ def sample(logits: np.ndarray, opts: Options, history: list[int], rng: np.random
         keep = p >= opts.min_p * p[0]
         order, kept = order[keep], kept[keep]
     p = np.exp((kept - kept[0]) / opts.temperature)
-    return int(order[rng.choice(len(order), p=p / p.sum())])
+    return token(int(order[rng.choice(len(order), p=p / p.sum())]))
 
 
 @register_mold
@@ -137,8 +149,8 @@ class WgpuGenerateMold(TextGenerationMold):
         opts = request.options
         rng = np.random.default_rng(None if opts.seed < 0 else opts.seed)
 
-        def pick(row: list[float], history: list[int]) -> int:
-            return sample(np.asarray(row, dtype=np.float32), opts, history, rng)
+        def pick(values: list[float], ids: list[int] | None, history: list[int]) -> int:
+            return sample(np.asarray(values, dtype=np.float32), opts, history, rng, ids)
 
         prompt = self.vocab.prompt(request, self.n_ctx)
         chunks: queue.Queue[GenerationChunk | BaseException | None] = queue.Queue()

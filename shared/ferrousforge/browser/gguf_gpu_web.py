@@ -124,8 +124,8 @@ class GpuGenerateMold(TextGenerationMold):
             )
         rng = random.Random(None if opts.seed < 0 else opts.seed)
 
-        def pick(row: list[float], history: list[int]) -> int:
-            return sample(row, opts, history, rng)
+        def pick(values: list[float], ids: list[int] | None, history: list[int]) -> int:
+            return sample(values, opts, history, rng, ids)
 
         parts: list[str] = []
         last = GenerationChunk("")

@@ -104,6 +104,7 @@ class _Pass:
     base: Buffer  # each row's slot, as its first cache row
     logits: list[Buffer]  # one per slice of the vocabulary
     best: list[Buffer]  # (index, value) of each row's maximum, per slice
+    top: Buffer  # each row's ops.TOP_K most likely tokens, (index, value) pairs, best first
 
 
 class Decoder:
@@ -232,7 +233,9 @@ class Decoder:
         for part, out, top in zip(self.output, logits, best, strict=True):
             ops.matmul(rec, h, part.buffer, self._zero(part.count), out, t, part.count, d, half=part.half)
             ops.argmax(rec, out, top, t, part.count, with_value=True)
-        return _Pass(rec, ids, pos, base, logits, best)
+        parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
+        candidates = ops.top_candidates(rec, parts, t)
+        return _Pass(rec, ids, pos, base, logits, best, candidates)
 
     def submit(self, rows: list[tuple[int, int, int]]) -> _Pass:
         """Run rows of (token, position, slot): each token's keys and values join its slot's cache.
@@ -272,6 +275,14 @@ class Decoder:
             raw = await self.device.read(buffer, part.count * 4, row * part.count * 4)
             values.extend(struct.unpack(f"<{part.count}f", raw))
         return values
+
+    async def read_top(self, run: _Pass, row: int) -> tuple[list[int], list[float]]:
+        """One row's ops.TOP_K most likely tokens and their logits, best first (1 KB, not the vocabulary)."""
+        raw = await self.device.read(run.top, ops.TOP_K * 8, row * ops.TOP_K * 8)
+        pairs = struct.unpack(f"<{2 * ops.TOP_K}I", raw)
+        ids = [i for i in pairs[0::2] if i != 0xFFFFFFFF]  # a vocabulary smaller than TOP_K pads
+        values = struct.unpack(f"<{len(ids)}f", struct.pack(f"<{len(ids)}I", *pairs[1 : 2 * len(ids) : 2]))
+        return ids, list(values)
 
     def _rows(self, tokens: list[int], start: int, slot: int) -> list[tuple[int, int, int]]:
         if start + len(tokens) > self.n_ctx:

@@ -1,6 +1,9 @@
 """Text generation on the GPU decoder: the same loop for the host's wgpu engine and the page's WebGPU
 one, with the decode steps of every sequence running at once batched into one pass.
 
+A sampled step reads back the row's TOP_K most likely tokens (reduced on the GPU, 1 KB) wherever they
+hold every token the sampler could keep (``candidates_suffice``), else the whole row.
+
 Each slot's KV cache is kept between requests, so a prompt sharing a prefix with an earlier sequence
 (the turns of a chat) runs only the rest. Greedy decoding reads back one token id a step; otherwise the
 last row's logits come back and the engine's sampler picks. Stop strings, ``num_predict`` and the end of
@@ -18,11 +21,12 @@ from typing import Protocol
 
 from ferrousforge.generation import GenerationChunk, GenerationStats
 from ferrousforge.gpu.decoder import Decoder
+from ferrousforge.gpu.ops import TOP_K
 from ferrousforge.options import Options
-from ferrousforge.sampling import StopMatcher, common_prefix, penalizes
+from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty_window
 
-# a row of logits and the tokens so far → the next token
-Sampler = Callable[[list[float], list[int]], int]
+# logits, the token ids they belong to (None: the whole vocabulary) and the tokens so far → the next token
+Sampler = Callable[[list[float], list[int] | None, list[int]], int]
 
 
 class TokenText(Protocol):
@@ -32,12 +36,34 @@ class TokenText(Protocol):
 
 
 @dataclass
+class Step:
+    """What a pass gives a sequence: its next token (greedy), or logits to sample from with the token
+    ids they belong to (``ids`` None: every token's, in order)."""
+
+    token: int | None = None
+    values: list[float] | None = None
+    ids: list[int] | None = None
+
+
+@dataclass
 class _Feed:
     slot: int
     tokens: list[int]
     start: int
-    greedy: bool
-    done: asyncio.Future[tuple[int | None, list[float] | None]]
+    read: str  # "greedy" | "top" (the TOP_K candidates) | "logits"
+    done: asyncio.Future[Step]
+
+
+def candidates_suffice(opts: Options, history: list[int]) -> bool:
+    """Whether the TOP_K candidates hold every token the sampler could keep: top_k cuts the choice to
+    them, and penalties only lower logits, so each penalised candidate lets one more in."""
+    if opts.top_k <= 0:
+        return False
+    if not penalizes(opts):
+        return opts.top_k <= TOP_K
+    if opts.repeat_penalty < 1 or opts.frequency_penalty < 0 or opts.presence_penalty < 0:
+        return False
+    return opts.top_k + len(set(penalty_window(history, opts, len(history)))) <= TOP_K
 
 
 class Slots:
@@ -75,12 +101,10 @@ class Slots:
                 waiter.set_result(None)
                 break
 
-    async def feed(
-        self, slot: int, tokens: list[int], start: int, greedy: bool
-    ) -> tuple[int | None, list[float] | None]:
-        """Run ``tokens`` at ``start`` in ``slot``: the next token (greedy) or the last row's logits."""
+    async def feed(self, slot: int, tokens: list[int], start: int, read: str) -> Step:
+        """Run ``tokens`` at ``start`` in ``slot``; read the last row as ``read`` says."""
         loop = asyncio.get_running_loop()
-        item = _Feed(slot, tokens, start, greedy, loop.create_future())
+        item = _Feed(slot, tokens, start, read, loop.create_future())
         self._pending.append(item)
         if self._runner is None:  # starts after the tasks already woken, so their steps join this pass
             self._runner = loop.create_task(self._run_pending())
@@ -105,14 +129,19 @@ class Slots:
             self.cached[f.slot] = self.cached[f.slot][: f.start]  # what a failure leaves is unknown
         try:
             run = self.decoder.submit(rows)
-            best = await self.decoder.read_best(run, len(rows)) if any(f.greedy for f in feeds) else []
+            greedy = any(f.read == "greedy" for f in feeds)
+            best = await self.decoder.read_best(run, len(rows)) if greedy else []
             last = -1
-            results = []
+            results: list[Step] = []
             for f in feeds:
-                last += len(f.tokens)
-                results.append(
-                    (best[last], None) if f.greedy else (None, await self.decoder.read_logits(run, last))
-                )
+                last += len(f.tokens)  # the feed's last row: what comes next
+                if f.read == "greedy":
+                    results.append(Step(token=best[last]))
+                elif f.read == "top":
+                    ids, values = await self.decoder.read_top(run, last)
+                    results.append(Step(values=values, ids=ids))
+                else:
+                    results.append(Step(values=await self.decoder.read_logits(run, last)))
         except Exception as exc:
             for f in feeds:
                 if not f.done.done():
@@ -143,18 +172,23 @@ class Slots:
         n_ctx = self.decoder.n_ctx
         keep = min(common_prefix(self.cached[slot], prompt), len(prompt) - 1)  # rerun at least the last
         greedy = opts.temperature <= 0 and not penalizes(opts)
+
+        def read(history: list[int]) -> str:
+            return "greedy" if greedy else "top" if candidates_suffice(opts, history) else "logits"
+
         room = n_ctx - len(prompt)
         limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(opts.stop)
         generated: list[int] = []
-        token, logits = await self.feed(slot, prompt[keep:], keep, greedy)
+        step = await self.feed(slot, prompt[keep:], keep, read(prompt))
         prompt_done = time.perf_counter_ns()
         reason, flush = "length", True
         while len(generated) < limit:
+            token = step.token
             if token is None:
-                assert logits is not None
-                token = sample(logits, prompt + generated)
+                assert step.values is not None
+                token = sample(step.values, step.ids, prompt + generated)
             if vocab.is_eog(token):
                 reason = "stop"
                 break
@@ -167,7 +201,7 @@ class Slots:
                 break
             if len(generated) >= limit:
                 break
-            token, logits = await self.feed(slot, [token], len(prompt) + len(generated) - 1, greedy)
+            step = await self.feed(slot, [token], len(prompt) + len(generated) - 1, read(prompt + generated))
         tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush() if flush else ""
         finished = time.perf_counter_ns()
         stats = GenerationStats(

@@ -187,6 +187,30 @@ def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value
     rec.dispatch(rec.device.kernel("argmax", VALUE=with_value), [x, out], (rows, 1, 1), (n,))
 
 
+TOP_K = 128  # candidates per row (topk.wgsl's K)
+_TOP_CHUNK = 1024  # entries one workgroup sorts (topk.wgsl's CHUNK)
+
+
+def top_candidates(rec: Recording, parts: list[tuple[Buffer, int, int]], rows: int) -> Buffer:
+    """Each row's TOP_K largest logits as (index, value bits) pairs, best first (ties: lower index),
+    over a vocabulary held in slices ``parts`` of (logits [rows, count], count, first index): rounds of
+    sorting chunks of 1024 and keeping 128, until one chunk's worth is left."""
+    dev = rec.device
+    chunks = [math.ceil(count / _TOP_CHUNK) for _, count, _ in parts]
+    width = sum(chunks) * TOP_K  # pairs a row after the first round
+    out = dev.buffer(rows * width * 8)
+    offset = 0
+    for (logits, count, first), n in zip(parts, chunks, strict=True):
+        rec.dispatch(dev.kernel("topk"), [logits, out], (n, rows, 1), (count, width, first, offset))
+        offset += n * TOP_K
+    while width > TOP_K:
+        n = math.ceil(width / _TOP_CHUNK)
+        src, out = out, dev.buffer(rows * n * TOP_K * 8)
+        rec.dispatch(dev.kernel("topk", PAIRS=True), [src, out], (n, rows, 1), (width, n * TOP_K, 0, 0))
+        width = n * TOP_K
+    return out
+
+
 def scatter(rec: Recording, src: Buffer, pos: Buffer, base: Buffer, dst: Buffer, t: int, w: int) -> None:
     """dst[base[i] + pos[i]] = src[i] for rows of width w (new keys and values into the KV cache, each
     row's sequence starting at cache row base[i])."""

@@ -372,3 +372,89 @@ def test_top_candidates_over_vocabulary_slices(gpu: GpuDevice, sizes: tuple[int,
         got = [int(i) for i in raw[r, :, 0] if i != 0xFFFFFFFF]
         assert got == want[: len(got)] and len(got) == min(ops.TOP_K, x.shape[1])
         assert np.array_equal(raw[r, : len(got), 1].view(np.float32), x[r, want[: len(got)]])
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_fused_decode_matmuls_give_the_bits_of_their_parts(gpu: GpuDevice, half: bool) -> None:
+    """matmul_split (q, k, v from a stack), matmul_glu (gate and up from a stack, then the activation)
+    and an accumulating matmul equal, bit for bit, the separate matmuls and kernels they replace."""
+    if half and not gpu.f16:
+        pytest.skip("no shader-f16")
+    m, k, widths, n_ff = 3, 96, [64, 32, 32], 80
+    a = up(gpu, randn(m, k))
+
+    def stack(rows: int) -> object:
+        w = up(gpu, randn(rows, k))
+        if not half:
+            return w
+        packed = gpu.buffer(rows * k * 2)
+        rec = gpu.record()
+        ops.to_half(rec, w, packed, rows * k)  # type: ignore[arg-type]
+        gpu.submit(rec)
+        return packed
+
+    def read(buf: object, n: int) -> np.ndarray:
+        return np.frombuffer(asyncio.run(gpu.read(buf, n * 4)), dtype=np.float32)  # type: ignore[arg-type]
+
+    w, zero = stack(sum(widths)), up(gpu, np.zeros(sum(widths), np.float32))
+    fused = [gpu.buffer(m * n * 4) for n in widths]
+    parts = [gpu.buffer(m * n * 4) for n in widths]
+    rec = gpu.record()
+    ops.matmul_split(rec, a, w, zero, fused, m, widths, k, half)  # type: ignore[arg-type]
+    for out, n, n0 in zip(parts, widths, (0, 64, 96), strict=True):
+        ops.matmul(rec, a, w, zero, out, m, n, k, half=half, n0=n0)  # type: ignore[arg-type]
+    gpu.submit(rec)
+    for f, p, n in zip(fused, parts, widths, strict=True):
+        assert read(f, m * n).tobytes() == read(p, m * n).tobytes()
+    for gelu in (False, True):
+        w, zero = stack(2 * n_ff), up(gpu, np.zeros(n_ff, np.float32))
+        g, u, separate, together = (gpu.buffer(m * n_ff * 4) for _ in range(4))
+        rec = gpu.record()
+        ops.matmul_glu(rec, a, w, zero, together, m, n_ff, k, gelu, half)  # type: ignore[arg-type]
+        ops.matmul(rec, a, w, zero, g, m, n_ff, k, half=half)  # type: ignore[arg-type]
+        ops.matmul(rec, a, w, zero, u, m, n_ff, k, half=half, n0=n_ff)  # type: ignore[arg-type]
+        ops.glu(rec, g, u, separate, m * n_ff, gelu=gelu)  # type: ignore[arg-type]
+        gpu.submit(rec)
+        assert read(together, m * n_ff).tobytes() == read(separate, m * n_ff).tobytes()
+    for rows in (m, 20):  # both kernels (SKINNY and tiled) accumulate
+        x0 = randn(rows, 48)
+        w, zero = stack(48), up(gpu, np.zeros(48, np.float32))
+        src = up(gpu, randn(rows, k))
+        x, y, o = up(gpu, x0), up(gpu, x0), gpu.buffer(rows * 48 * 4)
+        rec = gpu.record()
+        ops.matmul(rec, src, w, zero, x, rows, 48, k, half=half, accumulate=True)  # type: ignore[arg-type]
+        ops.matmul(rec, src, w, zero, o, rows, 48, k, half=half)  # type: ignore[arg-type]
+        ops.add(rec, o, y, rows * 48)  # type: ignore[arg-type]
+        gpu.submit(rec)
+        assert read(x, rows * 48).tobytes() == read(y, rows * 48).tobytes()
+
+
+@pytest.mark.parametrize("neox", [False, True])
+def test_two_buffers_in_one_dispatch_as_in_two(gpu: GpuDevice, neox: bool) -> None:
+    """Queries and keys rotated in one rope dispatch, keys and values written to the cache in one
+    scatter, and a post-norm added to the residual: the bits (or values) of the separate kernels."""
+    t, hq, hkv, d = 3, 4, 2, 64
+    q, k = randn(t, hq, d), randn(t, hkv, d)
+    pos, base = up(gpu, np.array([3, 9, 1], np.uint32)), up(gpu, np.array([0, 16, 32], np.uint32))
+    qa, ka, qb, kb = up(gpu, q), up(gpu, k), up(gpu, q), up(gpu, k)
+    caches = [up(gpu, np.zeros((48, hkv * d), np.float32)) for _ in range(4)]
+    rec = gpu.record()
+    ops.rope(rec, qa, pos, t, hq, d, 48, 10000.0, neox, ka, hkv)  # type: ignore[arg-type]
+    ops.rope(rec, qb, pos, t, hq, d, 48, 10000.0, neox)  # type: ignore[arg-type]
+    ops.rope(rec, kb, pos, t, hkv, d, 48, 10000.0, neox)  # type: ignore[arg-type]
+    ops.scatter(rec, ka, pos, base, caches[0], t, hkv * d, qa, caches[1])  # type: ignore[arg-type]
+    ops.scatter(rec, kb, pos, base, caches[2], t, hkv * d)  # type: ignore[arg-type]
+    ops.scatter(rec, qb, pos, base, caches[3], t, hkv * d)  # type: ignore[arg-type]
+    gpu.submit(rec)
+
+    def read(buf: object) -> bytes:
+        return asyncio.run(gpu.read(buf))  # type: ignore[arg-type]
+
+    assert read(qa) == read(qb) and read(ka) == read(kb)
+    assert read(caches[0]) == read(caches[2]) and read(caches[1]) == read(caches[3])
+    assert any(read(caches[0]))  # something was written
+    x, w, y0 = randn(t, d), randn(d), randn(t, d)
+    y = up(gpu, y0)
+    got = run(gpu, lambda r: ops.rownorm(r, up(gpu, x), y, t, d, "rms", up(gpu, w), 1e-6, True), y, (t, d))
+    want = y0 + x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -25,6 +25,8 @@ from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
 ARCHITECTURES = ("llama", "gemma3")
+# a layer's matrices that read the same input, kept stacked in one buffer (blk.N.<stack>)
+STACKS = {"attn_qkv": ("attn_q", "attn_k", "attn_v"), "ffn_gate_up": ("ffn_gate", "ffn_up")}
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,6 @@ class _Pass:
 
 
 class Decoder:
-    MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
-
     def __init__(
         self,
         device: GpuDevice,
@@ -127,9 +127,16 @@ class Decoder:
         rec = device.record()
         self.w: dict[str, Buffer] = {}
         big = ("token_embd.weight", "output.weight")
+        stacked = {
+            f"blk.{i}.{part}.weight" for i in range(sh.n_layer) for group in STACKS.values() for part in group
+        }
         for name, info in tensors.items():
-            if name not in big:
+            if name not in big and name not in stacked:
                 self.w[name] = self._weight(rec, data, info)
+        for i in range(sh.n_layer):  # matrices that read the same input, stacked: one matmul a decode step
+            for stack, parts in STACKS.items():
+                infos = [tensors[f"blk.{i}.{part}.weight"] for part in parts]
+                self.w[f"blk.{i}.{stack}"] = self._stack(rec, data, infos, f"blk.{i}.{stack}")
         self.embed = self._slices(rec, data, tensors["token_embd.weight"], half=False)  # the gather reads f32
         # the output projection; tied to the embeddings where the model has none of its own
         out = tensors.get("output.weight")
@@ -153,6 +160,25 @@ class Decoder:
             packed = self.device.buffer(count * 2)
             ops.to_half(rec, values, packed, count)
             self.half.add(info.name)
+            return packed
+        return values
+
+    def _stack(self, rec: Recording, data: Any, infos: list[TensorInfo], name: str) -> Buffer:
+        """Matrices of one width, their rows one after another in one buffer (f16 where the adapter can)."""
+        counts = [math.prod(info.shape) for info in infos]
+        values = self.device.buffer(sum(counts) * 4)
+        offset = 0
+        for info, count in zip(infos, counts, strict=True):
+            raw = data[info.offset : info.offset + info.nbytes]
+            if info.kind == "F32":
+                self.device.write(values, raw, offset * 4)
+            else:
+                ops.dequantize(rec, self.device.upload(raw), values, count, info.kind, offset)
+            offset += count
+        if offset % 2 == 0 and self.device.f16:
+            packed = self.device.buffer(offset * 2)
+            ops.to_half(rec, values, packed, offset)
+            self.half.add(name)
             return packed
         return values
 
@@ -180,13 +206,41 @@ class Decoder:
     def _linear(self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int) -> None:
         ops.matmul(rec, x, self.w[name], self._zero(n), out, t, n, k, half=name in self.half)
 
-    def _residual(self, rec: Recording, out: Buffer, scratch: Buffer, x: Buffer, norm: str, t: int) -> None:
-        """x += out, through the block's post-norm where the model has one (Gemma)."""
-        d = self.shape.n_embd
+    def _qkv(self, rec: Recording, h: Buffer, layer: str, outs: list[Buffer], t: int) -> None:
+        """Queries, keys and values: one dispatch for a decode step, three (the stack's rows) for a prompt."""
+        sh = self.shape
+        widths = [sh.n_head * sh.head_dim, sh.n_head_kv * sh.head_dim, sh.n_head_kv * sh.head_dim]
+        w, half, zero = self.w[layer + "attn_qkv"], layer + "attn_qkv" in self.half, self._zero(sum(widths))
+        if t <= ops.SKINNY_ROWS:
+            ops.matmul_split(rec, h, w, zero, outs, t, widths, sh.n_embd, half)
+            return
+        for out, width, n0 in zip(outs, widths, (0, widths[0], widths[0] + widths[1]), strict=True):
+            ops.matmul(rec, h, w, zero, out, t, width, sh.n_embd, half=half, n0=n0)
+
+    def _feed_forward(
+        self, rec: Recording, h: Buffer, layer: str, g: Buffer, u: Buffer, a: Buffer, t: int
+    ) -> None:
+        """a = act(h · gateᵀ) · (h · upᵀ): one dispatch for a decode step, three for a prompt."""
+        sh = self.shape
+        w, half, zero = self.w[layer + "ffn_gate_up"], layer + "ffn_gate_up" in self.half, self._zero(sh.n_ff)
+        if t <= ops.SKINNY_ROWS:
+            ops.matmul_glu(rec, h, w, zero, a, t, sh.n_ff, sh.n_embd, sh.gemma, half)
+            return
+        ops.matmul(rec, h, w, zero, g, t, sh.n_ff, sh.n_embd, half=half)
+        ops.matmul(rec, h, w, zero, u, t, sh.n_ff, sh.n_embd, half=half, n0=sh.n_ff)
+        ops.glu(rec, g, u, a, t * sh.n_ff, gelu=sh.gemma)
+
+    def _residual(
+        self, rec: Recording, src: Buffer, weight: str, out: Buffer, x: Buffer, norm: str, t: int, k: int
+    ) -> None:
+        """x += src · weightᵀ, through the block's post-norm where the model has one (Gemma: ``out``
+        holds the product, its norm is added to x); else the matmul adds straight into x."""
+        d, half = self.shape.n_embd, weight in self.half
         if norm in self.w:
-            ops.rownorm(rec, out, scratch, t, d, "rms", self.w[norm], self.shape.eps)
-            out = scratch
-        ops.add(rec, out, x, t * d)
+            self._linear(rec, src, weight, out, t, d, k)
+            ops.rownorm(rec, out, x, t, d, "rms", self.w[norm], self.shape.eps, accumulate=True)
+        else:
+            ops.matmul(rec, src, self.w[weight], self._zero(d), x, t, d, k, half=half, accumulate=True)
 
     def _record(self, t: int) -> _Pass:
         dev, sh, w = self.device, self.shape, self.w
@@ -206,29 +260,22 @@ class Decoder:
         for i in range(sh.n_layer):
             p = f"blk.{i}."
             ops.rownorm(rec, x, h, t, d, "rms", w[p + "attn_norm.weight"], sh.eps)
-            self._linear(rec, h, p + "attn_q.weight", q, t, hq * dh, d)
-            self._linear(rec, h, p + "attn_k.weight", k, t, hkv * dh, d)
-            self._linear(rec, h, p + "attn_v.weight", v, t, hkv * dh, d)
+            self._qkv(rec, h, p, [q, k, v], t)
             if sh.gemma:  # RMSNorm of every query and key head (GGUF norm weights already hold Gemma's 1 + w)
                 ops.rownorm(rec, q, qn, t * hq, dh, "rms", w[p + "attn_q_norm.weight"], sh.eps)
                 ops.rownorm(rec, k, kn, t * hkv, dh, "rms", w[p + "attn_k_norm.weight"], sh.eps)
             qs, ks = (qn, kn) if sh.gemma else (q, k)
             theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
-            ops.rope(rec, qs, pos, t, hq, dh, sh.n_rot, theta, neox=sh.gemma)
-            ops.rope(rec, ks, pos, t, hkv, dh, sh.n_rot, theta, neox=sh.gemma)
-            ops.scatter(rec, ks, pos, base, self.kcache[i], t, hkv * dh)
-            ops.scatter(rec, v, pos, base, self.vcache[i], t, hkv * dh)
+            ops.rope(rec, qs, pos, t, hq, dh, sh.n_rot, theta, sh.gemma, ks, hkv)
+            ops.scatter(rec, ks, pos, base, self.kcache[i], t, hkv * dh, v, self.vcache[i])
             window = sh.window if sh.swa and sh.swa[i] else 0
             kc, vc = self.kcache[i], self.vcache[i]
             ops.causal_attention(rec, qs, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
-            self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
-            self._residual(rec, o, h, x, p + "post_attention_norm.weight", t)
+            post = p + "post_attention_norm.weight"
+            self._residual(rec, attn, p + "attn_output.weight", o, x, post, t, hq * dh)
             ops.rownorm(rec, x, h, t, d, "rms", w[p + "ffn_norm.weight"], sh.eps)
-            self._linear(rec, h, p + "ffn_gate.weight", g, t, sh.n_ff, d)
-            self._linear(rec, h, p + "ffn_up.weight", u, t, sh.n_ff, d)
-            ops.glu(rec, g, u, a, t * sh.n_ff, gelu=sh.gemma)
-            self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
-            self._residual(rec, o, h, x, p + "post_ffw_norm.weight", t)
+            self._feed_forward(rec, h, p, g, u, a, t)
+            self._residual(rec, a, p + "ffn_down.weight", o, x, p + "post_ffw_norm.weight", t, sh.n_ff)
         ops.rownorm(rec, x, h, t, d, "rms", w["output_norm.weight"], sh.eps)
         for part, out, top in zip(self.output, logits, best, strict=True):
             ops.matmul(rec, h, part.buffer, self._zero(part.count), out, t, part.count, d, half=part.half)

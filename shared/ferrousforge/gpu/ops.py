@@ -32,15 +32,63 @@ def matmul(
     act: str = "",
     w_kn: bool = False,
     half: bool = False,
+    n0: int = 0,
+    accumulate: bool = False,
 ) -> None:
-    """c[m, n] = act(a[m, k] · w[n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored [k, n];
-    ``half``: w is f16 (made by ``to_half``; needs shader-f16)."""
+    """c[m, n] = act(a[m, k] · w[n0 : n0 + n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored
+    [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16); ``accumulate``: c += instead."""
     skinny = m <= SKINNY_ROWS  # one live row in a 16×16 tile would waste 15/16 of the work
     kernel = rec.device.kernel(
-        "matmul", GELU=act == "gelu", TANH=act == "tanh", WT=w_kn, F16=half, SKINNY=skinny
+        "matmul",
+        GELU=act == "gelu",
+        TANH=act == "tanh",
+        WT=w_kn,
+        F16=half,
+        SKINNY=skinny,
+        ACCUM=accumulate,
     )
     grid = (math.ceil(n / 64), 1, 1) if skinny else (math.ceil(n / 16), math.ceil(m / 16), 1)
-    rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k))
+    rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k, n0, 0, 0))
+
+
+def matmul_split(
+    rec: Recording,
+    a: Buffer,
+    w: Buffer,
+    bias: Buffer,
+    outs: list[Buffer],
+    m: int,
+    widths: list[int],
+    k: int,
+    half: bool,
+) -> None:
+    """Three matmuls as one (m ≤ SKINNY_ROWS): w stacks three matrices of ``widths`` rows; each part
+    of the result goes to its own buffer of ``outs``, with the bits of three separate ``matmul``s."""
+    if m > SKINNY_ROWS or len(outs) != 3 or len(widths) != 3:
+        raise ValueError(f"matmul_split takes three outputs and at most {SKINNY_ROWS} rows")
+    n = sum(widths)
+    kernel = rec.device.kernel("matmul", SKINNY=True, SPLIT=True, F16=half)
+    rec.dispatch(kernel, [a, w, bias, *outs], (math.ceil(n / 64), 1, 1), (m, n, k, 0, widths[0], widths[1]))
+
+
+def matmul_glu(
+    rec: Recording,
+    a: Buffer,
+    w: Buffer,
+    bias: Buffer,
+    c: Buffer,
+    m: int,
+    n: int,
+    k: int,
+    gelu: bool,
+    half: bool,
+) -> None:
+    """c = act(a · gateᵀ) · (a · upᵀ) in one dispatch (m ≤ SKINNY_ROWS), w stacking [gate; up] (2n
+    rows): the bits of two ``matmul``s and ``glu``."""
+    if m > SKINNY_ROWS:
+        raise ValueError(f"matmul_glu takes at most {SKINNY_ROWS} rows")
+    kernel = rec.device.kernel("matmul", SKINNY=True, GLU=True, GELU_TANH=gelu, F16=half)
+    rec.dispatch(kernel, [a, w, bias, c], (math.ceil(n / 64), 1, 1), (m, n, k, 0, 0, 0))
 
 
 def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
@@ -65,12 +113,12 @@ GGUF_BLOCKS = {
 }
 
 
-def dequantize(rec: Recording, raw: Buffer, out: Buffer, n: int, kind: str) -> None:
-    """out = the f32 values of a GGUF tensor of ``n`` values stored as ``kind`` in ``raw``."""
+def dequantize(rec: Recording, raw: Buffer, out: Buffer, n: int, kind: str, offset: int = 0) -> None:
+    """out[offset:] = the f32 values of a GGUF tensor of ``n`` values stored as ``kind`` in ``raw``."""
     if kind not in GGUF_BLOCKS:
         raise ValueError(f"cannot dequantize {kind} on the GPU (has: {', '.join(GGUF_BLOCKS)})")
     define = "HALF" if kind == "F16" else kind  # "F16" is the layer's own define (shader-f16)
-    rec.dispatch(rec.device.kernel("dequant", **{define: True}), [raw, out], _flat(n), (n,))
+    rec.dispatch(rec.device.kernel("dequant", **{define: True}), [raw, out], _flat(n), (n, offset))
 
 
 def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:
@@ -105,10 +153,14 @@ def rownorm(
     mode: str,
     w: Buffer | None = None,
     eps: float = 1e-6,
+    accumulate: bool = False,
 ) -> None:
-    """Per row: ``"l2"`` normalisation, ``"softmax"``, ``"rms"`` (weights w) or ``"rms1"`` (weights 1 + w)."""
+    """Per row: ``"l2"`` normalisation, ``"softmax"``, ``"rms"`` (weights w) or ``"rms1"`` (weights 1 + w);
+    ``accumulate`` (with ``"rms"``): y += the norm."""
+    if accumulate and mode != "rms":
+        raise ValueError('rownorm accumulates an "rms" norm only')
     defines = {"L2": mode == "l2", "SOFTMAX": mode == "softmax", "RMS": mode in ("rms", "rms1")}
-    kernel = rec.device.kernel("rownorm", ONE_PLUS=mode == "rms1", **defines)
+    kernel = rec.device.kernel("rownorm", ONE_PLUS=mode == "rms1", ACCUM=accumulate, **defines)
     rec.dispatch(kernel, [x, w or x, y], _rows(rows), (rows, d, float(eps)))
 
 
@@ -170,15 +222,28 @@ def _flat(n: int) -> tuple[int, int, int]:
 
 
 def rope(
-    rec: Recording, x: Buffer, pos: Buffer, t: int, h: int, d: int, n_rot: int, base: float, neox: bool
+    rec: Recording,
+    x: Buffer,
+    pos: Buffer,
+    t: int,
+    h: int,
+    d: int,
+    n_rot: int,
+    base: float,
+    neox: bool,
+    x2: Buffer | None = None,
+    h2: int = 0,
 ) -> None:
-    """Rotary embedding in place on x[t, h, d] at positions pos[t] (NEOX: halves; else pairs)."""
-    rec.dispatch(rec.device.kernel("rope", NEOX=neox), [pos, x], (t, h, 1), (t, h, d, n_rot, float(base)))
+    """Rotary embedding in place on x[t, h, d] at positions pos[t] (NEOX: halves; else pairs); with
+    ``x2`` also on x2[t, h2, d] in the same dispatch."""
+    kernel = rec.device.kernel("rope", NEOX=neox, TWO=x2 is not None)
+    buffers = [pos, x] if x2 is None else [pos, x, x2]
+    rec.dispatch(kernel, buffers, (t, h + h2, 1), (t, h, d, n_rot, float(base), h2))
 
 
 def glu(rec: Recording, gate: Buffer, up: Buffer, out: Buffer, n: int, gelu: bool = False) -> None:
     """out = act(gate) · up: SiLU (SwiGLU), or tanh-GELU with ``gelu`` (GeGLU)."""
-    rec.dispatch(rec.device.kernel("glu", GELU=gelu), [gate, up, out], _flat(n), (n,))
+    rec.dispatch(rec.device.kernel("glu", GELU_TANH=gelu), [gate, up, out], _flat(n), (n,))
 
 
 def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value: bool = False) -> None:
@@ -211,10 +276,23 @@ def top_candidates(rec: Recording, parts: list[tuple[Buffer, int, int]], rows: i
     return out
 
 
-def scatter(rec: Recording, src: Buffer, pos: Buffer, base: Buffer, dst: Buffer, t: int, w: int) -> None:
+def scatter(
+    rec: Recording,
+    src: Buffer,
+    pos: Buffer,
+    base: Buffer,
+    dst: Buffer,
+    t: int,
+    w: int,
+    src2: Buffer | None = None,
+    dst2: Buffer | None = None,
+) -> None:
     """dst[base[i] + pos[i]] = src[i] for rows of width w (new keys and values into the KV cache, each
-    row's sequence starting at cache row base[i])."""
-    rec.dispatch(rec.device.kernel("scatter"), [src, pos, base, dst], (math.ceil(w / 64), t, 1), (t, w))
+    row's sequence starting at cache row base[i]); with ``src2``/``dst2`` the same for a second pair."""
+    two = src2 is not None and dst2 is not None
+    buffers = [src, pos, base, dst, *([src2, dst2] if two else [])]
+    grid = (math.ceil(w / 64), t, 2 if two else 1)
+    rec.dispatch(rec.device.kernel("scatter", TWO=two), buffers, grid, (t, w))  # type: ignore[arg-type]
 
 
 def causal_attention(

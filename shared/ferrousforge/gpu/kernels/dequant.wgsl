@@ -1,6 +1,7 @@
 // GGUF weights → f32, one value an invocation, from the tensor's raw bytes as llama.cpp lays them out
-// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: 32 values a block; Q4_K, Q6_K: 256; F16). Run once at load.
-struct Params { n: u32, pad0: u32, pad1: u32, pad2: u32 }
+// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: 32 values a block; Q4_K, Q6_K: 256; F16). Run once at load. The
+// values land from out[offset] on (matrices stacked in one buffer).
+struct Params { n: u32, offset: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> raw: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
@@ -84,5 +85,5 @@ fn value(v: u32) -> f32 {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) groups: vec3u) {
   let v = gid.x + gid.y * groups.x * 256u;
-  if (v < p.n) { out[v] = value(v); }
+  if (v < p.n) { out[p.offset + v] = value(v); }
 }

@@ -1,5 +1,6 @@
 // Per row of D values: L2 normalisation (L2), softmax (SOFTMAX), or RMSNorm with weights (RMS; with
-// ONE_PLUS the weights are stored as w - 1, as Gemma's are). One workgroup a row, in place or into y.
+// ONE_PLUS the weights are stored as w - 1, as Gemma's are). One workgroup a row, in place or into y;
+// with ACCUM an RMSNorm is added to y (a post-norm onto the residual stream).
 struct Params { rows: u32, D: u32, eps: f32, pad: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -36,7 +37,11 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #if ONE_PLUS
     y[base + i] = x[base + i] * inv * (1.0 + w[i]);
 #else
+#if ACCUM
+    y[base + i] += x[base + i] * inv * w[i];
+#else
     y[base + i] = x[base + i] * inv * w[i];
+#endif
 #endif
   }
 #endif

@@ -200,3 +200,28 @@ def test_a_gguf_model_carries_its_vocabulary_for_the_pages_gpu_engine(host: Host
         assert store.get(ModelName.parse("bare")).manifest.layer(TOKENIZER) is not None
         assert store.get(name).manifest.layer(TOKENIZER) is not None
         assert c.request("DELETE", "/api/delete", json={"model": "bare"}).status_code == 200
+
+
+def test_a_gguf_takes_webgpu_only_on_a_hardware_adapter_or_when_forced() -> None:
+    """The page's GPU decoder: chosen for a GGUF by itself only on a hardware adapter the probe ranks
+    first (and only with the tokenizer.json the host made); a software one only when forced; Piper's
+    voices never leave wasm."""
+    from ferrousforge.placement import may_run
+
+    wasm = Accelerator(BROWSER_WASM, gflops=20.0, threads=2)
+    swiftshader = Accelerator(BROWSER_WEBGPU, gflops=30.0, software=True)
+    real_gpu = Accelerator(BROWSER_WEBGPU, gflops=200.0, max_buffer=1 << 30)
+    files = {"model", "tokenizer.json", "tokens.json"}
+    tiny_gguf = estimate_requirements("generate", 600_000)
+
+    def place(*accs: Accelerator, override: str = "auto", named: set[str] = files) -> str:
+        allowed = [a for a in accs if may_run("gguf", "generate", named, a, override)]
+        return decide(caps(*allowed), tiny_gguf, override=override).placement
+
+    assert place(real_gpu, wasm) == BROWSER_WEBGPU
+    assert place(swiftshader, wasm) == BROWSER_WASM
+    assert place(swiftshader, wasm, override=BROWSER_WEBGPU) == BROWSER_WEBGPU
+    assert place(real_gpu, wasm, named={"model"}) == BROWSER_WASM  # no vocabulary for the page's decoder
+    assert place(real_gpu, wasm, override=BROWSER_WEBGPU, named={"model"}) == HOST
+    assert not may_run("onnx", "speech", {"model"}, real_gpu, "auto")
+    assert may_run("onnx", "embed", {"model"}, swiftshader, "auto")  # ranked last by decide, not barred

@@ -10,6 +10,7 @@ by speeds measured on earlier requests; ``host`` always sends requests to the ho
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,21 @@ class Decision:
     reason: str
     estimate: float = 0.0  # items/s expected where it runs (0: unknown)
     candidates: list[str] = field(default_factory=list)  # in-browser places to try, best first
+
+
+def may_run(fmt: str, kind: str, files: Collection[str], accelerator: Accelerator, override: str) -> bool:
+    """Whether ``accelerator`` may run a model of this format and kind at all (``files``: the model's
+    named files). GGUF on WebGPU is FerrousForge's own decoder, with the tokenizer.json the host made from
+    the vocabulary: never chosen on a software adapter unless forced (wllama's WebGPU path is not used:
+    it needs shader-f16 and otherwise silently computes on the CPU). Piper's voices (kind "speech") run
+    on onnxruntime-web's wasm EP (its WebGPU EP untried). Whisper's graphs run on either EP."""
+    if accelerator.name == BROWSER_WASM:
+        return True
+    if kind == "speech":
+        return False
+    if fmt == "gguf":
+        return "tokenizer.json" in files and (override == BROWSER_WEBGPU or not accelerator.software)
+    return True
 
 
 def why_not(acc: Accelerator, caps: Capabilities, req: Requirements) -> str:

@@ -43,11 +43,11 @@ from ferrousforge.placement import (
     HOST,
     OVERRIDES,
     PREFERENCES,
-    Accelerator,
     Capabilities,
     Decision,
     Requirements,
     decide,
+    may_run,
     why_not,
 )
 from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_body, rerank_results
@@ -177,9 +177,10 @@ class BrowserForge:
         await self.capabilities()
         assert self.caps is not None
         measured = {p: s for (m, p), s in self.speeds.items() if m == info.name}
-        caps = replace(
-            self.caps, accelerators=[a for a in self.caps.accelerators if may_run(info, a, override)]
-        )
+        allowed = [
+            a for a in self.caps.accelerators if may_run(info.format, info.kind, info.files, a, override)
+        ]
+        caps = replace(self.caps, accelerators=allowed)
         decision = decide(caps, info.requirements, self.prefer, override, measured)
         if override in ("auto", "browser") and hasattr(WEB_ENGINES[info.format][info.kind], "measure"):
             decision = await self.race(info, caps, override, decision)
@@ -645,21 +646,6 @@ def client() -> BrowserClient:
     if _FORGE is None:
         raise ForgeError("the FerrousForge runtime has not started")
     return BrowserClient(_FORGE)
-
-
-def may_run(info: ModelInfo, accelerator: Accelerator, override: str) -> bool:
-    """Whether ``accelerator`` may run ``info``'s model at all. GGUF on WebGPU is FerrousForge's own
-    decoder (``gguf_gpu_web``), with the tokenizer.json the host made from the vocabulary: never
-    chosen on a software adapter unless forced (wllama's WebGPU path is not used: it needs shader-f16
-    and otherwise silently computes on the CPU). Piper's voices (kind "speech") run on onnxruntime-web's
-    wasm EP (its WebGPU EP untried). Whisper's graphs run on either EP: ``race`` times both once."""
-    if accelerator.name == BROWSER_WASM:
-        return True
-    if info.kind == "speech":
-        return False
-    if info.format == "gguf":
-        return "tokenizer.json" in info.files and (override == BROWSER_WEBGPU or not accelerator.software)
-    return True
 
 
 RACE_FIRST_MS = 120_000.0  # the first side's measurement (wasm): a bound, not expected

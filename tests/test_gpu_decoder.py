@@ -179,3 +179,27 @@ def test_a_sequence_gives_the_same_tokens_alone_batched_and_after_a_cached_prefi
     assert widest == 4  # the four sequences' steps went through the decoder together
     assert together[0] == alone and cached == alone
     assert len({tuple(t) for t in together}) > 1  # the others really are other sequences
+
+
+def test_a_long_prompt_runs_in_power_of_two_chunks_with_the_same_result(
+    gpu: GpuDevice, tmp_path: Path
+) -> None:
+    """Prompts run in chunks of 256, 128, ... tokens, only the last projecting onto the vocabulary: the
+    decoder records a few pass shapes, not one per prompt length, and the next token is the one a single
+    pass over the whole prompt gives."""
+    path = write_tiny_llama(tmp_path / "m.gguf", seed=3)
+    data = memoryview(path.read_bytes())
+    meta, tensors = parse_tensors(data, len(data))
+    prompt = [1, *((PROMPT * 40)[:300])]
+
+    async def scenario() -> tuple[list[int], int, set]:
+        slots = Slots(Decoder(gpu, data, meta, tensors, n_ctx=512))
+        tokens = await _tokens(slots, prompt, n=4)
+        reference = Decoder(gpu, data, meta, tensors, n_ctx=512)
+        first = (await reference.greedy(prompt, 0))[-1]
+        return tokens, first, set(slots.decoder._passes)
+
+    tokens, first, shapes = asyncio.run(scenario())
+    assert tokens[0] == first
+    assert {t for t, _ in shapes} <= {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    assert (256, "none") in shapes and any(outputs == "last" for _, outputs in shapes)

@@ -104,9 +104,9 @@ class _Pass:
     ids: Buffer
     pos: Buffer
     base: Buffer  # each row's slot, as its first cache row
-    logits: list[Buffer]  # one per slice of the vocabulary
-    best: list[Buffer]  # (index, value) of each row's maximum, per slice
-    top: Buffer  # each row's ops.TOP_K most likely tokens, (index, value) pairs, best first
+    logits: list[Buffer]  # one per slice of the vocabulary (rows: every row's, the last one's, or none)
+    best: list[Buffer]  # (index, value) of each output row's maximum, per slice
+    top: Buffer | None  # each output row's ops.TOP_K most likely tokens, (index, value) pairs, best first
 
 
 class Decoder:
@@ -146,7 +146,7 @@ class Decoder:
         self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self._zeros: dict[int, Buffer] = {}
-        self._passes: dict[int, _Pass] = {}
+        self._passes: dict[tuple[int, str], _Pass] = {}
 
     def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
         raw = data[info.offset : info.offset + info.nbytes]
@@ -242,7 +242,9 @@ class Decoder:
         else:
             ops.matmul(rec, src, self.w[weight], self._zero(d), x, t, d, k, half=half, accumulate=True)
 
-    def _record(self, t: int) -> _Pass:
+    def _record(self, t: int, outputs: str) -> _Pass:
+        """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
+        prompt's end: the vocabulary projection of one row), or "none" (a prompt's earlier chunks)."""
         dev, sh, w = self.device, self.shape, self.w
         d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
         rec = dev.record()
@@ -251,8 +253,9 @@ class Decoder:
         q, qn, attn = (dev.buffer(t * hq * dh * 4) for _ in range(3))
         k, kn, v = (dev.buffer(t * hkv * dh * 4) for _ in range(3))
         g, u, a = (dev.buffer(t * sh.n_ff * 4) for _ in range(3))
-        logits = [dev.buffer(t * part.count * 4) for part in self.output]
-        best = [dev.buffer(t * 8) for _ in self.output]
+        n = {"all": t, "last": 1, "none": 0}[outputs]
+        logits = [dev.buffer(n * part.count * 4) for part in self.output] if n else []
+        best = [dev.buffer(n * 8) for _ in self.output] if n else []
         for part in self.embed:
             ops.gather(
                 rec, ids, part.buffer, x, t, d, math.sqrt(d) if sh.gemma else 1.0, part.first, part.count
@@ -276,17 +279,24 @@ class Decoder:
             ops.rownorm(rec, x, h, t, d, "rms", w[p + "ffn_norm.weight"], sh.eps)
             self._feed_forward(rec, h, p, g, u, a, t)
             self._residual(rec, a, p + "ffn_down.weight", o, x, p + "post_ffw_norm.weight", t, sh.n_ff)
-        ops.rownorm(rec, x, h, t, d, "rms", w["output_norm.weight"], sh.eps)
+        if not n:
+            return _Pass(rec, ids, pos, base, [], [], None)
+        if outputs == "last":  # the last row alone: a row's numbers never depend on the others
+            last, x1 = dev.upload(struct.pack("<I", t - 1)), dev.buffer(d * 4)
+            ops.gather(rec, last, x, x1, 1, d)
+            x = x1
+        ops.rownorm(rec, x, h, n, d, "rms", w["output_norm.weight"], sh.eps)
         for part, out, top in zip(self.output, logits, best, strict=True):
-            ops.matmul(rec, h, part.buffer, self._zero(part.count), out, t, part.count, d, half=part.half)
-            ops.argmax(rec, out, top, t, part.count, with_value=True)
+            ops.matmul(rec, h, part.buffer, self._zero(part.count), out, n, part.count, d, half=part.half)
+            ops.argmax(rec, out, top, n, part.count, with_value=True)
         parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
-        candidates = ops.top_candidates(rec, parts, t)
+        candidates = ops.top_candidates(rec, parts, n)
         return _Pass(rec, ids, pos, base, logits, best, candidates)
 
-    def submit(self, rows: list[tuple[int, int, int]]) -> _Pass:
-        """Run rows of (token, position, slot): each token's keys and values join its slot's cache.
-        The pass's outputs stay on the GPU until the next pass of as many rows: read them first."""
+    def submit(self, rows: list[tuple[int, int, int]], outputs: str = "all") -> _Pass:
+        """Run rows of (token, position, slot): each token's keys and values join its slot's cache;
+        ``outputs`` as ``_record`` says. The pass's outputs stay on the GPU until the next pass of as
+        many rows: read them first."""
         t = len(rows)
         if not t:
             raise ValueError("a pass needs at least one token")
@@ -297,7 +307,8 @@ class Decoder:
                 raise ValueError(f"token id {token} is outside the vocabulary of {self.shape.n_vocab}")
             if not 0 <= slot < self.slots:
                 raise ValueError(f"slot {slot} is not one of this decoder's {self.slots}")
-        run = self._passes.get(t) or self._passes.setdefault(t, self._record(t))
+        key = (t, outputs)
+        run = self._passes.get(key) or self._passes.setdefault(key, self._record(t, outputs))
         self.device.write(run.ids, struct.pack(f"<{t}I", *(r[0] for r in rows)))
         self.device.write(run.pos, struct.pack(f"<{t}I", *(r[1] for r in rows)))
         self.device.write(run.base, struct.pack(f"<{t}I", *(r[2] * self.n_ctx for r in rows)))
@@ -325,6 +336,7 @@ class Decoder:
 
     async def read_top(self, run: _Pass, row: int) -> tuple[list[int], list[float]]:
         """One row's ops.TOP_K most likely tokens and their logits, best first (1 KB, not the vocabulary)."""
+        assert run.top is not None
         raw = await self.device.read(run.top, ops.TOP_K * 8, row * ops.TOP_K * 8)
         pairs = struct.unpack(f"<{2 * ops.TOP_K}I", raw)
         ids = [i for i in pairs[0::2] if i != 0xFFFFFFFF]  # a vocabulary smaller than TOP_K pads

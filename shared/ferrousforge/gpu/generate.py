@@ -17,7 +17,7 @@ import codecs
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ferrousforge.generation import GenerationChunk, GenerationStats
 from ferrousforge.gpu.decoder import Decoder
@@ -27,6 +27,7 @@ from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty
 
 # logits, the token ids they belong to (None: the whole vocabulary) and the tokens so far → the next token
 Sampler = Callable[[list[float], list[int] | None, list[int]], int]
+PROMPT_CHUNK = 256  # the most prompt tokens in one pass
 
 
 class TokenText(Protocol):
@@ -124,24 +125,26 @@ class Slots:
             self._runner = None
 
     async def _pass(self, feeds: list[_Feed]) -> None:
-        rows = [(tok, f.start + i, f.slot) for f in feeds for i, tok in enumerate(f.tokens)]
+        """One pass for decode steps (every row's outputs), or a prompt's chunks (the last row's)."""
         for f in feeds:
             self.cached[f.slot] = self.cached[f.slot][: f.start]  # what a failure leaves is unknown
         try:
-            run = self.decoder.submit(rows)
+            if len(feeds) == 1 and len(feeds[0].tokens) > 1:
+                run, rows = await self._prompt(feeds[0]), [0]
+            else:
+                run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds])
+                rows = list(range(len(feeds)))
             greedy = any(f.read == "greedy" for f in feeds)
             best = await self.decoder.read_best(run, len(rows)) if greedy else []
-            last = -1
             results: list[Step] = []
-            for f in feeds:
-                last += len(f.tokens)  # the feed's last row: what comes next
+            for f, row in zip(feeds, rows, strict=True):
                 if f.read == "greedy":
-                    results.append(Step(token=best[last]))
+                    results.append(Step(token=best[row]))
                 elif f.read == "top":
-                    ids, values = await self.decoder.read_top(run, last)
+                    ids, values = await self.decoder.read_top(run, row)
                     results.append(Step(values=values, ids=ids))
                 else:
-                    results.append(Step(values=await self.decoder.read_logits(run, last)))
+                    results.append(Step(values=await self.decoder.read_logits(run, row)))
         except Exception as exc:
             for f in feeds:
                 if not f.done.done():
@@ -151,6 +154,22 @@ class Slots:
             self.cached[f.slot] += f.tokens
             if not f.done.done():
                 f.done.set_result(result)
+
+    async def _prompt(self, feed: _Feed) -> Any:
+        """A prompt in chunks of power-of-two sizes (at most PROMPT_CHUNK), so the decoder records a
+        few pass shapes, not one per prompt length; only the last chunk projects onto the vocabulary."""
+        done, run = 0, None
+        while done < len(feed.tokens):
+            left = len(feed.tokens) - done
+            size = min(PROMPT_CHUNK, 1 << (left.bit_length() - 1))
+            last = done + size == len(feed.tokens)
+            rows = [
+                (tok, feed.start + done + i, feed.slot)
+                for i, tok in enumerate(feed.tokens[done : done + size])
+            ]
+            run = self.decoder.submit(rows, "last" if last else "none")
+            done += size
+        return run
 
     async def generate(
         self, prompt: list[int], opts: Options, vocab: TokenText, sample: Sampler

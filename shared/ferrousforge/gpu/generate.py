@@ -130,7 +130,7 @@ class Slots:
             self.cached[f.slot] = self.cached[f.slot][: f.start]  # what a failure leaves is unknown
         try:
             if len(feeds) == 1 and len(feeds[0].tokens) > 1:
-                run, rows = await self._prompt(feeds[0]), [0]
+                run, rows = self._prompt(feeds[0]), [0]
             else:
                 run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds])
                 rows = list(range(len(feeds)))
@@ -155,7 +155,7 @@ class Slots:
             if not f.done.done():
                 f.done.set_result(result)
 
-    async def _prompt(self, feed: _Feed) -> Any:
+    def _prompt(self, feed: _Feed) -> Any:
         """A prompt in chunks of power-of-two sizes (at most PROMPT_CHUNK), so the decoder records a
         few pass shapes, not one per prompt length; only the last chunk projects onto the vocabulary."""
         done, run = 0, None

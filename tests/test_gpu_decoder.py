@@ -203,3 +203,21 @@ def test_a_long_prompt_runs_in_power_of_two_chunks_with_the_same_result(
     assert tokens[0] == first
     assert {t for t, _ in shapes} <= {1, 2, 4, 8, 16, 32, 64, 128, 256}
     assert (256, "none") in shapes and any(outputs == "last" for _, outputs in shapes)
+
+
+def test_more_sequences_than_slots_wait_their_turn(gpu: GpuDevice, tmp_path: Path) -> None:
+    """Six sequences on two slots: each still gets its own tokens; the freed slots go to the waiting
+    ones in the order they came."""
+    path = write_tiny_llama(tmp_path / "m.gguf", seed=4)
+    data = memoryview(path.read_bytes())
+    meta, tensors = parse_tensors(data, len(data))
+    prompts = [PROMPT[i:] for i in range(6)]
+
+    async def scenario() -> tuple[list[list[int]], list[list[int]], int]:
+        slots = Slots(Decoder(gpu, data, meta, tensors, n_ctx=64, slots=2))
+        alone = [await _tokens(slots, p, n=6) for p in prompts]
+        together = await asyncio.gather(*(_tokens(slots, p, n=6) for p in prompts))
+        return alone, list(together), slots.widest
+
+    alone, together, widest = asyncio.run(scenario())
+    assert together == alone and widest == 2

@@ -81,26 +81,26 @@ class Slots:
         self.cached: list[list[int]] = [[] for _ in range(decoder.slots)]
         self.free = list(range(decoder.slots))
         self.widest = 0  # the most decode steps one pass has carried (for tests and stats)
-        self._waiting: list[asyncio.Future[None]] = []
+        self._waiting: list[asyncio.Future[int]] = []
         self._pending: list[_Feed] = []
         self._runner: asyncio.Task[None] | None = None
 
     async def acquire(self, prompt: list[int]) -> int:
-        while not self.free:
-            waiter = asyncio.get_running_loop().create_future()
+        if not self.free:  # wait in turn: a freed slot goes to the longest waiting sequence
+            waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
-            await waiter
+            return await waiter
         slot = max(self.free, key=lambda s: common_prefix(self.cached[s], prompt))
         self.free.remove(slot)
         return slot
 
     def release(self, slot: int) -> None:
-        self.free.append(slot)
         while self._waiting:
             waiter = self._waiting.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+            if not waiter.done():  # (a waiter whose request went away is cancelled)
+                waiter.set_result(slot)
+                return
+        self.free.append(slot)
 
     async def feed(self, slot: int, tokens: list[int], start: int, read: str) -> Step:
         """Run ``tokens`` at ``start`` in ``slot``; read the last row as ``read`` says."""

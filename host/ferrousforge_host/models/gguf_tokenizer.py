@@ -5,8 +5,8 @@
 The conversion is transformers' (``transformers.integrations.gguf``: BPE and SentencePiece vocabularies,
 special and user-defined tokens); llama.cpp's own reading of the vocabulary travels beside it as
 ``tokens.json``: whether a BOS token starts a prompt, which tokens end a generation and which are
-control tokens. Each token's text as llama.cpp
-writes it follows from the vocabulary (``ferrousforge.token_pieces``).
+control tokens. Each token's text as llama.cpp writes it follows from the vocabulary
+(``ferrousforge.token_pieces``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from tokenizers import Tokenizer, normalizers, pre_tokenizers
 
 from ferrousforge.gguf import GGUFError, read_file_metadata
 from ferrousforge.gpu.decoder import ARCHITECTURES
@@ -47,7 +49,8 @@ def convert(path: Path) -> tuple[str, dict[str, Any]]:
         tokenizer, _ = convert_gguf_tokenizer(str(meta["general.architecture"]), tokenizer_dict)
     except (GGUFError, KeyError, ValueError, NotImplementedError) as exc:
         raise TokenizerUnsupported(f"cannot convert this GGUF's vocabulary: {exc}") from exc
-    text = _prefix_every_fragment(tokenizer.to_str())
+    _prefix_every_fragment(tokenizer)
+    text = tokenizer.to_str()
     params = L.llama_model_default_params()
     params.vocab_only = True
     model = L.llama_model_load_from_file(str(path).encode(), params)
@@ -70,24 +73,16 @@ def convert(path: Path) -> tuple[str, dict[str, Any]]:
     return text, facts
 
 
-def _prefix_every_fragment(text: str) -> str:
+def _prefix_every_fragment(tokenizer: Tokenizer) -> None:
     """SentencePiece vocabularies that add a space prefix: llama.cpp adds it to the start of every piece
     of text after a special token (and to the first), also before a leading space, where transformers'
     ``Metaspace`` pre-tokenizer skips text that starts with one. As a normalizer it applies to each
     piece of text between added tokens, as llama.cpp's does."""
-    doc = json.loads(text)
-    pre = doc.get("pre_tokenizer") or {}
-    if pre.get("type") != "Metaspace" or pre.get("prepend_scheme") == "never" or pre.get("split"):
-        return text
-    doc["normalizer"] = {
-        "type": "Sequence",
-        "normalizers": [
-            {"type": "Prepend", "prepend": "▁"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
-        ],
-    }
-    doc["pre_tokenizer"] = None
-    return json.dumps(doc, ensure_ascii=False)
+    pre = tokenizer.pre_tokenizer
+    if not isinstance(pre, pre_tokenizers.Metaspace) or pre.prepend_scheme == "never" or pre.split:
+        return
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.pre_tokenizer = None
 
 
 def with_tokenizer(store: BlobStore, manifest: Manifest, arch: str) -> Manifest:

@@ -9,6 +9,23 @@ from ferrousforge.gpu.device import Binding, Buffer, Dispatch, GpuDevice, Record
 SOFTWARE = ("llvmpipe", "lavapipe", "swiftshader", "software", "basic render")
 
 
+def _raw_pass_calls() -> Any:
+    """wgpu-native's own pass-encoding functions, called without wgpu-py's per-call error capture (half
+    of a dispatch's encoding cost in Python): a recorded pass was validated when first encoded, and
+    an encoding error still surfaces at ``finish()``. None where this wgpu-py lays them out otherwise."""
+    try:
+        from wgpu.backends.wgpu_native._ffi import ffi, lib
+
+        return (
+            lib.wgpuComputePassEncoderSetPipeline,
+            lib.wgpuComputePassEncoderSetBindGroup,
+            lib.wgpuComputePassEncoderDispatchWorkgroups,
+            ffi.NULL,
+        )
+    except (ImportError, AttributeError):
+        return None
+
+
 class NativeDevice(GpuDevice):
     def __init__(self, power_preference: str = "high-performance") -> None:
         import wgpu
@@ -29,6 +46,7 @@ class NativeDevice(GpuDevice):
         usage = wgpu.BufferUsage
         self._storage = usage.STORAGE | usage.COPY_SRC | usage.COPY_DST
         self._uniform = usage.UNIFORM | usage.COPY_DST
+        self._raw = _raw_pass_calls()
 
     def buffer(self, size: int) -> Buffer:
         size = max(4, (size + 3) // 4 * 4)
@@ -78,10 +96,21 @@ class NativeDevice(GpuDevice):
     def submit(self, recording: Recording) -> None:
         encoder = self.device.create_command_encoder()
         compute = encoder.begin_compute_pass()
-        for d in recording.dispatches:
-            pipeline, group = d.handle
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*d.groups)
+        if recording.handle is None or self._raw is None:  # first submit: through wgpu-py
+            for d in recording.dispatches:
+                pipeline, group = d.handle
+                compute.set_pipeline(pipeline)
+                compute.set_bind_group(0, group)
+                compute.dispatch_workgroups(*d.groups)
+            recording.handle = [
+                (d.handle[0]._internal, d.handle[1]._internal, *d.groups) for d in recording.dispatches
+            ]
+        else:  # replays: the same pipelines, bind groups and grids straight into wgpu-native
+            set_pipeline, set_group, dispatch, null = self._raw
+            native = compute._internal
+            for pipeline, group, x, y, z in recording.handle:
+                set_pipeline(native, pipeline)
+                set_group(native, 0, group, 0, null)
+                dispatch(native, x, y, z)
         compute.end()
         self.device.queue.submit([encoder.finish()])

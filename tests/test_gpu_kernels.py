@@ -280,38 +280,6 @@ def test_gguf_weights_dequantize_as_llama_cpp_lays_them_out(gpu: GpuDevice, kind
 
 
 # -- decoder kernels (toward GGUF generation on the compute layer) -----------------------------------
-@pytest.mark.parametrize("neox", [False, True])
-def test_rope(gpu: GpuDevice, neox: bool) -> None:
-    t, h, d, n_rot, base = 5, 3, 64, 48, 10000.0
-    x, pos = randn(t, h, d), np.array([0, 1, 7, 100, 4095], dtype=np.uint32)
-    xb = up(gpu, x)
-    got = run(gpu, lambda r: ops.rope(r, xb, up(gpu, pos), t, h, d, n_rot, base, neox), xb, (t, h, d))
-    want = x.copy().astype(np.float64)
-    freqs = base ** (-2.0 * np.arange(n_rot // 2) / n_rot)
-    angles = pos[:, None].astype(np.float64) * freqs  # [t, n_rot/2]
-    c, s = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
-    if neox:
-        a, b = x[..., : n_rot // 2], x[..., n_rot // 2 : n_rot]
-        want[..., : n_rot // 2], want[..., n_rot // 2 : n_rot] = a * c - b * s, a * s + b * c
-    else:
-        a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
-        want[..., 0:n_rot:2], want[..., 1:n_rot:2] = a * c - b * s, a * s + b * c
-    np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-3)  # f32 angles at position 4095
-
-
-@pytest.mark.parametrize("gelu", [False, True])
-def test_glu(gpu: GpuDevice, gelu: bool) -> None:
-    n = 1000
-    g, u = randn(n), randn(n)
-    out = gpu.buffer(n * 4)
-    got = run(gpu, lambda r: ops.glu(r, up(gpu, g), up(gpu, u), out, n, gelu), out, (n,))
-    if gelu:
-        act = 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3)))
-    else:
-        act = g / (1 + np.exp(-g))
-    np.testing.assert_allclose(got, act * u, rtol=1e-5, atol=1e-6)
-
-
 def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice) -> None:
     rows, n = 3, 262_144 + 7  # a Gemma-sized vocabulary
     x = randn(rows, n)
@@ -319,18 +287,6 @@ def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice) -> None:
     out = gpu.buffer(rows * 4)
     got = run(gpu, lambda r: ops.argmax(r, up(gpu, x), out, rows, n), out, (rows,), np.uint32)
     assert got.tolist() == [int(x[0].argmax()), 5, int(x[2].argmax())]
-
-
-def test_scatter_into_the_cache(gpu: GpuDevice) -> None:
-    src, pos, base = randn(3, 20), np.array([4, 0, 2], dtype=np.uint32), np.array([0, 0, 7], dtype=np.uint32)
-    cache = up(gpu, np.zeros((10, 20), np.float32))
-    got = run(
-        gpu,
-        lambda r: ops.scatter(r, up(gpu, src), up(gpu, pos), up(gpu, base), cache, 3, 20),
-        cache,
-        (10, 20),
-    )
-    assert np.array_equal(got[pos + base], src) and not got[[1, 2, 3, 5, 6, 7, 8]].any()
 
 
 @pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32)])
@@ -374,87 +330,155 @@ def test_top_candidates_over_vocabulary_slices(gpu: GpuDevice, sizes: tuple[int,
         assert np.array_equal(raw[r, : len(got), 1].view(np.float32), x[r, want[: len(got)]])
 
 
+def halves(gpu: GpuDevice, w: np.ndarray) -> object:
+    """w as the f16 buffer the decoder keeps (``to_half`` on the GPU)."""
+    packed = gpu.buffer(w.size * 2)
+    rec = gpu.record()
+    ops.to_half(rec, up(gpu, w), packed, w.size)  # type: ignore[arg-type]
+    gpu.submit(rec)
+    return packed
+
+
+def rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    return x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * w
+
+
 @pytest.mark.parametrize("half", [False, True])
-def test_fused_decode_matmuls_give_the_bits_of_their_parts(gpu: GpuDevice, half: bool) -> None:
-    """matmul_split (q, k, v from a stack), matmul_glu (gate and up from a stack, then the activation)
-    and an accumulating matmul equal, bit for bit, the separate matmuls and kernels they replace."""
+@pytest.mark.parametrize("m", [1, 3, 13])
+def test_linear_and_its_fused_forms(gpu: GpuDevice, half: bool, m: int) -> None:
+    """The decoder's product against numpy: plain (weights from a row offset), after an RMSNorm, gated
+    (SwiGLU, GeGLU), split into three outputs, accumulating; 13 rows take two workgroups along y."""
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
-    m, k, widths, n_ff = 3, 96, [64, 32, 32], 80
-    a = up(gpu, randn(m, k))
+    k, n = 96, 37  # n not a multiple of the 16 rows a workgroup takes
+    x, w, nw = randn(m, k), randn(3 * n, k), randn(k)
+    wq = w.astype(np.float16).astype(np.float32) if half else w
+    wb = halves(gpu, w) if half else up(gpu, w)
+    tol = {"rtol": 1e-4, "atol": 1e-4}
 
-    def stack(rows: int) -> object:
-        w = up(gpu, randn(rows, k))
-        if not half:
-            return w
-        packed = gpu.buffer(rows * k * 2)
-        rec = gpu.record()
-        ops.to_half(rec, w, packed, rows * k)  # type: ignore[arg-type]
-        gpu.submit(rec)
-        return packed
+    def product(record, shape: tuple[int, ...], out: object | None = None) -> np.ndarray:  # type: ignore[no-untyped-def]
+        out = out or gpu.buffer(int(np.prod(shape)) * 4)
+        return run(gpu, lambda r: record(r, out), out, shape)
 
-    def read(buf: object, n: int) -> np.ndarray:
-        return np.frombuffer(asyncio.run(gpu.read(buf, n * 4)), dtype=np.float32)  # type: ignore[arg-type]
+    xb = up(gpu, x)
+    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, n0=n), (m, n))
+    np.testing.assert_allclose(got, x @ wq[n : 2 * n].T, **tol)
+    normed = rms(x, nw)
+    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, norm=up(gpu, nw)), (m, n))
+    np.testing.assert_allclose(got, normed @ wq[:n].T, **tol)
+    g, u = x @ wq[:n].T, x @ wq[n : 2 * n].T
+    for gate, act in (
+        ("silu", g / (1 + np.exp(-g))),
+        ("gelu", 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3)))),
+    ):
+        got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, gate=gate), (m, n))  # noqa: B023
+        np.testing.assert_allclose(got, act * u, **tol)
+    parts = [gpu.buffer(m * width * 4) for width in (20, 10)]
+    split = ((parts[0], 20), (parts[1], 10))
+    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, 2 * n, k, half=half, split=split), (m, 2 * n - 30))
+    want = x @ wq[: 2 * n].T
+    np.testing.assert_allclose(got, want[:, : 2 * n - 30], **tol)
+    for part, (lo, hi) in zip(parts, ((2 * n - 30, 2 * n - 10), (2 * n - 10, 2 * n)), strict=True):
+        np.testing.assert_allclose(
+            np.frombuffer(asyncio.run(gpu.read(part)), np.float32).reshape(m, -1), want[:, lo:hi], **tol
+        )  # type: ignore[arg-type]
+    y0 = randn(m, n)
+    got = product(
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, accumulate=True), (m, n), up(gpu, y0)
+    )
+    np.testing.assert_allclose(got, y0 + x @ wq[:n].T, **tol)
 
-    w, zero = stack(sum(widths)), up(gpu, np.zeros(sum(widths), np.float32))
-    fused = [gpu.buffer(m * n * 4) for n in widths]
-    parts = [gpu.buffer(m * n * 4) for n in widths]
-    rec = gpu.record()
-    ops.matmul_split(rec, a, w, zero, fused, m, widths, k, half)  # type: ignore[arg-type]
-    for out, n, n0 in zip(parts, widths, (0, 64, 96), strict=True):
-        ops.matmul(rec, a, w, zero, out, m, n, k, half=half, n0=n0)  # type: ignore[arg-type]
-    gpu.submit(rec)
-    for f, p, n in zip(fused, parts, widths, strict=True):
-        assert read(f, m * n).tobytes() == read(p, m * n).tobytes()
-    for gelu in (False, True):
-        w, zero = stack(2 * n_ff), up(gpu, np.zeros(n_ff, np.float32))
-        g, u, separate, together = (gpu.buffer(m * n_ff * 4) for _ in range(4))
-        rec = gpu.record()
-        ops.matmul_glu(rec, a, w, zero, together, m, n_ff, k, gelu, half)  # type: ignore[arg-type]
-        ops.matmul(rec, a, w, zero, g, m, n_ff, k, half=half)  # type: ignore[arg-type]
-        ops.matmul(rec, a, w, zero, u, m, n_ff, k, half=half, n0=n_ff)  # type: ignore[arg-type]
-        ops.glu(rec, g, u, separate, m * n_ff, gelu=gelu)  # type: ignore[arg-type]
-        gpu.submit(rec)
-        assert read(together, m * n_ff).tobytes() == read(separate, m * n_ff).tobytes()
-    for rows in (m, 20):  # both kernels (SKINNY and tiled) accumulate
-        x0 = randn(rows, 48)
-        w, zero = stack(48), up(gpu, np.zeros(48, np.float32))
-        src = up(gpu, randn(rows, k))
-        x, y, o = up(gpu, x0), up(gpu, x0), gpu.buffer(rows * 48 * 4)
-        rec = gpu.record()
-        ops.matmul(rec, src, w, zero, x, rows, 48, k, half=half, accumulate=True)  # type: ignore[arg-type]
-        ops.matmul(rec, src, w, zero, o, rows, 48, k, half=half)  # type: ignore[arg-type]
-        ops.add(rec, o, y, rows * 48)  # type: ignore[arg-type]
-        gpu.submit(rec)
-        assert read(x, rows * 48).tobytes() == read(y, rows * 48).tobytes()
+
+def test_linear_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
+    """Each row of a 20-row product (three workgroups along y) has the bits it has alone or among 3:
+    the reduction order is the kernel's, not the batch's (norm and gate included)."""
+    k, n = 200, 50
+    x, w, nw = randn(20, k), randn(2 * n, k), up(gpu, randn(k))
+    wb = halves(gpu, w) if gpu.f16 else up(gpu, w)
+
+    def rows(first: int, m: int) -> bytes:
+        out = gpu.buffer(m * n * 4)
+        xb = up(gpu, x[first : first + m])
+        return run(
+            gpu,
+            lambda r: ops.linear(r, xb, wb, out, m, n, k, half=gpu.f16, norm=nw, gate="gelu"),
+            out,
+            (m, n),
+        ).tobytes()
+
+    together = rows(0, 20)
+    row = n * 4
+    assert rows(7, 1) == together[7 * row : 8 * row]
+    assert rows(17, 3) == together[17 * row : 20 * row]
+    assert rows(0, 1) == together[:row]
+
+
+def rope_ref(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, neox: bool) -> np.ndarray:
+    """RoPE on x[t, h, d] in float64 (llama.cpp's two pairings)."""
+    want = x.astype(np.float64).copy()
+    freqs = base ** (-2.0 * np.arange(n_rot // 2) / n_rot)
+    angles = pos[:, None].astype(np.float64) * freqs  # [t, n_rot/2]
+    c, s = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
+    if neox:
+        a, b = x[..., : n_rot // 2], x[..., n_rot // 2 : n_rot]
+        want[..., : n_rot // 2], want[..., n_rot // 2 : n_rot] = a * c - b * s, a * s + b * c
+    else:
+        a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
+        want[..., 0:n_rot:2], want[..., 1:n_rot:2] = a * c - b * s, a * s + b * c
+    return want
 
 
 @pytest.mark.parametrize("neox", [False, True])
-def test_two_buffers_in_one_dispatch_as_in_two(gpu: GpuDevice, neox: bool) -> None:
-    """Queries and keys rotated in one rope dispatch, keys and values written to the cache in one
-    scatter, and a post-norm added to the residual: the bits (or values) of the separate kernels."""
-    t, hq, hkv, d = 3, 4, 2, 64
-    q, k = randn(t, hq, d), randn(t, hkv, d)
-    pos, base = up(gpu, np.array([3, 9, 1], np.uint32)), up(gpu, np.array([0, 16, 32], np.uint32))
-    qa, ka, qb, kb = up(gpu, q), up(gpu, k), up(gpu, q), up(gpu, k)
-    caches = [up(gpu, np.zeros((48, hkv * d), np.float32)) for _ in range(4)]
+@pytest.mark.parametrize("norms", [False, True])
+def test_rope_into_the_cache(gpu: GpuDevice, neox: bool, norms: bool) -> None:
+    """Queries rotated in place, keys rotated into the cache and values copied beside them, at each
+    row's slot (base) and position; with ``norms`` every head RMS-normalised first (Gemma)."""
+    t, hq, hkv, d, n_rot, base_theta = 3, 4, 2, 64, 48, 10000.0
+    q, k, v = randn(t, hq, d), randn(t, hkv, d), randn(t, hkv, d)
+    qn, kn = randn(d), randn(d)
+    pos, base = np.array([3, 9, 4095], np.uint32), np.array([0, 16, 32], np.uint32)
+    qb = up(gpu, q)
+    kc, vc = up(gpu, np.zeros((4200, hkv, d), np.float32)), up(gpu, np.zeros((4200, hkv, d), np.float32))
     rec = gpu.record()
-    ops.rope(rec, qa, pos, t, hq, d, 48, 10000.0, neox, ka, hkv)  # type: ignore[arg-type]
-    ops.rope(rec, qb, pos, t, hq, d, 48, 10000.0, neox)  # type: ignore[arg-type]
-    ops.rope(rec, kb, pos, t, hkv, d, 48, 10000.0, neox)  # type: ignore[arg-type]
-    ops.scatter(rec, ka, pos, base, caches[0], t, hkv * d, qa, caches[1])  # type: ignore[arg-type]
-    ops.scatter(rec, kb, pos, base, caches[2], t, hkv * d)  # type: ignore[arg-type]
-    ops.scatter(rec, qb, pos, base, caches[3], t, hkv * d)  # type: ignore[arg-type]
+    weights = up(gpu, np.concatenate([qn, kn])) if norms else None
+    ops.rope_cache(
+        rec,
+        qb,
+        up(gpu, k),
+        up(gpu, v),
+        up(gpu, pos),
+        up(gpu, base),
+        kc,
+        vc,
+        t,
+        hq,
+        hkv,
+        d,
+        n_rot,
+        base_theta,
+        neox,
+        weights,
+    )  # type: ignore[arg-type]
     gpu.submit(rec)
 
-    def read(buf: object) -> bytes:
-        return asyncio.run(gpu.read(buf))  # type: ignore[arg-type]
+    def read(buf: object, shape: tuple[int, ...]) -> np.ndarray:
+        return np.frombuffer(asyncio.run(gpu.read(buf)), np.float32).reshape(shape)  # type: ignore[arg-type]
 
-    assert read(qa) == read(qb) and read(ka) == read(kb)
-    assert read(caches[0]) == read(caches[2]) and read(caches[1]) == read(caches[3])
-    assert any(read(caches[0]))  # something was written
+    if norms:
+        q, k = rms(q, qn), rms(k, kn)
+    tol = {"rtol": 1e-3, "atol": 2e-3}  # f32 angles at position 4095
+    np.testing.assert_allclose(read(qb, (t, hq, d)), rope_ref(q, pos, n_rot, base_theta, neox), **tol)
+    keys, values = read(kc, (4200, hkv, d)), read(vc, (4200, hkv, d))
+    rows = base + pos
+    np.testing.assert_allclose(keys[rows], rope_ref(k, pos, n_rot, base_theta, neox), **tol)
+    assert np.array_equal(values[rows], v)
+    others = np.setdiff1d(np.arange(4200), rows)
+    assert not keys[others].any() and not values[others].any()
+
+
+def test_a_post_norm_adds_to_the_residual(gpu: GpuDevice) -> None:
+    t, d = 3, 64
     x, w, y0 = randn(t, d), randn(d), randn(t, d)
     y = up(gpu, y0)
     got = run(gpu, lambda r: ops.rownorm(r, up(gpu, x), y, t, d, "rms", up(gpu, w), 1e-6, True), y, (t, d))
-    want = y0 + x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got, y0 + rms(x, w), rtol=1e-5, atol=1e-5)

@@ -25,8 +25,13 @@ from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
 ARCHITECTURES = ("llama", "gemma3")
-# a layer's matrices that read the same input, kept stacked in one buffer (blk.N.<stack>)
-STACKS = {"attn_qkv": ("attn_q", "attn_k", "attn_v"), "ffn_gate_up": ("ffn_gate", "ffn_up")}
+# a layer's tensors kept stacked in one buffer (blk.N.<stack>): matrices that read the same input, and
+# Gemma's query and key norms (one binding: a kernel has at most 8 storage buffers everywhere)
+STACKS = {
+    "attn_qkv": ("attn_q", "attn_k", "attn_v"),
+    "ffn_gate_up": ("ffn_gate", "ffn_up"),
+    "attn_qk_norm": ("attn_q_norm", "attn_k_norm"),
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,11 @@ class DecoderShape:
         head_dim = int(key("attention.key_length", n_embd // n_head))
         window = int(key("sliding_window", 0) if arch == "llama" else key("attention.sliding_window", 0))
         pattern = int(key("attention.sliding_window_pattern", 6))  # llama.cpp's default for Gemma 3
+        n_ff = int(key("feed_forward_length"))
+        if any(width % 4 for width in (n_embd, n_ff, n_head * head_dim)):
+            raise ValueError(
+                "the GPU decoder needs widths that are multiples of 4 (it reads 4 values at once)"
+            )
         return cls(
             arch=arch,
             n_embd=n_embd,
@@ -77,7 +87,7 @@ class DecoderShape:
             n_head=n_head,
             n_head_kv=int(key("attention.head_count_kv", n_head)),
             head_dim=head_dim,
-            n_ff=int(key("feed_forward_length")),
+            n_ff=n_ff,
             n_vocab=tensors["token_embd.weight"].shape[1],
             eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
             rope_base=float(key("rope.freq_base", 10000.0)),
@@ -133,20 +143,21 @@ class Decoder:
         for name, info in tensors.items():
             if name not in big and name not in stacked:
                 self.w[name] = self._weight(rec, data, info)
-        for i in range(sh.n_layer):  # matrices that read the same input, stacked: one matmul a decode step
+        for i in range(sh.n_layer):
             for stack, parts in STACKS.items():
-                infos = [tensors[f"blk.{i}.{part}.weight"] for part in parts]
-                self.w[f"blk.{i}.{stack}"] = self._stack(rec, data, infos, f"blk.{i}.{stack}")
-        self.embed = self._slices(rec, data, tensors["token_embd.weight"], half=False)  # the gather reads f32
-        # the output projection; tied to the embeddings where the model has none of its own
+                names = [f"blk.{i}.{part}.weight" for part in parts]
+                if all(name in tensors for name in names):
+                    infos = [tensors[name] for name in names]
+                    self.w[f"blk.{i}.{stack}"] = self._stack(rec, data, infos, f"blk.{i}.{stack}")
+        self.embed = self._slices(rec, data, tensors["token_embd.weight"], half=device.f16)
+        # the output projection; tied to the embeddings (the same buffers) where the model has none of its own
         out = tensors.get("output.weight")
         self.output = self._slices(rec, data, out, half=device.f16) if out else self.embed
         device.submit(rec)
         kv = sh.n_head_kv * sh.head_dim
         self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
-        self._zeros: dict[int, Buffer] = {}
-        self._passes: dict[tuple[int, str], _Pass] = {}
+        self._passes: dict[tuple[int, str, bool], _Pass] = {}
 
     def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
         raw = data[info.offset : info.offset + info.nbytes]
@@ -164,7 +175,8 @@ class Decoder:
         return values
 
     def _stack(self, rec: Recording, data: Any, infos: list[TensorInfo], name: str) -> Buffer:
-        """Matrices of one width, their rows one after another in one buffer (f16 where the adapter can)."""
+        """Tensors of one width, their rows one after another in one buffer (matrices in f16 where the
+        adapter can)."""
         counts = [math.prod(info.shape) for info in infos]
         values = self.device.buffer(sum(counts) * 4)
         offset = 0
@@ -175,7 +187,7 @@ class Decoder:
             else:
                 ops.dequantize(rec, self.device.upload(raw), values, count, info.kind, offset)
             offset += count
-        if offset % 2 == 0 and self.device.f16:
+        if offset % 2 == 0 and self.device.f16 and len(infos[0].shape) == 2:
             packed = self.device.buffer(offset * 2)
             ops.to_half(rec, values, packed, offset)
             self.half.add(name)
@@ -198,86 +210,59 @@ class Decoder:
             slices.append(_Rows(first, count, buffer, half and self.device.f16 and cols * count % 2 == 0))
         return slices
 
-    def _zero(self, n: int) -> Buffer:
-        if n not in self._zeros:
-            self._zeros[n] = self.device.buffer(n * 4)
-        return self._zeros[n]
-
-    def _linear(self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int) -> None:
-        ops.matmul(rec, x, self.w[name], self._zero(n), out, t, n, k, half=name in self.half)
-
-    def _qkv(self, rec: Recording, h: Buffer, layer: str, outs: list[Buffer], t: int) -> None:
-        """Queries, keys and values: one dispatch for a decode step, three (the stack's rows) for a prompt."""
-        sh = self.shape
-        widths = [sh.n_head * sh.head_dim, sh.n_head_kv * sh.head_dim, sh.n_head_kv * sh.head_dim]
-        w, half, zero = self.w[layer + "attn_qkv"], layer + "attn_qkv" in self.half, self._zero(sum(widths))
-        if t <= ops.SKINNY_ROWS:
-            ops.matmul_split(rec, h, w, zero, outs, t, widths, sh.n_embd, half)
-            return
-        for out, width, n0 in zip(outs, widths, (0, widths[0], widths[0] + widths[1]), strict=True):
-            ops.matmul(rec, h, w, zero, out, t, width, sh.n_embd, half=half, n0=n0)
-
-    def _feed_forward(
-        self, rec: Recording, h: Buffer, layer: str, g: Buffer, u: Buffer, a: Buffer, t: int
+    def _linear(
+        self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int, **kw: Any
     ) -> None:
-        """a = act(h · gateᵀ) · (h · upᵀ): one dispatch for a decode step, three for a prompt."""
-        sh = self.shape
-        w, half, zero = self.w[layer + "ffn_gate_up"], layer + "ffn_gate_up" in self.half, self._zero(sh.n_ff)
-        if t <= ops.SKINNY_ROWS:
-            ops.matmul_glu(rec, h, w, zero, a, t, sh.n_ff, sh.n_embd, sh.gemma, half)
-            return
-        ops.matmul(rec, h, w, zero, g, t, sh.n_ff, sh.n_embd, half=half)
-        ops.matmul(rec, h, w, zero, u, t, sh.n_ff, sh.n_embd, half=half, n0=sh.n_ff)
-        ops.glu(rec, g, u, a, t * sh.n_ff, gelu=sh.gemma)
+        ops.linear(rec, x, self.w[name], out, t, n, k, half=name in self.half, eps=self.shape.eps, **kw)
 
     def _residual(
         self, rec: Recording, src: Buffer, weight: str, out: Buffer, x: Buffer, norm: str, t: int, k: int
     ) -> None:
         """x += src · weightᵀ, through the block's post-norm where the model has one (Gemma: ``out``
-        holds the product, its norm is added to x); else the matmul adds straight into x."""
-        d, half = self.shape.n_embd, weight in self.half
+        holds the product, its norm is added to x); else the product adds straight into x."""
+        d = self.shape.n_embd
         if norm in self.w:
             self._linear(rec, src, weight, out, t, d, k)
             ops.rownorm(rec, out, x, t, d, "rms", self.w[norm], self.shape.eps, accumulate=True)
         else:
-            ops.matmul(rec, src, self.w[weight], self._zero(d), x, t, d, k, half=half, accumulate=True)
+            self._linear(rec, src, weight, x, t, d, k, accumulate=True)
 
-    def _record(self, t: int, outputs: str) -> _Pass:
+    def _record(self, t: int, outputs: str, top: bool) -> _Pass:
         """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
-        prompt's end: the vocabulary projection of one row), or "none" (a prompt's earlier chunks)."""
+        prompt's end: the vocabulary projection of one row), or "none" (a prompt's earlier chunks);
+        ``top``: with each output row's TOP_K candidates besides its logits and argmax."""
         dev, sh, w = self.device, self.shape, self.w
         d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
         rec = dev.record()
         ids, pos, base = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
-        x, h, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4), dev.buffer(t * d * 4)
-        q, qn, attn = (dev.buffer(t * hq * dh * 4) for _ in range(3))
-        k, kn, v = (dev.buffer(t * hkv * dh * 4) for _ in range(3))
-        g, u, a = (dev.buffer(t * sh.n_ff * 4) for _ in range(3))
+        x, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4)
+        q, attn = dev.buffer(t * hq * dh * 4), dev.buffer(t * hq * dh * 4)
+        k, v = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4)
+        a = dev.buffer(t * sh.n_ff * 4)
         n = {"all": t, "last": 1, "none": 0}[outputs]
         logits = [dev.buffer(n * part.count * 4) for part in self.output] if n else []
         best = [dev.buffer(n * 8) for _ in self.output] if n else []
+        scale = math.sqrt(d) if sh.gemma else 1.0
         for part in self.embed:
-            ops.gather(
-                rec, ids, part.buffer, x, t, d, math.sqrt(d) if sh.gemma else 1.0, part.first, part.count
-            )
+            ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, part.half)
         for i in range(sh.n_layer):
             p = f"blk.{i}."
-            ops.rownorm(rec, x, h, t, d, "rms", w[p + "attn_norm.weight"], sh.eps)
-            self._qkv(rec, h, p, [q, k, v], t)
-            if sh.gemma:  # RMSNorm of every query and key head (GGUF norm weights already hold Gemma's 1 + w)
-                ops.rownorm(rec, q, qn, t * hq, dh, "rms", w[p + "attn_q_norm.weight"], sh.eps)
-                ops.rownorm(rec, k, kn, t * hkv, dh, "rms", w[p + "attn_k_norm.weight"], sh.eps)
-            qs, ks = (qn, kn) if sh.gemma else (q, k)
+            qkv = sh.n_head * dh + 2 * hkv * dh
+            split = ((k, hkv * dh), (v, hkv * dh))
+            self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=w[p + "attn_norm.weight"], split=split)
+            norms = w[p + "attn_qk_norm"] if sh.gemma else None
             theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
-            ops.rope(rec, qs, pos, t, hq, dh, sh.n_rot, theta, sh.gemma, ks, hkv)
-            ops.scatter(rec, ks, pos, base, self.kcache[i], t, hkv * dh, v, self.vcache[i])
-            window = sh.window if sh.swa and sh.swa[i] else 0
             kc, vc = self.kcache[i], self.vcache[i]
-            ops.causal_attention(rec, qs, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
+            ops.rope_cache(
+                rec, q, k, v, pos, base, kc, vc, t, hq, hkv, dh, sh.n_rot, theta, sh.gemma, norms, sh.eps
+            )
+            window = sh.window if sh.swa and sh.swa[i] else 0
+            ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
             post = p + "post_attention_norm.weight"
             self._residual(rec, attn, p + "attn_output.weight", o, x, post, t, hq * dh)
-            ops.rownorm(rec, x, h, t, d, "rms", w[p + "ffn_norm.weight"], sh.eps)
-            self._feed_forward(rec, h, p, g, u, a, t)
+            gate = "gelu" if sh.gemma else "silu"
+            ffn_norm = w[p + "ffn_norm.weight"]
+            self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=ffn_norm, gate=gate)
             self._residual(rec, a, p + "ffn_down.weight", o, x, p + "post_ffw_norm.weight", t, sh.n_ff)
         if not n:
             return _Pass(rec, ids, pos, base, [], [], None)
@@ -285,18 +270,18 @@ class Decoder:
             last, x1 = dev.upload(struct.pack("<I", t - 1)), dev.buffer(d * 4)
             ops.gather(rec, last, x, x1, 1, d)
             x = x1
-        ops.rownorm(rec, x, h, n, d, "rms", w["output_norm.weight"], sh.eps)
-        for part, out, top in zip(self.output, logits, best, strict=True):
-            ops.matmul(rec, h, part.buffer, self._zero(part.count), out, n, part.count, d, half=part.half)
-            ops.argmax(rec, out, top, n, part.count, with_value=True)
+        for part, out, arg in zip(self.output, logits, best, strict=True):
+            norm = w["output_norm.weight"]
+            ops.linear(rec, x, part.buffer, out, n, part.count, d, half=part.half, norm=norm, eps=sh.eps)
+            ops.argmax(rec, out, arg, n, part.count, with_value=True)
         parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
-        candidates = ops.top_candidates(rec, parts, n)
+        candidates = ops.top_candidates(rec, parts, n) if top else None
         return _Pass(rec, ids, pos, base, logits, best, candidates)
 
-    def submit(self, rows: list[tuple[int, int, int]], outputs: str = "all") -> _Pass:
+    def submit(self, rows: list[tuple[int, int, int]], outputs: str = "all", top: bool = False) -> _Pass:
         """Run rows of (token, position, slot): each token's keys and values join its slot's cache;
-        ``outputs`` as ``_record`` says. The pass's outputs stay on the GPU until the next pass of as
-        many rows: read them first."""
+        ``outputs`` and ``top`` as ``_record`` says. The pass's outputs stay on the GPU until the next
+        pass of its shape: read them first."""
         t = len(rows)
         if not t:
             raise ValueError("a pass needs at least one token")
@@ -307,8 +292,8 @@ class Decoder:
                 raise ValueError(f"token id {token} is outside the vocabulary of {self.shape.n_vocab}")
             if not 0 <= slot < self.slots:
                 raise ValueError(f"slot {slot} is not one of this decoder's {self.slots}")
-        key = (t, outputs)
-        run = self._passes.get(key) or self._passes.setdefault(key, self._record(t, outputs))
+        key = (t, outputs, top)
+        run = self._passes.get(key) or self._passes.setdefault(key, self._record(t, outputs, top))
         self.device.write(run.ids, struct.pack(f"<{t}I", *(r[0] for r in rows)))
         self.device.write(run.pos, struct.pack(f"<{t}I", *(r[1] for r in rows)))
         self.device.write(run.base, struct.pack(f"<{t}I", *(r[2] * self.n_ctx for r in rows)))

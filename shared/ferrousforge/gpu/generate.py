@@ -129,10 +129,11 @@ class Slots:
         for f in feeds:
             self.cached[f.slot] = self.cached[f.slot][: f.start]  # what a failure leaves is unknown
         try:
+            top = any(f.read == "top" for f in feeds)  # (the candidates cost a few dispatches more)
             if len(feeds) == 1 and len(feeds[0].tokens) > 1:
-                run, rows = self._prompt(feeds[0]), [0]
+                run, rows = self._prompt(feeds[0], top), [0]
             else:
-                run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds])
+                run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds], top=top)
                 rows = list(range(len(feeds)))
             greedy = any(f.read == "greedy" for f in feeds)
             best = await self.decoder.read_best(run, len(rows)) if greedy else []
@@ -155,7 +156,7 @@ class Slots:
             if not f.done.done():
                 f.done.set_result(result)
 
-    def _prompt(self, feed: _Feed) -> Any:
+    def _prompt(self, feed: _Feed, top: bool) -> Any:
         """A prompt in chunks of power-of-two sizes (at most PROMPT_CHUNK), so the decoder records a
         few pass shapes, not one per prompt length; only the last chunk projects onto the vocabulary."""
         done, run = 0, None
@@ -167,7 +168,7 @@ class Slots:
                 (tok, feed.start + done + i, feed.slot)
                 for i, tok in enumerate(feed.tokens[done : done + size])
             ]
-            run = self.decoder.submit(rows, "last" if last else "none")
+            run = self.decoder.submit(rows, "last" if last else "none", top)
             done += size
         return run
 

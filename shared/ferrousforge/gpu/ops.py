@@ -33,10 +33,9 @@ def matmul(
     w_kn: bool = False,
     half: bool = False,
     n0: int = 0,
-    accumulate: bool = False,
 ) -> None:
     """c[m, n] = act(a[m, k] · w[n0 : n0 + n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored
-    [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16); ``accumulate``: c += instead."""
+    [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16)."""
     skinny = m <= SKINNY_ROWS  # one live row in a 16×16 tile would waste 15/16 of the work
     kernel = rec.device.kernel(
         "matmul",
@@ -45,50 +44,57 @@ def matmul(
         WT=w_kn,
         F16=half,
         SKINNY=skinny,
-        ACCUM=accumulate,
     )
     grid = (math.ceil(n / 64), 1, 1) if skinny else (math.ceil(n / 16), math.ceil(m / 16), 1)
     rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k, n0, 0, 0))
 
 
-def matmul_split(
-    rec: Recording,
-    a: Buffer,
-    w: Buffer,
-    bias: Buffer,
-    outs: list[Buffer],
-    m: int,
-    widths: list[int],
-    k: int,
-    half: bool,
-) -> None:
-    """Three matmuls as one (m ≤ SKINNY_ROWS): w stacks three matrices of ``widths`` rows; each part
-    of the result goes to its own buffer of ``outs``, with the bits of three separate ``matmul``s."""
-    if m > SKINNY_ROWS or len(outs) != 3 or len(widths) != 3:
-        raise ValueError(f"matmul_split takes three outputs and at most {SKINNY_ROWS} rows")
-    n = sum(widths)
-    kernel = rec.device.kernel("matmul", SKINNY=True, SPLIT=True, F16=half)
-    rec.dispatch(kernel, [a, w, bias, *outs], (math.ceil(n / 64), 1, 1), (m, n, k, 0, widths[0], widths[1]))
+LINEAR_ROWS = 16  # rows of w a linear.wgsl workgroup takes
 
 
-def matmul_glu(
+def linear(
     rec: Recording,
-    a: Buffer,
+    x: Buffer,
     w: Buffer,
-    bias: Buffer,
-    c: Buffer,
+    out: Buffer,
     m: int,
     n: int,
     k: int,
-    gelu: bool,
-    half: bool,
+    *,
+    half: bool = False,
+    n0: int = 0,
+    norm: Buffer | None = None,
+    eps: float = 1e-6,
+    gate: str = "",
+    split: tuple[tuple[Buffer, int], tuple[Buffer, int]] | None = None,
+    accumulate: bool = False,
 ) -> None:
-    """c = act(a · gateᵀ) · (a · upᵀ) in one dispatch (m ≤ SKINNY_ROWS), w stacking [gate; up] (2n
-    rows): the bits of two ``matmul``s and ``glu``."""
-    if m > SKINNY_ROWS:
-        raise ValueError(f"matmul_glu takes at most {SKINNY_ROWS} rows")
-    kernel = rec.device.kernel("matmul", SKINNY=True, GLU=True, GELU_TANH=gelu, F16=half)
-    rec.dispatch(kernel, [a, w, bias, c], (math.ceil(n / 64), 1, 1), (m, n, k, 0, 0, 0))
+    """The GPU decoder's matrix product (linear.wgsl, batch-invariant): out[m, n] = x[m, k] · w[n0 :
+    n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16. ``norm``: x RMS-normalised first with these
+    weights; ``gate`` "silu" | "gelu": w stacks [gate; up] (2n rows from n0) and out = act(gate) · up;
+    ``split`` ((out2, n2), (out3, n3)): of the n columns the last n2 + n3 go to out2 and out3;
+    ``accumulate``: out += the product."""
+    if k % 4:
+        raise ValueError(f"linear needs k to be a multiple of 4, not {k}")
+    if gate not in ("", "silu", "gelu"):
+        raise ValueError(f"unknown gate activation '{gate}'")
+    kernel = rec.device.kernel(
+        "linear",
+        F16=half,
+        NORM=norm is not None,
+        GLU=bool(gate),
+        GELU_TANH=gate == "gelu",
+        SPLIT=split is not None,
+        ACCUM=accumulate,
+    )
+    buffers = [x, w, *([norm] if norm is not None else []), out]
+    n1 = n2 = 0
+    if split is not None:
+        (out2, n2), (out3, n3) = split
+        n1 = n - n2 - n3
+        buffers += [out2, out3]
+    grid = (math.ceil(n / LINEAR_ROWS), math.ceil(m / 8), 1)
+    rec.dispatch(kernel, buffers, grid, (m, n, k, n0, n1, n2, float(eps)))
 
 
 def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
@@ -221,29 +227,31 @@ def _flat(n: int) -> tuple[int, int, int]:
     return min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1
 
 
-def rope(
+def rope_cache(
     rec: Recording,
-    x: Buffer,
+    q: Buffer,
+    k: Buffer,
+    v: Buffer,
     pos: Buffer,
+    base: Buffer,
+    kcache: Buffer,
+    vcache: Buffer,
     t: int,
-    h: int,
+    hq: int,
+    hkv: int,
     d: int,
     n_rot: int,
-    base: float,
+    theta: float,
     neox: bool,
-    x2: Buffer | None = None,
-    h2: int = 0,
+    norms: Buffer | None = None,
+    eps: float = 1e-6,
 ) -> None:
-    """Rotary embedding in place on x[t, h, d] at positions pos[t] (NEOX: halves; else pairs); with
-    ``x2`` also on x2[t, h2, d] in the same dispatch."""
-    kernel = rec.device.kernel("rope", NEOX=neox, TWO=x2 is not None)
-    buffers = [pos, x] if x2 is None else [pos, x, x2]
-    rec.dispatch(kernel, buffers, (t, h + h2, 1), (t, h, d, n_rot, float(base), h2))
-
-
-def glu(rec: Recording, gate: Buffer, up: Buffer, out: Buffer, n: int, gelu: bool = False) -> None:
-    """out = act(gate) · up: SiLU (SwiGLU), or tanh-GELU with ``gelu`` (GeGLU)."""
-    rec.dispatch(rec.device.kernel("glu", GELU_TANH=gelu), [gate, up, out], _flat(n), (n,))
+    """RoPE at positions pos[t] on q[t, hq, d] in place and on k[t, hkv, d] into kcache, v copied into
+    vcache (cache row base[i] + pos[i]); ``norms`` (the query heads' d weights, then the key heads'):
+    each head RMS-normalised first (Gemma). NEOX rotates halves, else pairs (llama.cpp's "normal")."""
+    kernel = rec.device.kernel("rope_cache", NEOX=neox, QK_NORM=norms is not None)
+    buffers = [pos, base, q, k, v, kcache, vcache, *([norms] if norms is not None else [])]
+    rec.dispatch(kernel, buffers, (t, hq + hkv, 1), (t, hq, hkv, d, n_rot, float(theta), float(eps)))
 
 
 def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value: bool = False) -> None:
@@ -274,25 +282,6 @@ def top_candidates(rec: Recording, parts: list[tuple[Buffer, int, int]], rows: i
         rec.dispatch(dev.kernel("topk", PAIRS=True), [src, out], (n, rows, 1), (width, n * TOP_K, 0, 0))
         width = n * TOP_K
     return out
-
-
-def scatter(
-    rec: Recording,
-    src: Buffer,
-    pos: Buffer,
-    base: Buffer,
-    dst: Buffer,
-    t: int,
-    w: int,
-    src2: Buffer | None = None,
-    dst2: Buffer | None = None,
-) -> None:
-    """dst[base[i] + pos[i]] = src[i] for rows of width w (new keys and values into the KV cache, each
-    row's sequence starting at cache row base[i]); with ``src2``/``dst2`` the same for a second pair."""
-    two = src2 is not None and dst2 is not None
-    buffers = [src, pos, base, dst, *([src2, dst2] if two else [])]
-    grid = (math.ceil(w / 64), t, 2 if two else 1)
-    rec.dispatch(rec.device.kernel("scatter", TWO=two), buffers, grid, (t, w))  # type: ignore[arg-type]
 
 
 def causal_attention(
@@ -328,13 +317,10 @@ def gather(
     scale: float = 1.0,
     first: int = 0,
     rows: int = 2**32 - 1,
+    half: bool = False,
 ) -> None:
     """out[i] = table[ids[i] - first] · scale for ids in [first, first + rows) (token embeddings; a
-    vocabulary too big for one binding is gathered slice by slice)."""
+    vocabulary too big for one binding is gathered slice by slice); ``half``: the table is f16."""
     grid = (math.ceil(d / 64), t, 1)
-    rec.dispatch(rec.device.kernel("gather"), [ids, table, out], grid, (t, d, float(scale), first, rows))
-
-
-def add(rec: Recording, y: Buffer, x: Buffer, n: int) -> None:
-    """x += y."""
-    rec.dispatch(rec.device.kernel("add"), [y, x], _flat(n), (n,))
+    kernel = rec.device.kernel("gather", F16=half)
+    rec.dispatch(kernel, [ids, table, out], grid, (t, d, float(scale), first, rows))

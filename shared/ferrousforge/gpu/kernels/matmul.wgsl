@@ -3,21 +3,13 @@
 // weights are f16 (half the memory and bandwidth; the adapter has shader-f16), products summed in f32.
 // 16×16 tiles through workgroup memory; every output sums K in the same order whatever M is, so a
 // row's result does not depend on the batch it came in (batch-invariant). W's rows from n0 on (several
-// matrices stacked in one buffer). With ACCUM the result is added to C (a residual stream).
-// Fused forms of the one-thread-a-column kernel (SKINNY, decode steps), giving the same bits as their
-// parts: SPLIT writes columns [0, N1), [N1, N1 + N2) and the rest to C, C2 and C3 (queries, keys and
-// values from one matmul); GLU reads W as [gate; up] (2N rows) and writes act(gate) · up (SwiGLU, or
-// with GELU_TANH Gemma's GeGLU).
-struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, pad0: u32, pad1: u32 }
+// matrices stacked in one buffer). (The GPU decoder's products are linear.wgsl's.)
+struct Params { M: u32, N: u32, K: u32, n0: u32, pad0: u32, pad1: u32, pad2: u32, pad3: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<FLOAT>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
-#if SPLIT
-@group(0) @binding(5) var<storage, read_write> c2: array<f32>;
-@group(0) @binding(6) var<storage, read_write> c3: array<f32>;
-#endif
 
 const T = 16u;
 var<workgroup> ta: array<array<f32, 16>, 16>;
@@ -31,8 +23,6 @@ fn erf(x: f32) -> f32 {  // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7
   return s * y;
 }
 
-#include glu_act
-
 fn act(x: f32) -> f32 {
 #if GELU
   return 0.5 * x * (1.0 + erf(x * 0.70710678118654752));
@@ -42,14 +32,6 @@ fn act(x: f32) -> f32 {
 #else
   return x;
 #endif
-#endif
-}
-
-fn store(m: u32, col: u32, value: f32) {
-#if ACCUM
-  c[m * p.N + col] += value;
-#else
-  c[m * p.N + col] = value;
 #endif
 }
 
@@ -64,9 +46,6 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   let col = g.x * 64u + l.x;
   let wcol = p.n0 + col;
   var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-#if GLU
-  var up = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-#endif
   for (var k0 = 0u; k0 < p.K; k0 += 64u) {
     let k = k0 + l.x;
     for (var m = 0u; m < p.M; m++) {
@@ -84,33 +63,13 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
         let vw = f32(w[wcol * p.K + k0 + i]);
 #endif
         for (var m = 0u; m < p.M; m++) { acc[m] += rows[m][i] * vw; }
-#if GLU
-        let vu = f32(w[(wcol + p.N) * p.K + k0 + i]);
-        for (var m = 0u; m < p.M; m++) { up[m] += rows[m][i] * vu; }
-#endif
       }
     }
     workgroupBarrier();
   }
   if (col < p.N) {
     for (var m = 0u; m < p.M; m++) {
-#if GLU
-      c[m * p.N + col] = glu_act(acc[m] + bias[col]) * (up[m] + bias[col]);
-#else
-#if SPLIT
-      let value = act(acc[m] + bias[col]);
-      if (col < p.N1) {
-        c[m * p.N1 + col] = value;
-      } else if (col < p.N1 + p.N2) {
-        c2[m * p.N2 + col - p.N1] = value;
-      } else {
-        let n3 = p.N - p.N1 - p.N2;
-        c3[m * n3 + col - p.N1 - p.N2] = value;
-      }
-#else
-      store(m, col, act(acc[m] + bias[col]));
-#endif
-#endif
+      c[m * p.N + col] = act(acc[m] + bias[col]);
     }
   }
 }
@@ -143,7 +102,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     workgroupBarrier();
   }
   if (row < p.M && col < p.N) {
-    store(row, col, act(acc + bias[col]));
+    c[row * p.N + col] = act(acc + bias[col]);
   }
 }
 #endif

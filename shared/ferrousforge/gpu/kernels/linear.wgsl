@@ -1,0 +1,145 @@
+// The GPU decoder's matrix products: C[M, N] = X[M, K] · W[n0 : n0 + N, K]ᵀ, W row-major as GGUF keeps
+// it (f16 where the adapter has shader-f16), K a multiple of 4. Written for memory bandwidth, since a
+// decode step reads every weight once for one row: a workgroup takes 16 rows of W and up to 8 rows of
+// X; 16 threads share each W row, reading it 4 values at a time side by side (coalesced), each summing
+// every 16th group of 4, then a fixed tree over the 16. That order is the same for every M, row and
+// variant below: a row's result never depends on what else is in the pass (batch-invariant), and a
+// prompt (many rows, several workgroups along y) gives the bits a decode step would.
+// NORM: X's rows are RMS-normalised first (weights nw: C = rmsnorm(X) · Wᵀ), each workgroup computing
+// the row's norm the same way. SPLIT: columns [0, N1), [N1, N1 + N2) and the rest go to C, C2 and C3
+// (queries, keys and values from one stacked matrix). GLU: W holds [gate; up] (2N rows) and C = act(X ·
+// gateᵀ) · (X · upᵀ) (SwiGLU, or with GELU_TANH Gemma's GeGLU). ACCUM: C += the product (a residual).
+struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, pad: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<FLOAT>>;
+#if NORM
+@group(0) @binding(3) var<storage, read> nw: array<vec4<f32>>;
+#endif
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+#if SPLIT
+@group(0) @binding(5) var<storage, read_write> c2: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c3: array<f32>;
+#endif
+
+const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
+const WROWS = 16u;  // W rows a workgroup (ops.LINEAR_ROWS)
+const XROWS = 8u;  // X rows a workgroup
+var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums (the norm: XROWS × 256)
+var<workgroup> scale: array<f32, 8>;
+
+// the gate's activation: SiLU (Llama's SwiGLU) or, with GELU_TANH, tanh-approximated GELU (Gemma's GeGLU)
+fn glu_act(g: f32) -> f32 {
+#if GELU_TANH
+  return 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+#else
+  return g / (1.0 + exp(-g));
+#endif
+}
+
+// Sum the 64 lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's.
+fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
+  for (var m = 0u; m < XROWS; m++) { part[(m * WROWS + ly) * LANES + lx] = v[m]; }
+  workgroupBarrier();
+  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+    if (lx < s) {
+      for (var m = 0u; m < XROWS; m++) {
+        if (m < rows) {
+          let at = (m * WROWS + ly) * LANES + lx;
+          part[at] += part[at + s];
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+  var out = 0.0;
+  if (lx < rows) { out = part[(lx * WROWS + ly) * LANES]; }
+  workgroupBarrier();
+  return out;
+}
+
+@compute @workgroup_size(16, 16)
+fn main(
+  @builtin(local_invocation_id) l: vec3u,
+  @builtin(local_invocation_index) li: u32,
+  @builtin(workgroup_id) g: vec3u,
+) {
+  let m0 = g.y * XROWS;
+  let rows = min(XROWS, p.M - m0);
+  let k4 = p.K / 4u;
+#if NORM
+  for (var m = 0u; m < XROWS; m++) {
+    var sq = 0.0;
+    if (m < rows) {
+      for (var i = li; i < k4; i += 256u) {
+        let v = x[(m0 + m) * k4 + i];
+        sq += dot(v, v);
+      }
+    }
+    part[m * 256u + li] = sq;
+  }
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (li < s) {
+      for (var m = 0u; m < XROWS; m++) { part[m * 256u + li] += part[m * 256u + li + s]; }
+    }
+    workgroupBarrier();
+  }
+  if (li < XROWS) { scale[li] = inverseSqrt(part[li * 256u] / f32(p.K) + p.eps); }
+  workgroupBarrier();
+#endif
+  let col = g.x * WROWS + l.y;
+  let live = col < p.N;
+  let wrow = p.n0 + min(col, p.N - 1u);
+  var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+#if GLU
+  var up = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+#endif
+  if (live) {
+    for (var i = l.x; i < k4; i += LANES) {
+      let wv = vec4<f32>(w[wrow * k4 + i]);
+#if GLU
+      let uv = vec4<f32>(w[(wrow + p.N) * k4 + i]);
+#endif
+#if NORM
+      let nv = nw[i];
+#endif
+      for (var m = 0u; m < XROWS; m++) {
+        if (m < rows) {
+#if NORM
+          let xv = x[(m0 + m) * k4 + i] * scale[m] * nv;
+#else
+          let xv = x[(m0 + m) * k4 + i];
+#endif
+          acc[m] += dot(xv, wv);
+#if GLU
+          up[m] += dot(xv, uv);
+#endif
+        }
+      }
+    }
+  }
+  var value = lanes_sum(l.x, l.y, rows, acc);
+#if GLU
+  let u = lanes_sum(l.x, l.y, rows, up);
+  value = glu_act(value) * u;
+#endif
+  if (!live || l.x >= rows) { return; }
+  let m = m0 + l.x;
+#if SPLIT
+  if (col < p.N1) {
+    c[m * p.N1 + col] = value;
+  } else if (col < p.N1 + p.N2) {
+    c2[m * p.N2 + col - p.N1] = value;
+  } else {
+    let n3 = p.N - p.N1 - p.N2;
+    c3[m * n3 + col - p.N1 - p.N2] = value;
+  }
+#else
+#if ACCUM
+  c[m * p.N + col] += value;
+#else
+  c[m * p.N + col] = value;
+#endif
+#endif
+}

@@ -5,8 +5,8 @@
 // every 16th group of 4, then a fixed tree over the 16. That order is the same for every M, row and
 // variant below: a row's result never depends on what else is in the pass (batch-invariant), and a
 // prompt (many rows, several workgroups along y) gives the bits a decode step would.
-// NORM: X's rows are RMS-normalised first (weights nw: C = rmsnorm(X) · Wᵀ), each workgroup computing
-// the row's norm the same way. SPLIT: columns [0, N1), [N1, N1 + N2) and the rest go to C, C2 and C3
+// NORM: X's rows are RMS-normalised first (weights nw): C = (X ⊙ nw) · Wᵀ / rms(X), the sum of squares
+// gathered in the same pass over X and reduced by the same tree. SPLIT: columns [0, N1), [N1, N1 + N2) and the rest go to C, C2 and C3
 // (queries, keys and values from one stacked matrix). GLU: W holds [gate; up] (2N rows) and C = act(X ·
 // gateᵀ) · (X · upᵀ) (SwiGLU, or with GELU_TANH Gemma's GeGLU). ACCUM: C += the product (a residual).
 struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, pad: u32 }
@@ -25,8 +25,7 @@ struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, pad
 const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
 const WROWS = 16u;  // W rows a workgroup (ops.LINEAR_ROWS)
 const XROWS = 8u;  // X rows a workgroup
-var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums (the norm: XROWS × 256)
-var<workgroup> scale: array<f32, 8>;
+var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums
 
 // the gate's activation: SiLU (Llama's SwiGLU) or, with GELU_TANH, tanh-approximated GELU (Gemma's GeGLU)
 fn glu_act(g: f32) -> f32 {
@@ -61,37 +60,18 @@ fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
 @compute @workgroup_size(16, 16)
 fn main(
   @builtin(local_invocation_id) l: vec3u,
-  @builtin(local_invocation_index) li: u32,
   @builtin(workgroup_id) g: vec3u,
 ) {
   let m0 = g.y * XROWS;
   let rows = min(XROWS, p.M - m0);
   let k4 = p.K / 4u;
-#if NORM
-  for (var m = 0u; m < XROWS; m++) {
-    var sq = 0.0;
-    if (m < rows) {
-      for (var i = li; i < k4; i += 256u) {
-        let v = x[(m0 + m) * k4 + i];
-        sq += dot(v, v);
-      }
-    }
-    part[m * 256u + li] = sq;
-  }
-  workgroupBarrier();
-  for (var s = 128u; s > 0u; s >>= 1u) {
-    if (li < s) {
-      for (var m = 0u; m < XROWS; m++) { part[m * 256u + li] += part[m * 256u + li + s]; }
-    }
-    workgroupBarrier();
-  }
-  if (li < XROWS) { scale[li] = inverseSqrt(part[li * 256u] / f32(p.K) + p.eps); }
-  workgroupBarrier();
-#endif
   let col = g.x * WROWS + l.y;
   let live = col < p.N;
   let wrow = p.n0 + min(col, p.N - 1u);
   var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+#if NORM
+  var sq = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+#endif
 #if GLU
   var up = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
 #endif
@@ -106,10 +86,12 @@ fn main(
 #endif
       for (var m = 0u; m < XROWS; m++) {
         if (m < rows) {
+          let xr = x[(m0 + m) * k4 + i];
 #if NORM
-          let xv = x[(m0 + m) * k4 + i] * scale[m] * nv;
+          sq[m] += dot(xr, xr);
+          let xv = xr * nv;
 #else
-          let xv = x[(m0 + m) * k4 + i];
+          let xv = xr;
 #endif
           acc[m] += dot(xv, wv);
 #if GLU
@@ -121,7 +103,16 @@ fn main(
   }
   var value = lanes_sum(l.x, l.y, rows, acc);
 #if GLU
-  let u = lanes_sum(l.x, l.y, rows, up);
+  var u = lanes_sum(l.x, l.y, rows, up);
+#endif
+#if NORM
+  let scale = inverseSqrt(lanes_sum(l.x, l.y, rows, sq) / f32(p.K) + p.eps);
+  value *= scale;
+#if GLU
+  u *= scale;
+#endif
+#endif
+#if GLU
   value = glu_act(value) * u;
 #endif
   if (!live || l.x >= rows) { return; }

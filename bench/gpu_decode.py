@@ -1,0 +1,118 @@
+"""Issue H2: the GPU decoder in process on one GGUF, and where a decode step's time goes: the host's
+encoding and submitting of the recorded pass, then the wait for the GPU and the 8-byte readback.
+
+    .venv/bin/python bench/gpu_decode.py MODEL.gguf [--steps 64] [--prompt 256] [--slots 1]
+    .venv/bin/python bench/gpu_decode.py --bandwidth 65536x4096
+
+``--bandwidth RxC``: the decoder's matrix-vector product (linear.wgsl, one row) on an RxC f16 matrix
+(f32 without shader-f16), ten to a pass: the share of the memory bandwidth a decode step's kernel gets.
+
+Greedy decode steps feed each token back; the step time does not depend on the weights' values, so a
+GGUF whose tensor data is zeroed (``zero_gguf.py``: small enough to carry to a GPU machine) times the
+same as the model. Prompt speed is one ``--prompt``-token pass (the power-of-two chunk a prompt
+takes), after one untimed pass of that shape. With ``--slots N`` each step carries N sequences. On
+lavapipe (a CPU) these figures show the path, not a speed to aim at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+from ferrousforge.gguf import parse_tensors
+from ferrousforge.gpu import ops
+from ferrousforge.gpu.decoder import Decoder
+from ferrousforge.gpu.native import NativeDevice
+
+
+async def decode(decoder: Decoder, steps: int, slots: int) -> tuple[list[float], list[float]]:
+    """Host time (encode + submit) and wait time (GPU + readback) of each step, in ms."""
+    tokens = [1] * slots
+    host, wait = [], []
+    for position in range(steps):
+        t0 = time.perf_counter()
+        run = decoder.submit([(token, position, slot) for slot, token in enumerate(tokens)])
+        t1 = time.perf_counter()
+        tokens = await decoder.read_best(run, slots)
+        t2 = time.perf_counter()
+        host.append((t1 - t0) * 1e3)
+        wait.append((t2 - t1) * 1e3)
+    return host, wait
+
+
+async def prompt_pass(decoder: Decoder, n: int) -> float:
+    """Seconds for one n-token prompt pass (the last row projected), after one untimed pass."""
+    rows = [(1 + i % 100, i, 0) for i in range(n)]
+    await decoder.read_best(decoder.submit(rows, "last"), 1)
+    t0 = time.perf_counter()
+    await decoder.read_best(decoder.submit(rows, "last"), 1)
+    return time.perf_counter() - t0
+
+
+def bandwidth(gpu: NativeDevice, shape: str, passes: int = 5) -> None:
+    rows, cols = (int(v) for v in shape.split("x"))
+    size = 2 if gpu.f16 else 4
+    w, x, y = gpu.buffer(rows * cols * size), gpu.upload(bytes(4 * cols)), gpu.buffer(4 * rows)
+    rec = gpu.record()
+    for _ in range(10):
+        ops.linear(rec, x, w, y, 1, rows, cols, half=gpu.f16)
+    gpu.submit(rec)
+    asyncio.run(gpu.read(y, 4))
+    times = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        gpu.submit(rec)
+        asyncio.run(gpu.read(y, 4))
+        times.append(time.perf_counter() - t0)
+    best = min(times) / 10
+    print(
+        f"linear.wgsl, 1 × {cols} · ({rows} × {cols})ᵀ, {'f16' if gpu.f16 else 'f32'} weights on {gpu.name}:"
+    )
+    print(f"- {best * 1e6:.1f} µs a product, {rows * cols * size / best / 1e9:.1f} GB/s of weights")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", type=Path, nargs="?")
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--prompt", type=int, default=256)
+    parser.add_argument("--slots", type=int, default=1)
+    parser.add_argument("--bandwidth", metavar="RxC")
+    args = parser.parse_args()
+    gpu = NativeDevice()
+    if args.bandwidth:
+        bandwidth(gpu, args.bandwidth)
+    if args.model is None:
+        return
+    data = memoryview(args.model.read_bytes())
+    meta, tensors = parse_tensors(data, len(data))
+    t0 = time.perf_counter()
+    n_ctx = max(args.prompt, args.steps) + 1
+    decoder = Decoder(gpu, data, meta, tensors, n_ctx=n_ctx, slots=args.slots)
+    asyncio.run(decode(decoder, 2, args.slots))  # records and compiles the step's pass
+    load = time.perf_counter() - t0
+    step = decoder.submit([(1, 0, slot) for slot in range(args.slots)])
+    kinds = Counter(d.kernel.name for d in step.recording.dispatches)
+    host, wait = asyncio.run(decode(decoder, args.steps, args.slots))
+    total = [h + w for h, w in zip(host, wait, strict=True)]
+    prompt = asyncio.run(prompt_pass(decoder, args.prompt)) if args.prompt else 0.0
+    step_ms = statistics.median(total)
+    dispatches = sum(kinds.values())
+    print(f"{args.model.name} on {gpu.name} (f16: {gpu.f16}), {args.slots} sequence(s) a step")
+    print(f"- load and first steps: {load:.1f} s")
+    print(f"- dispatches a decode step: {dispatches} {dict(kinds.most_common())}")
+    print(
+        f"- decode: {1e3 * args.slots / step_ms:.1f} tok/s (median step {step_ms:.3f} ms: host encode + "
+        f"submit {statistics.median(host):.3f} ms = {1e3 * statistics.median(host) / dispatches:.2f} µs a "
+        f"dispatch, GPU + readback {statistics.median(wait):.3f} ms; {args.steps} steps)"
+    )
+    if args.prompt:
+        print(f"- prompt: {args.prompt / prompt:.1f} tok/s ({args.prompt} tokens in {prompt * 1e3:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()

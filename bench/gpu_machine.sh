@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU machine's checks for issues H2 and H in one run, with llama.cpp CUDA built from the same source
+# as the baseline. Prepare here first (`.venv/bin/python bench/gpu_machine_prepare.py` fills .gpu/), then
+# one device call: command `bash bench/gpu_machine.sh`, carry [".gpu"], timeout_s 590. The log comes back
+# as $OUT/gpu_machine.log; every step runs under its own timeout and a failing one does not stop the rest.
+#   1. the machine: GPU, driver, Vulkan loader, wgpu's adapter;
+#   2. (in the background) llama.cpp's llama-bench with CUDA for sm_90, from .gpu/llama-src.tgz;
+#   3. H2: the GPU decoder through wgpu (Vulkan) on zeroed copies of gemma3:270m and smollm2:135m: decode
+#      steps (host encoding vs GPU wait), 4 sequences a step, a 256-token prompt pass;
+#   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s;
+#   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU.
+# Off the GPU machine it runs steps 1, 3 and 4 on lavapipe, e.g. GPU_MACHINE_PY=.venv/bin/python
+# GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 bash bench/gpu_machine.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-machine}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_machine.log") 2>&1
+G=$PWD/.gpu
+PY=${GPU_MACHINE_PY:-python3}
+STEPS=${GPU_MACHINE_STEPS:-128}
+PROMPT=${GPU_MACHINE_PROMPT:-256}
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "the machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv 2>/dev/null || echo "no nvidia-smi"
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+  for f in "$G"/gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=$icd
+fi
+if [ -z "${GPU_MACHINE_PY:-}" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$G"/wheels/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/shared
+fi
+for m in gemma3 smollm2; do gunzip -c "$G/$m.gguf.gz" > "/tmp/$m.gguf"; done
+timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info)"
+
+if command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; then
+  step "building llama-bench (CUDA, sm_90) in the background"
+  rm -rf /tmp/llama.cpp /tmp/llama-build && tar xzf "$G/llama-src.tgz" -C /tmp
+  (cmake -S /tmp/llama.cpp -B /tmp/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=OFF >/tmp/llama-cmake.log 2>&1 &&
+    nice cmake --build /tmp/llama-build --target llama-bench -j 14 >/tmp/llama-build.log 2>&1
+    echo $? >/tmp/llama-build.rc) &
+  building=$!
+fi
+
+step "H2: the GPU decoder through wgpu"
+for m in gemma3 smollm2; do
+  timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
+  timeout 100 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$((STEPS / 2))" --prompt 0 --slots 4
+done
+
+step "H: linear.wgsl's bandwidth"
+timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
+
+if [ -n "${building:-}" ]; then
+  step "llama.cpp CUDA (llama-bench, same source)"
+  timeout 300 tail --pid="$building" -f /dev/null
+  echo "build exit: $(cat /tmp/llama-build.rc 2>/dev/null || echo unfinished)"
+  tail -5 /tmp/llama-cmake.log /tmp/llama-build.log
+  for m in gemma3 smollm2; do
+    timeout 90 /tmp/llama-build/bin/llama-bench -m "/tmp/$m.gguf" -p 256 -n 128 -ngl 99 -r 3 -o md
+  done
+fi
+step done

@@ -1,0 +1,130 @@
+"""Packs what ``bench/gpu_machine.sh`` needs on the GPU machine into ``.gpu/`` (ignored by git; ~25 MB,
+under the 64 MiB a device call carries), from this machine's package registries and model packages:
+
+- ``llama-src.tgz``: llama.cpp's source as the llama-cpp-python release FerrousForge runs vendors it,
+  without models, docs, media, benches, CI files and the ggml backends no machine here uses (~9 MB);
+- ``gemma3.gguf.gz``, ``smollm2.gguf.gz``: the default chat models with their tensor data zeroed: same
+  metadata, shapes and types, so they load and time as the models do, and gzip to a few MB;
+- ``wheels/``: wgpu and what it needs, for the machine's Python 3.12 (its image has no wgpu);
+- ``gl/``: the Vulkan loader's Debian package, unpacked there only if the image lacks one.
+
+    .venv/bin/python bench/gpu_machine_prepare.py
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_dispatches import models
+
+from ferrousforge.gguf import parse_tensors
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / ".gpu"
+LLAMA_CPP_PYTHON = "0.3.36"
+UNUSED_BACKENDS = (
+    "sycl",
+    "opencl",
+    "hexagon",
+    "cann",
+    "openvino",
+    "et",
+    "metal",
+    "virtgpu",
+    "webgpu",
+    "musa",
+)
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True)
+
+
+def llama_source() -> None:
+    target = OUT / "llama-src.tgz"
+    if target.exists():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        pip(
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={LLAMA_CPP_PYTHON}",
+            "-d",
+            tmp,
+        )
+        with tarfile.open(next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))) as sdist:
+            sdist.extractall(tmp, filter="data")
+        src = next(Path(tmp).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+        for name in ("models", "docs", "media", "benches", ".github", ".devops"):
+            shutil.rmtree(src / name, ignore_errors=True)
+        for backend in UNUSED_BACKENDS:
+            shutil.rmtree(src / "ggml" / "src" / f"ggml-{backend}", ignore_errors=True)
+        with tarfile.open(target, "w:gz") as out:
+            out.add(src, arcname="llama.cpp")
+
+
+def zeroed(source: Path, target: Path) -> None:
+    """The GGUF with every tensor's bytes zero (the header and tensor table as they are)."""
+    if target.exists():
+        return
+    data = memoryview(source.read_bytes())
+    _meta, tensors = parse_tensors(data, len(data))
+    start = min(info.offset for info in tensors.values())
+    with gzip.open(target, "wb", compresslevel=6) as out:
+        out.write(data[:start])
+        left, zeros = len(data) - start, bytes(1 << 20)
+        while left > 0:
+            out.write(zeros[: min(left, len(zeros))])
+            left -= len(zeros)
+
+
+def wheels() -> None:
+    folder = OUT / "wheels"
+    if any(folder.glob("wgpu-*.whl")):
+        return
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    pip("download", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+        *platforms, "-d", str(folder), "wgpu==0.32.0")  # fmt: skip
+    for wheel in folder.glob("numpy-*.whl"):  # the machine's image has numpy
+        wheel.unlink()
+
+
+def vulkan_loader() -> None:
+    folder = OUT / "gl"
+    if any(folder.glob("*.deb")):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    lists = Path(tempfile.mkdtemp())
+    (lists / "partial").mkdir()
+    options = ["-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", f"-oDir::State::Lists={lists}"]
+    subprocess.run(["apt-get", *options, "-qq", "update"], check=True)
+    subprocess.run(["apt-get", *options, "-qq", "download", "libvulkan1"], check=True, cwd=folder)
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    llama_source()
+    for name, path in models().items():
+        zeroed(path, OUT / f"{name.split(':')[0]}.gguf.gz")
+    wheels()
+    vulkan_loader()
+    total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
+    for f in sorted(OUT.rglob("*")):
+        if f.is_file():
+            print(f"{f.relative_to(ROOT)}: {f.stat().st_size / 1e6:.1f} MB")
+    print(f"{total / 2**20:.1f} MiB in {OUT.relative_to(ROOT)}/ (a device call carries at most 64 MiB)")
+
+
+if __name__ == "__main__":
+    main()

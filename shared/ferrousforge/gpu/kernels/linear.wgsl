@@ -6,8 +6,8 @@
 // variant below: a row's result never depends on what else is in the pass (batch-invariant), and a
 // prompt (many rows, several workgroups along y) gives the bits a decode step would.
 // NORM: X's rows are RMS-normalised first (weights nw): C = (X ⊙ nw) · Wᵀ / rms(X), the sum of squares
-// gathered in the same pass over X and reduced by the same tree. SPLIT: columns [0, N1), [N1, N1 + N2) and the rest go to C, C2 and C3
-// (queries, keys and values from one stacked matrix). GLU: W holds [gate; up] (2N rows) and C = act(X ·
+// gathered in the same pass over X and reduced by the same tree. SPLIT: columns [0, N1), [N1, N1 + N2)
+// and the rest go to C, C2 and C3 (queries, keys and values from one stacked matrix). GLU: W holds [gate; up] (2N rows) and C = act(X ·
 // gateᵀ) · (X · upᵀ) (SwiGLU, or with GELU_TANH Gemma's GeGLU). ACCUM: C += the product (a residual).
 struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, pad: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,7 +36,7 @@ fn glu_act(g: f32) -> f32 {
 #endif
 }
 
-// Sum the 64 lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's.
+// Sum the 16 lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's.
 fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
   for (var m = 0u; m < XROWS; m++) { part[(m * WROWS + ly) * LANES + lx] = v[m]; }
   workgroupBarrier();

@@ -7,10 +7,12 @@
 #   2. (in the background) llama.cpp's llama-bench with CUDA for sm_90, from .gpu/llama-src.tgz;
 #   3. H2: the GPU decoder through wgpu (Vulkan) on zeroed copies of gemma3:270m and smollm2:135m: decode
 #      steps (host encoding vs GPU wait), 4 sequences a step, a 256-token prompt pass;
-#   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s;
+#   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
+#      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU.
 # Off the GPU machine it runs steps 1, 3 and 4 on lavapipe, e.g. GPU_MACHINE_PY=.venv/bin/python
-# GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 bash bench/gpu_machine.sh
+# GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
+# bash bench/gpu_machine.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-machine}
@@ -37,6 +39,7 @@ if [ -z "${GPU_MACHINE_PY:-}" ]; then
   export PYTHONPATH=/tmp/site:$PWD/shared
 fi
 for m in gemma3 smollm2; do gunzip -c "$G/$m.gguf.gz" > "/tmp/$m.gguf"; done
+gunzip -c "$G/all-minilm.onnx.gz" > /tmp/all-minilm.onnx
 timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info)"
 
 if command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; then
@@ -58,6 +61,7 @@ done
 
 step "H: linear.wgsl's bandwidth"
 timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
+timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
 
 if [ -n "${building:-}" ]; then
   step "llama.cpp CUDA (llama-bench, same source)"

@@ -5,6 +5,8 @@ under the 64 MiB a device call carries), from this machine's package registries 
   without models, docs, media, benches, CI files and the ggml backends no machine here uses (~9 MB);
 - ``gemma3.gguf.gz``, ``smollm2.gguf.gz``: the default chat models with their tensor data zeroed: same
   metadata, shapes and types, so they load and time as the models do, and gzip to a few MB;
+- ``all-minilm.onnx.gz``: the ONNX file the host converts all-minilm into, its tensors zeroed (the
+  encoder's benchmark against torch; ~0.2 MB);
 - ``wheels/``: wgpu and what it needs, for the machine's Python 3.12 (its image has no wgpu);
 - ``gl/``: the Vulkan loader's Debian package, unpacked there only if the image lacks one.
 
@@ -89,6 +91,30 @@ def zeroed(source: Path, target: Path) -> None:
             left -= len(zeros)
 
 
+def zeroed_onnx(target: Path) -> None:
+    """all-minilm's ONNX file as the bench store holds it (bench/gpu_embed.py pulls it), tensors zeroed."""
+    if target.exists():
+        return
+    import numpy as np
+    import onnx
+    from generate_speed import bench_store
+    from onnx import numpy_helper
+
+    from ferrousforge.names import ModelName
+    from ferrousforge_host.store import BlobStore
+
+    store = BlobStore(bench_store())
+    layer = store.get(ModelName.parse("all-minilm")).manifest.model_layer
+    assert layer is not None, "pull all-minilm into the bench store first (bench/gpu_embed.py does)"
+    model = onnx.load(str(store.blob_path(layer.digest)))
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.size > 1024:  # weights; small constants (shapes, axes) stay
+            tensor.CopyFrom(numpy_helper.from_array(np.zeros_like(array), tensor.name))
+    with gzip.open(target, "wb", compresslevel=6) as out:
+        out.write(model.SerializeToString())
+
+
 def wheels() -> None:
     folder = OUT / "wheels"
     if any(folder.glob("wgpu-*.whl")):
@@ -117,6 +143,7 @@ def main() -> None:
     llama_source()
     for name, path in models().items():
         zeroed(path, OUT / f"{name.split(':')[0]}.gguf.gz")
+    zeroed_onnx(OUT / "all-minilm.onnx.gz")
     wheels()
     vulkan_loader()
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())

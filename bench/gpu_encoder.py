@@ -1,0 +1,96 @@
+"""Issue H: the BERT encoder on the GPU compute layer in process, embeddings/s at batch 1, 32 and 256
+of 16-token sequences; with ``--torch``, the same shape as transformers' BertModel on torch (CUDA where
+there is one, f32 and f16) with mean pooling, which is what sentence-transformers runs.
+
+    .venv/bin/python bench/gpu_encoder.py MODEL.onnx [--torch] [--batches 1,32,256]
+
+MODEL.onnx: a BERT ONNX file FerrousForge converted (all-minilm's, from the store; a copy with zeroed
+tensors times the same: ``bench/gpu_machine_prepare.py``). The torch model takes the encoder's shape
+with random weights: a forward pass costs the same whatever the weights hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+
+from ferrousforge.gpu import onnx_weights
+from ferrousforge.gpu.bert import BertEncoder, BertShape, bert_weights
+from ferrousforge.gpu.native import NativeDevice
+
+TOKENS = 16
+
+
+def timed(run, repeats: int = 5) -> float:  # type: ignore[no-untyped-def]
+    """Median seconds of ``run()`` after one untimed call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
+    """The encoder's speed; its shape and vocabulary size for the torch side."""
+    data = memoryview(path.read_bytes())
+    weights, heads, eps = bert_weights(onnx_weights.read(data), data)
+    shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
+    device = NativeDevice()
+    encoder = BertEncoder(device, weights, shape, "mean")
+    for batch in batches:
+        rows = [[101, *range(2000 + i, 2000 + i + TOKENS - 2), 102] for i in range(batch)]
+        seconds = timed(lambda rows=rows: asyncio.run(encoder.run(rows)))
+        print(f"| wgpu ({device.name}) | {batch} | {batch / seconds:.1f} |")
+    return shape, weights["word_emb"][1][0]
+
+
+def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+    )
+    for dtype in (torch.float32, torch.float16) if device == "cuda" else (torch.float32,):
+        model = BertModel(config).to(device, dtype).eval()
+        for batch in batches:
+            ids = torch.randint(1000, vocab, (batch, TOKENS), device=device)
+            mask = torch.ones_like(ids)
+
+            def run(ids: torch.Tensor = ids, mask: torch.Tensor = mask, model: BertModel = model) -> None:
+                with torch.inference_mode():
+                    hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+                    pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+                    torch.nn.functional.normalize(pooled, dim=-1).cpu()
+
+            seconds = timed(run)
+            print(f"| torch {device} {str(dtype).removeprefix('torch.')} | {batch} | {batch / seconds:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--torch", action="store_true")
+    parser.add_argument("--batches", default="1,32,256")
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    print(f"{TOKENS}-token sequences, mean pooling")
+    print("| engine | batch | embeddings/s |")
+    print("|---|---|---|")
+    shape, vocab = ours(args.model, batches)
+    if args.torch:
+        torch_side(shape, vocab, batches)
+
+
+if __name__ == "__main__":
+    main()

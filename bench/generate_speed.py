@@ -10,11 +10,18 @@ repeat_penalty 1.0) and the peers are given the same sampler explicitly. ``--sam
 same with ``repeat_penalty`` 1.1 set explicitly everywhere. llama-server is built from the llama.cpp
 source vendored in the same llama-cpp-python sdist (bench/build_llama_server.sh) and run with
 --no-jinja --chat-template gemma.
+
+On the GPU machine (``bench/gpu_machine.sh``) three variables point it elsewhere: ``BENCH_GGUF`` (a GGUF
+served as gemma3:270m instead of the catalogue's: created in the store through the API, and given to
+llama-server and llama-cpp-python), ``LLAMA_SERVER`` (a llama-server binary built there) and
+``BENCH_GPU_LAYERS`` (llama-server's and llama-cpp-python's ``-ngl``; FerrousForge offloads by its own
+default, every layer that fits).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -29,6 +36,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT_TOKENS, NEW_TOKENS, THREADS, CTX = 234, 128, 2, 4096
+GGUF = os.environ.get("BENCH_GGUF")  # a local file served as gemma3:270m (the GPU machine has no catalogue)
+GPU_LAYERS = int(os.environ.get("BENCH_GPU_LAYERS", "0"))
 TEXT = (
     "The history of computing is longer than the history of computing hardware and modern computing "
     "technology and includes the history of methods intended for pen and paper or for chalk and slate, "
@@ -85,20 +94,41 @@ def start_forge(
     env = {**os.environ, "FERROUSFORGE_MODELS": str(store), "FERROUSFORGE_NUM_THREAD": str(THREADS)}
     env.update(extra_env or {})
     env.update({f"FERROUSFORGE_{k.upper()}": str(v) for k, v in settings.items()})
-    command = [str(Path(sys.executable).parent / "ferrousforge"), "serve", "--host", f"127.0.0.1:{port}"]
+    script = Path(sys.executable).parent / "ferrousforge"  # (not installed on the GPU machine: the module)
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ferrousforge_host.cli"]
+    command += ["serve", "--host", f"127.0.0.1:{port}"]
+    if GGUF and pull == "gemma3:270m":
+        pull = None
     proc = subprocess.Popen(command + (["--pull", pull] if pull else []), env=env, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     wait_up(url, proc, timeout=300)
+    if GGUF and "gemma3:270m" not in {m["name"] for m in CLIENT.get(url + "/api/tags").json()["models"]}:
+        create_from_file(url, "gemma3:270m", Path(GGUF))
     return proc, url
+
+
+def create_from_file(url: str, name: str, path: Path) -> None:
+    """``ferrousforge create`` through the API: the file as a blob, then the model from it."""
+    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as f:
+        CLIENT.post(f"{url}/api/blobs/{digest}", content=f, timeout=600).raise_for_status()
+    CLIENT.post(url + "/api/create", json={"model": name, "files": {path.name: digest}}, timeout=600)
+
+
+def model_file(store: Path) -> Path:
+    """The GGUF llama-server and llama-cpp-python load: BENCH_GGUF, else the store's gemma3:270m blob."""
+    return Path(GGUF) if GGUF else next((store / "blobs").glob("sha256-a5fd3b62*"))
 
 
 def start_llama_server(store: Path, slots: int) -> tuple[subprocess.Popen[bytes], str]:
     """llama.cpp's llama-server (built once by build_llama_server.sh) on the store's gemma3:270m blob."""
-    build = subprocess.run(
-        ["bash", str(ROOT / "bench/build_llama_server.sh")], check=True, capture_output=True, text=True
-    )
-    binary = build.stdout.strip().splitlines()[-1]
-    blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
+    binary = os.environ.get("LLAMA_SERVER")
+    if not binary:
+        build = subprocess.run(
+            ["bash", str(ROOT / "bench/build_llama_server.sh")], check=True, capture_output=True, text=True
+        )
+        binary = build.stdout.strip().splitlines()[-1]
+    blob = model_file(store)
     port = free_port()
     command = [
         binary,
@@ -115,6 +145,8 @@ def start_llama_server(store: Path, slots: int) -> tuple[subprocess.Popen[bytes]
         "--no-jinja",
         "--chat-template",
         "gemma",
+        "-ngl",
+        str(GPU_LAYERS),
     ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -218,11 +250,16 @@ def main() -> None:
     try:
         server, server_url = start_llama_server(store, slots=1)
         procs.append(server)
-        blob = next((store / "blobs").glob("sha256-a5fd3b62*"))
-
         from llama_cpp import Llama
 
-        llm = Llama(str(blob), n_ctx=CTX, n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+        llm = Llama(
+            str(model_file(store)),
+            n_ctx=CTX,
+            n_threads=THREADS,
+            n_threads_batch=THREADS,
+            n_gpu_layers=GPU_LAYERS,
+            verbose=False,
+        )
 
         def tokenize(text: str) -> list[int]:
             return llm.tokenize(text.encode(), add_bos=True, special=True)
@@ -266,7 +303,8 @@ def report(results: dict[str, list[tuple[float, float, int]]]) -> None:
     ref_ttft = statistics.median(r[0] for r in results[ref])
     ref_tps = statistics.median(r[1] for r in results[ref])
     print(
-        f"gemma3:270m Q4_K_M, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} tokens ({MODE} sampling), "
+        f"{GGUF or 'gemma3:270m Q4_K_M'}, prompt {PROMPT_TOKENS} tokens, {NEW_TOKENS} tokens "
+        f"({MODE} sampling), "
         f"{THREADS} threads, "
         f"{len(results[ref])} alternating runs each (medians)\n"
     )

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The GPU machine's checks for issues H2 and H in one run, with llama.cpp CUDA built from the same source
-# as the baseline. Prepare here first (`.venv/bin/python bench/gpu_machine_prepare.py` fills .gpu/), then
+# The GPU machine's checks for issues G, H2 and H in one run, with llama.cpp CUDA built from the same
+# source as the baseline. Prepare here first (`.venv/bin/python bench/gpu_machine_prepare.py` fills .gpu/), then
 # one device call: command `bash bench/gpu_machine.sh`, carry [".gpu"], timeout_s 590. The log comes back
 # as $OUT/gpu_machine.log; every step runs under its own timeout and a failing one does not stop the rest.
 #   1. the machine: GPU, driver, Vulkan loader, wgpu's adapter;
-#   2. (in the background) llama.cpp's llama-bench with CUDA for sm_90, from .gpu/llama-src.tgz;
-#   3. H2: the GPU decoder through wgpu (Vulkan) on zeroed copies of gemma3:270m and smollm2:135m: decode
-#      steps (host encoding vs GPU wait), 4 sequences a step, a 256-token prompt pass;
+#   2. (in the background) llama.cpp with CUDA for sm_90 from .gpu/llama-src.tgz: its shared libraries
+#      (FerrousForge's llama.cpp engine loads them through LLAMA_CPP_LIB_PATH), llama-server, llama-bench;
+#   3. H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and smollm2:135m with random
+#      weights (bench/random_gguf.py): decode steps (host encoding vs GPU wait), 4 sequences a step, a
+#      256-token prompt pass;
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
-#   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU.
+#   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
+#   6. G: `ferrousforge serve` on llama.cpp CUDA: info, ps (size_vram, the processor split), then
+#      bench/generate_speed.py: /api/generate streaming against llama-server, the same build and file.
 # Off the GPU machine it runs steps 1, 3 and 4 on lavapipe, e.g. GPU_MACHINE_PY=.venv/bin/python
 # GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
 # bash bench/gpu_machine.sh
@@ -36,19 +40,23 @@ if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvi
 fi
 if [ -z "${GPU_MACHINE_PY:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$G"/wheels/*.whl
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/host-site "$G"/host-wheels/*.whl
   export PYTHONPATH=/tmp/site:$PWD/shared
+  HOSTPATH=$PWD/shared:$PWD/host:$G/llama_cpp_py:/tmp/host-site:/tmp/site
 fi
-for m in gemma3 smollm2; do gunzip -c "$G/$m.gguf.gz" > "/tmp/$m.gguf"; done
+for m in gemma3 smollm2; do $PY bench/random_gguf.py "$G/$m.gguf.gz" "/tmp/$m.gguf"; done
 gunzip -c "$G/all-minilm.onnx.gz" > /tmp/all-minilm.onnx
 timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info)"
 
-if command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; then
-  step "building llama-bench (CUDA, sm_90) in the background"
+CUDA=${GPU_MACHINE_CUDA:-ON}  # OFF: a CPU build, to check this script off the GPU machine
+if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; }; then
+  step "building llama.cpp (CUDA $CUDA, sm_90) in the background"
   rm -rf /tmp/llama.cpp /tmp/llama-build && tar xzf "$G/llama-src.tgz" -C /tmp
-  (cmake -S /tmp/llama.cpp -B /tmp/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF >/tmp/llama-cmake.log 2>&1 &&
-    nice cmake --build /tmp/llama-build --target llama-bench -j 14 >/tmp/llama-build.log 2>&1
+  (cmake -S /tmp/llama.cpp -B /tmp/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA="$CUDA" \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >/tmp/llama-cmake.log 2>&1 &&
+    nice cmake --build /tmp/llama-build --target llama mtmd llama-server llama-bench -j "$(nproc)" \
+      >/tmp/llama-build.log 2>&1
     echo $? >/tmp/llama-build.rc) &
   building=$!
 fi
@@ -64,12 +72,34 @@ timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
 timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
 
 if [ -n "${building:-}" ]; then
-  step "llama.cpp CUDA (llama-bench, same source)"
-  timeout 300 tail --pid="$building" -f /dev/null
+  step "llama.cpp CUDA $CUDA (llama-bench, same source)"
+  timeout 400 tail --pid="$building" -f /dev/null
   echo "build exit: $(cat /tmp/llama-build.rc 2>/dev/null || echo unfinished)"
-  tail -5 /tmp/llama-cmake.log /tmp/llama-build.log
+  tail -3 /tmp/llama-cmake.log /tmp/llama-build.log
   for m in gemma3 smollm2; do
     timeout 90 /tmp/llama-build/bin/llama-bench -m "/tmp/$m.gguf" -p 256 -n 128 -ngl 99 -r 3 -o md
   done
+
+  step "G: ferrousforge serve on that build"
+  export LLAMA_CPP_LIB_PATH=/tmp/llama-build/bin
+  store=/tmp/ff-store && rm -rf "$store"
+  (
+    export PYTHONPATH=${HOSTPATH:-${PYTHONPATH:-}} FERROUSFORGE_MODELS=$store FERROUSFORGE_HOST=127.0.0.1:11555
+    $PY -m ferrousforge_host.cli serve >/tmp/serve.log 2>&1 &
+    server=$!
+    for _ in $(seq 60); do curl -s 127.0.0.1:11555 >/dev/null && break; sleep 1; done
+    timeout 60 $PY -m ferrousforge_host.cli info
+    printf 'FROM /tmp/gemma3.gguf\n' >/tmp/Modelfile
+    timeout 120 $PY -m ferrousforge_host.cli create gemma3-random -f /tmp/Modelfile
+    curl -s 127.0.0.1:11555/api/generate -d '{"model": "gemma3-random", "prompt": "The history of", "stream": false,
+      "options": {"temperature": 0, "num_predict": 16}}' | head -c 600; echo
+    timeout 30 $PY -m ferrousforge_host.cli ps
+    curl -s 127.0.0.1:11555/api/ps; echo
+    kill $server
+    tail -5 /tmp/serve.log
+    export BENCH_GGUF=/tmp/gemma3.gguf LLAMA_SERVER=/tmp/llama-build/bin/llama-server BENCH_GPU_LAYERS=99
+    export FERROUSFORGE_BENCH_STORE=/tmp/ff-bench-store
+    timeout 300 $PY bench/generate_speed.py --runs "${GPU_MACHINE_RUNS:-6}"
+  )
 fi
 step done

@@ -8,6 +8,9 @@ under the 64 MiB a device call carries), from this machine's package registries 
 - ``all-minilm.onnx.gz``: the ONNX file the host converts all-minilm into, its tensors zeroed (the
   encoder's benchmark against torch; ~0.2 MB);
 - ``wheels/``: wgpu and what it needs, for the machine's Python 3.12 (its image has no wgpu);
+- ``host-wheels/`` and ``llama_cpp_py/``: what the host server needs that the image lacks, and
+  llama-cpp-python's Python package from its sdist (its library is the one built there, found through
+  ``LLAMA_CPP_LIB_PATH``);
 - ``gl/``: the Vulkan loader's Debian package, unpacked there only if the image lacks one.
 
     .venv/bin/python bench/gpu_machine_prepare.py
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,9 +55,12 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True)
 
 
+HOST_WHEELS = ["starlette", "uvicorn", "httptools", "orjson", "python-multipart", "diskcache"]
+
+
 def llama_source() -> None:
     target = OUT / "llama-src.tgz"
-    if target.exists():
+    if target.exists() and (OUT / "llama_cpp_py").exists():
         return
     with tempfile.TemporaryDirectory() as tmp:
         pip(
@@ -67,7 +74,10 @@ def llama_source() -> None:
         )
         with tarfile.open(next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))) as sdist:
             sdist.extractall(tmp, filter="data")
-        src = next(Path(tmp).glob("llama_cpp_python-*")) / "vendor" / "llama.cpp"
+        package = next(Path(tmp).glob("llama_cpp_python-*"))
+        shutil.rmtree(OUT / "llama_cpp_py", ignore_errors=True)
+        shutil.copytree(package / "llama_cpp", OUT / "llama_cpp_py" / "llama_cpp")
+        src = package / "vendor" / "llama.cpp"
         for name in ("models", "docs", "media", "benches", ".github", ".devops"):
             shutil.rmtree(src / name, ignore_errors=True)
         for backend in UNUSED_BACKENDS:
@@ -124,6 +134,19 @@ def wheels() -> None:
         *platforms, "-d", str(folder), "wgpu==0.32.0")  # fmt: skip
     for wheel in folder.glob("numpy-*.whl"):  # the machine's image has numpy
         wheel.unlink()
+    pip(
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        *platforms,
+        "-d",
+        str(OUT / "host-wheels"),
+        *(f"{name}=={version(name)}" for name in HOST_WHEELS),
+    )  # fmt: skip  (the versions tested here)
 
 
 def vulkan_loader() -> None:
@@ -147,9 +170,9 @@ def main() -> None:
     wheels()
     vulkan_loader()
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
-    for f in sorted(OUT.rglob("*")):
-        if f.is_file():
-            print(f"{f.relative_to(ROOT)}: {f.stat().st_size / 1e6:.1f} MB")
+    for entry in sorted(OUT.iterdir()):
+        size = sum(f.stat().st_size for f in [entry, *entry.rglob("*")] if f.is_file())
+        print(f"{entry.relative_to(ROOT)}: {size / 1e6:.1f} MB")
     print(f"{total / 2**20:.1f} MiB in {OUT.relative_to(ROOT)}/ (a device call carries at most 64 MiB)")
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import io
 import struct
 from collections.abc import Callable
-from typing import Any
-
-import av
-import av.error
+from typing import TYPE_CHECKING, Any
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.speech import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import av
 
 # response_format → (content type, PyAV container, codec); wav and pcm are written here
 FORMATS: dict[str, tuple[str, str, str]] = {
@@ -32,6 +32,9 @@ def decode(data: bytes, max_seconds: float) -> bytes:
     """The first audio stream of any container FFmpeg reads → mono float32 samples at 16 kHz."""
     if not data:
         raise BadRequest("the audio file is empty")
+    import av  # (FFmpeg loads with the first audio, not with the server)
+    import av.error
+
     limit = int(max_seconds * SAMPLE_RATE) * 4
     out = bytearray()
     try:
@@ -97,6 +100,8 @@ class Encoder:
         self.sample_rate = sample_rate
         self.started = False
         self._feed: Callable[[bytes | None], bytes]
+        import av
+
         if response_format == "wav":
             self._feed = self._wav
         elif response_format == "pcm":
@@ -125,6 +130,8 @@ class Encoder:
         return self._feed(None)
 
     def _frame(self, pcm: bytes) -> av.AudioFrame:
+        import av
+
         samples = len(pcm) // 2
         frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
         frame.planes[0].update(pcm[: samples * 2])

@@ -14,8 +14,8 @@
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
 #   6. G: `ferrousforge serve` on llama.cpp CUDA: info, ps (size_vram, the processor split), then
 #      bench/generate_speed.py: /api/generate streaming against llama-server, the same build and file.
-# Off the GPU machine it runs steps 1, 3 and 4 on lavapipe, e.g. GPU_MACHINE_PY=.venv/bin/python
-# GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
+# Off the GPU machine it runs on lavapipe and a CPU build of llama.cpp: GPU_MACHINE_PY=.venv/bin/python
+# GPU_MACHINE_CUDA=OFF GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
 # bash bench/gpu_machine.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -22,6 +22,7 @@ import statistics
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu import ops
@@ -29,10 +30,11 @@ from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.native import NativeDevice
 
 
-async def decode(decoder: Decoder, steps: int, slots: int) -> tuple[list[float], list[float]]:
-    """Host time (encode + submit) and wait time (GPU + readback) of each step, in ms."""
+async def decode(decoder: Decoder, steps: int, slots: int) -> tuple[list[float], list[float], Any]:
+    """Host time (encode + submit) and wait time (GPU + readback) of each step, in ms; the last pass."""
     tokens = [1] * slots
     host, wait = [], []
+    run = None
     for position in range(steps):
         t0 = time.perf_counter()
         run = decoder.submit([(token, position, slot) for slot, token in enumerate(tokens)])
@@ -41,7 +43,7 @@ async def decode(decoder: Decoder, steps: int, slots: int) -> tuple[list[float],
         t2 = time.perf_counter()
         host.append((t1 - t0) * 1e3)
         wait.append((t2 - t1) * 1e3)
-    return host, wait
+    return host, wait, run
 
 
 async def prompt_pass(decoder: Decoder, n: int) -> float:
@@ -95,9 +97,8 @@ def main() -> None:
     decoder = Decoder(gpu, data, meta, tensors, n_ctx=n_ctx, slots=args.slots)
     asyncio.run(decode(decoder, 2, args.slots))  # records and compiles the step's pass
     load = time.perf_counter() - t0
-    step = decoder.submit([(1, 0, slot) for slot in range(args.slots)])
+    host, wait, step = asyncio.run(decode(decoder, args.steps, args.slots))
     kinds = Counter(d.kernel.name for d in step.recording.dispatches)
-    host, wait = asyncio.run(decode(decoder, args.steps, args.slots))
     total = [h + w for h, w in zip(host, wait, strict=True)]
     prompt = asyncio.run(prompt_pass(decoder, args.prompt)) if args.prompt else 0.0
     step_ms = statistics.median(total)

@@ -75,7 +75,7 @@ if [ -n "${building:-}" ]; then
   step "llama.cpp CUDA $CUDA (llama-bench, same source)"
   timeout 400 tail --pid="$building" -f /dev/null
   echo "build exit: $(cat /tmp/llama-build.rc 2>/dev/null || echo unfinished)"
-  tail -3 /tmp/llama-cmake.log /tmp/llama-build.log
+  tail -n 3 /tmp/llama-cmake.log /tmp/llama-build.log
   for m in gemma3 smollm2; do
     timeout 90 /tmp/llama-build/bin/llama-bench -m "/tmp/$m.gguf" -p 256 -n 128 -ngl 99 -r 3 -o md
   done

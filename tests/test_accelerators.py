@@ -61,3 +61,14 @@ def test_cli_info_and_ps_show_the_processor(host: Host) -> None:
 )
 def test_processor_split_reads_as_ollamas(size: int, vram: int, shown: str) -> None:
     assert processor(size, vram) == shown
+
+
+def test_a_llama_cpp_build_loaded_from_elsewhere_is_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama-cpp-python loads the libraries LLAMA_CPP_LIB_PATH names (a build made apart, as on the GPU
+    machine): info must not report setup's flavour for them."""
+    from ferrousforge_host.accelerators import llama_build
+
+    monkeypatch.setenv("LLAMA_CPP_LIB_PATH", "/opt/llama-cuda/lib")
+    assert llama_build()["flavour"] == "external (/opt/llama-cuda/lib)"
+    monkeypatch.delenv("LLAMA_CPP_LIB_PATH")
+    assert not llama_build()["flavour"].startswith("external")

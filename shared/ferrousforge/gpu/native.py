@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ferrousforge.gpu.device import Binding, Buffer, Dispatch, GpuDevice, Recording
@@ -94,23 +95,43 @@ class NativeDevice(GpuDevice):
         return pipeline, self.device.create_bind_group(layout=layout, entries=entries)
 
     def submit(self, recording: Recording) -> None:
-        encoder = self.device.create_command_encoder()
-        compute = encoder.begin_compute_pass()
-        if recording.handle is None or self._raw is None:  # first submit: through wgpu-py
+        """The first submit encodes through wgpu-py (which validates); a replayed recording's commands are
+        encoded straight into wgpu-native, and the next replay's right after this one is submitted,
+        while the GPU runs it: a decode step's submit then costs no encoding at all."""
+        if recording.handle is None or self._raw is None:
+            encoder = self.device.create_command_encoder()
+            compute = encoder.begin_compute_pass()
             for d in recording.dispatches:
                 pipeline, group = d.handle
                 compute.set_pipeline(pipeline)
                 compute.set_bind_group(0, group)
                 compute.dispatch_workgroups(*d.groups)
-            recording.handle = [
-                (d.handle[0]._internal, d.handle[1]._internal, *d.groups) for d in recording.dispatches
-            ]
-        else:  # replays: the same pipelines, bind groups and grids straight into wgpu-native
-            set_pipeline, set_group, dispatch, null = self._raw
-            native = compute._internal
-            for pipeline, group, x, y, z in recording.handle:
-                set_pipeline(native, pipeline)
-                set_group(native, 0, group, 0, null)
-                dispatch(native, x, y, z)
+            compute.end()
+            self.device.queue.submit([encoder.finish()])
+            calls = [(d.handle[0]._internal, d.handle[1]._internal, *d.groups) for d in recording.dispatches]
+            recording.handle = _Replay(calls)
+            return
+        replay: _Replay = recording.handle
+        ready, replay.ready = replay.ready or self._encode(replay), None
+        self.device.queue.submit([ready])
+        replay.ready = self._encode(replay)
+
+    def _encode(self, replay: _Replay) -> Any:
+        set_pipeline, set_group, dispatch, null = self._raw
+        encoder = self.device.create_command_encoder()
+        compute = encoder.begin_compute_pass()
+        native = compute._internal
+        for pipeline, group, x, y, z in replay.calls:
+            set_pipeline(native, pipeline)
+            set_group(native, 0, group, 0, null)
+            dispatch(native, x, y, z)
         compute.end()
-        self.device.queue.submit([encoder.finish()])
+        return encoder.finish()
+
+
+@dataclass
+class _Replay:
+    """A recording as wgpu-native handles, and its next command buffer, encoded ahead."""
+
+    calls: list[tuple[Any, ...]]
+    ready: Any = None

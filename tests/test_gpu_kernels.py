@@ -482,3 +482,54 @@ def test_a_post_norm_adds_to_the_residual(gpu: GpuDevice) -> None:
     y = up(gpu, y0)
     got = run(gpu, lambda r: ops.rownorm(r, up(gpu, x), y, t, d, "rms", up(gpu, w), 1e-6, True), y, (t, d))
     np.testing.assert_allclose(got, y0 + rms(x, w), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_linear_with_rope_writes_what_split_then_rope_cache_write(gpu: GpuDevice, half: bool) -> None:
+    """Llama's fused q/k/v product (rotation and cache write in its epilogue, partners swapped across
+    neighbouring weight rows) against the product split into buffers followed by rope_cache.wgsl."""
+    if half and not gpu.f16:
+        pytest.skip("no shader-f16")
+    t, hq, hkv, d, n_rot, k = 3, 4, 2, 32, 24, 64  # n_rot < d: the last dims keep their place
+    n = (hq + 2 * hkv) * d
+    x, w, nw = randn(t, k), randn(n, k), up(gpu, randn(k))
+    wb = halves(gpu, w) if half else up(gpu, w)
+    xb = up(gpu, x)
+    pos, base = up(gpu, np.array([0, 5, 300], np.uint32)), up(gpu, np.array([0, 8, 320], np.uint32))
+    rows = 640
+
+    def caches() -> tuple[object, object]:
+        return tuple(up(gpu, np.zeros((rows, hkv * d), np.float32)) for _ in range(2))  # type: ignore[return-value]
+
+    qa, (ka, va) = gpu.buffer(t * hq * d * 4), caches()
+    qb, kb, vb, (kcb, vcb) = (
+        gpu.buffer(t * hq * d * 4),
+        gpu.buffer(t * hkv * d * 4),
+        gpu.buffer(t * hkv * d * 4),
+        caches(),
+    )
+    rec = gpu.record()
+    width = hkv * d
+    ops.linear(
+        rec,
+        xb,
+        wb,
+        qa,
+        t,
+        n,
+        k,
+        half=half,
+        norm=nw,
+        split=((ka, width), (va, width)),
+        rope=(pos, base, d, n_rot, 10000.0),
+    )  # type: ignore[arg-type]
+    ops.linear(rec, xb, wb, qb, t, n, k, half=half, norm=nw, split=((kb, width), (vb, width)))  # type: ignore[arg-type]
+    ops.rope_cache(rec, qb, kb, vb, pos, base, kcb, vcb, t, hq, hkv, d, n_rot, 10000.0, False)  # type: ignore[arg-type]
+    gpu.submit(rec)
+
+    def read(buf: object) -> np.ndarray:
+        return np.frombuffer(asyncio.run(gpu.read(buf)), np.float32)  # type: ignore[arg-type]
+
+    for fused, separate in ((qa, qb), (ka, kcb), (va, vcb)):
+        assert read(fused).tobytes() == read(separate).tobytes()  # the same arithmetic, the same bits
+    assert read(ka).any() and read(va).any()

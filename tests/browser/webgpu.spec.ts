@@ -64,7 +64,7 @@ variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {
             ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"VALUE": True}),
             ("causal", {}), ("gather", {}), ("topk", {}), ("topk", {"PAIRS": True}), ("rownorm", {"RMS": True, "ACCUM": True}),
             ("linear", {}), ("linear", {"NORM": True, "SPLIT": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True}),
-            ("linear", {"ACCUM": True}), ("rope_cache", {}), ("rope_cache", {"NEOX": True, "QK_NORM": True})]
+            ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("rope_cache", {}), ("rope_cache", {"NEOX": True, "QK_NORM": True})]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 for name, defines in variants:
     gpu.kernel(name, **defines)
@@ -75,6 +75,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(32);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBe(33);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(1);  // the first of two equal maxima
 });

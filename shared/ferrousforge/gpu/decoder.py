@@ -248,14 +248,19 @@ class Decoder:
         for i in range(sh.n_layer):
             p = f"blk.{i}."
             qkv = sh.n_head * dh + 2 * hkv * dh
-            split = ((k, hkv * dh), (v, hkv * dh))
-            self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=w[p + "attn_norm.weight"], split=split)
-            norms = w[p + "attn_qk_norm"] if sh.gemma else None
             theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
             kc, vc = self.kcache[i], self.vcache[i]
-            ops.rope_cache(
-                rec, q, k, v, pos, base, kc, vc, t, hq, hkv, dh, sh.n_rot, theta, sh.gemma, norms, sh.eps
-            )
+            attn_norm = w[p + "attn_norm.weight"]
+            if sh.gemma:  # per-head norms of queries and keys come first: a dispatch of their own
+                split = ((k, hkv * dh), (v, hkv * dh))
+                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
+                norms = w[p + "attn_qk_norm"]
+                ops.rope_cache(
+                    rec, q, k, v, pos, base, kc, vc, t, hq, hkv, dh, sh.n_rot, theta, True, norms, sh.eps
+                )
+            else:  # q/k/v, their rotation and the cache write in the one product
+                split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
+                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split, rope=rope)
             window = sh.window if sh.swa and sh.swa[i] else 0
             ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
             post = p + "post_attention_norm.weight"

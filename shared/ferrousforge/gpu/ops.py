@@ -68,12 +68,16 @@ def linear(
     gate: str = "",
     split: tuple[tuple[Buffer, int], tuple[Buffer, int]] | None = None,
     accumulate: bool = False,
+    rope: tuple[Buffer, Buffer, int, int, float] | None = None,
 ) -> None:
     """The GPU decoder's matrix product (linear.wgsl, batch-invariant): out[m, n] = x[m, k] · w[n0 :
     n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16. ``norm``: x RMS-normalised first with these
     weights; ``gate`` "silu" | "gelu": w stacks [gate; up] (2n rows from n0) and out = act(gate) · up;
     ``split`` ((out2, n2), (out3, n3)): of the n columns the last n2 + n3 go to out2 and out3;
-    ``accumulate``: out += the product."""
+    ``accumulate``: out += the product. ``rope`` (pos, base, head dim, n_rot, theta), with ``split``:
+    queries (out) and keys rotated in llama.cpp's "normal" mode at each row's position, and split's
+    outputs taken as the key and value caches, written at row base[i] + pos[i] (Llama's q/k/v, RoPE
+    and cache write in one dispatch)."""
     if k % 4:
         raise ValueError(f"linear needs k to be a multiple of 4, not {k}")
     if gate not in ("", "silu", "gelu"):
@@ -86,6 +90,7 @@ def linear(
         GELU_TANH=gate == "gelu",
         SPLIT=split is not None,
         ACCUM=accumulate,
+        ROPE=rope is not None,
     )
     buffers = [x, w, *([norm] if norm is not None else []), out]
     n1 = n2 = 0
@@ -93,8 +98,15 @@ def linear(
         (out2, n2), (out3, n3) = split
         n1 = n - n2 - n3
         buffers += [out2, out3]
+    head, n_rot, theta = 0, 0, 0.0
+    if rope is not None:
+        if split is None or n1 % 2 or n2 % 2:
+            raise ValueError("rope goes with split, on an even number of query and key columns")
+        pos, base, head, n_rot, theta = rope
+        buffers += [pos, base]
     grid = (math.ceil(n / LINEAR_ROWS), math.ceil(m / 8), 1)
-    rec.dispatch(kernel, buffers, grid, (m, n, k, n0, n1, n2, float(eps)))
+    params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), 0, 0)
+    rec.dispatch(kernel, buffers, grid, params)
 
 
 def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:

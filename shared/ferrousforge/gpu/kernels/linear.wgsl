@@ -9,7 +9,14 @@
 // gathered in the same pass over X and reduced by the same tree. SPLIT: columns [0, N1), [N1, N1 + N2)
 // and the rest go to C, C2 and C3 (queries, keys and values from one stacked matrix). GLU: W holds [gate; up] (2N rows) and C = act(X ·
 // gateᵀ) · (X · upᵀ) (SwiGLU, or with GELU_TANH Gemma's GeGLU). ACCUM: C += the product (a residual).
-struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, pad: u32 }
+// ROPE (with SPLIT, Llama): queries and keys rotated as rope_cache.wgsl does in llama.cpp's "normal"
+// mode (dims 2i and 2i + 1 of a head of D, the first n_rot dims, by pos · theta^(-2i / n_rot)), their
+// pairs being neighbouring rows of W, swapped through workgroup memory; keys and values go straight
+// into the KV caches C2 and C3 at row base[m] + pos[m]: one dispatch instead of two.
+struct Params {
+  M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, D: u32, n_rot: u32, theta: f32,
+  pad0: u32, pad1: u32,
+}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<FLOAT>>;
@@ -20,6 +27,20 @@ struct Params { M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, pad
 #if SPLIT
 @group(0) @binding(5) var<storage, read_write> c2: array<f32>;
 @group(0) @binding(6) var<storage, read_write> c3: array<f32>;
+#endif
+#if ROPE
+@group(0) @binding(7) var<storage, read> pos: array<u32>;
+@group(0) @binding(8) var<storage, read> rowbase: array<u32>;
+var<workgroup> pairs: array<f32, 128>;  // XROWS × WROWS results, for the rotation's partner
+
+fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
+  if (d >= p.n_rot) { return value; }
+  let angle = f32(at) * pow(p.theta, -2.0 * f32(d / 2u) / f32(p.n_rot));
+  let c = cos(angle);
+  let s = sin(angle);
+  if (d % 2u == 0u) { return value * c - partner * s; }
+  return partner * s + value * c;
+}
 #endif
 
 const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
@@ -115,8 +136,25 @@ fn main(
 #if GLU
   value = glu_act(value) * u;
 #endif
+#if ROPE
+  if (l.x < XROWS) { pairs[l.x * WROWS + l.y] = value; }
+  workgroupBarrier();
+  let partner = pairs[(l.x % XROWS) * WROWS + (l.y ^ 1u)];
+#endif
   if (!live || l.x >= rows) { return; }
   let m = m0 + l.x;
+#if ROPE
+  let row = rowbase[m] + pos[m];
+  if (col < p.N1) {
+    c[m * p.N1 + col] = rotated(value, partner, col % p.D, pos[m]);
+  } else if (col < p.N1 + p.N2) {
+    let kc = col - p.N1;
+    c2[row * p.N2 + kc] = rotated(value, partner, kc % p.D, pos[m]);
+  } else {
+    let n3 = p.N - p.N1 - p.N2;
+    c3[row * n3 + col - p.N1 - p.N2] = value;
+  }
+#else
 #if SPLIT
   if (col < p.N1) {
     c[m * p.N1 + col] = value;
@@ -131,6 +169,7 @@ fn main(
   c[m * p.N + col] += value;
 #else
   c[m * p.N + col] = value;
+#endif
 #endif
 #endif
 }

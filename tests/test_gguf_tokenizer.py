@@ -10,6 +10,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from ferrousforge.token_pieces import pieces
-from ferrousforge_host.models.gguf_tokenizer import convert
+from ferrousforge_host.models.gguf_tokenizer import TokenizerUnsupported, convert
 
 from tinymodel import FIM_TOKENS, write_tiny_llama
 
@@ -149,3 +150,13 @@ def test_the_pages_tokenizer_reads_it_as_llama_cpp_tokenizes(which: str, tmp_pat
     llm = llama_vocab(path)
     theirs = [llm.tokenize(s.encode(), add_bos=False, special=True) for s in AWKWARD]
     assert json.loads(run.stdout) == theirs
+
+
+def test_a_transformers_without_the_conversion_leaves_the_model_wasm_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Creating or pulling a model must not fail because the page's tokenizer can't be made (another
+    transformers release): the conversion says it is unsupported, and the model is stored without it."""
+    monkeypatch.setitem(sys.modules, "transformers.integrations.gguf.gguf_tokenizer_mapping", None)
+    with pytest.raises(TokenizerUnsupported, match="cannot convert GGUF vocabularies"):
+        convert(tmp_path / "any.gguf")

@@ -34,10 +34,14 @@ class TokenizerUnsupported(Exception):
 def convert(path: Path) -> tuple[str, dict[str, Any]]:
     """The ``tokenizer.json`` of a GGUF file, and llama.cpp's facts about its tokens."""
     import llama_cpp as L
-    from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-        GGUF_TOKENIZER_MAPPING,
-        convert_gguf_tokenizer,
-    )
+
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+            GGUF_TOKENIZER_MAPPING,
+            convert_gguf_tokenizer,
+        )
+    except ImportError as exc:  # a transformers laid out otherwise: the model is kept, wasm-only in a page
+        raise TokenizerUnsupported(f"this transformers cannot convert GGUF vocabularies: {exc}") from exc
 
     # the metadata as transformers' get_gguf_tokenizer gathers it, read here: its reader needs torch
     renames = GGUF_TOKENIZER_MAPPING["tokenizer"]

@@ -33,13 +33,13 @@ struct Params {
 @group(0) @binding(8) var<storage, read> rowbase: array<u32>;
 var<workgroup> pairs: array<f32, 128>;  // XROWS × WROWS results, for the rotation's partner
 
+#include rope_pair
+
+// this thread's value of dim d after the rotation, its pair's other value being `partner`
 fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
   if (d >= p.n_rot) { return value; }
-  let angle = f32(at) * pow(p.theta, -2.0 * f32(d / 2u) / f32(p.n_rot));
-  let c = cos(angle);
-  let s = sin(angle);
-  if (d % 2u == 0u) { return value * c - partner * s; }
-  return partner * s + value * c;
+  if (d % 2u == 0u) { return rope_pair(value, partner, d / 2u, p.n_rot, at, p.theta).x; }
+  return rope_pair(partner, value, d / 2u, p.n_rot, at, p.theta).y;
 }
 #endif
 

@@ -19,6 +19,7 @@ struct Params { T: u32, Hq: u32, Hkv: u32, D: u32, n_rot: u32, base: f32, eps: f
 
 const WG = 64u;
 #include reduce
+#include rope_pair
 
 fn load(key: bool, at: u32) -> f32 {
   if (key) { return k[at]; }
@@ -52,9 +53,6 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #endif
   let half = p.n_rot / 2u;
   for (var i = l.x; i < half; i += WG) {
-    let angle = f32(pos[t]) * pow(p.base, -2.0 * f32(i) / f32(p.n_rot));
-    let c = cos(angle);
-    let s = sin(angle);
 #if NEOX
     let a = i;
     let b = i + half;
@@ -68,8 +66,9 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     x0 = x0 * inv * qkn[nw + a];
     x1 = x1 * inv * qkn[nw + b];
 #endif
-    store(key, dst + a, x0 * c - x1 * s);
-    store(key, dst + b, x0 * s + x1 * c);
+    let r = rope_pair(x0, x1, i, p.n_rot, pos[t], p.base);
+    store(key, dst + a, r.x);
+    store(key, dst + b, r.y);
   }
   for (var i = p.n_rot + l.x; i < p.D; i += WG) {  // dims past n_rot keep their place
     var x0 = load(key, src + i);

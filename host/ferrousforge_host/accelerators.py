@@ -104,12 +104,11 @@ def llama_build() -> dict[str, Any]:
     """The llama.cpp build: flavour and flags from setup's record, features from llama.cpp itself."""
     import llama_cpp
 
+    external = os.environ.get("LLAMA_CPP_LIB_PATH")  # llama-cpp-python loads the libraries there instead
     try:
-        record = json.loads(BUILD_RECORD.read_text())
+        record = {"flavour": f"external ({external})"} if external else json.loads(BUILD_RECORD.read_text())
     except (OSError, ValueError):
         record = {"flavour": "unknown (not built by setup)"}
-    if os.environ.get("LLAMA_CPP_LIB_PATH"):  # llama-cpp-python loads the libraries found there instead
-        record = {"flavour": f"external ({os.environ['LLAMA_CPP_LIB_PATH']})"}
     system = llama_cpp.llama_print_system_info().decode()
     features = {}
     for part in system.split("|"):

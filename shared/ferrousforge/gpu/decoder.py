@@ -237,7 +237,8 @@ class Decoder:
         ids, pos, base = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
         x, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4)
         q, attn = dev.buffer(t * hq * dh * 4), dev.buffer(t * hq * dh * 4)
-        k, v = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4)
+        if sh.gemma:  # keys and values pass through their own buffers to the norm and rotation
+            k, v = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4)
         a = dev.buffer(t * sh.n_ff * 4)
         n = {"all": t, "last": 1, "none": 0}[outputs]
         logits = [dev.buffer(n * part.count * 4) for part in self.output] if n else []

@@ -280,16 +280,25 @@ def test_gguf_weights_dequantize_as_llama_cpp_lays_them_out(gpu: GpuDevice, kind
 
 
 # -- decoder kernels (toward GGUF generation on the compute layer) -----------------------------------
-def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice) -> None:
-    rows, n = 3, 262_144 + 7  # a Gemma-sized vocabulary
+@pytest.mark.parametrize(
+    ("n", "ties"), [(262_144 + 7, (5, 4096, 200_000)), (1_000, (3, 999)), (4_097, (0, 4096))]
+)
+def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice, n: int, ties: tuple[int, ...]) -> None:
+    """A Gemma-sized vocabulary (chunks, then their results), one chunk, and ties across chunks."""
+    rows = 3
     x = randn(rows, n)
-    x[1, 5], x[1, 200_000] = 50.0, 50.0
-    out = gpu.buffer(rows * 4)
+    x[1, list(ties)] = 50.0
+    out, pairs = gpu.buffer(rows * 4), gpu.buffer(rows * 8)
     got = run(gpu, lambda r: ops.argmax(r, up(gpu, x), out, rows, n), out, (rows,), np.uint32)
-    assert got.tolist() == [int(x[0].argmax()), 5, int(x[2].argmax())]
+    assert got.tolist() == [int(x[0].argmax()), ties[0], int(x[2].argmax())]
+    both = run(
+        gpu, lambda r: ops.argmax(r, up(gpu, x), pairs, rows, n, with_value=True), pairs, (rows, 2), np.uint32
+    )
+    assert both[:, 0].tolist() == got.tolist()
+    assert both[:, 1].view(np.float32).tolist() == x.max(1).tolist()
 
 
-@pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32)])
+@pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32), (0, 20)])
 def test_causal_attention_over_the_cache_with_grouped_heads(gpu: GpuDevice, window: int, d: int) -> None:
     t, hq, hkv, cached = 3, 4, 2, 150  # 150 keys: several 64-key chunks of the online softmax
     q, k, v = randn(t, hq, d), randn(cached + 20, hkv, d), randn(cached + 20, hkv, d)

@@ -76,7 +76,7 @@ class DecoderShape:
         window = int(key("sliding_window", 0) if arch == "llama" else key("attention.sliding_window", 0))
         pattern = int(key("attention.sliding_window_pattern", 6))  # llama.cpp's default for Gemma 3
         n_ff = int(key("feed_forward_length"))
-        if any(width % 4 for width in (n_embd, n_ff, n_head * head_dim)):
+        if any(width % 4 for width in (n_embd, n_ff, head_dim)):
             raise ValueError(
                 "the GPU decoder needs widths that are multiples of 4 (it reads 4 values at once)"
             )

@@ -268,8 +268,20 @@ def rope_cache(
 
 def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value: bool = False) -> None:
     """out[r] = the index of row r's largest value (u32), the first on ties; ``with_value``: pairs
-    (index, the value's f32 bits)."""
-    rec.dispatch(rec.device.kernel("argmax", VALUE=with_value), [x, out], (rows, 1, 1), (n,))
+    (index, the value's f32 bits). A row longer than a chunk (a vocabulary) is reduced in two
+    dispatches: chunks side by side, then their results."""
+    dev = rec.device
+    chunks = math.ceil(n / _ARGMAX_CHUNK)
+    if chunks == 1:
+        rec.dispatch(dev.kernel("argmax", VALUE=with_value), [x, out], (1, rows, 1), (n, n))
+        return
+    partial = dev.buffer(rows * chunks * 8)
+    rec.dispatch(dev.kernel("argmax", VALUE=True), [x, partial], (chunks, rows, 1), (n, _ARGMAX_CHUNK))
+    kernel = dev.kernel("argmax", VALUE=with_value, PAIRS=True)
+    rec.dispatch(kernel, [partial, out], (1, rows, 1), (chunks, chunks))
+
+
+_ARGMAX_CHUNK = 4096  # values one argmax workgroup takes (16 a thread)
 
 
 TOP_K = 128  # candidates per row (topk.wgsl's K)
@@ -313,8 +325,10 @@ def causal_attention(
 ) -> None:
     """Each query attends to its sequence's cache (from row base[i]) up to its own position (the last
     ``window`` keys if > 0)."""
-    if d > 256 or hq % hkv:
-        raise ValueError("causal attention needs head dim ≤ 256 and query heads a multiple of kv heads")
+    if d > 256 or d % 4 or hq % hkv:
+        raise ValueError(
+            "causal attention needs a head dim ≤ 256, a multiple of 4, and query heads a multiple of kv heads"
+        )
     params = (t, hq, hkv, d, scale if scale is not None else 1.0 / math.sqrt(d), window)
     rec.dispatch(rec.device.kernel("causal"), [q, kcache, vcache, pos, base, out], (t, hq, 1), params)
 

@@ -1,22 +1,39 @@
 // The index of the largest of each row's N values (the first on ties, as numpy's argmax): greedy
 // decoding reads back 4 bytes a sequence instead of the whole vocabulary (with VALUE, 8: the index and
-// the value, to compare slices of a vocabulary). One workgroup a row.
-struct Params { N: u32, pad0: u32, pad1: u32, pad2: u32 }
+// the value, to compare slices of a vocabulary). Workgroup (c, r) takes chunk c (CH values) of row r
+// and writes one result at r · chunks + c, so a long row is spread over many workgroups; with PAIRS
+// the input is such results, (index, value bits) pairs in index order, reduced once more.
+struct Params { N: u32, CH: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
+#if PAIRS
+@group(0) @binding(1) var<storage, read> x: array<u32>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
 var<workgroup> best: array<f32, 256>;
 var<workgroup> at: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
-  let base = g.x * p.N;
+fn main(
+  @builtin(local_invocation_id) l: vec3u,
+  @builtin(workgroup_id) g: vec3u,
+  @builtin(num_workgroups) groups: vec3u,
+) {
+  let row = g.y;
+  let end = min(p.N, (g.x + 1u) * p.CH);
   var b = -3.4e38;
   var a = 0xFFFFFFFFu;
-  for (var i = l.x; i < p.N; i += 256u) {
-    let v = x[base + i];
-    if (v > b) { b = v; a = i; }  // strided: the first maximum of this thread's share
+  for (var i = g.x * p.CH + l.x; i < end; i += 256u) {
+#if PAIRS
+    let v = bitcast<f32>(x[2u * (row * p.N + i) + 1u]);
+    let index = x[2u * (row * p.N + i)];
+#else
+    let v = x[row * p.N + i];
+    let index = i;
+#endif
+    if (v > b) { b = v; a = index; }  // strided, indices rising: the first maximum of this thread's share
   }
   best[l.x] = b;
   at[l.x] = a;
@@ -32,12 +49,13 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     }
     workgroupBarrier();
   }
+  let slot = row * groups.x + g.x;
 #if VALUE
   if (l.x == 0u) {
-    out[2u * g.x] = at[0];
-    out[2u * g.x + 1u] = bitcast<u32>(best[0]);
+    out[2u * slot] = at[0];
+    out[2u * slot + 1u] = bitcast<u32>(best[0]);
   }
 #else
-  if (l.x == 0u) { out[g.x] = at[0]; }
+  if (l.x == 0u) { out[slot] = at[0]; }
 #endif
 }

@@ -396,21 +396,34 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, half: bool, m: int) -> None:
         lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, accumulate=True), (m, n), up(gpu, y0)
     )
     np.testing.assert_allclose(got, y0 + x @ wq[:n].T, **tol)
+    pending, post, x_out = randn(m, k), randn(k), gpu.buffer(m * k * 4)
+    stacked, fold = up(gpu, np.concatenate([nw, post])), (up(gpu, pending), x_out)
+    got = product(
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, norm=stacked, residual=fold), (m, n)
+    )
+    stream = x + rms(pending, post)  # the residual stream with the pending product's post-norm added
+    np.testing.assert_allclose(got, rms(stream, nw) @ wq[:n].T, **tol)
+    written = np.frombuffer(asyncio.run(gpu.read(x_out)), np.float32).reshape(m, k)
+    np.testing.assert_allclose(written, stream, **tol)
 
 
-def test_linear_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
+@pytest.mark.parametrize("residual", [False, True])
+def test_linear_rows_do_not_depend_on_the_batch(gpu: GpuDevice, residual: bool) -> None:
     """Each row of a 20-row product (three workgroups along y) has the bits it has alone or among 3:
-    the reduction order is the kernel's, not the batch's (norm and gate included)."""
-    k, n = 200, 50
-    x, w, nw = randn(20, k), randn(2 * n, k), up(gpu, randn(k))
+    the reduction order is the kernel's, not the batch's (norm and gate included; with a pending
+    post-norm folded in, on rows longer than the 256 threads that reduce it)."""
+    k, n = (1100, 20) if residual else (200, 50)
+    x, w, pending = randn(20, k), randn(2 * n, k), randn(20, k)
+    nw = up(gpu, randn(2 * k if residual else k))
     wb = halves(gpu, w) if gpu.f16 else up(gpu, w)
 
     def rows(first: int, m: int) -> bytes:
         out = gpu.buffer(m * n * 4)
         xb = up(gpu, x[first : first + m])
+        fold = (up(gpu, pending[first : first + m]), gpu.buffer(m * k * 4)) if residual else None
         return run(
             gpu,
-            lambda r: ops.linear(r, xb, wb, out, m, n, k, half=gpu.f16, norm=nw, gate="gelu"),
+            lambda r: ops.linear(r, xb, wb, out, m, n, k, half=gpu.f16, norm=nw, gate="gelu", residual=fold),
             out,
             (m, n),
         ).tobytes()

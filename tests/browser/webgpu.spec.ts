@@ -61,20 +61,23 @@ from ferrousforge.gpu.webgpu import WebGpuDevice
 gpu = await WebGpuDevice.open()
 variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {"TANH": True}), ("matmul", {"SKINNY": True, "WT": True}), ("gemv", {}),
             ("layernorm", {"RESIDUAL": True}), ("rownorm", {"SOFTMAX": True}), ("rownorm", {"RMS": True, "ONE_PLUS": True}),
-            ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"VALUE": True}),
+            ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"VALUE": True}), ("argmax", {"PAIRS": True}), ("argmax", {"VALUE": True, "PAIRS": True}),
             ("causal", {}), ("gather", {}), ("topk", {}), ("topk", {"PAIRS": True}), ("rownorm", {"RMS": True, "ACCUM": True}),
             ("linear", {}), ("linear", {"NORM": True, "SPLIT": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True}),
-            ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("rope_cache", {}), ("rope_cache", {"NEOX": True, "QK_NORM": True})]
+            ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("rope_cache", {}), ("rope_cache", {"NEOX": True, "QK_NORM": True}),
+            ("linear", {"NORM": True, "SPLIT": True, "RESIDUAL": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True, "RESIDUAL": True})]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 for name, defines in variants:
     gpu.kernel(name, **defines)
-x, best = gpu.upload(struct.pack("<5f", 1, 9, 3, 9, -2)), gpu.buffer(4)
+values = [0.0] * 5000
+values[4500] = values[4999] = 9.0  # two chunks of 4096: the first maximum is in the second
+x, best = gpu.upload(struct.pack("<5000f", *values)), gpu.buffer(4)
 rec = gpu.record()
-ops.argmax(rec, x, best, 1, 5)
+ops.argmax(rec, x, best, 1, 5000)
 gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(33);  // every variant has a pipeline; the read saw no device error
-  expect(argmax).toBe(1);  // the first of two equal maxima
+  expect(compiled).toBe(37);  // every variant has a pipeline; the read saw no device error
+  expect(argmax).toBe(4500);  // the first of two equal maxima
 });

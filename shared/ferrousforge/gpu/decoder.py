@@ -149,6 +149,16 @@ class Decoder:
                 if all(name in tensors for name in names):
                     infos = [tensors[name] for name in names]
                     self.w[f"blk.{i}.{stack}"] = self._stack(rec, data, infos, f"blk.{i}.{stack}")
+        # Gemma's post-norms are folded into the next product's input (linear.wgsl's RESIDUAL): that
+        # product's norm weights stacked with the post-norm pending before it
+        self.post_norms = "blk.0.post_attention_norm.weight" in tensors
+        for i in range(sh.n_layer if self.post_norms else 0):
+            p = f"blk.{i}."
+            ffn = [tensors[p + "ffn_norm.weight"], tensors[p + "post_attention_norm.weight"]]
+            self.w[p + "ffn_fold_norms"] = self._stack(rec, data, ffn, p + "ffn_fold_norms")
+            if i:
+                attn = [tensors[p + "attn_norm.weight"], tensors[f"blk.{i - 1}.post_ffw_norm.weight"]]
+                self.w[p + "attn_fold_norms"] = self._stack(rec, data, attn, p + "attn_fold_norms")
         self.embed = self._slices(rec, data, tensors["token_embd.weight"], half=device.f16)
         # the output projection; tied to the embeddings (the same buffers) where the model has none of its own
         out = tensors.get("output.weight")
@@ -215,18 +225,6 @@ class Decoder:
     ) -> None:
         ops.linear(rec, x, self.w[name], out, t, n, k, half=name in self.half, eps=self.shape.eps, **kw)
 
-    def _residual(
-        self, rec: Recording, src: Buffer, weight: str, out: Buffer, x: Buffer, norm: str, t: int, k: int
-    ) -> None:
-        """x += src · weightᵀ, through the block's post-norm where the model has one (Gemma: ``out``
-        holds the product, its norm is added to x); else the product adds straight into x."""
-        d = self.shape.n_embd
-        if norm in self.w:
-            self._linear(rec, src, weight, out, t, d, k)
-            ops.rownorm(rec, out, x, t, d, "rms", self.w[norm], self.shape.eps, accumulate=True)
-        else:
-            self._linear(rec, src, weight, x, t, d, k, accumulate=True)
-
     def _record(self, t: int, outputs: str, top: bool) -> _Pass:
         """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
         prompt's end: the vocabulary projection of one row), or "none" (a prompt's earlier chunks);
@@ -236,6 +234,9 @@ class Decoder:
         rec = dev.record()
         ids, pos, base = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
         x, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4)
+        # with post-norms the residual stream moves between x and spare: a product's input is x plus
+        # the pending product o through its post-norm, and that sum is written to spare
+        spare = dev.buffer(t * d * 4) if self.post_norms else x
         q, attn = dev.buffer(t * hq * dh * 4), dev.buffer(t * hq * dh * 4)
         if sh.gemma:  # keys and values pass through their own buffers to the norm and rotation
             k, v = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4)
@@ -254,7 +255,14 @@ class Decoder:
             attn_norm = w[p + "attn_norm.weight"]
             if sh.gemma:  # per-head norms of queries and keys come first: a dispatch of their own
                 split = ((k, hkv * dh), (v, hkv * dh))
-                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
+                if i and self.post_norms:  # the last layer's output through its post-norm, added in
+                    fold = w[p + "attn_fold_norms"]
+                    self._linear(
+                        rec, x, p + "attn_qkv", q, t, qkv, d, norm=fold, split=split, residual=(o, spare)
+                    )
+                    x, spare = spare, x
+                else:
+                    self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
                 norms = w[p + "attn_qk_norm"]
                 ops.rope_cache(
                     rec, q, k, v, pos, base, kc, vc, t, hq, hkv, dh, sh.n_rot, theta, True, norms, sh.eps
@@ -264,12 +272,23 @@ class Decoder:
                 self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split, rope=rope)
             window = sh.window if sh.swa and sh.swa[i] else 0
             ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
-            post = p + "post_attention_norm.weight"
-            self._residual(rec, attn, p + "attn_output.weight", o, x, post, t, hq * dh)
             gate = "gelu" if sh.gemma else "silu"
-            ffn_norm = w[p + "ffn_norm.weight"]
-            self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=ffn_norm, gate=gate)
-            self._residual(rec, a, p + "ffn_down.weight", o, x, p + "post_ffw_norm.weight", t, sh.n_ff)
+            if self.post_norms:  # each product's post-norm and residual add ride on the next product
+                self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
+                fold = w[p + "ffn_fold_norms"]
+                self._linear(
+                    rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=fold, gate=gate, residual=(o, spare)
+                )
+                x, spare = spare, x
+                self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
+            else:  # the products add straight into the residual stream
+                self._linear(rec, attn, p + "attn_output.weight", x, t, d, hq * dh, accumulate=True)
+                ffn_norm = w[p + "ffn_norm.weight"]
+                self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=ffn_norm, gate=gate)
+                self._linear(rec, a, p + "ffn_down.weight", x, t, d, sh.n_ff, accumulate=True)
+        if n and self.post_norms:  # the last layer's output joins the stream
+            last_post = w[f"blk.{sh.n_layer - 1}.post_ffw_norm.weight"]
+            ops.rownorm(rec, o, x, t, d, "rms", last_post, sh.eps, accumulate=True)
         if not n:
             return _Pass(rec, ids, pos, base, [], [], None)
         if outputs == "last":  # the last row alone: a row's numbers never depend on the others

@@ -69,6 +69,7 @@ def linear(
     split: tuple[tuple[Buffer, int], tuple[Buffer, int]] | None = None,
     accumulate: bool = False,
     rope: tuple[Buffer, Buffer, int, int, float] | None = None,
+    residual: tuple[Buffer, Buffer] | None = None,
 ) -> None:
     """The GPU decoder's matrix product (linear.wgsl, batch-invariant): out[m, n] = x[m, k] · w[n0 :
     n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16. ``norm``: x RMS-normalised first with these
@@ -77,7 +78,11 @@ def linear(
     ``accumulate``: out += the product. ``rope`` (pos, base, head dim, n_rot, theta), with ``split``:
     queries (out) and keys rotated in llama.cpp's "normal" mode at each row's position, and split's
     outputs taken as the key and value caches, written at row base[i] + pos[i] (Llama's q/k/v, RoPE
-    and cache write in one dispatch)."""
+    and cache write in one dispatch). ``residual`` (pending, x_out), with ``norm`` holding 2k weights
+    [norm; post]: the input is x + rms_norm(pending) · post, written to x_out too (Gemma's post-norm
+    folded into the next product)."""
+    if residual is not None and norm is None:
+        raise ValueError("a residual input goes with norm")
     if k % 4:
         raise ValueError(f"linear needs k to be a multiple of 4, not {k}")
     if gate not in ("", "silu", "gelu"):
@@ -91,6 +96,7 @@ def linear(
         SPLIT=split is not None,
         ACCUM=accumulate,
         ROPE=rope is not None,
+        RESIDUAL=residual is not None,
     )
     buffers = [x, w, *([norm] if norm is not None else []), out]
     n1 = n2 = 0
@@ -104,6 +110,8 @@ def linear(
             raise ValueError("rope goes with split, on an even number of query and key columns")
         pos, base, head, n_rot, theta = rope
         buffers += [pos, base]
+    if residual is not None:
+        buffers += list(residual)
     grid = (math.ceil(n / LINEAR_ROWS), math.ceil(m / 8), 1)
     params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), 0, 0)
     rec.dispatch(kernel, buffers, grid, params)

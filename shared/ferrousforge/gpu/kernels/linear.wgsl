@@ -13,6 +13,10 @@
 // mode (dims 2i and 2i + 1 of a head of D, the first n_rot dims, by pos · theta^(-2i / n_rot)), their
 // pairs being neighbouring rows of W, swapped through workgroup memory; keys and values go straight
 // into the KV caches C2 and C3 at row base[m] + pos[m]: one dispatch instead of two.
+// RESIDUAL (with NORM, Gemma): X is the residual stream before its pending post-norm, the previous
+// product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
+// threads in a fixed tree; the first column of workgroups writes that sum to XOUT, the stream's next
+// buffer: the post-norm costs no dispatch of its own.
 struct Params {
   M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, D: u32, n_rot: u32, theta: f32,
   pad0: u32, pad1: u32,
@@ -41,6 +45,10 @@ fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
   if (d % 2u == 0u) { return rope_pair(value, partner, d / 2u, p.n_rot, at, p.theta).x; }
   return rope_pair(partner, value, d / 2u, p.n_rot, at, p.theta).y;
 }
+#endif
+#if RESIDUAL
+@group(0) @binding(9) var<storage, read> o: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> xout: array<vec4<f32>>;
 #endif
 
 const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
@@ -96,6 +104,38 @@ fn main(
 #if GLU
   var up = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
 #endif
+#if RESIDUAL
+  let flat = l.y * LANES + l.x;
+  for (var m = 0u; m < XROWS; m++) {
+    var ss = 0.0;
+    if (m < rows) {
+      for (var i = flat; i < k4; i += LANES * WROWS) {
+        let ov = o[(m0 + m) * k4 + i];
+        ss += dot(ov, ov);
+      }
+    }
+    part[m * LANES * WROWS + flat] = ss;
+  }
+  workgroupBarrier();
+  for (var s = LANES * WROWS / 2u; s > 0u; s >>= 1u) {
+    if (flat < s) {
+      for (var m = 0u; m < rows; m++) { part[m * LANES * WROWS + flat] += part[m * LANES * WROWS + flat + s]; }
+    }
+    workgroupBarrier();
+  }
+  var inv = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+  for (var m = 0u; m < rows; m++) { inv[m] = inverseSqrt(part[m * LANES * WROWS] / f32(p.K) + p.eps); }
+  workgroupBarrier();  // part holds the products' sums next
+  if (g.x == 0u) {  // the stream's next buffer, by the first column of workgroups
+    for (var i = flat; i < k4; i += LANES * WROWS) {
+      let pv = nw[k4 + i];
+      for (var m = 0u; m < rows; m++) {
+        let at = (m0 + m) * k4 + i;
+        xout[at] = x[at] + o[at] * inv[m] * pv;
+      }
+    }
+  }
+#endif
   if (live) {
     for (var i = l.x; i < k4; i += LANES) {
       let wv = vec4<f32>(w[wrow * k4 + i]);
@@ -105,9 +145,16 @@ fn main(
 #if NORM
       let nv = nw[i];
 #endif
+#if RESIDUAL
+      let pv = nw[k4 + i];
+#endif
       for (var m = 0u; m < XROWS; m++) {
         if (m < rows) {
+#if RESIDUAL
+          let xr = x[(m0 + m) * k4 + i] + o[(m0 + m) * k4 + i] * inv[m] * pv;
+#else
           let xr = x[(m0 + m) * k4 + i];
+#endif
 #if NORM
           sq[m] += dot(xr, xr);
           let xv = xr * nv;

@@ -12,12 +12,17 @@ GGUF whose tensor data is zeroed (``zero_gguf.py``: small enough to carry to a G
 same as the model. Prompt speed is one ``--prompt``-token pass (the power-of-two chunk a prompt
 takes), after one untimed pass of that shape. With ``--slots N`` each step carries N sequences. On
 lavapipe (a CPU) these figures show the path, not a speed to aim at.
+
+Where the GPU's part of a step goes: the step's dispatches of each kernel alone, and the whole step,
+replayed 20 times in one submit (2 on lavapipe), no readback between: GPU time a token by kernel, and
+per dispatch.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import statistics
 import time
 from collections import Counter
@@ -27,6 +32,7 @@ from typing import Any
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.decoder import Decoder
+from ferrousforge.gpu.device import Dispatch, Recording
 from ferrousforge.gpu.native import NativeDevice
 
 
@@ -70,6 +76,36 @@ async def prompt_pass(decoder: Decoder, n: int) -> float:
     t0 = time.perf_counter()
     await decoder.read_best(decoder.submit(rows, "last"), 1)
     return time.perf_counter() - t0
+
+
+def gpu_time(decoder: Decoder, dispatches: list[Dispatch]) -> float:
+    """Seconds of GPU time for one run of ``dispatches``: best of three submits of 20 runs (2 on a
+    software adapter)."""
+    device = decoder.device
+    repeat = 2 if device.software else 20
+    rec = Recording(device, dispatches * repeat)
+    probe = dispatches[-1].buffers[-1]
+    best = math.inf
+    for i in range(4):  # the first submit encodes through wgpu-py: untimed
+        t0 = time.perf_counter()
+        device.submit(rec)
+        asyncio.run(device.read(probe, 4))
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return best / repeat
+
+
+def by_kernel(decoder: Decoder, step: Any) -> None:
+    dispatches = step.recording.dispatches
+    whole = gpu_time(decoder, dispatches)
+    kinds = Counter(d.kernel.name for d in dispatches)
+    print(f"- GPU time a decode step, replayed without readback: {whole * 1e3:.3f} ms; by kernel alone:")
+    for kind, count in kinds.most_common():
+        alone = gpu_time(decoder, [d for d in dispatches if d.kernel.name == kind])
+        print(
+            f"  - {kind}: {count} dispatches, {alone * 1e3:.3f} ms ({alone / whole:.0%}), "
+            f"{alone * 1e6 / count:.1f} µs each"
+        )
 
 
 def bandwidth(gpu: NativeDevice, shape: str, passes: int = 5) -> None:
@@ -129,6 +165,7 @@ def main() -> None:
         f"({1e3 * statistics.median(ahead) / dispatches:.2f} µs a dispatch, while the GPU runs), GPU + "
         f"readback {statistics.median(wait):.3f} ms ({args.steps} steps)"
     )
+    by_kernel(decoder, step)
     if args.prompt:
         print(f"- prompt: {args.prompt / prompt:.1f} tok/s ({args.prompt} tokens in {prompt * 1e3:.1f} ms)")
 

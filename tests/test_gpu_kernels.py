@@ -451,51 +451,43 @@ def rope_ref(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, neox: bool
 
 
 @pytest.mark.parametrize("neox", [False, True])
-@pytest.mark.parametrize("norms", [False, True])
-def test_rope_into_the_cache(gpu: GpuDevice, neox: bool, norms: bool) -> None:
-    """Queries rotated in place, keys rotated into the cache and values copied beside them, at each
-    row's slot (base) and position; with ``norms`` every head RMS-normalised first (Gemma)."""
-    t, hq, hkv, d, n_rot, base_theta = 3, 4, 2, 64, 48, 10000.0
-    q, k, v = randn(t, hq, d), randn(t, hkv, d), randn(t, hkv, d)
-    qn, kn = randn(d), randn(d)
-    pos, base = np.array([3, 9, 4095], np.uint32), np.array([0, 16, 32], np.uint32)
-    qb = up(gpu, q)
-    kc, vc = up(gpu, np.zeros((4200, hkv, d), np.float32)), up(gpu, np.zeros((4200, hkv, d), np.float32))
-    rec = gpu.record()
-    weights = up(gpu, np.concatenate([qn, kn])) if norms else None
-    ops.rope_cache(
-        rec,
-        qb,
-        up(gpu, k),
-        up(gpu, v),
-        up(gpu, pos),
-        up(gpu, base),
-        kc,
-        vc,
-        t,
-        hq,
-        hkv,
-        d,
-        n_rot,
-        base_theta,
-        neox,
-        weights,
-    )  # type: ignore[arg-type]
-    gpu.submit(rec)
+def test_attention_turns_new_keys_into_the_cache_and_attends(gpu: GpuDevice, neox: bool) -> None:
+    """Gemma's attention from the pass's raw queries, keys and values: every head RMS-normalised and
+    rotated, keys and values written at each row's cache row (base + pos), and the attention over the
+    cache numpy's; one dispatch ("both", rows of distinct sequences) gives the bits of two ("cache",
+    then "attend")."""
+    t, hq, hkv, d, n_rot, theta, rows = 3, 4, 2, 64, 48, 10000.0, 256
+    q, k, v, qn, kn = randn(t, hq, d), randn(t, hkv, d), randn(t, hkv, d), randn(d), randn(d)
+    pos, base = np.array([3, 70, 4], np.uint32), np.array([0, 64, 192], np.uint32)
+    kc0, vc0 = randn(rows, hkv, d), randn(rows, hkv, d)  # the earlier keys and values of each sequence
 
-    def read(buf: object, shape: tuple[int, ...]) -> np.ndarray:
-        return np.frombuffer(asyncio.run(gpu.read(buf)), np.float32).reshape(shape)  # type: ignore[arg-type]
+    def attend(modes: tuple[str, ...]) -> list[np.ndarray]:
+        qb, kc, vc = up(gpu, q), up(gpu, kc0), up(gpu, vc0)
+        new = ops.NewKeys(up(gpu, k), up(gpu, v), up(gpu, np.concatenate([qn, kn])), n_rot, theta, 1e-6, neox)  # type: ignore[arg-type]
+        rec = gpu.record()
+        for mode in modes:
+            ops.causal_attention(
+                rec, qb, kc, vc, up(gpu, pos), up(gpu, base), None, t, hq, hkv, d, new=new, mode=mode
+            )  # type: ignore[arg-type]
+        gpu.submit(rec)
+        return [np.frombuffer(asyncio.run(gpu.read(b)), np.float32) for b in (qb, kc, vc)]  # type: ignore[arg-type]
 
-    if norms:
-        q, k = rms(q, qn), rms(k, kn)
-    tol = {"rtol": 1e-3, "atol": 2e-3}  # f32 angles at position 4095
-    np.testing.assert_allclose(read(qb, (t, hq, d)), rope_ref(q, pos, n_rot, base_theta, neox), **tol)
-    keys, values = read(kc, (4200, hkv, d)), read(vc, (4200, hkv, d))
-    rows = base + pos
-    np.testing.assert_allclose(keys[rows], rope_ref(k, pos, n_rot, base_theta, neox), **tol)
-    assert np.array_equal(values[rows], v)
-    others = np.setdiff1d(np.arange(4200), rows)
-    assert not keys[others].any() and not values[others].any()
+    one, two = attend(("both",)), attend(("cache", "attend"))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(one, two, strict=True))
+    out, keys, values = one[0].reshape(t, hq, d), one[1].reshape(kc0.shape), one[2].reshape(vc0.shape)
+    at = base + pos
+    tol = {"rtol": 1e-3, "atol": 2e-3}
+    np.testing.assert_allclose(keys[at], rope_ref(rms(k, kn), pos, n_rot, theta, neox), **tol)
+    assert np.array_equal(values[at], v)
+    others = np.setdiff1d(np.arange(rows), at)
+    assert np.array_equal(keys[others], kc0[others]) and np.array_equal(values[others], vc0[others])
+    queries = rope_ref(rms(q, qn), pos, n_rot, theta, neox)
+    for i in range(t):
+        for h in range(hq):
+            kv = slice(base[i], at[i] + 1)
+            scores = keys[kv, h // 2] @ queries[i, h] / math.sqrt(d)
+            weights = np.exp(scores - scores.max())
+            np.testing.assert_allclose(out[i, h], weights / weights.sum() @ values[kv, h // 2], **tol)
 
 
 def test_a_post_norm_adds_to_the_residual(gpu: GpuDevice) -> None:
@@ -507,51 +499,48 @@ def test_a_post_norm_adds_to_the_residual(gpu: GpuDevice) -> None:
 
 
 @pytest.mark.parametrize("half", [False, True])
-def test_linear_with_rope_writes_what_split_then_rope_cache_write(gpu: GpuDevice, half: bool) -> None:
-    """Llama's fused q/k/v product (rotation and cache write in its epilogue, partners swapped across
-    neighbouring weight rows) against the product split into buffers followed by rope_cache.wgsl."""
+def test_linear_with_rope_rotates_and_writes_the_cache(gpu: GpuDevice, half: bool) -> None:
+    """Llama's fused q/k/v product: queries rotated, keys rotated and values as they are written into
+    the caches at each row's base + pos (partners swapped across neighbouring weight rows)."""
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
     t, hq, hkv, d, n_rot, k = 3, 4, 2, 32, 24, 64  # n_rot < d: the last dims keep their place
     n = (hq + 2 * hkv) * d
-    x, w, nw = randn(t, k), randn(n, k), up(gpu, randn(k))
+    x, w, nw = randn(t, k), randn(n, k), randn(k)
+    wq = w.astype(np.float16).astype(np.float32) if half else w
     wb = halves(gpu, w) if half else up(gpu, w)
-    xb = up(gpu, x)
-    pos, base = up(gpu, np.array([0, 5, 300], np.uint32)), up(gpu, np.array([0, 8, 320], np.uint32))
-    rows = 640
-
-    def caches() -> tuple[object, object]:
-        return tuple(up(gpu, np.zeros((rows, hkv * d), np.float32)) for _ in range(2))  # type: ignore[return-value]
-
-    qa, (ka, va) = gpu.buffer(t * hq * d * 4), caches()
-    qb, kb, vb, (kcb, vcb) = (
-        gpu.buffer(t * hq * d * 4),
-        gpu.buffer(t * hkv * d * 4),
-        gpu.buffer(t * hkv * d * 4),
-        caches(),
-    )
+    pos, base, rows = np.array([0, 5, 300], np.uint32), np.array([0, 8, 320], np.uint32), 640
+    qb, kc, vc = gpu.buffer(t * hq * d * 4), gpu.buffer(rows * hkv * d * 4), gpu.buffer(rows * hkv * d * 4)
     rec = gpu.record()
     width = hkv * d
+    rope = (up(gpu, pos), up(gpu, base), d, n_rot, 10000.0)
     ops.linear(
         rec,
-        xb,
+        up(gpu, x),
         wb,
-        qa,
+        qb,
         t,
         n,
         k,
         half=half,
-        norm=nw,
-        split=((ka, width), (va, width)),
-        rope=(pos, base, d, n_rot, 10000.0),
+        norm=up(gpu, nw),
+        split=((kc, width), (vc, width)),
+        rope=rope,
     )  # type: ignore[arg-type]
-    ops.linear(rec, xb, wb, qb, t, n, k, half=half, norm=nw, split=((kb, width), (vb, width)))  # type: ignore[arg-type]
-    ops.rope_cache(rec, qb, kb, vb, pos, base, kcb, vcb, t, hq, hkv, d, n_rot, 10000.0, False)  # type: ignore[arg-type]
     gpu.submit(rec)
 
-    def read(buf: object) -> np.ndarray:
-        return np.frombuffer(asyncio.run(gpu.read(buf)), np.float32)  # type: ignore[arg-type]
+    def read(buf: object, shape: tuple[int, ...]) -> np.ndarray:
+        return np.frombuffer(asyncio.run(gpu.read(buf)), np.float32).reshape(shape)  # type: ignore[arg-type]
 
-    for fused, separate in ((qa, qb), (ka, kcb), (va, vcb)):
-        assert read(fused).tobytes() == read(separate).tobytes()  # the same arithmetic, the same bits
-    assert read(ka).any() and read(va).any()
+    product = rms(x, nw) @ wq.T
+    q, kk, v = np.split(product, [hq * d, (hq + hkv) * d], axis=1)
+    tol = {"rtol": 1e-3, "atol": 2e-3}
+    want_q = rope_ref(q.reshape(t, hq, d), pos, n_rot, 10000.0, False)
+    np.testing.assert_allclose(read(qb, (t, hq, d)), want_q, **tol)
+    keys, values = read(kc, (rows, hkv, d)), read(vc, (rows, hkv, d))
+    np.testing.assert_allclose(
+        keys[base + pos], rope_ref(kk.reshape(t, hkv, d), pos, n_rot, 10000.0, False), **tol
+    )
+    np.testing.assert_allclose(values[base + pos], v.reshape(t, hkv, d), **tol)
+    others = np.setdiff1d(np.arange(rows), base + pos)
+    assert not keys[others].any() and not values[others].any()

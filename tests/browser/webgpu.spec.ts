@@ -64,7 +64,7 @@ variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {
             ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"VALUE": True}), ("argmax", {"PAIRS": True}), ("argmax", {"VALUE": True, "PAIRS": True}),
             ("causal", {}), ("gather", {}), ("topk", {}), ("topk", {"PAIRS": True}), ("rownorm", {"RMS": True, "ACCUM": True}),
             ("linear", {}), ("linear", {"NORM": True, "SPLIT": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True}),
-            ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("rope_cache", {}), ("rope_cache", {"NEOX": True, "QK_NORM": True}),
+            ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("causal", {"ROTATE": True}), ("causal", {"ROTATE": True, "NEOX": True}),
             ("linear", {"NORM": True, "SPLIT": True, "RESIDUAL": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True, "RESIDUAL": True})]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 for name, defines in variants:

@@ -167,7 +167,7 @@ class Decoder:
         kv = sh.n_head_kv * sh.head_dim
         self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
-        self._passes: dict[tuple[int, str, bool], _Pass] = {}
+        self._passes: dict[tuple[int, str, bool, bool], _Pass] = {}
 
     def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
         raw = data[info.offset : info.offset + info.nbytes]
@@ -225,10 +225,11 @@ class Decoder:
     ) -> None:
         ops.linear(rec, x, self.w[name], out, t, n, k, half=name in self.half, eps=self.shape.eps, **kw)
 
-    def _record(self, t: int, outputs: str, top: bool) -> _Pass:
+    def _record(self, t: int, outputs: str, top: bool, distinct: bool) -> _Pass:
         """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
         prompt's end: the vocabulary projection of one row), or "none" (a prompt's earlier chunks);
-        ``top``: with each output row's TOP_K candidates besides its logits and argmax."""
+        ``top``: with each output row's TOP_K candidates besides its logits and argmax; ``distinct``:
+        every row is its own sequence (a decode step), so none waits for another's keys."""
         dev, sh, w = self.device, self.shape, self.w
         d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
         rec = dev.record()
@@ -237,9 +238,11 @@ class Decoder:
         # with post-norms the residual stream moves between x and spare: a product's input is x plus
         # the pending product o through its post-norm, and that sum is written to spare
         spare = dev.buffer(t * d * 4) if self.post_norms else x
-        q, attn = dev.buffer(t * hq * dh * 4), dev.buffer(t * hq * dh * 4)
-        if sh.gemma:  # keys and values pass through their own buffers to the norm and rotation
-            k, v = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4)
+        q = dev.buffer(t * hq * dh * 4)
+        if sh.gemma:  # keys and values pass through their own buffers; the attention overwrites q
+            k, v, attn = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4), q
+        else:
+            attn = dev.buffer(t * hq * dh * 4)
         a = dev.buffer(t * sh.n_ff * 4)
         n = {"all": t, "last": 1, "none": 0}[outputs]
         logits = [dev.buffer(n * part.count * 4) for part in self.output] if n else []
@@ -253,7 +256,8 @@ class Decoder:
             theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
             kc, vc = self.kcache[i], self.vcache[i]
             attn_norm = w[p + "attn_norm.weight"]
-            if sh.gemma:  # per-head norms of queries and keys come first: a dispatch of their own
+            window = sh.window if sh.swa and sh.swa[i] else 0
+            if sh.gemma:  # per-head norms and rotation of queries and keys in the attention's dispatch
                 split = ((k, hkv * dh), (v, hkv * dh))
                 if i and self.post_norms:  # the last layer's output through its post-norm, added in
                     fold = w[p + "attn_fold_norms"]
@@ -263,15 +267,16 @@ class Decoder:
                     x, spare = spare, x
                 else:
                     self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
-                norms = w[p + "attn_qk_norm"]
-                ops.rope_cache(
-                    rec, q, k, v, pos, base, kc, vc, t, hq, hkv, dh, sh.n_rot, theta, True, norms, sh.eps
-                )
+                new = ops.NewKeys(k, v, w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps)
+                # rows of one sequence need each other's keys in the cache first: two dispatches
+                for mode in ("both",) if distinct else ("cache", "attend"):
+                    ops.causal_attention(
+                        rec, q, kc, vc, pos, base, None, t, hq, hkv, dh, window, new=new, mode=mode
+                    )
             else:  # q/k/v, their rotation and the cache write in the one product
                 split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
                 self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split, rope=rope)
-            window = sh.window if sh.swa and sh.swa[i] else 0
-            ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
+                ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
             gate = "gelu" if sh.gemma else "silu"
             if self.post_norms:  # each product's post-norm and residual add ride on the next product
                 self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
@@ -317,8 +322,8 @@ class Decoder:
                 raise ValueError(f"token id {token} is outside the vocabulary of {self.shape.n_vocab}")
             if not 0 <= slot < self.slots:
                 raise ValueError(f"slot {slot} is not one of this decoder's {self.slots}")
-        key = (t, outputs, top)
-        run = self._passes.get(key) or self._passes.setdefault(key, self._record(t, outputs, top))
+        key = (t, outputs, top, len({slot for _, _, slot in rows}) == t)
+        run = self._passes.get(key) or self._passes.setdefault(key, self._record(*key))
         self.device.write(run.ids, struct.pack(f"<{t}I", *(r[0] for r in rows)))
         self.device.write(run.pos, struct.pack(f"<{t}I", *(r[1] for r in rows)))
         self.device.write(run.base, struct.pack(f"<{t}I", *(r[2] * self.n_ctx for r in rows)))

@@ -7,6 +7,7 @@ hold little-endian f32 (token ids and positions: u32).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ferrousforge.gpu.device import Buffer, Recording
 
@@ -247,33 +248,6 @@ def _flat(n: int) -> tuple[int, int, int]:
     return min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1
 
 
-def rope_cache(
-    rec: Recording,
-    q: Buffer,
-    k: Buffer,
-    v: Buffer,
-    pos: Buffer,
-    base: Buffer,
-    kcache: Buffer,
-    vcache: Buffer,
-    t: int,
-    hq: int,
-    hkv: int,
-    d: int,
-    n_rot: int,
-    theta: float,
-    neox: bool,
-    norms: Buffer | None = None,
-    eps: float = 1e-6,
-) -> None:
-    """RoPE at positions pos[t] on q[t, hq, d] in place and on k[t, hkv, d] into kcache, v copied into
-    vcache (cache row base[i] + pos[i]); ``norms`` (the query heads' d weights, then the key heads'):
-    each head RMS-normalised first (Gemma). NEOX rotates halves, else pairs (llama.cpp's "normal")."""
-    kernel = rec.device.kernel("rope_cache", NEOX=neox, QK_NORM=norms is not None)
-    buffers = [pos, base, q, k, v, kcache, vcache, *([norms] if norms is not None else [])]
-    rec.dispatch(kernel, buffers, (t, hq + hkv, 1), (t, hq, hkv, d, n_rot, float(theta), float(eps)))
-
-
 def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value: bool = False) -> None:
     """out[r] = the index of row r's largest value (u32), the first on ties; ``with_value``: pairs
     (index, the value's f32 bits). A row longer than a chunk (a vocabulary) is reduced in two
@@ -316,6 +290,24 @@ def top_candidates(rec: Recording, parts: list[tuple[Buffer, int, int]], rows: i
     return out
 
 
+@dataclass(frozen=True)
+class NewKeys:
+    """A pass's keys and values as its product gave them, and how attention turns them before use
+    (Gemma): each query and key head RMS-normalised (``norms``: the queries' d weights, then the keys'),
+    then rotated (RoPE on the first ``n_rot`` dims; ``neox`` pairs halves, else neighbours)."""
+
+    k: Buffer
+    v: Buffer
+    norms: Buffer
+    n_rot: int
+    theta: float
+    eps: float
+    neox: bool = True
+
+
+ATTENTION_MODES = {"cache": 1, "attend": 2, "both": 3}
+
+
 def causal_attention(
     rec: Recording,
     q: Buffer,
@@ -323,22 +315,36 @@ def causal_attention(
     vcache: Buffer,
     pos: Buffer,
     base: Buffer,
-    out: Buffer,
+    out: Buffer | None,
     t: int,
     hq: int,
     hkv: int,
     d: int,
     window: int = 0,
     scale: float | None = None,
+    new: NewKeys | None = None,
+    mode: str = "both",
 ) -> None:
     """Each query attends to its sequence's cache (from row base[i]) up to its own position (the last
-    ``window`` keys if > 0)."""
+    ``window`` keys if > 0), into ``out``. With ``new`` (and ``out`` None) the queries are raw and the
+    attention is written over them; ``mode`` "cache" puts this pass's keys and values into the cache,
+    "attend" attends, "both" does both in one dispatch — only where every row is its own sequence."""
     if d > 256 or d % 4 or hq % hkv:
         raise ValueError(
             "causal attention needs a head dim ≤ 256, a multiple of 4, and query heads a multiple of kv heads"
         )
-    params = (t, hq, hkv, d, scale if scale is not None else 1.0 / math.sqrt(d), window)
-    rec.dispatch(rec.device.kernel("causal"), [q, kcache, vcache, pos, base, out], (t, hq, 1), params)
+    if (new is None) != (out is not None):
+        raise ValueError("causal attention writes to out, or with new keys over the queries")
+    scale = scale if scale is not None else 1.0 / math.sqrt(d)
+    if new is None:
+        attend = (t, hq, hkv, d, scale, window, ATTENTION_MODES["attend"], 0, 0.0, 0.0)
+        kernel = rec.device.kernel("causal")
+        rec.dispatch(kernel, [q, kcache, vcache, pos, base, out], (t, hq, 1), attend)  # type: ignore[list-item]
+        return
+    turn = (new.n_rot, float(new.theta), float(new.eps))
+    params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn)
+    kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox)
+    rec.dispatch(kernel, [q, kcache, vcache, pos, base, new.k, new.v, new.norms], (t, hq, 1), params)
 
 
 def gather(

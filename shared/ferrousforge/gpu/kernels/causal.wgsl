@@ -9,36 +9,122 @@
 // 4th key of the block. So a thread issues a few independent loads a block, not hundreds in a row. The
 // order of every sum is fixed by the block and D alone, the same for every query whatever else is in
 // the batch, so a sequence's result does not depend on its batch.
-struct Params { T: u32, Hq: u32, Hkv: u32, D: u32, scale: f32, window: u32, pad0: u32, pad1: u32 }
+//
+// ROTATE (Gemma): q is the product's raw queries and the attention is written over them; this pass's
+// raw keys and values k, v: [T, Hkv, D]. Each head is RMS-normalised (weights qkn: the queries' D, then
+// the keys' D) and rotated (RoPE on the first n_rot dims by pos · theta^(-2i / n_rot); NEOX pairs dim i
+// with i + n_rot / 2, else 2i with 2i + 1) in workgroup memory. p.mode says what a dispatch does:
+// CACHE (1), the keys and values go into the cache at row base[t] + pos[t] (by the group's first head);
+// ATTEND (2), the attention; both (3) in one dispatch where every row is its own sequence (a decode
+// step): there each workgroup computes its group's new key and value itself and takes them from its own
+// memory, not from the cache another workgroup is writing. Keys are computed at one place in the code,
+// whatever the mode, so the one-dispatch and two-dispatch forms give the same bits.
+struct Params {
+  T: u32, Hq: u32, Hkv: u32, D: u32, scale: f32, window: u32, mode: u32, n_rot: u32, theta: f32, eps: f32,
+  pad0: u32, pad1: u32,
+}
 @group(0) @binding(0) var<uniform> p: Params;
+#if ROTATE
+@group(0) @binding(1) var<storage, read_write> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> kcache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> vcache: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kcache: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> vcache: array<vec4<f32>>;
+#endif
 @group(0) @binding(4) var<storage, read> pos: array<u32>;
 @group(0) @binding(5) var<storage, read> base: array<u32>;
+#if ROTATE
+@group(0) @binding(6) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> v: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> qkn: array<f32>;  // (8 storage buffers: WebGPU's least limit)
+#else
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+#endif
 
 const BLOCK = 64u;  // keys a round
 const SPLIT = 4u;  // threads a key's score; key groups of the values
+const WG = 256u;
+#include reduce
 var<workgroup> qs: array<vec4<f32>, 64>;  // the query (D / 4 ≤ 64)
-var<workgroup> part: array<f32, 256>;  // the scores' partial dot products, 4 a key
 var<workgroup> s: array<f32, 64>;  // the block's scores
 var<workgroup> acc_all: array<vec4<f32>, 256>;  // the key groups' outputs, summed at the end
 var<workgroup> sums: array<f32, 4>;
+
+#if ROTATE
+#include rope_pair
+const CACHE = 1u;
+const ATTEND = 2u;
+var<workgroup> head: array<f32, 256>;  // a head being normalised and rotated
+var<workgroup> ks: array<vec4<f32>, 64>;  // this pass's key and value of the group (mode 3)
+var<workgroup> vs: array<vec4<f32>, 64>;
+
+// Normalise and rotate the head in `head` (weights at qkn[w..]) in place, at position `at`.
+fn prepare(tid: u32, w: u32, at: u32) {
+  var value = 0.0;
+  if (tid < p.D) { value = head[tid]; }
+  let inv = inverseSqrt(reduce_sum(tid, value * value) / f32(p.D) + p.eps);
+  if (tid < p.D) { head[tid] = value * inv * qkn[w + tid]; }
+  workgroupBarrier();
+  let half = p.n_rot / 2u;
+  if (tid < half) {
+#if NEOX
+    let a = tid;
+    let b = tid + half;
+#else
+    let a = 2u * tid;
+    let b = a + 1u;
+#endif
+    let r = rope_pair(head[a], head[b], tid, p.n_rot, at, p.theta);
+    head[a] = r.x;
+    head[b] = r.y;
+  }
+  workgroupBarrier();
+}
+#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
   let tid = l.x;
   let t = g.x;
   let h = g.y;
-  let kvh = h / (p.Hq / p.Hkv);
+  let group_size = p.Hq / p.Hkv;
+  let kvh = h / group_size;
   let d4 = p.D / 4u;
   let qrow = (t * p.Hq + h) * d4;
   let row0 = base[t];
   let last = pos[t];
+#if ROTATE
+  let fused = p.mode == CACHE + ATTEND;
+  if (fused || (p.mode == CACHE && h % group_size == 0u)) {  // this pass's key and value of the group
+    let src = (t * p.Hkv + kvh) * d4;
+    if (tid < p.D) { head[tid] = k[src + tid / 4u][tid % 4u]; }
+    workgroupBarrier();
+    prepare(tid, p.D, last);
+    if (tid < d4) {
+      ks[tid] = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
+      vs[tid] = v[src + tid];
+    }
+    workgroupBarrier();
+    if (h % group_size == 0u && tid < d4) {
+      let dst = ((row0 + last) * p.Hkv + kvh) * d4;
+      kcache[dst + tid] = ks[tid];
+      vcache[dst + tid] = vs[tid];
+    }
+  }
+  if (p.mode == CACHE) { return; }
+  if (tid < p.D) { head[tid] = q[qrow + tid / 4u][tid % 4u]; }
+  workgroupBarrier();
+  prepare(tid, 0u, last);
+  if (tid < d4) {
+    qs[tid] = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
+  }
+#else
+  if (tid < d4) { qs[tid] = q[qrow + tid]; }
+#endif
   var first = 0u;
   if (p.window > 0u && last + 1u > p.window) { first = last + 1u - p.window; }
-  if (tid < d4) { qs[tid] = q[qrow + tid]; }
   let key = tid / SPLIT;  // scores: this thread's key of the block
   let col = tid % BLOCK;  // values: this thread's 4 output dims
   let group = tid / BLOCK;  // and its keys: group, group + 4, ... of the block
@@ -51,7 +137,15 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     var partial = 0.0;
     if (key < count) {
       let krow = ((row0 + k0 + key) * p.Hkv + kvh) * d4;
+#if ROTATE
+      if (fused && k0 + key == last) {
+        for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], ks[c]); }
+      } else {
+        for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], kcache[krow + c]); }
+      }
+#else
       for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], kcache[krow + c]); }
+#endif
     }
     part[tid] = partial;
     workgroupBarrier();
@@ -72,7 +166,15 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       for (var j = group; j < count; j += SPLIT) {
         let w = exp(s[j] - new_m);
         sum += w;
+#if ROTATE
+        if (fused && k0 + j == last) {
+          acc += w * vs[col];
+        } else {
+          acc += w * vcache[((row0 + k0 + j) * p.Hkv + kvh) * d4 + col];
+        }
+#else
         acc += w * vcache[((row0 + k0 + j) * p.Hkv + kvh) * d4 + col];
+#endif
       }
     }
     m = new_m;
@@ -83,6 +185,10 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   workgroupBarrier();
   if (tid < d4) {
     let total = acc_all[tid] + acc_all[BLOCK + tid] + acc_all[2u * BLOCK + tid] + acc_all[3u * BLOCK + tid];
+#if ROTATE
+    q[qrow + tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);
+#else
     out[qrow + tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);
+#endif
   }
 }

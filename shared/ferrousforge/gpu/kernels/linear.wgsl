@@ -9,10 +9,10 @@
 // gathered in the same pass over X and reduced by the same tree. SPLIT: columns [0, N1), [N1, N1 + N2)
 // and the rest go to C, C2 and C3 (queries, keys and values from one stacked matrix). GLU: W holds [gate; up] (2N rows) and C = act(X ·
 // gateᵀ) · (X · upᵀ) (SwiGLU, or with GELU_TANH Gemma's GeGLU). ACCUM: C += the product (a residual).
-// ROPE (with SPLIT, Llama): queries and keys rotated as rope_cache.wgsl does in llama.cpp's "normal"
-// mode (dims 2i and 2i + 1 of a head of D, the first n_rot dims, by pos · theta^(-2i / n_rot)), their
-// pairs being neighbouring rows of W, swapped through workgroup memory; keys and values go straight
-// into the KV caches C2 and C3 at row base[m] + pos[m]: one dispatch instead of two.
+// ROPE (with SPLIT, Llama): queries and keys rotated in llama.cpp's "normal" mode (dims 2i and 2i + 1
+// of a head of D, the first n_rot dims, by pos · theta^(-2i / n_rot)), their pairs being neighbouring
+// rows of W, swapped through workgroup memory; keys and values go straight into the KV caches C2 and
+// C3 at row base[m] + pos[m]: the rotation and the cache write cost no dispatch of their own.
 // RESIDUAL (with NORM, Gemma): X is the residual stream before its pending post-norm, the previous
 // product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
 // threads in a fixed tree; the first column of workgroups writes that sum to XOUT, the stream's next

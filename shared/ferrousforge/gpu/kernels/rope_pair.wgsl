@@ -1,4 +1,4 @@
-// One RoPE rotation, shared by rope_cache.wgsl and linear.wgsl (ROPE) so both give the same bits: the
+// One RoPE rotation, used by causal.wgsl (ROTATE, Gemma) and linear.wgsl (ROPE, Llama): the
 // pair (x0, x1) of pair index i (of n_rot / 2) at position `at`, turned by at · theta^(-2i / n_rot).
 fn rope_pair(x0: f32, x1: f32, i: u32, n_rot: u32, at: u32, theta: f32) -> vec2f {
   let angle = f32(at) * pow(theta, -2.0 * f32(i) / f32(n_rot));

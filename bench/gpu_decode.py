@@ -14,7 +14,7 @@ takes), after one untimed pass of that shape. With ``--slots N`` each step carri
 lavapipe (a CPU) these figures show the path, not a speed to aim at.
 
 Where the GPU's part of a step goes: the step's dispatches of each kernel alone, and the whole step,
-replayed 20 times in one submit (2 on lavapipe), no readback between: GPU time a token by kernel, and
+replayed 20 times in one submit (once on lavapipe), no readback between: GPU time a token by kernel, and
 per dispatch.
 """
 
@@ -79,14 +79,14 @@ async def prompt_pass(decoder: Decoder, n: int) -> float:
 
 
 def gpu_time(decoder: Decoder, dispatches: list[Dispatch]) -> float:
-    """Seconds of GPU time for one run of ``dispatches``: best of three submits of 20 runs (2 on a
-    software adapter)."""
+    """Seconds of GPU time for one run of ``dispatches``: best of three submits of 20 runs (on a
+    software adapter one of one)."""
     device = decoder.device
-    repeat = 2 if device.software else 20
+    repeat, submits = (1, 2) if device.software else (20, 4)
     rec = Recording(device, dispatches * repeat)
     probe = dispatches[-1].buffers[-1]
     best = math.inf
-    for i in range(4):  # the first submit encodes through wgpu-py: untimed
+    for i in range(submits):  # the first submit encodes through wgpu-py: untimed
         t0 = time.perf_counter()
         device.submit(rec)
         asyncio.run(device.read(probe, 4))

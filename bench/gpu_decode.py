@@ -1,7 +1,7 @@
 """Issue H2: the GPU decoder in process on one GGUF, and where a decode step's time goes: the host's
 encoding and submitting of the recorded pass, then the wait for the GPU and the 8-byte readback.
 
-    .venv/bin/python bench/gpu_decode.py MODEL.gguf [--steps 64] [--prompt 256] [--slots 1]
+    .venv/bin/python bench/gpu_decode.py MODEL.gguf [--steps 64] [--prompt 256] [--slots 1] [--chain 8]
     .venv/bin/python bench/gpu_decode.py --bandwidth 65536x4096
 
 ``--bandwidth RxC``: the decoder's matrix-vector product (linear.wgsl, one row) on an RxC f16 matrix
@@ -12,6 +12,9 @@ GGUF whose tensor data is zeroed (``zero_gguf.py``: small enough to carry to a G
 same as the model. Prompt speed is one ``--prompt``-token pass (the power-of-two chunk a prompt
 takes), after one untimed pass of that shape. With ``--slots N`` each step carries N sequences. On
 lavapipe (a CPU) these figures show the path, not a speed to aim at.
+
+``--chain N``: greedy decode as the engine runs it, N steps chained in one pass (each step's argmax the
+next one's input on the GPU, one readback a pass): tokens a second without the host between steps.
 
 Where the GPU's part of a step goes: the step's dispatches of each kernel alone, and the whole step,
 replayed 20 times in one submit (once on lavapipe), no readback between: GPU time a token by kernel, and
@@ -67,6 +70,19 @@ async def decode(
     finally:
         queue.submit = submit
     return start, ahead, wait, run
+
+
+async def chained(decoder: Decoder, steps: int, slots: int, chain: int) -> float:
+    """ms a step of greedy decoding in passes of ``chain`` chained steps (after one untimed pass)."""
+    tokens, position = [1] * slots, 0
+    t0 = 0.0
+    while position + chain <= steps:
+        if position == chain:
+            t0 = time.perf_counter()
+        run = decoder.submit([(token, position, slot) for slot, token in enumerate(tokens)], chain=chain)
+        tokens = [row[-1] for row in await decoder.read_chain(run, slots, chain)]
+        position += chain
+    return (time.perf_counter() - t0) / max(1, position - chain) * 1e3
 
 
 async def prompt_pass(decoder: Decoder, n: int) -> float:
@@ -136,6 +152,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--prompt", type=int, default=256)
     parser.add_argument("--slots", type=int, default=1)
+    parser.add_argument("--chain", type=int, default=8)
     parser.add_argument("--bandwidth", metavar="RxC")
     args = parser.parse_args()
     gpu = NativeDevice()
@@ -165,6 +182,12 @@ def main() -> None:
         f"({1e3 * statistics.median(ahead) / dispatches:.2f} µs a dispatch, while the GPU runs), GPU + "
         f"readback {statistics.median(wait):.3f} ms ({args.steps} steps)"
     )
+    if args.chain and args.steps >= 2 * args.chain:
+        chain_ms = asyncio.run(chained(decoder, args.steps, args.slots, args.chain))
+        print(
+            f"- chained decode, {args.chain} steps a pass (the engine's greedy path): "
+            f"{1e3 * args.slots / chain_ms:.1f} tok/s, {chain_ms:.3f} ms a step"
+        )
     by_kernel(decoder, step)
     if args.prompt:
         print(f"- prompt: {args.prompt / prompt:.1f} tok/s ({args.prompt} tokens in {prompt * 1e3:.1f} ms)")

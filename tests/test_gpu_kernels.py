@@ -281,21 +281,48 @@ def test_gguf_weights_dequantize_as_llama_cpp_lays_them_out(gpu: GpuDevice, kind
 
 # -- decoder kernels (toward GGUF generation on the compute layer) -----------------------------------
 @pytest.mark.parametrize(
-    ("n", "ties"), [(262_144 + 7, (5, 4096, 200_000)), (1_000, (3, 999)), (4_097, (0, 4096))]
+    ("sizes", "ties"),
+    [
+        ((262_151,), (5, 4096, 200_000)),  # a Gemma-sized vocabulary: chunks, then their results
+        ((1_000,), (3, 999)),  # one chunk
+        ((4_097,), (0, 4096)),
+        ((70_000, 70_000, 3_000), (69_999, 70_000, 139_999)),  # slices, ties across them
+    ],
 )
-def test_argmax_takes_the_first_of_equal_maxima(gpu: GpuDevice, n: int, ties: tuple[int, ...]) -> None:
-    """A Gemma-sized vocabulary (chunks, then their results), one chunk, and ties across chunks."""
+def test_argmax_takes_the_first_of_equal_maxima(
+    gpu: GpuDevice, sizes: tuple[int, ...], ties: tuple[int, ...]
+) -> None:
     rows = 3
-    x = randn(rows, n)
+    x = randn(rows, sum(sizes))
     x[1, list(ties)] = 50.0
-    out, pairs = gpu.buffer(rows * 4), gpu.buffer(rows * 8)
-    got = run(gpu, lambda r: ops.argmax(r, up(gpu, x), out, rows, n), out, (rows,), np.uint32)
-    assert got.tolist() == [int(x[0].argmax()), ties[0], int(x[2].argmax())]
-    both = run(
-        gpu, lambda r: ops.argmax(r, up(gpu, x), pairs, rows, n, with_value=True), pairs, (rows, 2), np.uint32
-    )
-    assert both[:, 0].tolist() == got.tolist()
-    assert both[:, 1].view(np.float32).tolist() == x.max(1).tolist()
+    parts, first = [], 0
+    for size in sizes:
+        parts.append((up(gpu, np.ascontiguousarray(x[:, first : first + size])), size, first))
+        first += size
+    out = gpu.buffer(rows * 8)
+    got = run(gpu, lambda r: ops.argmax(r, parts, out, rows), out, (rows, 2), np.uint32)  # type: ignore[arg-type]
+    assert got[:, 0].tolist() == [int(x[0].argmax()), ties[0], int(x[2].argmax())]
+    assert got[:, 1].view(np.float32).tolist() == x.max(1).tolist()
+
+
+@pytest.mark.parametrize("n", [300, 9_000])
+def test_argmax_chains_the_winner_into_the_next_step(gpu: GpuDevice, n: int) -> None:
+    """A chained pass's argmax: the winner becomes the row's next token id, its position moves on, and
+    the step's tokens are kept at step · rows + row."""
+    rows, step = 2, 1
+    x = randn(rows, n)
+    ids, pos = up(gpu, np.array([5, 6], np.uint32)), up(gpu, np.array([7, 20], np.uint32))
+    tokens, out = up(gpu, np.full(3 * rows, 9, np.uint32)), gpu.buffer(rows * 8)
+    rec = gpu.record()
+    ops.argmax(rec, [(up(gpu, x), n, 0)], out, rows, chain=(ids, pos, tokens, step))  # type: ignore[arg-type]
+    gpu.submit(rec)
+
+    def read(buffer: object) -> list[int]:
+        return np.frombuffer(asyncio.run(gpu.read(buffer)), np.uint32).tolist()  # type: ignore[arg-type]
+
+    want = x.argmax(1).tolist()
+    assert read(ids) == want and read(pos) == [8, 21]
+    assert read(tokens) == [9, 9, *want, 9, 9]
 
 
 @pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32), (0, 20)])

@@ -61,7 +61,7 @@ from ferrousforge.gpu.webgpu import WebGpuDevice
 gpu = await WebGpuDevice.open()
 variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {"TANH": True}), ("matmul", {"SKINNY": True, "WT": True}), ("gemv", {}),
             ("layernorm", {"RESIDUAL": True}), ("rownorm", {"SOFTMAX": True}), ("rownorm", {"RMS": True, "ONE_PLUS": True}),
-            ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"VALUE": True}), ("argmax", {"PAIRS": True}), ("argmax", {"VALUE": True, "PAIRS": True}),
+            ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"PAIRS": True}), ("argmax", {"CHAIN": True}), ("argmax", {"PAIRS": True, "CHAIN": True}),
             ("causal", {}), ("gather", {}), ("topk", {}), ("topk", {"PAIRS": True}), ("rownorm", {"RMS": True, "ACCUM": True}),
             ("linear", {}), ("linear", {"NORM": True, "SPLIT": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True}),
             ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("causal", {"ROTATE": True}), ("causal", {"ROTATE": True, "NEOX": True}),
@@ -71,9 +71,9 @@ for name, defines in variants:
     gpu.kernel(name, **defines)
 values = [0.0] * 5000
 values[4500] = values[4999] = 9.0  # two chunks of 4096: the first maximum is in the second
-x, best = gpu.upload(struct.pack("<5000f", *values)), gpu.buffer(4)
+x, best = gpu.upload(struct.pack("<5000f", *values)), gpu.buffer(8)
 rec = gpu.record()
-ops.argmax(rec, x, best, 1, 5000)
+ops.argmax(rec, [(x, 5000, 0)], best, 1)
 gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));

@@ -115,8 +115,9 @@ class _Pass:
     pos: Buffer
     base: Buffer  # each row's slot, as its first cache row
     logits: list[Buffer]  # one per slice of the vocabulary (rows: every row's, the last one's, or none)
-    best: list[Buffer]  # (index, value) of each output row's maximum, per slice
+    best: Buffer | None  # (index, value) of each output row's maximum
     top: Buffer | None  # each output row's ops.TOP_K most likely tokens, (index, value) pairs, best first
+    tokens: Buffer | None = None  # a chained pass's greedy tokens, [steps, rows]
 
 
 class Decoder:
@@ -167,7 +168,7 @@ class Decoder:
         kv = sh.n_head_kv * sh.head_dim
         self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
-        self._passes: dict[tuple[int, str, bool, bool], _Pass] = {}
+        self._passes: dict[tuple[int, str, bool, bool, int], _Pass] = {}
 
     def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
         raw = data[info.offset : info.offset + info.nbytes]
@@ -225,11 +226,13 @@ class Decoder:
     ) -> None:
         ops.linear(rec, x, self.w[name], out, t, n, k, half=name in self.half, eps=self.shape.eps, **kw)
 
-    def _record(self, t: int, outputs: str, top: bool, distinct: bool) -> _Pass:
+    def _record(self, t: int, outputs: str, top: bool, distinct: bool, chain: int) -> _Pass:
         """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
         prompt's end: the vocabulary projection of one row), or "none" (a prompt's earlier chunks);
         ``top``: with each output row's TOP_K candidates besides its logits and argmax; ``distinct``:
-        every row is its own sequence (a decode step), so none waits for another's keys."""
+        every row is its own sequence (a decode step), so none waits for another's keys. ``chain`` > 0
+        (greedy decode steps): that many steps one after another, each row's argmax the next step's
+        input, with no host between them."""
         dev, sh, w = self.device, self.shape, self.w
         d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
         rec = dev.record()
@@ -239,6 +242,7 @@ class Decoder:
         # the pending product o through its post-norm, and that sum is written to spare
         spare = dev.buffer(t * d * 4) if self.post_norms else x
         q = dev.buffer(t * hq * dh * 4)
+        k = v = None
         if sh.gemma:  # keys and values pass through their own buffers; the attention overwrites q
             k, v, attn = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4), q
         else:
@@ -246,83 +250,103 @@ class Decoder:
         a = dev.buffer(t * sh.n_ff * 4)
         n = {"all": t, "last": 1, "none": 0}[outputs]
         logits = [dev.buffer(n * part.count * 4) for part in self.output] if n else []
-        best = [dev.buffer(n * 8) for _ in self.output] if n else []
+        best = dev.buffer(n * 8) if n else None
+        tokens = dev.buffer(chain * t * 4) if chain else None
         scale = math.sqrt(d) if sh.gemma else 1.0
-        for part in self.embed:
-            ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, part.half)
-        for i in range(sh.n_layer):
-            p = f"blk.{i}."
-            qkv = sh.n_head * dh + 2 * hkv * dh
-            theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
-            kc, vc = self.kcache[i], self.vcache[i]
-            attn_norm = w[p + "attn_norm.weight"]
-            window = sh.window if sh.swa and sh.swa[i] else 0
-            if sh.gemma:  # per-head norms and rotation of queries and keys in the attention's dispatch
-                split = ((k, hkv * dh), (v, hkv * dh))
-                if i and self.post_norms:  # the last layer's output through its post-norm, added in
-                    fold = w[p + "attn_fold_norms"]
-                    self._linear(
-                        rec, x, p + "attn_qkv", q, t, qkv, d, norm=fold, split=split, residual=(o, spare)
-                    )
-                    x, spare = spare, x
-                else:
-                    self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
-                new = ops.NewKeys(k, v, w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps)
-                # rows of one sequence need each other's keys in the cache first: two dispatches
-                for mode in ("both",) if distinct else ("cache", "attend"):
-                    ops.causal_attention(
-                        rec, q, kc, vc, pos, base, None, t, hq, hkv, dh, window, new=new, mode=mode
-                    )
-            else:  # q/k/v, their rotation and the cache write in the one product
-                split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
-                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split, rope=rope)
-                ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
-            gate = "gelu" if sh.gemma else "silu"
-            if self.post_norms:  # each product's post-norm and residual add ride on the next product
-                self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
-                fold = w[p + "ffn_fold_norms"]
+        for step in range(max(chain, 1)):
+            for part in self.embed:
+                ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, part.half)
+            for i in range(sh.n_layer):
+                x, spare = self._layer(rec, i, t, distinct, (pos, base), (x, spare, o, q, k, v, attn, a))
+            if n and self.post_norms:  # the last layer's output joins the stream
+                last_post = w[f"blk.{sh.n_layer - 1}.post_ffw_norm.weight"]
+                ops.rownorm(rec, o, x, t, d, "rms", last_post, sh.eps, accumulate=True)
+            if not n:
+                return _Pass(rec, ids, pos, base, [], None, None)
+            y = x
+            if outputs == "last":  # the last row alone: a row's numbers never depend on the others
+                last, y = dev.upload(struct.pack("<I", t - 1)), dev.buffer(d * 4)
+                ops.gather(rec, last, x, y, 1, d)
+            for part, out in zip(self.output, logits, strict=True):
+                norm = w["output_norm.weight"]
+                ops.linear(rec, y, part.buffer, out, n, part.count, d, half=part.half, norm=norm, eps=sh.eps)
+            parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
+            assert best is not None
+            ops.argmax(rec, parts, best, n, chain=(ids, pos, tokens, step) if tokens is not None else None)
+        candidates = ops.top_candidates(rec, parts, n) if top else None
+        return _Pass(rec, ids, pos, base, logits, best, candidates, tokens)
+
+    def _layer(
+        self, rec: Recording, i: int, t: int, distinct: bool, rows: tuple[Buffer, ...], bufs: tuple[Any, ...]
+    ) -> tuple[Buffer, Buffer]:
+        """Layer i of a pass: the residual stream's buffers (x, spare) after it."""
+        sh, w = self.shape, self.w
+        d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
+        pos, base = rows
+        x, spare, o, q, k, v, attn, a = bufs
+        p = f"blk.{i}."
+        qkv = sh.n_head * dh + 2 * hkv * dh
+        theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
+        kc, vc = self.kcache[i], self.vcache[i]
+        attn_norm = w[p + "attn_norm.weight"]
+        window = sh.window if sh.swa and sh.swa[i] else 0
+        if sh.gemma:  # per-head norms and rotation of queries and keys in the attention's dispatch
+            split = ((k, hkv * dh), (v, hkv * dh))
+            if i and self.post_norms:  # the last layer's output through its post-norm, added in
+                fold = w[p + "attn_fold_norms"]
                 self._linear(
-                    rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=fold, gate=gate, residual=(o, spare)
+                    rec, x, p + "attn_qkv", q, t, qkv, d, norm=fold, split=split, residual=(o, spare)
                 )
                 x, spare = spare, x
-                self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
-            else:  # the products add straight into the residual stream
-                self._linear(rec, attn, p + "attn_output.weight", x, t, d, hq * dh, accumulate=True)
-                ffn_norm = w[p + "ffn_norm.weight"]
-                self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=ffn_norm, gate=gate)
-                self._linear(rec, a, p + "ffn_down.weight", x, t, d, sh.n_ff, accumulate=True)
-        if n and self.post_norms:  # the last layer's output joins the stream
-            last_post = w[f"blk.{sh.n_layer - 1}.post_ffw_norm.weight"]
-            ops.rownorm(rec, o, x, t, d, "rms", last_post, sh.eps, accumulate=True)
-        if not n:
-            return _Pass(rec, ids, pos, base, [], [], None)
-        if outputs == "last":  # the last row alone: a row's numbers never depend on the others
-            last, x1 = dev.upload(struct.pack("<I", t - 1)), dev.buffer(d * 4)
-            ops.gather(rec, last, x, x1, 1, d)
-            x = x1
-        for part, out, arg in zip(self.output, logits, best, strict=True):
-            norm = w["output_norm.weight"]
-            ops.linear(rec, x, part.buffer, out, n, part.count, d, half=part.half, norm=norm, eps=sh.eps)
-            ops.argmax(rec, out, arg, n, part.count, with_value=True)
-        parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
-        candidates = ops.top_candidates(rec, parts, n) if top else None
-        return _Pass(rec, ids, pos, base, logits, best, candidates)
+            else:
+                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
+            new = ops.NewKeys(k, v, w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps)
+            # rows of one sequence need each other's keys in the cache first: two dispatches
+            for mode in ("both",) if distinct else ("cache", "attend"):
+                ops.causal_attention(
+                    rec, q, kc, vc, pos, base, None, t, hq, hkv, dh, window, new=new, mode=mode
+                )
+        else:  # q/k/v, their rotation and the cache write in the one product
+            split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
+            self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split, rope=rope)
+            ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
+        gate = "gelu" if sh.gemma else "silu"
+        if self.post_norms:  # each product's post-norm and residual add ride on the next product
+            self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
+            fold = w[p + "ffn_fold_norms"]
+            self._linear(
+                rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=fold, gate=gate, residual=(o, spare)
+            )
+            x, spare = spare, x
+            self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
+        else:  # the products add straight into the residual stream
+            self._linear(rec, attn, p + "attn_output.weight", x, t, d, hq * dh, accumulate=True)
+            ffn_norm = w[p + "ffn_norm.weight"]
+            self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=ffn_norm, gate=gate)
+            self._linear(rec, a, p + "ffn_down.weight", x, t, d, sh.n_ff, accumulate=True)
+        return x, spare
 
-    def submit(self, rows: list[tuple[int, int, int]], outputs: str = "all", top: bool = False) -> _Pass:
+    def submit(
+        self, rows: list[tuple[int, int, int]], outputs: str = "all", top: bool = False, chain: int = 0
+    ) -> _Pass:
         """Run rows of (token, position, slot): each token's keys and values join its slot's cache;
-        ``outputs`` and ``top`` as ``_record`` says. The pass's outputs stay on the GPU until the next
-        pass of its shape: read them first."""
+        ``outputs``, ``top`` and ``chain`` (greedy steps of distinct sequences: ``read_chain``) as
+        ``_record`` says. The pass's outputs stay on the GPU until the next pass of its shape: read
+        them first."""
         t = len(rows)
         if not t:
             raise ValueError("a pass needs at least one token")
+        distinct = len({slot for _, _, slot in rows}) == t
+        if chain and (outputs != "all" or top or not distinct):
+            raise ValueError("a chained pass runs greedy decode steps, one row a sequence")
         for token, position, slot in rows:
-            if not 0 <= position < self.n_ctx:
+            if position < 0 or position + max(chain, 1) > self.n_ctx:
                 raise ValueError(f"position {position} is outside the context of {self.n_ctx}")
             if not 0 <= token < self.shape.n_vocab:
                 raise ValueError(f"token id {token} is outside the vocabulary of {self.shape.n_vocab}")
             if not 0 <= slot < self.slots:
                 raise ValueError(f"slot {slot} is not one of this decoder's {self.slots}")
-        key = (t, outputs, top, len({slot for _, _, slot in rows}) == t)
+        key = (t, outputs, top, distinct, chain)
         run = self._passes.get(key) or self._passes.setdefault(key, self._record(*key))
         self.device.write(run.ids, struct.pack(f"<{t}I", *(r[0] for r in rows)))
         self.device.write(run.pos, struct.pack(f"<{t}I", *(r[1] for r in rows)))
@@ -332,14 +356,15 @@ class Decoder:
 
     async def read_best(self, run: _Pass, t: int) -> list[int]:
         """Each of the pass's ``t`` rows' most likely next token (the lowest id on ties)."""
-        best = [(-math.inf, 0)] * t
-        for part, buffer in zip(self.output, run.best, strict=True):
-            pairs = struct.unpack(f"<{2 * t}I", await self.device.read(buffer, 8 * t))
-            for i in range(t):
-                value = struct.unpack("<f", struct.pack("<I", pairs[2 * i + 1]))[0]
-                if value > best[i][0]:  # strictly: on a tie the earlier slice (lower index) stays
-                    best[i] = (value, part.first + pairs[2 * i])
-        return [index for _, index in best]
+        assert run.best is not None
+        pairs = struct.unpack(f"<{2 * t}I", await self.device.read(run.best, 8 * t))
+        return list(pairs[0::2])
+
+    async def read_chain(self, run: _Pass, t: int, steps: int) -> list[list[int]]:
+        """Each of a chained pass's ``t`` rows' ``steps`` greedy tokens, in order."""
+        assert run.tokens is not None
+        flat = struct.unpack(f"<{steps * t}I", await self.device.read(run.tokens, 4 * steps * t))
+        return [list(flat[row::t]) for row in range(t)]
 
     async def read_logits(self, run: _Pass, row: int) -> list[float]:
         """One row's logits."""

@@ -5,9 +5,11 @@ A sampled step reads back the row's TOP_K most likely tokens (reduced on the GPU
 hold every token the sampler could keep (``candidates_suffice``), else the whole row.
 
 Each slot's KV cache is kept between requests, so a prompt sharing a prefix with an earlier sequence
-(the turns of a chat) runs only the rest. Greedy decoding reads back one token id a step; otherwise the
-last row's logits come back and the engine's sampler picks. Stop strings, ``num_predict`` and the end of
-the window end a generation as on the llama.cpp engine.
+(the turns of a chat) runs only the rest. Greedy decoding chains up to CHAIN_STEPS decode steps in one
+pass, each step's argmax the next one's input on the GPU, and reads their token ids back at once (the
+host and the readback stand between passes, not between tokens; tokens past a stop are dropped);
+otherwise the last row's logits (or candidates) come back each step and the engine's sampler picks.
+Stop strings, ``num_predict`` and the end of the window end a generation as on the llama.cpp engine.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty
 # logits, the token ids they belong to (None: the whole vocabulary) and the tokens so far → the next token
 Sampler = Callable[[list[float], list[int] | None, list[int]], int]
 PROMPT_CHUNK = 256  # the most prompt tokens in one pass
+CHAIN_STEPS = 8  # the most greedy decode steps one pass chains
 
 
 class TokenText(Protocol):
@@ -44,6 +47,7 @@ class Step:
     token: int | None = None
     values: list[float] | None = None
     ids: list[int] | None = None
+    tokens: list[int] | None = None  # a chain's greedy tokens, in order
 
 
 @dataclass
@@ -51,8 +55,9 @@ class _Feed:
     slot: int
     tokens: list[int]
     start: int
-    read: str  # "greedy" | "top" (the TOP_K candidates) | "logits"
+    read: str  # "greedy" | "chain" (up to ``steps`` greedy steps) | "top" (TOP_K candidates) | "logits"
     done: asyncio.Future[Step]
+    steps: int = 1
 
 
 def candidates_suffice(opts: Options, history: list[int]) -> bool:
@@ -102,10 +107,11 @@ class Slots:
                 return
         self.free.append(slot)
 
-    async def feed(self, slot: int, tokens: list[int], start: int, read: str) -> Step:
-        """Run ``tokens`` at ``start`` in ``slot``; read the last row as ``read`` says."""
+    async def feed(self, slot: int, tokens: list[int], start: int, read: str, steps: int = 1) -> Step:
+        """Run ``tokens`` at ``start`` in ``slot``; read the last row as ``read`` says ("chain": one
+        token and up to ``steps`` greedy steps from it, fewer where the pass's other rows want fewer)."""
         loop = asyncio.get_running_loop()
-        item = _Feed(slot, tokens, start, read, loop.create_future())
+        item = _Feed(slot, tokens, start, read, loop.create_future(), steps)
         self._pending.append(item)
         if self._runner is None:  # starts after the tasks already woken, so their steps join this pass
             self._runner = loop.create_task(self._run_pending())
@@ -130,16 +136,29 @@ class Slots:
             self.cached[f.slot] = self.cached[f.slot][: f.start]  # what a failure leaves is unknown
         try:
             top = any(f.read == "top" for f in feeds)  # (the candidates cost a few dispatches more)
+            fed = [f.tokens for f in feeds]  # the tokens whose keys and values the pass caches
+            chain = min(f.steps for f in feeds) if all(f.read == "chain" for f in feeds) else 1
             if len(feeds) == 1 and len(feeds[0].tokens) > 1:
                 run, rows = self._prompt(feeds[0], top), [0]
+            elif chain > 1:
+                firsts = [(f.tokens[0], f.start, f.slot) for f in feeds]
+                run = self.decoder.submit(firsts, chain=chain)
+                chains = await self.decoder.read_chain(run, len(feeds), chain)
+                for f, tokens in zip(feeds, chains, strict=True):
+                    self.cached[f.slot] += [f.tokens[0], *tokens[:-1]]
+                    if not f.done.done():
+                        f.done.set_result(Step(tokens=tokens))
+                return
             else:
                 run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds], top=top)
                 rows = list(range(len(feeds)))
-            greedy = any(f.read == "greedy" for f in feeds)
+            greedy = any(f.read in ("greedy", "chain") for f in feeds)
             best = await self.decoder.read_best(run, len(rows)) if greedy else []
             results: list[Step] = []
             for f, row in zip(feeds, rows, strict=True):
-                if f.read == "greedy":
+                if f.read == "chain":
+                    results.append(Step(tokens=[best[row]]))
+                elif f.read == "greedy":
                     results.append(Step(token=best[row]))
                 elif f.read == "top":
                     ids, values = await self.decoder.read_top(run, row)
@@ -151,8 +170,8 @@ class Slots:
                 if not f.done.done():
                     f.done.set_exception(exc)
             return
-        for f, result in zip(feeds, results, strict=True):
-            self.cached[f.slot] += f.tokens
+        for f, tokens, result in zip(feeds, fed, results, strict=True):
+            self.cached[f.slot] += tokens
             if not f.done.done():
                 f.done.set_result(result)
 
@@ -204,11 +223,17 @@ class Slots:
         step = await self.feed(slot, prompt[keep:], keep, read(prompt))
         prompt_done = time.perf_counter_ns()
         reason, flush = "length", True
+        ahead: list[int] = []  # a chain's tokens not yet taken
         while len(generated) < limit:
-            token = step.token
-            if token is None:
-                assert step.values is not None
-                token = sample(step.values, step.ids, prompt + generated)
+            if not ahead:
+                if step.tokens is not None:
+                    ahead = list(step.tokens)
+                elif step.token is not None:
+                    ahead = [step.token]
+                else:
+                    assert step.values is not None
+                    ahead = [sample(step.values, step.ids, prompt + generated)]
+            token = ahead.pop(0)
             if vocab.is_eog(token):
                 reason = "stop"
                 break
@@ -221,7 +246,13 @@ class Slots:
                 break
             if len(generated) >= limit:
                 break
-            step = await self.feed(slot, [token], len(prompt) + len(generated) - 1, read(prompt + generated))
+            if ahead:
+                continue
+            at = len(prompt) + len(generated) - 1
+            if greedy:
+                step = await self.feed(slot, [token], at, "chain", min(CHAIN_STEPS, limit - len(generated)))
+            else:
+                step = await self.feed(slot, [token], at, read(prompt + generated))
         tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush() if flush else ""
         finished = time.perf_counter_ns()
         stats = GenerationStats(

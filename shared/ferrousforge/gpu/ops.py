@@ -248,19 +248,36 @@ def _flat(n: int) -> tuple[int, int, int]:
     return min(groups, MAX_GROUPS), math.ceil(groups / MAX_GROUPS), 1
 
 
-def argmax(rec: Recording, x: Buffer, out: Buffer, rows: int, n: int, with_value: bool = False) -> None:
-    """out[r] = the index of row r's largest value (u32), the first on ties; ``with_value``: pairs
-    (index, the value's f32 bits). A row longer than a chunk (a vocabulary) is reduced in two
-    dispatches: chunks side by side, then their results."""
+def argmax(
+    rec: Recording,
+    parts: list[tuple[Buffer, int, int]],
+    out: Buffer,
+    rows: int,
+    chain: tuple[Buffer, Buffer, Buffer, int] | None = None,
+) -> None:
+    """Each row's largest value over a vocabulary held in slices ``parts`` of (values [rows, count],
+    count, first index): out[r] = (index, the value's f32 bits), the lowest index on ties. Chunks of
+    4096 values side by side, then (where there are several) their results. ``chain`` (ids, pos,
+    tokens, step): the winner also becomes the row's next input (ids[r] = index, pos[r] += 1) and
+    tokens[step · rows + r], so the next decode step of a chained pass follows on the GPU."""
     dev = rec.device
-    chunks = math.ceil(n / _ARGMAX_CHUNK)
-    if chunks == 1:
-        rec.dispatch(dev.kernel("argmax", VALUE=with_value), [x, out], (1, rows, 1), (n, n))
+    chunks = [math.ceil(count / _ARGMAX_CHUNK) for _, count, _ in parts]
+    total = sum(chunks)
+    final = {"CHAIN": chain is not None}
+    last = list(chain[:3]) if chain is not None else []
+    step = chain[3] if chain is not None else 0
+    if total == 1:
+        ((values, count, first),) = parts
+        params = (count, count, first, 0, 1, step)
+        rec.dispatch(dev.kernel("argmax", **final), [values, out, *last], (1, rows, 1), params)
         return
-    partial = dev.buffer(rows * chunks * 8)
-    rec.dispatch(dev.kernel("argmax", VALUE=True), [x, partial], (chunks, rows, 1), (n, _ARGMAX_CHUNK))
-    kernel = dev.kernel("argmax", VALUE=with_value, PAIRS=True)
-    rec.dispatch(kernel, [partial, out], (1, rows, 1), (chunks, chunks))
+    partial, offset = dev.buffer(rows * total * 8), 0
+    for (values, count, first), n in zip(parts, chunks, strict=True):
+        params = (count, _ARGMAX_CHUNK, first, offset, total, 0)
+        rec.dispatch(dev.kernel("argmax"), [values, partial], (n, rows, 1), params)
+        offset += n
+    params = (total, total, 0, 0, 1, step)
+    rec.dispatch(dev.kernel("argmax", PAIRS=True, **final), [partial, out, *last], (1, rows, 1), params)
 
 
 _ARGMAX_CHUNK = 4096  # values one argmax workgroup takes (16 a thread)

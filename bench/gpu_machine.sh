@@ -7,8 +7,8 @@
 #   2. (in the background) llama.cpp with CUDA for sm_90 from .gpu/llama-src.tgz: its shared libraries
 #      (FerrousForge's llama.cpp engine loads them through LLAMA_CPP_LIB_PATH), llama-server, llama-bench;
 #   3. H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and smollm2:135m with random
-#      weights (bench/random_gguf.py): decode steps (host encoding vs GPU wait), 4 sequences a step, a
-#      256-token prompt pass;
+#      weights (bench/random_gguf.py): decode steps (host encoding vs GPU wait), chained 8 to a pass (the
+#      engine's greedy path), the GPU's time by kernel, 4 sequences a step, a 256-token prompt pass;
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;

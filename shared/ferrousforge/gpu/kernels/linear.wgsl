@@ -15,8 +15,9 @@
 // C3 at row base[m] + pos[m]: the rotation and the cache write cost no dispatch of their own.
 // RESIDUAL (with NORM, Gemma): X is the residual stream before its pending post-norm, the previous
 // product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
-// threads in a fixed tree; the first column of workgroups writes that sum to XOUT, the stream's next
-// buffer: the post-norm costs no dispatch of its own.
+// threads in a fixed tree, the sum staged 32 groups of 4 a row at a time in workgroup memory (computed
+// once, not by each of the 16 weight rows); the first column of workgroups writes it to XOUT, the
+// stream's next buffer: the post-norm costs no dispatch of its own.
 struct Params {
   M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, D: u32, n_rot: u32, theta: f32,
   pad0: u32, pad1: u32,
@@ -49,6 +50,8 @@ fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
 #if RESIDUAL
 @group(0) @binding(9) var<storage, read> o: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> xout: array<vec4<f32>>;
+const TILE = 32u;  // groups of 4 input values a row staged at once (a multiple of LANES)
+var<workgroup> xs: array<vec4<f32>, 256>;  // XROWS × TILE folded input values
 #endif
 
 const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
@@ -126,48 +129,61 @@ fn main(
   var inv = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
   for (var m = 0u; m < rows; m++) { inv[m] = inverseSqrt(part[m * LANES * WROWS] / f32(p.K) + p.eps); }
   workgroupBarrier();  // part holds the products' sums next
-  if (g.x == 0u) {  // the stream's next buffer, by the first column of workgroups
-    for (var i = flat; i < k4; i += LANES * WROWS) {
-      let pv = nw[k4 + i];
-      for (var m = 0u; m < rows; m++) {
+  let tile = TILE;
+#else
+  let tile = k4;  // one tile: the input read straight from x
+#endif
+  // a lane takes every 16th group of 4 across the tiles in turn: the same order as in one tile
+  for (var t0 = 0u; t0 < k4; t0 += tile) {
+#if RESIDUAL
+    // the tile's folded input, computed once for the workgroup's 16 weight rows; the first column of
+    // workgroups writes it to the stream's next buffer
+    for (var e = flat; e < XROWS * TILE; e += LANES * WROWS) {
+      let m = e / TILE;
+      let i = t0 + e % TILE;
+      var folded = vec4<f32>(0.0);
+      if (m < rows && i < k4) {
         let at = (m0 + m) * k4 + i;
-        xout[at] = x[at] + o[at] * inv[m] * pv;
+        folded = x[at] + o[at] * inv[m] * nw[k4 + i];
+        if (g.x == 0u) { xout[at] = folded; }
       }
+      xs[e] = folded;
     }
-  }
+    workgroupBarrier();
 #endif
-  if (live) {
-    for (var i = l.x; i < k4; i += LANES) {
-      let wv = vec4<f32>(w[wrow * k4 + i]);
+    if (live) {
+      for (var i = t0 + l.x; i < min(k4, t0 + tile); i += LANES) {
+        let wv = vec4<f32>(w[wrow * k4 + i]);
 #if GLU
-      let uv = vec4<f32>(w[(wrow + p.N) * k4 + i]);
+        let uv = vec4<f32>(w[(wrow + p.N) * k4 + i]);
 #endif
 #if NORM
-      let nv = nw[i];
+        let nv = nw[i];
 #endif
+        for (var m = 0u; m < XROWS; m++) {
+          if (m < rows) {
 #if RESIDUAL
-      let pv = nw[k4 + i];
-#endif
-      for (var m = 0u; m < XROWS; m++) {
-        if (m < rows) {
-#if RESIDUAL
-          let xr = x[(m0 + m) * k4 + i] + o[(m0 + m) * k4 + i] * inv[m] * pv;
+            let xr = xs[m * TILE + i - t0];
 #else
-          let xr = x[(m0 + m) * k4 + i];
+            let xr = x[(m0 + m) * k4 + i];
 #endif
 #if NORM
-          sq[m] += dot(xr, xr);
-          let xv = xr * nv;
+            sq[m] += dot(xr, xr);
+            let xv = xr * nv;
 #else
-          let xv = xr;
+            let xv = xr;
 #endif
-          acc[m] += dot(xv, wv);
+            acc[m] += dot(xv, wv);
 #if GLU
-          up[m] += dot(xv, uv);
+            up[m] += dot(xv, uv);
 #endif
+          }
         }
       }
     }
+#if RESIDUAL
+    workgroupBarrier();  // the tile is read before the next is staged
+#endif
   }
   var value = lanes_sum(l.x, l.y, rows, acc);
 #if GLU

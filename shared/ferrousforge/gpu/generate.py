@@ -41,13 +41,12 @@ class TokenText(Protocol):
 
 @dataclass
 class Step:
-    """What a pass gives a sequence: its next token (greedy), or logits to sample from with the token
-    ids they belong to (``ids`` None: every token's, in order)."""
+    """What a pass gives a sequence: its next greedy tokens (one, or a chain's, in order), or logits to
+    sample from with the token ids they belong to (``ids`` None: every token's, in order)."""
 
-    token: int | None = None
+    tokens: list[int] | None = None
     values: list[float] | None = None
     ids: list[int] | None = None
-    tokens: list[int] | None = None  # a chain's greedy tokens, in order
 
 
 @dataclass
@@ -55,7 +54,7 @@ class _Feed:
     slot: int
     tokens: list[int]
     start: int
-    read: str  # "greedy" | "chain" (up to ``steps`` greedy steps) | "top" (TOP_K candidates) | "logits"
+    read: str  # "greedy" (up to ``steps`` greedy steps) | "top" (the TOP_K candidates) | "logits"
     done: asyncio.Future[Step]
     steps: int = 1
 
@@ -108,8 +107,8 @@ class Slots:
         self.free.append(slot)
 
     async def feed(self, slot: int, tokens: list[int], start: int, read: str, steps: int = 1) -> Step:
-        """Run ``tokens`` at ``start`` in ``slot``; read the last row as ``read`` says ("chain": one
-        token and up to ``steps`` greedy steps from it, fewer where the pass's other rows want fewer)."""
+        """Run ``tokens`` at ``start`` in ``slot``; read the last row as ``read`` says ("greedy": up to
+        ``steps`` greedy tokens, chained in one pass; fewer where the pass's other rows want fewer)."""
         loop = asyncio.get_running_loop()
         item = _Feed(slot, tokens, start, read, loop.create_future(), steps)
         self._pending.append(item)
@@ -137,34 +136,17 @@ class Slots:
         try:
             top = any(f.read == "top" for f in feeds)  # (the candidates cost a few dispatches more)
             fed = [f.tokens for f in feeds]  # the tokens whose keys and values the pass caches
-            chain = min(f.steps for f in feeds) if all(f.read == "chain" for f in feeds) else 1
+            chain = min(f.steps for f in feeds) if all(f.read == "greedy" for f in feeds) else 1
             if len(feeds) == 1 and len(feeds[0].tokens) > 1:
-                run, rows = self._prompt(feeds[0], top), [0]
+                results = await self._read(self._prompt(feeds[0], top), feeds, [0])
             elif chain > 1:
-                firsts = [(f.tokens[0], f.start, f.slot) for f in feeds]
-                run = self.decoder.submit(firsts, chain=chain)
+                run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds], chain=chain)
                 chains = await self.decoder.read_chain(run, len(feeds), chain)
-                for f, tokens in zip(feeds, chains, strict=True):
-                    self.cached[f.slot] += [f.tokens[0], *tokens[:-1]]
-                    if not f.done.done():
-                        f.done.set_result(Step(tokens=tokens))
-                return
+                results = [Step(tokens=tokens) for tokens in chains]
+                fed = [[f.tokens[0], *tokens[:-1]] for f, tokens in zip(feeds, chains, strict=True)]
             else:
                 run = self.decoder.submit([(f.tokens[0], f.start, f.slot) for f in feeds], top=top)
-                rows = list(range(len(feeds)))
-            greedy = any(f.read in ("greedy", "chain") for f in feeds)
-            best = await self.decoder.read_best(run, len(rows)) if greedy else []
-            results: list[Step] = []
-            for f, row in zip(feeds, rows, strict=True):
-                if f.read == "chain":
-                    results.append(Step(tokens=[best[row]]))
-                elif f.read == "greedy":
-                    results.append(Step(token=best[row]))
-                elif f.read == "top":
-                    ids, values = await self.decoder.read_top(run, row)
-                    results.append(Step(values=values, ids=ids))
-                else:
-                    results.append(Step(values=await self.decoder.read_logits(run, row)))
+                results = await self._read(run, feeds, list(range(len(feeds))))
         except Exception as exc:
             for f in feeds:
                 if not f.done.done():
@@ -174,6 +156,21 @@ class Slots:
             self.cached[f.slot] += tokens
             if not f.done.done():
                 f.done.set_result(result)
+
+    async def _read(self, run: Any, feeds: list[_Feed], rows: list[int]) -> list[Step]:
+        """Each feed's step from its row of a pass's outputs, as its ``read`` says."""
+        greedy = any(f.read == "greedy" for f in feeds)
+        best = await self.decoder.read_best(run, len(rows)) if greedy else []
+        results: list[Step] = []
+        for f, row in zip(feeds, rows, strict=True):
+            if f.read == "greedy":
+                results.append(Step(tokens=[best[row]]))
+            elif f.read == "top":
+                ids, values = await self.decoder.read_top(run, row)
+                results.append(Step(values=values, ids=ids))
+            else:
+                results.append(Step(values=await self.decoder.read_logits(run, row)))
+        return results
 
     def _prompt(self, feed: _Feed, top: bool) -> Any:
         """A prompt in chunks of power-of-two sizes (at most PROMPT_CHUNK), so the decoder records a
@@ -228,8 +225,6 @@ class Slots:
             if not ahead:
                 if step.tokens is not None:
                     ahead = list(step.tokens)
-                elif step.token is not None:
-                    ahead = [step.token]
                 else:
                     assert step.values is not None
                     ahead = [sample(step.values, step.ids, prompt + generated)]
@@ -248,11 +243,10 @@ class Slots:
                 break
             if ahead:
                 continue
-            at = len(prompt) + len(generated) - 1
-            if greedy:
-                step = await self.feed(slot, [token], at, "chain", min(CHAIN_STEPS, limit - len(generated)))
-            else:
-                step = await self.feed(slot, [token], at, read(prompt + generated))
+            steps = min(CHAIN_STEPS, limit - len(generated)) if greedy else 1
+            step = await self.feed(
+                slot, [token], len(prompt) + len(generated) - 1, read(prompt + generated), steps
+            )
         tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush() if flush else ""
         finished = time.perf_counter_ns()
         stats = GenerationStats(

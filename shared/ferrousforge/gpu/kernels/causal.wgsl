@@ -82,6 +82,25 @@ fn prepare(tid: u32, w: u32, at: u32) {
   }
   workgroupBarrier();
 }
+
+// 4 dims from c · 4 of cache row `at`'s key or value, or with `own` this pass's, from workgroup memory
+fn key4(own: bool, at: u32, c: u32) -> vec4<f32> {
+  if (own) { return ks[c]; }
+  return kcache[at + c];
+}
+
+fn value4(own: bool, at: u32, c: u32) -> vec4<f32> {
+  if (own) { return vs[c]; }
+  return vcache[at + c];
+}
+
+fn emit(at: u32, value: vec4<f32>) { q[at] = value; }  // the attention over the queries
+#else
+fn key4(own: bool, at: u32, c: u32) -> vec4<f32> { return kcache[at + c]; }
+
+fn value4(own: bool, at: u32, c: u32) -> vec4<f32> { return vcache[at + c]; }
+
+fn emit(at: u32, value: vec4<f32>) { out[at] = value; }
 #endif
 
 @compute @workgroup_size(256)
@@ -121,6 +140,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     qs[tid] = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
   }
 #else
+  let fused = false;
   if (tid < d4) { qs[tid] = q[qrow + tid]; }
 #endif
   var first = 0u;
@@ -137,15 +157,8 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     var partial = 0.0;
     if (key < count) {
       let krow = ((row0 + k0 + key) * p.Hkv + kvh) * d4;
-#if ROTATE
-      if (fused && k0 + key == last) {
-        for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], ks[c]); }
-      } else {
-        for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], kcache[krow + c]); }
-      }
-#else
-      for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], kcache[krow + c]); }
-#endif
+      let own = fused && k0 + key == last;
+      for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], key4(own, krow, c)); }
     }
     part[tid] = partial;
     workgroupBarrier();
@@ -166,15 +179,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       for (var j = group; j < count; j += SPLIT) {
         let w = exp(s[j] - new_m);
         sum += w;
-#if ROTATE
-        if (fused && k0 + j == last) {
-          acc += w * vs[col];
-        } else {
-          acc += w * vcache[((row0 + k0 + j) * p.Hkv + kvh) * d4 + col];
-        }
-#else
-        acc += w * vcache[((row0 + k0 + j) * p.Hkv + kvh) * d4 + col];
-#endif
+        acc += w * value4(fused && k0 + j == last, ((row0 + k0 + j) * p.Hkv + kvh) * d4, col);
       }
     }
     m = new_m;
@@ -185,10 +190,6 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   workgroupBarrier();
   if (tid < d4) {
     let total = acc_all[tid] + acc_all[BLOCK + tid] + acc_all[2u * BLOCK + tid] + acc_all[3u * BLOCK + tid];
-#if ROTATE
-    q[qrow + tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);
-#else
-    out[qrow + tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);
-#endif
+    emit(qrow + tid, total / (sums[0] + sums[1] + sums[2] + sums[3]));
   }
 }

@@ -5,7 +5,8 @@ encoding and submitting of the recorded pass, then the wait for the GPU and the 
     .venv/bin/python bench/gpu_decode.py --bandwidth 65536x4096
 
 ``--bandwidth RxC``: the decoder's matrix-vector product (linear.wgsl, one row) on an RxC f16 matrix
-(f32 without shader-f16), ten to a pass: the share of the memory bandwidth a decode step's kernel gets.
+(f32 without shader-f16), timed as the kernels below: the share of the memory bandwidth a decode
+step's kernel gets.
 
 Greedy decode steps feed each token back; the step time does not depend on the weights' values, so a
 GGUF whose tensor data is zeroed (``zero_gguf.py``: small enough to carry to a GPU machine) times the
@@ -35,7 +36,7 @@ from typing import Any
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.decoder import Decoder
-from ferrousforge.gpu.device import Dispatch, Recording
+from ferrousforge.gpu.device import Dispatch, GpuDevice, Recording
 from ferrousforge.gpu.native import NativeDevice
 
 
@@ -94,10 +95,9 @@ async def prompt_pass(decoder: Decoder, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def gpu_time(decoder: Decoder, dispatches: list[Dispatch]) -> float:
+def gpu_time(device: GpuDevice, dispatches: list[Dispatch]) -> float:
     """Seconds of GPU time for one run of ``dispatches``: best of three submits of 20 runs (on a
     software adapter one of one)."""
-    device = decoder.device
     repeat, submits = (1, 2) if device.software else (20, 4)
     rec = Recording(device, dispatches * repeat)
     probe = dispatches[-1].buffers[-1]
@@ -113,33 +113,24 @@ def gpu_time(decoder: Decoder, dispatches: list[Dispatch]) -> float:
 
 def by_kernel(decoder: Decoder, step: Any) -> None:
     dispatches = step.recording.dispatches
-    whole = gpu_time(decoder, dispatches)
+    whole = gpu_time(decoder.device, dispatches)
     kinds = Counter(d.kernel.name for d in dispatches)
     print(f"- GPU time a decode step, replayed without readback: {whole * 1e3:.3f} ms; by kernel alone:")
     for kind, count in kinds.most_common():
-        alone = gpu_time(decoder, [d for d in dispatches if d.kernel.name == kind])
+        alone = gpu_time(decoder.device, [d for d in dispatches if d.kernel.name == kind])
         print(
             f"  - {kind}: {count} dispatches, {alone * 1e3:.3f} ms ({alone / whole:.0%}), "
             f"{alone * 1e6 / count:.1f} µs each"
         )
 
 
-def bandwidth(gpu: NativeDevice, shape: str, passes: int = 5) -> None:
+def bandwidth(gpu: NativeDevice, shape: str) -> None:
     rows, cols = (int(v) for v in shape.split("x"))
     size = 2 if gpu.f16 else 4
     w, x, y = gpu.buffer(rows * cols * size), gpu.upload(bytes(4 * cols)), gpu.buffer(4 * rows)
     rec = gpu.record()
-    for _ in range(10):
-        ops.linear(rec, x, w, y, 1, rows, cols, half=gpu.f16)
-    gpu.submit(rec)
-    asyncio.run(gpu.read(y, 4))
-    times = []
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        gpu.submit(rec)
-        asyncio.run(gpu.read(y, 4))
-        times.append(time.perf_counter() - t0)
-    best = min(times) / 10
+    ops.linear(rec, x, w, y, 1, rows, cols, half=gpu.f16)
+    best = gpu_time(gpu, rec.dispatches)
     print(
         f"linear.wgsl, 1 × {cols} · ({rows} × {cols})ᵀ, {'f16' if gpu.f16 else 'f32'} weights on {gpu.name}:"
     )

@@ -3,6 +3,13 @@ of 16-token sequences; with ``--torch``, the same shape as transformers' BertMod
 there is one, f32 and f16) with mean pooling, which is what sentence-transformers runs.
 
     .venv/bin/python bench/gpu_encoder.py MODEL.onnx [--torch] [--batches 1,32,256]
+    .venv/bin/python bench/gpu_encoder.py --matmul 4096x1536x384 [--torch]
+
+``--matmul MxNxK``: the encoder's matrix product (matmul.wgsl, weights stored [K, N] as ONNX keeps
+them, f16 where the adapter has shader-f16) on its own, in TFLOP/s of GPU time (gpu_decode.py's
+timer); with ``--torch``, torch's f32 and f16 products of that shape beside it. At batch 256 of 16
+tokens all-minilm's products are 4096 rows × 384 or 1536: these say how far the kernel is from the
+card and from cuBLAS.
 
 MODEL.onnx: a BERT ONNX file FerrousForge converted (all-minilm's, from the store; a copy with zeroed
 tensors times the same: ``bench/gpu_machine_prepare.py``). The torch model takes the encoder's shape
@@ -17,7 +24,9 @@ import statistics
 import time
 from pathlib import Path
 
-from ferrousforge.gpu import onnx_weights
+from gpu_decode import gpu_time
+
+from ferrousforge.gpu import onnx_weights, ops
 from ferrousforge.gpu.bert import BertEncoder, BertShape, bert_weights
 from ferrousforge.gpu.native import NativeDevice
 
@@ -77,12 +86,50 @@ def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
             print(f"| torch {device} {str(dtype).removeprefix('torch.')} | {batch} | {batch / seconds:.1f} |")
 
 
+def matmul(shape: str, with_torch: bool) -> None:
+    m, n, k = (int(v) for v in shape.split("x"))
+    gpu = NativeDevice()
+    size = 2 if gpu.f16 else 4
+    a, w, bias, c = gpu.buffer(4 * m * k), gpu.buffer(size * k * n), gpu.buffer(4 * n), gpu.buffer(4 * m * n)
+    rec = gpu.record()
+    ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=gpu.f16)
+    seconds = gpu_time(gpu, rec.dispatches)
+    flops = 2 * m * n * k
+    print(f"matmul.wgsl {m} × {k} · {k} × {n}, {'f16' if gpu.f16 else 'f32'} weights on {gpu.name}:")
+    print(f"- {seconds * 1e6:.1f} µs, {flops / seconds / 1e12:.3g} TFLOP/s")
+    if not with_torch:
+        return
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for dtype in (torch.float32, torch.float16) if device == "cuda" else (torch.float32,):
+        x, y = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
+        reps = 50 if device == "cuda" else 3
+
+        def run(x: torch.Tensor = x, y: torch.Tensor = y, reps: int = reps) -> None:
+            for _ in range(reps):
+                torch.matmul(x, y)
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        seconds = timed(run) / reps
+        print(
+            f"- torch {device} {str(dtype).removeprefix('torch.')}: {seconds * 1e6:.1f} µs, "
+            f"{flops / seconds / 1e12:.3g} TFLOP/s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("model", type=Path)
+    parser.add_argument("model", type=Path, nargs="?")
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--batches", default="1,32,256")
+    parser.add_argument("--matmul", metavar="MxNxK")
     args = parser.parse_args()
+    if args.matmul:
+        matmul(args.matmul, args.torch)
+    if args.model is None:
+        return
     batches = [int(b) for b in args.batches.split(",")]
     print(f"{TOKENS}-token sequences, mean pooling")
     print("| engine | batch | embeddings/s |")

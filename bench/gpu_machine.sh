@@ -11,12 +11,13 @@
 #      engine's greedy path), the GPU's time by kernel, 4 sequences a step, a 256-token prompt pass;
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
+#      its matrix products alone (matmul.wgsl) at batch 256's shapes in TFLOP/s beside torch's;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
 #   6. G: `ferrousforge serve` on llama.cpp CUDA: info, ps (size_vram, the processor split), then
 #      bench/generate_speed.py: /api/generate streaming against llama-server, the same build and file.
 # Off the GPU machine it runs on lavapipe and a CPU build of llama.cpp: GPU_MACHINE_PY=.venv/bin/python
 # GPU_MACHINE_CUDA=OFF GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
-# bash bench/gpu_machine.sh
+# GPU_MACHINE_MATMULS=256x384x384 bash bench/gpu_machine.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-machine}
@@ -70,6 +71,9 @@ done
 step "H: linear.wgsl's bandwidth"
 timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
 timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
+for shape in ${GPU_MACHINE_MATMULS:-4096x384x384 4096x1536x384 4096x384x1536}; do
+  timeout 60 $PY bench/gpu_encoder.py --matmul "$shape" --torch
+done
 
 if [ -n "${building:-}" ]; then
   step "llama.cpp CUDA $CUDA (llama-bench, same source)"

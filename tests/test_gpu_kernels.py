@@ -63,7 +63,9 @@ def test_preprocessor_keeps_branches_and_fills_values() -> None:
     assert "fn f" not in preprocess("#if X\n#include lib\n#endif", {}, library.__getitem__)
 
 
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 1, 1), (3, 17, 33), (37, 50, 70), (64, 48, 16)])
+@pytest.mark.parametrize(
+    ("m", "n", "k"), [(1, 1, 1), (3, 17, 33), (37, 50, 70), (64, 48, 16), (130, 131, 37)]
+)
 @pytest.mark.parametrize(("act", "w_kn"), [("", False), ("gelu", False), ("tanh", True), ("", True)])
 def test_matmul(gpu: GpuDevice, m: int, n: int, k: int, act: str, w_kn: bool) -> None:
     a, w, bias = randn(m, k), randn(n, k), randn(n)
@@ -80,14 +82,15 @@ def test_matmul(gpu: GpuDevice, m: int, n: int, k: int, act: str, w_kn: bool) ->
 
 
 def test_matmul_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
-    """Batch invariance: row 0 alone and row 0 among 40 others come out bit-identical."""
-    k, n = 96, 40
-    a, w, bias = randn(41, k), randn(n, k), randn(n)
+    """Batch invariance: a row alone (the few-rows kernel) and among 99 others (the tiled one, in
+    its second tile of rows) come out bit-identical."""
+    k, n, m = 97, 70, 100
+    a, w, bias = randn(m, k), randn(n, k), randn(n)
     wb, bb = up(gpu, w), up(gpu, bias)
-    one, many = gpu.buffer(n * 4), gpu.buffer(41 * n * 4)
-    alone = run(gpu, lambda r: ops.matmul(r, up(gpu, a[:1]), wb, bb, one, 1, n, k), one, (1, n))
-    batched = run(gpu, lambda r: ops.matmul(r, up(gpu, a), wb, bb, many, 41, n, k), many, (41, n))
-    assert np.array_equal(alone[0], batched[0])
+    one, many = gpu.buffer(n * 4), gpu.buffer(m * n * 4)
+    alone = run(gpu, lambda r: ops.matmul(r, up(gpu, a[-1:]), wb, bb, one, 1, n, k), one, (1, n))
+    batched = run(gpu, lambda r: ops.matmul(r, up(gpu, a), wb, bb, many, m, n, k), many, (m, n))
+    assert np.array_equal(alone[0], batched[-1])
 
 
 @pytest.mark.parametrize(("n", "k"), [(1, 4), (33, 100), (300, 1028)])

@@ -37,7 +37,7 @@ def matmul(
 ) -> None:
     """c[m, n] = act(a[m, k] · w[n0 : n0 + n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored
     [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16)."""
-    skinny = m <= SKINNY_ROWS  # one live row in a 16×16 tile would waste 15/16 of the work
+    skinny = m <= SKINNY_ROWS  # a few live rows in a 64-row tile would waste most of its work
     kernel = rec.device.kernel(
         "matmul",
         GELU=act == "gelu",
@@ -46,7 +46,7 @@ def matmul(
         F16=half,
         SKINNY=skinny,
     )
-    grid = (math.ceil(n / 64), 1, 1) if skinny else (math.ceil(n / 16), math.ceil(m / 16), 1)
+    grid = (math.ceil(n / 64), 1 if skinny else math.ceil(m / 64), 1)
     rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k, n0, 0, 0))
 
 

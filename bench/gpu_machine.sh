@@ -47,7 +47,7 @@ if [ -z "${GPU_MACHINE_PY:-}" ]; then
 fi
 for m in gemma3 smollm2; do $PY bench/random_gguf.py "$G/$m.gguf.gz" "/tmp/$m.gguf"; done
 gunzip -c "$G/all-minilm.onnx.gz" > /tmp/all-minilm.onnx
-timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info)"
+timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info); print(sorted(a.features))"
 
 CUDA=${GPU_MACHINE_CUDA:-ON}  # OFF: a CPU build, to check this script off the GPU machine
 if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; }; then

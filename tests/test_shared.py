@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ferrousforge.chat_format import GEMMA_TEMPLATE, go_to_jinja, render
 from ferrousforge.errors import BadRequest
-from ferrousforge.gguf import GGUFError, read_file_metadata, read_metadata, summarize
+from ferrousforge.gguf import GGUFError, adds_bos, read_file_metadata, read_metadata, summarize
 from ferrousforge.modelfile import Modelfile
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options, parse_keep_alive
@@ -211,6 +211,19 @@ def test_gemma_template_renders_gemma_turns() -> None:
         "<start_of_turn>user\nBe kind.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n"
         "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
     )
+
+
+def test_a_leading_bos_stays_where_the_tokenizer_adds_none() -> None:
+    """SmolLM2's BOS is <|im_start|>, which opens every turn, and its GGUF says add_bos_token false:
+    the template's first token must stay (llama.cpp adds no BOS of its own there)."""
+    chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    smollm2 = {"bos_token": "<|im_start|>", "model_info": {"tokenizer.ggml.add_bos_token": False}}
+    gemma = {"bos_token": "<bos>", "model_info": {"tokenizer.ggml.add_bos_token": True}}
+    assert not adds_bos(smollm2) and adds_bos(gemma) and adds_bos({}) and adds_bos({"model_info": {}})
+    turn = [{"role": "user", "content": "Hi"}]
+    kept = render(chatml, turn, bos_token="<|im_start|>", strip_bos=adds_bos(smollm2))
+    assert kept == "<|im_start|>user\nHi<|im_end|>\n"
+    assert render(chatml, turn, bos_token="<|im_start|>") == "user\nHi<|im_end|>\n"
 
 
 def test_go_templates_translate_and_unknown_actions_are_refused() -> None:

@@ -153,9 +153,11 @@ def render(
     eos_token: str = "",
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
+    strip_bos: bool = True,
     **extra: Any,
 ) -> str:
-    """Render a chat template; a leading BOS is dropped because the tokenizer adds its own. ``extra``
+    """Render a chat template; a leading BOS is dropped when the tokenizer adds its own (``strip_bos``:
+    not for a model whose tokenizer adds none, as SmolLM2's, whose BOS opens each turn). ``extra``
     are more variables templates read (``enable_thinking``, ``reasoning_effort``)."""
     from jinja2 import TemplateError
 
@@ -180,7 +182,7 @@ def render(
         raise BadRequest("template failed to render: nested too deeply") from None
     finally:
         _Deadline.local.until = float("inf")
-    if bos_token and text.startswith(bos_token):
+    if strip_bos and bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
     return text
 

@@ -256,6 +256,13 @@ def read_file_metadata(path: str, keep_arrays: frozenset[str] = frozenset()) -> 
             return parse_metadata(view, size, keep_arrays)
 
 
+def adds_bos(config: dict[str, Any]) -> bool:
+    """Whether a model's tokenizer puts BOS before a prompt itself, so that a template's leading BOS
+    must go: the GGUF's ``tokenizer.ggml.add_bos_token`` where it says (SmolLM2's: no), else yes."""
+    info = config.get("model_info")
+    return not isinstance(info, dict) or info.get("tokenizer.ggml.add_bos_token") is not False
+
+
 def summarize(meta: dict[str, Any]) -> dict[str, Any]:
     """What a model store keeps about a GGUF: family, type, context, template and special tokens."""
     arch = str(meta.get("general.architecture", "unknown"))

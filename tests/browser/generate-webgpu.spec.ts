@@ -46,6 +46,7 @@ test('smollm2:135m answers on browser-webgpu with the host\'s wgpu engine\'s tok
   const host = await page.evaluate(
     (r) => (window as any).forge.chat({ ...r, options: { ...r.options, engine: 'wgpu' }, placement: 'host' }), req);
   expect(gpu.message.content).toBe(host.message.content);
+  expect(gpu.prompt_eval_count).toBe(host.prompt_eval_count);  // the template rendered alike
   expect(gpu.message.content).toContain('Paris');
 });
 

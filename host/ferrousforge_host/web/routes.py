@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ferrousforge.catalogue import lookup
 from ferrousforge.errors import ModelNotFound
+from ferrousforge.gguf import adds_bos
 from ferrousforge.manifest import normalize_digest
 from ferrousforge.names import ModelName
 from ferrousforge.placement import Requirements, estimate_requirements
@@ -119,7 +120,12 @@ async def browser_model(request: Request) -> Response:
             "format": spec.format,
             "files": files,
             "config": {
-                k: spec.config[k] for k in ("pooling", "normalize", "max_length", "task") if k in spec.config
+                **{
+                    k: spec.config[k]
+                    for k in ("pooling", "normalize", "max_length", "task", "bos_token", "eos_token")
+                    if k in spec.config
+                },
+                "strip_bos": adds_bos(spec.config),  # the template rendered as the host renders it
             },
             "template": spec.template,
             "system": spec.system,

@@ -82,6 +82,16 @@ class ModelInfo:
     parameters: dict[str, Any] | None = None
 
 
+def special_tokens(info: ModelInfo) -> dict[str, Any]:
+    """The template's BOS and EOS texts, and whether a leading BOS goes, as the host renders them."""
+    config = info.config
+    return {
+        "bos_token": str(config.get("bos_token", "")),
+        "eos_token": str(config.get("eos_token", "")),
+        "strip_bos": bool(config.get("strip_bos", True)),
+    }
+
+
 class BrowserForge:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.base = str(settings.get("host") or js.location.origin).rstrip("/")
@@ -481,7 +491,7 @@ class BrowserForge:
                 return req.prompt
             system = req.system if req.system is not None else info.system
             template = req.template or info.template or PLAIN_TEMPLATE
-            return render(template, generate_messages(req.prompt, system))
+            return render(template, generate_messages(req.prompt, system), **special_tokens(info))
 
         needs_host = bool(req.format or req.context or req.images or req.suffix)
         return await self._generation(
@@ -498,7 +508,7 @@ class BrowserForge:
 
         def prompt_of(info: ModelInfo) -> str:
             messages = with_system([m.to_template() for m in req.messages], info.system)
-            return render(info.template or PLAIN_TEMPLATE, messages)
+            return render(info.template or PLAIN_TEMPLATE, messages, **special_tokens(info))
 
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
         return await self._generation(body, on_token, override, "/api/chat", prompt_of, "message", needs_host)

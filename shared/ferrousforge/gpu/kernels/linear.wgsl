@@ -2,7 +2,7 @@
 // it (f16 where the adapter has shader-f16), K a multiple of 4. Written for memory bandwidth, since a
 // decode step reads every weight once for one row: a workgroup takes 16 rows of W and up to 8 rows of
 // X; 16 threads share each W row, reading it 4 values at a time side by side (coalesced), each summing
-// every 16th group of 4, then a fixed tree over the 16. That order is the same for every M, row and
+// every 16th group of 4, then the 16 added in order. That order is the same for every M, row and
 // variant below: a row's result never depends on what else is in the pass (batch-invariant), and a
 // prompt (many rows, several workgroups along y) gives the bits a decode step would.
 // NORM: X's rows are RMS-normalised first (weights nw): C = (X ⊙ nw) · Wᵀ / rms(X), the sum of squares
@@ -15,7 +15,7 @@
 // C3 at row base[m] + pos[m]: the rotation and the cache write cost no dispatch of their own.
 // RESIDUAL (with NORM, Gemma): X is the residual stream before its pending post-norm, the previous
 // product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
-// threads in a fixed tree, the sum staged 32 groups of 4 a row at a time in workgroup memory (computed
+// threads in a fixed order, the sum staged 32 groups of 4 a row at a time in workgroup memory (computed
 // once, not by each of the 16 weight rows); the first column of workgroups writes it to XOUT, the
 // stream's next buffer: the post-norm costs no dispatch of its own.
 struct Params {
@@ -52,6 +52,7 @@ fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
 @group(0) @binding(10) var<storage, read_write> xout: array<vec4<f32>>;
 const TILE = 32u;  // groups of 4 input values a row staged at once (a multiple of LANES)
 var<workgroup> xs: array<vec4<f32>, 256>;  // XROWS × TILE folded input values
+var<workgroup> sums16: array<f32, 128>;  // XROWS × 16 partial sums of O's squares
 #endif
 
 const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
@@ -68,23 +69,18 @@ fn glu_act(g: f32) -> f32 {
 #endif
 }
 
-// Sum the 16 lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's.
+// Sum the 16 lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's,
+// adding the lanes in order. Two barriers: a tree would take five, and a CPU adapter (SwiftShader,
+// lavapipe) pays for each barrier on every group of invocations of every workgroup.
 fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
-  for (var m = 0u; m < XROWS; m++) { part[(m * WROWS + ly) * LANES + lx] = v[m]; }
+  for (var m = 0u; m < rows; m++) { part[(m * WROWS + ly) * LANES + lx] = v[m]; }
   workgroupBarrier();
-  for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-    if (lx < s) {
-      for (var m = 0u; m < XROWS; m++) {
-        if (m < rows) {
-          let at = (m * WROWS + ly) * LANES + lx;
-          part[at] += part[at + s];
-        }
-      }
-    }
-    workgroupBarrier();
-  }
   var out = 0.0;
-  if (lx < rows) { out = part[(lx * WROWS + ly) * LANES]; }
+  if (lx < rows) {
+    let at = (lx * WROWS + ly) * LANES;
+    out = part[at];
+    for (var j = 1u; j < LANES; j++) { out += part[at + j]; }
+  }
   workgroupBarrier();
   return out;
 }
@@ -120,15 +116,19 @@ fn main(
     part[m * LANES * WROWS + flat] = ss;
   }
   workgroupBarrier();
-  for (var s = LANES * WROWS / 2u; s > 0u; s >>= 1u) {
-    if (flat < s) {
-      for (var m = 0u; m < rows; m++) { part[m * LANES * WROWS + flat] += part[m * LANES * WROWS + flat + s]; }
-    }
-    workgroupBarrier();
+  if (flat < 16u * rows) {  // row flat / 16's sums 16 at a time in order, then those in order
+    let at = (flat / 16u) * LANES * WROWS + 16u * (flat % 16u);
+    var ss = part[at];
+    for (var j = 1u; j < 16u; j++) { ss += part[at + j]; }
+    sums16[flat] = ss;
   }
+  workgroupBarrier();  // (part is free again: the products' sums go there next)
   var inv = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-  for (var m = 0u; m < rows; m++) { inv[m] = inverseSqrt(part[m * LANES * WROWS] / f32(p.K) + p.eps); }
-  workgroupBarrier();  // part holds the products' sums next
+  for (var m = 0u; m < rows; m++) {
+    var ss = sums16[16u * m];
+    for (var j = 1u; j < 16u; j++) { ss += sums16[16u * m + j]; }
+    inv[m] = inverseSqrt(ss / f32(p.K) + p.eps);
+  }
   let tile = TILE;
 #else
   let tile = k4;  // one tile: the input read straight from x

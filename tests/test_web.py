@@ -76,7 +76,8 @@ def test_browser_model_facts(host: Host) -> None:
         info = c.post("/api/browser/model", json={"model": "tiny"}).json()
         assert info["kind"] == "generate" and info["format"] == "gguf"
         assert "im_start" in info["template"] and info["system"] is None  # what the page renders prompts with
-        assert info["config"]["bos_token"] == "<s>" and info["config"]["strip_bos"] is True  # as the host does
+        # the page renders templates as the host does
+        assert info["config"]["bos_token"] == "<s>" and info["config"]["strip_bos"] is True
         req = info["requirements"]
         assert not req["needs_threads"]  # 0.5 MB: fine on one wasm thread
         assert req["bytes"] == info["files"]["model"]["size"] and req["memory"] > req["bytes"]

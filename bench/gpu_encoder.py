@@ -3,7 +3,7 @@ of 16-token sequences; with ``--torch``, the same shape as transformers' BertMod
 there is one, f32 and f16) with mean pooling, which is what sentence-transformers runs.
 
     .venv/bin/python bench/gpu_encoder.py MODEL.onnx [--torch] [--batches 1,32,256]
-    .venv/bin/python bench/gpu_encoder.py --matmul 4096x1536x384 [--torch]
+    .venv/bin/python bench/gpu_encoder.py --matmul 4096x1536x384[,MxNxK...] [--torch]
 
 ``--matmul MxNxK``: the encoder's matrix product (matmul.wgsl, weights stored [K, N] as ONNX keeps
 them, f16 where the adapter has shader-f16) on its own, in TFLOP/s of GPU time (gpu_decode.py's
@@ -86,9 +86,8 @@ def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
             print(f"| torch {device} {str(dtype).removeprefix('torch.')} | {batch} | {batch / seconds:.1f} |")
 
 
-def matmul(shape: str, with_torch: bool) -> None:
+def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
     m, n, k = (int(v) for v in shape.split("x"))
-    gpu = NativeDevice()
     size = 2 if gpu.f16 else 4
     a, w, bias, c = gpu.buffer(4 * m * k), gpu.buffer(size * k * n), gpu.buffer(4 * n), gpu.buffer(4 * m * n)
     rec = gpu.record()
@@ -124,10 +123,12 @@ def main() -> None:
     parser.add_argument("model", type=Path, nargs="?")
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--batches", default="1,32,256")
-    parser.add_argument("--matmul", metavar="MxNxK")
+    parser.add_argument("--matmul", metavar="MxNxK[,MxNxK...]")
     args = parser.parse_args()
     if args.matmul:
-        matmul(args.matmul, args.torch)
+        gpu = NativeDevice()
+        for shape in args.matmul.split(","):
+            matmul(gpu, shape, args.torch)
     if args.model is None:
         return
     batches = [int(b) for b in args.batches.split(",")]

@@ -307,6 +307,7 @@ class _Job:
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
     generated: list[int] = field(default_factory=list)
     sampler: Any = None
+    grammar: Any = None  # llama.cpp's grammar sampler, checked after the chain picks (see _constrain)
     greedy: bool = False
     limit: int = 0
     prompt_done: int = 0
@@ -315,6 +316,57 @@ class _Job:
     batch_index: int = -1  # where its logits are in the current batch, or -1
     penalized: bool = False
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # entries not yet sent with text
+
+
+def free_samplers(job: _Job) -> None:
+    for sampler in (job.sampler, job.grammar):
+        if sampler:
+            L.llama_sampler_free(sampler)
+    job.sampler = job.grammar = None
+
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
+
+
+def candidates(logits: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Every token as llama.cpp's candidate array (the numpy array holds its memory)."""
+    data = np.empty(len(logits), _TOKEN_DATA)
+    data["id"] = np.arange(len(logits), dtype=np.int32)
+    data["logit"] = logits
+    data["p"] = 0.0
+    pointer = data.ctypes.data_as(ctypes.POINTER(L.llama_token_data))
+    return data, L.llama_token_data_array(pointer, len(logits), -1, False)
+
+
+def allowed(grammar: Any, token: int, logit: float) -> bool:
+    one = L.llama_token_data(token, logit, 0.0)
+    array = L.llama_token_data_array(ctypes.pointer(one), 1, -1, False)
+    L.llama_sampler_apply(grammar, ctypes.byref(array))
+    return bool(np.isfinite(one.logit))
+
+
+def constrain(job: _Job, logits: np.ndarray) -> int:
+    """The next token under a grammar, as llama-server picks it: the sampler chain chooses from every
+    token; only if the grammar refuses that token is it applied to all of them (262,144 for Gemma,
+    each checked against the grammar's stacks) and the chain chooses again."""
+    if job.greedy:
+        token = int(logits.argmax())
+    else:
+        data, array = candidates(logits)
+        L.llama_sampler_apply(job.sampler, ctypes.byref(array))
+        token = int(data["id"][array.selected])
+    if not allowed(job.grammar, token, float(logits[token])):
+        data, array = candidates(logits)
+        L.llama_sampler_apply(job.grammar, ctypes.byref(array))
+        if job.greedy:
+            token = int(data["id"][int(data["logit"].argmax())])
+        else:
+            L.llama_sampler_apply(job.sampler, ctypes.byref(array))
+            token = int(data["id"][array.selected])
+    if not job.greedy:
+        L.llama_sampler_accept(job.sampler, token)
+    L.llama_sampler_accept(job.grammar, token)
+    return token
 
 
 @dataclass
@@ -419,18 +471,17 @@ class LlamaCppMold(TextGenerationMold):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def _sampler(self, opts: Options, grammar: str | None) -> Any:
-        """llama.cpp's sampler chain; penalties are applied to the logits before it (apply_penalties)."""
+    def _sampler(self, opts: Options) -> Any:
+        """llama.cpp's sampler chain; penalties are applied to the logits before it (apply_penalties),
+        a grammar after it (_constrain)."""
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
 
         def add(sampler: Any) -> None:
             if not sampler:
                 L.llama_sampler_free(chain)
-                raise BadRequest("invalid sampler settings or grammar")
+                raise BadRequest("invalid sampler settings")
             L.llama_sampler_chain_add(chain, sampler)
 
-        if grammar:
-            add(L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
         seed = L.LLAMA_DEFAULT_SEED if opts.seed < 0 else opts.seed & 0xFFFFFFFF
         if opts.temperature <= 0:
             add(L.llama_sampler_init_greedy())
@@ -463,9 +514,14 @@ class LlamaCppMold(TextGenerationMold):
         if not 0 <= req.top_logprobs <= 20:
             raise BadRequest("'top_logprobs' must be between 0 and 20")
         job.prompt = prompt
-        job.greedy = opts.temperature <= 0 and not grammar
+        job.greedy = opts.temperature <= 0
         job.penalized = penalizes(opts)
-        job.sampler = self._sampler(opts, grammar)
+        job.sampler = self._sampler(opts)
+        if grammar:
+            job.grammar = L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+            if not job.grammar:
+                free_samplers(job)
+                raise BadRequest("invalid grammar")
         if req.shift and L.llama_memory_can_shift(self._memory):
             room = SHIFT_WINDOWS * self._n_ctx  # the window shifts; this bounds a runaway generation
         else:
@@ -573,7 +629,7 @@ class LlamaCppMold(TextGenerationMold):
 
     def _drop_if_cancelled(self, job: _Job) -> bool:
         if job.cancelled.is_set():
-            L.llama_sampler_free(job.sampler)
+            free_samplers(job)
             return True
         return False
 
@@ -648,13 +704,16 @@ class LlamaCppMold(TextGenerationMold):
     def _sample(self, slot: _Slot, job: _Job) -> None:
         request = job.request
         logits = None
-        if job.greedy or job.penalized or request.logprobs:
+        if job.greedy or job.penalized or request.logprobs or job.grammar is not None:
             pointer = L.llama_get_logits_ith(self._ctx, job.batch_index)
             logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
             if job.penalized:  # in place: the sampler chain reads the same memory
                 opts = request.options
                 apply_penalties(logits, penalty_window(job.prompt + job.generated, opts, self._n_ctx), opts)
-        if job.greedy:
+        if job.grammar is not None:
+            assert logits is not None
+            token = constrain(job, logits)
+        elif job.greedy:
             assert logits is not None
             token = int(logits.argmax())
         else:
@@ -716,7 +775,7 @@ class LlamaCppMold(TextGenerationMold):
         job = slot.job
         slot.job = None
         if job is not None:
-            L.llama_sampler_free(job.sampler)
+            free_samplers(job)
         if not keep_cache:
             L.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
             slot.cached = []

@@ -96,6 +96,24 @@ def test_max_completion_tokens_and_stop(client: openai.OpenAI) -> None:
     assert cut.choices[0].message.content == full[: full.index(stop)]
 
 
+def test_a_null_limit_leaves_the_other(host: Host) -> None:
+    """Clients that write every field send nulls for the unset ones: {"max_tokens": 6,
+    "max_completion_tokens": null} means 6 tokens, not a generation to the end of the context."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
+    with host.client() as c:
+        for limits in (
+            {"max_tokens": 6, "max_completion_tokens": None},
+            {"max_completion_tokens": 6, "max_tokens": None},
+        ):
+            out = c.post("/v1/chat/completions", json={**body, **limits}).json()
+            assert out["usage"]["completion_tokens"] == 6 and out["choices"][0]["finish_reason"] == "length"
+        out = c.post(
+            "/v1/completions",
+            json={"model": "tiny", "prompt": "the cat", "max_tokens": 5, "max_completion_tokens": None},
+        ).json()
+        assert out["usage"]["completion_tokens"] == 5
+
+
 def test_completions_raw_prompt_stream_and_not(client: openai.OpenAI) -> None:
     whole = client.completions.create(model="tiny", prompt="the cat", max_tokens=6, temperature=0)
     assert whole.object == "text_completion" and whole.choices[0].text

@@ -27,7 +27,11 @@ def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
     for theirs, ours in _OPTION_NAMES.items():
         if body.get(theirs) is not None:
             options[ours] = body[theirs]
-    limit = body.get("max_completion_tokens", body.get("max_tokens", default_max))
+    # a null is no value (OpenAI's schema): {"max_tokens": 8, "max_completion_tokens": null} means 8
+    limit = next(
+        (body[key] for key in ("max_completion_tokens", "max_tokens") if body.get(key) is not None),
+        default_max,
+    )
     if limit is not None:
         whole = as_int(limit)
         if whole is None or whole < 1:

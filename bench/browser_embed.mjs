@@ -4,25 +4,13 @@
 //   (2 threads, the plain ort-wasm-simd-threaded build for both), batch 1 / 8 / 32;
 // - cold start (fresh profile) and warm start (cached model + probe) to the first embedding;
 // - host fallback latency: forge.embed({placement: 'host'}) vs a direct fetch of /api/embed.
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, root, startHost } from './browser_host.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] || 2);
-const ARGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-function startHost() {
-  const proc = spawn(join(root, '.venv/bin/python'), [join(root, 'tests/browser/serve_host.py'),
-    '--models', 'all-minilm,all-minilm:int8'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve) => {
-    let out = '';
-    proc.stdout.on('data', (c) => { out += c; const m = /FORGE_URL=(\S+)/.exec(out); if (m) resolve({ url: m[1], proc }); });
-  });
-}
+const ARGS = CHROMIUM_ARGS;
 
 /** The store's files laid out as transformers.js expects a model folder (config, tokenizer, onnx/). */
 async function hfFolder(url, model, folder) {
@@ -110,7 +98,7 @@ async function fallback(browser, base) {
   return out;
 }
 
-const host = await startHost();
+const host = await startHost('all-minilm,all-minilm:int8');
 const models = [
   { name: 'all-minilm', folder: 'minilm-fp32', label: 'fp32' },
   { name: 'all-minilm:int8', folder: 'minilm-int8', label: 'int8' },

@@ -4,31 +4,16 @@
 //   options (greedy, 64 new tokens, a fresh ~100-token prompt each run), with 1 and 2 threads;
 // - time from page open to the first streamed token with a cold (fresh profile) and a warm cache, and
 //   warm with `install({preload: [model]})` (the model read from the cache and verified while Python boots).
-import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, median, startHost } from './browser_host.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] || 2);
-const ARGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = CHROMIUM_ARGS;
 const MODEL = 'gemma3:270m';
 const NEW_TOKENS = 64;
 const TEXT = 'The history of computing is longer than the history of computing hardware and modern computing '
   + 'technology and includes the history of methods intended for pen and paper or for chalk and slate, with '
   + 'or without the aid of tables. Digital computing is intimately tied to the representation of numbers.';
-
-function startHost() {
-  const proc = spawn(join(root, '.venv/bin/python'), [join(root, 'tests/browser/serve_host.py'),
-    '--models', MODEL], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve) => {
-    let out = '';
-    proc.stdout.on('data', (c) => { out += c; const m = /FORGE_URL=(\S+)/.exec(out); if (m) resolve({ url: m[1], proc }); });
-  });
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** One run per call: {gen, prompt} tokens/s from each side's own counters. */
 async function python(page, threads, k) {
@@ -79,7 +64,7 @@ async function firstToken(browser, base) {
   return { cold, warm, preloaded };
 }
 
-const { url, proc } = await startHost();
+const { url, proc } = await startHost(MODEL);
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
 try {
   const page = await browser.newPage();

@@ -3,34 +3,19 @@
 // the page's wasm engine, the host's wgpu engine (lavapipe, also a CPU adapter) and the host's llama.cpp,
 // same prompt, greedy, 16 new tokens, the same page. Correctness-speed only: neither adapter is a GPU, so
 // these figures are not targets. Reports the first call's load time and the median decode and prompt tok/s.
-import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, median, startHost } from './browser_host.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const runs = Number(arg('--runs', 3));
 const MODEL = arg('--model', 'smollm2:135m');
-const ARGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
+const ARGS = [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'];
 const SIDES = [
   ['browser-webgpu', { placement: 'browser-webgpu' }],
   ['browser-wasm', { placement: 'browser-wasm' }],
   ['host wgpu', { placement: 'host', engine: 'wgpu' }],
   ['host llama.cpp', { placement: 'host', engine: 'llama.cpp' }],
 ];
-
-function startHost() {
-  const proc = spawn(join(root, '.venv/bin/python'), [join(root, 'tests/browser/serve_host.py'), '--models', MODEL],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve) => {
-    let out = '';
-    proc.stdout.on('data', (c) => { out += c; const m = /FORGE_URL=(\S+)/.exec(out); if (m) resolve({ url: m[1], proc }); });
-  });
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function once(page, side, k) {
   return page.evaluate(async ({ model, side, k }) => {
@@ -44,7 +29,7 @@ async function once(page, side, k) {
   }, { model: MODEL, side, k });
 }
 
-const { url, proc } = await startHost();
+const { url, proc } = await startHost(MODEL);
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
 try {
   const page = await browser.newPage();

@@ -3,18 +3,14 @@
 // the decoder (ferrousforge.gpu) built in Pyodide from the host's GGUF blob, a few greedy steps timed
 // with their readback, then each kernel's dispatches of a step replayed alone and the whole step (as
 // bench/gpu_decode.py does natively), and one prompt pass. Correctness-speed only: not a target.
-import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, startHost } from './browser_host.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const MODEL = arg('--model', 'smollm2:135m');
 const STEPS = Number(arg('--steps', 4));
 const PROMPT = Number(arg('--prompt', 16));
-const ARGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu'];
+const ARGS = [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'];
 
 const PYTHON = `
 import time
@@ -75,16 +71,7 @@ if PROMPT:
 "\\n".join(lines)
 `;
 
-function startHost() {
-  const proc = spawn(join(root, '.venv/bin/python'), [join(root, 'tests/browser/serve_host.py'), '--models', MODEL],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve) => {
-    let out = '';
-    proc.stdout.on('data', (c) => { out += c; const m = /FORGE_URL=(\S+)/.exec(out); if (m) resolve({ url: m[1], proc }); });
-  });
-}
-
-const { url, proc } = await startHost();
+const { url, proc } = await startHost(MODEL);
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
 try {
   const page = await browser.newPage();

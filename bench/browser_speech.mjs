@@ -8,33 +8,18 @@
 // - synthesis of the same passage: seconds of audio per second and time to the first audio (the first
 //   sentence made in the page, or the first bytes of the host's pcm stream), browser vs host;
 // - each side's first (cold: download from the cache, sessions) call, reported apart.
-import { spawn } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, median, startHost } from './browser_host.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const runs = Number(arg('--runs', 3));
 const WHISPERS = arg('--models', 'whisper:tiny.en').split(',');
 const VOICE = 'piper:joe';
-const ARGS = ['--headless', '--no-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+const ARGS = [...CHROMIUM_ARGS,
   ...(process.argv.includes('--webgpu') ? ['--enable-unsafe-webgpu'] : [])];
 const PASSAGE = 'My sister planted seven tomato plants in the garden. They grew tall during the summer, and by '
   + 'August the vines were heavy with fruit. Every morning she carried a basket outside and picked the ripest '
   + 'ones. Our neighbours received so many tomatoes that they started to make sauce.';
-
-function startHost() {
-  const proc = spawn(join(root, '.venv/bin/python'), [join(root, 'tests/browser/serve_host.py'),
-    '--models', [...WHISPERS, VOICE].join(',')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  return new Promise((resolve) => {
-    let out = '';
-    proc.stdout.on('data', (c) => { out += c; const m = /FORGE_URL=(\S+)/.exec(out); if (m) resolve({ url: m[1], proc }); });
-  });
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function transcribe(page, model, placement) {
   return page.evaluate(async ({ model, placement }) => {
@@ -52,7 +37,7 @@ async function speak(page, placement) {
   }, { model: VOICE, text: PASSAGE, placement });
 }
 
-const { url, proc } = await startHost();
+const { url, proc } = await startHost([...WHISPERS, VOICE].join(','));
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
 try {
   const page = await browser.newPage();

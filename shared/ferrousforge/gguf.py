@@ -263,6 +263,17 @@ def adds_bos(config: dict[str, Any]) -> bool:
     return not isinstance(info, dict) or info.get("tokenizer.ggml.add_bos_token") is not False
 
 
+def special_tokens(config: dict[str, Any]) -> dict[str, Any]:
+    """``render``'s BOS and EOS texts and whether a leading BOS goes, from a model's config: the host's
+    (the rule from ``model_info``), or the copy of these three the host gives a page."""
+    strip = config.get("strip_bos")
+    return {
+        "bos_token": str(config.get("bos_token", "")),
+        "eos_token": str(config.get("eos_token", "")),
+        "strip_bos": adds_bos(config) if strip is None else bool(strip),
+    }
+
+
 def summarize(meta: dict[str, Any]) -> dict[str, Any]:
     """What a model store keeps about a GGUF: family, type, context, template and special tokens."""
     arch = str(meta.get("general.architecture", "unknown"))

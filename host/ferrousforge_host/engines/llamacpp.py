@@ -307,7 +307,7 @@ class _Job:
     pending: list[int] = field(default_factory=list)  # prompt tokens not yet decoded
     generated: list[int] = field(default_factory=list)
     sampler: Any = None
-    grammar: Any = None  # llama.cpp's grammar sampler, checked after the chain picks (see _constrain)
+    grammar: Any = None  # llama.cpp's grammar sampler, checked after the chain picks (constrain)
     greedy: bool = False
     limit: int = 0
     prompt_done: int = 0
@@ -473,7 +473,7 @@ class LlamaCppMold(TextGenerationMold):
 
     def _sampler(self, opts: Options) -> Any:
         """llama.cpp's sampler chain; penalties are applied to the logits before it (apply_penalties),
-        a grammar after it (_constrain)."""
+        a grammar after it (constrain)."""
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
 
         def add(sampler: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.errors import BadRequest, NotSupported
 from ferrousforge.generation import MAX_TOKEN_CHARS, GenerationInput, GenerationStats, TextGenerationMold
-from ferrousforge.gguf import GGUFError, adds_bos, read_file_metadata
+from ferrousforge.gguf import GGUFError, read_file_metadata, special_tokens
 from ferrousforge.mold import Capability, ModelSpec, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import parse_keep_alive
@@ -177,9 +177,7 @@ class GenerationService:
             prompt = render(
                 req.template or spec.template or PLAIN_TEMPLATE,
                 generate_messages(req.prompt, system),
-                bos_token=spec.config.get("bos_token", ""),
-                eos_token=spec.config.get("eos_token", ""),
-                strip_bos=adds_bos(spec.config),
+                **special_tokens(spec.config),
                 **variables,
             )
 
@@ -218,9 +216,7 @@ class GenerationService:
             return render(
                 template,
                 turns if native else as_plain_turns(turns, offered),
-                bos_token=spec.config.get("bos_token", ""),
-                eos_token=spec.config.get("eos_token", ""),
-                strip_bos=adds_bos(spec.config),
+                **special_tokens(spec.config),
                 tools=[{"type": "function", "function": fn} for fn in offered.values()]
                 if native and offered
                 else None,

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from ferrousforge.catalogue import lookup
 from ferrousforge.errors import ModelNotFound
-from ferrousforge.gguf import adds_bos
+from ferrousforge.gguf import special_tokens
 from ferrousforge.manifest import normalize_digest
 from ferrousforge.names import ModelName
 from ferrousforge.placement import Requirements, estimate_requirements
@@ -96,6 +96,9 @@ def requirements(name: ModelName, kind: str, size: int, config: dict[str, Any]) 
     return estimate_requirements(kind, size, params)
 
 
+PAGE_CONFIG = ("pooling", "normalize", "max_length", "task")  # what the page's engines read
+
+
 async def browser_model(request: Request) -> Response:
     body = require_object(await read_json(request))
     name = ModelName.parse(field(body, "model", str))
@@ -120,12 +123,8 @@ async def browser_model(request: Request) -> Response:
             "format": spec.format,
             "files": files,
             "config": {
-                **{
-                    k: spec.config[k]
-                    for k in ("pooling", "normalize", "max_length", "task", "bos_token", "eos_token")
-                    if k in spec.config
-                },
-                "strip_bos": adds_bos(spec.config),  # the template rendered as the host renders it
+                **{k: v for k, v in spec.config.items() if k in PAGE_CONFIG},
+                **special_tokens(spec.config),  # the page renders templates as the host does
             },
             "template": spec.template,
             "system": spec.system,

@@ -34,6 +34,7 @@ from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, 
 from ferrousforge.embedding import EmbedItem, ScoreItem
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import GenerationInput
+from ferrousforge.gguf import special_tokens
 from ferrousforge.mold import ModelSpec, Mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
@@ -80,16 +81,6 @@ class ModelInfo:
     template: str | None = None
     system: str | None = None
     parameters: dict[str, Any] | None = None
-
-
-def special_tokens(info: ModelInfo) -> dict[str, Any]:
-    """The template's BOS and EOS texts, and whether a leading BOS goes, as the host renders them."""
-    config = info.config
-    return {
-        "bos_token": str(config.get("bos_token", "")),
-        "eos_token": str(config.get("eos_token", "")),
-        "strip_bos": bool(config.get("strip_bos", True)),
-    }
 
 
 class BrowserForge:
@@ -491,7 +482,7 @@ class BrowserForge:
                 return req.prompt
             system = req.system if req.system is not None else info.system
             template = req.template or info.template or PLAIN_TEMPLATE
-            return render(template, generate_messages(req.prompt, system), **special_tokens(info))
+            return render(template, generate_messages(req.prompt, system), **special_tokens(info.config))
 
         needs_host = bool(req.format or req.context or req.images or req.suffix)
         return await self._generation(
@@ -508,7 +499,7 @@ class BrowserForge:
 
         def prompt_of(info: ModelInfo) -> str:
             messages = with_system([m.to_template() for m in req.messages], info.system)
-            return render(info.template or PLAIN_TEMPLATE, messages, **special_tokens(info))
+            return render(info.template or PLAIN_TEMPLATE, messages, **special_tokens(info.config))
 
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
         return await self._generation(body, on_token, override, "/api/chat", prompt_of, "message", needs_host)

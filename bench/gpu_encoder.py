@@ -6,10 +6,11 @@ there is one, f32 and f16) with mean pooling, which is what sentence-transformer
     .venv/bin/python bench/gpu_encoder.py --matmul 4096x1536x384[,MxNxK...] [--torch]
 
 ``--matmul MxNxK``: the encoder's matrix product (matmul.wgsl, weights stored [K, N] as ONNX keeps
-them, f16 where the adapter has shader-f16) on its own, in TFLOP/s of GPU time (gpu_decode.py's
-timer); with ``--torch``, torch's f32 and f16 products of that shape beside it. At batch 256 of 16
-tokens all-minilm's products are 4096 rows × 384 or 1536: these say how far the kernel is from the
-card and from cuBLAS.
+them, f16 where the adapter has shader-f16) on its own in each tiling the device may choose
+(ops.MATMUL_TILES; the encoder measures them at its first batch: tune.py), in TFLOP/s of GPU time
+(gpu_decode.py's timer); with ``--torch``, torch's f32 and f16 products of that shape beside it. At
+batch 256 of 16 tokens all-minilm's products are 4096 rows × 384 or 1536: these say how far the
+kernel is from the card and from cuBLAS.
 
 MODEL.onnx: a BERT ONNX file FerrousForge converted (all-minilm's, from the store; a copy with zeroed
 tensors times the same: ``bench/gpu_machine_prepare.py``). The torch model takes the encoder's shape
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from gpu_decode import gpu_time
 
-from ferrousforge.gpu import onnx_weights, ops
+from ferrousforge.gpu import onnx_weights, ops, tune
 from ferrousforge.gpu.bert import BertEncoder, BertShape, bert_weights
 from ferrousforge.gpu.native import NativeDevice
 
@@ -54,7 +55,9 @@ def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
     for batch in batches:
         rows = [[101, *range(2000 + i, 2000 + i + TOKENS - 2), 102] for i in range(batch)]
         seconds = timed(lambda rows=rows: asyncio.run(encoder.run(rows)))
-        print(f"| wgpu ({device.name}) | {batch} | {batch / seconds:.1f} |")
+        tile = device.tuned.get("matmul")
+        tiling = f", tile {tune.tile_name(tile)}" if tile else ""
+        print(f"| wgpu ({device.name}{tiling}) | {batch} | {batch / seconds:.1f} |")
     return shape, weights["word_emb"][1][0]
 
 
@@ -90,12 +93,14 @@ def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
     m, n, k = (int(v) for v in shape.split("x"))
     size = 2 if gpu.f16 else 4
     a, w, bias, c = gpu.buffer(4 * m * k), gpu.buffer(size * k * n), gpu.buffer(4 * n), gpu.buffer(4 * m * n)
-    rec = gpu.record()
-    ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=gpu.f16)
-    seconds = gpu_time(gpu, rec.dispatches)
     flops = 2 * m * n * k
     print(f"matmul.wgsl {m} × {k} · {k} × {n}, {'f16' if gpu.f16 else 'f32'} weights on {gpu.name}:")
-    print(f"- {seconds * 1e6:.1f} µs, {flops / seconds / 1e12:.3g} TFLOP/s")
+    for tile in ops.MATMUL_TILES:
+        rec = gpu.record()
+        ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=gpu.f16, tile=tile)
+        seconds = gpu_time(gpu, rec.dispatches)
+        name = f"{tile.bm}×{tile.bn} tile, {tile.tm}×{tile.tn} a thread, k {tile.bk} at a time"
+        print(f"- {name}: {seconds * 1e6:.1f} µs, {flops / seconds / 1e12:.3g} TFLOP/s")
     if not with_torch:
         return
     import torch

@@ -93,6 +93,34 @@ def test_matmul_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
     assert np.array_equal(alone[0], batched[-1])
 
 
+@pytest.mark.parametrize("tile", ops.MATMUL_TILES, ids=lambda t: f"{t.bm}x{t.bn}/{t.tm}x{t.tn}/{t.bk}")
+@pytest.mark.parametrize(("m", "n", "k", "w_kn"), [(137, 131, 45, False), (200, 70, 33, True)])
+def test_every_matmul_tiling_gives_the_same_bits(
+    gpu: GpuDevice, tile: ops.MatmulTile, m: int, n: int, k: int, w_kn: bool
+) -> None:
+    """Each tiling a device may choose, on shapes spanning several of its tiles and ending inside
+    one, both weight layouts (the second with f16 weights where the adapter has them): right against
+    numpy and bit-identical to the default tiling (each output sums k in the same order)."""
+    half = w_kn and gpu.f16
+    a, w, bias = randn(m, k), randn(n, k), randn(n)
+    stored = np.ascontiguousarray(w.T if w_kn else w)
+    wb = up(gpu, stored.astype(np.float16) if half else stored)
+    ab, bb = up(gpu, a), up(gpu, bias)
+
+    def product(t: ops.MatmulTile) -> np.ndarray:
+        c = gpu.buffer(m * n * 4)
+        return run(
+            gpu, lambda r: ops.matmul(r, ab, wb, bb, c, m, n, k, "gelu", w_kn, half, tile=t), c, (m, n)
+        )
+
+    got, default = product(tile), product(ops.MATMUL_TILES[0])
+    used = w.astype(np.float16).astype(np.float32) if half else w
+    want = a @ used.T + bias
+    want = 0.5 * want * (1 + np.vectorize(math.erf)(want / math.sqrt(2)))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(got, default)
+
+
 @pytest.mark.parametrize(("n", "k"), [(1, 4), (33, 100), (300, 1028)])
 def test_gemv(gpu: GpuDevice, n: int, k: int) -> None:
     w, x, bias = randn(n, k), randn(k), randn(n)
@@ -202,7 +230,7 @@ def test_a_recording_replays_with_new_inputs(gpu: GpuDevice) -> None:
 def test_a_dispatch_with_the_wrong_buffers_is_refused(gpu: GpuDevice) -> None:
     rec = gpu.record()
     with pytest.raises(ValueError, match="takes 4 buffers, not 2"):
-        rec.dispatch(gpu.kernel("matmul"), [gpu.buffer(4), gpu.buffer(4)], (1, 1, 1), (1, 1, 1))
+        rec.dispatch(gpu.kernel("matmul", SKINNY=True), [gpu.buffer(4), gpu.buffer(4)], (1, 1, 1), (1, 1, 1))
 
 
 def test_onnx_weights_are_read_without_onnx() -> None:
@@ -574,3 +602,23 @@ def test_linear_with_rope_rotates_and_writes_the_cache(gpu: GpuDevice, half: boo
     np.testing.assert_allclose(values[base + pos], v.reshape(t, hkv, d), **tol)
     others = np.setdiff1d(np.arange(rows), base + pos)
     assert not keys[others].any() and not values[others].any()
+
+
+def test_the_matmul_tiling_is_measured_and_kept_per_device() -> None:
+    """tune.py times every tiling on the device (here a fresh device that claims to be hardware, so
+    it measures) and keeps the fastest; the device's products then use it. Software adapters keep
+    the default without measuring."""
+    from ferrousforge.gpu import tune
+    from ferrousforge.gpu.native import NativeDevice
+
+    device = NativeDevice()
+    assert asyncio.run(tune.tune_matmul(device, [(40, 24, 16)])) is ops.MATMUL_TILES[0]
+    assert "matmul_seconds" not in device.tuned
+    device.software = False
+    best = asyncio.run(tune.tune_matmul(device, [(70, 24, 16), (70, 16, 24)]))
+    times = device.tuned["matmul_seconds"]
+    assert device.tuned["matmul"] is best and len(times) == len(ops.MATMUL_TILES)
+    assert all(s > 0 for s in times.values()) and min(times.values()) == times[tune.tile_name(best)]
+    rec = device.record()
+    ops.matmul(rec, *(device.buffer(4 * 70 * 24) for _ in range(4)), 70, 24, 16, w_kn=True)
+    assert rec.dispatches[0].kernel.workgroup == (best.bm * best.bn // (best.tm * best.tn), 1, 1)

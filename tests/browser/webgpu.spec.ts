@@ -59,7 +59,8 @@ from ferrousforge.gpu import ops
 from ferrousforge.gpu.webgpu import WebGpuDevice
 
 gpu = await WebGpuDevice.open()
-variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {"TANH": True}), ("matmul", {"SKINNY": True, "WT": True}), ("gemv", {}),
+tile = ops.MATMUL_TILES[0].defines()
+variants = [("matmul", tile), ("matmul", {"GELU": True, "WT": True, **tile}), ("matmul", {"TANH": True, **tile}), ("matmul", {"SKINNY": True, "WT": True}), ("gemv", {}),
             ("layernorm", {"RESIDUAL": True}), ("rownorm", {"SOFTMAX": True}), ("rownorm", {"RMS": True, "ONE_PLUS": True}),
             ("attention", {"MAXS": 512}), ("embed", {}), ("pool", {"MEAN": True}), ("argmax", {}), ("argmax", {"PAIRS": True}), ("argmax", {"CHAIN": True}), ("argmax", {"PAIRS": True, "CHAIN": True}),
             ("causal", {}), ("gather", {}), ("topk", {}), ("topk", {"PAIRS": True}), ("rownorm", {"RMS": True, "ACCUM": True}),
@@ -67,6 +68,7 @@ variants = [("matmul", {}), ("matmul", {"GELU": True, "WT": True}), ("matmul", {
             ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("causal", {"ROTATE": True}), ("causal", {"ROTATE": True, "NEOX": True}),
             ("linear", {"NORM": True, "SPLIT": True, "RESIDUAL": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True, "RESIDUAL": True})]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
+variants += [("matmul", {"GELU": True, "WT": True, **t.defines()}) for t in ops.MATMUL_TILES[1:]]  # the tilings a GPU may choose
 for name, defines in variants:
     gpu.kernel(name, **defines)
 values = [0.0] * 5000
@@ -78,6 +80,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(37);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBe(40);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(4500);  // the first of two equal maxima
 });

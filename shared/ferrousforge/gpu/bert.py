@@ -15,9 +15,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ferrousforge.gpu import ops
+from ferrousforge.gpu import ops, tune
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 from ferrousforge.gpu.onnx_weights import FLOAT, OnnxWeights
+
+TUNE_ROWS = 2048  # tokens a batch of the products the matmul tiling is measured on
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,10 @@ class BertEncoder:
         b, s = len(ids), max(len(r) for r in ids)
         if s > min(self.max_positions, ops.MAX_SEQUENCE):
             raise ValueError(f"input of {s} tokens is longer than the encoder's {self.max_positions}")
+        if b * s > ops.SKINNY_ROWS and "matmul" not in self.device.tuned:
+            d, inter = self.shape.hidden, self.shape.intermediate
+            shapes = [(TUNE_ROWS, d, d), (TUNE_ROWS, inter, d), (TUNE_ROWS, d, inter)]
+            await tune.tune_matmul(self.device, shapes, bool(self.half))
         run = self._pass(b, s)
 
         def padded(rows: list[list[int]]) -> bytes:

@@ -99,6 +99,7 @@ class GpuDevice(ABC):
 
     def __init__(self) -> None:
         self._kernels: dict[tuple[str, tuple[tuple[str, Any], ...]], Kernel] = {}
+        self.tuned: dict[str, Any] = {}  # kernel name → the variant measured fastest here (tune.py)
 
     # -- backend primitives -------------------------------------------------------------
     @abstractmethod

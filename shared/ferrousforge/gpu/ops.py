@@ -16,6 +16,46 @@ MAX_SEQUENCE = 512  # attention keeps a row of scores in workgroup memory
 SKINNY_ROWS = 8  # matmuls of at most this many rows take the one-thread-a-column kernel
 
 
+@dataclass(frozen=True)
+class MatmulTile:
+    """matmul.wgsl's many-row tiling: a workgroup's bm × bn tile of C, a thread's tm × tn block
+    (4 or 8), k through workgroup memory bk at a time."""
+
+    bm: int
+    bn: int
+    tm: int
+    tn: int
+    bk: int
+
+    def defines(self) -> dict[str, int]:
+        mt, nt = self.bm // self.tm, self.bn // self.tn
+        return {
+            "BM": self.bm,
+            "BN": self.bn,
+            "BK": self.bk,
+            "TM4": self.tm // 4,
+            "TN4": self.tn // 4,
+            "TM8": self.tm == 8,
+            "TN8": self.tn == 8,
+            "MT": mt,
+            "NT": nt,
+            "THREADS": mt * nt,
+            "TA": self.bk * self.bm // 4,
+            "TW": self.bk * self.bn // 4,
+            "ACC": self.tm * self.tn // 4,
+        }
+
+
+# The tilings a device chooses between (tune.py measures them on hardware adapters); the first is
+# the default: it suits CPU adapters and small GPUs.
+MATMUL_TILES = (
+    MatmulTile(64, 64, 4, 4, 16),
+    MatmulTile(64, 64, 8, 8, 16),
+    MatmulTile(128, 64, 8, 8, 8),
+    MatmulTile(128, 128, 8, 8, 8),
+)
+
+
 def _rows(rows: int) -> tuple[int, int, int]:
     """A grid of one workgroup per row, folded into y past the per-dimension limit."""
     return min(rows, MAX_GROUPS), math.ceil(rows / MAX_GROUPS), 1
@@ -34,10 +74,13 @@ def matmul(
     w_kn: bool = False,
     half: bool = False,
     n0: int = 0,
+    tile: MatmulTile | None = None,
 ) -> None:
     """c[m, n] = act(a[m, k] · w[n0 : n0 + n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored
-    [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16)."""
+    [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16). ``tile``: the many-row
+    kernel's tiling (default: the device's measured one, else the first of ``MATMUL_TILES``)."""
     skinny = m <= SKINNY_ROWS  # a few live rows in a 64-row tile would waste most of its work
+    tile = tile or rec.device.tuned.get("matmul") or MATMUL_TILES[0]
     kernel = rec.device.kernel(
         "matmul",
         GELU=act == "gelu",
@@ -45,8 +88,9 @@ def matmul(
         WT=w_kn,
         F16=half,
         SKINNY=skinny,
+        **({} if skinny else tile.defines()),
     )
-    grid = (math.ceil(n / 64), 1 if skinny else math.ceil(m / 64), 1)
+    grid = (math.ceil(n / 64), 1, 1) if skinny else (math.ceil(n / tile.bn), math.ceil(m / tile.bm), 1)
     rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k, n0, 0, 0))
 
 

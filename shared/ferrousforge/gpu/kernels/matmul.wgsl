@@ -70,60 +70,107 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   }
 }
 #else
-// Many rows: a workgroup computes a 64 × 64 tile of C, each of its 256 threads a 4 × 4 block (rows
-// 4ty.., columns 4tx..), K walked 16 at a time through workgroup memory: per k a thread reads one vec4
-// of A's tile and one of W's for 16 multiply-adds, and each tile of A and W is read from memory once
-// for 64 columns or rows of C.
-const BK = 16u;
-var<workgroup> ta: array<vec4<f32>, 256>;  // [BK][16]: A's tile, k-major, 4 rows to a vec4
-var<workgroup> tw: array<vec4<f32>, 256>;  // [BK][16]: W's tile, k-major, 4 columns to a vec4
+// Many rows: a workgroup computes a BM × BN tile of C, each of its threads a TM × TN block, K walked
+// BK at a time through workgroup memory: per k a thread reads TM/4 vec4s of A's tile and TN/4 of W's
+// for TM·TN multiply-adds, and each tile of A and W is read from memory once for BN columns or BM rows
+// of C. A thread's rows are the vec4 groups ty, ty + MT, ... and its columns tx, tx + NT, ... so
+// neighbouring threads read neighbouring vec4s. The tile is the device's measured choice (ops.py's
+// MatmulTile, tune.py); every tile sums k in the same order.
+const BM = ${BM}u;
+const BN = ${BN}u;
+const BK = ${BK}u;
+const TM4 = ${TM4}u;  // TM / 4
+const TN4 = ${TN4}u;
+const MT = ${MT}u;  // threads along rows: BM / TM
+const NT = ${NT}u;  // threads along columns: BN / TN
+const THREADS = ${THREADS}u;
+var<workgroup> ta: array<vec4<f32>, ${TA}>;  // [BK][BM / 4]: A's tile, k-major, 4 rows to a vec4
+var<workgroup> tw: array<vec4<f32>, ${TW}>;  // [BK][BN / 4]: W's tile, k-major, 4 columns to a vec4
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(${THREADS})
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u) {
-  let tx = t % 16u;
-  let ty = t / 16u;
-  let m0 = g.y * 64u;
-  let c0 = g.x * 64u;
-  var acc: array<vec4<f32>, 4>;  // acc[i][j]: C[m0 + 4ty + i, c0 + 4tx + j]
-  // what this thread loads of each tile: 4 values of row (or column) `lr` at k offsets lk..lk + 3
-  let lr = t / 4u;
-  let lk = (t % 4u) * 4u;
+  let tx = t % NT;
+  let ty = t / NT;
+  let m0 = g.y * BM;
+  let c0 = g.x * BN;
+  // acc[r * TN4 + j]: C[m0 + 4(ty + (r / 4) MT) + r % 4, c0 + 4(tx + j NT) + 0..3]
+  var acc: array<vec4<f32>, ${ACC}>;
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    for (var j = 0u; j < 4u; j++) {
-      let k = k0 + lk + j;
-      var va = 0.0;
-      if (m0 + lr < p.M && k < p.K) { va = a[(m0 + lr) * p.K + k]; }
-      ta[(lk + j) * 16u + lr / 4u][lr % 4u] = va;
+    // A's tile: runs of 4 k of one row, BK / 4 runs a row
+    for (var i = t; i < BM * BK / 4u; i += THREADS) {
+      let lr = i / (BK / 4u);
+      let lk = (i % (BK / 4u)) * 4u;
+      for (var j = 0u; j < 4u; j++) {
+        let k = k0 + lk + j;
+        var va = 0.0;
+        if (m0 + lr < p.M && k < p.K) { va = a[(m0 + lr) * p.K + k]; }
+        ta[(lk + j) * (BM / 4u) + lr / 4u][lr % 4u] = va;
+      }
+    }
 #if WT
-      // W[k, n]: threads side by side read 4 columns each side by side
-      let wk = k0 + t / 16u;
-      let wn = c0 + 4u * tx + j;
-      var vw = 0.0;
-      if (wk < p.K && wn < p.N) { vw = f32(w[wk * p.N + wn]); }
-      tw[(t / 16u) * 16u + tx][j] = vw;
+    // W[k, n]: runs of 4 columns of one k
+    for (var i = t; i < BK * BN / 4u; i += THREADS) {
+      let wk = k0 + i / (BN / 4u);
+      let wq = i % (BN / 4u);
+      var vw = vec4<f32>(0.0);
+      for (var j = 0u; j < 4u; j++) {
+        let wn = c0 + 4u * wq + j;
+        if (wk < p.K && wn < p.N) { vw[j] = f32(w[wk * p.N + wn]); }
+      }
+      tw[(i / (BN / 4u)) * (BN / 4u) + wq] = vw;
+    }
 #else
-      let wn = c0 + lr;
-      var vw = 0.0;
-      if (wn < p.N && k < p.K) { vw = f32(w[(p.n0 + wn) * p.K + k]); }
-      tw[(lk + j) * 16u + lr / 4u][lr % 4u] = vw;
+    // W[n, k]: runs of 4 k of one row, as A's
+    for (var i = t; i < BN * BK / 4u; i += THREADS) {
+      let ln = i / (BK / 4u);
+      let lk = (i % (BK / 4u)) * 4u;
+      for (var j = 0u; j < 4u; j++) {
+        let k = k0 + lk + j;
+        var vw = 0.0;
+        if (c0 + ln < p.N && k < p.K) { vw = f32(w[(p.n0 + c0 + ln) * p.K + k]); }
+        tw[(lk + j) * (BN / 4u) + ln / 4u][ln % 4u] = vw;
+      }
+    }
+#endif
+    workgroupBarrier();
+    for (var i = 0u; i < BK; i++) {
+      // written out, not looped: arrays indexed by loop counters can leave registers
+      let va0 = ta[i * (BM / 4u) + ty];
+      let vw0 = tw[i * (BN / 4u) + tx];
+      acc[0] += va0.x * vw0;
+      acc[TN4] += va0.y * vw0;
+      acc[2u * TN4] += va0.z * vw0;
+      acc[3u * TN4] += va0.w * vw0;
+#if TN8
+      let vw1 = tw[i * (BN / 4u) + tx + NT];
+      acc[1] += va0.x * vw1;
+      acc[3] += va0.y * vw1;
+      acc[5] += va0.z * vw1;
+      acc[7] += va0.w * vw1;
+#endif
+#if TM8
+      let va1 = ta[i * (BM / 4u) + ty + MT];
+      acc[4u * TN4] += va1.x * vw0;
+      acc[5u * TN4] += va1.y * vw0;
+      acc[6u * TN4] += va1.z * vw0;
+      acc[7u * TN4] += va1.w * vw0;
+#if TN8
+      acc[9] += va1.x * vw1;
+      acc[11] += va1.y * vw1;
+      acc[13] += va1.z * vw1;
+      acc[15] += va1.w * vw1;
+#endif
 #endif
     }
     workgroupBarrier();
-    for (var i = 0u; i < BK; i++) {
-      let va = ta[i * 16u + ty];
-      let vw = tw[i * 16u + tx];
-      acc[0] += va.x * vw;
-      acc[1] += va.y * vw;
-      acc[2] += va.z * vw;
-      acc[3] += va.w * vw;
-    }
-    workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    let row = m0 + 4u * ty + i;
-    for (var j = 0u; j < 4u; j++) {
-      let col = c0 + 4u * tx + j;
-      if (row < p.M && col < p.N) { c[row * p.N + col] = act(acc[i][j] + bias[col]); }
+  for (var r = 0u; r < 4u * TM4; r++) {
+    let row = m0 + 4u * (ty + (r / 4u) * MT) + r % 4u;
+    for (var j = 0u; j < TN4; j++) {
+      for (var e = 0u; e < 4u; e++) {
+        let col = c0 + 4u * (tx + j * NT) + e;
+        if (row < p.M && col < p.N) { c[row * p.N + col] = act(acc[r * TN4 + j][e] + bias[col]); }
+      }
     }
   }
 }

@@ -1,0 +1,64 @@
+"""Kernel variants measured on the device that runs them, as GPU libraries tune their products: the
+fastest tiling of a matrix product differs between an NVIDIA card, an Apple GPU and an integrated
+one, and no table written here can know them all. A choice is made once per device and kept in
+``device.tuned``; every variant gives the same bits, so the choice changes speed only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ferrousforge.gpu import ops
+from ferrousforge.gpu.device import GpuDevice, Recording
+
+REPEATS = 8  # dispatches a timed submit, so a submit's and a readback's latency weigh little
+
+
+async def seconds(device: GpuDevice, rec: Recording, runs: int = 3) -> float:
+    """Best wall-clock seconds of ``rec``'s dispatches, REPEATS times in one submit, over ``runs``
+    submits after an untimed one (which compiles and encodes); per repeat."""
+    repeated = Recording(device, rec.dispatches * REPEATS)
+    probe = rec.dispatches[-1].buffers[-1]
+    best = math.inf
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        device.submit(repeated)
+        await device.read(probe, 4)
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return best / REPEATS
+
+
+async def tune_matmul(
+    device: GpuDevice, shapes: list[tuple[int, int, int]], half: bool = False
+) -> ops.MatmulTile:
+    """The tiling of ``ops.MATMUL_TILES`` that runs ``shapes`` ((m, n, k), weights [k, n] as the
+    encoder keeps them; f16 with ``half``) in the least time on this device; kept as
+    ``device.tuned["matmul"]``. Software adapters keep the default without measuring."""
+    if device.software:
+        device.tuned["matmul"] = ops.MATMUL_TILES[0]
+        return ops.MATMUL_TILES[0]
+    buffers = [
+        (
+            device.buffer(4 * m * k),
+            device.buffer((2 if half else 4) * k * n),
+            device.buffer(4 * n),
+            device.buffer(4 * m * n),
+        )
+        for m, n, k in shapes
+    ]
+    times = {}
+    for tile in ops.MATMUL_TILES:
+        rec = device.record()
+        for (m, n, k), (a, w, bias, c) in zip(shapes, buffers, strict=True):
+            ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=half, tile=tile)
+        times[tile] = await seconds(device, rec)
+    best = min(times, key=times.__getitem__)
+    device.tuned["matmul"] = best
+    device.tuned["matmul_seconds"] = {tile_name(t): s for t, s in times.items()}
+    return best
+
+
+def tile_name(tile: ops.MatmulTile) -> str:
+    return f"{tile.bm}x{tile.bn}/{tile.tm}x{tile.tn}/{tile.bk}"

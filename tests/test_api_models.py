@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ferrousforge.gguf import size_label
+
 from conftest import Host, start_host
 from fileserver import serve_files
 
@@ -36,17 +38,40 @@ def test_tags_lists_pulled_model_with_details(host: Host, tiny_gguf: Path) -> No
     assert m["details"]["family"] == "llama"
     assert m["details"]["format"] == "gguf"
     assert m["details"]["quantization_level"] == "F32"
+    # Ollama's parameter_size: the tensors' values counted, written as Ollama writes them
+    assert m["details"]["parameter_size"] == size_label(parameters(tiny_gguf))
     assert m["size"] > tiny_gguf.stat().st_size
     assert len(m["digest"]) == 64
 
 
-def test_show_reports_template_info_and_capabilities(host: Host) -> None:
+def parameters(path: Path) -> int:
+    import gguf
+
+    return sum(int(t.n_elements) for t in gguf.GGUFReader(path).tensors)
+
+
+def test_parameter_sizes_read_as_ollama_writes_them() -> None:
+    assert [
+        size_label(n) for n in (134_515_008, 268_098_176, 22_565_376, 7 * 10**9, 1_234_000_000, 512_300, 12)
+    ] == [
+        "134.52M",
+        "268.10M",
+        "22.57M",
+        "7B",
+        "1.2B",
+        "512K",
+        "12",
+    ]
+
+
+def test_show_reports_template_info_and_capabilities(host: Host, tiny_gguf: Path) -> None:
     with host.client() as c:
         show = c.post("/api/show", json={"model": "tiny"}).json()
         missing = c.post("/api/show", json={"model": "nope"})
     assert show["capabilities"] == ["completion", "tools"]
     assert show["model_info"]["general.architecture"] == "llama"
     assert show["model_info"]["llama.context_length"] == 2048
+    assert show["model_info"]["general.parameter_count"] == parameters(tiny_gguf) > 0
     assert "FROM " in show["modelfile"]
     assert missing.status_code == 404 and "not found" in missing.json()["error"]
 

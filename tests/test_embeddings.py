@@ -93,6 +93,11 @@ def test_int8_per_channel_stays_close(minilm_host: Host) -> None:
         tags = {m["name"]: m for m in c.get("/api/tags").json()["models"]}
     assert tags["all-minilm:int8"]["details"]["quantization_level"] == "INT8"
     assert tags["all-minilm:int8"]["size"] < tags["all-minilm:latest"]["size"] * 0.7
+    # the ONNX graph's values counted, as Ollama reports its all-minilm GGUF: 22.57M
+    assert tags["all-minilm:latest"]["details"]["parameter_size"] == "22.57M"
+    with minilm_host.client() as c:
+        show = c.post("/api/show", json={"model": "all-minilm"}).json()
+    assert show["model_info"] == {"general.architecture": "bert", "general.parameter_count": 22_565_399}
 
 
 def test_ollama_embed_shape_legacy_and_dimensions(minilm_host: Host) -> None:

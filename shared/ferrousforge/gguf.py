@@ -144,7 +144,8 @@ EVERY_ARRAY: frozenset[str] = _Every()
 
 def describe(path: str, verbose: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Ollama's ``model_info`` and ``tensors`` of a GGUF for /api/show: long arrays are null unless
-    ``verbose``, which also lists the tensors (name, type, shape in ggml order)."""
+    ``verbose``, which also lists the tensors (name, type, shape in ggml order); with
+    ``general.parameter_count`` counted from the tensors where the file does not say it."""
     with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
         size = len(view)
         if not verbose:
@@ -153,6 +154,7 @@ def describe(path: str, verbose: bool) -> tuple[dict[str, Any], list[dict[str, A
         else:
             meta, found = parse_tensors(view, size, EVERY_ARRAY)
             tensors = [{"name": t.name, "type": t.kind, "shape": list(t.shape)} for t in found.values()]
+        meta.setdefault("general.parameter_count", parameter_count(view, size))
     info = {
         k: None if isinstance(v, _Summary) else v
         for k, v in meta.items()
@@ -247,6 +249,35 @@ def parse_tensors(
     return meta, tensors
 
 
+def parameter_count(buf: bytes | mmap.mmap | memoryview, size: int) -> int:
+    """The values in all of a GGUF's tensors (Ollama's ``general.parameter_count``), from its tensor
+    directory; tensor types need not be known here."""
+    meta, reader = _header(buf, size)
+    total = 0
+    for _ in range(int(meta["gguf.tensor_count"])):
+        reader.string()
+        count = 1
+        for _ in range(reader.unpack("<I")):
+            count *= reader.unpack("<Q")
+        reader.unpack("<I")
+        reader.unpack("<Q")
+        total += count
+    return total
+
+
+def size_label(parameters: int) -> str:
+    """A parameter count as Ollama writes ``parameter_size``: 134.52M, 268.10M, 7B, 1.2B, 512K."""
+    if parameters >= 10**9:
+        value = parameters / 10**9
+        return f"{value:.0f}B" if value == int(value) else f"{value:.1f}B"
+    if parameters >= 10**6:
+        value = parameters / 10**6
+        return f"{value:.0f}M" if value == int(value) else f"{value:.2f}M"
+    if parameters >= 10**3:
+        return f"{parameters / 10**3:.0f}K"
+    return str(parameters)
+
+
 def read_file_metadata(path: str, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
     with open(path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
@@ -295,7 +326,10 @@ def summarize(meta: dict[str, Any]) -> dict[str, Any]:
         "model_format": "gguf",
         "model_family": arch,
         "model_families": [arch],
-        "model_type": str(meta.get("general.size_label", "")),
+        # Ollama's parameter_size: the count when known, else the file's own label
+        "model_type": size_label(count)
+        if (count := int(meta.get("general.parameter_count") or 0))
+        else str(meta.get("general.size_label", "")),
         "file_type": FILE_TYPES.get(file_type, str(file_type)) if isinstance(file_type, int) else "",
         "context_length": meta.get(f"{arch}.context_length"),
         "chat_template": meta.get("tokenizer.chat_template"),

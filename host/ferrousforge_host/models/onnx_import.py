@@ -6,12 +6,14 @@ saying what it is for (embed or rerank) and how to pool, from the repository's o
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.gguf import size_label
 from ferrousforge.manifest import CONFIG_MEDIA_TYPE, ONNX_MODEL, TOKENIZER, Layer, Manifest
 from ferrousforge.names import ModelName
 from ferrousforge_host.store import BlobStore
@@ -67,7 +69,7 @@ def import_onnx(
     source: str | None,
     file_type: str,
 ) -> Manifest:
-    _check_onnx(store.blob_path(onnx_digest))
+    parameters = _check_onnx(store.blob_path(onnx_digest))
     _check_tokenizer(store.blob_path(tokenizer_digest))
     family = meta.get("model_family") or "bert"
     config = {
@@ -75,8 +77,9 @@ def import_onnx(
         "model_format": "onnx",
         "model_family": family,
         "model_families": [family],
-        "model_type": "",
+        "model_type": size_label(parameters),
         "file_type": file_type,
+        "model_info": {"general.architecture": family, "general.parameter_count": parameters},
     }
     if source:
         config["source"] = source
@@ -92,7 +95,8 @@ def import_onnx(
     return manifest
 
 
-def _check_onnx(path: Path) -> None:
+def _check_onnx(path: Path) -> int:
+    """Refuses a file that is not an encoder's ONNX graph; its parameter count (initializers' values)."""
     import onnx
 
     try:
@@ -102,6 +106,7 @@ def _check_onnx(path: Path) -> None:
     names = {i.name for i in model.graph.input}
     if "input_ids" not in names:
         raise BadRequest(f"ONNX model has no 'input_ids' input (inputs: {', '.join(sorted(names))})")
+    return sum(math.prod(t.dims) for t in model.graph.initializer)
 
 
 def _check_tokenizer(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_list_show_ps_cp_rm(host: Host) -> None:
 def test_run_streams_a_completion_then_stop_unloads(host: Host) -> None:
     out = ff(host, "run", "tiny", "the", "cat")
     assert out.returncode == 0, out.stderr
-    assert len(out.stdout.strip()) > 0
+    assert len(out.stdout.strip()) > 0 and out.stderr == ""  # timings only with --verbose
     assert "tiny:latest" in ff(host, "ps").stdout
     assert ff(host, "stop", "tiny").returncode == 0
     assert "tiny:latest" not in ff(host, "ps").stdout
@@ -85,6 +86,62 @@ def test_interactive_chat_until_ctrl_d(host: Host) -> None:
     child.expect(">>> ")
     assert len(child.before.strip()) > len("hello there")
     child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_run_verbose_prints_ollamas_timings(host: Host) -> None:
+    out = ff(host, "run", "tiny", "the", "cat", "--verbose")
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(":", 1) for line in out.stderr.splitlines() if ":" in line)
+    assert list(lines)[:2] == ["total duration", "load duration"]
+    assert int(lines["eval count"].split()[0]) > 0 and lines["eval rate"].strip().endswith("tokens/s")
+    assert int(lines["prompt eval count"].split()[0]) > 0
+
+
+def test_run_an_embedding_model_prints_its_vector(host: Host, tmp_path: Path) -> None:
+    from tinymodel import write_tiny_bert
+
+    bert = write_tiny_bert(tmp_path / "bert.gguf")
+    assert ff(host, "pull", "tiny-bert", "--from", str(bert)).returncode == 0
+    out = ff(host, "run", "tiny-bert", "hello world")
+    assert out.returncode == 0, out.stderr
+    vector = json.loads(out.stdout)
+    assert len(vector) == 32 and abs(sum(v * v for v in vector) - 1) < 1e-4  # tiny-bert: 32 wide, normalised
+    assert len(json.loads(ff(host, "run", "tiny-bert", "hello", "--dimensions", "8").stdout)) == 8
+
+
+def test_interactive_slash_commands(host: Host) -> None:
+    """Ollama's commands in the chat: help, /set parameter (checked as a request option would be),
+    /set system, /show, /set verbose, a triple-quoted multi-line message and /clear."""
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "run", "tiny"], env=env, encoding="utf-8", timeout=60)
+    for line, answer in [
+        ("/?", "/set parameter NAME VALUE"),
+        ("/set parameter num_predict 3", "Set parameter 'num_predict' to '3'"),
+        ("/set parameter warmth 1", "unknown parameter 'warmth'"),
+        ("/set parameter num_ctx many", "Couldn't set parameter"),
+        ("/set system Be brief.", "Set system message."),
+        ("/show system", "Be brief."),
+        ("/show parameters", "num_predict"),
+        ("/show info", "architecture"),
+        ("/set verbose", "Set 'verbose' mode."),
+        ("/nonsense", "Unknown command '/nonsense'"),
+    ]:
+        child.expect(">>> ")
+        child.sendline(line)
+        child.expect_exact(answer)
+    child.expect(">>> ")
+    child.sendline('"""the')
+    child.expect_exact("... ")
+    child.sendline('cat"""')
+    child.expect_exact("eval count:           3 token(s)")  # num_predict held, verbose on
+    child.expect(">>> ")
+    child.sendline("/clear")
+    child.expect_exact("Cleared session context")
+    child.expect(">>> ")
+    child.sendline("/bye")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0

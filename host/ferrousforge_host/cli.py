@@ -292,40 +292,38 @@ def run(
         str | None, typer.Option("--format", help="'json' to constrain output to JSON.")
     ] = None,
     keepalive: Annotated[str | None, typer.Option("--keepalive")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show timings after each answer.")] = False,
+    think: Annotated[
+        bool | None, typer.Option("--think/--no-think", help="Thinking models: think first, or not.")
+    ] = None,
+    hidethinking: Annotated[bool, typer.Option("--hidethinking", help="Don't print the thinking.")] = False,
+    dimensions: Annotated[
+        int | None, typer.Option("--dimensions", help="Embedding models: truncate.")
+    ] = None,
     host: HostOption = None,
 ) -> None:
-    """Generate from a prompt, or chat interactively (Ctrl-D to exit)."""
+    """Generate from a prompt, or chat interactively (/? for commands, Ctrl-D to exit); an
+    embedding model prints the prompt's vector."""
+    from ferrousforge_host import cli_run
+
     api = _ensure(model, host)
-    extra: dict[str, Any] = {k: v for k, v in (("format", format_), ("keep_alive", keepalive)) if v}
+    extra: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("format", format_),
+            ("keep_alive", keepalive),
+            ("think", think),
+            ("dimensions", dimensions),
+        )
+        if v is not None
+    }
     text = " ".join(prompt or [])
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
     if text:
-        for chunk in api.generate(model, text, stream=True, **extra):
-            sys.stdout.write(chunk.get("response", ""))
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        return
-    messages: list[dict[str, str]] = []
-    while True:
-        try:
-            line = input(">>> ")
-        except EOFError:
-            sys.stdout.write("\n")
-            return
-        if line.strip() in ("/bye", "/exit"):
-            return
-        if not line.strip():
-            continue
-        messages.append({"role": "user", "content": line})
-        reply = []
-        for chunk in api.chat(model, messages, stream=True, **extra):
-            piece = chunk.get("message", {}).get("content", "")
-            reply.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n\n")
-        messages.append({"role": "assistant", "content": "".join(reply)})
+        cli_run.one_shot(api, model, text, extra, verbose, not hidethinking)
+    else:
+        cli_run.interactive(api, model, extra, verbose, not hidethinking)
 
 
 def _ensure(model: str, host: str | None) -> Client:

@@ -1,0 +1,208 @@
+"""``ferrousforge run`` as ``ollama run`` behaves: a prompt streams one answer; without one, a chat
+with Ollama's slash commands; ``--verbose`` prints the timings; an embedding model prints its vector."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import fields
+from typing import Any, TextIO
+
+from ferrousforge.client import Client
+from ferrousforge.errors import BadRequest
+from ferrousforge.options import Options
+
+HELP = """Available Commands:
+  /set parameter NAME VALUE   Set a parameter (temperature, num_ctx, seed, stop, ...)
+  /set system TEXT            Set the system message
+  /set verbose | quiet        Show or hide the timings after each answer
+  /show info | parameters | system | template
+  /clear                      Clear the session's context
+  /bye                        Exit
+  /?, /help                   This help
+
+Use \"\"\" to begin and end a multi-line message."""
+
+
+def go_duration(ns: int) -> str:
+    """Nanoseconds as Go's time.Duration prints them (Ollama's --verbose): 1.5s, 15.123ms, 12.3µs."""
+    for unit, size in (("s", 10**9), ("ms", 10**6), ("µs", 10**3)):
+        if ns >= size:
+            text = f"{ns / size:.9f}".rstrip("0").rstrip(".")
+            return text + unit
+    return f"{ns}ns"
+
+
+def summary(final: dict[str, Any], stream: TextIO) -> None:
+    """Ollama's timing block for a finished answer."""
+
+    def rate(count: int, ns: int) -> str:
+        return f"{count / (ns / 1e9):.2f} tokens/s" if ns else "n/a"
+
+    prompt_count, prompt_ns = final.get("prompt_eval_count", 0), final.get("prompt_eval_duration", 0)
+    count, ns = final.get("eval_count", 0), final.get("eval_duration", 0)
+    for label, value in (
+        ("total duration", go_duration(final.get("total_duration", 0))),
+        ("load duration", go_duration(final.get("load_duration", 0))),
+        ("prompt eval count", f"{prompt_count} token(s)"),
+        ("prompt eval duration", go_duration(prompt_ns)),
+        ("prompt eval rate", rate(prompt_count, prompt_ns)),
+        ("eval count", f"{count} token(s)"),
+        ("eval duration", go_duration(ns)),
+        ("eval rate", rate(count, ns)),
+    ):
+        stream.write(f"{label + ':':<22}{value}\n")
+    stream.flush()
+
+
+def _write(chunks: Iterator[dict[str, Any]], content: Any, show_thinking: bool) -> tuple[str, dict[str, Any]]:
+    """Streams the answer's text (and thinking, set apart as Ollama does); its text and last chunk."""
+    parts: list[str] = []
+    last: dict[str, Any] = {}
+    thinking = False
+    for chunk in chunks:
+        last = chunk
+        thought, piece = content(chunk)
+        if thought and show_thinking:
+            if not thinking:
+                sys.stdout.write("Thinking...\n")
+                thinking = True
+            sys.stdout.write(thought)
+        if piece:
+            if thinking:
+                sys.stdout.write("\n...done thinking.\n\n")
+                thinking = False
+            parts.append(piece)
+            sys.stdout.write(piece)
+        sys.stdout.flush()
+    return "".join(parts), last
+
+
+def one_shot(
+    api: Client, model: str, text: str, extra: dict[str, Any], verbose: bool, thinking: bool
+) -> None:
+    info = api.show(model)
+    if "completion" not in info.get("capabilities", []) and "embedding" in info.get("capabilities", []):
+        embedding = api.embed(
+            model, text, **{k: v for k, v in extra.items() if k in ("keep_alive", "dimensions")}
+        )
+        sys.stdout.write(json.dumps(embedding["embeddings"][0]) + "\n")
+        return
+    extra = {k: v for k, v in extra.items() if k != "dimensions"}
+    chunks = api.generate(model, text, stream=True, **extra)
+    _, last = _write(chunks, lambda c: (c.get("thinking", ""), c.get("response", "")), thinking)
+    sys.stdout.write("\n")
+    if verbose:
+        sys.stdout.write("\n")
+        summary(last, sys.stderr)
+
+
+def _read_message() -> str | None:
+    """One message from the prompt: a line, or lines between triple quotes; None at end of input."""
+    line = input(">>> ")
+    if not line.strip().startswith('"""'):
+        return line
+    lines = [line.strip()[3:]]
+    while not lines[-1].endswith('"""'):
+        lines.append(input("... "))
+    lines[-1] = lines[-1][:-3]
+    return "\n".join(lines).strip("\n")
+
+
+def interactive(api: Client, model: str, extra: dict[str, Any], verbose: bool, thinking: bool) -> None:
+    messages: list[dict[str, str]] = []
+    options: dict[str, Any] = {}
+    system = ""
+    extra = {k: v for k, v in extra.items() if k != "dimensions"}
+    while True:
+        try:
+            line = _read_message()
+        except EOFError:
+            sys.stdout.write("\n")
+            return
+        if line is None or not line.strip():
+            continue
+        if line.startswith("/"):
+            word = line.split(maxsplit=3)
+            command = word[0]
+            if command in ("/bye", "/exit"):
+                return
+            if command in ("/?", "/help"):
+                print(HELP)
+            elif command == "/clear":
+                messages.clear()
+                print("Cleared session context")
+            elif command == "/set" and len(word) >= 2:
+                if word[1] == "parameter" and len(word) == 4:
+                    value = _parameter(word[2], word[3])
+                    if value is not None:
+                        options[word[2]] = value
+                        print(f"Set parameter '{word[2]}' to '{word[3]}'")
+                elif word[1] == "system" and len(word) >= 3:
+                    system = line.split(maxsplit=2)[2].strip().strip('"')
+                    print("Set system message.")
+                elif word[1] in ("verbose", "quiet"):
+                    verbose = word[1] == "verbose"
+                    print(f"Set '{word[1]}' mode.")
+                else:
+                    print("Usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | /set quiet")
+            elif command == "/show" and len(word) >= 2:
+                _show(api, model, word[1], options, system)
+            else:
+                print(f"Unknown command '{command}'. Type /? for help")
+            continue
+        messages.append({"role": "user", "content": line})
+        history = ([{"role": "system", "content": system}] if system else []) + messages
+        fields = {**extra, **({"options": options} if options else {})}
+        chunks = api.chat(model, history, stream=True, **fields)
+        reply, last = _write(chunks, _message, thinking)
+        sys.stdout.write("\n\n")
+        if verbose:
+            summary(last, sys.stderr)
+            sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": reply})
+
+
+def _message(chunk: dict[str, Any]) -> tuple[str, str]:
+    message = chunk.get("message", {})
+    return message.get("thinking", ""), message.get("content", "")
+
+
+def _parameter(name: str, text: str) -> Any:
+    """A /set parameter value parsed as the request options take it (numbers, booleans, stop
+    strings); None after printing why it was refused."""
+    if name not in {f.name for f in fields(Options)}:
+        print(f"Couldn't set parameter: unknown parameter '{name}'")
+        return None
+    value: Any = [text] if name == "stop" else text
+    if name != "stop":
+        with contextlib.suppress(ValueError):
+            value = json.loads(text)
+    try:
+        Options.parse({name: value})
+    except BadRequest as exc:
+        print(f"Couldn't set parameter: {exc}")
+        return None
+    return value
+
+
+def _show(api: Client, model: str, what: str, options: dict[str, Any], system: str) -> None:
+    info = api.show(model)
+    if what == "info":
+        d = info.get("details", {})
+        print(f"  architecture    {d.get('family', '')}")
+        print(f"  parameters      {d.get('parameter_size', '')}")
+        print(f"  quantization    {d.get('quantization_level', '')}")
+        print(f"  capabilities    {', '.join(info.get('capabilities', []))}")
+    elif what == "parameters":
+        print(info.get("parameters", "") or "No parameters were specified for this model.")
+        for name, value in options.items():
+            print(f"{name:<30} {json.dumps(value)}  (this session)")
+    elif what == "system":
+        print(system or info.get("system", "") or "No system message was specified for this model.")
+    elif what == "template":
+        print(info.get("template", "") or "No prompt template was specified for this model.")
+    else:
+        print("Usage: /show info | parameters | system | template")

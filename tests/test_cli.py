@@ -112,6 +112,22 @@ def test_run_an_embedding_model_prints_its_vector(host: Host, tmp_path: Path) ->
     assert len(json.loads(ff(host, "run", "tiny-bert", "hello", "--dimensions", "8").stdout)) == 8
 
 
+def test_run_shows_thinking_apart_or_hides_it(host: Host, tmp_path: Path) -> None:
+    from tinymodel import THINKING_CHATML, write_tiny_llama
+
+    gguf = write_tiny_llama(tmp_path / "thinker.gguf", chat_template=THINKING_CHATML)
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {gguf}\nPARAMETER num_predict 6\nPARAMETER temperature 0\n")
+    assert ff(host, "create", "thinker", "-f", str(modelfile)).returncode == 0
+    shown = ff(host, "run", "thinker", "hi", "--think")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("Thinking...\n") and len(shown.stdout.strip()) > len("Thinking...")
+    hidden = ff(host, "run", "thinker", "hi", "--think", "--hidethinking")
+    assert hidden.returncode == 0 and hidden.stdout.strip() == ""  # the tiny thinker only thinks
+    plain = ff(host, "run", "thinker", "hi", "--no-think")
+    assert "Thinking..." not in plain.stdout and plain.stdout.strip()
+
+
 def test_interactive_slash_commands(host: Host) -> None:
     """Ollama's commands in the chat: help, /set parameter (checked as a request option would be),
     /set system, /show, /set verbose, a triple-quoted multi-line message and /clear."""

@@ -1,6 +1,7 @@
-"""A small OCI registry for pull tests, as Ollama's registry answers: manifests and blobs under
-``/v2/<namespace>/<model>/``, HTTP Range, and on request a bearer-token challenge, a blob transfer
-cut off midway, or a blob with the wrong bytes."""
+"""A small OCI registry for pull and push tests, as the distribution protocol answers: manifests and
+blobs under ``/v2/<namespace>/<model>/``, HTTP Range, monolithic blob uploads (POST, then PUT with
+``?digest=``, checked) and manifest puts (refused while a blob they name is missing), and on request
+a bearer-token challenge, a blob transfer cut off midway, or a blob with the wrong bytes."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Registry:
     wrong: set[str] = field(default_factory=set)  # digests served with one byte flipped
     served: dict[str, int] = field(default_factory=dict)  # digest → body bytes sent so far
     requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # path, Range, auth
+    uploaded: list[str] = field(default_factory=list)  # digests of blobs pushed, in order
 
     def add(self, repo: str, layers: list[tuple[str, bytes]], config: Mapping[str, object]) -> str:
         """Publish ``repo`` ("library/tiny:latest") with these (media type, content) layers."""
@@ -69,11 +71,20 @@ def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def _error(self, status: int, code: str, headers: dict[str, str] | None = None) -> None:
             body = json.dumps({"errors": [{"code": code, "message": code.lower()}]}).encode()
             self._send(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+        def _authorized(self, repo: str, scope: str) -> bool:
+            if reg.token and self.headers.get("Authorization") != f"Bearer {reg.token}":
+                realm = f'realm="{reg.url}/token",service="test-registry"'
+                challenge = f'Bearer {realm},scope="repository:{repo}:{scope}"'
+                self._error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
+                return False
+            return True
 
         def do_GET(self) -> None:
             auth = self.headers.get("Authorization")
@@ -88,11 +99,7 @@ def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "NAME_UNKNOWN")
                 return
             repo, kind, ref = m.groups()
-            if reg.token and auth != f"Bearer {reg.token}":
-                challenge = (
-                    f'Bearer realm="{reg.url}/token",service="test-registry",scope="repository:{repo}:pull"'
-                )
-                self._error(401, "UNAUTHORIZED", {"WWW-Authenticate": challenge})
+            if not self._authorized(repo, "pull"):
                 return
             if kind == "manifests":
                 manifest = reg.manifests.get(f"{repo}:{ref}")
@@ -125,6 +132,53 @@ def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
             reg.served[ref] = reg.served.get(ref, 0) + len(body)
             if self.close_connection:
                 self.connection.shutdown(2)
+
+        def do_HEAD(self) -> None:
+            reg.requests.append((self.path, None, self.headers.get("Authorization")))
+            m = re.match(r"^/v2/([^/]+/[^/]+)/blobs/([^/?]+)$", self.path)
+            if m and not self._authorized(m.group(1), "push,pull"):
+                return
+            data = reg.blobs.get(m.group(2)) if m else None
+            self.send_response(200 if data is not None else 404)
+            self.send_header("Content-Length", str(len(data) if data is not None else 0))
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            reg.requests.append((self.path, None, self.headers.get("Authorization")))
+            m = re.match(r"^/v2/([^/]+/[^/]+)/blobs/uploads/$", self.path)
+            if not m:
+                self._error(404, "NAME_UNKNOWN")
+                return
+            if self._authorized(m.group(1), "push,pull"):
+                location = f"/v2/{m.group(1)}/blobs/uploads/{len(reg.requests)}?state=open"
+                self._send(202, b"", {"Location": location})
+
+        def do_PUT(self) -> None:
+            reg.requests.append((self.path, None, self.headers.get("Authorization")))
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            upload = re.match(
+                r"^/v2/([^/]+/[^/]+)/blobs/uploads/[^?]+\?state=open&digest=(sha256:[0-9a-f]{64})$", self.path
+            )
+            manifest = re.match(r"^/v2/([^/]+/[^/]+)/manifests/([^/?]+)$", self.path)
+            repo = (upload or manifest).group(1) if upload or manifest else ""
+            if not repo:
+                self._error(404, "NAME_UNKNOWN")
+            elif not self._authorized(repo, "push,pull"):
+                return
+            elif upload:
+                if digest(body) != upload.group(2):
+                    self._error(400, "DIGEST_INVALID")
+                    return
+                reg.blobs[upload.group(2)] = body
+                reg.uploaded.append(upload.group(2))
+                self._send(201, b"", {"Docker-Content-Digest": upload.group(2)})
+            elif manifest:
+                named = json.loads(body)
+                if any(x["digest"] not in reg.blobs for x in [named["config"], *named["layers"]]):
+                    self._error(400, "MANIFEST_BLOB_UNKNOWN")
+                    return
+                reg.manifests[f"{repo}:{manifest.group(2)}"] = body
+                self._send(201, b"", {"Docker-Content-Digest": digest(body)})
 
     return Handler
 

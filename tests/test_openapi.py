@@ -30,8 +30,8 @@ FREE_TEXT = {"/api/create"}
 AUDIO = {"/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech"}
 FREE_TEXT |= AUDIO
 NDJSON = "application/x-ndjson"
-NO_SUCCESS = {"POST /api/pull"} | {f"POST {path}" for path in AUDIO}  # random names are not in the
-# catalogue, sources are kept offline; no speech models here
+NO_SUCCESS = {"POST /api/pull", "POST /api/push"} | {f"POST {path}" for path in AUDIO}  # random names
+# are not in the catalogue, sources are kept offline, no registry to push to; no speech models here
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,63 @@ def test_unknown_model_and_unreachable_registry(host: Host, registry: Registry) 
     assert not list((host.store_root / "manifests").iterdir())
 
 
+def test_push_uploads_what_the_registry_lacks_and_another_host_pulls_it(
+    tmp_path: Path, tiny_gguf: Path, registry: Registry
+) -> None:
+    """``ollama push`` to a registry of one's own: blobs the registry lacks, then the manifest; a
+    second push uploads nothing; another server pulls the model back and it generates."""
+    name = f"{registry.url.removeprefix('http://')}/team/tiny"
+    for h in start_host(tmp_path / "a", registry="https://registry.invalid"):
+        h.pull_file("tiny", tiny_gguf)
+        client = ollama.Client(host=h.url)
+        assert client.copy("tiny", name).status == "success"
+        there = set(registry.blobs)  # the registry holds library/tiny: its GGUF blob is the same
+        events = list(client.push(name, insecure=True, stream=True))
+        statuses = [e.status for e in events]
+        assert statuses[0] == "retrieving manifest" and statuses[-2:] == ["pushing manifest", "success"]
+        ours = Manifest.from_bytes((h.store_root / "manifests/local/library/tiny/latest").read_bytes())
+        assert sorted(registry.uploaded) == sorted(set(ours.digests()) - there) != []
+        finished = [e for e in events if e.digest and e.completed == e.total]
+        assert {e.digest for e in finished} == set(ours.digests())
+        assert Manifest.from_bytes(registry.manifests["team/tiny:latest"]) == ours
+        registry.uploaded.clear()
+        env = {**os.environ, "FERROUSFORGE_HOST": h.url.removeprefix("http://")}
+        cli = [sys.executable, "-m", "ferrousforge_host.cli", "push", name, "--insecure"]
+        out = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=60)
+        assert out.returncode == 0 and f"pushed {name}" in out.stderr, out.stderr
+        assert registry.uploaded == []  # every blob was there already
+    for h in start_host(tmp_path / "b", registry="https://registry.invalid"):
+        client = ollama.Client(host=h.url)
+        assert client.pull(name, insecure=True).status == "success"
+        assert client.generate(name, "the", options={"num_predict": 3}).eval_count
+
+
+def test_push_answers_a_bearer_challenge_and_refuses_what_it_cannot_do(
+    tmp_path: Path, tiny_gguf: Path, registry: Registry
+) -> None:
+    registry.token = "t0ken"
+    name = f"{registry.url.removeprefix('http://')}/team/tiny"
+    for h in start_host(tmp_path / "a", registry="https://registry.ollama.ai"):
+        h.pull_file("tiny", tiny_gguf)
+        with h.client() as c:
+            assert c.post("/api/copy", json={"source": "tiny", "destination": name}).status_code == 200
+            pushed = c.post("/api/push", json={"model": name, "insecure": True, "stream": False})
+            assert pushed.status_code == 200 and pushed.json() == {"status": "success"}, pushed.text
+            assert "team/tiny:latest" in registry.manifests
+            token = next(path for path, _, _ in registry.requests if path.startswith("/token"))
+            assert "scope=repository%3Ateam%2Ftiny%3Apush%2Cpull" in token
+            # Ollama's registry takes pushes signed with an ollama.com key only: said before anything moves
+            ollamas = c.post("/api/push", json={"model": "tiny", "stream": False})
+            assert ollamas.status_code == 403 and "ollama.com account key" in ollamas.json()["error"]
+            assert "ferrousforge cp tiny" in ollamas.json()["error"]
+            missing = c.post("/api/push", json={"model": f"{name}-nope", "insecure": True})
+            assert missing.status_code == 404 and "not found" in missing.json()["error"]
+            nowhere = f"127.0.0.1:{free_port()}/team/tiny"  # a registry that is not running
+            assert c.post("/api/copy", json={"source": "tiny", "destination": nowhere}).status_code == 200
+            down = c.post("/api/push", json={"model": nowhere, "stream": False})
+            assert down.status_code == 502 and "cannot reach the registry" in down.json()["error"]
+
+
 def test_names_and_registry_addresses() -> None:
     assert ModelName.parse("registry.ollama.ai/library/qwen3:0.6b") == ModelName.parse("qwen3:0.6b")
     name = ModelName.parse("myhost:5000/ns/model:tag")

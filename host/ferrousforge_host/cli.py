@@ -96,7 +96,7 @@ def _drain(start: Any) -> Iterator[dict[str, Any]]:
         loop.close()
 
 
-def _show_progress(events: Iterator[dict[str, Any]], name: str) -> None:
+def _show_progress(events: Iterator[dict[str, Any]], name: str, done: str = "pulled") -> None:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -114,7 +114,7 @@ def _show_progress(events: Iterator[dict[str, Any]], name: str) -> None:
                 bar.update(tasks[digest], completed=event.get("completed", 0), total=event["total"] or None)
             elif event.get("status") and event["status"] != "success":
                 bar.console.print(event["status"])
-    err.print(f"pulled {name}")
+    err.print(f"{done} {name}")
 
 
 @app.command()
@@ -131,6 +131,17 @@ def pull(
     A name FerrousForge does not know (``llama3.2``, ``myhost:5000/ns/model:tag``) comes from an
     Ollama registry (FERROUSFORGE_REGISTRY, default registry.ollama.ai)."""
     _show_progress(client(host).pull(model, source, insecure=insecure), model)
+
+
+@app.command()
+def push(
+    model: str,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain http to the registry.")] = False,
+    host: HostOption = None,
+) -> None:
+    """Upload a model to a registry of your own (``myhost:5000/team/model``; ``cp`` it to that name
+    first), as ``ollama push`` does; ``ollama pull`` and ``ferrousforge pull`` read it back."""
+    _show_progress(client(host).push(model, insecure=insecure), model, "pushed")
 
 
 @app.command("list")

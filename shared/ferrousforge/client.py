@@ -132,6 +132,9 @@ class Client:
             body["insecure"] = True
         return self._stream("/api/pull", body)
 
+    def push(self, model: str, insecure: bool = False) -> Iterator[dict[str, Any]]:
+        return self._stream("/api/push", {"model": model, **({"insecure": True} if insecure else {})})
+
     def create(self, model: str, **fields: Any) -> Iterator[dict[str, Any]]:
         return self._stream("/api/create", {"model": model, **fields})
 

@@ -13,6 +13,7 @@ from ferrousforge.manifest import normalize_digest
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.fields import field, require_object
 from ferrousforge_host.http import JSONResponse, read_json, respond
+from ferrousforge_host.models import push as pushing
 from ferrousforge_host.models.serving import ModelService
 
 
@@ -68,6 +69,15 @@ async def pull(request: Request) -> Response:
     return await respond(await service(request).puller.pull(name, source, insecure), stream)
 
 
+async def push(request: Request) -> Response:
+    body = require_object(await read_json(request))
+    name = _name(body, "model", "name")
+    stream = field(body, "stream", bool, True)
+    insecure = field(body, "insecure", bool, False)  # plain http to the registry
+    models = service(request)
+    return await respond(await pushing.push(models.store, models.puller.registry, name, insecure), stream)
+
+
 async def create(request: Request) -> Response:
     body = require_object(await read_json(request))
     stream = field(body, "stream", bool, True)
@@ -96,6 +106,7 @@ routes = [
     Route("/api/ps", ps, methods=["GET"]),
     Route("/api/info", info, methods=["GET"]),
     Route("/api/pull", pull, methods=["POST"]),
+    Route("/api/push", push, methods=["POST"]),
     Route("/api/create", create, methods=["POST"]),
     Route("/api/blobs/{digest}", blob, methods=["HEAD", "POST"]),
 ]

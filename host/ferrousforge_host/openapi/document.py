@@ -212,6 +212,20 @@ def _paths() -> dict[str, dict[str, Any]]:
                 {"404": "unknown model", "502": "the source failed", "507": "the store's disk is full"},
             )
         },
+        "/api/push": {
+            "post": p(
+                "/api/push",
+                "Push a model to an OCI registry of one's own (blobs it lacks, then the manifest)",
+                "models",
+                _streamed(PROGRESS, PROGRESS, "the last status, or NDJSON progress events"),
+                "PushRequest",
+                {
+                    "403": "no registry here, or Ollama's own (pushes signed with an ollama.com key only)",
+                    "404": "unknown model",
+                    "502": "the registry failed or refused",
+                },
+            )
+        },
         "/api/create": {
             "post": p(
                 "/api/create",

@@ -300,6 +300,13 @@ COMPONENTS: dict[str, Schema] = {
         insecure=BOOL,
         stream={"type": "boolean", "default": True},
     ),
+    "PushRequest": obj(
+        ("model",),
+        model=MODEL_NAME,
+        name=MODEL_NAME,
+        insecure=BOOL,
+        stream={"type": "boolean", "default": True},
+    ),
     "CreateRequest": obj(
         ("model",),
         model=MODEL_NAME,

@@ -169,8 +169,8 @@ def test_attention_with_padding(gpu: GpuDevice, b: int, s: int, h: int, dh: int)
     lengths = [s, *[max(1, s - 3 * i - 1) for i in range(1, b)]]
     mask = np.array([[1.0] * n + [0.0] * (s - n) for n in lengths], dtype=np.float32)
     out = gpu.buffer(b * s * h * dh * 4)
-    args = [up(gpu, t) for t in (q, k, v, mask)]
-    got = run(gpu, lambda r: ops.attention(r, *args, out, b, s, h, dh), out, (b, s, h * dh))  # type: ignore[arg-type]
+    qkv, mb = up(gpu, np.concatenate([q, k, v], axis=-1)), up(gpu, mask)  # a token's q, k, v side by side
+    got = run(gpu, lambda r: ops.attention(r, qkv, mb, out, b, s, h, dh), out, (b, s, h * dh))  # type: ignore[arg-type]
     qh, kh, vh = (t.reshape(b, s, h, dh).transpose(0, 2, 1, 3) for t in (q, k, v))
     scores = qh @ kh.transpose(0, 1, 3, 2) / math.sqrt(dh) + np.where(mask > 0, 0, -np.inf)[:, None, None, :]
     p = np.exp(scores - scores.max(-1, keepdims=True))

@@ -63,6 +63,25 @@ def bert_weights(onnx: OnnxWeights, data: memoryview) -> tuple[Weights, int, flo
     return weights, heads, eps
 
 
+def _fuse_qkv(weights: Weights, layers: int) -> Weights:
+    """Each layer's query, key and value products as one ([in, 3·out] weights, row by row q | k | v;
+    biases end to end): one dispatch instead of three, and three times the columns to spread over a
+    GPU."""
+    fused = dict(weights)
+    for i in range(layers):
+        p = f"encoder.layer.{i}.attention.self."
+        parts = [fused.pop(p + part + ".weight") for part in ("query", "key", "value")]
+        (rows, cols), width = parts[0][1], parts[0][1][1] * 4
+        data = bytearray()
+        for r in range(rows):
+            for part, _ in parts:
+                data += part[r * width : (r + 1) * width]
+        fused[p + "qkv.weight"] = (bytes(data), (rows, 3 * cols))
+        biases = [fused.pop(p + part + ".bias") for part in ("query", "key", "value")]
+        fused[p + "qkv.bias"] = (b"".join(bytes(data) for data, _ in biases), (3 * cols,))
+    return fused
+
+
 @dataclass
 class _Pass:
     """The buffers and recording of one batch shape."""
@@ -91,6 +110,7 @@ class BertEncoder:
         self.pooling = pooling
         self.normalize = normalize  # L2-normalise the pooled vectors on the GPU
         self.max_positions = weights["pos_emb"][1][0]
+        weights = _fuse_qkv(weights, shape.layers)
         self.w = {name: device.upload(data) for name, (data, _) in weights.items()}
         # matrix weights in f16 where asked and the adapter can (half the memory; sums stay f32)
         matrices = {n for n, (data, dims) in weights.items() if len(dims) == 2 and len(data) % 8 == 0}
@@ -116,7 +136,8 @@ class BertEncoder:
         ids, positions, types = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
         mask = dev.buffer(t * 4)
         x, y = dev.buffer(t * d * 4), dev.buffer(t * d * 4)  # the residual stream, ping-pong
-        q, k, v, ctx = (dev.buffer(t * d * 4) for _ in range(4))
+        qkv = dev.buffer(t * 3 * d * 4)  # each token's queries, keys and values side by side
+        q, ctx = dev.buffer(t * d * 4), dev.buffer(t * d * 4)
         h = dev.buffer(t * sh.intermediate * 4)
         ops.embed(rec, ids, positions, types, w["word_emb"], w["pos_emb"], w["type_emb"], q, t, d)
         ops.layernorm(
@@ -130,10 +151,8 @@ class BertEncoder:
         for i in range(sh.layers):
             p = f"encoder.layer.{i}."
 
-            linear(x, q, p + "attention.self.query", d, d)
-            linear(x, k, p + "attention.self.key", d, d)
-            linear(x, v, p + "attention.self.value", d, d)
-            ops.attention(rec, q, k, v, mask, ctx, b, s, sh.heads, d // sh.heads)
+            linear(x, qkv, p + "attention.self.qkv", 3 * d, d)
+            ops.attention(rec, qkv, mask, ctx, b, s, sh.heads, d // sh.heads)
             linear(ctx, q, p + "attention.output.dense", d, d)
             norm = p + "attention.output.LayerNorm"
             ops.layernorm(rec, q, w[norm + ".weight"], w[norm + ".bias"], y, t, d, sh.eps, residual=x)

@@ -237,9 +237,7 @@ def rownorm(
 
 def attention(
     rec: Recording,
-    q: Buffer,
-    k: Buffer,
-    v: Buffer,
+    qkv: Buffer,
     mask: Buffer,
     out: Buffer,
     b: int,
@@ -247,11 +245,12 @@ def attention(
     h: int,
     dh: int,
 ) -> None:
-    """Bidirectional multi-head attention over a padded batch ([b, s, h·dh] each, mask [b, s])."""
+    """Bidirectional multi-head attention over a padded batch: qkv [b, s, 3·h·dh] (each token's
+    queries, keys and values side by side), mask [b, s], out [b, s, h·dh]."""
     if s > MAX_SEQUENCE:
         raise ValueError(f"attention over {s} tokens: at most {MAX_SEQUENCE}")
     kernel = rec.device.kernel("attention", MAXS=MAX_SEQUENCE)
-    rec.dispatch(kernel, [q, k, v, mask, out], (s, h, b), (b, s, h, dh, 1.0 / math.sqrt(dh)))
+    rec.dispatch(kernel, [qkv, mask, out], (s, h, b), (b, s, h, dh, 1.0 / math.sqrt(dh)))
 
 
 def embed(

@@ -9,7 +9,7 @@ there is one, f32 and f16) with mean pooling, which is what sentence-transformer
 them, f16 where the adapter has shader-f16) on its own in each tiling the device may choose
 (ops.MATMUL_TILES; the encoder measures them at its first batch: tune.py), in TFLOP/s of GPU time
 (gpu_decode.py's timer); with ``--torch``, torch's f32 and f16 products of that shape beside it. At
-batch 256 of 16 tokens all-minilm's products are 4096 rows × 384 or 1536: these say how far the
+batch 256 of 16 tokens all-minilm's products are 4096 rows × 1152, 384 or 1536: these say how far the
 kernel is from the card and from cuBLAS.
 
 MODEL.onnx: a BERT ONNX file FerrousForge converted (all-minilm's, from the store; a copy with zeroed

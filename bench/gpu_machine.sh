@@ -71,7 +71,7 @@ done
 step "H: linear.wgsl's bandwidth"
 timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
 timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
-timeout 90 $PY bench/gpu_encoder.py --matmul "${GPU_MACHINE_MATMULS:-4096x384x384,4096x1536x384,4096x384x1536}" --torch
+timeout 90 $PY bench/gpu_encoder.py --matmul "${GPU_MACHINE_MATMULS:-4096x1152x384,4096x384x384,4096x1536x384,4096x384x1536}" --torch
 
 if [ -n "${building:-}" ]; then
   step "llama.cpp CUDA $CUDA (llama-bench, same source)"

@@ -216,7 +216,7 @@ class BertEncoder:
             raise ValueError(f"input of {s} tokens is longer than the encoder's {self.max_positions}")
         if b * s > ops.SKINNY_ROWS and "matmul" not in self.device.tuned:
             d, inter = self.shape.hidden, self.shape.intermediate
-            shapes = [(TUNE_ROWS, d, d), (TUNE_ROWS, inter, d), (TUNE_ROWS, d, inter)]
+            shapes = [(TUNE_ROWS, 3 * d, d), (TUNE_ROWS, d, d), (TUNE_ROWS, inter, d), (TUNE_ROWS, d, inter)]
             await tune.tune_matmul(self.device, shapes, bool(self.half))
         run = self._pass(b, s)
 

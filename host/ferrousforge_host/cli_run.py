@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any, TextIO
 
@@ -57,8 +57,13 @@ def summary(final: dict[str, Any], stream: TextIO) -> None:
     stream.flush()
 
 
-def _write(chunks: Iterator[dict[str, Any]], content: Any, show_thinking: bool) -> tuple[str, dict[str, Any]]:
-    """Streams the answer's text (and thinking, set apart as Ollama does); its text and last chunk."""
+def _write(
+    chunks: Iterator[dict[str, Any]],
+    content: Callable[[dict[str, Any]], tuple[str, str]],
+    show_thinking: bool,
+) -> tuple[str, dict[str, Any]]:
+    """Streams the answer's text (and thinking, set apart as Ollama does; ``content``: a chunk's
+    thinking and text); the whole text and the last chunk."""
     parts: list[str] = []
     last: dict[str, Any] = {}
     thinking = False
@@ -99,8 +104,8 @@ def one_shot(
         summary(last, sys.stderr)
 
 
-def _read_message() -> str | None:
-    """One message from the prompt: a line, or lines between triple quotes; None at end of input."""
+def _read_message() -> str:
+    """One message from the prompt: a line, or lines between triple quotes (EOFError at the end)."""
     line = input(">>> ")
     if not line.strip().startswith('"""'):
         return line
@@ -122,7 +127,7 @@ def interactive(api: Client, model: str, extra: dict[str, Any], verbose: bool, t
         except EOFError:
             sys.stdout.write("\n")
             return
-        if line is None or not line.strip():
+        if not line.strip():
             continue
         if line.startswith("/"):
             word = line.split(maxsplit=3)

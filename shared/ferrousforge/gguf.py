@@ -6,6 +6,7 @@ fetched prefix. Malformed input raises ``GGUFError``; lengths are checked agains
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -149,12 +150,13 @@ def describe(path: str, verbose: bool) -> tuple[dict[str, Any], list[dict[str, A
     with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
         size = len(view)
         if not verbose:
-            meta = parse_metadata(view, size)
+            meta, reader = _header(view, size)
+            _count_parameters(meta, reader)
             tensors: list[dict[str, Any]] = []
         else:
             meta, found = parse_tensors(view, size, EVERY_ARRAY)
             tensors = [{"name": t.name, "type": t.kind, "shape": list(t.shape)} for t in found.values()]
-        meta.setdefault("general.parameter_count", parameter_count(view, size))
+            meta.setdefault("general.parameter_count", sum(math.prod(t.shape) for t in found.values()))
     info = {
         k: None if isinstance(v, _Summary) else v
         for k, v in meta.items()
@@ -249,10 +251,12 @@ def parse_tensors(
     return meta, tensors
 
 
-def parameter_count(buf: bytes | mmap.mmap | memoryview, size: int) -> int:
-    """The values in all of a GGUF's tensors (Ollama's ``general.parameter_count``), from its tensor
-    directory; tensor types need not be known here."""
-    meta, reader = _header(buf, size)
+def _count_parameters(meta: dict[str, Any], reader: _Reader) -> None:
+    """Ollama's ``general.parameter_count`` where the file does not say it: the values in all its
+    tensors, from the tensor directory that follows the header ``reader`` has just read (tensor types
+    need not be known here)."""
+    if "general.parameter_count" in meta:
+        return
     total = 0
     for _ in range(int(meta["gguf.tensor_count"])):
         reader.string()
@@ -262,7 +266,7 @@ def parameter_count(buf: bytes | mmap.mmap | memoryview, size: int) -> int:
         reader.unpack("<I")
         reader.unpack("<Q")
         total += count
-    return total
+    meta["general.parameter_count"] = total
 
 
 def size_label(parameters: int) -> str:
@@ -278,13 +282,20 @@ def size_label(parameters: int) -> str:
     return str(parameters)
 
 
-def read_file_metadata(path: str, keep_arrays: frozenset[str] = frozenset()) -> dict[str, Any]:
+def read_file_metadata(
+    path: str, keep_arrays: frozenset[str] = frozenset(), parameters: bool = False
+) -> dict[str, Any]:
+    """A GGUF file's header (see ``parse_metadata``); with ``parameters``, its
+    ``general.parameter_count`` counted from the tensors where the file does not say it."""
     with open(path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         if size == 0:
             raise GGUFError("empty file")
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            return parse_metadata(view, size, keep_arrays)
+            meta, reader = _header(view, size, keep_arrays)
+            if parameters:
+                _count_parameters(meta, reader)
+            return meta
 
 
 def adds_bos(config: dict[str, Any]) -> bool:

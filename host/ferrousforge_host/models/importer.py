@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import mmap
 from typing import Any
 
 from ferrousforge.chat_format import FAMILY_STOPS, _compile, family_template
 from ferrousforge.errors import BadRequest
-from ferrousforge.gguf import GGUFError, parameter_count, read_file_metadata, summarize
+from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
 from ferrousforge.manifest import CONFIG_MEDIA_TYPE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
@@ -17,11 +16,10 @@ from ferrousforge_host.store import BlobStore
 
 
 def gguf_config(store: BlobStore, digest: str) -> dict[str, Any]:
-    path = store.blob_path(digest)
     try:
-        meta = read_file_metadata(str(path), keep_arrays=frozenset({"tokenizer.ggml.tokens"}))
-        with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            meta.setdefault("general.parameter_count", parameter_count(view, len(view)))
+        meta = read_file_metadata(
+            str(store.blob_path(digest)), keep_arrays=frozenset({"tokenizer.ggml.tokens"}), parameters=True
+        )
     except (GGUFError, OSError) as exc:
         raise BadRequest(f"not a usable GGUF model file: {exc}") from exc
     return summarize(meta)

@@ -18,8 +18,8 @@ from collections import Counter
 
 import js
 from ferrousforge.gguf import parse_tensors
+from ferrousforge.gpu import tune
 from ferrousforge.gpu.decoder import Decoder
-from ferrousforge.gpu.device import Recording
 from ferrousforge.gpu.webgpu import WebGpuDevice
 
 gpu = await WebGpuDevice.open()
@@ -48,14 +48,8 @@ times.sort()
 dispatches = run.recording.dispatches
 lines.append(f"decode step (median of {STEPS}): {times[len(times) // 2] * 1e3:.0f} ms, {len(dispatches)} dispatches")
 
-async def gpu_time(ds):
-    rec = Recording(gpu, ds)
-    gpu.submit(rec)
-    await gpu.read(ds[-1].buffers[-1], 4)  # untimed: encodes the list once
-    t = time.perf_counter()
-    gpu.submit(rec)
-    await gpu.read(ds[-1].buffers[-1], 4)
-    return time.perf_counter() - t
+async def gpu_time(ds):  # one untimed submit (it encodes the list), then one timed
+    return await tune.seconds(gpu, ds, repeats=1, runs=1)
 
 whole = await gpu_time(dispatches)
 lines.append(f"the step replayed without its readback: {whole * 1e3:.0f} ms; by kernel alone:")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import statistics
 import time
 from collections import Counter
@@ -34,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from ferrousforge.gguf import parse_tensors
-from ferrousforge.gpu import ops
+from ferrousforge.gpu import ops, tune
 from ferrousforge.gpu.decoder import Decoder
-from ferrousforge.gpu.device import Dispatch, GpuDevice, Recording
+from ferrousforge.gpu.device import Dispatch, GpuDevice
 from ferrousforge.gpu.native import NativeDevice
 
 
@@ -98,17 +97,8 @@ async def prompt_pass(decoder: Decoder, n: int) -> float:
 def gpu_time(device: GpuDevice, dispatches: list[Dispatch]) -> float:
     """Seconds of GPU time for one run of ``dispatches``: best of three submits of 20 runs (on a
     software adapter one of one)."""
-    repeat, submits = (1, 2) if device.software else (20, 4)
-    rec = Recording(device, dispatches * repeat)
-    probe = dispatches[-1].buffers[-1]
-    best = math.inf
-    for i in range(submits):  # the first submit encodes through wgpu-py: untimed
-        t0 = time.perf_counter()
-        device.submit(rec)
-        asyncio.run(device.read(probe, 4))
-        if i:
-            best = min(best, time.perf_counter() - t0)
-    return best / repeat
+    repeats, runs = (1, 1) if device.software else (20, 3)
+    return asyncio.run(tune.seconds(device, dispatches, repeats, runs))
 
 
 def by_kernel(decoder: Decoder, step: Any) -> None:

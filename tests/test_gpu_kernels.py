@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from ferrousforge.gpu import ops
+from ferrousforge.gpu import ops, tune
 from ferrousforge.gpu.device import GpuDevice
 from ferrousforge.gpu.wgsl import preprocess
 
@@ -93,7 +93,7 @@ def test_matmul_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
     assert np.array_equal(alone[0], batched[-1])
 
 
-@pytest.mark.parametrize("tile", ops.MATMUL_TILES, ids=lambda t: f"{t.bm}x{t.bn}/{t.tm}x{t.tn}/{t.bk}")
+@pytest.mark.parametrize("tile", ops.MATMUL_TILES, ids=tune.tile_name)
 @pytest.mark.parametrize(("m", "n", "k", "w_kn"), [(137, 131, 45, False), (200, 70, 33, True)])
 def test_every_matmul_tiling_gives_the_same_bits(
     gpu: GpuDevice, tile: ops.MatmulTile, m: int, n: int, k: int, w_kn: bool
@@ -608,7 +608,6 @@ def test_the_matmul_tiling_is_measured_and_kept_per_device() -> None:
     """tune.py times every tiling on the device (here a fresh device that claims to be hardware, so
     it measures) and keeps the fastest; the device's products then use it. Software adapters keep
     the default without measuring."""
-    from ferrousforge.gpu import tune
     from ferrousforge.gpu.native import NativeDevice
 
     device = NativeDevice()

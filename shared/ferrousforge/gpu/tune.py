@@ -10,16 +10,19 @@ import math
 import time
 
 from ferrousforge.gpu import ops
-from ferrousforge.gpu.device import GpuDevice, Recording
+from ferrousforge.gpu.device import Dispatch, GpuDevice, Recording
 
 REPEATS = 8  # dispatches a timed submit, so a submit's and a readback's latency weigh little
 
 
-async def seconds(device: GpuDevice, rec: Recording, runs: int = 3) -> float:
-    """Best wall-clock seconds of ``rec``'s dispatches, REPEATS times in one submit, over ``runs``
-    submits after an untimed one (which compiles and encodes); per repeat."""
-    repeated = Recording(device, rec.dispatches * REPEATS)
-    probe = rec.dispatches[-1].buffers[-1]
+async def seconds(
+    device: GpuDevice, dispatches: list[Dispatch], repeats: int = REPEATS, runs: int = 3
+) -> float:
+    """Best wall-clock seconds of ``dispatches``, ``repeats`` times in one submit, over ``runs``
+    submits after an untimed one (which compiles and encodes); per repeat. The benchmarks' GPU timer
+    too (``bench/gpu_decode.py``, ``bench/browser_gpu_kernels.mjs``)."""
+    repeated = Recording(device, dispatches * repeats)
+    probe = dispatches[-1].buffers[-1]
     best = math.inf
     for i in range(runs + 1):
         t0 = time.perf_counter()
@@ -27,7 +30,7 @@ async def seconds(device: GpuDevice, rec: Recording, runs: int = 3) -> float:
         await device.read(probe, 4)
         if i:
             best = min(best, time.perf_counter() - t0)
-    return best / REPEATS
+    return best / repeats
 
 
 async def tune_matmul(
@@ -53,7 +56,7 @@ async def tune_matmul(
         rec = device.record()
         for (m, n, k), (a, w, bias, c) in zip(shapes, buffers, strict=True):
             ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=half, tile=tile)
-        times[tile] = await seconds(device, rec)
+        times[tile] = await seconds(device, rec.dispatches)
     best = min(times, key=times.__getitem__)
     device.tuned["matmul"] = best
     device.tuned["matmul_seconds"] = {tile_name(t): s for t, s in times.items()}

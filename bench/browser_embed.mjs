@@ -6,11 +6,9 @@
 // - host fallback latency: forge.embed({placement: 'host'}) vs a direct fetch of /api/embed.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, root, startHost } from './browser_host.mjs';
+import { launch, root, startHost } from './browser_host.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] || 2);
-const ARGS = CHROMIUM_ARGS;
 
 /** The store's files laid out as transformers.js expects a model folder (config, tokenizer, onnx/). */
 async function hfFolder(url, model, folder) {
@@ -104,7 +102,7 @@ const models = [
   { name: 'all-minilm:int8', folder: 'minilm-int8', label: 'int8' },
 ];
 for (const m of models) await hfFolder(host.url, m.name, m.folder);
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
+const browser = await launch();
 try {
   const results = {};
   for (let r = 0; r < runs; r++) {

@@ -4,11 +4,9 @@
 //   options (greedy, 64 new tokens, a fresh ~100-token prompt each run), with 1 and 2 threads;
 // - time from page open to the first streamed token with a cold (fresh profile) and a warm cache, and
 //   warm with `install({preload: [model]})` (the model read from the cache and verified while Python boots).
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, median, startHost } from './browser_host.mjs';
+import { launch, median, openForge, startHost } from './browser_host.mjs';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1] || 2);
-const ARGS = CHROMIUM_ARGS;
 const MODEL = 'gemma3:270m';
 const NEW_TOKENS = 64;
 const TEXT = 'The history of computing is longer than the history of computing hardware and modern computing '
@@ -65,13 +63,10 @@ async function firstToken(browser, base) {
 }
 
 const { url, proc } = await startHost(MODEL);
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
+const browser = await launch();
 try {
-  const page = await browser.newPage();
-  await page.goto(`${url}/ui/bench.html`);
+  const page = await openForge(browser, url);
   await page.evaluate(async (model) => {
-    const { install } = await window.loadForge();
-    await install({}).ready;
     const info = await (await fetch('/api/browser/model', { method: 'POST', body: JSON.stringify({ model }) })).json();
     window.modelBytes = new Uint8Array(await (await fetch(info.files.model.url)).arrayBuffer());
   }, MODEL);

@@ -3,13 +3,11 @@
 // the page's wasm engine, the host's wgpu engine (lavapipe, also a CPU adapter) and the host's llama.cpp,
 // same prompt, greedy, 16 new tokens, the same page. Correctness-speed only: neither adapter is a GPU, so
 // these figures are not targets. Reports the first call's load time and the median decode and prompt tok/s.
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, median, startHost } from './browser_host.mjs';
+import { launch, median, openForge, startHost } from './browser_host.mjs';
 
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const runs = Number(arg('--runs', 3));
 const MODEL = arg('--model', 'smollm2:135m');
-const ARGS = [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'];
 const SIDES = [
   ['browser-webgpu', { placement: 'browser-webgpu' }],
   ['browser-wasm', { placement: 'browser-wasm' }],
@@ -30,11 +28,9 @@ async function once(page, side, k) {
 }
 
 const { url, proc } = await startHost(MODEL);
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
+const browser = await launch(['--enable-unsafe-webgpu']);
 try {
-  const page = await browser.newPage();
-  await page.goto(`${url}/ui/bench.html`);
-  await page.evaluate(async () => { const { install } = await window.loadForge(); window.forge = install({}); await window.forge.ready; });
+  const page = await openForge(browser, url);
   const out = Object.fromEntries(SIDES.map(([name]) => [name, []]));
   const first = {};
   for (const [name, side] of SIDES) first[name] = await once(page, side, 'warm');  // load + warm

@@ -3,14 +3,12 @@
 // the decoder (ferrousforge.gpu) built in Pyodide from the host's GGUF blob, a few greedy steps timed
 // with their readback, then each kernel's dispatches of a step replayed alone and the whole step (as
 // bench/gpu_decode.py does natively), and one prompt pass. Correctness-speed only: not a target.
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, startHost } from './browser_host.mjs';
+import { launch, openForge, startHost } from './browser_host.mjs';
 
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const MODEL = arg('--model', 'smollm2:135m');
 const STEPS = Number(arg('--steps', 4));
 const PROMPT = Number(arg('--prompt', 16));
-const ARGS = [...CHROMIUM_ARGS, '--enable-unsafe-webgpu'];
 
 const PYTHON = `
 import time
@@ -66,11 +64,9 @@ if PROMPT:
 `;
 
 const { url, proc } = await startHost(MODEL);
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
+const browser = await launch(['--enable-unsafe-webgpu']);
 try {
-  const page = await browser.newPage();
-  await page.goto(`${url}/ui/bench.html`);
-  await page.evaluate(async () => { const { install } = await window.loadForge(); window.forge = install({}); await window.forge.ready; });
+  const page = await openForge(browser, url);
   const info = await (await fetch(`${url}/api/browser/model`, { method: 'POST', body: JSON.stringify({ model: MODEL }) })).json();
   const code = `URL = ${JSON.stringify(info.files.model.url)}\nSTEPS = ${STEPS}\nPROMPT = ${PROMPT}\n${PYTHON}`;
   const report = await page.evaluate((c) => window.forge.pyodide.runPythonAsync(c), code);

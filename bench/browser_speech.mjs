@@ -8,15 +8,12 @@
 // - synthesis of the same passage: seconds of audio per second and time to the first audio (the first
 //   sentence made in the page, or the first bytes of the host's pcm stream), browser vs host;
 // - each side's first (cold: download from the cache, sessions) call, reported apart.
-import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, median, startHost } from './browser_host.mjs';
+import { launch, median, openForge, startHost } from './browser_host.mjs';
 
 const arg = (name, fallback) => (process.argv.includes(name) ? process.argv[process.argv.indexOf(name) + 1] : fallback);
 const runs = Number(arg('--runs', 3));
 const WHISPERS = arg('--models', 'whisper:tiny.en').split(',');
 const VOICE = 'piper:joe';
-const ARGS = [...CHROMIUM_ARGS,
-  ...(process.argv.includes('--webgpu') ? ['--enable-unsafe-webgpu'] : [])];
 const PASSAGE = 'My sister planted seven tomato plants in the garden. They grew tall during the summer, and by '
   + 'August the vines were heavy with fruit. Every morning she carried a basket outside and picked the ripest '
   + 'ones. Our neighbours received so many tomatoes that they started to make sauce.';
@@ -38,13 +35,10 @@ async function speak(page, placement) {
 }
 
 const { url, proc } = await startHost([...WHISPERS, VOICE].join(','));
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ARGS });
+const browser = await launch(process.argv.includes('--webgpu') ? ['--enable-unsafe-webgpu'] : []);
 try {
-  const page = await browser.newPage();
-  await page.goto(`${url}/ui/bench.html`);
+  const page = await openForge(browser, url);
   const threads = await page.evaluate(async ({ voice, text }) => {
-    const { install } = await window.loadForge();
-    await install({}).ready;
     const wav = await fetch('/v1/audio/speech', {
       method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ model: voice, input: text, response_format: 'wav' }),

@@ -139,9 +139,7 @@ def _handler(reg: Registry) -> type[BaseHTTPRequestHandler]:
             if m and not self._authorized(m.group(1), "push,pull"):
                 return
             data = reg.blobs.get(m.group(2)) if m else None
-            self.send_response(200 if data is not None else 404)
-            self.send_header("Content-Length", str(len(data) if data is not None else 0))
-            self.end_headers()
+            self._send(200 if data is not None else 404, data or b"")  # its length, no body
 
         def do_POST(self) -> None:
             reg.requests.append((self.path, None, self.headers.get("Authorization")))

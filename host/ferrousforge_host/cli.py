@@ -18,6 +18,7 @@ from rich.table import Table
 from ferrousforge.client import Client
 from ferrousforge.errors import ForgeError
 from ferrousforge.modelfile import Modelfile
+from ferrousforge_host import cli_run
 
 app = typer.Typer(
     help="FerrousForge: a local model server with an Ollama-compatible API.",
@@ -226,17 +227,9 @@ def show(
         if flag:
             out.print(info.get(key, ""), markup=False, highlight=False)
             return
-    d = info["details"]
     table = Table(box=None, show_header=False)
-    for label, value in (
-        ("architecture", d.get("family")),
-        ("parameters", d.get("parameter_size")),
-        ("quantization", d.get("quantization_level")),
-        ("format", d.get("format")),
-        ("context length", info["model_info"].get(f"{d.get('family')}.context_length")),
-        ("capabilities", ", ".join(info.get("capabilities", []))),
-    ):
-        table.add_row(label, str(value or ""))
+    for label, value in cli_run.model_facts(info):
+        table.add_row(label, value)
     out.print(table)
     if info.get("parameters"):
         out.print("\nParameters", style="bold")
@@ -315,8 +308,6 @@ def run(
 ) -> None:
     """Generate from a prompt, or chat interactively (/? for commands, Ctrl-D to exit); an
     embedding model prints the prompt's vector."""
-    from ferrousforge_host import cli_run
-
     api = _ensure(model, host)
     extra: dict[str, Any] = {
         k: v

@@ -193,14 +193,28 @@ def _parameter(name: str, text: str) -> Any:
     return value
 
 
+def model_facts(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """What ``show`` and the chat's ``/show info`` list of a model, from /api/show's answer."""
+    d = info.get("details", {})
+    context = info.get("model_info", {}).get(f"{d.get('family')}.context_length")
+    return [
+        (label, str(value or ""))
+        for label, value in (
+            ("architecture", d.get("family")),
+            ("parameters", d.get("parameter_size")),
+            ("quantization", d.get("quantization_level")),
+            ("format", d.get("format")),
+            ("context length", context),
+            ("capabilities", ", ".join(info.get("capabilities", []))),
+        )
+    ]
+
+
 def _show(api: Client, model: str, what: str, options: dict[str, Any], system: str) -> None:
     info = api.show(model)
     if what == "info":
-        d = info.get("details", {})
-        print(f"  architecture    {d.get('family', '')}")
-        print(f"  parameters      {d.get('parameter_size', '')}")
-        print(f"  quantization    {d.get('quantization_level', '')}")
-        print(f"  capabilities    {', '.join(info.get('capabilities', []))}")
+        for label, value in model_facts(info):
+            print(f"  {label:<16}{value}")
     elif what == "parameters":
         print(info.get("parameters", "") or "No parameters were specified for this model.")
         for name, value in options.items():

@@ -308,7 +308,7 @@ def run(
 ) -> None:
     """Generate from a prompt, or chat interactively (/? for commands, Ctrl-D to exit); an
     embedding model prints the prompt's vector."""
-    api = _ensure(model, host)
+    api, info = _ensure(model, host)
     extra: dict[str, Any] = {
         k: v
         for k, v in (
@@ -323,21 +323,22 @@ def run(
     if not text and not sys.stdin.isatty():
         text = sys.stdin.read()
     if text:
-        cli_run.one_shot(api, model, text, extra, verbose, not hidethinking)
+        cli_run.one_shot(api, model, info, text, extra, verbose, not hidethinking)
     else:
         cli_run.interactive(api, model, extra, verbose, not hidethinking)
 
 
-def _ensure(model: str, host: str | None) -> Client:
-    """A client of the server, once it has the model (pulled first if it has not)."""
+def _ensure(model: str, host: str | None) -> tuple[Client, dict[str, Any]]:
+    """A client of the server, once it has the model (pulled first if it has not), and the model's
+    /api/show answer."""
     api = client(host)
     try:
-        api.show(model)
+        return api, api.show(model)
     except ForgeError as exc:
         if getattr(exc, "status", 0) != 404:
             raise
         _show_progress(api.pull(model), model)
-    return api
+    return api, api.show(model)
 
 
 def _audio_call(url: str, **request: Any) -> Any:
@@ -372,7 +373,7 @@ def transcribe(
     """Transcribe an audio file (wav, mp3, ogg, webm, m4a, flac...)."""
     if not file.is_file():
         raise ForgeError(f"no audio file at {file}")
-    base = _ensure(model, host).host
+    base = _ensure(model, host)[0].host
     fields = {"model": model, "response_format": format_, **({"language": language} if language else {})}
     path = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
     with file.open("rb") as f:
@@ -405,7 +406,7 @@ def say(
     body = {"model": model, "input": words, "response_format": chosen, "speed": speed}
     if voice:
         body["voice"] = voice
-    base = _ensure(model, host).host
+    base = _ensure(model, host)[0].host
     import httpx
 
     try:

@@ -86,9 +86,15 @@ def _write(
 
 
 def one_shot(
-    api: Client, model: str, text: str, extra: dict[str, Any], verbose: bool, thinking: bool
+    api: Client,
+    model: str,
+    info: dict[str, Any],
+    text: str,
+    extra: dict[str, Any],
+    verbose: bool,
+    thinking: bool,
 ) -> None:
-    info = api.show(model)
+    """``info``: the model's /api/show answer (its capabilities say how it answers)."""
     if "completion" not in info.get("capabilities", []) and "embedding" in info.get("capabilities", []):
         embedding = api.embed(
             model, text, **{k: v for k, v in extra.items() if k in ("keep_alive", "dimensions")}

@@ -55,7 +55,14 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "-q", *args], check=True)
 
 
-HOST_WHEELS = ["starlette", "uvicorn", "httptools", "orjson", "python-multipart", "diskcache"]
+# What `ferrousforge serve` imports that an image with only torch, sentence-transformers and onnxruntime
+# may lack (checked in a Python 3.12 venv holding just numpy, jinja2, tokenizers and onnxruntime).
+HOST_WHEELS = [
+    "starlette", "uvicorn", "httptools", "uvloop", "orjson", "python-multipart", "diskcache",
+    "httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi", "prometheus-client",
+    "typer", "click", "shellingham", "rich", "markdown-it-py", "mdurl", "pygments", "annotated-doc",
+    "typing-extensions", "pydantic", "pydantic-core", "annotated-types", "typing-inspection",
+]  # fmt: skip
 
 
 def llama_source() -> None:
@@ -134,6 +141,14 @@ def wheels() -> None:
         *platforms, "-d", str(folder), "wgpu==0.32.0")  # fmt: skip
     for wheel in folder.glob("numpy-*.whl"):  # the machine's image has numpy
         wheel.unlink()
+
+
+def host_wheels() -> None:
+    folder = OUT / "host-wheels"
+    have = {wheel.name.split("-")[0].lower() for wheel in folder.glob("*.whl")}
+    if all(name.replace("-", "_").lower() in have for name in HOST_WHEELS):
+        return
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     pip(
         "download",
         "--no-deps",
@@ -144,7 +159,7 @@ def wheels() -> None:
         "cp",
         *platforms,
         "-d",
-        str(OUT / "host-wheels"),
+        str(folder),
         *(f"{name}=={version(name)}" for name in HOST_WHEELS),
     )  # fmt: skip  (the versions tested here)
 
@@ -168,6 +183,7 @@ def main() -> None:
         zeroed(path, OUT / f"{name.split(':')[0]}.gguf.gz")
     zeroed_onnx(OUT / "all-minilm.onnx.gz")
     wheels()
+    host_wheels()
     vulkan_loader()
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     for entry in sorted(OUT.iterdir()):

@@ -167,6 +167,9 @@ def test_reply_parser_gives_out_a_call_before_the_reply_ends() -> None:
     assert len(parser.feed('t", "arguments": {}}').calls) == 1
     prose = ReplyParser(tools=TOOL, markers=call_markers("<tool_call>")).feed("Hello <tool")
     assert prose.content == "Hello "  # only what could begin the markup is held back
+    # with nothing to recognise at the start, whitespace streams as it comes (a reply may be all newlines)
+    assert ReplyParser().feed("\n\n").content == "\n\n"
+    assert ReplyParser(thinking=True).feed("\n\n").content == ""  # it may still open <think>
 
 
 @pytest.mark.parametrize(

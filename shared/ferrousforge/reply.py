@@ -130,6 +130,9 @@ class ReplyParser:
     def _step(self, out: Parts, final: bool) -> bool:
         buf = self.buffer
         if self.state == "start":
+            if not self.thinking:  # nothing to recognise first: stream as it comes, whitespace too
+                self.state = "content"
+                return True
             head = buf.lstrip()
             if not head:
                 return False

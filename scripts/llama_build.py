@@ -6,7 +6,8 @@ flags plus that GPU backend) and ``metal`` (what macOS gets by default). Wheels 
 ``WHEELS/<version>-<flavour>-<cpu key>/``, the key a hash of the CPU's feature flags, so a wheel built for
 another CPU or flavour is never picked up. After installing, a short Q4_K generation runs in a
 subprocess; a build that dies there by a signal is marked bad in its cache entry and the safe flavour
-is built instead.
+is built instead. A GPU build chosen because a GPU is present (not asked for) that fails to build or to
+run falls back to the CPU flavour, and later setups skip it while ``<entry>.failed`` says why.
 
 Why AMX is left out: ggml's AMX kernels build their tile configuration on the stack and load it with
 ``_tile_loadconfig``; GCC 12's intrinsic declares only 8 bytes of that memory as read, so at -O3 the
@@ -77,6 +78,9 @@ def has_cuda_gpu() -> bool:
     return shutil.which("nvcc") is not None and (gpus.is_dir() and any(gpus.iterdir()))
 
 
+GPU_FOUND = "an NVIDIA GPU and nvcc are present"
+
+
 def choose_flavour(asked: str, flags: list[str]) -> tuple[str, str]:
     """(flavour, why) for ``auto`` or an explicit request."""
     gpu = os.environ.get("FERROUSFORGE_GPU", "").lower()
@@ -87,7 +91,11 @@ def choose_flavour(asked: str, flags: list[str]) -> tuple[str, str]:
     if sys.platform == "darwin":
         return "metal", "macOS"
     if gpu != "cpu" and has_cuda_gpu():
-        return "cuda", "an NVIDIA GPU and nvcc are present"
+        return "cuda", GPU_FOUND
+    return cpu_flavour(flags)
+
+
+def cpu_flavour(flags: list[str]) -> tuple[str, str]:
     if any(f in flags for f in AMX_FLAGS):
         return "safe", "this CPU has AMX, whose ggml kernels GCC miscompiles (SIGILL at tilezero)"
     return "native", "llama.cpp's default"
@@ -204,16 +212,35 @@ def install_proven(
     say(f"llama.cpp build: {flavour} ({why})")
     while True:
         entry = entry_for(wheels, version, flavour, flags)
-        if not usable(entry, version, flavour, flags):
-            build_wheel(entry, flavour)
-        wheel = entry.wheel
-        assert wheel is not None
-        install(wheel)
-        result, detail = prove()
-        entry.record(smoke=result, smoke_detail=detail)
+        failed = entry.folder.with_name(entry.folder.name + ".failed")  # a GPU build that failed here
+        if why == GPU_FOUND and (failed.exists() or entry.info.get("smoke") in ("failed", "crashed")):
+            say(f"llama.cpp {flavour} failed on this machine before ({failed} says why; delete it to retry)")
+            flavour, why = cpu_flavour(flags)
+            continue
+        try:
+            if not usable(entry, version, flavour, flags):
+                build_wheel(entry, flavour)
+            wheel = entry.wheel
+            assert wheel is not None
+            install(wheel)
+            result, detail = prove()
+        except (subprocess.CalledProcessError, SystemExit) as exc:
+            if why != GPU_FOUND:
+                raise
+            result, detail = "failed", f"could not be built ({exc})"
+        else:
+            entry.record(smoke=result, smoke_detail=detail)
         if result == "ok":
             say(f"llama.cpp {flavour} build runs here: {detail}")
             return entry
+        if why == GPU_FOUND:  # chosen because a GPU is here, not asked for: the CPU serves instead
+            failed.write_text(f"{result}: {detail}\n")
+            say(
+                f"llama.cpp {flavour} build {result}: {detail}; building for the CPU instead "
+                f"(FERROUSFORGE_GPU={flavour} insists, FERROUSFORGE_GPU=cpu skips the GPU)"
+            )
+            flavour, why = cpu_flavour(flags)
+            continue
         if result == "crashed" and flavour != "safe":
             say(f"llama.cpp {flavour} build died by {detail} in a Q4_K generation; building safe")
             flavour = "safe"

@@ -107,6 +107,60 @@ def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
     assert built == [] and again.folder == entry.folder
 
 
+def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
+    monkeypatch.setattr(build, "has_cuda_gpu", lambda: True)
+    monkeypatch.setattr(build, "cpu_flags", lambda: FLAGS)
+    built: list[str] = []
+    installed: list[Path] = []
+
+    def build_wheel(entry: build.Entry, flavour: str) -> None:
+        built.append(flavour)
+        if flavour == "cuda":  # as where the toolkit has nvcc but no cuBLAS
+            raise subprocess.CalledProcessError(1, ["pip", "wheel", "llama-cpp-python"])
+        fake_build(entry, "0.3.36", flavour, FLAGS)
+
+    def prove() -> tuple[str, str]:
+        return "ok", "tokens from a Q4_K model"
+
+    entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+    assert built == ["cuda", "native"] and entry.info["flavour"] == "native"
+    assert "llama.cpp cuda build failed: could not be built" in capsys.readouterr().err
+    cuda = build.entry_for(tmp_path, "0.3.36", "cuda", FLAGS)
+    assert cuda.folder.with_name(cuda.folder.name + ".failed").exists()
+    built.clear()  # the next setup does not spend minutes on the same failure
+    build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+    assert built == [] and "cuda failed on this machine before" in capsys.readouterr().err
+    # asked for by name, a failing GPU build is an error, not a quiet CPU build
+    monkeypatch.setenv("FERROUSFORGE_GPU", "cuda")
+    with pytest.raises(subprocess.CalledProcessError):
+        build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+
+
+def test_a_gpu_build_that_does_not_run_here_falls_back_to_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
+    monkeypatch.setattr(build, "has_cuda_gpu", lambda: True)
+    monkeypatch.setattr(build, "cpu_flags", lambda: XEON)
+    installed: list[Path] = []
+
+    def prove() -> tuple[str, str]:
+        if installed[-1].parent.name.split("-")[1] == "cuda":
+            return "failed", "CUDA driver version is insufficient for CUDA runtime version"
+        return "ok", "tokens from a Q4_K model"
+
+    def build_wheel(entry: build.Entry, flavour: str) -> None:
+        fake_build(entry, "0.3.36", flavour, XEON)
+
+    entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+    assert entry.info["flavour"] == "safe"  # this CPU's own choice (AMX: the safe flavour)
+    assert build.entry_for(tmp_path, "0.3.36", "cuda", XEON).info["smoke"] == "failed"
+    assert "cuda build failed: CUDA driver version is insufficient" in capsys.readouterr().err
+
+
 def test_the_build_script_refuses_an_unknown_flavour(tmp_path: Path) -> None:
     script = Path(build.__file__)
     cmd = [sys.executable, str(script), "--wheels", str(tmp_path), "--version", "0", "--flavour", "turbo"]

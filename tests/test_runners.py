@@ -102,6 +102,8 @@ def test_an_embedding_runner_that_dies_is_replaced(tmp_path: Path) -> None:
             first = c.post("/api/embed", json={"model": "bert", "input": ["hello world"]})
             assert first.status_code == 200
             runner = h.app.state.scheduler.runners[ModelName.parse("bert")]  # type: ignore[attr-defined]
+            maps = Path(f"/proc/{runner.mold.runner.pid}/maps").read_text()
+            assert "libonnxruntime" in maps and "libllama" not in maps  # only the engine it hosts
             os.kill(runner.mold.runner.pid, signal.SIGKILL)
             runner.mold.runner.proc.wait(10)  # the OOM killer's work is done before the next request
             again = c.post("/api/embed", json={"model": "bert", "input": ["hello world"]})

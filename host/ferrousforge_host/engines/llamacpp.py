@@ -41,6 +41,7 @@ from ferrousforge.options import Options
 from ferrousforge.protocol.schema import check_schema
 from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty_window
 from ferrousforge_host import cores
+from ferrousforge_host.engines.native import ModelLoadError, threads_for
 
 _logger.set_verbose(False)
 L.llama_backend_init()
@@ -71,24 +72,6 @@ def grammar_for(
 
 
 SHIFT_WINDOWS = 8  # with no num_predict, generation ends after this many context windows
-
-
-class ModelLoadError(ForgeError):
-    status = 500
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def default_threads() -> int:
-    cores = _cores()
-    return cores if cores <= 4 else cores // 2  # physical cores on typical SMT machines
-
-
-def threads_for(asked: int) -> int:
-    """``num_thread`` as asked (0: the default), never more than the cores: more only contend."""
-    return min(asked, _cores()) if asked else default_threads()
 
 
 def gpu_backend() -> str:

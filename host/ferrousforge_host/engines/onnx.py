@@ -18,7 +18,7 @@ from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, RerankMol
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
-from ferrousforge_host.engines.llamacpp import ModelLoadError, threads_for
+from ferrousforge_host.engines.native import ModelLoadError, threads_for
 
 
 class OnnxSession:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ferrousforge.mold import register_mold
 from ferrousforge.speech import SpeechChunk, SpeechInput, SpeechMold
-from ferrousforge_host.engines.llamacpp import ModelLoadError, threads_for
+from ferrousforge_host.engines.native import ModelLoadError, threads_for
 
 CONFIG_FILE = "voice.onnx.json"
 

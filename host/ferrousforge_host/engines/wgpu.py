@@ -27,7 +27,7 @@ from ferrousforge.gpu import onnx_weights
 from ferrousforge.gpu.bert import BertEncoder, BertShape, bert_weights
 from ferrousforge.gpu.device import GpuDevice
 from ferrousforge.mold import Mold, register_mold
-from ferrousforge_host.engines.llamacpp import ModelLoadError
+from ferrousforge_host.engines.native import ModelLoadError
 from ferrousforge_host.engines.onnx import OnnxEmbeddingMold, OnnxRerankMold, OnnxSession
 
 _device: GpuDevice | None = None

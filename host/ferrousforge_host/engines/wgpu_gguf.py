@@ -30,7 +30,8 @@ from ferrousforge.gpu.generate import Slots
 from ferrousforge.mold import register_mold
 from ferrousforge.options import Options
 from ferrousforge.sampling import penalizes, penalty_window, typical_keep
-from ferrousforge_host.engines.llamacpp import ModelLoadError, Vocab, apply_penalties
+from ferrousforge_host.engines.llamacpp import Vocab, apply_penalties
+from ferrousforge_host.engines.native import ModelLoadError
 from ferrousforge_host.engines.wgpu import device, gpu_facts, wgpu_is_faster
 
 

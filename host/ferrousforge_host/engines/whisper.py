@@ -15,7 +15,7 @@ import numpy as np
 
 from ferrousforge.mold import register_mold
 from ferrousforge.speech import AudioFacts, Segment, TranscriptionInput, TranscriptionMold, Word
-from ferrousforge_host.engines.llamacpp import ModelLoadError, threads_for
+from ferrousforge_host.engines.native import ModelLoadError, threads_for
 
 # OpenAI's Whisper: at temperature 0, retry a window at these when its decode looks degenerate
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

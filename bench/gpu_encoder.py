@@ -12,6 +12,12 @@ them, f16 where the adapter has shader-f16) on its own in each tiling the device
 batch 256 of 16 tokens all-minilm's products are 4096 rows × 1152, 384 or 1536: these say how far the
 kernel is from the card and from cuBLAS.
 
+``--texts TOKENIZER.json``: from texts to normalised embeddings, as a user's request goes: the wgpu
+engine (``WgpuEmbeddingMold.embed_sync``: tokenization, the encoder, pooling) and the ONNX engine on
+all the CPU's cores, both as the host runs them; with ``--torch``, sentence-transformers' ``encode`` on
+torch (CUDA where there is one) over the same model shape (random weights) and tokenizer: the peer
+issue H names. Needs the host package on the path (``host/``).
+
 MODEL.onnx: a BERT ONNX file FerrousForge converted (all-minilm's, from the store; a copy with zeroed
 tensors times the same: ``bench/gpu_machine_prepare.py``). The torch model takes the encoder's shape
 with random weights: a forward pass costs the same whatever the weights hold.
@@ -89,6 +95,80 @@ def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
             print(f"| torch {device} {str(dtype).removeprefix('torch.')} | {batch} | {batch / seconds:.1f} |")
 
 
+def sentences(n: int) -> list[str]:
+    """Texts of TOKENS tokens each with all-minilm's tokenizer ([CLS] and [SEP] included)."""
+    return [f"Sentence {i} tells how the quick brown fox jumped over it again today." for i in range(n)]
+
+
+def from_texts(model: Path, tokenizer: Path, batches: list[int], with_torch: bool) -> None:
+    import os
+
+    from ferrousforge.embedding import EmbedItem
+    from ferrousforge.mold import ModelSpec
+    from ferrousforge.options import Options
+    from ferrousforge_host.engines.onnx import OnnxEmbeddingMold
+    from ferrousforge_host.engines.wgpu import WgpuEmbeddingMold
+
+    config = {"pooling": "mean", "normalize": True, "max_length": 256}
+    files = {"tokenizer.json": str(tokenizer)}
+    spec = ModelSpec(name="all-minilm", format="onnx", path=str(model), config=config, files=files)
+    texts = sentences(max(batches))
+    cpus = os.cpu_count() or 1
+    engines = [
+        ("wgpu engine", WgpuEmbeddingMold, 1),
+        (f"ONNX engine, {cpus} CPU threads", OnnxEmbeddingMold, cpus),
+    ]
+    for label, cls, threads in engines:
+        mold = cls(spec, Options.parse({"num_thread": threads}))
+        mold.load_sync()
+        counts = [e.tokens for e in mold.embed_sync([EmbedItem(t) for t in texts[:1]])]
+        for batch in batches:
+            items = [EmbedItem(t) for t in texts[:batch]]
+            seconds = timed(lambda mold=mold, items=items: mold.embed_sync(items))
+            print(f"| FerrousForge {label} ({counts[0]} tokens) | {batch} | {batch / seconds:.1f} |")
+        mold.unload_sync()
+    if with_torch:
+        sentence_transformers_side(model, tokenizer, batches, texts)
+
+
+def sentence_transformers_side(model: Path, tokenizer: Path, batches: list[int], texts: list[str]) -> None:
+    import tempfile
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    data = memoryview(model.read_bytes())
+    weights, heads, eps = bert_weights(onnx_weights.read(data), data)
+    shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
+    config = BertConfig(
+        vocab_size=weights["word_emb"][1][0],
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with tempfile.TemporaryDirectory() as folder:  # a model folder as the hub ships one: BERT, tokenizer
+        BertModel(config).save_pretrained(folder)
+        special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
+        fast = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer), model_max_length=256, **special)
+        fast.save_pretrained(folder)
+        st = SentenceTransformer(folder, device=device)  # a plain BERT folder: mean pooling
+        for half in (False, True) if device == "cuda" else (False,):
+            if half:
+                st.half()
+            for batch in batches:
+                chunk = texts[:batch]
+
+                def run(chunk: list[str] = chunk, batch: int = batch) -> None:
+                    st.encode(chunk, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
+
+                seconds = timed(run)
+                dtype = "f16" if half else "f32"
+                print(f"| sentence-transformers, torch {device} {dtype} | {batch} | {batch / seconds:.1f} |")
+
+
 def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
     m, n, k = (int(v) for v in shape.split("x"))
     size = 2 if gpu.f16 else 4
@@ -129,6 +209,7 @@ def main() -> None:
     parser.add_argument("--torch", action="store_true")
     parser.add_argument("--batches", default="1,32,256")
     parser.add_argument("--matmul", metavar="MxNxK[,MxNxK...]")
+    parser.add_argument("--texts", type=Path, metavar="TOKENIZER.json")
     args = parser.parse_args()
     if args.matmul:
         gpu = NativeDevice()
@@ -137,9 +218,12 @@ def main() -> None:
     if args.model is None:
         return
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"{TOKENS}-token sequences, mean pooling")
+    print(f"{'texts of ' if args.texts else ''}{TOKENS}-token sequences, mean pooling")
     print("| engine | batch | embeddings/s |")
     print("|---|---|---|")
+    if args.texts:
+        from_texts(args.model, args.texts, batches, args.torch)
+        return
     shape, vocab = ours(args.model, batches)
     if args.torch:
         torch_side(shape, vocab, batches)

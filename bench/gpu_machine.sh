@@ -10,7 +10,8 @@
 #      weights (bench/random_gguf.py): decode steps (host encoding vs GPU wait), chained 8 to a pass (the
 #      engine's greedy path), the GPU's time by kernel, 4 sequences a step, a 256-token prompt pass;
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
-#      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
+#      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256,
+#      then from texts: the wgpu and ONNX (16 cores) engines against sentence-transformers on torch CUDA;
 #      its matrix products alone (matmul.wgsl) at batch 256's shapes in TFLOP/s beside torch's;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
 #   6. G: `ferrousforge serve` on llama.cpp CUDA: info, ps (size_vram, the processor split), then
@@ -71,6 +72,9 @@ done
 step "H: linear.wgsl's bandwidth"
 timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
 timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
+gunzip -c "$G/all-minilm-tokenizer.json.gz" > /tmp/all-minilm-tokenizer.json
+PYTHONPATH=$PWD/host:${PYTHONPATH:-} timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx \
+  --texts /tmp/all-minilm-tokenizer.json --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
 timeout 90 $PY bench/gpu_encoder.py --matmul "${GPU_MACHINE_MATMULS:-4096x1152x384,4096x384x384,4096x1536x384,4096x384x1536}" --torch
 
 if [ -n "${building:-}" ]; then

@@ -1,4 +1,4 @@
-"""Packs what ``bench/gpu_machine.sh`` needs on the GPU machine into ``.gpu/`` (ignored by git; ~25 MB,
+"""Packs what ``bench/gpu_machine.sh`` needs on the GPU machine into ``.gpu/`` (ignored by git; ~27 MB,
 under the 64 MiB a device call carries), from this machine's package registries and model packages:
 
 - ``llama-src.tgz``: llama.cpp's source as the llama-cpp-python release FerrousForge runs vendors it,
@@ -6,7 +6,7 @@ under the 64 MiB a device call carries), from this machine's package registries 
 - ``gemma3.gguf.gz``, ``smollm2.gguf.gz``: the default chat models with their tensor data zeroed: same
   metadata, shapes and types, so they load and time as the models do, and gzip to a few MB;
 - ``all-minilm.onnx.gz``: the ONNX file the host converts all-minilm into, its tensors zeroed (the
-  encoder's benchmark against torch; ~0.2 MB);
+  encoder's benchmark against torch; ~0.2 MB), and ``all-minilm-tokenizer.json.gz`` (from texts);
 - ``wheels/``: wgpu and what it needs, for the machine's Python 3.12 (its image has no wgpu);
 - ``host-wheels/`` and ``llama_cpp_py/``: what the host server needs that the image lacks, and
   llama-cpp-python's Python package from its sdist (its library is the one built there, found through
@@ -132,6 +132,22 @@ def zeroed_onnx(target: Path) -> None:
         out.write(model.SerializeToString())
 
 
+def tokenizer_json(target: Path) -> None:
+    """all-minilm's tokenizer.json as the bench store holds it (the encoder benchmark from texts)."""
+    if target.exists():
+        return
+    from generate_speed import bench_store
+
+    from ferrousforge.names import ModelName
+    from ferrousforge_host.store import BlobStore
+
+    store = BlobStore(bench_store())
+    layer = store.get(ModelName.parse("all-minilm")).manifest.layer("application/vnd.ferrousforge.tokenizer")
+    assert layer is not None, "pull all-minilm into the bench store first (bench/gpu_embed.py does)"
+    with gzip.open(target, "wb", compresslevel=9) as out:
+        out.write(store.blob_path(layer.digest).read_bytes())
+
+
 def wheels() -> None:
     folder = OUT / "wheels"
     if any(folder.glob("wgpu-*.whl")):
@@ -182,6 +198,7 @@ def main() -> None:
     for name, path in models().items():
         zeroed(path, OUT / f"{name.split(':')[0]}.gguf.gz")
     zeroed_onnx(OUT / "all-minilm.onnx.gz")
+    tokenizer_json(OUT / "all-minilm-tokenizer.json.gz")
     wheels()
     host_wheels()
     vulkan_loader()

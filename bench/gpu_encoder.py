@@ -30,11 +30,12 @@ import asyncio
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from gpu_decode import gpu_time
 
 from ferrousforge.gpu import onnx_weights, ops, tune
-from ferrousforge.gpu.bert import BertEncoder, BertShape, bert_weights
+from ferrousforge.gpu.bert import BertEncoder, BertShape, Weights, bert_weights
 from ferrousforge.gpu.native import NativeDevice
 
 TOKENS = 16
@@ -51,11 +52,30 @@ def timed(run, repeats: int = 5) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
-    """The encoder's speed; its shape and vocabulary size for the torch side."""
+def read_model(path: Path) -> tuple[Weights, BertShape, int]:
+    """The ONNX file's encoder weights, shape and vocabulary size."""
     data = memoryview(path.read_bytes())
     weights, heads, eps = bert_weights(onnx_weights.read(data), data)
     shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
+    return weights, shape, weights["word_emb"][1][0]
+
+
+def bert_config(shape: BertShape, vocab: int) -> Any:
+    """transformers' BertConfig of the encoder's shape (the torch side's model, random weights)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+    )
+
+
+def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
+    """The encoder's speed; its shape and vocabulary size for the torch side."""
+    weights, shape, vocab = read_model(path)
     device = NativeDevice()
     encoder = BertEncoder(device, weights, shape, "mean")
     for batch in batches:
@@ -64,21 +84,15 @@ def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
         tile = device.tuned.get("matmul")
         tiling = f", tile {tune.tile_name(tile)}" if tile else ""
         print(f"| wgpu ({device.name}{tiling}) | {batch} | {batch / seconds:.1f} |")
-    return shape, weights["word_emb"][1][0]
+    return shape, vocab
 
 
 def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = BertConfig(
-        vocab_size=vocab,
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        intermediate_size=shape.intermediate,
-    )
+    config = bert_config(shape, vocab)
     for dtype in (torch.float32, torch.float16) if device == "cuda" else (torch.float32,):
         model = BertModel(config).to(device, dtype).eval()
         for batch in batches:
@@ -136,18 +150,10 @@ def sentence_transformers_side(model: Path, tokenizer: Path, batches: list[int],
 
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertModel, PreTrainedTokenizerFast
 
-    data = memoryview(model.read_bytes())
-    weights, heads, eps = bert_weights(onnx_weights.read(data), data)
-    shape = BertShape.from_weights({k: v[1] for k, v in weights.items()}, heads, eps)
-    config = BertConfig(
-        vocab_size=weights["word_emb"][1][0],
-        hidden_size=shape.hidden,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        intermediate_size=shape.intermediate,
-    )
+    _, shape, vocab = read_model(model)
+    config = bert_config(shape, vocab)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as folder:  # a model folder as the hub ships one: BERT, tokenizer
         BertModel(config).save_pretrained(folder)

@@ -191,6 +191,21 @@ def test_embedding_gather(gpu: GpuDevice) -> None:
     np.testing.assert_allclose(got, word[ids] + pos[positions] + typ[types], rtol=1e-6)
 
 
+def test_token_grids_fold_past_the_workgroup_limit(gpu: GpuDevice) -> None:
+    """More tokens than a grid dimension holds (65,535: batch 256 of 512 tokens is 131,072) fold into z."""
+    vocab, d, t = 40, 4, 65_535 + 300
+    word = randn(vocab, d)
+    ids = rng.integers(0, vocab, t).astype(np.uint32)
+    zeros = np.zeros(t, np.uint32)
+    out = gpu.buffer(t * d * 4)
+    tables = [up(gpu, x) for x in (ids, zeros, zeros, word, np.zeros((1, d), np.float32))]
+    got = run(gpu, lambda r: ops.embed(r, *tables, tables[-1], out, t, d), out, (t, d))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, word[ids])
+    gathered = gpu.buffer(t * d * 4)
+    got = run(gpu, lambda r: ops.gather(r, tables[0], tables[3], gathered, t, d), gathered, (t, d))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, word[ids])
+
+
 @pytest.mark.parametrize("how", ["mean", "cls", "max", "last"])
 def test_pooling(gpu: GpuDevice, how: str) -> None:
     b, s, d = 3, 11, 130

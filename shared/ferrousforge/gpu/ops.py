@@ -61,6 +61,12 @@ def _rows(rows: int) -> tuple[int, int, int]:
     return min(rows, MAX_GROUPS), math.ceil(rows / MAX_GROUPS), 1
 
 
+def _tokens(tokens: int, d: int) -> tuple[int, int, int]:
+    """A grid of 64 columns by one token a workgroup, tokens folded into z past the per-dimension
+    limit (the kernel's token: y + z · 65535)."""
+    return math.ceil(d / 64), min(tokens, MAX_GROUPS), math.ceil(tokens / MAX_GROUPS)
+
+
 def matmul(
     rec: Recording,
     a: Buffer,
@@ -266,11 +272,10 @@ def embed(
     d: int,
 ) -> None:
     """out[t] = word[ids[t]] + position[positions[t]] + type_table[types[t]]."""
-    grid = (math.ceil(d / 64), tokens, 1)
     rec.dispatch(
         rec.device.kernel("embed"),
         [ids, positions, types, word, position, type_table, out],
-        grid,
+        _tokens(tokens, d),
         (tokens, d),
     )
 
@@ -421,6 +426,5 @@ def gather(
 ) -> None:
     """out[i] = table[ids[i] - first] · scale for ids in [first, first + rows) (token embeddings; a
     vocabulary too big for one binding is gathered slice by slice); ``half``: the table is f16."""
-    grid = (math.ceil(d / 64), t, 1)
     kernel = rec.device.kernel("gather", F16=half)
-    rec.dispatch(kernel, [ids, table, out], grid, (t, d, float(scale), first, rows))
+    rec.dispatch(kernel, [ids, table, out], _tokens(t, d), (t, d, float(scale), first, rows))

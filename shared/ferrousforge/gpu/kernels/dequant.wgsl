@@ -14,13 +14,15 @@ fn value(v: u32) -> f32 {
 #if Q4_0
   let b = (v / 32u) * 18u;
   let i = v % 32u;
-  let q = select(byte(b + 2u + i - 16u) >> 4u, byte(b + 2u + i) & 0xFu, i < 16u);
+  let x = byte(b + 2u + i % 16u);  // values i and i + 16 share a byte (select evaluates both arms)
+  let q = select(x >> 4u, x & 0xFu, i < 16u);
   return (f32(q) - 8.0) * f16at(b);
 #endif
 #if Q4_1
   let b = (v / 32u) * 20u;
   let i = v % 32u;
-  let q = select(byte(b + 4u + i - 16u) >> 4u, byte(b + 4u + i) & 0xFu, i < 16u);
+  let x = byte(b + 4u + i % 16u);
+  let q = select(x >> 4u, x & 0xFu, i < 16u);
   return f32(q) * f16at(b) + f16at(b + 2u);
 #endif
 #if Q5_0

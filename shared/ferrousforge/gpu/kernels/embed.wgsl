@@ -13,7 +13,7 @@ struct Params { T: u32, D: u32, pad0: u32, pad1: u32 }
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let d = gid.x;
-  let t = gid.y;
+  let t = gid.y + gid.z * 65535u;  // tokens past the grid's limit fold into z (ops._tokens)
   if (d >= p.D || t >= p.T) { return; }
   out[t * p.D + d] = word[ids[t] * p.D + d] + position[pos[t] * p.D + d] + type_table[types[t] * p.D + d];
 }

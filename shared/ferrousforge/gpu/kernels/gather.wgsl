@@ -10,7 +10,7 @@ struct Params { T: u32, D: u32, scale: f32, first: u32, rows: u32, pad0: u32, pa
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let d = gid.x;
-  let t = gid.y;
+  let t = gid.y + gid.z * 65535u;  // tokens past the grid's limit fold into z (ops._tokens)
   if (d >= p.D || t >= p.T || ids[t] < p.first || ids[t] >= p.first + p.rows) { return; }
   out[t * p.D + d] = f32(table[(ids[t] - p.first) * p.D + d]) * p.scale;
 }

@@ -63,7 +63,8 @@ var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums
 // the gate's activation: SiLU (Llama's SwiGLU) or, with GELU_TANH, tanh-approximated GELU (Gemma's GeGLU)
 fn glu_act(g: f32) -> f32 {
 #if GELU_TANH
-  return 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+  // tanh clamped: it is 1.0 past 15 in f32, and tanh from exp overflows past ~88 on some backends
+  return 0.5 * g * (1.0 + tanh(clamp(0.7978845608028654 * (g + 0.044715 * g * g * g), -15.0, 15.0)));
 #else
   return g / (1.0 + exp(-g));
 #endif

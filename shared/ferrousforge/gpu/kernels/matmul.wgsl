@@ -24,7 +24,7 @@ fn act(x: f32) -> f32 {
   return 0.5 * x * (1.0 + erf(x * 0.70710678118654752));
 #else
 #if TANH
-  return tanh(x);
+  return tanh(clamp(x, -15.0, 15.0));  // tanh from exp overflows past ~88 on some backends (NaN)
 #else
   return x;
 #endif
@@ -96,16 +96,19 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
   // acc[r * TN4 + j]: C[m0 + 4(ty + (r / 4) MT) + r % 4, c0 + 4(tx + j NT) + 0..3]
   var acc: array<vec4<f32>, ${ACC}>;
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    // A's tile: runs of 4 k of one row, BK / 4 runs a row
+    // A's tile: a vec4 of 4 rows at one k each, k fastest (neighbouring threads read neighbouring k).
+    // Whole vec4s only: a store to one component of a shared vec4 may write all four (WGSL's memory
+    // model; D3D12 backends do), so two invocations must never fill one vec4 between them.
     for (var i = t; i < BM * BK / 4u; i += THREADS) {
-      let lr = i / (BK / 4u);
-      let lk = (i % (BK / 4u)) * 4u;
-      for (var j = 0u; j < 4u; j++) {
-        let k = k0 + lk + j;
-        var va = 0.0;
-        if (m0 + lr < p.M && k < p.K) { va = a[(m0 + lr) * p.K + k]; }
-        ta[(lk + j) * (BM / 4u) + lr / 4u][lr % 4u] = va;
+      let lk = i % BK;
+      let q = i / BK;
+      let k = k0 + lk;
+      var va = vec4<f32>(0.0);
+      for (var e = 0u; e < 4u; e++) {
+        let row = m0 + 4u * q + e;
+        if (row < p.M && k < p.K) { va[e] = a[row * p.K + k]; }
       }
+      ta[lk * (BM / 4u) + q] = va;
     }
 #if WT
     // W[k, n]: runs of 4 columns of one k
@@ -120,16 +123,17 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
       tw[(i / (BN / 4u)) * (BN / 4u) + wq] = vw;
     }
 #else
-    // W[n, k]: runs of 4 k of one row, as A's
+    // W[n, k]: a vec4 of 4 columns at one k each, as A's
     for (var i = t; i < BN * BK / 4u; i += THREADS) {
-      let ln = i / (BK / 4u);
-      let lk = (i % (BK / 4u)) * 4u;
-      for (var j = 0u; j < 4u; j++) {
-        let k = k0 + lk + j;
-        var vw = 0.0;
-        if (c0 + ln < p.N && k < p.K) { vw = f32(w[(p.n0 + c0 + ln) * p.K + k]); }
-        tw[(lk + j) * (BN / 4u) + ln / 4u][ln % 4u] = vw;
+      let lk = i % BK;
+      let q = i / BK;
+      let k = k0 + lk;
+      var vw = vec4<f32>(0.0);
+      for (var e = 0u; e < 4u; e++) {
+        let col = c0 + 4u * q + e;
+        if (col < p.N && k < p.K) { vw[e] = f32(w[(p.n0 + col) * p.K + k]); }
       }
+      tw[lk * (BN / 4u) + q] = vw;
     }
 #endif
     workgroupBarrier();

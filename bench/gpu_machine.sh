@@ -6,7 +6,8 @@
 #   1. the machine: GPU, driver, Vulkan loader, wgpu's adapter;
 #   2. (in the background) llama.cpp with CUDA for sm_90 from .gpu/llama-src.tgz: its shared libraries
 #      (FerrousForge's llama.cpp engine loads them through LLAMA_CPP_LIB_PATH), llama-server, llama-bench;
-#   3. H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and smollm2:135m with random
+#   3. the kernels' tests against numpy on the machine's adapter (CPU adapters hide races and fused
+#      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and smollm2:135m with random
 #      weights (bench/random_gguf.py): decode steps (host encoding vs GPU wait), chained 8 to a pass (the
 #      engine's greedy path), the GPU's time by kernel, 4 sequences a step, a 256-token prompt pass;
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
@@ -62,6 +63,9 @@ if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>
     echo $? >/tmp/llama-build.rc) &
   building=$!
 fi
+
+step "H, H2: the kernels' tests on this adapter (tests/test_gpu_kernels.py, against numpy)"
+timeout 150 $PY -m pytest --noconftest -q -p no:cacheprovider tests/test_gpu_kernels.py 2>&1 | tail -n 30
 
 step "H2: the GPU decoder through wgpu"
 for m in gemma3 smollm2; do

@@ -54,7 +54,7 @@ timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preferen
 CUDA=${GPU_MACHINE_CUDA:-ON}  # OFF: a CPU build, to check this script off the GPU machine
 if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; }; then
   step "building llama.cpp (CUDA $CUDA, sm_90) in the background"
-  rm -rf /tmp/llama.cpp /tmp/llama-build && tar xzf "$G/llama-src.tgz" -C /tmp
+  rm -rf /tmp/llama.cpp /tmp/llama-build /tmp/llama-build.rc && tar xzf "$G/llama-src.tgz" -C /tmp
   (cmake -S /tmp/llama.cpp -B /tmp/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA="$CUDA" \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >/tmp/llama-cmake.log 2>&1 &&

@@ -7,16 +7,17 @@
 #   2. (in the background) llama.cpp with CUDA for sm_90 from .gpu/llama-src.tgz: its shared libraries
 #      (FerrousForge's llama.cpp engine loads them through LLAMA_CPP_LIB_PATH), llama-server, llama-bench;
 #   3. the kernels' tests against numpy on the machine's adapter (CPU adapters hide races and fused
-#      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and smollm2:135m with random
-#      weights (bench/random_gguf.py): decode steps (host encoding vs GPU wait), chained 8 to a pass (the
-#      engine's greedy path), the GPU's time by kernel, 4 sequences a step, a 256-token prompt pass;
+#      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
+#      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
+#      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
-#      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256,
-#      then from texts: the wgpu and ONNX (16 cores) engines against sentence-transformers on torch CUDA;
-#      its matrix products alone (matmul.wgsl) at batch 256's shapes in TFLOP/s beside torch's;
+#      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
 #   6. G: `ferrousforge serve` on llama.cpp CUDA: info, ps (size_vram, the processor split), then
-#      bench/generate_speed.py: /api/generate streaming against llama-server, the same build and file.
+#      bench/generate_speed.py: /api/generate streaming against llama-server, the same build and file;
+#   7. while the call's time lasts (`left`; each skipped step says so): H from texts, the wgpu and ONNX
+#      (all cores) engines against sentence-transformers on torch CUDA; the encoder's products alone
+#      (matmul.wgsl, every tiling) at batch 256's shapes beside torch's; H2 with 4 sequences a step.
 # Off the GPU machine it runs on lavapipe and a CPU build of llama.cpp: GPU_MACHINE_PY=.venv/bin/python
 # GPU_MACHINE_CUDA=OFF GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
 # GPU_MACHINE_MATMULS=256x384x384 bash bench/gpu_machine.sh
@@ -29,7 +30,17 @@ G=$PWD/.gpu
 PY=${GPU_MACHINE_PY:-python3}
 STEPS=${GPU_MACHINE_STEPS:-128}
 PROMPT=${GPU_MACHINE_PROMPT:-256}
-step() { echo; echo "== $* ($(date +%T))"; }
+step() { echo; echo "== $* ($(date +%T), ${SECONDS}s in)"; }
+# left [NEED]: seconds left of the call's BUDGET (580 of the device call's 590); with NEED, whether
+# that many are left (else a line saying the step was skipped)
+BUDGET=${GPU_MACHINE_BUDGET:-580}
+left() {
+  local rest=$((BUDGET - SECONDS))
+  if [ -z "${1:-}" ]; then echo "$((rest > 1 ? rest : 1))"; return 0; fi
+  [ "$rest" -ge "$1" ] && return 0
+  echo "(skipped: ${rest}s left of the call, under the ${1}s it needs)"
+  return 1
+}
 
 step "the machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv 2>/dev/null || echo "no nvidia-smi"
@@ -65,21 +76,16 @@ if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>
 fi
 
 step "H, H2: the kernels' tests on this adapter (tests/test_gpu_kernels.py, against numpy)"
-timeout 150 $PY -m pytest --noconftest -q -p no:cacheprovider tests/test_gpu_kernels.py 2>&1 | tail -n 30
+timeout 120 $PY -m pytest --noconftest -q -p no:cacheprovider tests/test_gpu_kernels.py 2>&1 | tail -n 30
 
 step "H2: the GPU decoder through wgpu"
 for m in gemma3 smollm2; do
   timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
-  timeout 100 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$((STEPS / 2))" --prompt 0 --slots 4
 done
 
-step "H: linear.wgsl's bandwidth"
+step "H: linear.wgsl's bandwidth, the encoder against torch"
 timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
 timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
-gunzip -c "$G/all-minilm-tokenizer.json.gz" > /tmp/all-minilm-tokenizer.json
-PYTHONPATH=$PWD/host:${PYTHONPATH:-} timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx \
-  --texts /tmp/all-minilm-tokenizer.json --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
-timeout 90 $PY bench/gpu_encoder.py --matmul "${GPU_MACHINE_MATMULS:-4096x1152x384,4096x384x384,4096x1536x384,4096x384x1536}" --torch
 
 if [ -n "${building:-}" ]; then
   step "llama.cpp CUDA $CUDA (llama-bench, same source)"
@@ -109,7 +115,23 @@ if [ -n "${building:-}" ]; then
     tail -5 /tmp/serve.log
     export BENCH_GGUF=/tmp/gemma3.gguf LLAMA_SERVER=/tmp/llama-build/bin/llama-server BENCH_GPU_LAYERS=99
     export FERROUSFORGE_BENCH_STORE=/tmp/ff-bench-store
-    timeout 300 $PY bench/generate_speed.py --runs "${GPU_MACHINE_RUNS:-6}"
+    timeout "$(left)" $PY bench/generate_speed.py --runs "${GPU_MACHINE_RUNS:-6}"
   )
 fi
+# what is left, as long as the call's time lasts (G's figures above come first)
+step "H: the encoder from texts against sentence-transformers"
+if left 90; then
+  gunzip -c "$G/all-minilm-tokenizer.json.gz" >/tmp/all-minilm-tokenizer.json
+  PYTHONPATH=$PWD/host:${PYTHONPATH:-} timeout "$(left)" $PY bench/gpu_encoder.py /tmp/all-minilm.onnx \
+    --texts /tmp/all-minilm-tokenizer.json --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
+fi
+step "H: the encoder's products in each tiling against torch"
+if left 40; then
+  timeout "$(left)" $PY bench/gpu_encoder.py --torch \
+    --matmul "${GPU_MACHINE_MATMULS:-4096x1152x384,4096x384x384,4096x1536x384,4096x384x1536}"
+fi
+step "H2: 4 sequences a step"
+for m in gemma3 smollm2; do
+  if left 30; then timeout "$(left)" $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$((STEPS / 2))" --prompt 0 --slots 4; fi
+done
 step done

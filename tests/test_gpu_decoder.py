@@ -11,6 +11,7 @@ import llama_cpp
 import numpy as np
 import pytest
 
+from ferrousforge.errors import ForgeError
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.device import GpuDevice
@@ -234,6 +235,20 @@ def test_a_sequence_gives_the_same_tokens_alone_batched_and_after_a_cached_prefi
     assert max(chains) > 1  # and greedy steps ran chained, several to a pass
     assert together[0] == alone and cached == alone
     assert len({tuple(t) for t in together}) > 1  # the others really are other sequences
+
+
+def test_nan_logits_end_the_request_with_an_error_not_a_token(gpu: GpuDevice, tmp_path: Path) -> None:
+    """A row with no finite logit (a NaN from the adapter) has no argmax: greedy decoding, one step or
+    chained, says so instead of emitting an id past the vocabulary or going on from a stale state."""
+    data = bytearray(write_tiny_llama(tmp_path / "m.gguf", seed=4).read_bytes())
+    meta, tensors = parse_tensors(memoryview(data), len(data))
+    norm = tensors["output_norm.weight"]
+    data[norm.offset : norm.offset + norm.nbytes] = np.full(norm.nbytes // 4, np.nan, np.float32).tobytes()
+    model = Decoder(gpu, memoryview(data), meta, tensors, n_ctx=64)
+    with pytest.raises(ForgeError, match="no finite logits"):
+        asyncio.run(model.greedy(PROMPT, 0))
+    with pytest.raises(ForgeError, match="no finite logits"):
+        asyncio.run(model.read_chain(model.submit([(5, len(PROMPT), 0)], chain=3), 1, 3))
 
 
 def test_a_long_prompt_runs_in_power_of_two_chunks_with_the_same_result(

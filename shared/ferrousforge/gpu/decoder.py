@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from ferrousforge.errors import ForgeError
 from ferrousforge.gguf import TensorInfo
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
@@ -32,6 +33,16 @@ STACKS = {
     "ffn_gate_up": ("ffn_gate", "ffn_up"),
     "attn_qk_norm": ("attn_q_norm", "attn_k_norm"),
 }
+
+
+NO_WINNER = 0xFFFFFFFF  # argmax.wgsl's index where no value beat -3.4e38: NaN or -inf logits
+
+
+def _winners(ids: tuple[int, ...] | list[int]) -> list[int]:
+    """Argmax results, or an error where a row had no finite maximum (the GPU computed NaN)."""
+    if NO_WINNER in ids:
+        raise ForgeError("the GPU computed no finite logits (NaN): this adapter gave a wrong result")
+    return list(ids)
 
 
 @dataclass(frozen=True)
@@ -358,13 +369,13 @@ class Decoder:
         """Each of the pass's ``t`` rows' most likely next token (the lowest id on ties)."""
         assert run.best is not None
         pairs = struct.unpack(f"<{2 * t}I", await self.device.read(run.best, 8 * t))
-        return list(pairs[0::2])
+        return _winners(pairs[0::2])
 
     async def read_chain(self, run: _Pass, t: int, steps: int) -> list[list[int]]:
         """Each of a chained pass's ``t`` rows' ``steps`` greedy tokens, in order."""
         assert run.tokens is not None
         flat = struct.unpack(f"<{steps * t}I", await self.device.read(run.tokens, 4 * steps * t))
-        return [list(flat[row::t]) for row in range(t)]
+        return [_winners(flat[row::t]) for row in range(t)]
 
     async def read_logits(self, run: _Pass, row: int) -> list[float]:
         """One row's logits."""
@@ -379,7 +390,7 @@ class Decoder:
         assert run.top is not None
         raw = await self.device.read(run.top, ops.TOP_K * 8, row * ops.TOP_K * 8)
         pairs = struct.unpack(f"<{2 * ops.TOP_K}I", raw)
-        ids = [i for i in pairs[0::2] if i != 0xFFFFFFFF]  # a vocabulary smaller than TOP_K pads
+        ids = [i for i in pairs[0::2] if i != NO_WINNER]  # a vocabulary smaller than TOP_K pads
         values = struct.unpack(f"<{len(ids)}f", struct.pack(f"<{len(ids)}I", *pairs[1 : 2 * len(ids) : 2]))
         return ids, list(values)
 

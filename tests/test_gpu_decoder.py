@@ -239,7 +239,8 @@ def test_a_sequence_gives_the_same_tokens_alone_batched_and_after_a_cached_prefi
 
 def test_nan_logits_end_the_request_with_an_error_not_a_token(gpu: GpuDevice, tmp_path: Path) -> None:
     """A row with no finite logit (a NaN from the adapter) has no argmax: greedy decoding, one step or
-    chained, says so instead of emitting an id past the vocabulary or going on from a stale state."""
+    chained, says so instead of emitting an id past the vocabulary or going on from a stale state; the
+    sampler's candidates and logits are refused too."""
     data = bytearray(write_tiny_llama(tmp_path / "m.gguf", seed=4).read_bytes())
     meta, tensors = parse_tensors(memoryview(data), len(data))
     norm = tensors["output_norm.weight"]
@@ -249,6 +250,11 @@ def test_nan_logits_end_the_request_with_an_error_not_a_token(gpu: GpuDevice, tm
         asyncio.run(model.greedy(PROMPT, 0))
     with pytest.raises(ForgeError, match="no finite logits"):
         asyncio.run(model.read_chain(model.submit([(5, len(PROMPT), 0)], chain=3), 1, 3))
+    sampled = model.submit([(5, len(PROMPT), 0)], top=True)  # what the sampler would choose from
+    with pytest.raises(ForgeError, match="no finite logits"):
+        asyncio.run(model.read_top(sampled, 0))
+    with pytest.raises(ForgeError, match="no finite logits"):
+        asyncio.run(model.read_logits(sampled, 0))
 
 
 def test_a_long_prompt_runs_in_power_of_two_chunks_with_the_same_result(

@@ -38,11 +38,21 @@ STACKS = {
 NO_WINNER = 0xFFFFFFFF  # argmax.wgsl's index where no value beat -3.4e38: NaN or -inf logits
 
 
+NAN_LOGITS = "the GPU computed no finite logits (NaN): this adapter gave a wrong result"
+
+
 def _winners(ids: tuple[int, ...] | list[int]) -> list[int]:
     """Argmax results, or an error where a row had no finite maximum (the GPU computed NaN)."""
     if NO_WINNER in ids:
-        raise ForgeError("the GPU computed no finite logits (NaN): this adapter gave a wrong result")
+        raise ForgeError(NAN_LOGITS)
     return list(ids)
+
+
+def _finite(values: list[float]) -> list[float]:
+    """Logits for the sampler, or an error where the GPU computed a NaN among them."""
+    if any(map(math.isnan, values)):
+        raise ForgeError(NAN_LOGITS)
+    return values
 
 
 @dataclass(frozen=True)
@@ -383,7 +393,7 @@ class Decoder:
         for part, buffer in zip(self.output, run.logits, strict=True):
             raw = await self.device.read(buffer, part.count * 4, row * part.count * 4)
             values.extend(struct.unpack(f"<{part.count}f", raw))
-        return values
+        return _finite(values)
 
     async def read_top(self, run: _Pass, row: int) -> tuple[list[int], list[float]]:
         """One row's ops.TOP_K most likely tokens and their logits, best first (1 KB, not the vocabulary)."""
@@ -392,7 +402,7 @@ class Decoder:
         pairs = struct.unpack(f"<{2 * ops.TOP_K}I", raw)
         ids = [i for i in pairs[0::2] if i != NO_WINNER]  # a vocabulary smaller than TOP_K pads
         values = struct.unpack(f"<{len(ids)}f", struct.pack(f"<{len(ids)}I", *pairs[1 : 2 * len(ids) : 2]))
-        return ids, list(values)
+        return ids, _finite(list(values))
 
     def _rows(self, tokens: list[int], start: int, slot: int) -> list[tuple[int, int, int]]:
         if start + len(tokens) > self.n_ctx:

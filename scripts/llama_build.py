@@ -134,6 +134,11 @@ class Entry:
             return {}
         return data if isinstance(data, dict) else {}
 
+    @property
+    def failed_note(self) -> Path:
+        """Beside the folder (which appears only whole): why a GPU build failed here, if one did."""
+        return self.folder.with_name(self.folder.name + ".failed")
+
     def record(self, **changes: object) -> None:
         tmp = self.folder / "build.json.tmp"
         tmp.write_text(json.dumps({**self.info, **changes}, indent=1))
@@ -212,7 +217,7 @@ def install_proven(
     say(f"llama.cpp build: {flavour} ({why})")
     while True:
         entry = entry_for(wheels, version, flavour, flags)
-        failed = entry.folder.with_name(entry.folder.name + ".failed")  # a GPU build that failed here
+        failed = entry.failed_note
         if why == GPU_FOUND and (failed.exists() or entry.info.get("smoke") in ("failed", "crashed")):
             say(f"llama.cpp {flavour} failed on this machine before ({failed} says why; delete it to retry)")
             flavour, why = cpu_flavour(flags)

@@ -107,11 +107,17 @@ def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
     assert built == [] and again.folder == entry.folder
 
 
+@pytest.fixture
+def gpu_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An NVIDIA GPU and nvcc as setup sees them, and no FERROUSFORGE_GPU asking for anything."""
+    monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
+    monkeypatch.setattr(build, "has_cuda_gpu", lambda: True)
+
+
+@pytest.mark.usefixtures("gpu_here")
 def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
-    monkeypatch.setattr(build, "has_cuda_gpu", lambda: True)
     monkeypatch.setattr(build, "cpu_flags", lambda: FLAGS)
     built: list[str] = []
     installed: list[Path] = []
@@ -128,8 +134,7 @@ def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
     entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
     assert built == ["cuda", "native"] and entry.info["flavour"] == "native"
     assert "llama.cpp cuda build failed: could not be built" in capsys.readouterr().err
-    cuda = build.entry_for(tmp_path, "0.3.36", "cuda", FLAGS)
-    assert cuda.folder.with_name(cuda.folder.name + ".failed").exists()
+    assert build.entry_for(tmp_path, "0.3.36", "cuda", FLAGS).failed_note.exists()
     built.clear()  # the next setup does not spend minutes on the same failure
     build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
     assert built == [] and "cuda failed on this machine before" in capsys.readouterr().err
@@ -139,11 +144,10 @@ def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
         build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
 
 
+@pytest.mark.usefixtures("gpu_here")
 def test_a_gpu_build_that_does_not_run_here_falls_back_to_the_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
-    monkeypatch.setattr(build, "has_cuda_gpu", lambda: True)
     monkeypatch.setattr(build, "cpu_flags", lambda: XEON)
     installed: list[Path] = []
 

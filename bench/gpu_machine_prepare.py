@@ -49,6 +49,7 @@ UNUSED_BACKENDS = (
     "musa",
 )
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+PLATFORM_ARGS = [arg for p in PLATFORMS for arg in ("--platform", p)]
 
 
 def pip(*args: str) -> None:
@@ -108,22 +109,30 @@ def zeroed(source: Path, target: Path) -> None:
             left -= len(zeros)
 
 
+def minilm_blob(media_type: str | None = None) -> Path:
+    """A layer of all-minilm as the bench store holds it (bench/gpu_embed.py pulls it there): the
+    layer of ``media_type``, or the model's."""
+    from generate_speed import bench_store
+
+    from ferrousforge.names import ModelName
+    from ferrousforge_host.store import BlobStore
+
+    store = BlobStore(bench_store())
+    manifest = store.get(ModelName.parse("all-minilm")).manifest
+    layer = manifest.layer(media_type) if media_type else manifest.model_layer
+    assert layer is not None, "pull all-minilm into the bench store first (bench/gpu_embed.py does)"
+    return store.blob_path(layer.digest)
+
+
 def zeroed_onnx(target: Path) -> None:
     """all-minilm's ONNX file as the bench store holds it (bench/gpu_embed.py pulls it), tensors zeroed."""
     if target.exists():
         return
     import numpy as np
     import onnx
-    from generate_speed import bench_store
     from onnx import numpy_helper
 
-    from ferrousforge.names import ModelName
-    from ferrousforge_host.store import BlobStore
-
-    store = BlobStore(bench_store())
-    layer = store.get(ModelName.parse("all-minilm")).manifest.model_layer
-    assert layer is not None, "pull all-minilm into the bench store first (bench/gpu_embed.py does)"
-    model = onnx.load(str(store.blob_path(layer.digest)))
+    model = onnx.load(str(minilm_blob()))
     for tensor in model.graph.initializer:
         array = numpy_helper.to_array(tensor)
         if array.size > 1024:  # weights; small constants (shapes, axes) stay
@@ -136,25 +145,16 @@ def tokenizer_json(target: Path) -> None:
     """all-minilm's tokenizer.json as the bench store holds it (the encoder benchmark from texts)."""
     if target.exists():
         return
-    from generate_speed import bench_store
-
-    from ferrousforge.names import ModelName
-    from ferrousforge_host.store import BlobStore
-
-    store = BlobStore(bench_store())
-    layer = store.get(ModelName.parse("all-minilm")).manifest.layer("application/vnd.ferrousforge.tokenizer")
-    assert layer is not None, "pull all-minilm into the bench store first (bench/gpu_embed.py does)"
     with gzip.open(target, "wb", compresslevel=9) as out:
-        out.write(store.blob_path(layer.digest).read_bytes())
+        out.write(minilm_blob("application/vnd.ferrousforge.tokenizer").read_bytes())
 
 
 def wheels() -> None:
     folder = OUT / "wheels"
     if any(folder.glob("wgpu-*.whl")):
         return
-    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     pip("download", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
-        *platforms, "-d", str(folder), "wgpu==0.32.0")  # fmt: skip
+        *PLATFORM_ARGS, "-d", str(folder), "wgpu==0.32.0")  # fmt: skip
     for wheel in folder.glob("numpy-*.whl"):  # the machine's image has numpy
         wheel.unlink()
 
@@ -164,7 +164,6 @@ def host_wheels() -> None:
     have = {wheel.name.split("-")[0].lower() for wheel in folder.glob("*.whl")}
     if all(name.replace("-", "_").lower() in have for name in HOST_WHEELS):
         return
-    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     pip(
         "download",
         "--no-deps",
@@ -173,7 +172,7 @@ def host_wheels() -> None:
         "3.12",
         "--implementation",
         "cp",
-        *platforms,
+        *PLATFORM_ARGS,
         "-d",
         str(folder),
         *(f"{name}=={version(name)}" for name in HOST_WHEELS),

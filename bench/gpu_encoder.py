@@ -87,13 +87,25 @@ def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
     return shape, vocab
 
 
+def torch_targets() -> tuple[str, list[Any]]:
+    """Where torch's side runs (CUDA where there is one) and the types it is timed in (f16 on CUDA too)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, [torch.float32, torch.float16] if device == "cuda" else [torch.float32]
+
+
+def dtype_name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
     import torch
     from transformers import BertModel
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device, dtypes = torch_targets()
     config = bert_config(shape, vocab)
-    for dtype in (torch.float32, torch.float16) if device == "cuda" else (torch.float32,):
+    for dtype in dtypes:
         model = BertModel(config).to(device, dtype).eval()
         for batch in batches:
             ids = torch.randint(1000, vocab, (batch, TOKENS), device=device)
@@ -106,7 +118,7 @@ def torch_side(shape: BertShape, vocab: int, batches: list[int]) -> None:
                     torch.nn.functional.normalize(pooled, dim=-1).cpu()
 
             seconds = timed(run)
-            print(f"| torch {device} {str(dtype).removeprefix('torch.')} | {batch} | {batch / seconds:.1f} |")
+            print(f"| torch {device} {dtype_name(dtype)} | {batch} | {batch / seconds:.1f} |")
 
 
 def sentences(n: int) -> list[str]:
@@ -135,11 +147,11 @@ def from_texts(model: Path, tokenizer: Path, batches: list[int], with_torch: boo
     for label, cls, threads in engines:
         mold = cls(spec, Options.parse({"num_thread": threads}))
         mold.load_sync()
-        counts = [e.tokens for e in mold.embed_sync([EmbedItem(t) for t in texts[:1]])]
+        tokens = mold.embed_sync([EmbedItem(texts[0])])[0].tokens
         for batch in batches:
             items = [EmbedItem(t) for t in texts[:batch]]
             seconds = timed(lambda mold=mold, items=items: mold.embed_sync(items))
-            print(f"| FerrousForge {label} ({counts[0]} tokens) | {batch} | {batch / seconds:.1f} |")
+            print(f"| FerrousForge {label} ({tokens} tokens) | {batch} | {batch / seconds:.1f} |")
         mold.unload_sync()
     if with_torch:
         sentence_transformers_side(model, tokenizer, batches, texts)
@@ -154,15 +166,15 @@ def sentence_transformers_side(model: Path, tokenizer: Path, batches: list[int],
 
     _, shape, vocab = read_model(model)
     config = bert_config(shape, vocab)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device, dtypes = torch_targets()
     with tempfile.TemporaryDirectory() as folder:  # a model folder as the hub ships one: BERT, tokenizer
         BertModel(config).save_pretrained(folder)
         special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
         fast = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer), model_max_length=256, **special)
         fast.save_pretrained(folder)
         st = SentenceTransformer(folder, device=device)  # a plain BERT folder: mean pooling
-        for half in (False, True) if device == "cuda" else (False,):
-            if half:
+        for dtype in dtypes:
+            if dtype is torch.float16:
                 st.half()
             for batch in batches:
                 chunk = texts[:batch]
@@ -171,8 +183,8 @@ def sentence_transformers_side(model: Path, tokenizer: Path, batches: list[int],
                     st.encode(chunk, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True)
 
                 seconds = timed(run)
-                dtype = "f16" if half else "f32"
-                print(f"| sentence-transformers, torch {device} {dtype} | {batch} | {batch / seconds:.1f} |")
+                name = f"sentence-transformers, torch {device} {dtype_name(dtype)}"
+                print(f"| {name} | {batch} | {batch / seconds:.1f} |")
 
 
 def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
@@ -191,8 +203,8 @@ def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
         return
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    for dtype in (torch.float32, torch.float16) if device == "cuda" else (torch.float32,):
+    device, dtypes = torch_targets()
+    for dtype in dtypes:
         x, y = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
         reps = 50 if device == "cuda" else 3
 
@@ -204,7 +216,7 @@ def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
 
         seconds = timed(run) / reps
         print(
-            f"- torch {device} {str(dtype).removeprefix('torch.')}: {seconds * 1e6:.1f} µs, "
+            f"- torch {device} {dtype_name(dtype)}: {seconds * 1e6:.1f} µs, "
             f"{flops / seconds / 1e12:.3g} TFLOP/s"
         )
 

@@ -161,14 +161,43 @@ def usable(entry: Entry, version: str, flavour: str, flags: list[str]) -> bool:
     )
 
 
-NEEDS = {"cuda": ("nvcc", "the CUDA toolkit"), "vulkan": ("glslc", "Debian's glslc and libvulkan-dev")}
+# a GPU build's compiler, and what provides it and the rest it needs (Debian's names for Vulkan)
+NEEDS = {
+    "cuda": ("nvcc", "the CUDA toolkit (nvcc and cuBLAS)"),
+    "vulkan": ("glslc", "glslc, libvulkan-dev and spirv-headers"),
+}
+
+
+def sdk_dirs(sub: str) -> list[Path]:
+    """Where CMake finds the Vulkan SDK's ``sub`` folder: ``VULKAN_SDK`` first, then the system's."""
+    sdk = os.environ.get("VULKAN_SDK")
+    return [*([Path(sdk) / sub] if sdk else []), Path("/usr") / sub, Path("/usr/local") / sub]
+
+
+def missing(flavour: str) -> str | None:
+    """What this machine lacks for a GPU build, said before minutes of compiling fail on it."""
+    tool, package = NEEDS.get(flavour, ("", ""))
+    path = os.pathsep.join([*(str(d) for d in sdk_dirs("bin")[:1]), os.environ.get("PATH", "")])
+    if tool and shutil.which(tool, path=path) is None:
+        return f"a {flavour} build of llama.cpp needs {tool}: install {package}"
+    if flavour != "vulkan":
+        return None
+    header = next((h for d in sdk_dirs("include") if (h := d / "vulkan" / "vulkan_core.h").exists()), None)
+    if header is None:
+        return f"a vulkan build of llama.cpp needs the Vulkan headers: install {package}"
+    if "VK_EXT_layer_settings" not in header.read_text(errors="replace"):
+        return (
+            f"the Vulkan headers in {header.parent} are too old for llama.cpp's Vulkan backend (no "
+            "VK_EXT_layer_settings; Debian bookworm's 1.3.239 lack it, trixie's 1.4.309 have it): "
+            "install newer ones, or name an SDK that has them with VULKAN_SDK"
+        )
+    return None
 
 
 def build(entry: Entry, pip: list[str], version: str, flavour: str, flags: list[str]) -> None:
     args = cmake_args(flavour, flags)
-    tool, package = NEEDS.get(flavour, ("", ""))
-    if tool and shutil.which(tool) is None:
-        raise SystemExit(f"a {flavour} build of llama.cpp needs {tool}: install {package}")
+    if lack := missing(flavour):
+        raise SystemExit(lack)
     say(f"Building llama-cpp-python {version} ({flavour}) once; cached in {entry.folder}")
     entry.folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.folder.parent, prefix=".build-"))
@@ -183,6 +212,14 @@ def build(entry: Entry, pip: list[str], version: str, flavour: str, flags: list[
         tmp.replace(entry.folder)  # a cache entry appears whole or not at all
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def failure(flavour: str, exc: BaseException) -> str:
+    """One line for a build that was asked for and failed (pip has printed the compiler's output)."""
+    if isinstance(exc, SystemExit):
+        return str(exc)
+    needs = f"; it needs {NEEDS[flavour][1]}" if flavour in NEEDS else ""
+    return f"llama.cpp {flavour} could not be built or installed (pip's output is above){needs}"
 
 
 def smoke(python: str, command: list[str] | None = None) -> tuple[str, str]:
@@ -231,7 +268,7 @@ def install_proven(
             result, detail = prove()
         except (subprocess.CalledProcessError, SystemExit) as exc:
             if why != GPU_FOUND:
-                raise
+                raise SystemExit(failure(flavour, exc)) from None
             result, detail = "failed", f"could not be built ({exc})"
         else:
             entry.record(smoke=result, smoke_detail=detail)

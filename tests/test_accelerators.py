@@ -29,8 +29,10 @@ def test_info_names_the_cpu_the_engine_builds_and_what_each_model_runs_on(host: 
     assert llama["engine"] == "llama.cpp" and llama["package"].startswith("llama-cpp-python 0.3.")
     assert llama["flavour"] in ("native", "safe", "cuda", "vulkan", "metal")  # setup's record
     assert llama["runs_on"] == "cpu" and "AVX2" in llama["cpu_features"]
+    assert [d.split(":")[0] for d in llama["devices"]] == ["CPU"]  # as llama.cpp registered them
     assert "CPUExecutionProvider" in onnx["providers"]
-    assert info["gpus"] == []  # this machine has none
+    # this machine has no GPU; Vulkan's CPU device (lavapipe) is listed, as software, where vulkaninfo is
+    assert all(g["api"] == "vulkan" and g["software"] for g in info["gpus"])
     (model,) = info["models"]
     assert model["name"] == "tiny:latest" and model["engine"] == "llama.cpp" and model["accelerator"] == "cpu"
 
@@ -43,6 +45,22 @@ def test_num_gpu_0_keeps_the_model_on_the_cpu_and_ps_types_match_ollamas(host: H
     assert running.size_vram == 0 and isinstance(running.size, int) and running.size > 0
     assert running.context_length == 2048 and running.expires_at is not None
     assert gpu_layers(0, 30, 100 << 20, 1 << 20) == 0
+
+
+def test_llama_cpp_reports_its_devices_and_their_memory() -> None:
+    """The devices and memory llama.cpp's own backends see (what ``num_gpu``'s default fills): here
+    the CPU alone, with this machine's memory, and so no GPU memory to fill."""
+    from ferrousforge_host.accelerators import free_gpu_memory, llama_devices
+
+    (cpu,) = llama_devices(memory=True)
+    assert cpu["name"] == "CPU" and cpu["kind"] == "cpu"
+    assert (
+        0
+        < cpu["free_memory"]
+        <= cpu["total_memory"]
+        == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    )
+    assert free_gpu_memory() is None
 
 
 def test_cli_info_and_ps_show_the_processor(host: Host) -> None:
@@ -72,3 +90,62 @@ def test_a_llama_cpp_build_loaded_from_elsewhere_is_reported_as_such(monkeypatch
     assert llama_build()["flavour"] == "external (/opt/llama-cuda/lib)"
     monkeypatch.delenv("LLAMA_CPP_LIB_PATH")
     assert not llama_build()["flavour"].startswith("external")
+
+
+VULKANINFO = """\
+Device Properties and Extensions:
+=================================
+GPU0:
+VkPhysicalDeviceProperties:
+	deviceType        = PHYSICAL_DEVICE_TYPE_DISCRETE_GPU
+	deviceName        = NVIDIA H200
+VkPhysicalDeviceDriverProperties:
+	driverInfo      = 580.95.05
+VkPhysicalDeviceMemoryProperties:
+=================================
+memoryHeaps: count = 2
+	memoryHeaps[0]:
+		size   = 150754820096 (0x2319000000) (140.40 GiB)
+		budget = 149250506752 (0x22c0000000) (139.00 GiB)
+		usage  = 524288000 (0x1f400000) (500.00 MiB)
+		flags: count = 1
+			MEMORY_HEAP_DEVICE_LOCAL_BIT
+	memoryHeaps[1]:
+		size   = 202000000000 (0x2f07b9bc00) (188.13 GiB)
+		budget = 190000000000 (0x2c3d8a3c00) (176.95 GiB)
+		usage  = 0 (0x00000000) (0.00 B)
+		flags:
+			None
+memoryTypes: count = 1
+	memoryTypes[0]:
+		heapIndex     = 0
+GPU1:
+VkPhysicalDeviceProperties:
+	deviceType        = PHYSICAL_DEVICE_TYPE_CPU
+	deviceName        = llvmpipe (LLVM 15.0.6, 256 bits)
+VkPhysicalDeviceMemoryProperties:
+memoryHeaps: count = 1
+	memoryHeaps[0]:
+		size   = 2147483648 (0x80000000) (2.00 GiB)
+		flags: count = 1
+			MEMORY_HEAP_DEVICE_LOCAL_BIT
+memoryTypes: count = 1
+"""
+
+
+def test_vulkan_gpus_report_the_device_heap_and_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU's memory is its device-local heap (not the host heap beside it); free memory is the
+    heap's budget less its use, unknown where the driver has no budget extension."""
+    from ferrousforge_host import accelerators
+
+    monkeypatch.setattr(accelerators, "_run", lambda *cmd: VULKANINFO if cmd == ("vulkaninfo",) else "")
+    h200, lavapipe = accelerators.vulkan_gpus()
+    assert h200 == {
+        "api": "vulkan",
+        "name": "NVIDIA H200",
+        "driver": "580.95.05",
+        "total_memory": 150754820096,
+        "free_memory": 149250506752 - 524288000,
+        "software": False,
+    }
+    assert lavapipe["software"] and lavapipe["total_memory"] == 2 << 30 and lavapipe["free_memory"] is None

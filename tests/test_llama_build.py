@@ -138,10 +138,25 @@ def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
     built.clear()  # the next setup does not spend minutes on the same failure
     build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
     assert built == [] and "cuda failed on this machine before" in capsys.readouterr().err
-    # asked for by name, a failing GPU build is an error, not a quiet CPU build
+    # asked for by name, a failing GPU build is an error in one line, not a quiet CPU build
     monkeypatch.setenv("FERROUSFORGE_GPU", "cuda")
-    with pytest.raises(subprocess.CalledProcessError):
+    with pytest.raises(SystemExit, match=r"llama.cpp cuda could not be built .* needs the CUDA toolkit"):
         build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+
+
+def test_a_vulkan_build_that_fails_names_what_it_needs(tmp_path: Path) -> None:
+    """Vulkan needs Debian's glslc, libvulkan-dev and spirv-headers: a build missing any says so."""
+
+    def build_wheel(entry: build.Entry, flavour: str) -> None:
+        raise subprocess.CalledProcessError(1, ["pip", "wheel", "llama-cpp-python"])
+
+    with pytest.raises(SystemExit) as failed:
+        build.install_proven(tmp_path, "0.3.36", "vulkan", build_wheel, print, lambda: ("ok", ""))
+    assert str(failed.value) == (
+        "llama.cpp vulkan could not be built or installed (pip's output is above); "
+        "it needs glslc, libvulkan-dev and spirv-headers"
+    )
+    assert not list(tmp_path.iterdir())  # no cache entry, no note: the next setup tries again
 
 
 @pytest.mark.usefixtures("gpu_here")
@@ -170,3 +185,27 @@ def test_the_build_script_refuses_an_unknown_flavour(tmp_path: Path) -> None:
     cmd = [sys.executable, str(script), "--wheels", str(tmp_path), "--version", "0", "--flavour", "turbo"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2 and "--flavour must be auto or one of native, safe" in proc.stderr
+
+
+def test_a_vulkan_build_checks_its_compiler_and_headers_before_compiling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp's Vulkan backend uses VK_EXT_layer_settings, which Debian bookworm's headers lack:
+    setup says so at once instead of failing ten minutes into the build."""
+    sdk = tmp_path / "sdk"
+    (sdk / "include" / "vulkan").mkdir(parents=True)
+    (sdk / "bin").mkdir()
+    (sdk / "bin" / "glslc").write_text("#!/bin/sh\n")
+    (sdk / "bin" / "glslc").chmod(0o755)
+    header = sdk / "include" / "vulkan" / "vulkan_core.h"
+    header.write_text("#define VK_HEADER_VERSION 239\n")
+    monkeypatch.setenv("VULKAN_SDK", str(sdk))
+    monkeypatch.setenv("PATH", "")
+    assert "too old for llama.cpp's Vulkan backend" in (build.missing("vulkan") or "")
+    header.write_text("#define VK_HEADER_VERSION 309\n#define VK_EXT_layer_settings 1\n")
+    assert build.missing("vulkan") is None
+    (sdk / "bin" / "glslc").unlink()  # no compiler in the SDK or on PATH
+    assert build.missing("vulkan") == (
+        "a vulkan build of llama.cpp needs glslc: install glslc, libvulkan-dev and spirv-headers"
+    )
+    assert build.missing("safe") is None

@@ -70,8 +70,10 @@ def nvidia_gpus() -> list[dict[str, Any]]:
 
 
 def vulkan_gpus() -> list[dict[str, Any]]:
+    """Vulkan devices as ``vulkaninfo`` reports them; memory is the largest device-local heap, free
+    memory its budget less its use where the driver reports them (VK_EXT_memory_budget)."""
     gpus: list[dict[str, Any]] = []
-    for block in _run("vulkaninfo", "--summary").split("GPU")[1:]:
+    for block in re.split(r"(?m)^GPU\d+:$", _run("vulkaninfo"))[1:]:
         name = re.search(r"deviceName\s*=\s*(.+)", block)
         kind = re.search(r"deviceType\s*=\s*(\S+)", block)
         driver = re.search(r"driverInfo\s*=\s*(.+)", block)
@@ -81,10 +83,23 @@ def vulkan_gpus() -> list[dict[str, Any]]:
                     "api": "vulkan",
                     "name": name.group(1).strip(),
                     "driver": driver.group(1).strip() if driver else "",
+                    **_device_memory(block),
                     "software": bool(kind and "CPU" in kind.group(1)),
                 }
             )
     return gpus
+
+
+def _device_memory(block: str) -> dict[str, int | None]:
+    heaps = re.findall(r"memoryHeaps\[\d+\]:(.*?)(?=memoryHeaps\[|memoryTypes|\Z)", block, re.DOTALL)
+    local = []
+    for heap in heaps:
+        size, budget, usage = (re.search(rf"{key}\s*=\s*(\d+)", heap) for key in ("size", "budget", "usage"))
+        if size and "DEVICE_LOCAL" in heap:
+            free = int(budget.group(1)) - int(usage.group(1)) if budget and usage else None
+            local.append((int(size.group(1)), free))
+    total, free = max(local, default=(None, None), key=lambda h: h[0] or 0)
+    return {"total_memory": total, "free_memory": free}
 
 
 def gpus() -> list[dict[str, Any]]:
@@ -94,10 +109,56 @@ def gpus() -> list[dict[str, Any]]:
     return found
 
 
+# ggml_backend_dev_type in the llama.cpp that llama-cpp-python 0.3.36 vendors
+DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
+
+
+@cache
+def _ggml() -> Any:
+    """libggml from the folder llama-cpp-python loaded libllama from (its own, or LLAMA_CPP_LIB_PATH's),
+    so the devices listed are the ones that llama.cpp build registered."""
+    import ctypes
+
+    from llama_cpp import llama_cpp
+    from llama_cpp._ctypes_extensions import load_shared_library
+
+    lib = load_shared_library("ggml", llama_cpp._base_path)
+    size, device = ctypes.c_size_t, ctypes.c_void_p
+    lib.ggml_backend_dev_count.restype = size
+    lib.ggml_backend_dev_get.argtypes, lib.ggml_backend_dev_get.restype = [size], device
+    for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
+        getattr(lib, name).argtypes, getattr(lib, name).restype = [device], ctypes.c_char_p
+    lib.ggml_backend_dev_type.argtypes, lib.ggml_backend_dev_type.restype = [device], ctypes.c_int
+    lib.ggml_backend_dev_memory.argtypes = [device, ctypes.POINTER(size), ctypes.POINTER(size)]
+    return lib
+
+
+def llama_devices(memory: bool = False) -> list[dict[str, Any]]:
+    """The devices llama.cpp registered (``CPU``, ``CUDA0``, ``Vulkan0``...), with their free and total
+    memory when asked: only where the model is loaded, since asking CUDA opens a context on the GPU."""
+    import ctypes
+
+    lib, devices = _ggml(), []
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        found = {
+            "name": lib.ggml_backend_dev_name(dev).decode(),
+            "description": lib.ggml_backend_dev_description(dev).decode(errors="replace"),
+            "kind": DEVICE_KINDS.get(lib.ggml_backend_dev_type(dev), "other"),
+        }
+        if memory:
+            free, total = ctypes.c_size_t(), ctypes.c_size_t()
+            lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+            found |= {"free_memory": free.value, "total_memory": total.value}
+        devices.append(found)
+    return devices
+
+
 def free_gpu_memory() -> int | None:
-    """Free memory of the first CUDA GPU, for deciding how many layers fit (None: no CUDA GPU)."""
-    cuda = nvidia_gpus()
-    return cuda[0]["free_memory"] if cuda else None
+    """Free memory of the GPU llama.cpp offloads to first, as its own backend measures it (CUDA,
+    Vulkan, Metal), for deciding how many layers fit; None where it has no GPU."""
+    gpus = [d for d in llama_devices(memory=True) if d["kind"] in ("gpu", "igpu")]
+    return int(gpus[0]["free_memory"]) if gpus else None
 
 
 def llama_build() -> dict[str, Any]:
@@ -123,6 +184,7 @@ def llama_build() -> dict[str, Any]:
         "cmake_args": record.get("cmake_args", []),
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
         "backends": ["CPU", *backends],
+        "devices": [f"{d['name']}: {d['description']}" for d in llama_devices()],
         "cpu_features": sorted(k for k, v in features.items() if v == "1"),
     }
 

@@ -191,7 +191,10 @@ def info(host: HostOption = None) -> None:
     for g in report["gpus"] or [{"api": "-", "name": "no GPU found"}]:
         facts = [g["api"], *([f"driver {g['driver']}"] if g.get("driver") else [])]
         if g.get("total_memory"):
-            facts.append(f"{_size(g['free_memory'] or 0)} free of {_size(g['total_memory'])}")
+            free = g.get("free_memory")
+            facts.append(_size(g["total_memory"]) + (f", {_size(free)} free" if free is not None else ""))
+        if g.get("software"):
+            facts.append("software: runs on the CPU")
         out.print(f"GPU  {g['name']} ({', '.join(facts)})")
     table = Table("ENGINE", "BUILD", "RUNS ON", "DETAILS", box=None)
     for e in report["engines"]:

@@ -357,8 +357,16 @@ COMPONENTS: dict[str, Schema] = {
             instruction_sets=array(STRING),
         ),
         gpus=array(
-            obj(("api", "name"), api={"enum": ["cuda", "vulkan", "metal"]}, name=STRING, driver=STRING)
-            | {"description": "total_memory and free_memory in bytes where the driver tells them"}
+            obj(
+                ("api", "name"),
+                api={"enum": ["cuda", "vulkan", "metal"]},
+                name=STRING,
+                driver=STRING,
+                total_memory=nullable(INT),
+                free_memory=nullable(INT),
+                software={"type": "boolean", "description": "a CPU device (Vulkan's lavapipe)"},
+            )
+            | {"description": "memory in bytes where the driver tells it"}
         ),
         engines=array(
             obj(
@@ -367,6 +375,7 @@ COMPONENTS: dict[str, Schema] = {
                 package=STRING,
                 flavour=nullable(STRING),
                 gpu_offload={"type": "boolean"},
+                devices=array(STRING) | {"description": "llama.cpp's devices: CPU, CUDA0, Vulkan0..."},
                 runs_on=ACCELERATOR,
             )
         ),

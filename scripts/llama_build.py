@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLAVOURS = ("native", "safe", "cuda", "vulkan", "metal")
+GPU_FLAVOURS = ("cuda", "vulkan", "metal")
 # x86 feature flags (as /proc/cpuinfo names them) and the ggml CMake option each enables
 X86_OPTIONS = {
     "sse4_2": "GGML_SSE42",
@@ -222,9 +223,10 @@ def failure(flavour: str, exc: BaseException) -> str:
     return f"llama.cpp {flavour} could not be built or installed (pip's output is above){needs}"
 
 
-def smoke(python: str, command: list[str] | None = None) -> tuple[str, str]:
-    """Runs a short Q4_K generation in a subprocess: ("ok" | "crashed" | "failed", detail)."""
-    cmd = command or [python, str(SMOKE)]
+def smoke(python: str, flavour: str, command: list[str] | None = None) -> tuple[str, str]:
+    """Runs a short Q4_K generation in a subprocess, on the GPU for a GPU flavour: ("ok" | "crashed" |
+    "failed", detail)."""
+    cmd = command or [python, str(SMOKE), *(["--gpu"] if flavour in GPU_FLAVOURS else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
@@ -246,7 +248,7 @@ def install_proven(
     asked: str,
     build_wheel: Callable[[Entry, str], None],
     install: Callable[[Path], None],
-    prove: Callable[[], tuple[str, str]],
+    prove: Callable[[str], tuple[str, str]],
 ) -> Entry:
     """Build (or reuse) the chosen flavour, install it and prove it; after a crash, the safe flavour."""
     flags = cpu_flags()
@@ -265,7 +267,7 @@ def install_proven(
             wheel = entry.wheel
             assert wheel is not None
             install(wheel)
-            result, detail = prove()
+            result, detail = prove(flavour)
         except (subprocess.CalledProcessError, SystemExit) as exc:
             if why != GPU_FOUND:
                 raise SystemExit(failure(flavour, exc)) from None
@@ -306,7 +308,7 @@ def main() -> None:
         args.flavour,
         lambda entry, flavour: build(entry, pip, args.version, flavour, flags),
         lambda wheel: pip_install(pip, wheel),
-        lambda: smoke(sys.executable),
+        lambda flavour: smoke(sys.executable, flavour),
     )
     # what the host reports as its llama.cpp build (ferrousforge info)
     (Path(sys.prefix) / "ferrousforge-llama-build.json").write_text(json.dumps(entry.info, indent=1))

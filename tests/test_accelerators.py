@@ -149,3 +149,10 @@ def test_vulkan_gpus_report_the_device_heap_and_its_budget(monkeypatch: pytest.M
         "software": False,
     }
     assert lavapipe["software"] and lavapipe["total_memory"] == 2 << 30 and lavapipe["free_memory"] is None
+
+
+def test_cpu_features_come_from_the_cpu_section_of_llama_cpps_system_info() -> None:
+    from ferrousforge_host.accelerators import cpu_features
+
+    info = "CUDA : ARCHS = 900 | USE_GRAPHS = 1 | CPU : SSE3 = 1 | AVX = 1 | AMX = 0 | "
+    assert cpu_features(info) == ["AVX", "SSE3"]

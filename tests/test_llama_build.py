@@ -37,14 +37,19 @@ def test_the_smoke_model_has_q4_k_weights_in_the_shapes_amx_takes(tmp_path: Path
 
 
 def test_the_installed_build_passes_the_smoke_check() -> None:
-    result, detail = build.smoke(sys.executable)
+    result, detail = build.smoke(sys.executable, "native")
     assert result == "ok", detail
     assert "tokens from a Q4_K model" in detail and "CPU :" in detail
 
 
 def test_a_build_that_dies_by_a_signal_is_reported_as_crashed() -> None:
-    assert build.smoke(sys.executable, DIES_BY_SIGILL) == ("crashed", "SIGILL (Illegal instruction)")
-    failed = build.smoke(sys.executable, [sys.executable, "-c", "raise SystemExit('no llama here')"])
+    assert build.smoke(sys.executable, "native", DIES_BY_SIGILL) == (
+        "crashed",
+        "SIGILL (Illegal instruction)",
+    )
+    failed = build.smoke(
+        sys.executable, "native", [sys.executable, "-c", "raise SystemExit('no llama here')"]
+    )
     assert failed == ("failed", "no llama here")
 
 
@@ -89,10 +94,9 @@ def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
         built.append(flavour)
         fake_build(entry, "0.3.36", flavour, flags)
 
-    def prove() -> tuple[str, str]:
-        native = installed[-1].parent.name.split("-")[1] == "native"
+    def prove(flavour: str) -> tuple[str, str]:
         runs = [sys.executable, "-c", "print('ok')"]
-        return build.smoke(sys.executable, DIES_BY_SIGILL if native else runs)
+        return build.smoke(sys.executable, flavour, DIES_BY_SIGILL if flavour == "native" else runs)
 
     entry = build.install_proven(tmp_path, "0.3.36", "native", build_wheel, installed.append, prove)
     assert built == ["native", "safe"] and entry.info["flavour"] == "safe" and entry.info["smoke"] == "ok"
@@ -128,7 +132,7 @@ def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
             raise subprocess.CalledProcessError(1, ["pip", "wheel", "llama-cpp-python"])
         fake_build(entry, "0.3.36", flavour, FLAGS)
 
-    def prove() -> tuple[str, str]:
+    def prove(flavour: str) -> tuple[str, str]:
         return "ok", "tokens from a Q4_K model"
 
     entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
@@ -151,7 +155,7 @@ def test_a_vulkan_build_that_fails_names_what_it_needs(tmp_path: Path) -> None:
         raise subprocess.CalledProcessError(1, ["pip", "wheel", "llama-cpp-python"])
 
     with pytest.raises(SystemExit) as failed:
-        build.install_proven(tmp_path, "0.3.36", "vulkan", build_wheel, print, lambda: ("ok", ""))
+        build.install_proven(tmp_path, "0.3.36", "vulkan", build_wheel, print, lambda flavour: ("ok", ""))
     assert str(failed.value) == (
         "llama.cpp vulkan could not be built or installed (pip's output is above); "
         "it needs glslc, libvulkan-dev and spirv-headers"
@@ -166,8 +170,8 @@ def test_a_gpu_build_that_does_not_run_here_falls_back_to_the_cpu(
     monkeypatch.setattr(build, "cpu_flags", lambda: XEON)
     installed: list[Path] = []
 
-    def prove() -> tuple[str, str]:
-        if installed[-1].parent.name.split("-")[1] == "cuda":
+    def prove(flavour: str) -> tuple[str, str]:
+        if flavour == "cuda":
             return "failed", "CUDA driver version is insufficient for CUDA runtime version"
         return "ok", "tokens from a Q4_K model"
 

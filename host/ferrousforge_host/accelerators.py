@@ -129,6 +129,8 @@ def _ggml() -> Any:
     for name in ("ggml_backend_dev_name", "ggml_backend_dev_description"):
         getattr(lib, name).argtypes, getattr(lib, name).restype = [device], ctypes.c_char_p
     lib.ggml_backend_dev_type.argtypes, lib.ggml_backend_dev_type.restype = [device], ctypes.c_int
+    lib.ggml_backend_dev_backend_reg.argtypes, lib.ggml_backend_dev_backend_reg.restype = [device], device
+    lib.ggml_backend_reg_name.argtypes, lib.ggml_backend_reg_name.restype = [device], ctypes.c_char_p
     lib.ggml_backend_dev_memory.argtypes = [device, ctypes.POINTER(size), ctypes.POINTER(size)]
     return lib
 
@@ -145,6 +147,7 @@ def llama_devices(memory: bool = False) -> list[dict[str, Any]]:
             "name": lib.ggml_backend_dev_name(dev).decode(),
             "description": lib.ggml_backend_dev_description(dev).decode(errors="replace"),
             "kind": DEVICE_KINDS.get(lib.ggml_backend_dev_type(dev), "other"),
+            "backend": lib.ggml_backend_reg_name(lib.ggml_backend_dev_backend_reg(dev)).decode(),
         }
         if memory:
             free, total = ctypes.c_size_t(), ctypes.c_size_t()
@@ -170,23 +173,29 @@ def llama_build() -> dict[str, Any]:
         record = {"flavour": f"external ({external})"} if external else json.loads(BUILD_RECORD.read_text())
     except (OSError, ValueError):
         record = {"flavour": "unknown (not built by setup)"}
-    system = llama_cpp.llama_print_system_info().decode()
-    features = {}
-    for part in system.split("|"):
-        key, _, value = part.partition("=")
-        if value.strip():
-            features[key.split(":")[-1].strip()] = value.strip()
-    backends = sorted({m.strip() for m in re.findall(r"(\w+) :", system)} - {"CPU"})
+    devices = llama_devices()
+    gpus = [d["backend"] for d in devices if d["kind"] in ("gpu", "igpu")]
     return {
         "engine": "llama.cpp",
         "package": f"llama-cpp-python {llama_cpp.__version__}",
         "flavour": record.get("flavour"),
         "cmake_args": record.get("cmake_args", []),
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "backends": ["CPU", *backends],
-        "devices": [f"{d['name']}: {d['description']}" for d in llama_devices()],
-        "cpu_features": sorted(k for k, v in features.items() if v == "1"),
+        "backends": list(dict.fromkeys(["CPU", *(d["backend"] for d in devices)])),
+        "devices": [f"{d['name']}: {d['description']}" for d in devices],
+        "runs_on": gpus[0].lower() if gpus and llama_cpp.llama_supports_gpu_offload() else "cpu",
+        "cpu_features": cpu_features(llama_cpp.llama_print_system_info().decode()),
     }
+
+
+def cpu_features(system_info: str) -> list[str]:
+    """The CPU features llama.cpp was built with, from its system info (``CPU : AVX2 = 1 | ...``, other
+    backends' sections after it: ``CUDA : ARCHS = 900 | USE_GRAPHS = 1 | ...``)."""
+    sections = re.split(r"(\w+) : ", system_info)
+    cpu = dict(zip(sections[1::2], sections[2::2], strict=False)).get("CPU", "")
+    return sorted(
+        key.strip() for key, _, value in (p.partition("=") for p in cpu.split("|")) if value.strip() == "1"
+    )
 
 
 def onnx_build() -> dict[str, Any]:
@@ -205,6 +214,5 @@ def report() -> dict[str, Any]:
     """Everything ``ferrousforge info`` and ``GET /api/info`` show."""
     found = gpus()
     llama, onnx = llama_build(), onnx_build()
-    llama["runs_on"] = llama["backends"][-1].lower() if llama["gpu_offload"] else "cpu"
     onnx["runs_on"] = "cuda" if onnx["gpu_offload"] and any(g["api"] == "cuda" for g in found) else "cpu"
     return {"cpu": cpu(), "gpus": found, "engines": [llama, onnx]}

@@ -78,8 +78,7 @@ def gpu_backend() -> str:
     """The GPU backend this llama.cpp build offloads to ("cuda", "vulkan", "metal"), or "cpu"."""
     from ferrousforge_host.accelerators import llama_build
 
-    backends = llama_build()["backends"]
-    return str(backends[-1]).lower() if L.llama_supports_gpu_offload() and len(backends) > 1 else "cpu"
+    return str(llama_build()["runs_on"])
 
 
 def gpu_layers(num_gpu: int, n_layer: int, file_bytes: int, kv_bytes: int) -> int:

@@ -5,6 +5,8 @@ decoder) against the llama.cpp engine, the same server and model, streaming /api
 
 Without a GPU, wgpu runs on lavapipe (Mesa's CPU Vulkan driver): these are correctness-vehicle speeds,
 recorded so nobody mistakes them for targets. Greedy, a short chat prompt, 8 new tokens, num_ctx 256.
+With a Vulkan build of llama.cpp the llama.cpp engine runs on the same Vulkan device, its shaders
+against ours: ``LLAMA_CPP_LIB_PATH=<vulkan build>/lib GGML_VK_VISIBLE_DEVICES=0`` (lavapipe included).
 """
 
 from __future__ import annotations
@@ -52,20 +54,30 @@ def main() -> None:
         CLIENT.post(url + "/api/copy", json={"source": MODELS["llama.cpp"], "destination": MODELS["wgpu"]})
         rows: dict[str, list[tuple[float, float, float]]] = {e: [] for e in MODELS}
         texts: dict[str, str] = {}
+        ran_on: dict[str, str] = {}
         for engine in MODELS:  # load both
             done: dict = {}
             texts[engine] = "".join(pieces(url, engine, done))
+            ran_on[engine] = done.get("accelerator", "?")
         for _ in range(args.runs):
             for engine in MODELS:
                 done = {}
                 ttft, tps, _n = measure(pieces(url, engine, done))
                 prompt_tps = done["prompt_eval_count"] / (done["prompt_eval_duration"] / 1e9)
                 rows[engine].append((ttft, tps, prompt_tps))
-        print("| engine | decode tok/s | prompt tok/s | time to first token | answer |")
-        print("|---|---|---|---|---|")
+        print("| engine | accelerator | decode tok/s | prompt tok/s | time to first token | answer |")
+        print("|---|---|---|---|---|---|")
         for engine, values in rows.items():
             ttft, tps, prompt_tps = (statistics.median(v[i] for v in values) for i in range(3))
-            print(f"| {engine} | {tps:.2f} | {prompt_tps:.1f} | {ttft:.2f} s | {texts[engine]!r} |")
+            cells = (
+                engine,
+                ran_on[engine],
+                f"{tps:.2f}",
+                f"{prompt_tps:.1f}",
+                f"{ttft:.2f} s",
+                repr(texts[engine]),
+            )
+            print("| " + " | ".join(cells) + " |")
     finally:
         stop(proc)
 

@@ -654,6 +654,7 @@ class LlamaCppMold(TextGenerationMold):
         rc = L.llama_decode(self._ctx, batch)
         if rc != 0:
             raise ForgeError(f"llama_decode failed ({rc})")
+        L.llama_synchronize(self._ctx)  # a GPU backend returns before computing: time the work itself
         now = time.perf_counter_ns()
         for slot in self._slots:
             job = slot.job

@@ -111,6 +111,10 @@ if [ -n "${building:-}" ]; then
       "options": {"temperature": 0, "num_predict": 16}}' | head -c 600; echo
     timeout 30 $PY -m ferrousforge_host.cli ps
     curl -s 127.0.0.1:11555/api/ps; echo
+    # num_gpu 9 of its 18 layers and output: a reload with a split, as ps shows it
+    curl -s 127.0.0.1:11555/api/generate -d '{"model": "gemma3-random", "prompt": "The history of", "stream": false,
+      "options": {"temperature": 0, "num_predict": 4, "num_gpu": 9}}' | head -c 300; echo
+    timeout 30 $PY -m ferrousforge_host.cli ps
     kill $server
     tail -5 /tmp/serve.log
     export BENCH_GGUF=/tmp/gemma3.gguf LLAMA_SERVER=/tmp/llama-build/bin/llama-server BENCH_GPU_LAYERS=99

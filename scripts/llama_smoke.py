@@ -25,7 +25,10 @@ def main() -> None:
         threads = os.cpu_count() or 1
         gpu = "--gpu" in sys.argv[1:]
         if gpu and not llama_cpp.llama_supports_gpu_offload():
-            raise SystemExit("this llama.cpp GPU build found no GPU device to offload to")
+            raise SystemExit(
+                "this llama.cpp GPU build found no GPU device to offload to (Vulkan skips CPU devices "
+                "such as lavapipe unless GGML_VK_VISIBLE_DEVICES names them)"
+            )
         llm = llama_cpp.Llama(
             str(path),
             n_ctx=256,

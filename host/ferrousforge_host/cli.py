@@ -198,7 +198,8 @@ def info(host: HostOption = None) -> None:
         out.print(f"GPU  {g['name']} ({', '.join(facts)})")
     table = Table("ENGINE", "BUILD", "RUNS ON", "DETAILS", box=None)
     for e in report["engines"]:
-        details = " ".join(e.get("cpu_features") or e.get("providers") or [])
+        gpu_devices = [f"{d};" for d in e.get("devices", []) if not d.startswith("CPU:")]  # llama.cpp's
+        details = " ".join(gpu_devices + (e.get("cpu_features") or e.get("providers") or []))
         table.add_row(e["package"], str(e.get("flavour") or ""), e["runs_on"], details)
     out.print(table)
     if report["models"]:

@@ -22,6 +22,10 @@ XEON = sorted([*FLAGS, "amx_bf16", "amx_int8", "amx_tile", "avx512_fp16"])
 DIES_BY_SIGILL = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"]
 
 
+def install_nothing(wheel: Path) -> None:
+    """Setup's install step, for tests whose wheels are fakes."""
+
+
 def fake_build(entry: build.Entry, version: str, flavour: str, flags: list[str]) -> None:
     entry.folder.mkdir(parents=True)
     (entry.folder / f"llama_cpp_python-{version}-py3-none-linux_x86_64.whl").write_bytes(b"wheel")
@@ -88,7 +92,6 @@ def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
 ) -> None:
     flags = build.cpu_flags()
     built: list[str] = []
-    installed: list[Path] = []
 
     def build_wheel(entry: build.Entry, flavour: str) -> None:
         built.append(flavour)
@@ -98,7 +101,7 @@ def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
         runs = [sys.executable, "-c", "print('ok')"]
         return build.smoke(sys.executable, flavour, DIES_BY_SIGILL if flavour == "native" else runs)
 
-    entry = build.install_proven(tmp_path, "0.3.36", "native", build_wheel, installed.append, prove)
+    entry = build.install_proven(tmp_path, "0.3.36", "native", build_wheel, install_nothing, prove)
     assert built == ["native", "safe"] and entry.info["flavour"] == "safe" and entry.info["smoke"] == "ok"
     native = build.entry_for(tmp_path, "0.3.36", "native", flags)
     assert native.info["smoke"] == "crashed"
@@ -107,7 +110,7 @@ def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
     )
     # the next setup reuses the proven safe wheel without building anything
     built.clear()
-    again = build.install_proven(tmp_path, "0.3.36", "safe", build_wheel, installed.append, prove)
+    again = build.install_proven(tmp_path, "0.3.36", "safe", build_wheel, install_nothing, prove)
     assert built == [] and again.folder == entry.folder
 
 
@@ -124,7 +127,6 @@ def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
 ) -> None:
     monkeypatch.setattr(build, "cpu_flags", lambda: FLAGS)
     built: list[str] = []
-    installed: list[Path] = []
 
     def build_wheel(entry: build.Entry, flavour: str) -> None:
         built.append(flavour)
@@ -135,17 +137,17 @@ def test_a_gpu_build_that_fails_here_falls_back_to_the_cpu_and_is_not_retried(
     def prove(flavour: str) -> tuple[str, str]:
         return "ok", "tokens from a Q4_K model"
 
-    entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+    entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, install_nothing, prove)
     assert built == ["cuda", "native"] and entry.info["flavour"] == "native"
     assert "llama.cpp cuda build failed: could not be built" in capsys.readouterr().err
     assert build.entry_for(tmp_path, "0.3.36", "cuda", FLAGS).failed_note.exists()
     built.clear()  # the next setup does not spend minutes on the same failure
-    build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+    build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, install_nothing, prove)
     assert built == [] and "cuda failed on this machine before" in capsys.readouterr().err
     # asked for by name, a failing GPU build is an error in one line, not a quiet CPU build
     monkeypatch.setenv("FERROUSFORGE_GPU", "cuda")
     with pytest.raises(SystemExit, match=r"llama.cpp cuda could not be built .* needs the CUDA toolkit"):
-        build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+        build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, install_nothing, prove)
 
 
 def test_a_vulkan_build_that_fails_names_what_it_needs(tmp_path: Path) -> None:
@@ -155,7 +157,9 @@ def test_a_vulkan_build_that_fails_names_what_it_needs(tmp_path: Path) -> None:
         raise subprocess.CalledProcessError(1, ["pip", "wheel", "llama-cpp-python"])
 
     with pytest.raises(SystemExit) as failed:
-        build.install_proven(tmp_path, "0.3.36", "vulkan", build_wheel, print, lambda flavour: ("ok", ""))
+        build.install_proven(
+            tmp_path, "0.3.36", "vulkan", build_wheel, install_nothing, lambda flavour: ("ok", "")
+        )
     assert str(failed.value) == (
         "llama.cpp vulkan could not be built or installed (pip's output is above); "
         "it needs glslc, libvulkan-dev and spirv-headers"
@@ -168,7 +172,6 @@ def test_a_gpu_build_that_does_not_run_here_falls_back_to_the_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(build, "cpu_flags", lambda: XEON)
-    installed: list[Path] = []
 
     def prove(flavour: str) -> tuple[str, str]:
         if flavour == "cuda":
@@ -178,7 +181,7 @@ def test_a_gpu_build_that_does_not_run_here_falls_back_to_the_cpu(
     def build_wheel(entry: build.Entry, flavour: str) -> None:
         fake_build(entry, "0.3.36", flavour, XEON)
 
-    entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, installed.append, prove)
+    entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, install_nothing, prove)
     assert entry.info["flavour"] == "safe"  # this CPU's own choice (AMX: the safe flavour)
     assert build.entry_for(tmp_path, "0.3.36", "cuda", XEON).info["smoke"] == "failed"
     assert "cuda build failed: CUDA driver version is insufficient" in capsys.readouterr().err

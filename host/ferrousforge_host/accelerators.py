@@ -174,16 +174,17 @@ def llama_build() -> dict[str, Any]:
     except (OSError, ValueError):
         record = {"flavour": "unknown (not built by setup)"}
     devices = llama_devices()
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
     gpus = [d["backend"] for d in devices if d["kind"] in ("gpu", "igpu")]
     return {
         "engine": "llama.cpp",
         "package": f"llama-cpp-python {llama_cpp.__version__}",
         "flavour": record.get("flavour"),
         "cmake_args": record.get("cmake_args", []),
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+        "gpu_offload": offload,
         "backends": list(dict.fromkeys(["CPU", *(d["backend"] for d in devices)])),
         "devices": [f"{d['name']}: {d['description']}" for d in devices],
-        "runs_on": gpus[0].lower() if gpus and llama_cpp.llama_supports_gpu_offload() else "cpu",
+        "runs_on": gpus[0].lower() if gpus and offload else "cpu",
         "cpu_features": cpu_features(llama_cpp.llama_print_system_info().decode()),
     }
 

@@ -1,18 +1,21 @@
 """Builds llama-cpp-python for this machine, proves it runs here, and installs it.
 
-A build has a *flavour*: ``native`` (llama.cpp's default, ``-march=native``), ``safe`` (``GGML_NATIVE=OFF``
-with this CPU's instruction sets named one by one, AMX left out), ``cuda`` and ``vulkan`` (the safe CPU
-flags plus that GPU backend) and ``metal`` (what macOS gets by default). Wheels are cached under
-``WHEELS/<version>-<flavour>-<cpu key>/``, the key a hash of the CPU's feature flags, so a wheel built for
-another CPU or flavour is never picked up. After installing, a short Q4_K generation runs in a
-subprocess; a build that dies there by a signal is marked bad in its cache entry and the safe flavour
-is built instead. A GPU build chosen because a GPU is present (not asked for) that fails to build or to
-run falls back to the CPU flavour, and later setups skip it while ``<entry>.failed`` says why.
+A build has a *flavour*: ``native`` (llama.cpp's default, ``-march=native``, AMX included), ``safe``
+(``GGML_NATIVE=OFF`` with this CPU's instruction sets named one by one, AMX left out), ``cuda`` and
+``vulkan`` (the safe CPU flags plus that GPU backend) and ``metal`` (what macOS gets by default).
+Wheels are cached under ``WHEELS/<version>-<flavour>-<cpu key>/``, the key a hash of the CPU's feature
+flags, so a wheel built for another CPU or flavour is never picked up. After installing, a short Q4_K
+generation runs in a subprocess; a build that dies there by a signal is marked bad in its cache entry
+and the safe flavour is built instead. A GPU build chosen because a GPU is present (not asked for) that
+fails to build or to run falls back to the CPU flavour, and later setups skip it while
+``<entry>.failed`` says why.
 
-Why AMX is left out: ggml's AMX kernels build their tile configuration on the stack and load it with
+AMX: ggml's AMX kernels build their tile configuration on the stack and load it with
 ``_tile_loadconfig``; GCC 12's intrinsic declares only 8 bytes of that memory as read, so at -O3 the
-stores of the row and column sizes are dropped and an empty configuration is loaded. The first
-``tilezero`` then raises #UD: SIGILL on every AMX-capable Xeon, however AMX permission was obtained.
+stores of the row and column sizes are dropped and whatever the stack held is loaded. The first tile
+instruction then faults (SIGILL at ``tilezero``, or SIGSEGV) on every AMX-capable Xeon, however AMX
+permission was obtained. ``native`` builds force-include ``ggml_amx_loadconfig.h``, which defines the
+intrinsic with all 64 bytes as its operand; ``safe`` leaves AMX out.
 
 Usage: python scripts/llama_build.py --wheels DIR --version 0.3.36 [--flavour auto|native|safe|cuda|...]
 """
@@ -24,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import subprocess
@@ -51,6 +55,7 @@ X86_OPTIONS = {
 }
 AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
 SMOKE = Path(__file__).with_name("llama_smoke.py")
+AMX_LOADCONFIG = Path(__file__).resolve().with_name("ggml_amx_loadconfig.h")
 
 
 def say(line: str) -> None:
@@ -97,16 +102,18 @@ def choose_flavour(asked: str, flags: list[str]) -> tuple[str, str]:
 
 
 def cpu_flavour(flags: list[str]) -> tuple[str, str]:
-    if any(f in flags for f in AMX_FLAGS):
-        return "safe", "this CPU has AMX, whose ggml kernels GCC miscompiles (SIGILL at tilezero)"
-    return "native", "llama.cpp's default"
+    amx = ", AMX's tile configuration loaded whole" if any(f in flags for f in AMX_FLAGS) else ""
+    return "native", f"llama.cpp's default{amx}"
 
 
 def cmake_args(flavour: str, flags: list[str]) -> list[str]:
-    if flavour in ("native", "metal"):
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    if flavour == "native":  # GCC's AMX intrinsic fixed (ggml_amx_loadconfig.h); a no-op without AMX
+        return [f"-DCMAKE_CXX_FLAGS=-include{AMX_LOADCONFIG}"] if x86 else []
+    if flavour == "metal":
         return []
     args = ["-DGGML_NATIVE=OFF"]
-    if platform.machine() in ("x86_64", "AMD64"):
+    if x86:
         args += [f"-D{opt}={'ON' if flag in flags else 'OFF'}" for flag, opt in X86_OPTIONS.items()]
         args += [f"-DGGML_{f.upper()}=OFF" for f in AMX_FLAGS]
         args += ["-DCMAKE_C_FLAGS=-mtune=native", "-DCMAKE_CXX_FLAGS=-mtune=native"]
@@ -203,7 +210,8 @@ def build(entry: Entry, pip: list[str], version: str, flavour: str, flags: list[
     entry.folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.folder.parent, prefix=".build-"))
     try:
-        env = {**os.environ, "CMAKE_ARGS": " ".join(args), "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count())}
+        jobs = str(os.cpu_count())
+        env = {**os.environ, "CMAKE_ARGS": shlex.join(args), "CMAKE_BUILD_PARALLEL_LEVEL": jobs}
         # --no-cache-dir: pip caches wheels it built by the sdist alone, whatever CMAKE_ARGS said
         wheel = ["wheel", "--no-cache-dir", "--no-deps", "--no-binary", "llama-cpp-python", "-w", str(tmp)]
         subprocess.run([*pip, *wheel, f"llama-cpp-python=={version}"], check=True, env=env)

@@ -71,12 +71,19 @@ def test_the_cache_is_keyed_by_flavour_and_cpu_flags(tmp_path: Path) -> None:
     assert not build.usable(native, "0.3.36", "native", FLAGS)
 
 
-def test_amx_cpus_get_the_safe_flavour_and_no_build_asks_for_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_amx_cpus_get_the_native_flavour_with_its_tile_configuration_fixed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("FERROUSFORGE_GPU", raising=False)
     monkeypatch.setattr(build, "has_cuda_gpu", lambda: False)
-    assert build.choose_flavour("auto", XEON)[0] == "safe"
-    assert build.choose_flavour("auto", FLAGS)[0] == "native"
-    assert build.choose_flavour("native", XEON)[0] == "native"  # asked for: the smoke check decides
+    monkeypatch.setattr(build.platform, "machine", lambda: "x86_64")
+    flavour, why = build.choose_flavour("auto", XEON)
+    assert flavour == "native" and "AMX" in why
+    assert build.choose_flavour("auto", FLAGS) == ("native", "llama.cpp's default")
+    # every native x86 build force-includes the fixed intrinsic (it does nothing where AMX is off)
+    assert build.cmake_args("native", XEON) == [f"-DCMAKE_CXX_FLAGS=-include{build.AMX_LOADCONFIG}"]
+    assert build.AMX_LOADCONFIG.is_file()
+    # safe (the fallback) and the GPU flavours never ask for AMX
     args = build.cmake_args("safe", XEON)
     assert "-DGGML_NATIVE=OFF" in args and "-DGGML_AVX512=ON" in args and "-DGGML_AVX512_VNNI=ON" in args
     assert not [a for a in args if "AMX" in a and a.endswith("=ON")]
@@ -85,6 +92,50 @@ def test_amx_cpus_get_the_safe_flavour_and_no_build_asks_for_amx(monkeypatch: py
     assert "-DGGML_CUDA=ON" in cuda and "-DGGML_AMX_INT8=OFF" in cuda
     monkeypatch.setenv("FERROUSFORGE_GPU", "cuda")
     assert build.choose_flavour("auto", FLAGS)[0] == "cuda"
+
+
+# ggml's pattern (ggml-cpu/amx/mmq.cpp): the tile configuration built on the stack, loaded, used
+AMX_PROGRAM = r"""
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+struct tile_config_t {
+    uint8_t palette_id = 0; uint8_t start_row = 0; uint8_t reserved_0[14] = {0};
+    uint16_t colsb[16] = {0}; uint8_t rows[16] = {0};
+};
+__attribute__((noinline)) void configure() {
+    alignas(64) tile_config_t tc = {};
+    tc.palette_id = 1;
+    tc.rows[0] = 8;   tc.colsb[0] = 64;
+    tc.rows[4] = 16;  tc.colsb[4] = 64;
+    _tile_loadconfig(&tc);
+}
+int main() {
+    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */)) return 3;
+    configure();
+    alignas(64) int32_t out[16 * 16] = {1};
+    _tile_zero(4);
+    _tile_stored(4, out, 64);
+    _tile_release();
+    printf("%d\n", out[0]);
+}
+"""
+
+
+def test_the_fixed_intrinsic_loads_ggml_s_tile_configuration_on_an_amx_cpu(tmp_path: Path) -> None:
+    """GCC 12 drops the stores of the configuration's sizes (its intrinsic says 8 bytes are read), and
+    tilezero faults; with the force-included header the program runs. Needs a CPU with AMX."""
+    if not {"amx_tile", "amx_int8"} <= set(build.cpu_flags()):
+        pytest.skip("this CPU has no AMX")
+    source = tmp_path / "amx.cpp"
+    source.write_text(AMX_PROGRAM)
+    program = tmp_path / "amx"
+    include = f"-include{build.AMX_LOADCONFIG}"
+    subprocess.run(["g++", "-O3", "-march=native", include, str(source), "-o", str(program)], check=True)
+    proc = subprocess.run([str(program)], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "0\n")
 
 
 def test_a_crashing_build_is_marked_and_the_safe_flavour_built(
@@ -182,7 +233,7 @@ def test_a_gpu_build_that_does_not_run_here_falls_back_to_the_cpu(
         fake_build(entry, "0.3.36", flavour, XEON)
 
     entry = build.install_proven(tmp_path, "0.3.36", "auto", build_wheel, install_nothing, prove)
-    assert entry.info["flavour"] == "safe"  # this CPU's own choice (AMX: the safe flavour)
+    assert entry.info["flavour"] == "native"  # this CPU's own choice
     assert build.entry_for(tmp_path, "0.3.36", "cuda", XEON).info["smoke"] == "failed"
     assert "cuda build failed: CUDA driver version is insufficient" in capsys.readouterr().err
 

@@ -46,6 +46,11 @@ from ferrousforge_host.engines.native import ModelLoadError, threads_for
 _logger.set_verbose(False)
 L.llama_backend_init()
 
+# llama-cpp-python's schema converter lets a JSON string hold raw control characters (llama.cpp's own
+# converter excludes them): a model that emits a newline inside a string would give invalid JSON
+_LOOSE_CHAR = r'char ::= [^"\\] |'
+_JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
+
 
 def grammar_for(
     fmt: str | dict[str, Any] | None, optional_call: dict[str, Any] | None = None, required: bool = False
@@ -62,7 +67,7 @@ def grammar_for(
         return None
     check_schema(schema, "format")  # also checked where requests enter; grammars unroll these counts
     try:
-        grammar: str = json_schema_to_gbnf(json.dumps(schema))
+        grammar: str = json_schema_to_gbnf(json.dumps(schema)).replace(_LOOSE_CHAR, _JSON_CHAR)
     except Exception as exc:
         raise BadRequest(f"cannot use this JSON schema: {exc}") from exc
     if fmt:

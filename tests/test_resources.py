@@ -113,3 +113,20 @@ def test_sigterm_drains_a_stream_in_flight(tmp_path: Path, tiny_gguf: Path) -> N
         if proc.poll() is None:
             proc.kill()
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_a_model_load_leaves_no_thread_behind_but_the_engines_own(tmp_path: Path) -> None:
+    """llama.cpp's OpenMP team lives as long as the thread that started it: a team left by the load
+    (AMX CPUs repack Q4_K weights in parallel) made libgomp count more threads than cores and stop
+    spinning at its barriers, and the decode thread ran at half speed."""
+    from tinymodel import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / "q4k.gguf", q4k=True)
+    before = set(os.listdir("/proc/self/task"))
+    mold = LlamaCppMold(ModelSpec("q4k", "gguf", str(path)), Options(num_thread=2))
+    mold.load_sync()
+    try:
+        new = set(os.listdir("/proc/self/task")) - before
+        assert new == {str(mold._thread.native_id)}
+    finally:
+        mold.unload_sync()

@@ -41,7 +41,7 @@ from ferrousforge.options import Options
 from ferrousforge.protocol.schema import check_schema
 from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty_window
 from ferrousforge_host import cores
-from ferrousforge_host.engines.native import ModelLoadError, threads_for
+from ferrousforge_host.engines.native import ModelLoadError, on_a_passing_thread, threads_for
 
 _logger.set_verbose(False)
 L.llama_backend_init()
@@ -128,7 +128,7 @@ def load_gguf(spec: ModelSpec, meta: dict[str, Any], num_gpu: int, kv_bytes: int
     file_bytes = os.path.getsize(spec.path)
     mparams = L.llama_model_default_params()
     mparams.n_gpu_layers = gpu_layers(num_gpu, n_layer, file_bytes, kv_bytes)
-    model = L.llama_model_load_from_file(spec.path.encode(), mparams)
+    model = on_a_passing_thread(L.llama_model_load_from_file, spec.path.encode(), mparams)
     if not model:
         raise ModelLoadError(f"cannot load '{spec.name}': llama.cpp rejected {os.path.basename(spec.path)}")
     return LoadedGGUF(meta, model, file_bytes, min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1))

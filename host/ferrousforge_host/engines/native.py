@@ -36,6 +36,6 @@ def on_a_passing_thread(work: Callable[..., T], *args: Any) -> T:
     team of threads lives as long as the thread that started it; a model load that computes (AMX
     CPUs repack the weights in parallel) left a team on the loading thread, libgomp then counted more
     threads than cores and stopped spinning at its barriers, and the engine's decode thread ran at
-    half speed (31 instead of 63 tokens/s on an AMX Xeon)."""
+    half speed (gemma3:270m on an AMX Xeon: 34 instead of 63 tokens/s, bench/build_flavours.py)."""
     with ThreadPoolExecutor(1, thread_name_prefix="native-load") as one:
         return one.submit(work, *args).result()

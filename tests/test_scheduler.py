@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -106,3 +107,36 @@ def test_kv_prefix_reuse_keeps_greedy_output_identical(host: Host) -> None:
         warm = c.post("/api/chat", json=body).json()
         repeat = c.post("/api/chat", json=body).json()
     assert cold["message"]["content"] == warm["message"]["content"] == repeat["message"]["content"]
+
+
+def test_a_prompt_that_fills_the_batch_leaves_the_next_slots_stream_intact(tiny_gguf: Path) -> None:
+    """A long prompt in slot 0 fills whole batches, so slot 1's stream sits some llama_decode calls
+    out: it must wait, not sample again from where its token sat in the previous batch (a row with
+    no logits now: 'NULL pointer access', or another request's)."""
+    from ferrousforge.generation import GenerationInput
+    from ferrousforge.mold import ModelSpec
+    from ferrousforge.options import Options
+    from ferrousforge_host.engines.llamacpp import LlamaCppMold
+
+    opts = Options.parse({"num_parallel": 2, "num_batch": 16, "num_thread": 1, "temperature": 0})
+
+    def request(prompt: str, n: int) -> GenerationInput:
+        return GenerationInput(prompt, dataclasses.replace(opts, num_predict=n))
+
+    mold = LlamaCppMold(ModelSpec("tiny", "gguf", str(tiny_gguf)), opts)
+    mold.load_sync()
+    try:
+        solo = "".join(c.text for c in mold.stream_sync(request("one of the", 300)))
+        holder = mold.stream_sync(request("the", 1000))
+        next(holder)  # generating in slot 0
+        stream = mold.stream_sync(request("one of the", 300))
+        first = next(stream)  # slot 1
+        holder.close()  # slot 0 frees for the long prompt
+        long_prompt = " ".join(["it was not the cat and they are at"] * 12)
+        with ThreadPoolExecutor(1) as pool:
+            other = pool.submit(lambda: [c for c in mold.stream_sync(request(long_prompt, 20))])
+            text = first.text + "".join(c.text for c in stream)
+            assert other.result()[-1].done
+        assert text == solo
+    finally:
+        mold.unload_sync()

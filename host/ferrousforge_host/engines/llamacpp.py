@@ -622,6 +622,9 @@ class LlamaCppMold(TextGenerationMold):
 
     def _step(self) -> None:
         batch, n = self._batch, 0
+        for slot in self._slots:  # a slot the batch fills up before has no row in this decode
+            if slot.job is not None:
+                slot.job.batch_index = -1
         for slot in self._slots:
             job = slot.job
             if job is None:
@@ -629,7 +632,6 @@ class LlamaCppMold(TextGenerationMold):
             if job.cancelled.is_set():
                 self._release(slot, keep_cache=True)
                 continue
-            job.batch_index = -1
             if job.pending:  # prompt: as much as fits, logits only for its very last token
                 take = job.pending[: self._n_batch - n]
                 for k, token in enumerate(take):

@@ -10,7 +10,7 @@ from typing import Any
 import llama_cpp
 import pytest
 
-from ferrousforge_host.accelerators import free_gpu_memory, llama_devices
+from ferrousforge_host.accelerators import GPU_KINDS, free_gpu_memory, llama_devices
 from ferrousforge_host.engines.llamacpp import gpu_backend
 
 from conftest import Host
@@ -35,7 +35,7 @@ def generate(host: Host, num_gpu: int | None) -> dict[str, Any]:
 def test_the_build_lists_its_gpu_and_measures_its_free_memory() -> None:
     backend = gpu_backend()
     assert backend in ("cuda", "vulkan", "metal")
-    gpus = [d for d in llama_devices(memory=True) if d["kind"] in ("gpu", "igpu")]
+    gpus = [d for d in llama_devices(memory=True) if d["kind"] in GPU_KINDS]
     assert gpus and gpus[0]["name"].lower().startswith(backend)
     assert 0 < (free_gpu_memory() or 0) <= gpus[0]["total_memory"]
 

@@ -111,6 +111,7 @@ def gpus() -> list[dict[str, Any]]:
 
 # ggml_backend_dev_type in the llama.cpp that llama-cpp-python 0.3.36 vendors
 DEVICE_KINDS = {0: "cpu", 1: "gpu", 2: "igpu", 3: "accel", 4: "meta"}
+GPU_KINDS = ("gpu", "igpu")  # the devices a model's layers are offloaded to
 
 
 @cache
@@ -160,7 +161,7 @@ def llama_devices(memory: bool = False) -> list[dict[str, Any]]:
 def free_gpu_memory() -> int | None:
     """Free memory of the GPU llama.cpp offloads to first, as its own backend measures it (CUDA,
     Vulkan, Metal), for deciding how many layers fit; None where it has no GPU."""
-    gpus = [d for d in llama_devices(memory=True) if d["kind"] in ("gpu", "igpu")]
+    gpus = [d for d in llama_devices(memory=True) if d["kind"] in GPU_KINDS]
     return int(gpus[0]["free_memory"]) if gpus else None
 
 
@@ -175,7 +176,7 @@ def llama_build() -> dict[str, Any]:
         record = {"flavour": "unknown (not built by setup)"}
     devices = llama_devices()
     offload = bool(llama_cpp.llama_supports_gpu_offload())
-    gpus = [d["backend"] for d in devices if d["kind"] in ("gpu", "igpu")]
+    gpus = [d["backend"] for d in devices if d["kind"] in GPU_KINDS]
     return {
         "engine": "llama.cpp",
         "package": f"llama-cpp-python {llama_cpp.__version__}",

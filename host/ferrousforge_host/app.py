@@ -24,7 +24,7 @@ from ferrousforge_host.engines import llamacpp, llamacpp_embed, onnx, piper, wgp
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.guard import Guard
-from ferrousforge_host.http import JSONResponse, error_response, printable
+from ferrousforge_host.http import CancelOnDisconnect, JSONResponse, error_response, printable
 from ferrousforge_host.models.registry import Registry
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
@@ -135,6 +135,7 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     metrics = Metrics(scheduler)
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(Observe, metrics=metrics)
     app.add_middleware(Guard, origins=settings.origins, api_keys=settings.api_keys)  # outermost
     app.state.metrics = metrics

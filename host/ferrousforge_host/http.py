@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.responses import Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ferrousforge.errors import BadRequest, ForgeError, PayloadTooLarge
 
@@ -189,3 +191,56 @@ async def respond_events(reply: EventReply, chunks: AsyncIterator[Chunk], stream
                 yield reply.sse(event)
 
     return StreamingResponse(body(), media_type="text/event-stream")
+
+
+class CancelOnDisconnect:
+    """ASGI middleware: a request whose client goes away before its answer is complete is cancelled,
+    as Ollama cancels a request's context, so that a ``stream: false`` generation (or one still in the
+    queue or reading its prompt) stops and frees its slot instead of running to its end for nobody.
+    Once the app has read the body, the server's next ``receive`` is the disconnect; it is awaited
+    here, and the app's own later ``receive`` calls (a stream's disconnect listener) get it too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        gone: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        watcher: asyncio.Task[None] | None = None
+        answered = False
+
+        async def watch() -> None:
+            message = await receive()
+            while message["type"] != "http.disconnect":  # a body the app left unread
+                message = await receive()
+            gone.set_result(message)
+            if not answered:
+                scope["client_gone"] = True
+                app.cancel()
+
+        async def receive_body() -> Message:
+            nonlocal watcher
+            if watcher is not None:
+                return await asyncio.shield(gone)
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                watcher = asyncio.ensure_future(watch())
+            return message
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal answered
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
+            await send(message)
+
+        app = asyncio.ensure_future(self.app(scope, receive_body, send_and_note))
+        try:
+            await app
+        except asyncio.CancelledError:
+            if not scope.get("client_gone"):
+                raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()

@@ -83,6 +83,8 @@ class Observe:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if scope.get("client_gone"):
+                status = 499  # the client closed the connection before the answer was complete
             route = getattr(scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - started
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()

@@ -36,6 +36,37 @@ def test_list_show_ps_cp_rm(host: Host) -> None:
     assert "NAME" in ff(host, "ps").stdout
 
 
+def test_piped_tables_keep_a_row_a_line(host: Host) -> None:
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://"), "COLUMNS": "30"}
+    assert ff(host, "run", "tiny", "hi").returncode == 0
+    for command in ("list", "ps"):
+        out = subprocess.run([*CLI, command], capture_output=True, text=True, env=env, timeout=60)
+        row = next(line for line in out.stdout.splitlines() if "tiny:latest" in line)
+        assert len(row.split()) >= 5  # the name whole, and the row not folded under it
+    ps = subprocess.run([*CLI, "ps"], capture_output=True, text=True, env=env, timeout=60).stdout
+    assert "minutes from now" in ps
+
+
+def test_until_words_time_as_ollama_ps() -> None:
+    from datetime import UTC, datetime
+
+    from ferrousforge_host.cli import until
+
+    now = 1_800_000_000.0
+
+    def at(seconds: float) -> str:
+        return datetime.fromtimestamp(now + seconds, UTC).isoformat().replace("+00:00", "Z")
+
+    assert until(at(299.4), now) == "4 minutes from now"
+    assert until(at(75), now) == "About a minute from now"
+    assert until(at(30), now) == "30 seconds from now"
+    assert until(at(0.5), now) == "Less than a second from now"
+    assert until(at(3 * 3600), now) == "3 hours from now"
+    assert until(at(-2), now) == "Stopping..."
+    assert until(at(300 * 365 * 86400), now) == "Forever"  # kept loaded (keep_alive -1) or busy
+    assert until("0001-01-01T00:00:00Z", now) == "Forever"
+
+
 def test_run_streams_a_completion_then_stop_unloads(host: Host) -> None:
     out = ff(host, "run", "tiny", "the", "cat")
     assert out.returncode == 0, out.stderr

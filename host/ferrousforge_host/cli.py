@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,18 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 out = Console()
+
+
+def print_table(table: Table) -> None:
+    """A table folded to the terminal's width; piped, at its own width, a row a line (as scripts read
+    ``list`` and ``ps``)."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
+
+    width = Measurement.get(out, out.options.update_width(1 << 14), table).maximum
+    Console(file=out.file, width=max(width, out.width)).print(table)  # (print's width stops at the console's)
 
 
 def client(host: str | None = None) -> Client:
@@ -152,7 +165,7 @@ def list_(host: HostOption = None) -> None:
     for m in client(host).list()["models"]:
         name = m["name"] + (" (ollama, read-only)" if m.get("ollama_store") else "")
         table.add_row(name, m["digest"][:12], _size(m["size"]), m["modified_at"][:19].replace("T", " "))
-    out.print(table)
+    print_table(table)
 
 
 @app.command()
@@ -160,16 +173,50 @@ def ps(host: HostOption = None) -> None:
     """List loaded models."""
     table = Table("NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL", box=None)
     for m in client(host).ps()["models"]:
-        until = "forever" if m["expires_at"].startswith("0001") else m["expires_at"][:19].replace("T", " ")
         table.add_row(
             m["name"],
             m["digest"][:12],
             _size(m["size"]),
             processor(m["size"], m.get("size_vram") or 0),
             str(m.get("context_length") or ""),
-            until,
+            until(m["expires_at"]),
         )
-    out.print(table)
+    print_table(table)
+
+
+def until(expires_at: str, now: float | None = None) -> str:
+    """When a loaded model is unloaded, as Ollama's ``ps`` words it: "4 minutes from now", "Forever"
+    (kept or busy), "Stopping..." once past."""
+    from datetime import datetime
+
+    try:
+        left = datetime.fromisoformat(expires_at).timestamp() - (time.time() if now is None else now)
+    except ValueError:
+        return expires_at
+    if expires_at.startswith("0001") or left > 20 * 365 * 86400:
+        return "Forever"
+    if left < 0:
+        return "Stopping..."
+    return human_duration(left) + " from now"
+
+
+def human_duration(seconds: float) -> str:
+    """A duration as Ollama words one ("Less than a second", "About a minute", "3 days")."""
+    whole, minutes, hours = int(seconds), int(seconds // 60), round(seconds / 3600)
+    if whole < 1:
+        return "Less than a second"
+    if whole < 60:
+        return "1 second" if whole == 1 else f"{whole} seconds"
+    if minutes < 60:
+        return "About a minute" if minutes == 1 else f"{minutes} minutes"
+    if hours == 1:
+        return "About an hour"
+    for limit, unit, size in ((48, "hours", 1), (24 * 14, "days", 24), (24 * 60, "weeks", 24 * 7)):
+        if hours < limit:
+            return f"{hours // size} {unit}"
+    if hours < 24 * 365 * 2:
+        return f"{hours // (24 * 30)} months"
+    return f"{int(seconds // (365 * 86400))} years"
 
 
 def processor(size: int, size_vram: int) -> str:
@@ -201,12 +248,12 @@ def info(host: HostOption = None) -> None:
         gpu_devices = [f"{d};" for d in e.get("devices", []) if not d.startswith("CPU:")]  # llama.cpp's
         details = " ".join(gpu_devices + (e.get("cpu_features") or e.get("providers") or []))
         table.add_row(e["package"], str(e.get("flavour") or ""), e["runs_on"], details)
-    out.print(table)
+    print_table(table)
     if report["models"]:
         loaded = Table("MODEL", "ENGINE", "ACCELERATOR", box=None)
         for m in report["models"]:
             loaded.add_row(m["name"], m["engine"], m["accelerator"])
-        out.print(loaded)
+        print_table(loaded)
 
 
 @app.command()
@@ -234,7 +281,7 @@ def show(
     table = Table(box=None, show_header=False)
     for label, value in cli_run.model_facts(info):
         table.add_row(label, value)
-    out.print(table)
+    print_table(table)
     if info.get("parameters"):
         out.print("\nParameters", style="bold")
         out.print(info["parameters"], markup=False, highlight=False)

@@ -158,7 +158,10 @@ def test_create_from_existing_model_overrides_template(host: Host) -> None:
         ({"model": "x", "files": {"a.gguf": "sha256:" + "1" * 64}}, "not found"),
         ({"model": "x", "files": {"a.bin": "sha256:" + "1" * 64}}, "exactly one .gguf"),
         ({"model": "x", "from": "tiny", "parameters": {"temperature": "hot"}}, "temperature"),
-        ({"model": "x", "from": "tiny", "quantize": "q4_K_M"}, "quantize"),
+        (
+            {"model": "x", "from": "tiny", "quantize": "q3"},
+            "unsupported quantization type 'q3'; one of: Q4_0",
+        ),
         ({"model": "x", "modelfile": "ADAPTER foo"}, "not supported"),
         ({"model": "x/../y", "from": "tiny"}, "invalid model name"),
     ],
@@ -259,3 +262,61 @@ def test_pull_of_unknown_name_is_404_and_bad_source_400(host: Host) -> None:
         assert r.status_code == 404
         r = c.post("/api/pull", json={"model": "x", "source": "relative/path.gguf"})
         assert r.status_code == 400
+
+
+def test_create_quantizes_an_f32_model_as_ollama_create_q(host: Host, tiny_gguf_plain: Path) -> None:
+    """``quantize`` from an existing model and from an uploaded GGUF: llama.cpp writes a new, smaller
+    blob with the asked file type; the model generates, and the source stays as it was."""
+    with host.client() as c:
+        r = c.post("/api/create", json={"model": "tiny-q8", "from": "tiny", "quantize": "q8_0"})
+        assert r.status_code == 200, r.text
+        said = [s["status"] for s in statuses(r)]
+        assert said[0] == "quantizing F32 model to Q8_0" and said[1].startswith("creating new layer sha256:")
+        assert said[-1] == "success"
+        tags = {m["name"]: m for m in c.get("/api/tags").json()["models"]}
+        assert tags["tiny-q8:latest"]["details"]["quantization_level"] == "Q8_0"
+        assert tags["tiny:latest"]["details"]["quantization_level"] == "F32"
+        assert tags["tiny-q8:latest"]["size"] < tags["tiny:latest"]["size"] / 2
+        shown = c.post("/api/show", json={"model": "tiny-q8"}).json()
+        assert "<|im_start|>" in shown["template"]  # the rest of the model as it was
+        gen = c.post(
+            "/api/generate",
+            json={"model": "tiny-q8", "prompt": "a", "stream": False, "options": {"num_predict": 3}},
+        )
+        assert gen.status_code == 200 and gen.json()["eval_count"] == 3
+
+        data = tiny_gguf_plain.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
+        body = {"model": "plain-q4", "files": {"plain.gguf": digest}, "quantize": "Q4_K_M", "stream": False}
+        r = c.post("/api/create", json=body)
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+        assert (
+            c.post("/api/show", json={"model": "plain-q4"}).json()["details"]["quantization_level"]
+            == "Q4_K_M"
+        )
+
+        r = c.post("/api/create", json={"model": "again", "from": "tiny-q8", "quantize": "q4_0"})
+        assert r.status_code == 400
+        assert (
+            r.json()["error"] == "quantization is only supported for F32, F16, BF16 models; this one is Q8_0"
+        )
+    assert not list((host.store_root / "partial").iterdir())
+
+
+def test_a_quantization_that_fails_is_an_error_and_leaves_nothing(host: Host, tiny_gguf_plain: Path) -> None:
+    data = tiny_gguf_plain.read_bytes()[:-4096]  # the header whole, the last tensor's data cut short
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with host.client() as c:
+        assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
+        before = sorted(p.name for p in (host.store_root / "blobs").iterdir())
+        body = {"model": "cut", "files": {"cut.gguf": digest}, "quantize": "q8_0", "stream": False}
+        r = c.post("/api/create", json=body)
+        assert r.status_code == 500
+        error = r.json()["error"]
+        assert error.startswith("quantizing to Q8_0 failed (exit status 1): tensor 'blk.1.ffn_down.weight'")
+        assert error.endswith("is not within the file bounds, model is corrupted or incomplete")
+        assert c.post("/api/show", json={"model": "cut"}).status_code == 404
+        assert c.get("/api/version").status_code == 200
+    assert sorted(p.name for p in (host.store_root / "blobs").iterdir()) == before
+    assert not list((host.store_root / "partial").iterdir())

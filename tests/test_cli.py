@@ -107,6 +107,9 @@ def test_pull_shows_progress_and_create_uploads_a_local_gguf(
     assert "success" in out.stderr
     assert "Be\nterse." in ff(host, "show", "made", "--system").stdout
     assert "num_predict" in ff(host, "show", "made", "--parameters").stdout
+    out = ff(host, "create", "made-q8", "-f", str(modelfile), "-q", "q8_0")
+    assert out.returncode == 0 and "quantizing F32 model to Q8_0" in out.stderr, out.stderr
+    assert "Q8_0" in ff(host, "show", "made-q8").stdout
 
 
 def test_interactive_chat_until_ctrl_d(host: Host) -> None:

@@ -312,6 +312,9 @@ def stop(model: str, host: HostOption = None) -> None:
 def create(
     model: str,
     file: Annotated[Path, typer.Option("-f", "--file", help="Modelfile to build from.")] = Path("Modelfile"),
+    quantize: Annotated[
+        str | None, typer.Option("-q", "--quantize", help="Quantize F32/F16/BF16 weights: q4_K_M, q8_0...")
+    ] = None,
     host: HostOption = None,
 ) -> None:
     """Create a model from a Modelfile (FROM a GGUF file or an existing model)."""
@@ -320,6 +323,8 @@ def create(
     spec = Modelfile.parse(file.read_text())
     api = client(host)
     fields: dict[str, Any] = {"parameters": spec.parameters}
+    if quantize:
+        fields["quantize"] = quantize
     if spec.template:
         fields["template"] = spec.template
     if spec.system is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.gguf import GGUFError, describe
-from ferrousforge.manifest import LICENSE, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest, normalize_digest
+from ferrousforge.manifest import LICENSE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest, normalize_digest
 from ferrousforge.modelfile import Modelfile, render_parameters
 from ferrousforge.mold import ModelSpec
 from ferrousforge.names import ModelName
@@ -22,8 +22,9 @@ from ferrousforge.protocol.fields import field, require_object
 from ferrousforge_host import accelerators
 from ferrousforge_host.generate.serving import capabilities
 from ferrousforge_host.http import Chunk, iso
-from ferrousforge_host.models.importer import import_gguf
+from ferrousforge_host.models.importer import gguf_config, import_gguf
 from ferrousforge_host.models.pull import Puller
+from ferrousforge_host.models.quantize import SOURCES, quantize, quantize_type
 from ferrousforge_host.models.registry import Registry
 from ferrousforge_host.scheduler import Scheduler
 from ferrousforge_host.store import BlobStore, StoredModel
@@ -158,12 +159,32 @@ class ModelService:
         ]
         return report
 
+    async def _quantize(self, digest: str, kind: str) -> AsyncIterator[Chunk]:
+        """Statuses as Ollama's create gives them; the last holds the quantized blob's digest."""
+        file_type = (await asyncio.to_thread(gguf_config, self.store, digest))["file_type"]
+        if file_type not in SOURCES:
+            raise BadRequest(
+                f"quantization is only supported for {', '.join(SOURCES)} models; this one is {file_type}"
+            )
+        yield {"status": f"quantizing {file_type} model to {kind}"}
+        quantized = await quantize(self.store, digest, kind, self.scheduler.base.num_thread)
+        yield {"status": f"creating new layer {quantized}", "digest": quantized}
+
+    def _with_model(self, base: Manifest, digest: str) -> Manifest:
+        """``base`` with the GGUF ``digest`` (its quantized weights) and its config's file type to match."""
+        config = json.loads(self.store.read_bytes(base.config.digest))
+        config["file_type"] = gguf_config(self.store, digest)["file_type"]
+        config_digest, config_size = self.store.write_bytes(json.dumps(config, sort_keys=True).encode())
+        model = Layer(MODEL, digest, self.store.blob_path(digest).stat().st_size)
+        layers = tuple(model if x is base.model_layer else x for x in base.layers)
+        return Manifest(Layer(base.config.media_type, config_digest, config_size), layers)
+
     async def create(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Ollama's /api/create: from an existing model, or from uploaded GGUF blobs (``files``)."""
         name = ModelName.parse(field(body, "model", str))
         self.store.check_writable(name)
-        if field(body, "quantize", str, None):
-            raise BadRequest("quantize is not supported: create from an already quantized GGUF")
+        wanted = field(body, "quantize", str, None)
+        kind = quantize_type(wanted) if wanted else None
         modelfile = Modelfile.parse(field(body, "modelfile", str)) if body.get("modelfile") else Modelfile()
         source = field(body, "from", str, None) or modelfile.source or None
         files = require_object(field(body, "files", dict, {}), "'files'")
@@ -186,13 +207,24 @@ class ModelService:
             digest = normalize_digest(ggufs[0][1])
             if not self.store.has_blob(digest):
                 raise BadRequest(f"blob {digest} not found: upload it with POST /api/blobs/{digest}")
-            yield {"status": f"using existing layer {digest}"}
+            if kind:
+                async for status in self._quantize(digest, kind):
+                    yield status
+                digest = status["digest"]
+            else:
+                yield {"status": f"using existing layer {digest}"}
             yield {"status": "writing manifest"}
             manifest = await asyncio.to_thread(
                 import_gguf, self.store, name, digest, template=template, system=system, parameters=params
             )
         elif source:
             base = self.store.get(ModelName.parse(source)).manifest
+            if kind:
+                if base.model_layer is None or base.model_layer.media_type != MODEL:
+                    raise BadRequest("quantize needs a GGUF model")
+                async for status in self._quantize(base.model_layer.digest, kind):
+                    yield status
+                base = await asyncio.to_thread(self._with_model, base, status["digest"])
             yield {"status": "using existing layer " + (base.model_layer.digest if base.model_layer else "")}
             params_layer = base.layer(PARAMS)
             old = json.loads(self.store.read_bytes(params_layer.digest)) if params_layer else {}

@@ -317,6 +317,7 @@ COMPONENTS: dict[str, Schema] = {
         system=STRING,
         parameters=ANY_OBJECT,
         license={"anyOf": [STRING, array(STRING)]},
+        quantize={"type": "string", "description": "q4_K_M, q8_0, ...: quantize an F32/F16/BF16 GGUF"},
         stream={"type": "boolean", "default": True},
     )
     | {"anyOf": [{"required": ["from"]}, {"required": ["files"]}, {"required": ["modelfile"]}]},

@@ -47,10 +47,10 @@ def test_piped_tables_keep_a_row_a_line(host: Host) -> None:
     assert "minutes from now" in ps
 
 
-def test_until_words_time_as_ollama_ps() -> None:
+def test_ps_and_list_word_time_as_ollama() -> None:
     from datetime import UTC, datetime
 
-    from ferrousforge_host.cli import until
+    from ferrousforge_host.cli import ago, until
 
     now = 1_800_000_000.0
 
@@ -65,6 +65,8 @@ def test_until_words_time_as_ollama_ps() -> None:
     assert until(at(-2), now) == "Stopping..."
     assert until(at(300 * 365 * 86400), now) == "Forever"  # kept loaded (keep_alive -1) or busy
     assert until("0001-01-01T00:00:00Z", now) == "Forever"
+    assert ago(at(-2 * 3600 - 5), now) == "2 hours ago"  # list's MODIFIED
+    assert ago(at(-3 * 86400), now) == "3 days ago"
 
 
 def test_run_streams_a_completion_then_stop_unloads(host: Host) -> None:

@@ -164,7 +164,7 @@ def list_(host: HostOption = None) -> None:
     table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None)
     for m in client(host).list()["models"]:
         name = m["name"] + (" (ollama, read-only)" if m.get("ollama_store") else "")
-        table.add_row(name, m["digest"][:12], _size(m["size"]), m["modified_at"][:19].replace("T", " "))
+        table.add_row(name, m["digest"][:12], _size(m["size"]), ago(m["modified_at"]))
     print_table(table)
 
 
@@ -198,6 +198,17 @@ def until(expires_at: str, now: float | None = None) -> str:
     if left < 0:
         return "Stopping..."
     return human_duration(left) + " from now"
+
+
+def ago(timestamp: str, now: float | None = None) -> str:
+    """When a model was modified, as Ollama's ``list`` words it: "2 hours ago"."""
+    from datetime import datetime
+
+    try:
+        past = (time.time() if now is None else now) - datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return timestamp
+    return human_duration(max(past, 0.0)) + " ago"
 
 
 def human_duration(seconds: float) -> str:

@@ -160,7 +160,8 @@ class ModelService:
         return report
 
     async def _quantize(self, digest: str, kind: str) -> AsyncIterator[Chunk]:
-        """Statuses as Ollama's create gives them; the last holds the quantized blob's digest."""
+        """Statuses as Ollama's create gives them; the last also holds the quantized blob's ``digest``
+        (for the caller, which takes it out)."""
         file_type = (await asyncio.to_thread(gguf_config, self.store, digest))["file_type"]
         if file_type not in SOURCES:
             raise BadRequest(
@@ -209,8 +210,8 @@ class ModelService:
                 raise BadRequest(f"blob {digest} not found: upload it with POST /api/blobs/{digest}")
             if kind:
                 async for status in self._quantize(digest, kind):
+                    digest = status.pop("digest", digest)
                     yield status
-                digest = status["digest"]
             else:
                 yield {"status": f"using existing layer {digest}"}
             yield {"status": "writing manifest"}
@@ -222,9 +223,11 @@ class ModelService:
             if kind:
                 if base.model_layer is None or base.model_layer.media_type != MODEL:
                     raise BadRequest("quantize needs a GGUF model")
-                async for status in self._quantize(base.model_layer.digest, kind):
+                quantized = base.model_layer.digest
+                async for status in self._quantize(quantized, kind):
+                    quantized = status.pop("digest", quantized)
                     yield status
-                base = await asyncio.to_thread(self._with_model, base, status["digest"])
+                base = await asyncio.to_thread(self._with_model, base, quantized)
             yield {"status": "using existing layer " + (base.model_layer.digest if base.model_layer else "")}
             params_layer = base.layer(PARAMS)
             old = json.loads(self.store.read_bytes(params_layer.digest)) if params_layer else {}

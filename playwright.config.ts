@@ -14,9 +14,9 @@ export default defineConfig({
   globalSetup: './tests/browser/global-setup.ts',
   timeout: 180_000,
   workers: 1,  // two cores: one browser at a time keeps timings and threads honest
-  // Debian's Chromium has crashed its renderer at page boot ("Target crashed") in 2 of some 30 full
-  // runs, on different specs, never again when repeated (24 of 24): one retry, which the list reporter
-  // counts as flaky; a real failure fails twice.
+  // Debian's Chromium has twice crashed its renderer at page boot ("Target crashed") in this project's
+  // full runs, on different specs, and never when those were repeated (24 of 24, 6 of 6): one retry,
+  // which the list reporter counts as flaky; a real failure fails twice.
   retries: 1,
   reporter: [['list']],
   outputDir: 'test-results',

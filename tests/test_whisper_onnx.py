@@ -45,13 +45,14 @@ def pulled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     from piper import PiperVoice
+    from piper.config import SynthesisConfig
 
     voice_path = package_path(PIPER_JOE.files[0].paths[0])
     assert voice_path is not None
     voice = PiperVoice.load(str(voice_path))
     buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        voice.synthesize_wav(SENTENCE, out)
+    with wave.open(buffer, "wb") as out:  # without piper's random noise: the same audio every run
+        voice.synthesize_wav(SENTENCE, out, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))
     return np.frombuffer(decode(buffer.getvalue(), 60), dtype=np.float32)  # 16 kHz mono
 
 

@@ -187,11 +187,8 @@ def ps(host: HostOption = None) -> None:
 def until(expires_at: str, now: float | None = None) -> str:
     """When a loaded model is unloaded, as Ollama's ``ps`` words it: "4 minutes from now", "Forever"
     (kept or busy), "Stopping..." once past."""
-    from datetime import datetime
-
-    try:
-        left = datetime.fromisoformat(expires_at).timestamp() - (time.time() if now is None else now)
-    except ValueError:
+    left = _seconds_from_now(expires_at, now)
+    if left is None:
         return expires_at
     if expires_at.startswith("0001") or left > 20 * 365 * 86400:
         return "Forever"
@@ -202,13 +199,18 @@ def until(expires_at: str, now: float | None = None) -> str:
 
 def ago(timestamp: str, now: float | None = None) -> str:
     """When a model was modified, as Ollama's ``list`` words it: "2 hours ago"."""
+    left = _seconds_from_now(timestamp, now)
+    return timestamp if left is None else human_duration(max(-left, 0.0)) + " ago"
+
+
+def _seconds_from_now(timestamp: str, now: float | None) -> float | None:
+    """Seconds from ``now`` (the clock's, if None) to an ISO timestamp; None if it is not one."""
     from datetime import datetime
 
     try:
-        past = (time.time() if now is None else now) - datetime.fromisoformat(timestamp).timestamp()
+        return datetime.fromisoformat(timestamp).timestamp() - (time.time() if now is None else now)
     except ValueError:
-        return timestamp
-    return human_duration(max(past, 0.0)) + " ago"
+        return None
 
 
 def human_duration(seconds: float) -> str:

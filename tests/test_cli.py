@@ -69,6 +69,27 @@ def test_ps_and_list_word_time_as_ollama() -> None:
     assert ago(at(-3 * 86400), now) == "3 days ago"
 
 
+def test_help_reads_as_prose() -> None:
+    """Every command's help: its docstring's code spans rendered, not shown as ``marks``; each option
+    says what it does."""
+    import typer
+    from typer.testing import CliRunner
+
+    from ferrousforge_host.cli import app
+
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert top.exit_code == 0 and "``" not in top.output
+    for name in typer.main.get_command(app).commands:  # type: ignore[attr-defined]
+        text = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output
+        assert "``" not in text, name
+        options = [line.strip("│ ") for line in text.splitlines() if line.startswith("│ --")]
+        assert options, name
+        undocumented = [line.split()[0] for line in options if line.endswith(">")]  # "--x  <type>" alone
+        assert not undocumented, (name, undocumented)
+    assert "myhost:5000/team/model" in runner.invoke(app, ["push", "--help"], env={"COLUMNS": "200"}).output
+
+
 def test_run_streams_a_completion_then_stop_unloads(host: Host) -> None:
     out = ff(host, "run", "tiny", "the", "cat")
     assert out.returncode == 0, out.stderr

@@ -26,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 err = Console(stderr=True)
 out = Console()
@@ -272,11 +273,11 @@ def info(host: HostOption = None) -> None:
 @app.command()
 def show(
     model: str,
-    modelfile: Annotated[bool, typer.Option("--modelfile")] = False,
-    parameters: Annotated[bool, typer.Option("--parameters")] = False,
-    template: Annotated[bool, typer.Option("--template")] = False,
-    system: Annotated[bool, typer.Option("--system")] = False,
-    license_: Annotated[bool, typer.Option("--license")] = False,
+    modelfile: Annotated[bool, typer.Option("--modelfile", help="Show the model's Modelfile.")] = False,
+    parameters: Annotated[bool, typer.Option("--parameters", help="Show its parameters.")] = False,
+    template: Annotated[bool, typer.Option("--template", help="Show its prompt template.")] = False,
+    system: Annotated[bool, typer.Option("--system", help="Show its system message.")] = False,
+    license_: Annotated[bool, typer.Option("--license", help="Show its license.")] = False,
     host: HostOption = None,
 ) -> None:
     """Show a model's details, or one part of it."""
@@ -364,7 +365,10 @@ def run(
     format_: Annotated[
         str | None, typer.Option("--format", help="'json' to constrain output to JSON.")
     ] = None,
-    keepalive: Annotated[str | None, typer.Option("--keepalive")] = None,
+    keepalive: Annotated[
+        str | None,
+        typer.Option("--keepalive", help="How long the model stays loaded: 5m, 1h, 0, -1 (forever)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show timings after each answer.")] = False,
     think: Annotated[
         bool | None, typer.Option("--think/--no-think", help="Thinking models: think first, or not.")

@@ -126,6 +126,61 @@ def test_completions_raw_prompt_stream_and_not(client: openai.OpenAI) -> None:
     assert default.usage and default.usage.completion_tokens == 16  # OpenAI's default max_tokens
 
 
+def test_n_choices_each_with_its_own_seed(client: openai.OpenAI) -> None:
+    """``n`` choices, generated side by side: choice i samples with seed + i, so each is the answer
+    a single request with that seed gives; the prompt's tokens count once."""
+    chat = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 8,
+        "temperature": 1,
+    }
+    three = client.chat.completions.create(**chat, n=3, seed=7)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    alone = [client.chat.completions.create(**chat, seed=7 + i) for i in range(3)]
+    assert [c.message.content for c in three.choices] == [a.choices[0].message.content for a in alone]
+    assert len({c.message.content for c in three.choices}) > 1
+    assert three.usage and three.usage.completion_tokens == 24
+    assert alone[0].usage and three.usage.prompt_tokens == alone[0].usage.prompt_tokens
+    texts: dict[int, str] = {}
+    events = list(
+        client.chat.completions.create(
+            **chat,
+            n=2,
+            seed=7,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    for event in events:
+        for c in event.choices:
+            texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
+    assert texts == {i: three.choices[i].message.content for i in range(2)}
+    finished = [c.index for e in events for c in e.choices if c.finish_reason == "length"]
+    assert sorted(finished) == [0, 1]
+    assert events[-1].usage and events[-1].usage.completion_tokens == 16 and len({e.id for e in events}) == 1
+
+
+def test_a_list_of_prompts_gives_their_choices_in_order(client: openai.OpenAI) -> None:
+    prompts = ["the cat", "a dog and a"]
+    alone = [client.completions.create(model="tiny", prompt=p, max_tokens=5, temperature=0) for p in prompts]
+    both = client.completions.create(model="tiny", prompt=prompts, max_tokens=5, temperature=0, n=2)
+    assert [c.index for c in both.choices] == [0, 1, 2, 3]
+    assert [c.text for c in both.choices] == [a.choices[0].text for a in alone for _ in range(2)]
+    assert both.usage and both.usage.completion_tokens == 20
+    assert both.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone if a.usage)
+    streamed: dict[int, str] = {}
+    for event in client.completions.create(
+        model="tiny", prompt=prompts, max_tokens=5, temperature=0, stream=True
+    ):
+        for c in event.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+    assert streamed == {0: alone[0].choices[0].text, 1: alone[1].choices[0].text}
+    for bad in ({"prompt": [[1, 2, 3]]}, {"prompt": []}, {"n": 0}, {"n": 65}, {"prompt": ["x"] * 33, "n": 2}):
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(**{"model": "tiny", "prompt": "x", "max_tokens": 2, **bad})
+
+
 def test_sse_framing_ends_with_done(host: Host) -> None:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
     with httpx.Client(base_url=host.url) as c:

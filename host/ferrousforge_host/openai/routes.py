@@ -4,10 +4,12 @@ ending with ``data: [DONE]``."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -23,8 +25,10 @@ from ferrousforge_host.http import Chunk, JSONResponse, printable, read_json
 FINISH = {"stop": "stop", "length": "length"}
 
 
-def _usage(final: Chunk) -> dict[str, int]:
-    prompt, completion = final.get("prompt_eval_count", 0), final.get("eval_count", 0)
+def _usage(finals: list[Chunk], n: int) -> dict[str, int]:
+    """Tokens of every choice; a prompt's once, however many choices it has (as OpenAI counts)."""
+    prompt = sum(final.get("prompt_eval_count", 0) for final in finals[::n])
+    completion = sum(final.get("eval_count", 0) for final in finals)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -57,7 +61,13 @@ def _sse(payload: object) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def _error_event(exc: ForgeError) -> bytes:
+    error = {"message": printable(exc.message), "type": "server_error", "param": None, "code": None}
+    return _sse({"error": error})
+
+
 async def _events(chunks: AsyncIterator[Chunk], first: Chunk, make: Any, usage: bool) -> AsyncIterator[bytes]:
+    """One choice's stream: its events as they come."""
     try:
         chunk: Chunk | None = first
         while chunk is not None:
@@ -65,34 +75,95 @@ async def _events(chunks: AsyncIterator[Chunk], first: Chunk, make: Any, usage: 
                 yield _sse(event)
             if chunk.get("done"):
                 if usage:
-                    yield _sse(make.usage_event(chunk))
+                    yield _sse(make.usage_event([chunk], 1))
                 break
             chunk = await anext(chunks, None)
     except ForgeError as exc:
-        yield _sse(
-            {
-                "error": {
-                    "message": printable(exc.message),
-                    "type": "server_error",
-                    "param": None,
-                    "code": None,
-                }
-            }
-        )
+        yield _error_event(exc)
+    yield b"data: [DONE]\n\n"
+
+
+async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncGenerator[tuple[int, Chunk]]:
+    """Several choices' chunks as each comes, with the choice's index; a choice's error ends all."""
+    queue: asyncio.Queue[tuple[int, Chunk | ForgeError | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Chunk]) -> None:
+        try:
+            async for chunk in stream:
+                await queue.put((index, chunk))
+        except ForgeError as exc:
+            await queue.put((index, exc))
+        finally:
+            await queue.put((index, None))
+            await _close(stream)
+
+    tasks = [asyncio.create_task(pump(i, stream)) for i, stream in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if isinstance(item, ForgeError):
+                raise item
+            if item is None:
+                running -= 1
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close(stream: AsyncIterator[Chunk]) -> None:
+    if aclose := getattr(stream, "aclose", None):
+        await aclose()
+
+
+async def _merged_events(
+    merged: AsyncGenerator[tuple[int, Chunk]], first: tuple[int, Chunk], shapes: list[_Shape], usage: bool
+) -> AsyncIterator[bytes]:
+    """Several choices' events, interleaved as they come; the usage chunk sums them all."""
+    finals: dict[int, Chunk] = {}
+    try:
+        item: tuple[int, Chunk] | None = first
+        while item is not None:
+            index, chunk = item
+            for event in shapes[index](chunk):
+                yield _sse(event)
+            if chunk.get("done"):
+                finals[index] = chunk
+            item = await anext(merged, None)
+        if usage:
+            yield _sse(shapes[0].usage_event([finals[i] for i in sorted(finals)], shapes[0].n))
+    except ForgeError as exc:
+        yield _error_event(exc)
+    finally:
+        await merged.aclose()
     yield b"data: [DONE]\n\n"
 
 
 class _Shape:
-    """Builds OpenAI objects for one response: the same id and timestamp throughout."""
+    """Builds OpenAI objects for one choice of a response: the same id and timestamp throughout."""
 
-    def __init__(self, kind: str, model: str, logprobs: bool = False) -> None:
+    def __init__(self, kind: str, model: str, logprobs: bool = False, n: int = 1) -> None:
         self.kind = kind
+        self.index = 0  # the choice's
+        self.n = n  # choices a prompt
         self.want_logprobs = logprobs
         self.calls = 0  # tool calls given out so far
         self.offset = 0  # characters of text so far (the completions API's text_offset)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.model = model
+
+    def choices(self, count: int) -> list[_Shape]:
+        """One shape a choice, sharing the response's id and timestamp."""
+        shapes = []
+        for index in range(count):
+            shape = copy.copy(self)
+            shape.index = index
+            shapes.append(shape)
+        return shapes
 
     def envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -129,19 +200,20 @@ class _Shape:
                 self.calls += len(calls)
                 if not message["content"]:
                     delta["content"] = None
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": self.logprobs(chunk)}
+            choice: dict[str, Any] = {"index": self.index, "delta": delta, "logprobs": self.logprobs(chunk)}
             obj = "chat.completion.chunk"
         else:
-            choice = {"index": 0, "text": chunk["response"], "logprobs": self.logprobs(chunk)}
+            choice = {"index": self.index, "text": chunk["response"], "logprobs": self.logprobs(chunk)}
             obj = "text_completion"
         choice["finish_reason"] = self.finish_reason(chunk) if chunk.get("done") else None
         return [self.envelope(obj, [choice])]
 
-    def usage_event(self, final: Chunk) -> dict[str, Any]:
+    def usage_event(self, finals: list[Chunk], n: int) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
-        return {**self.envelope(obj, []), "usage": _usage(final)}
+        return {**self.envelope(obj, []), "usage": _usage(finals, n)}
 
     def whole(self, chunks: list[Chunk]) -> dict[str, Any]:
+        """The choice, from all its chunks."""
         final = chunks[-1]
         entries = [e for c in chunks for e in c.get("logprobs") or []]
         if self.kind == "chat":
@@ -154,46 +226,68 @@ class _Shape:
                 message["reasoning"] = thinking
             if calls:
                 message["tool_calls"] = calls
-            choice = {
-                "index": 0,
+            return {
+                "index": self.index,
                 "message": message,
                 "logprobs": {"content": entries} if self.want_logprobs else None,
                 "finish_reason": self.finish_reason(final),
             }
-            out = self.envelope("chat.completion", [choice])
-        else:
-            text = "".join(c["response"] for c in chunks)
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": _completion_logprobs(entries, 0) if self.want_logprobs else None,
-                "finish_reason": self.finish_reason(final),
-            }
-            out = self.envelope("text_completion", [choice])
-        return {**out, "usage": _usage(final)}
+        text = "".join(c["response"] for c in chunks)
+        return {
+            "index": self.index,
+            "text": text,
+            "logprobs": _completion_logprobs(entries, 0) if self.want_logprobs else None,
+            "finish_reason": self.finish_reason(final),
+        }
 
 
-async def _answer(chunks: AsyncIterator[Chunk], shape: _Shape, stream: bool, usage: bool) -> Response:
-    first = await anext(chunks)  # errors before the first token are ordinary error responses
+async def _collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    try:
+        return [chunk async for chunk in stream]
+    finally:
+        await _close(stream)
+
+
+async def _answer(streams: list[AsyncIterator[Chunk]], shape: _Shape, stream: bool, usage: bool) -> Response:
+    """The response for one choice or several (``n``, a list of prompts), generated side by side.
+    An error before the first token is an ordinary error response."""
+    shapes = shape.choices(len(streams))
+    obj = "chat.completion" if shape.kind == "chat" else "text_completion"
     if not stream:
-        collected = [first]
-        async for chunk in chunks:
-            collected.append(chunk)
-        return JSONResponse(shape.whole(collected))
-    return StreamingResponse(_events(chunks, first, shape, usage), media_type="text/event-stream")
+        tasks = [asyncio.create_task(_collect(s)) for s in streams]
+        try:
+            collected = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:  # the others, when one failed
+                task.cancel()
+        choices = [s.whole(chunks) for s, chunks in zip(shapes, collected, strict=True)]
+        finals = [chunks[-1] for chunks in collected]
+        return JSONResponse({**shape.envelope(obj, choices), "usage": _usage(finals, shape.n)})
+    if len(streams) == 1:
+        first = await anext(streams[0])
+        return StreamingResponse(_events(streams[0], first, shapes[0], usage), media_type="text/event-stream")
+    merged = _merged(streams)
+    try:
+        head = await anext(merged)
+    except BaseException:
+        await merged.aclose()
+        raise
+    events = _merged_events(merged, head, shapes, usage)
+    return StreamingResponse(events, media_type="text/event-stream")
 
 
 async def chat_completions(request: Request) -> Response:
-    req, usage = chat_request(await read_json(request))
-    chunks = request.app.state.generation.chat(req)
-    return await _answer(chunks, _Shape("chat", req.model.display, req.logprobs), req.stream, usage)
+    reqs, n, usage = chat_request(await read_json(request))
+    streams = [request.app.state.generation.chat(req) for req in reqs]
+    shape = _Shape("chat", reqs[0].model.display, reqs[0].logprobs, n)
+    return await _answer(streams, shape, reqs[0].stream, usage)
 
 
 async def completions(request: Request) -> Response:
-    req, usage = completion_request(await read_json(request))
-    chunks = request.app.state.generation.generate(req)
-    shape = _Shape("completion", req.model.display, req.logprobs)
-    return await _answer(chunks, shape, req.stream, usage)
+    reqs, n, usage = completion_request(await read_json(request))
+    streams = [request.app.state.generation.generate(req) for req in reqs]
+    shape = _Shape("completion", reqs[0].model.display, reqs[0].logprobs, n)
+    return await _answer(streams, shape, reqs[0].stream, usage)
 
 
 def _model(stored: Any) -> dict[str, Any]:

@@ -3,15 +3,13 @@ handler takes: one handler, two dialects."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+import dataclasses
+from typing import Any, TypeVar
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.protocol.fields import as_int, require_object
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
-
-log = logging.getLogger("ferrousforge")
 
 _OPTION_NAMES = {
     "temperature": "temperature",
@@ -43,10 +41,32 @@ def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
     return options
 
 
-def _lenient(body: dict[str, Any]) -> None:
-    """What Ollama accepts and ignores: ``n`` (one choice is made), and is logged."""
-    if body.get("n") not in (None, 1):
-        log.warning("ignoring n=%s: one choice per request is made", str(body.get("n"))[:20])
+MAX_CHOICES = 64  # choices a request: n, times the prompts of a completion request
+
+R = TypeVar("R", ChatRequest, GenerateRequest)
+
+
+def _n(body: dict[str, Any]) -> int:
+    n = get(body, "n", int, 1)
+    if n < 1:
+        raise BadRequest("'n' must be a positive integer")
+    return n
+
+
+def _each_choice(requests: list[R], n: int) -> list[R]:
+    """``n`` requests for each one, one a choice, in OpenAI's order (a prompt's choices together).
+    With a ``seed``, choice ``i`` samples with ``seed + i``: the same answers again, not ``n`` alike."""
+    if len(requests) * n > MAX_CHOICES:
+        raise BadRequest(f"at most {MAX_CHOICES} choices a request ('n' times the prompts)")
+    out = []
+    for request in requests:
+        seed = as_int((request.options or {}).get("seed"))
+        for i in range(n):
+            options = None if request.options is None else dict(request.options)
+            if i and seed is not None and seed >= 0:
+                options = {**(options or {}), "seed": seed + i}
+            out.append(dataclasses.replace(request, options=options))
+    return out
 
 
 def _logprobs(body: dict[str, Any], chat: bool) -> dict[str, Any]:
@@ -103,10 +123,10 @@ def output_format(fmt: dict[str, Any], where: str, schema_in: str = "") -> str |
     raise BadRequest(f"'{where}.type' must be 'text', 'json_object' or 'json_schema'")
 
 
-def chat_request(raw: object) -> tuple[ChatRequest, bool]:
-    """The chat request, and whether the stream should end with a usage chunk."""
+def chat_request(raw: object) -> tuple[list[ChatRequest], int, bool]:
+    """The chat request, once for each of its ``n`` choices; ``n``; and whether the stream should
+    end with a usage chunk."""
     body = require_object(raw)
-    _lenient(body)
     messages = []
     for i, m in enumerate(get(body, "messages", list)):
         m = require_object(m, f"messages[{i}]")
@@ -128,30 +148,34 @@ def chat_request(raw: object) -> tuple[ChatRequest, bool]:
             **_logprobs(body, chat=True),
         }
     )
-    return request, bool(stream_options.get("include_usage"))
+    n = _n(body)
+    return _each_choice([request], n), n, bool(stream_options.get("include_usage"))
 
 
-def completion_request(raw: object) -> tuple[GenerateRequest, bool]:
+def _prompts(body: dict[str, Any]) -> list[str]:
+    prompt = get(body, "prompt", (str, list))
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise BadRequest("'prompt' must be a string or a list of strings (token ids are not supported)")
+    return prompts
+
+
+def completion_request(raw: object) -> tuple[list[GenerateRequest], int, bool]:
+    """The completion request, once for each prompt and each of its ``n`` choices; ``n``; and
+    whether the stream should end with a usage chunk."""
     body = require_object(raw)
-    _lenient(body)
     if body.get("echo"):
         raise BadRequest("'echo' is not supported")
-    prompt = get(body, "prompt", (str, list))
-    if isinstance(prompt, list):
-        if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise BadRequest("'prompt' must be a string (or a list of exactly one string)")
-        prompt = prompt[0]
     stream_options = get(body, "stream_options", dict, {})
-    request = GenerateRequest.parse(
-        {
-            "model": get(body, "model", str),
-            "prompt": prompt,
-            "suffix": get(body, "suffix", str, ""),
-            "raw": True,
-            "stream": get(body, "stream", bool, False),
-            "options": _options(body, 16),  # OpenAI's default max_tokens for completions
-            "format": _format(body),
-            **_logprobs(body, chat=False),
-        }
-    )
-    return request, bool(stream_options.get("include_usage"))
+    n = _n(body)
+    common = {
+        "model": get(body, "model", str),
+        "suffix": get(body, "suffix", str, ""),
+        "raw": True,
+        "stream": get(body, "stream", bool, False),
+        "options": _options(body, 16),  # OpenAI's default max_tokens for completions
+        "format": _format(body),
+        **_logprobs(body, chat=False),
+    }
+    requests = [GenerateRequest.parse({**common, "prompt": p}) for p in _prompts(body)]
+    return _each_choice(requests, n), n, bool(stream_options.get("include_usage"))

@@ -184,7 +184,8 @@ OPENAI_SAMPLING: Schema = {
     "max_tokens": nullable({"type": "integer", "minimum": 1}),
     "max_completion_tokens": nullable({"type": "integer", "minimum": 1}),
     "stop": nullable({"anyOf": [STRING, array(STRING, max=16)]}),
-    "n": {"type": "integer", "description": "ignored: one choice is made, as Ollama does"},
+    "n": nullable({"type": "integer", "minimum": 1, "maximum": 64})
+    | {"description": "choices, generated side by side; with a seed, choice i samples with seed + i"},
     "stream": BOOL,
     "stream_options": obj(include_usage=BOOL),
     "response_format": {
@@ -522,7 +523,8 @@ COMPONENTS: dict[str, Schema] = {
     "CompletionRequest": obj(
         ("model", "prompt"),
         model=MODEL_NAME,
-        prompt={"anyOf": [STRING, array(STRING, min=1, max=1)]},
+        prompt={"anyOf": [STRING, array(STRING, min=1, max=64)]}
+        | {"description": "prompts; choices in order, a prompt's n together, at most 64 in all"},
         suffix=nullable(STRING) | {"description": "fill-in-the-middle; a model without FIM tokens → 400"},
         logprobs=nullable({"type": "integer", "minimum": 0, "maximum": 20}),
         **OPENAI_SAMPLING,

@@ -380,3 +380,33 @@ def test_a_client_that_leaves_a_whole_answer_cancels_it(host: Host, path: str) -
     assert scheduler.in_flight == 0
     counted = host.app.state.metrics.requests.labels("POST", path, "499")  # type: ignore[attr-defined]
     assert counted._value.get() == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_several_choices_cancels_them_all(host: Host, stream: bool) -> None:
+    """``n`` choices, whole or streamed: a client that goes away stops every one of them."""
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "n": 3,
+        "stream": stream,
+        "temperature": 0,
+        "max_tokens": 16_000,
+    }
+    scheduler = host.app.state.scheduler  # type: ignore[attr-defined]
+    if stream:
+        with httpx.stream("POST", host.url + "/v1/chat/completions", json=body, timeout=30) as r:
+            indices = set()
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    indices |= {c["index"] for c in json.loads(line[6:])["choices"]}
+                if len(indices) == 3:
+                    break
+            assert scheduler.in_flight == 3
+    else:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(host.url + "/v1/chat/completions", json=body, timeout=1)
+    deadline = time.time() + 3
+    while scheduler.in_flight and time.time() < deadline:
+        time.sleep(0.02)
+    assert scheduler.in_flight == 0

@@ -85,6 +85,40 @@ def test_changing_load_options_reloads_the_model(host: Host) -> None:
         assert c.get("/api/ps").json()["models"][0]["context_length"] == 256
 
 
+def test_names_over_the_same_weights_share_one_engine(host: Host) -> None:
+    """A copy and a Modelfile variant (its own SYSTEM) load no second engine: each name is listed as
+    loaded, the engine counts once, and it is unloaded with its last name. A different num_ctx is
+    another engine."""
+    scheduler = host.app.state.scheduler  # type: ignore[attr-defined]
+    gen = {"prompt": "hi", "stream": False, "options": {"num_predict": 2, "temperature": 0}}
+    with host.client() as c:
+        assert c.post("/api/copy", json={"source": "tiny", "destination": "twin"}).status_code == 200
+        variant = {"model": "pirate", "modelfile": "FROM tiny\nSYSTEM You are a pirate.\n"}
+        assert c.post("/api/create", json={**variant, "stream": False}).status_code == 200
+        first = c.post("/api/generate", json={"model": "tiny", **gen}).json()
+        twin = c.post("/api/generate", json={"model": "twin", **gen}).json()
+        pirate = c.post("/api/generate", json={"model": "pirate", **gen}).json()
+        assert first["load_duration"] > 0 and twin["load_duration"] == 0 and pirate["load_duration"] == 0
+        assert twin["response"] == first["response"]
+        assert pirate["prompt_eval_count"] > first["prompt_eval_count"]  # its system message, not tiny's
+        engines = {id(r.mold) for r in scheduler.runners.values()}
+        assert len(engines) == 1 and len(scheduler.runners) == 3
+        assert scheduler.held_bytes() == scheduler.runners[next(iter(scheduler.runners))].size
+        ps = {m["name"] for m in c.get("/api/ps").json()["models"]}
+        assert ps == {"tiny:latest", "twin:latest", "pirate:latest"}
+        mold = scheduler.runners[next(iter(scheduler.runners))].mold
+        for name in ("tiny", "twin"):
+            assert c.post("/api/generate", json={"model": name, "keep_alive": 0}).status_code == 200
+        assert mold.is_loaded() and len(scheduler.runners) == 1  # pirate still holds it
+        again = c.post("/api/generate", json={"model": "pirate", **gen}).json()
+        assert again["load_duration"] == 0
+        wider = {**gen, "options": {**gen["options"], "num_ctx": 256}}
+        assert c.post("/api/generate", json={"model": "twin", **wider}).json()["load_duration"] > 0
+        assert len({id(r.mold) for r in scheduler.runners.values()}) == 2
+        assert c.post("/api/generate", json={"model": "pirate", "keep_alive": 0}).status_code == 200
+        assert not mold.is_loaded()
+
+
 def test_kv_prefix_reuse_keeps_greedy_output_identical(host: Host) -> None:
     msgs = [{"role": "user", "content": "the cat"}]
     body = {

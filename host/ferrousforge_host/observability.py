@@ -46,7 +46,7 @@ class Metrics:
         )
         Gauge(
             "ferrousforge_model_memory_bytes", "Estimated memory of the loaded models", registry=r
-        ).set_function(lambda: sum(x.size for x in scheduler.runners.values()))
+        ).set_function(scheduler.held_bytes)
 
     def count_tokens(self, model: str, prompt: int, generated: int) -> None:
         self.tokens.labels(model, "prompt").inc(prompt)

@@ -6,6 +6,10 @@ at the model's next request, which loads it afresh.
 Requests to one model run one at a time, in arrival order (its Mold's single worker); different
 models run side by side. A request whose load-time options (``options.LOAD_OPTIONS``: num_ctx,
 num_gpu, engine, ...) differ from the loaded instance reloads the model, as Ollama does.
+
+Names over the same weights (``cp``, or a Modelfile that only sets a SYSTEM, TEMPLATE or sampling
+PARAMETERs) share one loaded engine, as Ollama's runners are keyed by file: each name is listed as
+loaded and keeps its own keep_alive; the engine is counted once and unloaded with its last name.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ class Runner:
     expires_at: float | None = None  # wall-clock seconds; None while busy or kept forever
     timer: asyncio.TimerHandle | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-    size: int = 0  # estimated bytes, counted against the memory budget
+    size: int = 0  # estimated bytes, counted against the memory budget (once for a shared engine)
     last_used: float = field(default_factory=time.monotonic)
+    engine_key: tuple[object, ...] = ()  # what the loaded engine depends on; equal keys share it
 
 
 class Scheduler:
@@ -146,20 +151,24 @@ class Scheduler:
             if runner is None:
                 started = time.perf_counter_ns()
                 cls = resolve_mold(spec, options.engine)
+                key = engine_key(spec, options, cls.__name__)
                 if cls.native and self.runners_enabled:
                     cls = isolated(cls)
                 need = cls.estimate_bytes(spec, options)
                 async with self._load_lock:  # one load at a time: room is made for it, then it is taken
-                    await self._make_room(name, need)
-                    mold = cls(spec, options)
-                    if isinstance(mold, BatchedMold):
-                        mold.batching = self.batching
-                    await mold.load()
-                load_ns = time.perf_counter_ns() - started
-                # RAM is budgeted for what stayed off the GPU; GPU memory is taken as free at load
-                # (the engine offloads the layers that fit beside what other models hold there)
-                size = max(need - int(mold.metadata().get("size_vram", 0)), 0)
-                runner = Runner(name, digest, mold, options.load_key(), size=size)
+                    if shared := self._loaded_engine(key):
+                        runner = replace(shared, name=name, active=0, timer=None, idle=asyncio.Event())
+                    else:
+                        await self._make_room(name, need)
+                        mold = cls(spec, options)
+                        if isinstance(mold, BatchedMold):
+                            mold.batching = self.batching
+                        await mold.load()
+                        load_ns = time.perf_counter_ns() - started
+                        # RAM is budgeted for what stayed off the GPU; GPU memory is taken as free at
+                        # load (the engine offloads the layers that fit beside what others hold there)
+                        size = max(need - int(mold.metadata().get("size_vram", 0)), 0)
+                        runner = Runner(name, digest, mold, options.load_key(), size=size, engine_key=key)
                 self.runners[name] = runner
             runner.active += 1
             runner.idle.clear()
@@ -176,17 +185,30 @@ class Scheduler:
                 runner.idle.set()
                 self._arm(runner)
 
+    def _loaded_engine(self, key: tuple[object, ...]) -> Runner | None:
+        """A loaded name whose engine another name over the same weights can share."""
+        return next((r for r in self.runners.values() if r.engine_key == key and r.mold.is_loaded()), None)
+
+    def _engines(self) -> dict[int, list[Runner]]:
+        """The loaded engines, each with the names that hold it."""
+        engines: dict[int, list[Runner]] = {}
+        for runner in self.runners.values():
+            engines.setdefault(id(runner.mold), []).append(runner)
+        return engines
+
+    def held_bytes(self) -> int:
+        """Memory the loaded engines hold (a shared one counted once)."""
+        return sum(names[0].size for names in self._engines().values())
+
     async def _make_room(self, name: ModelName, need: int) -> None:
-        """Evict idle models, least recently used first, until ``need`` bytes and a slot are free."""
+        """Evict idle engines, least recently used first, until ``need`` bytes and a slot are free."""
         if need > self.max_memory:
             raise Unavailable(
                 f"model '{name}' needs about {need / 2**20:.0f} MiB, more than the memory budget of "
                 f"{self.max_memory / 2**20:.0f} MiB (FERROUSFORGE_MAX_MEMORY)"
             )
-        while sum(r.size for r in self.runners.values()) + need > self.max_memory or (
-            len(self.runners) >= self.max_loaded
-        ):
-            idle = [r for r in self.runners.values() if r.active == 0]
+        while self.held_bytes() + need > self.max_memory or len(self._engines()) >= self.max_loaded:
+            idle = [names for names in self._engines().values() if all(r.active == 0 for r in names)]
             if not idle:  # wait for a loaded model to finish its requests
                 waits = [asyncio.ensure_future(r.idle.wait()) for r in self.runners.values()]
                 done, pending = await asyncio.wait(
@@ -198,11 +220,12 @@ class Scheduler:
                     busy = f"no room to load '{name}' while the loaded models are busy; retry shortly"
                     raise Unavailable(busy, 2)
                 continue
-            victim = min(idle, key=lambda r: r.last_used)
-            del self.runners[victim.name]  # no await between the check and this: nobody can take it now
-            if victim.timer:
-                victim.timer.cancel()
-            await victim.mold.unload()
+            victims = min(idle, key=lambda names: max(r.last_used for r in names))
+            for victim in victims:  # no await between the check and this: nobody can take it now
+                del self.runners[victim.name]
+                if victim.timer:
+                    victim.timer.cancel()
+            await victims[0].mold.unload()
 
     def _arm(self, runner: Runner) -> None:
         if runner.keep_alive is None:
@@ -226,7 +249,8 @@ class Scheduler:
             runner.timer.cancel()
         if self.runners.get(runner.name) is runner:
             del self.runners[runner.name]
-        await runner.mold.unload()
+        if all(r.mold is not runner.mold for r in self.runners.values()):  # its engine's last name
+            await runner.mold.unload()
 
     async def unload(self, name: ModelName) -> bool:
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -243,6 +267,14 @@ class Scheduler:
 
     def loaded(self) -> list[Runner]:
         return sorted(self.runners.values(), key=lambda r: r.name.display)
+
+
+def engine_key(spec: ModelSpec, options: Options, engine: str) -> tuple[object, ...]:
+    """What a loaded engine depends on: its weights and files, the config they are read with, the
+    load options and the engine. A name's template, system message and sampling parameters are not:
+    the host applies them to each request."""
+    files = tuple(sorted(spec.files.items()))
+    return (spec.path, files, json.dumps(spec.config, sort_keys=True), options.load_key(), engine)
 
 
 def parse_engines(text: str) -> dict[str, str]:

@@ -235,3 +235,30 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     config.write_text("bogus = 1\n")
     with pytest.raises(Exception, match="unknown setting"):
         load_settings()
+
+
+def test_ollamas_variables_are_read_below_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine set up for Ollama (OLLAMA_HOST, OLLAMA_KEEP_ALIVE...) serves the same way; our own
+    variables win."""
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(tmp_path / "none.toml"))
+    for var in ("HOST", "KEEP_ALIVE", "NUM_CTX", "NUM_PARALLEL", "MAX_LOADED_MODELS", "ORIGINS"):
+        monkeypatch.delenv(f"FERROUSFORGE_{var}", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")
+    monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "24h")
+    monkeypatch.setenv("OLLAMA_CONTEXT_LENGTH", "8192")
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "2")
+    monkeypatch.setenv("OLLAMA_MAX_LOADED_MODELS", "5")
+    monkeypatch.setenv("OLLAMA_ORIGINS", "https://app.example.com")
+    s = load_settings()
+    assert s.bind == ("0.0.0.0", 11434) and s.base_url == "http://127.0.0.1:11434"
+    assert (s.keep_alive, s.num_ctx, s.num_parallel, s.max_loaded_models) == ("24h", 8192, 2, 5)
+    assert s.origins == "https://app.example.com"
+    monkeypatch.setenv("OLLAMA_HOST", "http://127.0.0.1:11500")
+    assert load_settings().bind == ("127.0.0.1", 11500)
+    monkeypatch.setenv("FERROUSFORGE_HOST", "127.0.0.1:2222")
+    monkeypatch.setenv("FERROUSFORGE_KEEP_ALIVE", "1m")
+    s = load_settings()
+    assert (s.host, s.keep_alive) == ("127.0.0.1:2222", "1m")
+    monkeypatch.setenv("OLLAMA_CONTEXT_LENGTH", "lots")
+    with pytest.raises(Exception, match="OLLAMA_CONTEXT_LENGTH="):
+        load_settings()

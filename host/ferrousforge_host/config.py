@@ -1,4 +1,5 @@
-"""Settings: defaults < TOML config file < ``FERROUSFORGE_*`` environment < command-line flags."""
+"""Settings: defaults < TOML config file < Ollama's ``OLLAMA_*`` variables < ``FERROUSFORGE_*``
+environment < command-line flags."""
 
 from __future__ import annotations
 
@@ -77,7 +78,31 @@ class Settings:
 _EMPTY_MEANS_OFF = {"registry", "ollama_models"}  # set to "" in the environment, these turn off
 
 
-def _coerce(name: str, value: Any) -> Any:
+# Ollama's server variables, read as FerrousForge's own (below FERROUSFORGE_*): a machine set up for
+# Ollama serves the same way. OLLAMA_MODELS is not here: that store is listed beside ours, read-only.
+OLLAMA_VARIABLES = {
+    "OLLAMA_HOST": "host",
+    "OLLAMA_KEEP_ALIVE": "keep_alive",
+    "OLLAMA_CONTEXT_LENGTH": "num_ctx",
+    "OLLAMA_NUM_PARALLEL": "num_parallel",
+    "OLLAMA_MAX_LOADED_MODELS": "max_loaded_models",
+    "OLLAMA_MAX_QUEUE": "max_queue",
+    "OLLAMA_ORIGINS": "origins",
+}
+
+
+def ollama_host(value: str) -> str:
+    """OLLAMA_HOST as Ollama reads it: an optional scheme, a host, an optional port (11434)."""
+    address = value.strip().split("://", 1)[-1].split("/", 1)[0]
+    host, colon, port = (
+        address.rpartition(":") if address.count(":") == 1 or "]:" in address else ("", "", "")
+    )
+    if not colon:
+        host, port = address, "11434"
+    return f"{host or '127.0.0.1'}:{port or '11434'}"
+
+
+def _coerce(name: str, value: Any, source: str = "") -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:
         if kind == "int":
@@ -86,7 +111,7 @@ def _coerce(name: str, value: Any) -> Any:
             return Path(os.path.expanduser(str(value)))
         return str(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"invalid setting {name}={value!r}") from None
+        raise BadRequest(f"invalid setting {source or name}={value!r}") from None
 
 
 def config_path() -> Path:
@@ -96,6 +121,7 @@ def config_path() -> Path:
 def load_settings(**flags: Any) -> Settings:
     names = {f.name for f in fields(Settings)}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # the environment variable a value came from
     path = config_path()
     if path.is_file():
         try:
@@ -106,9 +132,17 @@ def load_settings(**flags: Any) -> Settings:
         if unknown:
             raise BadRequest(f"unknown setting(s) in {path}: {', '.join(sorted(unknown))}")
         values.update(data)
+    for variable, name in OLLAMA_VARIABLES.items():
+        if given := os.environ.get(variable, "").strip():
+            values[name] = ollama_host(given) if name == "host" else given
+            sources[name] = variable
     for name in names:
         env = os.environ.get(f"FERROUSFORGE_{name.upper()}")
         if env is not None and (env != "" or name in _EMPTY_MEANS_OFF):
             values[name] = env
-    values.update({k: v for k, v in flags.items() if v is not None})
-    return replace(Settings(), **{k: _coerce(k, v) for k, v in values.items()})
+            sources[name] = f"FERROUSFORGE_{name.upper()}"
+    for name, value in flags.items():
+        if value is not None:
+            values[name] = value
+            sources.pop(name, None)
+    return replace(Settings(), **{k: _coerce(k, v, sources.get(k, "")) for k, v in values.items()})

@@ -150,6 +150,37 @@ def test_create_from_existing_model_overrides_template(host: Host) -> None:
         assert gen["eval_count"] == 4
 
 
+def test_a_models_messages_start_every_conversation(host: Host) -> None:
+    """Modelfile MESSAGEs (or create's ``messages``): a chat or a templated generate with the model
+    is the same prompt as the plain model given those messages first; /api/show lists them."""
+    shots = [{"role": "user", "content": "Is Toronto in Canada?"}, {"role": "assistant", "content": "yes"}]
+    greedy = {"stream": False, "options": {"num_predict": 4, "temperature": 0}}
+    ask = {"role": "user", "content": "Is Paris in France?"}
+    modelfile = 'FROM tiny\nMESSAGE user Is Toronto in Canada?\nMESSAGE assistant """yes"""\n'
+    with host.client() as c:
+        assert c.post("/api/create", json={"model": "shots", "modelfile": modelfile}).status_code == 200
+        assert (
+            c.post("/api/create", json={"model": "shots2", "from": "tiny", "messages": shots}).status_code
+            == 200
+        )
+        shown = c.post("/api/show", json={"model": "shots"}).json()
+        assert shown["messages"] == shots and 'MESSAGE assistant """yes"""' in shown["modelfile"]
+        plain = c.post("/api/chat", json={"model": "tiny", "messages": [*shots, ask], **greedy}).json()
+        for name in ("shots", "shots2"):
+            with_shots = c.post("/api/chat", json={"model": name, "messages": [ask], **greedy}).json()
+            assert with_shots["prompt_eval_count"] == plain["prompt_eval_count"]
+            assert with_shots["message"]["content"] == plain["message"]["content"]
+        generated = c.post(
+            "/api/generate", json={"model": "shots", "prompt": ask["content"], **greedy}
+        ).json()
+        assert generated["prompt_eval_count"] == plain["prompt_eval_count"]
+        alone = c.post("/api/chat", json={"model": "tiny", "messages": [ask], **greedy}).json()
+        assert alone["prompt_eval_count"] < plain["prompt_eval_count"]
+        bad = c.post("/api/create", json={"model": "x", "from": "tiny", "messages": [{"role": "robot"}]})
+        assert bad.status_code == 400 and "role must be one of" in bad.json()["error"]
+        assert c.post("/api/show", json={"model": "x"}).status_code == 404  # nothing half-made
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

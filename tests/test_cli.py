@@ -220,6 +220,35 @@ def test_interactive_slash_commands(host: Host) -> None:
     assert child.exitstatus == 0
 
 
+def test_interactive_save_and_load(host: Host) -> None:
+    """/save makes a model of the session (system, parameters, messages); /load switches to a model,
+    and a model that isn't there is an error line, not the end of the chat."""
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "run", "tiny"], env=env, encoding="utf-8", timeout=60)
+    for line, answer in [
+        ("/set system Be brief.", "Set system message."),
+        ("/set parameter num_predict 3", "Set parameter 'num_predict' to '3'"),
+        ("/set format json", "Set format to 'json' mode."),
+        ("/set noformat", "Disabled format."),
+        ("hello there", None),
+        ("/save session", "Created new model 'session'"),
+        ("/load ghost", "error: model 'ghost:latest' not found"),
+        ("/load session", "Loading model 'session'"),
+        ("/show system", "Be brief."),
+    ]:
+        child.expect(">>> ")
+        child.sendline(line)
+        if answer:
+            child.expect_exact(answer)
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    modelfile = ff(host, "show", "session", "--modelfile").stdout
+    assert 'MESSAGE user """hello there"""' in modelfile and "MESSAGE assistant" in modelfile
+    assert 'SYSTEM """Be brief."""' in modelfile and "num_predict" in modelfile
+
+
 def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "config.toml"
     config.write_text('host = "127.0.0.1:1111"\nkeep_alive = "10m"\nnum_thread = 3\n')

@@ -253,6 +253,16 @@ def test_modelfile_parse() -> None:
     for bad in ("PARAMETER x 1", "FROM a\nADAPTER b", 'FROM a\nSYSTEM """never closed', "FROM"):
         with pytest.raises(BadRequest):
             Modelfile.parse(bad)
+    chat = Modelfile.parse(
+        'FROM a\nMESSAGE user Is Toronto in Canada?\nMESSAGE assistant "yes"\nMESSAGE user """two\nlines"""\n'
+    )
+    assert chat.messages == [
+        {"role": "user", "content": "Is Toronto in Canada?"},
+        {"role": "assistant", "content": "yes"},
+        {"role": "user", "content": "two\nlines"},
+    ]
+    with pytest.raises(BadRequest, match="MESSAGE role must be one of system, user, assistant"):
+        Modelfile.parse("FROM a\nMESSAGE robot hi\n")
 
 
 def test_gguf_reader_reads_the_tiny_model(tiny_gguf: Path) -> None:

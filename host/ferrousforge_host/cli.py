@@ -345,6 +345,8 @@ def create(
         fields["system"] = spec.system
     if spec.license:
         fields["license"] = spec.license
+    if spec.messages:
+        fields["messages"] = spec.messages
     path = (file.parent / os.path.expanduser(spec.source)).resolve()
     if path.is_file():
         digest = _sha256(path)

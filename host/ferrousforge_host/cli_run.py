@@ -11,14 +11,18 @@ from dataclasses import fields
 from typing import Any, TextIO
 
 from ferrousforge.client import Client
-from ferrousforge.errors import BadRequest
+from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.options import Options
 
 HELP = """Available Commands:
   /set parameter NAME VALUE   Set a parameter (temperature, num_ctx, seed, stop, ...)
   /set system TEXT            Set the system message
   /set verbose | quiet        Show or hide the timings after each answer
+  /set format json | noformat Answer in JSON, or freely
+  /set think | nothink        Thinking models: think first, or not
   /show info | parameters | system | template
+  /load MODEL                 Chat with another model
+  /save MODEL                 Save this session (system, parameters, messages) as a new model
   /clear                      Clear the session's context
   /bye                        Exit
   /?, /help                   This help
@@ -157,10 +161,35 @@ def interactive(api: Client, model: str, extra: dict[str, Any], verbose: bool, t
                 elif word[1] in ("verbose", "quiet"):
                     verbose = word[1] == "verbose"
                     print(f"Set '{word[1]}' mode.")
+                elif word[1:] == ["format", "json"] or word[1] == "noformat":
+                    extra["format"] = "json" if word[1] == "format" else None
+                    print("Set format to 'json' mode." if word[1] == "format" else "Disabled format.")
+                elif word[1] in ("think", "nothink"):
+                    extra["think"] = word[1] == "think"
+                    print(f"Set '{word[1]}' mode.")
                 else:
-                    print("Usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | /set quiet")
+                    print(
+                        "Usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | /set quiet"
+                        " | /set format json | /set noformat | /set think | /set nothink"
+                    )
             elif command == "/show" and len(word) >= 2:
                 _show(api, model, word[1], options, system)
+            elif command == "/load" and len(word) == 2:
+                print(f"Loading model '{word[1]}'")
+                try:
+                    api.chat(word[1], [])
+                except ForgeError as exc:
+                    print(f"error: {exc.message}")
+                    continue
+                model = word[1]
+                messages.clear()
+            elif command == "/save" and len(word) == 2:
+                try:
+                    _save(api, model, word[1], system, options, messages)
+                except ForgeError as exc:
+                    print(f"error: {exc.message}")
+                    continue
+                print(f"Created new model '{word[1]}'")
             else:
                 print(f"Unknown command '{command}'. Type /? for help")
             continue
@@ -174,6 +203,25 @@ def interactive(api: Client, model: str, extra: dict[str, Any], verbose: bool, t
             summary(last, sys.stderr)
             sys.stdout.write("\n")
         messages.append({"role": "assistant", "content": reply})
+
+
+def _save(
+    api: Client,
+    model: str,
+    name: str,
+    system: str,
+    options: dict[str, Any],
+    messages: list[dict[str, str]],
+) -> None:
+    """``/save``: a model from this one with the session's system message, parameters and messages
+    (after the model's own MESSAGEs, which every chat with it starts from)."""
+    fields: dict[str, Any] = {"from": model, "messages": [*api.show(model).get("messages", []), *messages]}
+    if system:
+        fields["system"] = system
+    if options:
+        fields["parameters"] = options
+    for _ in api.create(name, **fields):
+        pass
 
 
 def _message(chunk: dict[str, Any]) -> tuple[str, str]:

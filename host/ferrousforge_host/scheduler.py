@@ -25,7 +25,7 @@ from typing import Any
 
 from ferrousforge.embedding import BatchedMold
 from ferrousforge.errors import ForgeError, NotSupported, Unavailable
-from ferrousforge.manifest import PARAMS, SYSTEM, TEMPLATE, Manifest
+from ferrousforge.manifest import MESSAGES, PARAMS, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
@@ -103,6 +103,7 @@ class Scheduler:
             system=text(SYSTEM),
             parameters=params,
             files={x.name: str(self.store.blob_path(x.digest)) for x in manifest.layers if x.name},
+            messages=json.loads(text(MESSAGES) or "[]"),
         )
         return spec, manifest
 

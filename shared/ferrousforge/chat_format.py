@@ -187,9 +187,13 @@ def render(
     return text
 
 
-def generate_messages(prompt: str, system: str | None) -> list[dict[str, Any]]:
-    """/api/generate's prompt (not raw) as chat messages: the system text, then the user's prompt."""
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+def generate_messages(
+    prompt: str, system: str | None, before: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """/api/generate's prompt (not raw) as chat messages: the system text, the model's MESSAGEs
+    (``before``; none when a ``context`` continues an earlier answer), then the user's prompt."""
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, *(before or []), {"role": "user", "content": prompt}]
 
 
 def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:

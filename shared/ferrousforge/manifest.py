@@ -16,6 +16,7 @@ TEMPLATE = "application/vnd.ollama.image.template"
 SYSTEM = "application/vnd.ollama.image.system"
 PARAMS = "application/vnd.ollama.image.params"
 LICENSE = "application/vnd.ollama.image.license"
+MESSAGES = "application/vnd.ollama.image.messages"  # a conversation the model starts from (JSON)
 PROJECTOR = "application/vnd.ollama.image.projector"  # a vision model's image encoder (GGUF)
 ADAPTER = "application/vnd.ollama.image.adapter"  # a LoRA adapter (GGUF)
 DOCKER_CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"  # older Ollama configs

@@ -1,4 +1,5 @@
-"""Ollama's Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, LICENSE (other commands are refused)."""
+"""Ollama's Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, LICENSE (other commands are
+refused)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class Modelfile:
     template: str | None = None
     system: str | None = None
     license: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, text: str) -> Modelfile:
@@ -34,6 +36,10 @@ class Modelfile:
             if not match:
                 raise BadRequest(f"Modelfile line {i}: expected 'COMMAND value'")
             command, value = match.group(1).upper(), match.group(2).strip()
+            role = ""
+            if command == "MESSAGE":  # MESSAGE <role> <text>: the text may be quoted as any value
+                role, _, value = value.partition(" ")
+                value = value.strip()
             if value.startswith('"""'):
                 body = value[3:]
                 while '"""' not in body and i < len(lines):
@@ -42,8 +48,8 @@ class Modelfile:
                 if '"""' not in body:
                     raise BadRequest('Modelfile: unterminated """ block')
                 value = body[: body.index('"""')]
-            elif len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
+            else:
+                value = unquote(value)
             if command == "FROM":
                 out.source = value
             elif command == "PARAMETER":
@@ -55,6 +61,12 @@ class Modelfile:
                 out.system = value
             elif command == "LICENSE":
                 out.license = value
+            elif command == "MESSAGE":
+                if role not in MESSAGE_ROLES:
+                    raise BadRequest(
+                        f"Modelfile line {i}: MESSAGE role must be one of {', '.join(MESSAGE_ROLES)}"
+                    )
+                out.messages.append({"role": role, "content": value})
             else:
                 raise BadRequest(f"Modelfile command {command} is not supported")
         if not out.source:
@@ -72,6 +84,29 @@ class Modelfile:
             self.parameters[key] = json.loads(raw)
         except (ValueError, RecursionError):
             self.parameters[key] = raw
+
+
+MESSAGE_ROLES = ("system", "user", "assistant")
+
+
+def unquote(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def check_messages(messages: object) -> list[dict[str, Any]]:
+    """A model's MESSAGEs (Modelfile or /api/create ``messages``): roles and text only."""
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be a list of {role, content}")
+    out = []
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, dict) else None
+        content = m.get("content") if isinstance(m, dict) else None
+        if role not in MESSAGE_ROLES:
+            raise BadRequest(f"messages[{i}]: role must be one of {', '.join(MESSAGE_ROLES)}")
+        if not isinstance(content, str):
+            raise BadRequest(f"messages[{i}]: content must be a string")
+        out.append({"role": role, "content": content})
+    return out
 
 
 def render_parameters(params: dict[str, Any]) -> str:

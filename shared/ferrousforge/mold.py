@@ -49,6 +49,7 @@ class ModelSpec:
     system: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # named files beside the main one (tokenizer.json)
+    messages: list[dict[str, Any]] = field(default_factory=list)  # Modelfile MESSAGEs: chats start with them
 
     @property
     def task(self) -> str:

@@ -176,7 +176,7 @@ class GenerationService:
             system = req.system if req.system is not None else spec.system
             prompt = render(
                 req.template or spec.template or PLAIN_TEMPLATE,
-                generate_messages(req.prompt, system),
+                generate_messages(req.prompt, system, [] if req.context else spec.messages),
                 **special_tokens(spec.config),
                 **variables,
             )
@@ -208,7 +208,8 @@ class GenerationService:
                 req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
             )
         thinking, variables = self._thinking(req, spec)
-        messages = with_system([m.to_template() for m in req.messages], spec.system)
+        # the model's MESSAGEs start every conversation, as Ollama's do
+        messages = with_system([*spec.messages, *(m.to_template() for m in req.messages)], spec.system)
         native = template_knows_tools(spec)
         template = spec.template or PLAIN_TEMPLATE
 

@@ -8,7 +8,16 @@ from typing import Any
 from ferrousforge.chat_format import FAMILY_STOPS, _compile, family_template
 from ferrousforge.errors import BadRequest
 from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
-from ferrousforge.manifest import CONFIG_MEDIA_TYPE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest
+from ferrousforge.manifest import (
+    CONFIG_MEDIA_TYPE,
+    MESSAGES,
+    MODEL,
+    PARAMS,
+    SYSTEM,
+    TEMPLATE,
+    Layer,
+    Manifest,
+)
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge_host.models.gguf_tokenizer import with_tokenizer
@@ -33,6 +42,7 @@ def import_gguf(
     template: str | None = None,
     system: str | None = None,
     parameters: dict[str, Any] | None = None,
+    messages: list[dict[str, Any]] | None = None,
     family: str | None = None,
     source: str | None = None,
 ) -> Manifest:
@@ -55,6 +65,7 @@ def import_gguf(
         (TEMPLATE, template),
         (SYSTEM, system),
         (PARAMS, json.dumps(params) if params else None),
+        (MESSAGES, json.dumps(messages) if messages else None),
     ):
         if content:
             layer_digest, size = store.write_bytes(content.encode())

@@ -13,8 +13,18 @@ from typing import Any
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.gguf import GGUFError, describe
-from ferrousforge.manifest import LICENSE, MODEL, PARAMS, SYSTEM, TEMPLATE, Layer, Manifest, normalize_digest
-from ferrousforge.modelfile import Modelfile, render_parameters
+from ferrousforge.manifest import (
+    LICENSE,
+    MESSAGES,
+    MODEL,
+    PARAMS,
+    SYSTEM,
+    TEMPLATE,
+    Layer,
+    Manifest,
+    normalize_digest,
+)
+from ferrousforge.modelfile import Modelfile, check_messages, render_parameters
 from ferrousforge.mold import ModelSpec
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
@@ -97,6 +107,8 @@ class ModelService:
                     out["tensors"] = tensors
         if spec.system:
             out["system"] = spec.system
+        if spec.messages:
+            out["messages"] = spec.messages
         if license_layer:
             out["license"] = self.store.read_bytes(license_layer.digest).decode()
         return out
@@ -108,6 +120,7 @@ class ModelService:
         if spec.system:
             lines.append(f'SYSTEM """{spec.system}"""')
         lines += [f"PARAMETER {line}" for line in render_parameters(spec.parameters).splitlines()]
+        lines += [f'MESSAGE {m["role"]} """{m["content"]}"""' for m in spec.messages]
         return "\n".join(lines) + "\n"
 
     async def delete(self, name: ModelName) -> None:
@@ -197,6 +210,8 @@ class ModelService:
             **require_object(field(body, "parameters", dict, {}), "'parameters'"),
         }
         Options.parse(params)
+        given = body.get("messages")
+        messages = check_messages(given) if given is not None else modelfile.messages
         license_text = field(body, "license", (str, list), None) or modelfile.license
         if isinstance(license_text, list):
             license_text = "\n".join(str(x) for x in license_text)
@@ -216,7 +231,14 @@ class ModelService:
                 yield {"status": f"using existing layer {digest}"}
             yield {"status": "writing manifest"}
             manifest = await asyncio.to_thread(
-                import_gguf, self.store, name, digest, template=template, system=system, parameters=params
+                import_gguf,
+                self.store,
+                name,
+                digest,
+                template=template,
+                system=system,
+                parameters=params,
+                messages=messages,
             )
         elif source:
             base = self.store.get(ModelName.parse(source)).manifest
@@ -235,6 +257,7 @@ class ModelService:
                 TEMPLATE: template,
                 SYSTEM: system,
                 PARAMS: json.dumps({**old, **params}) if params else None,
+                MESSAGES: json.dumps(messages) if messages else None,
             }
             layers = [x for x in base.layers if not (replaced.get(x.media_type))]
             for media_type, content in replaced.items():

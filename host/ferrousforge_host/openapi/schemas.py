@@ -175,6 +175,9 @@ DETAILS: Schema = obj(
     quantization_level=STRING,
 )
 PROGRESS: Schema = obj(("status",), status=STRING, digest=STRING, total=INT, completed=INT, error=STRING)
+MODEL_MESSAGE: Schema = obj(
+    ("role", "content"), role={"enum": ["system", "user", "assistant"]}, content=STRING
+)
 OPENAI_SAMPLING: Schema = {
     "temperature": nullable({"type": "number", "minimum": 0, "maximum": 100}),
     "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
@@ -318,6 +321,8 @@ COMPONENTS: dict[str, Schema] = {
         system=STRING,
         parameters=ANY_OBJECT,
         license={"anyOf": [STRING, array(STRING)]},
+        messages=array(MODEL_MESSAGE)
+        | {"description": "a conversation every chat with the model starts from"},
         quantize={"type": "string", "description": "q4_K_M, q8_0, ...: quantize an F32/F16/BF16 GGUF"},
         stream={"type": "boolean", "default": True},
     )
@@ -344,6 +349,7 @@ COMPONENTS: dict[str, Schema] = {
         template=STRING,
         system=STRING,
         license=STRING,
+        messages=array(MODEL_MESSAGE),
         details=DETAILS,
         model_info=ANY_OBJECT,
         capabilities=array({"enum": [c.value for c in Capability]}),

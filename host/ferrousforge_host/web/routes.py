@@ -129,6 +129,7 @@ async def browser_model(request: Request) -> Response:
             "template": spec.template,
             "system": spec.system,
             "parameters": spec.parameters,
+            "messages": spec.messages,
             "requirements": req.to_json(),
         }
     )

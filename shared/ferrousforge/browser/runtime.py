@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import js
@@ -81,6 +81,7 @@ class ModelInfo:
     template: str | None = None
     system: str | None = None
     parameters: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)  # the model's MESSAGEs
 
 
 class BrowserForge:
@@ -166,6 +167,7 @@ class BrowserForge:
                 raw.get("template"),
                 raw.get("system"),
                 raw.get("parameters") or {},
+                raw.get("messages") or [],
             )
         return self.infos[model]
 
@@ -482,7 +484,8 @@ class BrowserForge:
                 return req.prompt
             system = req.system if req.system is not None else info.system
             template = req.template or info.template or PLAIN_TEMPLATE
-            return render(template, generate_messages(req.prompt, system), **special_tokens(info.config))
+            messages = generate_messages(req.prompt, system, info.messages)
+            return render(template, messages, **special_tokens(info.config))
 
         needs_host = bool(req.format or req.context or req.images or req.suffix)
         return await self._generation(
@@ -498,7 +501,7 @@ class BrowserForge:
             raise BadRequest("'messages' must not be empty")
 
         def prompt_of(info: ModelInfo) -> str:
-            messages = with_system([m.to_template() for m in req.messages], info.system)
+            messages = with_system([*info.messages, *(m.to_template() for m in req.messages)], info.system)
             return render(info.template or PLAIN_TEMPLATE, messages, **special_tokens(info.config))
 
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))

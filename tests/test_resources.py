@@ -19,6 +19,7 @@ from ferrousforge.options import Options
 from ferrousforge_host.engines.llamacpp import LlamaCppMold
 
 from conftest import free_port, start_host
+from tinymodel import write_tiny_llama
 
 
 def loaded(url: str) -> list[str]:
@@ -38,10 +39,15 @@ def generate_long(url: str, model: str) -> dict:
     return httpx.post(url + "/api/generate", json=body, timeout=120).json()
 
 
-def test_least_recently_used_idle_model_is_evicted(tmp_path: Path, tiny_gguf: Path) -> None:
+def distinct(tmp_path: Path, names: str) -> dict[str, Path]:
+    """A tiny model of its own for each name (names over one file would share one loaded engine)."""
+    return {name: write_tiny_llama(tmp_path / f"{name}.gguf", seed=i) for i, name in enumerate(names)}
+
+
+def test_least_recently_used_idle_model_is_evicted(tmp_path: Path) -> None:
     for h in start_host(tmp_path / "store", max_loaded_models=2):
-        for name in ("a", "b", "c"):
-            h.pull_file(name, tiny_gguf)
+        for name, gguf in distinct(tmp_path, "abc").items():
+            h.pull_file(name, gguf)
         assert load(h.url, "a").status_code == 200
         assert load(h.url, "b").status_code == 200
         assert load(h.url, "a").status_code == 200  # a used last: b is now least recently used
@@ -52,8 +58,8 @@ def test_least_recently_used_idle_model_is_evicted(tmp_path: Path, tiny_gguf: Pa
 def test_memory_budget_evicts_then_refuses_what_cannot_fit(tmp_path: Path, tiny_gguf: Path) -> None:
     need = LlamaCppMold.estimate_bytes(ModelSpec("t", "gguf", str(tiny_gguf)), Options(num_parallel=4))
     for h in start_host(tmp_path / "store", max_memory=int(need * 1.5)):
-        h.pull_file("a", tiny_gguf)
-        h.pull_file("b", tiny_gguf)
+        for name, gguf in distinct(tmp_path, "ab").items():
+            h.pull_file(name, gguf)
         assert load(h.url, "a").status_code == 200
         assert load(h.url, "b").status_code == 200
         assert loaded(h.url) == ["b:latest"]  # two do not fit: a made room

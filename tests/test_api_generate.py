@@ -410,3 +410,12 @@ def test_a_client_that_leaves_several_choices_cancels_them_all(host: Host, strea
     while scheduler.in_flight and time.time() < deadline:
         time.sleep(0.02)
     assert scheduler.in_flight == 0
+
+
+def test_num_predict_zero_evaluates_the_prompt_and_says_nothing(host: Host) -> None:
+    """As the wgpu engine and llama-server: no token at all (it was one on llama.cpp)."""
+    body = {"model": "tiny", "prompt": "the cat", "stream": False, "options": {"num_predict": 0}}
+    with host.client() as c:
+        r = c.post("/api/generate", json=body).json()
+    assert r["response"] == "" and r["eval_count"] == 0 and r["done_reason"] == "length"
+    assert r["prompt_eval_count"] > 0

@@ -4,8 +4,10 @@ integration; structured outputs and tool calls."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -349,8 +351,54 @@ def test_bad_chat_requests_get_openai_shaped_400s(host: Host, body: dict, needle
     assert needle in error["message"] and error["type"] == "invalid_request_error"
 
 
+def test_echo_scores_the_prompt_as_llama_cpp_computes_it(client: openai.OpenAI, tiny_gguf: Path) -> None:
+    """``echo`` with ``logprobs`` and ``max_tokens: 0``: the prompt back, each of its tokens with its
+    log-probability given those before it (none for the first), equal to llama.cpp's own logits for
+    the whole prompt; a prompt the model has cached is scored whole all the same."""
+    from llama_cpp import Llama
+
+    prompt = "the cat sat on the mat"
+    client.completions.create(model="tiny", prompt=prompt, max_tokens=2, temperature=0)  # now cached
+    scored = client.completions.create(model="tiny", prompt=prompt, max_tokens=0, echo=True, logprobs=3)
+    choice = scored.choices[0]
+    assert choice.text == prompt and choice.finish_reason == "length"
+    assert scored.usage and scored.usage.completion_tokens == 0
+    lp = choice.logprobs
+    assert lp and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset
+    assert len(lp.tokens) == scored.usage.prompt_tokens
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    llm = Llama(model_path=str(tiny_gguf), logits_all=True, n_ctx=256, n_threads=1, verbose=False)
+    tokens = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+    assert len(tokens) == len(lp.tokens)
+    llm.eval(tokens)
+    logits = np.array(llm.scores[: len(tokens)], dtype=np.float64)
+    peak = logits.max(1, keepdims=True)
+    logsoftmax = logits - peak - np.log(np.exp(logits - peak).sum(1, keepdims=True))
+    expected = [float(logsoftmax[i - 1, tokens[i]]) for i in range(1, len(tokens))]
+    assert np.allclose(lp.token_logprobs[1:], expected, atol=1e-2)  # (float32 sums, other batching)
+    for given, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:], strict=True):
+        assert top and len(top) == 3 and max(top.values()) >= given - 1e-6
+    assert "".join(lp.tokens).strip() == prompt and lp.text_offset == sorted(lp.text_offset)
+
+
+def test_echo_repeats_each_prompt_before_its_completion(client: openai.OpenAI) -> None:
+    plain = client.completions.create(model="tiny", prompt="the cat", max_tokens=4, temperature=0)
+    echoed = client.completions.create(model="tiny", prompt="the cat", max_tokens=4, temperature=0, echo=True)
+    assert echoed.choices[0].text == "the cat" + plain.choices[0].text
+    texts: dict[int, str] = {}
+    prompts = ["the cat", "a dog"]
+    for event in client.completions.create(
+        model="tiny", prompt=prompts, max_tokens=4, temperature=0, echo=True, stream=True
+    ):
+        for c in event.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+    assert texts[0] == echoed.choices[0].text and texts[1].startswith("a dog") and len(texts[1]) > 5
+    with pytest.raises(openai.BadRequestError):  # nothing to say without echo
+        client.completions.create(model="tiny", prompt="x", max_tokens=0)
+
+
 def test_bad_completion_requests(client: openai.OpenAI) -> None:
-    for extra in ({"echo": True}, {"suffix": "end"}, {"logprobs": -2}):
+    for extra in ({"echo": "yes"}, {"suffix": "end"}, {"logprobs": -2}):
         with pytest.raises(openai.BadRequestError):
             client.completions.create(model="tiny", prompt="x", max_tokens=2, **extra)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):

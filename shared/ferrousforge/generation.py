@@ -28,6 +28,7 @@ class GenerationInput:
     shift: bool = True  # a full window drops half of its older tokens and generation goes on
     logprobs: bool = False  # report each generated token's log-probability
     top_logprobs: int = 0  # ... and this many most likely alternatives (0 to 20)
+    prompt_logprobs: bool = False  # ... and each prompt token's, given the tokens before it (echo)
 
 
 @dataclass
@@ -52,6 +53,8 @@ class GenerationChunk:
     # Ollama's logprobs of the tokens behind this chunk's text: {token, logprob, bytes, top_logprobs}
     logprobs: list[dict[str, Any]] | None = None
     stop_sequence: str | None = None  # on the last chunk: the stop string that ended the reply
+    # with prompt_logprobs, once, before the reply: the prompt's tokens (the first one's logprob None)
+    prompt_logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass

@@ -306,6 +306,8 @@ class _Job:
     batch_index: int = -1  # where its logits are in the current batch, or -1
     penalized: bool = False
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # entries not yet sent with text
+    prompt_rows: list[int] = field(default_factory=list)  # batch rows of prompt tokens to score
+    prompt_logprobs: list[dict[str, Any]] = field(default_factory=list)  # the scored prompt so far
 
 
 def free_samplers(job: _Job) -> None:
@@ -608,6 +610,8 @@ class LlamaCppMold(TextGenerationMold):
             job = self._waiting.pop(0)
             slot = max(free, key=lambda s: common_prefix(s.cached, job.prompt))
             keep = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+            if job.request.prompt_logprobs:  # every prompt token is scored: none comes from the cache
+                keep = 0
             if keep < len(slot.cached) and (
                 keep == 0 or not L.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
             ):
@@ -635,10 +639,13 @@ class LlamaCppMold(TextGenerationMold):
             if job.cancelled.is_set():
                 self._release(slot, keep_cache=True)
                 continue
-            if job.pending:  # prompt: as much as fits, logits only for its very last token
+            if job.pending:  # prompt: as much as fits, logits only for its very last token (or all, scored)
                 take = job.pending[: self._n_batch - n]
+                scored = job.request.prompt_logprobs
                 for k, token in enumerate(take):
-                    self._put(n, token, len(slot.cached) + k, slot.seq, False)
+                    self._put(n, token, len(slot.cached) + k, slot.seq, scored)
+                    if scored:
+                        job.prompt_rows.append(n)
                     n += 1
                 slot.cached.extend(take)
                 del job.pending[: len(take)]
@@ -667,11 +674,32 @@ class LlamaCppMold(TextGenerationMold):
         L.llama_synchronize(self._ctx)  # a GPU backend returns before computing: time the work itself
         now = time.perf_counter_ns()
         for slot in self._slots:
+            if slot.job is not None and slot.job.prompt_rows:
+                self._score_prompt(slot.job)
+        for slot in self._slots:
             job = slot.job
             if job is not None and job.batch_index >= 0:
                 if not job.prompt_done:
                     job.prompt_done = now
                 self._sample(slot, job)
+
+    def _score_prompt(self, job: _Job) -> None:
+        """Each prompt token's logprob given those before it, from the rows this decode computed;
+        sent on their own once the whole prompt is scored, before any reply."""
+        request, scored = job.request, job.prompt_logprobs
+        if not scored:  # the first token has nothing before it
+            raw = self.vocab.piece(job.prompt[0])
+            scored.append({"token": raw.decode(errors="replace"), "logprob": None, "bytes": list(raw)})
+            scored[0]["top_logprobs"] = []
+        for row in job.prompt_rows:
+            if len(scored) < len(job.prompt):  # (the last row's logits are the reply's first token's)
+                pointer = L.llama_get_logits_ith(self._ctx, row)
+                logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+                target = job.prompt[len(scored)]
+                scored.append(token_logprobs(logits, target, request.top_logprobs, self.vocab.piece))
+        job.prompt_rows.clear()
+        if not job.pending:
+            job.emit(GenerationChunk("", prompt_logprobs=scored))
 
     def _shift(self, slot: _Slot, job: _Job) -> bool:
         """Make room in a full window as Ollama does: keep the first ``num_keep`` tokens, drop half of
@@ -696,6 +724,9 @@ class LlamaCppMold(TextGenerationMold):
 
     def _sample(self, slot: _Slot, job: _Job) -> None:
         request = job.request
+        if job.limit <= 0:  # num_predict 0 (or a prompt that fills the window): no reply at all
+            self._finish(slot, job, "length", "")
+            return
         logits = None
         if job.greedy or job.penalized or request.logprobs or job.grammar is not None:
             pointer = L.llama_get_logits_ith(self._ctx, job.batch_index)

@@ -119,16 +119,19 @@ class GenerationService:
                 shift=req.shift,
                 logprobs=req.logprobs,
                 top_logprobs=req.top_logprobs,
+                prompt_logprobs=isinstance(req, GenerateRequest) and req.prompt_logprobs,
                 **generation,
             )
             split = parser(text)
             async for chunk in mold.stream(request):
                 parts = split.feed(chunk.text)
                 if not chunk.done:
-                    if parts or chunk.logprobs:
+                    if parts or chunk.logprobs or chunk.prompt_logprobs:
                         out = {"model": name, "created_at": now_iso(), **shape(parts), "done": False}
                         if chunk.logprobs:
                             out["logprobs"] = chunk.logprobs
+                        if chunk.prompt_logprobs:  # asked for by OpenAI's echo only
+                            out["prompt_logprobs"] = chunk.prompt_logprobs
                         yield out
                     continue
                 rest = split.finish()

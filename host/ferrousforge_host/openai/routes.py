@@ -52,7 +52,10 @@ def _completion_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str
     return {
         "tokens": [e["token"] for e in entries],
         "token_logprobs": [e["logprob"] for e in entries],
-        "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs", [])} for e in entries],
+        "top_logprobs": [  # (none for an echoed prompt's first token: nothing came before it)
+            None if e["logprob"] is None else {t["token"]: t["logprob"] for t in e.get("top_logprobs", [])}
+            for e in entries
+        ],
         "text_offset": offsets,
     }
 
@@ -149,6 +152,7 @@ class _Shape:
         self.kind = kind
         self.index = 0  # the choice's
         self.n = n  # choices a prompt
+        self.echo: str | None = None  # the prompt, until the choice's first event has repeated it
         self.want_logprobs = logprobs
         self.calls = 0  # tool calls given out so far
         self.offset = 0  # characters of text so far (the completions API's text_offset)
@@ -156,12 +160,14 @@ class _Shape:
         self.created = int(time.time())
         self.model = model
 
-    def choices(self, count: int) -> list[_Shape]:
-        """One shape a choice, sharing the response's id and timestamp."""
+    def choices(self, count: int, echoes: list[str] | None = None) -> list[_Shape]:
+        """One shape a choice, sharing the response's id and timestamp (``echoes``: each choice's
+        prompt, to repeat before its text)."""
         shapes = []
         for index in range(count):
             shape = copy.copy(self)
             shape.index = index
+            shape.echo = echoes[index] if echoes else None
             shapes.append(shape)
         return shapes
 
@@ -178,14 +184,13 @@ class _Shape:
     def finish_reason(self, final: Chunk) -> str:
         return "tool_calls" if self.calls else FINISH.get(final.get("done_reason", ""), "stop")
 
-    def logprobs(self, chunk: Chunk) -> dict[str, Any] | None:
-        entries = chunk.get("logprobs")
+    def logprobs(self, entries: list[dict[str, Any]] | None, text: str) -> dict[str, Any] | None:
         if not self.want_logprobs:
             return None
         if self.kind == "chat":
             return {"content": entries or []}
         out = _completion_logprobs(entries or [], self.offset)
-        self.offset += len(chunk.get("response", ""))
+        self.offset += len(text)
         return out
 
     def __call__(self, chunk: Chunk) -> list[dict[str, Any]]:
@@ -200,10 +205,15 @@ class _Shape:
                 self.calls += len(calls)
                 if not message["content"]:
                     delta["content"] = None
-            choice: dict[str, Any] = {"index": self.index, "delta": delta, "logprobs": self.logprobs(chunk)}
+            logprobs = self.logprobs(chunk.get("logprobs"), "")
+            choice: dict[str, Any] = {"index": self.index, "delta": delta, "logprobs": logprobs}
             obj = "chat.completion.chunk"
         else:
-            choice = {"index": self.index, "text": chunk["response"], "logprobs": self.logprobs(chunk)}
+            text, entries = chunk["response"], chunk.get("logprobs")
+            if self.echo is not None:  # the choice's first event: its prompt first
+                text, self.echo = self.echo + text, None
+                entries = [*(chunk.get("prompt_logprobs") or []), *(entries or [])]
+            choice = {"index": self.index, "text": text, "logprobs": self.logprobs(entries, text)}
             obj = "text_completion"
         choice["finish_reason"] = self.finish_reason(chunk) if chunk.get("done") else None
         return [self.envelope(obj, [choice])]
@@ -232,7 +242,9 @@ class _Shape:
                 "logprobs": {"content": entries} if self.want_logprobs else None,
                 "finish_reason": self.finish_reason(final),
             }
-        text = "".join(c["response"] for c in chunks)
+        text = (self.echo or "") + "".join(c["response"] for c in chunks)
+        if self.echo is not None:
+            entries = [e for c in chunks for e in c.get("prompt_logprobs") or []] + entries
         return {
             "index": self.index,
             "text": text,
@@ -248,10 +260,16 @@ async def _collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
         await _close(stream)
 
 
-async def _answer(streams: list[AsyncIterator[Chunk]], shape: _Shape, stream: bool, usage: bool) -> Response:
+async def _answer(
+    streams: list[AsyncIterator[Chunk]],
+    shape: _Shape,
+    stream: bool,
+    usage: bool,
+    echoes: list[str] | None = None,
+) -> Response:
     """The response for one choice or several (``n``, a list of prompts), generated side by side.
     An error before the first token is an ordinary error response."""
-    shapes = shape.choices(len(streams))
+    shapes = shape.choices(len(streams), echoes)
     obj = "chat.completion" if shape.kind == "chat" else "text_completion"
     if not stream:
         tasks = [asyncio.create_task(_collect(s)) for s in streams]
@@ -277,17 +295,20 @@ async def _answer(streams: list[AsyncIterator[Chunk]], shape: _Shape, stream: bo
 
 
 async def chat_completions(request: Request) -> Response:
-    reqs, n, usage = chat_request(await read_json(request))
+    choices = chat_request(await read_json(request))
+    reqs = choices.requests
     streams = [request.app.state.generation.chat(req) for req in reqs]
-    shape = _Shape("chat", reqs[0].model.display, reqs[0].logprobs, n)
-    return await _answer(streams, shape, reqs[0].stream, usage)
+    shape = _Shape("chat", reqs[0].model.display, reqs[0].logprobs, choices.n)
+    return await _answer(streams, shape, reqs[0].stream, choices.usage)
 
 
 async def completions(request: Request) -> Response:
-    reqs, n, usage = completion_request(await read_json(request))
+    choices = completion_request(await read_json(request))
+    reqs = choices.requests
     streams = [request.app.state.generation.generate(req) for req in reqs]
-    shape = _Shape("completion", reqs[0].model.display, reqs[0].logprobs, n)
-    return await _answer(streams, shape, reqs[0].stream, usage)
+    shape = _Shape("completion", reqs[0].model.display, reqs[0].logprobs, choices.n)
+    echoes = [req.prompt for req in reqs] if choices.echo else None
+    return await _answer(streams, shape, reqs[0].stream, choices.usage, echoes)
 
 
 def _model(stored: Any) -> dict[str, Any]:

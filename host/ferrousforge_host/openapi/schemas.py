@@ -533,7 +533,12 @@ COMPONENTS: dict[str, Schema] = {
         | {"description": "prompts; choices in order, a prompt's n together, at most 64 in all"},
         suffix=nullable(STRING) | {"description": "fill-in-the-middle; a model without FIM tokens → 400"},
         logprobs=nullable({"type": "integer", "minimum": 0, "maximum": 20}),
-        **OPENAI_SAMPLING,
+        echo=BOOL
+        | {"description": "the prompt first; with logprobs, its tokens scored (max_tokens 0: it alone)"},
+        **{
+            **OPENAI_SAMPLING,
+            "max_tokens": nullable({"type": "integer", "minimum": 0}) | {"description": "0 only with echo"},
+        },
     ),
     "Completion": openai_reply("text_completion", ("index", "text", "finish_reason"), text=STRING),
     "ModelList": obj(("object", "data"), object={"const": "list"}, data=array(OPENAI_MODEL)),

@@ -72,6 +72,7 @@ class GenerateRequest(Common):
     raw: bool = False
     images: list[str] = field(default_factory=list)
     context: list[int] = field(default_factory=list)
+    prompt_logprobs: bool = False  # the prompt's token logprobs too (OpenAI completions' echo)
 
     @classmethod
     def parse(cls, raw: object) -> GenerateRequest:

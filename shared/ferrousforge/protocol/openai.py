@@ -4,7 +4,8 @@ handler takes: one handler, two dialects."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from ferrousforge.errors import BadRequest
 from ferrousforge.protocol.fields import as_int, require_object
@@ -20,7 +21,7 @@ _OPTION_NAMES = {
 }
 
 
-def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
+def _options(body: dict[str, Any], default_max: int | None, least: int = 1) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for theirs, ours in _OPTION_NAMES.items():
         if body.get(theirs) is not None:
@@ -32,8 +33,10 @@ def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
     )
     if limit is not None:
         whole = as_int(limit)
-        if whole is None or whole < 1:
-            raise BadRequest("'max_tokens' must be a positive integer")
+        if whole is None or whole < least:
+            raise BadRequest(
+                "'max_tokens' must be a positive integer" + (" (or 0 with echo)" if least == 0 else "")
+            )
         options["num_predict"] = whole
     stop = body.get("stop")
     if stop is not None:
@@ -44,6 +47,16 @@ def _options(body: dict[str, Any], default_max: int | None) -> dict[str, Any]:
 MAX_CHOICES = 64  # choices a request: n, times the prompts of a completion request
 
 R = TypeVar("R", ChatRequest, GenerateRequest)
+
+
+@dataclass
+class Choices(Generic[R]):
+    """A request's generations, one a choice, in OpenAI's order (a prompt's choices together)."""
+
+    requests: list[R]
+    n: int  # choices a prompt
+    usage: bool  # the stream ends with a usage chunk
+    echo: bool = False  # completions: each choice's text starts with its prompt
 
 
 def _n(body: dict[str, Any]) -> int:
@@ -123,9 +136,8 @@ def output_format(fmt: dict[str, Any], where: str, schema_in: str = "") -> str |
     raise BadRequest(f"'{where}.type' must be 'text', 'json_object' or 'json_schema'")
 
 
-def chat_request(raw: object) -> tuple[list[ChatRequest], int, bool]:
-    """The chat request, once for each of its ``n`` choices; ``n``; and whether the stream should
-    end with a usage chunk."""
+def chat_request(raw: object) -> Choices[ChatRequest]:
+    """The chat request, once for each of its ``n`` choices."""
     body = require_object(raw)
     messages = []
     for i, m in enumerate(get(body, "messages", list)):
@@ -149,7 +161,7 @@ def chat_request(raw: object) -> tuple[list[ChatRequest], int, bool]:
         }
     )
     n = _n(body)
-    return _each_choice([request], n), n, bool(stream_options.get("include_usage"))
+    return Choices(_each_choice([request], n), n, bool(stream_options.get("include_usage")))
 
 
 def _prompts(body: dict[str, Any]) -> list[str]:
@@ -160,12 +172,12 @@ def _prompts(body: dict[str, Any]) -> list[str]:
     return prompts
 
 
-def completion_request(raw: object) -> tuple[list[GenerateRequest], int, bool]:
-    """The completion request, once for each prompt and each of its ``n`` choices; ``n``; and
-    whether the stream should end with a usage chunk."""
+def completion_request(raw: object) -> Choices[GenerateRequest]:
+    """The completion request, once for each prompt and each of its ``n`` choices. ``echo`` repeats
+    each prompt before its completion (with ``logprobs``, the prompt tokens' too; ``max_tokens: 0``
+    scores the prompt alone)."""
     body = require_object(raw)
-    if body.get("echo"):
-        raise BadRequest("'echo' is not supported")
+    echo = get(body, "echo", bool, False)
     stream_options = get(body, "stream_options", dict, {})
     n = _n(body)
     common = {
@@ -173,9 +185,11 @@ def completion_request(raw: object) -> tuple[list[GenerateRequest], int, bool]:
         "suffix": get(body, "suffix", str, ""),
         "raw": True,
         "stream": get(body, "stream", bool, False),
-        "options": _options(body, 16),  # OpenAI's default max_tokens for completions
+        "options": _options(body, 16, least=0 if echo else 1),  # OpenAI's default max_tokens: 16
         "format": _format(body),
         **_logprobs(body, chat=False),
     }
     requests = [GenerateRequest.parse({**common, "prompt": p}) for p in _prompts(body)]
-    return _each_choice(requests, n), n, bool(stream_options.get("include_usage"))
+    for request in requests:
+        request.prompt_logprobs = echo and request.logprobs
+    return Choices(_each_choice(requests, n), n, bool(stream_options.get("include_usage")), echo)

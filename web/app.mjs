@@ -67,9 +67,14 @@ async function send(event) {
   await ask(text);
 }
 
-/** The chat's answer to `text` (shown as it streams), or null on an error. */
+let answering = null;  // the AbortController of the answer being written: Stop aborts it
+$('stop').addEventListener('click', () => answering?.abort());
+
+/** The chat's answer to `text` (shown as it streams; Stop keeps what was written), or null on an error. */
 async function ask(text) {
-  $('send').disabled = true;
+  $('send').hidden = true;
+  $('stop').hidden = false;
+  const controller = answering = new AbortController();
   bubble('user', text);
   history.push({ role: 'user', content: text });
   const reply = bubble('assistant', '…');
@@ -78,6 +83,7 @@ async function ask(text) {
     const out = await forge.chat({
       model: $('chat-model').value, messages: history, placement: $('placement').value,
       options: { num_predict: 128 },
+      signal: controller.signal,
       onToken: (piece) => { reply.body.textContent = (first ? '' : reply.body.textContent) + piece; first = false; },
     });
     reply.body.textContent = out.message.content;
@@ -85,11 +91,23 @@ async function ask(text) {
     history.push(out.message);
     return out.message.content;
   } catch (err) {
+    if (err.name === 'AbortError') {  // stopped: what was written stays, in the history too
+      const partial = first ? '' : reply.body.textContent;
+      reply.body.textContent = partial;
+      const meta = document.createElement('span');
+      meta.className = 'meta';
+      meta.textContent = 'stopped';
+      reply.div.append(meta);
+      history.push({ role: 'assistant', content: partial });
+      return partial;
+    }
     reply.body.textContent = `error: ${err.message}`;
     history.pop();
     return null;
   } finally {
-    $('send').disabled = false;
+    answering = null;
+    $('send').hidden = false;
+    $('stop').hidden = true;
     refreshCache();
   }
 }

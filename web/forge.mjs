@@ -2,7 +2,7 @@
 // the Python runtime (ferrousforge.browser.runtime) as `window.forge`:
 //   await forge.ready; forge.capabilities(); forge.embed({model, input, placement});
 //   forge.rerank({model, query, documents, placement}); forge.configure({prefer, api_key, budget_bytes, threads})
-//   forge.generate({model, prompt, options, placement, onToken}); forge.chat({model, messages, ...})
+//   forge.generate({model, prompt, options, placement, onToken, signal}); forge.chat({model, messages, ...})
 //   forge.transcribe({model, audio, language, placement}): audio a File/Blob/ArrayBuffer or 16 kHz Float32Array
 //   forge.speak({model, input, voice, speed, placement, onAudio}): {audio: Float32Array, sample_rate, wav: Blob, ...}
 // Every file comes from this origin (the host's /ui/runtime/ bundle): nothing from a CDN.
@@ -119,10 +119,12 @@ async function takePrefetched(digest) {
   return bytes ? await bytes : null;
 }
 
-/** POST `body` and hand each NDJSON line (parsed) to onLine; the last line is returned. */
-async function streamLines(url, headers, body, onLine) {
+/** POST `body` and hand each NDJSON line (parsed) to onLine; the last line is returned. An aborted
+ *  `signal` ends the request (the host stops generating when its client goes). */
+async function streamLines(url, headers, body, onLine, signal) {
   const response = await fetch(url, {
     method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify(body),
+    signal: signal ?? undefined,
   });
   if (!response.ok) {
     const data = await response.json().catch(() => ({}));
@@ -190,6 +192,16 @@ export async function boot(settings = {}) {
   const call = (name) => async (arg = {}) => {
     try { return toJs(await py[name](arg)); } catch (err) { throw pythonError(err); }
   };
+  // generate and chat take an AbortSignal (`signal`): aborted, the engine stops and the call rejects
+  // with the signal's reason (an AbortError), as fetch does
+  const cancellable = (name) => async (arg = {}) => {
+    const signal = arg.signal;
+    signal?.throwIfAborted();
+    try { return toJs(await py[name](arg)); } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      throw pythonError(err);
+    }
+  };
   return {
     pyodide,
     bootMs: performance.now() - t0,
@@ -198,8 +210,8 @@ export async function boot(settings = {}) {
     },
     embed: call('embed'),
     rerank: call('rerank'),
-    generate: call('generate'),
-    chat: call('chat'),
+    generate: cancellable('generate'),
+    chat: cancellable('chat'),
     transcribe: async ({ audio, ...rest } = {}) => {
       let samples;
       try { samples = await whisper.toSamples(audio); } catch (err) { throw new ForgeError(err.message, 400); }

@@ -29,11 +29,12 @@ export async function open(runtimeURL, bytes, params) {
 }
 
 /** One streamed completion: text pieces to onToken as they come; the whole text, the finish reason,
- *  timings and usage at the end. */
-export async function complete(w, params, onToken) {
+ *  timings and usage at the end. An aborted `signal` stops it (wllama cancels the request). */
+export async function complete(w, params, onToken, signal) {
   let text = '', finish = null, timings = null, usage = null;
   await w.createCompletion({
     ...params,
+    abortSignal: signal ?? undefined,
     grammar: UTF8_GRAMMAR,
     stream: true,
     onData: (chunk) => {

@@ -41,3 +41,9 @@ class Unavailable(ForgeError):
         super().__init__(message)
         if retry_after is not None:
             self.headers["Retry-After"] = str(retry_after)
+
+
+class Aborted(ForgeError):
+    """The caller called the request off (a page's AbortSignal): nothing to retry elsewhere."""
+
+    status = 499

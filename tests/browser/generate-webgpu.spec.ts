@@ -1,7 +1,7 @@
 // H2: GGUF generation on the page's WebGPU with FerrousForge's own decoder (ferrousforge.gpu), forced
 // onto SwiftShader: the page streams exactly what the host's wgpu engine streams for the same request.
 import { expect, test } from '@playwright/test';
-import { generate, greedy, openForge, why } from './helpers';
+import { abortAfter, generate, greedy, openForge, why } from './helpers';
 
 const onHost = { engine: 'wgpu' };  // the host's own GPU engine (lavapipe here)
 
@@ -34,6 +34,18 @@ test('tiny llama and gemma3 GGUFs generate on browser-webgpu as the host\'s wgpu
   const [a, b] = [await generate(page, seeded), await generate(page, seeded)];
   expect(a.placement).toBe('browser-webgpu');
   expect(a.response).toBe(b.response);
+});
+
+test('an AbortSignal stops a generation on browser-webgpu between tokens; the next one runs', async ({ page }) => {
+  test.setTimeout(180_000);
+  await openForge(page);
+  const req = { model: 'tiny', prompt: 'the cat', placement: 'browser-webgpu', options: { num_predict: 1000, temperature: 0 } };
+  const out = await abortAfter(page, req, 3);
+  expect(out.error).toBe('AbortError');
+  expect(out.pieces).toBeLessThan(40);
+  expect(out.already).toBe('AbortError');
+  expect(out.next.placement, why(out.next)).toBe('browser-webgpu');
+  expect(out.next.eval_count).toBe(4);
 });
 
 test('smollm2:135m answers on browser-webgpu with the host\'s wgpu engine\'s tokens', async ({ page }) => {

@@ -1,7 +1,7 @@
 // D2: GGUF generation in the browser (llama.cpp in wasm via wllama, driven from Python), placement,
 // host fallback, the browser model cache.
 import { expect, test } from '@playwright/test';
-import { expectSameOrigin, forgeUrl, generate, greedy, openForge, watch, why } from './helpers';
+import { abortAfter, expectSameOrigin, forgeUrl, generate, greedy, openForge, watch, why } from './helpers';
 
 test('generates with a tiny GGUF in the browser, streaming tokens, with Ollama stats', async ({ page }) => {
   const w = watch(page);
@@ -33,6 +33,21 @@ out = await client().generate("tiny", "the cat", on_token=pieces.append, options
   expect(host.eval_count).toBe(12);
   expectSameOrigin(w.requests);
   expect(w.errors).toEqual([]);
+});
+
+test('an AbortSignal stops a generation in the page and on the host; the next one runs', async ({ page }) => {
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+  for (const placement of ['browser-wasm', 'host']) {
+    // left alone it would run for thousands of tokens (greedy: the tiny model never says its end token)
+    const req = { model: 'tiny', prompt: 'the cat', placement, options: { num_predict: 100_000, temperature: 0 } };
+    const out = await abortAfter(page, req, 3);
+    expect(out.error, placement).toBe('AbortError');
+    expect(out.pieces, placement).toBeLessThan(40);  // stopped where it was aborted, give or take a read
+    expect(out.already, placement).toBe('AbortError');  // an already aborted signal: refused at once
+    expect(out.next.placement, placement).toBe(placement);
+    expect(out.next.eval_count, placement).toBe(4);
+  }
 });
 
 test('gemma3:270m in the browser: greedy tokens match the host, chat through the shared template', async ({ page }) => {
@@ -115,6 +130,20 @@ test('the demo page: chat and search driven by clicks, at desktop and phone widt
   await page.locator('#chat-input').fill('and again');
   await page.locator('#send').click();
   await expect(page.locator('.msg.assistant').nth(1).locator('.badge')).toHaveText('host', { timeout: 60_000 });
+  // Stop: the answer ends where it was, kept; the next question is answered
+  await page.locator('#chat-model').selectOption('gemma3:270m');  // a base model: it writes on and on
+  await page.locator('#chat-input').fill('Tell me a long story');
+  await page.locator('#send').click();
+  const story = page.locator('.msg.assistant').nth(2);
+  await expect(story.locator('span').first()).not.toHaveText('…', { timeout: 60_000 });
+  await page.locator('#stop').click();
+  await expect(story.locator('.meta')).toHaveText('stopped');
+  await expect(page.locator('#send')).toBeVisible();
+  await expect(page.locator('#stop')).toBeHidden();
+  await page.locator('#chat-model').selectOption('tiny:latest');
+  await page.locator('#chat-input').fill('one more');
+  await page.locator('#send').click();
+  await expect(page.locator('.msg.assistant').nth(3).locator('.badge')).toHaveText('host', { timeout: 60_000 });
   await page.locator('#search').click();
   await expect(page.locator('#results li')).toHaveCount(5, { timeout: 60_000 });
   await expect(page.locator('#search-meta')).toContainText('embeddings/s');

@@ -40,6 +40,23 @@ export async function generate(page: Page, req: object): Promise<any> {
 
 export const greedy = (n: number) => ({ num_predict: n, temperature: 0 });
 
+/** A generation aborted (AbortController) once `after` pieces have streamed: how it ended, how many
+ *  pieces came in all, and then a short generation at the same placement (the engine still works). */
+export async function abortAfter(page: Page, req: object, after: number): Promise<any> {
+  return page.evaluate(async ({ r, after }) => {
+    const forge = (window as any).forge;
+    const controller = new AbortController();
+    let pieces = 0, error = '';
+    try {
+      await forge.generate({ ...r, signal: controller.signal,
+        onToken: () => { if (++pieces === after) controller.abort(); } });
+    } catch (e: any) { error = e.name; }
+    const already = await forge.generate({ ...r, signal: AbortSignal.abort() }).then(() => '', (e: any) => e.name);
+    const next = await forge.generate({ ...r, options: { num_predict: 4, temperature: 0 } });
+    return { error, pieces, already, next };
+  }, { r: req, after });
+}
+
 export function expectSameOrigin(requests: string[], base = forgeUrl()) {
   const off = requests.filter((u) => !u.startsWith(base) && !u.startsWith('data:') && !u.startsWith('blob:'));
   expect(off).toEqual([]);

@@ -32,3 +32,8 @@ def py(value: Any) -> Any:
 def absent(value: Any) -> bool:
     """JS ``null`` or ``undefined`` (null arrives as a ``JsNull`` object, not ``None``)."""
     return value is None or type(value).__name__ == "JsNull"
+
+
+def aborted(signal: Any) -> bool:
+    """Whether a page's AbortSignal (or None) has been aborted."""
+    return signal is not None and not absent(signal) and bool(signal.aborted)

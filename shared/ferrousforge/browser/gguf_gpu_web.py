@@ -17,9 +17,9 @@ from typing import Any
 
 import js
 
-from ferrousforge.browser.bridge import helpers, jsobj
+from ferrousforge.browser.bridge import aborted, helpers, jsobj
 from ferrousforge.browser.gguf_web import MAX_BROWSER_CTX
-from ferrousforge.errors import ForgeError, NotSupported
+from ferrousforge.errors import Aborted, ForgeError, NotSupported
 from ferrousforge.generation import GenerationChunk, GenerationInput, GenerationResult, TextGenerationMold
 from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu.decoder import Decoder
@@ -110,7 +110,10 @@ class GpuGenerateMold(TextGenerationMold):
         adapter = self.slots.decoder.device.name if self.slots else ""
         return {"engine": self.engine, "accelerator": self.accelerator, "adapter": adapter}
 
-    async def generate(self, request: GenerationInput, on_token: Any = None) -> GenerationResult:
+    async def generate(
+        self, request: GenerationInput, on_token: Any = None, signal: Any = None
+    ) -> GenerationResult:
+        """``signal``: the page's AbortSignal, looked at between tokens (Aborted)."""
         if request.format or request.optional_call or request.context or request.suffix:
             raise NotSupported("format, tools, context and suffix run on the host")
         if request.logprobs:
@@ -129,12 +132,18 @@ class GpuGenerateMold(TextGenerationMold):
 
         parts: list[str] = []
         last = GenerationChunk("")
-        async for chunk in self.slots.generate(prompt, opts, self.vocab, pick):
-            if chunk.text:
-                parts.append(chunk.text)
-                if on_token is not None:
-                    on_token(chunk.text)
-            last = chunk
+        chunks = self.slots.generate(prompt, opts, self.vocab, pick)
+        try:
+            async for chunk in chunks:
+                if aborted(signal):
+                    raise Aborted("the request was aborted")
+                if chunk.text:
+                    parts.append(chunk.text)
+                    if on_token is not None:
+                        on_token(chunk.text)
+                last = chunk
+        finally:
+            await chunks.aclose()  # the slot's cache stays consistent with what was fed
         assert last.stats is not None
         last.stats.load_duration, self.load_ms = int(self.load_ms * 1e6), 0.0
         return GenerationResult("".join(parts), last.done_reason or "stop", last.stats, last.context or [])

@@ -15,8 +15,8 @@ from typing import Any
 
 import js
 
-from ferrousforge.browser.bridge import absent, helpers, jsobj
-from ferrousforge.errors import ForgeError, NotSupported
+from ferrousforge.browser.bridge import aborted, absent, helpers, jsobj
+from ferrousforge.errors import Aborted, ForgeError, NotSupported
 from ferrousforge.generation import (
     GenerationChunk,
     GenerationInput,
@@ -115,13 +115,18 @@ class WebGenerateMold(TextGenerationMold):
     def metadata(self) -> dict[str, Any]:
         return {"engine": self.engine, "accelerator": self.accelerator, "threads": self.threads}
 
-    async def generate(self, request: GenerationInput, on_token: Any = None) -> GenerationResult:
+    async def generate(
+        self, request: GenerationInput, on_token: Any = None, signal: Any = None
+    ) -> GenerationResult:
+        """``signal``: the page's AbortSignal; aborted, wllama cancels the completion (Aborted)."""
         if request.format or request.optional_call or request.context:
             raise NotSupported("format, tools and context run on the host")
         params = completion_params(request.options, request.prompt, self.n_ctx)
         try:
-            out = await helpers().wllama.complete(self.wllama, jsobj(params), on_token)
+            out = await helpers().wllama.complete(self.wllama, jsobj(params), on_token, signal)
         except Exception as exc:
+            if aborted(signal):
+                raise Aborted("the request was aborted") from exc
             raise ForgeError(f"wllama failed: {exc}") from exc
         reason = "length" if str(out.finish) == "length" else "stop"
         stats = stats_from(out.timings, out.usage)

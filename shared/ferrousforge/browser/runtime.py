@@ -22,7 +22,7 @@ from pyodide.ffi import JsProxy, create_proxy
 from pyodide.http import pyfetch
 
 from ferrousforge.browser.blobs import BlobCache
-from ferrousforge.browser.bridge import absent, helpers, jsobj, now_ms, py
+from ferrousforge.browser.bridge import aborted, absent, helpers, jsobj, now_ms, py
 from ferrousforge.browser.gguf_gpu_web import GpuGenerateMold
 from ferrousforge.browser.gguf_web import WebGenerateMold
 from ferrousforge.browser.gpu_web import GpuEmbeddingMold, GpuRerankMold
@@ -32,7 +32,7 @@ from ferrousforge.browser.probe import measure, wasm_threads
 from ferrousforge.browser.whisper_web import WebWhisperMold
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.embedding import EmbedItem, ScoreItem
-from ferrousforge.errors import BadRequest, ForgeError
+from ferrousforge.errors import Aborted, BadRequest, ForgeError
 from ferrousforge.generation import GenerationInput
 from ferrousforge.gguf import special_tokens
 from ferrousforge.mold import ModelSpec, Mold
@@ -363,9 +363,19 @@ class BrowserForge:
 
         return await self.run(req.model.display, override, local, remote, len(req.documents) + 1)
 
-    async def host_stream(self, path: str, body: dict[str, Any], on_chunk: Any) -> dict[str, Any]:
-        """POST a streaming request to the host; each NDJSON chunk to ``on_chunk``; the last one back."""
-        last = await helpers().streamLines(self.base + path, jsobj(self.headers()), jsobj(body), on_chunk)
+    async def host_stream(
+        self, path: str, body: dict[str, Any], on_chunk: Any, signal: Any = None
+    ) -> dict[str, Any]:
+        """POST a streaming request to the host; each NDJSON chunk to ``on_chunk``; the last one back.
+        An aborted ``signal`` ends it (the host stops generating for a client that has gone)."""
+        try:
+            last = await helpers().streamLines(
+                self.base + path, jsobj(self.headers()), jsobj(body), on_chunk, signal
+            )
+        except Exception as exc:
+            if aborted(signal):
+                raise Aborted("the request was aborted") from exc
+            raise
         out: dict[str, Any] = last.to_py() if not absent(last) else {}
         if "error" in out:
             raise HostError(str(out["error"]), int(out.get("status", 500)))
@@ -380,8 +390,10 @@ class BrowserForge:
         prompt_of: Any,
         field: str,
         needs_host: bool,
+        signal: Any = None,
     ) -> dict[str, Any]:
-        """One generate or chat request: placed, streamed to ``on_token``, answered in Ollama's shape."""
+        """One generate or chat request: placed, streamed to ``on_token``, answered in Ollama's shape.
+        An aborted ``signal`` stops it wherever it runs (Aborted; never retried on the host)."""
         owned = None  # a Python function becomes a JS function that lives until the request ends
         if on_token is not None and not isinstance(on_token, JsProxy):
             on_token = owned = create_proxy(on_token)
@@ -403,7 +415,7 @@ class BrowserForge:
             options = Options.parse(body.get("options"), Options.parse(info.parameters or {}))
             started = now_ms()
             emitted.clear()
-            result = await mold.generate(GenerationInput(prompt_of(info), options), streamed_js)
+            result = await mold.generate(GenerationInput(prompt_of(info), options), streamed_js, signal)
             stats = result.stats
             return {
                 "model": info.name,
@@ -419,6 +431,8 @@ class BrowserForge:
             }
 
         async def remote() -> dict[str, Any]:
+            if aborted(signal):
+                raise Aborted("the request was aborted")
             parts: list[str] = list(emitted)
             request, where, piece_of = {**body, "stream": True}, path, field
             if emitted:  # a stream cut short in the page: the host continues the same text
@@ -444,7 +458,7 @@ class BrowserForge:
 
             proxy = create_proxy(chunk)
             try:
-                final = await self.host_stream(where, request, proxy)
+                final = await self.host_stream(where, request, proxy, signal)
             finally:
                 proxy.destroy()
             final.pop("created_at", None)
@@ -468,14 +482,16 @@ class BrowserForge:
         )
 
     @staticmethod
-    def _controls(body: dict[str, Any]) -> tuple[Any, str]:
-        """Take the page's fields out of a request: its ``onToken`` callback and its placement."""
-        on_token = body.pop("onToken", None)
-        return (None if absent(on_token) else on_token), str(body.pop("placement", "auto"))
+    def _controls(body: dict[str, Any]) -> tuple[Any, str, Any]:
+        """Take the page's fields out of a request: its ``onToken`` callback, its placement and its
+        AbortSignal."""
+        on_token, signal = body.pop("onToken", None), body.pop("signal", None)
+        placement = str(body.pop("placement", "auto"))
+        return (None if absent(on_token) else on_token), placement, (None if absent(signal) else signal)
 
     async def generate(self, request: Any) -> dict[str, Any]:
         body = py(request)
-        on_token, override = self._controls(body)
+        on_token, override, signal = self._controls(body)
         req = GenerateRequest.parse(body)
         body["model"] = req.model.display
 
@@ -489,12 +505,12 @@ class BrowserForge:
 
         needs_host = bool(req.format or req.context or req.images or req.suffix)
         return await self._generation(
-            body, on_token, override, "/api/generate", prompt_of, "response", needs_host
+            body, on_token, override, "/api/generate", prompt_of, "response", needs_host, signal
         )
 
     async def chat(self, request: Any) -> dict[str, Any]:
         body = py(request)
-        on_token, override = self._controls(body)
+        on_token, override, signal = self._controls(body)
         req = ChatRequest.parse(body)
         body["model"] = req.model.display
         if not req.messages:
@@ -505,7 +521,9 @@ class BrowserForge:
             return render(info.template or PLAIN_TEMPLATE, messages, **special_tokens(info.config))
 
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
-        return await self._generation(body, on_token, override, "/api/chat", prompt_of, "message", needs_host)
+        return await self._generation(
+            body, on_token, override, "/api/chat", prompt_of, "message", needs_host, signal
+        )
 
     async def transcribe(self, request: Any, samples: Any) -> dict[str, Any]:
         """``samples``: the page's audio as a JS Float32Array at 16 kHz (``web/whisper.mjs`` decoded it).

@@ -247,6 +247,11 @@ def test_interactive_save_and_load(host: Host) -> None:
     modelfile = ff(host, "show", "session", "--modelfile").stdout
     assert 'MESSAGE user """hello there"""' in modelfile and "MESSAGE assistant" in modelfile
     assert 'SYSTEM """Be brief."""' in modelfile and "num_predict" in modelfile
+    again = pexpect.spawn(CLI[0], [*CLI[1:], "run", "session"], env=env, encoding="utf-8", timeout=60)
+    again.expect_exact(">>> hello there")  # the saved conversation, shown as Ollama's run shows it
+    again.expect(">>> ")
+    again.sendline("/bye")
+    again.expect(pexpect.EOF)
 
 
 def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -400,7 +400,7 @@ def run(
     if text:
         cli_run.one_shot(api, model, info, text, extra, verbose, not hidethinking)
     else:
-        cli_run.interactive(api, model, extra, verbose, not hidethinking)
+        cli_run.interactive(api, model, extra, verbose, not hidethinking, info)
 
 
 def _ensure(model: str, host: str | None) -> tuple[Client, dict[str, Any]]:

@@ -126,7 +126,21 @@ def _read_message() -> str:
     return "\n".join(lines).strip("\n")
 
 
-def interactive(api: Client, model: str, extra: dict[str, Any], verbose: bool, thinking: bool) -> None:
+def interactive(
+    api: Client,
+    model: str,
+    extra: dict[str, Any],
+    verbose: bool,
+    thinking: bool,
+    info: dict[str, Any] | None = None,
+) -> None:
+    """The chat; ``info`` (/api/show's answer): a model's own MESSAGEs are shown first, as the
+    conversation so far (the server starts every chat with them)."""
+    for shown in (info or {}).get("messages", []):
+        if shown.get("role") == "user":
+            print(f">>> {shown.get('content', '')}")
+        elif shown.get("role") == "assistant":
+            print(f"{shown.get('content', '')}\n")
     messages: list[dict[str, str]] = []
     options: dict[str, Any] = {}
     system = ""

@@ -138,6 +138,7 @@ async function streamLines(url, headers, body, onLine, signal) {
     const lines = buffer.split('\n');
     buffer = done ? '' : lines.pop();
     for (const line of lines) {
+      signal?.throwIfAborted();  // a read may hold many lines: none is handed on after an abort
       if (!line.trim()) continue;
       last = JSON.parse(line);
       if (last.error) return { error: last.error, status: 500 };

@@ -42,7 +42,7 @@ test('an AbortSignal stops a generation on browser-webgpu between tokens; the ne
   const req = { model: 'tiny', prompt: 'the cat', placement: 'browser-webgpu', options: { num_predict: 1000, temperature: 0 } };
   const out = await abortAfter(page, req, 3);
   expect(out.error).toBe('AbortError');
-  expect(out.pieces).toBeLessThan(40);
+  expect(out.pieces).toBe(3);
   expect(out.already).toBe('AbortError');
   expect(out.next.placement, why(out.next)).toBe('browser-webgpu');
   expect(out.next.eval_count).toBe(4);

@@ -404,6 +404,8 @@ class BrowserForge:
         emitted: list[str] = []  # what the page streamed before a failure: the host goes on from there
 
         def streamed(piece: str) -> None:
+            if aborted(signal):  # an engine may still be handing over what it had made
+                return
             emitted.append(piece)
             if on_token is not None:
                 on_token(piece)
@@ -451,7 +453,7 @@ class BrowserForge:
 
             def chunk(line: Any) -> None:
                 piece = line.response if piece_of == "response" else line.message.content
-                if piece:
+                if piece and not aborted(signal):
                     parts.append(str(piece))
                     if on_token is not None:
                         on_token(piece)

@@ -397,6 +397,40 @@ def test_echo_repeats_each_prompt_before_its_completion(client: openai.OpenAI) -
         client.completions.create(model="tiny", prompt="x", max_tokens=0)
 
 
+def test_logit_bias_forces_and_bans_tokens(client: openai.OpenAI, tiny_gguf: Path) -> None:
+    """``logit_bias``: +100 on a token makes decoding say it over and over, greedy or sampled, in
+    completions and chat; -100 on the token greedy decoding picks first keeps it out."""
+    from llama_cpp import Llama
+
+    base = {"model": "tiny", "prompt": "the cat", "max_tokens": 4, "temperature": 0, "logprobs": 0}
+    plain = client.completions.create(**base)
+    assert plain.choices[0].logprobs and plain.choices[0].logprobs.tokens
+    first = plain.choices[0].logprobs.tokens[0]
+    forced = client.completions.create(**{**base, "logit_bias": {"300": 100}})
+    assert forced.choices[0].logprobs and forced.usage and forced.usage.completion_tokens == 4
+    tokens = forced.choices[0].logprobs.tokens
+    assert len(set(tokens)) == 1 and tokens[0] != first
+    sampled = client.completions.create(**{**base, "temperature": 1.0, "seed": 3, "logit_bias": {"300": 100}})
+    assert sampled.choices[0].logprobs and sampled.choices[0].logprobs.tokens == tokens
+    chat = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 3,
+        "temperature": 0,
+    }
+    assert (
+        client.chat.completions.create(**chat, logit_bias={"300": 100}).choices[0].message.content
+        == tokens[0] * 3
+    )
+    vocab = Llama(model_path=str(tiny_gguf), vocab_only=True, verbose=False)
+    [first_id] = [i for i in range(vocab.n_vocab()) if vocab.detokenize([i]) == first.encode()]
+    banned = client.completions.create(**{**base, "logit_bias": {str(first_id): -100}})
+    assert banned.choices[0].logprobs and banned.choices[0].logprobs.tokens[0] != first
+    for bad in ({"300": 101}, {"x": 1}, {"999999999": 5}):
+        with pytest.raises(openai.BadRequestError):
+            client.completions.create(**{**base, "logit_bias": bad})
+
+
 def test_bad_completion_requests(client: openai.OpenAI) -> None:
     for extra in ({"echo": "yes"}, {"suffix": "end"}, {"logprobs": -2}):
         with pytest.raises(openai.BadRequestError):

@@ -29,6 +29,7 @@ class GenerationInput:
     logprobs: bool = False  # report each generated token's log-probability
     top_logprobs: int = 0  # ... and this many most likely alternatives (0 to 20)
     prompt_logprobs: bool = False  # ... and each prompt token's, given the tokens before it (echo)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id → added to its logit
 
 
 @dataclass

@@ -307,6 +307,8 @@ class _Job:
     penalized: bool = False
     logprobs: list[dict[str, Any]] = field(default_factory=list)  # entries not yet sent with text
     prompt_rows: list[int] = field(default_factory=list)  # batch rows of prompt tokens to score
+    bias_ids: Any = None  # logit_bias: these tokens' logits get bias_values added before sampling
+    bias_values: Any = None
     prompt_logprobs: list[dict[str, Any]] = field(default_factory=list)  # the scored prompt so far
 
 
@@ -505,6 +507,11 @@ class LlamaCppMold(TextGenerationMold):
         opts = req.options
         if not 0 <= req.top_logprobs <= 20:
             raise BadRequest("'top_logprobs' must be between 0 and 20")
+        if outside := [t for t in req.logit_bias if not 0 <= t < self._n_vocab]:
+            raise BadRequest(f"logit_bias names token {outside[0]}, not in the model's vocabulary")
+        if req.logit_bias:
+            job.bias_ids = np.fromiter(req.logit_bias, np.int64, len(req.logit_bias))
+            job.bias_values = np.fromiter(req.logit_bias.values(), np.float32, len(req.logit_bias))
         job.prompt = prompt
         job.greedy = opts.temperature <= 0
         job.penalized = penalizes(opts)
@@ -728,12 +735,15 @@ class LlamaCppMold(TextGenerationMold):
             self._finish(slot, job, "length", "")
             return
         logits = None
-        if job.greedy or job.penalized or request.logprobs or job.grammar is not None:
+        biased = job.bias_ids is not None
+        if job.greedy or job.penalized or biased or request.logprobs or job.grammar is not None:
             pointer = L.llama_get_logits_ith(self._ctx, job.batch_index)
             logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
             if job.penalized:  # in place: the sampler chain reads the same memory
                 opts = request.options
                 apply_penalties(logits, penalty_window(job.prompt + job.generated, opts, self._n_ctx), opts)
+            if biased:  # in place too, after the penalties (as llama.cpp's chain orders them)
+                logits[job.bias_ids] += job.bias_values
         if job.grammar is not None:
             assert logits is not None
             token = constrain(job, logits)

@@ -145,6 +145,8 @@ class WgpuGenerateMold(TextGenerationMold):
             )
         if request.logprobs:
             raise BadRequest("logprobs need the llama.cpp engine (options.engine: llama.cpp)")
+        if request.logit_bias:
+            raise BadRequest("logit_bias needs the llama.cpp engine (options.engine: llama.cpp)")
         slots, loop = self._slots, self._loop
         assert slots is not None and loop is not None
         opts = request.options

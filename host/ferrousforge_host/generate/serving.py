@@ -120,6 +120,7 @@ class GenerationService:
                 logprobs=req.logprobs,
                 top_logprobs=req.top_logprobs,
                 prompt_logprobs=isinstance(req, GenerateRequest) and req.prompt_logprobs,
+                logit_bias=req.logit_bias,
                 **generation,
             )
             split = parser(text)

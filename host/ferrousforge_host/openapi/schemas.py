@@ -189,6 +189,13 @@ OPENAI_SAMPLING: Schema = {
     "stop": nullable({"anyOf": [STRING, array(STRING, max=16)]}),
     "n": nullable({"type": "integer", "minimum": 1, "maximum": 64})
     | {"description": "choices, generated side by side; with a seed, choice i samples with seed + i"},
+    "logit_bias": {
+        "type": "object",
+        "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+        "maxProperties": 1024,
+        "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        "description": "token id → added to its logit (-100 bans it, 100 all but forces it)",
+    },
     "stream": BOOL,
     "stream_options": obj(include_usage=BOOL),
     "response_format": {

@@ -28,6 +28,7 @@ class Common:
     top_logprobs: int
     truncate: bool  # a prompt longer than the window loses its oldest turns (else a 400)
     shift: bool  # a full window drops older tokens during generation (else the reply ends: "length")
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id → added to its logit (OpenAI's)
 
 
 THINK_LEVELS = ("low", "medium", "high")

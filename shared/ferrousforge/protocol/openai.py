@@ -97,6 +97,23 @@ def _logprobs(body: dict[str, Any], chat: bool) -> dict[str, Any]:
     return {"logprobs": True, "top_logprobs": top}
 
 
+def _logit_bias(body: dict[str, Any]) -> dict[int, float]:
+    """OpenAI's ``logit_bias``: token ids (as strings) → -100 to 100, added to those tokens' logits
+    (-100 bans a token, 100 all but forces it)."""
+    raw = get(body, "logit_bias", dict, {})
+    if len(raw) > 1024:
+        raise BadRequest("'logit_bias' may name at most 1024 tokens")
+    bias: dict[int, float] = {}
+    for key, value in raw.items():
+        token = as_int(key) if not isinstance(key, str) else (int(key) if key.isdigit() else None)
+        if token is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadRequest("'logit_bias' maps token ids to numbers from -100 to 100")
+        if not -100 <= value <= 100:
+            raise BadRequest(f"'logit_bias' for token {token} must be from -100 to 100")
+        bias[token] = float(value)
+    return bias
+
+
 def _think(body: dict[str, Any]) -> object:
     """``reasoning_effort`` (or ``reasoning.effort``) as Ollama's ``think``."""
     effort = body.get("reasoning_effort")
@@ -160,6 +177,7 @@ def chat_request(raw: object) -> Choices[ChatRequest]:
             **_logprobs(body, chat=True),
         }
     )
+    request.logit_bias = _logit_bias(body)
     n = _n(body)
     return Choices(_each_choice([request], n), n, bool(stream_options.get("include_usage")))
 
@@ -190,6 +208,8 @@ def completion_request(raw: object) -> Choices[GenerateRequest]:
         **_logprobs(body, chat=False),
     }
     requests = [GenerateRequest.parse({**common, "prompt": p}) for p in _prompts(body)]
+    bias = _logit_bias(body)
     for request in requests:
         request.prompt_logprobs = echo and request.logprobs
+        request.logit_bias = bias
     return Choices(_each_choice(requests, n), n, bool(stream_options.get("include_usage")), echo)

@@ -739,11 +739,11 @@ class LlamaCppMold(TextGenerationMold):
         if job.greedy or job.penalized or biased or request.logprobs or job.grammar is not None:
             pointer = L.llama_get_logits_ith(self._ctx, job.batch_index)
             logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+            if biased:  # in place, before the penalties (as llama.cpp's common sampler orders them)
+                logits[job.bias_ids] += job.bias_values
             if job.penalized:  # in place: the sampler chain reads the same memory
                 opts = request.options
                 apply_penalties(logits, penalty_window(job.prompt + job.generated, opts, self._n_ctx), opts)
-            if biased:  # in place too, after the penalties (as llama.cpp's chain orders them)
-                logits[job.bias_ids] += job.bias_values
         if job.grammar is not None:
             assert logits is not None
             token = constrain(job, logits)

@@ -135,9 +135,23 @@ def test_pull_shows_progress_and_create_uploads_a_local_gguf(
     assert "Q8_0" in ff(host, "show", "made-q8").stdout
 
 
-def test_interactive_chat_until_ctrl_d(host: Host) -> None:
+def chat_cli(host: Host, model: str) -> pexpect.spawn:
+    """``run MODEL`` in a terminal of its own: an interactive chat."""
     env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
-    child = pexpect.spawn(CLI[0], [*CLI[1:], "run", "tiny"], env=env, encoding="utf-8", timeout=60)
+    return pexpect.spawn(CLI[0], [*CLI[1:], "run", model], env=env, encoding="utf-8", timeout=60)
+
+
+def converse(child: pexpect.spawn, steps: list[tuple[str, str | None]]) -> None:
+    """At each prompt, send a line and wait for what it must print (None: nothing in particular)."""
+    for line, answer in steps:
+        child.expect(">>> ")
+        child.sendline(line)
+        if answer:
+            child.expect_exact(answer)
+
+
+def test_interactive_chat_until_ctrl_d(host: Host) -> None:
+    child = chat_cli(host, "tiny")
     child.expect(">>> ")
     child.sendline("hello there")
     child.expect(">>> ")
@@ -188,23 +202,22 @@ def test_run_shows_thinking_apart_or_hides_it(host: Host, tmp_path: Path) -> Non
 def test_interactive_slash_commands(host: Host) -> None:
     """Ollama's commands in the chat: help, /set parameter (checked as a request option would be),
     /set system, /show, /set verbose, a triple-quoted multi-line message and /clear."""
-    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
-    child = pexpect.spawn(CLI[0], [*CLI[1:], "run", "tiny"], env=env, encoding="utf-8", timeout=60)
-    for line, answer in [
-        ("/?", "/set parameter NAME VALUE"),
-        ("/set parameter num_predict 3", "Set parameter 'num_predict' to '3'"),
-        ("/set parameter warmth 1", "unknown parameter 'warmth'"),
-        ("/set parameter num_ctx many", "Couldn't set parameter"),
-        ("/set system Be brief.", "Set system message."),
-        ("/show system", "Be brief."),
-        ("/show parameters", "num_predict"),
-        ("/show info", "architecture"),
-        ("/set verbose", "Set 'verbose' mode."),
-        ("/nonsense", "Unknown command '/nonsense'"),
-    ]:
-        child.expect(">>> ")
-        child.sendline(line)
-        child.expect_exact(answer)
+    child = chat_cli(host, "tiny")
+    converse(
+        child,
+        [
+            ("/?", "/set parameter NAME VALUE"),
+            ("/set parameter num_predict 3", "Set parameter 'num_predict' to '3'"),
+            ("/set parameter warmth 1", "unknown parameter 'warmth'"),
+            ("/set parameter num_ctx many", "Couldn't set parameter"),
+            ("/set system Be brief.", "Set system message."),
+            ("/show system", "Be brief."),
+            ("/show parameters", "num_predict"),
+            ("/show info", "architecture"),
+            ("/set verbose", "Set 'verbose' mode."),
+            ("/nonsense", "Unknown command '/nonsense'"),
+        ],
+    )
     child.expect(">>> ")
     child.sendline('"""the')
     child.expect_exact("... ")
@@ -223,23 +236,21 @@ def test_interactive_slash_commands(host: Host) -> None:
 def test_interactive_save_and_load(host: Host) -> None:
     """/save makes a model of the session (system, parameters, messages); /load switches to a model,
     and a model that isn't there is an error line, not the end of the chat."""
-    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
-    child = pexpect.spawn(CLI[0], [*CLI[1:], "run", "tiny"], env=env, encoding="utf-8", timeout=60)
-    for line, answer in [
-        ("/set system Be brief.", "Set system message."),
-        ("/set parameter num_predict 3", "Set parameter 'num_predict' to '3'"),
-        ("/set format json", "Set format to 'json' mode."),
-        ("/set noformat", "Disabled format."),
-        ("hello there", None),
-        ("/save session", "Created new model 'session'"),
-        ("/load ghost", "error: model 'ghost:latest' not found"),
-        ("/load session", "Loading model 'session'"),
-        ("/show system", "Be brief."),
-    ]:
-        child.expect(">>> ")
-        child.sendline(line)
-        if answer:
-            child.expect_exact(answer)
+    child = chat_cli(host, "tiny")
+    converse(
+        child,
+        [
+            ("/set system Be brief.", "Set system message."),
+            ("/set parameter num_predict 3", "Set parameter 'num_predict' to '3'"),
+            ("/set format json", "Set format to 'json' mode."),
+            ("/set noformat", "Disabled format."),
+            ("hello there", None),
+            ("/save session", "Created new model 'session'"),
+            ("/load ghost", "error: model 'ghost:latest' not found"),
+            ("/load session", "Loading model 'session'"),
+            ("/show system", "Be brief."),
+        ],
+    )
     child.sendline("/bye")
     child.expect(pexpect.EOF)
     child.close()
@@ -247,7 +258,7 @@ def test_interactive_save_and_load(host: Host) -> None:
     modelfile = ff(host, "show", "session", "--modelfile").stdout
     assert 'MESSAGE user """hello there"""' in modelfile and "MESSAGE assistant" in modelfile
     assert 'SYSTEM """Be brief."""' in modelfile and "num_predict" in modelfile
-    again = pexpect.spawn(CLI[0], [*CLI[1:], "run", "session"], env=env, encoding="utf-8", timeout=60)
+    again = chat_cli(host, "session")
     again.expect_exact(">>> hello there")  # the saved conversation, shown as Ollama's run shows it
     again.expect(">>> ")
     again.sendline("/bye")

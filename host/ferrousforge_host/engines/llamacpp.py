@@ -262,18 +262,18 @@ def apply_penalties(logits: np.ndarray, window: list[int], opts: Options) -> Non
     logits[ids] = values
 
 
+def logprob_entry(raw: bytes, logprob: float | None) -> dict[str, Any]:
+    """Ollama's entry for one token: its text, log-probability (None: nothing came before it), bytes."""
+    return {"token": raw.decode(errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+
 def token_logprobs(logits: np.ndarray, token: int, top: int, piece: Callable[[int], bytes]) -> dict[str, Any]:
     """Ollama's logprob entry for ``token``: its log-probability and the ``top`` most likely."""
     peak = float(logits.max())
     log_total = peak + float(np.log(np.exp(logits - peak, dtype=np.float32).sum()))
 
     def entry(t: int) -> dict[str, Any]:
-        raw = piece(t)
-        return {
-            "token": raw.decode(errors="replace"),
-            "logprob": float(logits[t]) - log_total,
-            "bytes": list(raw),
-        }
+        return logprob_entry(piece(t), float(logits[t]) - log_total)
 
     out = entry(token)
     if top > 0:
@@ -681,10 +681,9 @@ class LlamaCppMold(TextGenerationMold):
         L.llama_synchronize(self._ctx)  # a GPU backend returns before computing: time the work itself
         now = time.perf_counter_ns()
         for slot in self._slots:
-            if slot.job is not None and slot.job.prompt_rows:
-                self._score_prompt(slot.job)
-        for slot in self._slots:
             job = slot.job
+            if job is not None and job.prompt_rows:  # scored before its reply's first token
+                self._score_prompt(job)
             if job is not None and job.batch_index >= 0:
                 if not job.prompt_done:
                     job.prompt_done = now
@@ -695,9 +694,7 @@ class LlamaCppMold(TextGenerationMold):
         sent on their own once the whole prompt is scored, before any reply."""
         request, scored = job.request, job.prompt_logprobs
         if not scored:  # the first token has nothing before it
-            raw = self.vocab.piece(job.prompt[0])
-            scored.append({"token": raw.decode(errors="replace"), "logprob": None, "bytes": list(raw)})
-            scored[0]["top_logprobs"] = []
+            scored.append({**logprob_entry(self.vocab.piece(job.prompt[0]), None), "top_logprobs": []})
         for row in job.prompt_rows:
             if len(scored) < len(job.prompt):  # (the last row's logits are the reply's first token's)
                 pointer = L.llama_get_logits_ith(self._ctx, row)

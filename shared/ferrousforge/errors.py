@@ -47,3 +47,6 @@ class Aborted(ForgeError):
     """The caller called the request off (a page's AbortSignal): nothing to retry elsewhere."""
 
     status = 499
+
+    def __init__(self, message: str = "the request was aborted") -> None:
+        super().__init__(message)

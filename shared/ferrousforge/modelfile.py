@@ -76,7 +76,7 @@ class Modelfile:
     def add_parameter(self, key: str, raw: str) -> None:
         if not key or not raw:
             raise BadRequest("PARAMETER needs a name and a value")
-        raw = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+        raw = unquote(raw)
         if key == "stop":
             self.parameters.setdefault("stop", []).append(raw)
             return

@@ -136,7 +136,7 @@ class GpuGenerateMold(TextGenerationMold):
         try:
             async for chunk in chunks:
                 if aborted(signal):
-                    raise Aborted("the request was aborted")
+                    raise Aborted()
                 if chunk.text:
                     parts.append(chunk.text)
                     if on_token is not None:

@@ -126,7 +126,7 @@ class WebGenerateMold(TextGenerationMold):
             out = await helpers().wllama.complete(self.wllama, jsobj(params), on_token, signal)
         except Exception as exc:
             if aborted(signal):
-                raise Aborted("the request was aborted") from exc
+                raise Aborted() from exc
             raise ForgeError(f"wllama failed: {exc}") from exc
         reason = "length" if str(out.finish) == "length" else "stop"
         stats = stats_from(out.timings, out.usage)

@@ -374,7 +374,7 @@ class BrowserForge:
             )
         except Exception as exc:
             if aborted(signal):
-                raise Aborted("the request was aborted") from exc
+                raise Aborted() from exc
             raise
         out: dict[str, Any] = last.to_py() if not absent(last) else {}
         if "error" in out:
@@ -434,7 +434,7 @@ class BrowserForge:
 
         async def remote() -> dict[str, Any]:
             if aborted(signal):
-                raise Aborted("the request was aborted")
+                raise Aborted()
             parts: list[str] = list(emitted)
             request, where, piece_of = {**body, "stream": True}, path, field
             if emitted:  # a stream cut short in the page: the host continues the same text

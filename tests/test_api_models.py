@@ -187,7 +187,7 @@ def test_a_models_messages_start_every_conversation(host: Host) -> None:
         ({"model": "x"}, "needs 'from'"),
         ({"model": "x", "from": "ghost"}, "not found"),
         ({"model": "x", "files": {"a.gguf": "sha256:" + "1" * 64}}, "not found"),
-        ({"model": "x", "files": {"a.bin": "sha256:" + "1" * 64}}, "exactly one .gguf"),
+        ({"model": "x", "files": {"a.bin": "sha256:" + "1" * 64}}, "one .gguf model"),
         ({"model": "x", "from": "tiny", "parameters": {"temperature": "hot"}}, "temperature"),
         (
             {"model": "x", "from": "tiny", "quantize": "q3"},

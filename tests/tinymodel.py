@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import gguf
@@ -275,3 +277,69 @@ def write_tiny_bert(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_tiny_projector(path: Path, n_embd: int = 64, seed: int = 0) -> Path:
+    """A tiny random LLaVA projector (an mmproj GGUF, architecture "clip") for a text model of width
+    ``n_embd``: a 2-layer ViT over 28×28 images in 14×14 patches, so each image is 4 embeddings."""
+    rng = np.random.default_rng(seed)
+    width, ff, image, patch = 32, 64, 28, 14
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_string("clip.projector_type", "mlp")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.use_gelu", True)
+    for key, value in (
+        ("embedding_length", width),
+        ("feed_forward_length", ff),
+        ("block_count", 2),
+        ("projection_dim", n_embd),
+        ("attention.head_count", 2),
+        ("image_size", image),
+        ("patch_size", patch),
+    ):
+        w.add_uint32(f"clip.vision.{key}", value)
+    w.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-5)
+    w.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    def tensor(name: str, *shape: int) -> None:  # numpy order: the last axis is ggml's first
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float32))
+
+    tensor("v.class_embd", width)
+    tensor("v.patch_embd.weight", width, 3, patch, patch)
+    tensor("v.position_embd.weight", (image // patch) ** 2 + 1, width)
+    tensor("v.pre_ln.weight", width)
+    tensor("v.pre_ln.bias", width)
+    for i in range(2):
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            tensor(f"v.blk.{i}.{part}.weight", width, width)
+            tensor(f"v.blk.{i}.{part}.bias", width)
+        for norm in ("ln1", "ln2"):
+            tensor(f"v.blk.{i}.{norm}.weight", width)
+            tensor(f"v.blk.{i}.{norm}.bias", width)
+        tensor(f"v.blk.{i}.ffn_up.weight", ff, width)
+        tensor(f"v.blk.{i}.ffn_up.bias", ff)
+        tensor(f"v.blk.{i}.ffn_down.weight", width, ff)
+        tensor(f"v.blk.{i}.ffn_down.bias", width)
+    tensor("mm.0.weight", n_embd, width)
+    tensor("mm.0.bias", n_embd)
+    tensor("mm.2.weight", n_embd, n_embd)
+    tensor("mm.2.bias", n_embd)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def png(pixels: np.ndarray) -> bytes:
+    """An RGB image (height × width × 3, uint8) as a PNG file's bytes."""
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\0" + pixels[y].astype(np.uint8).tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body

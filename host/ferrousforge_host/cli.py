@@ -349,11 +349,15 @@ def create(
         fields["messages"] = spec.messages
     path = (file.parent / os.path.expanduser(spec.source)).resolve()
     if path.is_file():
-        digest = _sha256(path)
-        if not api.has_blob(digest):
-            with path.open("rb") as f:
-                api.upload_blob(digest, f, path.stat().st_size)
-        fields["files"] = {path.name: digest}
+        fields["files"] = {path.name: _upload(api, path)}
+        if spec.projector:  # a vision model's second file
+            projector = (file.parent / os.path.expanduser(spec.projector)).resolve()
+            if not projector.is_file():
+                raise ForgeError(f"no projector file at {projector}")
+            key = projector.name if projector.name != path.name else f"projector-{projector.name}"
+            fields["files"][key] = _upload(api, projector)
+    elif spec.projector:
+        raise ForgeError("a projector (a second FROM) goes with a GGUF file, not a model name")
     else:
         fields["from"] = spec.source
     for event in api.create(model, **fields):
@@ -505,6 +509,15 @@ def _raise_answer(response: Any) -> None:
     except (ValueError, KeyError, TypeError):
         message = response.text
     raise ForgeError(str(message))
+
+
+def _upload(api: Any, path: Path) -> str:
+    """A file's blob digest, uploaded first unless the server has it."""
+    digest = _sha256(path)
+    if not api.has_blob(digest):
+        with path.open("rb") as f:
+            api.upload_blob(digest, f, path.stat().st_size)
+    return digest
 
 
 def _sha256(path: Path) -> str:

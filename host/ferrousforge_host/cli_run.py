@@ -3,8 +3,11 @@ with Ollama's slash commands; ``--verbose`` prints the timings; an embedding mod
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -27,7 +30,36 @@ HELP = """Available Commands:
   /bye                        Exit
   /?, /help                   This help
 
-Use \"\"\" to begin and end a multi-line message."""
+Use \"\"\" to begin and end a multi-line message.
+A vision model sees the images whose paths a message names (.png, .jpg, .gif, .bmp)."""
+
+# A path to an image in a message: quoted (spaces allowed) or not
+_EXTENSION = r"\.(?:png|jpe?g|gif|bmp)"
+_IMAGE_PATH = re.compile(
+    rf"""(?:"([^"]+?{_EXTENSION})"|'([^']+?{_EXTENSION})'|(\S+?{_EXTENSION}))(?=[\s,.;:!?)]|$)""", re.I
+)
+
+
+def take_images(text: str) -> tuple[str, list[str]]:
+    """The images a message names by path, as ``ollama run`` takes them for a vision model: each
+    existing file is read (base64) and its path taken out of the text."""
+    images: list[str] = []
+
+    def take(match: re.Match[str]) -> str:
+        path = os.path.expanduser(next(g for g in match.groups() if g))
+        if not os.path.isfile(path):
+            return match.group(0)
+        with open(path, "rb") as f:
+            images.append(base64.b64encode(f.read()).decode())
+        print(f"Added image '{path}'", file=sys.stderr)
+        return ""
+
+    rest = _IMAGE_PATH.sub(take, text)
+    return (" ".join(rest.split()) if images else text), images
+
+
+def sees(info: dict[str, Any] | None) -> bool:
+    return "vision" in (info or {}).get("capabilities", [])
 
 
 def go_duration(ns: int) -> str:
@@ -106,6 +138,10 @@ def one_shot(
         sys.stdout.write(json.dumps(embedding["embeddings"][0]) + "\n")
         return
     extra = {k: v for k, v in extra.items() if k != "dimensions"}
+    if sees(info):
+        text, images = take_images(text)
+        if images:
+            extra["images"] = images
     chunks = api.generate(model, text, stream=True, **extra)
     _, last = _write(chunks, lambda c: (c.get("thinking", ""), c.get("response", "")), thinking)
     sys.stdout.write("\n")
@@ -141,7 +177,7 @@ def interactive(
             print(f">>> {shown.get('content', '')}")
         elif shown.get("role") == "assistant":
             print(f"{shown.get('content', '')}\n")
-    messages: list[dict[str, str]] = []
+    messages: list[dict[str, Any]] = []
     options: dict[str, Any] = {}
     system = ""
     extra = {k: v for k, v in extra.items() if k != "dimensions"}
@@ -196,6 +232,7 @@ def interactive(
                     print(f"error: {exc.message}")
                     continue
                 model = word[1]
+                info = api.show(model)
                 messages.clear()
             elif command == "/save" and len(word) == 2:
                 try:
@@ -207,7 +244,12 @@ def interactive(
             else:
                 print(f"Unknown command '{command}'. Type /? for help")
             continue
-        messages.append({"role": "user", "content": line})
+        message: dict[str, Any] = {"role": "user", "content": line}
+        if sees(info):
+            message["content"], images = take_images(line)
+            if images:
+                message["images"] = images
+        messages.append(message)
         history = ([{"role": "system", "content": system}] if system else []) + messages
         fields = {**extra, **({"options": options} if options else {})}
         chunks = api.chat(model, history, stream=True, **fields)

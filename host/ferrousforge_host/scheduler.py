@@ -25,7 +25,7 @@ from typing import Any
 
 from ferrousforge.embedding import BatchedMold
 from ferrousforge.errors import ForgeError, NotSupported, Unavailable
-from ferrousforge.manifest import MESSAGES, PARAMS, SYSTEM, TEMPLATE, Manifest
+from ferrousforge.manifest import MESSAGES, PARAMS, PROJECTOR, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
@@ -94,6 +94,9 @@ class Scheduler:
             return self.store.read_bytes(found.digest).decode() if found else None
 
         params = json.loads(text(PARAMS) or "{}")
+        files = {x.name: str(self.store.blob_path(x.digest)) for x in manifest.layers if x.name}
+        if projector := manifest.layer(PROJECTOR):  # a vision model's image encoder
+            files["projector"] = str(self.store.blob_path(projector.digest))
         spec = ModelSpec(
             name=name.display,
             format=config.get("model_format", "gguf"),
@@ -102,7 +105,7 @@ class Scheduler:
             template=runnable_template(text(TEMPLATE), config),
             system=text(SYSTEM),
             parameters=params,
-            files={x.name: str(self.store.blob_path(x.digest)) for x in manifest.layers if x.name},
+            files=files,
             messages=json.loads(text(MESSAGES) or "[]"),
         )
         return spec, manifest

@@ -13,6 +13,9 @@ from ferrousforge.options import Options
 # No vocabulary has tokens this long: a text longer than a window's tokens times this can't fit in the
 # window, whatever it says, and is cut (or refused) before it is tokenized at all.
 MAX_TOKEN_CHARS = 64
+# Where an image goes in a prompt: each marker takes the next of the request's images, in order
+# (llama.cpp's media marker, so a rendered prompt passes to its multimodal tokenizer as it is)
+IMAGE_MARKER = "<__media__>"
 
 
 @dataclass
@@ -30,6 +33,7 @@ class GenerationInput:
     top_logprobs: int = 0  # ... and this many most likely alternatives (0 to 20)
     prompt_logprobs: bool = False  # ... and each prompt token's, given the tokens before it (echo)
     logit_bias: dict[int, float] = field(default_factory=dict)  # token id → added to its logit
+    images: list[bytes] = field(default_factory=list)  # encoded images, one for each IMAGE_MARKER
 
 
 @dataclass

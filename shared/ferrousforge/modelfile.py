@@ -1,5 +1,5 @@
 """Ollama's Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, LICENSE (other commands are
-refused)."""
+refused). A second FROM names a vision model's projector file (its mmproj GGUF)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _COMMAND = re.compile(r"^\s*([A-Za-z]+)\s+(.*)$", re.S)
 @dataclass
 class Modelfile:
     source: str = ""
+    projector: str = ""  # a second FROM: the projector file of a vision model
     parameters: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
@@ -51,7 +52,12 @@ class Modelfile:
             else:
                 value = unquote(value)
             if command == "FROM":
-                out.source = value
+                if out.projector:
+                    raise BadRequest(f"Modelfile line {i}: two FROM lines at most (a model, its projector)")
+                if out.source:
+                    out.projector = value
+                else:
+                    out.source = value
             elif command == "PARAMETER":
                 key, _, raw = value.partition(" ")
                 out.add_parameter(key.strip(), raw.strip())

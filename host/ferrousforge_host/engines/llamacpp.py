@@ -42,6 +42,7 @@ from ferrousforge.options import Options
 from ferrousforge.protocol.schema import check_schema
 from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty_window
 from ferrousforge_host import cores
+from ferrousforge_host.engines.llamacpp_vision import ImageSpan, Projector, Segment, free_chunks
 from ferrousforge_host.engines.native import ModelLoadError, on_a_passing_thread, threads_for
 
 _logger.set_verbose(False)
@@ -157,6 +158,12 @@ def placement(gpu_share: float, memory: int) -> dict[str, Any]:
     }
 
 
+def projector_bytes(spec: ModelSpec) -> int:
+    """The size of a vision model's projector file (0 for a model without one)."""
+    path = spec.files.get("projector")
+    return os.path.getsize(path) if path and os.path.exists(path) else 0
+
+
 class Vocab:
     """llama.cpp's tokenizer of a loaded model: text to token ids, ids to byte pieces, end of generation."""
 
@@ -214,12 +221,15 @@ class Vocab:
         head = self.tokenize(text[: keep * MAX_TOKEN_CHARS], add_special=first)[:keep]
         return head + self.tokenize(text[-bound:], add_special=False)
 
+    def check_context(self, context: list[int]) -> None:
+        if (bad := next((t for t in context if not 0 <= t < self.n_vocab), None)) is not None:
+            raise BadRequest(f"context token {bad} is outside the model's vocabulary of {self.n_vocab}")
+
     def prompt(self, request: GenerationInput, n_ctx: int) -> list[int]:
         """The request's tokens (an earlier exchange's context, then the prompt, or the FIM layout of
         prompt and suffix), checked against the vocabulary and fitted to the window: with
         ``truncate`` the first ``num_keep`` tokens and the newest are kept, as Ollama does."""
-        if (bad := next((t for t in request.context if t >= self.n_vocab), None)) is not None:
-            raise BadRequest(f"context token {bad} is outside the model's vocabulary of {self.n_vocab}")
+        self.check_context(request.context)
         first = not request.context
         if request.suffix:
             fim = self.fim()
@@ -255,6 +265,8 @@ def apply_penalties(logits: np.ndarray, window: list[int], opts: Options) -> Non
     if not window:
         return
     ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
+    if ids[0] < 0:  # an image's positions in the prompt (IMAGE_POSITION): no token to penalize
+        counts, ids = counts[ids >= 0], ids[ids >= 0]
     values = logits[ids]
     if opts.repeat_penalty != 1.0:
         values = np.where(values <= 0, values * opts.repeat_penalty, values / opts.repeat_penalty)
@@ -310,13 +322,22 @@ class _Job:
     bias_ids: Any = None  # logit_bias: these tokens' logits get bias_values added before sampling
     bias_values: Any = None
     prompt_logprobs: list[dict[str, Any]] = field(default_factory=list)  # the scored prompt so far
+    media: list[Segment] = field(default_factory=list)  # a prompt with images: what comes before `pending`
+    chunks: Any = None  # ... and libmtmd's chunk list that holds its images
+
+
+# An image's positions in a prompt's tokens (job.prompt, slot.cached): no token matches it
+IMAGE_POSITION = -1
 
 
 def free_samplers(job: _Job) -> None:
+    """Free what a job holds in llama.cpp: its samplers, and its images' chunks."""
     for sampler in (job.sampler, job.grammar):
         if sampler:
             L.llama_sampler_free(sampler)
     job.sampler = job.grammar = None
+    free_chunks(job.chunks)
+    job.chunks, job.media = None, []
 
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])  # llama_token_data
@@ -378,6 +399,7 @@ class LlamaCppMold(TextGenerationMold):
 
     _model: Any = None
     _ctx: Any = None
+    _projector: Projector | None = None  # a vision model's image encoder
 
     def load_sync(self) -> None:
         opts = self.options
@@ -396,6 +418,15 @@ class LlamaCppMold(TextGenerationMold):
         ctx = new_context(loaded, cparams, self.spec, opts.num_thread)
         self._model, self._ctx = model, ctx
         self._threads = self._threads_now = cparams.n_threads
+        projector = self.spec.files.get("projector")
+        if projector:
+            try:
+                self._projector = Projector(projector, model, self._threads, loaded.gpu_share > 0)
+            except ModelLoadError:
+                L.llama_free(ctx)
+                L.llama_model_free(model)
+                self._ctx = self._model = None
+                raise
         self._vocab = L.llama_model_get_vocab(model)
         self.vocab = Vocab(self._vocab)
         self._n_vocab = self.vocab.n_vocab
@@ -404,7 +435,7 @@ class LlamaCppMold(TextGenerationMold):
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
         self._memory = L.llama_get_memory(ctx)
         self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx))
-        self._file_bytes = loaded.file_bytes
+        self._file_bytes = loaded.file_bytes + projector_bytes(self.spec)
         self._gpu_share = loaded.gpu_share
         self._slots = [_Slot(i) for i in range(opts.num_parallel)]
         self._incoming: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -418,9 +449,11 @@ class LlamaCppMold(TextGenerationMold):
             self._thread.join()
             L.llama_batch_free(self._batch)
             L.llama_free(self._ctx)
+        if self._projector:
+            self._projector.close()
         if self._model:
             L.llama_model_free(self._model)
-        self._ctx = self._model = None
+        self._ctx = self._model = self._projector = None
 
     def is_loaded(self) -> bool:
         return self._ctx is not None
@@ -451,11 +484,13 @@ class LlamaCppMold(TextGenerationMold):
         try:
             meta = read_file_metadata(path)
         except (GGUFError, OSError):
-            return os.path.getsize(path)
+            return os.path.getsize(path) + projector_bytes(spec)
         arch = meta.get("general.architecture", "")
         trained = int(meta.get(f"{arch}.context_length", options.num_ctx) or options.num_ctx)
-        return os.path.getsize(path) + cls._estimate_kv(
-            meta, min(options.num_ctx, trained) * options.num_parallel
+        return (
+            os.path.getsize(path)
+            + projector_bytes(spec)
+            + cls._estimate_kv(meta, min(options.num_ctx, trained) * options.num_parallel)
         )
 
     # -- tokens ---------------------------------------------------------------------------
@@ -502,7 +537,7 @@ class LlamaCppMold(TextGenerationMold):
     def _prepare(self, job: _Job) -> None:
         """Tokenize and validate on the caller's side, so errors come back before any slot is used."""
         req = job.request
-        prompt = self.vocab.prompt(req, self._n_ctx)
+        prompt = self._prompt_with_images(job) if req.images else self.vocab.prompt(req, self._n_ctx)
         grammar = grammar_for(req.format, req.optional_call, req.call_required)
         opts = req.options
         if not 0 <= req.top_logprobs <= 20:
@@ -521,13 +556,40 @@ class LlamaCppMold(TextGenerationMold):
             if not job.grammar:
                 free_samplers(job)
                 raise BadRequest("invalid grammar")
-        if req.shift and L.llama_memory_can_shift(self._memory):
+        if req.shift and not req.images and L.llama_memory_can_shift(self._memory):
             room = SHIFT_WINDOWS * self._n_ctx  # the window shifts; this bounds a runaway generation
         else:
             room = self._n_ctx - len(prompt)
         job.limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         job.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         job.stops = StopMatcher(opts.stop)
+
+    def _prompt_with_images(self, job: _Job) -> list[int]:
+        """The tokens of a prompt with images, an image's positions IMAGE_POSITION; the images and
+        the text before the last run of tokens go to ``job.media``, evaluated when the job starts."""
+        req = job.request
+        if self._projector is None:
+            raise BadRequest(f"model '{self.spec.name}' does not support images: it has no projector")
+        if req.suffix or req.prompt_logprobs:
+            raise BadRequest("a prompt with images can't have a suffix or be scored (echo with logprobs)")
+        self.vocab.check_context(req.context)
+        segments, job.chunks = self._projector.tokenize(req.prompt, req.images, add_special=not req.context)
+        if req.context:
+            segments.insert(0, list(req.context))
+        prompt = [t for s in segments for t in (s if isinstance(s, list) else [IMAGE_POSITION] * s.n_pos)]
+        problem = None
+        if not isinstance(segments[-1], list):
+            problem = "a prompt with images needs text after the last image"
+        elif len(prompt) >= self._n_ctx:
+            problem = (
+                f"the prompt and its images are {len(prompt)} tokens, which does not fit the context "
+                f"window of {self._n_ctx} tokens (num_ctx)"
+            )
+        if problem:
+            free_samplers(job)
+            raise BadRequest(problem)
+        job.media = segments[:-1]
+        return prompt
 
     def start(
         self, request: GenerationInput, emit: Callable[[GenerationChunk | BaseException], object]
@@ -606,6 +668,7 @@ class LlamaCppMold(TextGenerationMold):
                 self._release(slot, keep_cache=False)
         for job in self._waiting:
             job.emit(ForgeError("the model was unloaded"))
+            free_samplers(job)
 
     def _assign(self) -> None:
         """Give waiting requests free slots, preferring the slot whose cache shares the longest prefix."""
@@ -617,7 +680,7 @@ class LlamaCppMold(TextGenerationMold):
             job = self._waiting.pop(0)
             slot = max(free, key=lambda s: common_prefix(s.cached, job.prompt))
             keep = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
-            if job.request.prompt_logprobs:  # every prompt token is scored: none comes from the cache
+            if job.request.prompt_logprobs or job.media:  # every token scored, or images: no cache reuse
                 keep = 0
             if keep < len(slot.cached) and (
                 keep == 0 or not L.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
@@ -634,7 +697,44 @@ class LlamaCppMold(TextGenerationMold):
             return True
         return False
 
+    def _evaluate_media(self) -> None:
+        """Decode the images of starting requests, and the text around them, into their sequences,
+        leaving each one's last run of tokens to the step's batch (whose logits it samples from)."""
+        for slot in self._slots:
+            job = slot.job
+            if job is None or not job.media or job.cancelled.is_set():
+                continue
+            projector = self._projector
+            assert projector is not None
+            try:
+                for segment in job.media:
+                    if isinstance(segment, ImageSpan):
+                        projector.evaluate(self._ctx, segment, len(slot.cached), slot.seq, self._n_batch)
+                        slot.cached.extend([IMAGE_POSITION] * segment.n_pos)
+                    else:
+                        self._decode_tokens(slot, segment)
+            except ForgeError as exc:
+                job.emit(exc)
+                self._release(slot, keep_cache=False)
+                continue
+            job.pending = job.prompt[len(slot.cached) :]
+            free_chunks(job.chunks)
+            job.chunks, job.media = None, []
+
+    def _decode_tokens(self, slot: _Slot, tokens: list[int]) -> None:
+        """Decode a run of prompt tokens into a slot's sequence, no logits."""
+        for start in range(0, len(tokens), self._n_batch):
+            part = tokens[start : start + self._n_batch]
+            for k, token in enumerate(part):
+                self._put(k, token, len(slot.cached) + k, slot.seq, False)
+            self._batch.n_tokens = len(part)
+            if (rc := L.llama_decode(self._ctx, self._batch)) != 0:
+                raise ForgeError(f"llama_decode failed ({rc})")
+            slot.cached.extend(part)
+
     def _step(self) -> None:
+        if any(s.job is not None and s.job.media for s in self._slots):
+            self._evaluate_media()
         batch, n = self._batch, 0
         for slot in self._slots:  # a slot the batch fills up before has no row in this decode
             if slot.job is not None:
@@ -708,7 +808,7 @@ class LlamaCppMold(TextGenerationMold):
     def _shift(self, slot: _Slot, job: _Job) -> bool:
         """Make room in a full window as Ollama does: keep the first ``num_keep`` tokens, drop half of
         the rest, move the newer half's positions down. False (the request ends) where it can't."""
-        if not job.request.shift or not L.llama_memory_can_shift(self._memory):
+        if not job.request.shift or job.request.images or not L.llama_memory_can_shift(self._memory):
             self._finish(slot, job, "length", "")
             return False
         keep = min(job.request.options.num_keep, self._n_ctx // 2)
@@ -795,7 +895,7 @@ class LlamaCppMold(TextGenerationMold):
                 done=True,
                 done_reason=reason,
                 stats=stats,
-                context=job.prompt + job.generated,
+                context=[t for t in job.prompt if t != IMAGE_POSITION] + job.generated,
                 logprobs=job.logprobs or None,
                 stop_sequence=job.stops.matched,
             )

@@ -147,6 +147,8 @@ class WgpuGenerateMold(TextGenerationMold):
             raise BadRequest("logprobs need the llama.cpp engine (options.engine: llama.cpp)")
         if request.logit_bias:
             raise BadRequest("logit_bias needs the llama.cpp engine (options.engine: llama.cpp)")
+        if request.images:
+            raise BadRequest("images need the llama.cpp engine (options.engine: llama.cpp)")
         slots, loop = self._slots, self._loop
         assert slots is not None and loop is not None
         opts = request.options

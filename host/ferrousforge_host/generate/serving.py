@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -9,7 +11,13 @@ from typing import Any
 
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
 from ferrousforge.errors import BadRequest, NotSupported
-from ferrousforge.generation import MAX_TOKEN_CHARS, GenerationInput, GenerationStats, TextGenerationMold
+from ferrousforge.generation import (
+    IMAGE_MARKER,
+    MAX_TOKEN_CHARS,
+    GenerationInput,
+    GenerationStats,
+    TextGenerationMold,
+)
 from ferrousforge.gguf import GGUFError, read_file_metadata, special_tokens
 from ferrousforge.mold import Capability, ModelSpec, resolve_mold
 from ferrousforge.names import ModelName
@@ -29,7 +37,29 @@ def capabilities(spec: ModelSpec) -> set[Capability]:
             caps.add(Capability.THINKING)
         if spec.format == "gguf" and has_fim_tokens(spec.path):
             caps.add(Capability.INSERT)
+        if spec.format == "gguf" and "projector" in spec.files:
+            caps.add(Capability.VISION)
     return caps
+
+
+# A prompt's text, with an IMAGE_MARKER for each of its images, and the images
+Prompt = tuple[str, list[bytes]]
+
+
+def decode_images(images: list[str], where: str = "images") -> list[bytes]:
+    """Base64 images (Ollama's ``images``) as bytes; a bad one is a 400 naming it."""
+    out = []
+    for i, text in enumerate(images):
+        try:
+            out.append(base64.b64decode("".join(text.split()), validate=True))
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{where}[{i}] is not base64") from None
+    return out
+
+
+def with_images(content: str, count: int) -> str:
+    """A message's text with a marker for each of its images before it, as LLaVA's prompts put them."""
+    return f"{IMAGE_MARKER}\n" * count + content
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,7 +128,7 @@ class GenerationService:
         req: Common,
         options: Any,
         keep_alive: float | None,
-        prompt: str | Callable[[TextGenerationMold], Awaitable[str]],
+        prompt: Prompt | Callable[[TextGenerationMold], Awaitable[Prompt]],
         shape: Callable[[Parts], dict[str, Any]],
         parser: Callable[[str], ReplyParser],
         generation: dict[str, Any],
@@ -111,7 +141,7 @@ class GenerationService:
         async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
             mold = runner.mold
             assert isinstance(mold, TextGenerationMold)
-            text = prompt if isinstance(prompt, str) else await prompt(mold)
+            text, images = prompt if isinstance(prompt, tuple) else await prompt(mold)
             request = GenerationInput(
                 text,
                 options,
@@ -121,6 +151,7 @@ class GenerationService:
                 top_logprobs=req.top_logprobs,
                 prompt_logprobs=isinstance(req, GenerateRequest) and req.prompt_logprobs,
                 logit_bias=req.logit_bias,
+                images=images,
                 **generation,
             )
             split = parser(text)
@@ -174,13 +205,16 @@ class GenerationService:
         if not req.prompt and not req.context and not req.suffix:
             return self._load_or_unload(req.model, options, keep_alive, {"response": ""})
         thinking, variables = self._thinking(req, spec)
+        images = decode_images(req.images)
         if req.raw or req.suffix:  # FIM: the engine lays out prefix and suffix with the model's tokens
-            prompt = req.prompt
+            prompt = with_images(req.prompt, len(images))
         else:
             system = req.system if req.system is not None else spec.system
             prompt = render(
                 req.template or spec.template or PLAIN_TEMPLATE,
-                generate_messages(req.prompt, system, [] if req.context else spec.messages),
+                generate_messages(
+                    with_images(req.prompt, len(images)), system, [] if req.context else spec.messages
+                ),
                 **special_tokens(spec.config),
                 **variables,
             )
@@ -198,7 +232,7 @@ class GenerationService:
             req,
             options,
             keep_alive,
-            prompt,
+            (prompt, images),
             shape,
             parser,
             {"context": req.context, "format": req.format, "suffix": req.suffix},
@@ -213,7 +247,14 @@ class GenerationService:
             )
         thinking, variables = self._thinking(req, spec)
         # the model's MESSAGEs start every conversation, as Ollama's do
-        messages = with_system([*spec.messages, *(m.to_template() for m in req.messages)], spec.system)
+        turns = []
+        for i, m in enumerate(req.messages):
+            turn = m.to_template()
+            if m.images:  # the template sees a marker for each image; the images ride along
+                turn["content"] = with_images(turn["content"], len(m.images))
+                turn["images"] = decode_images(m.images, f"messages[{i}].images")
+            turns.append(turn)
+        messages = with_system([*spec.messages, *turns], spec.system)
         native = template_knows_tools(spec)
         template = spec.template or PLAIN_TEMPLATE
 
@@ -228,8 +269,9 @@ class GenerationService:
                 **variables,
             )
 
-        async def fitted(mold: TextGenerationMold) -> str:
-            return await fit_chat(mold, messages, build, options.num_ctx) if req.truncate else build(messages)
+        async def fitted(mold: TextGenerationMold) -> Prompt:
+            kept = await fit_chat(mold, messages, build, options.num_ctx) if req.truncate else messages
+            return build(kept), [image for m in kept for image in m.get("images", ())]
 
         schema = call_schema(offered) if offered else None
         generation: dict[str, Any] = {"format": req.format}
@@ -269,9 +311,9 @@ async def fit_chat(
     messages: list[dict[str, Any]],
     build: Callable[[list[dict[str, Any]]], str],
     num_ctx: int,
-) -> str:
-    """The prompt of the newest turns that fit the window, as Ollama truncates a chat: system
-    messages always stay, the oldest other turns go first, the last message always stays."""
+) -> list[dict[str, Any]]:
+    """The newest turns whose prompt fits the window, as Ollama truncates a chat: system messages
+    always stay, the oldest other turns go first, the last message always stays."""
     window = mold.metadata().get("n_ctx") or num_ctx
 
     async def fits(text: str) -> bool:
@@ -284,9 +326,8 @@ async def fit_chat(
             and await mold.run_in_worker(mold.count_tokens, text) < window
         )
 
-    prompt = build(messages)
-    if await fits(prompt):
-        return prompt
+    if await fits(build(messages)):
+        return messages
     system = [m for m in messages if m["role"] == "system"]
     turns = [i for i, m in enumerate(messages) if m["role"] != "system"]
 
@@ -302,7 +343,7 @@ async def fit_chat(
             best, high = keep_from(mid), mid - 1
         else:
             low = mid + 1
-    return build(best)
+    return best
 
 
 def _merged_extras(chunks: list[Chunk], final: Chunk, text: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from ferrousforge.manifest import (
     MESSAGES,
     MODEL,
     PARAMS,
+    PROJECTOR,
     SYSTEM,
     TEMPLATE,
     Layer,
@@ -22,6 +23,15 @@ from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge_host.models.gguf_tokenizer import with_tokenizer
 from ferrousforge_host.store import BlobStore
+
+
+def is_projector(store: BlobStore, digest: str) -> bool:
+    """Whether a GGUF blob is a vision model's projector (an mmproj file: architecture "clip")."""
+    try:
+        meta = read_file_metadata(str(store.blob_path(digest)))
+    except (GGUFError, OSError) as exc:
+        raise BadRequest(f"not a usable GGUF file: {exc}") from exc
+    return meta.get("general.architecture") == "clip"
 
 
 def gguf_config(store: BlobStore, digest: str) -> dict[str, Any]:
@@ -45,8 +55,10 @@ def import_gguf(
     messages: list[dict[str, Any]] | None = None,
     family: str | None = None,
     source: str | None = None,
+    projector: str | None = None,
 ) -> Manifest:
-    """Write the manifest of ``name`` over a GGUF blob already in the store."""
+    """Write the manifest of ``name`` over a GGUF blob already in the store (and a vision model's
+    projector blob)."""
     config = gguf_config(store, digest)
     if family and config["model_family"] in ("", "unknown"):
         config["model_family"] = family
@@ -61,6 +73,8 @@ def import_gguf(
     if template:
         _compile(template)  # refuse a template that cannot render
     layers = [Layer(MODEL, digest, store.blob_path(digest).stat().st_size)]
+    if projector:
+        layers.append(Layer(PROJECTOR, projector, store.blob_path(projector).stat().st_size))
     for media_type, content in (
         (TEMPLATE, template),
         (SYSTEM, system),

@@ -1,0 +1,139 @@
+"""Images in prompts for the llama.cpp engine, through llama.cpp's libmtmd.
+
+A vision model is a GGUF and its projector (an mmproj GGUF: Ollama's projector layer). The projector
+encodes each image into embeddings that take the image's place in the sequence. A prompt marks where
+each image goes with ``IMAGE_MARKER``; ``Projector.tokenize`` splits it into token runs and images,
+and the decode thread evaluates each image into a slot's sequence with ``Projector.evaluate``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp as L
+from llama_cpp import _logger
+
+from ferrousforge.errors import BadRequest, ForgeError
+from ferrousforge.generation import IMAGE_MARKER
+from ferrousforge_host.engines.native import ModelLoadError
+
+
+@dataclass
+class ImageSpan:
+    """One image of a prompt: its chunk (owned by the prompt's chunk list) and the positions it takes."""
+
+    chunk: Any
+    n_pos: int
+
+
+Segment = list[int] | ImageSpan
+
+
+# What stb_image (libmtmd's decoder) reads, by the first bytes: PNG, JPEG, GIF, BMP, PNM. Anything
+# else is refused here: libmtmd would go on to try it as audio and as video (through ffprobe).
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+
+
+@functools.cache
+def _mtmd() -> Any:
+    """llama-cpp-python's libmtmd bindings, from the folder libllama came from, logging as llama.cpp
+    does here (not at all unless verbose)."""
+    if "LLAMA_CPP_LIB_PATH" in os.environ:  # an external build (CUDA, the safe build) has its own
+        os.environ.setdefault("MTMD_CPP_LIB", os.environ["LLAMA_CPP_LIB_PATH"])
+    try:
+        from llama_cpp import mtmd_cpp
+    except (OSError, RuntimeError, FileNotFoundError) as exc:
+        raise ModelLoadError(f"this llama.cpp build has no libmtmd for images: {exc}") from exc
+    mtmd_cpp.mtmd_helper_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+    return mtmd_cpp
+
+
+class Projector:
+    """A loaded projector over a loaded llama.cpp model."""
+
+    def __init__(self, path: str, model: Any, threads: int, use_gpu: bool) -> None:
+        self.m = M = _mtmd()
+        params = M.mtmd_context_params_default()
+        params.use_gpu = use_gpu
+        params.n_threads = threads
+        params.print_timings = False
+        params.warmup = False
+        self._marker = IMAGE_MARKER.encode()  # kept alive: the context reads it at init
+        params.media_marker = self._marker
+        self.ctx = M.mtmd_init_from_file(path.encode(), model, params)
+        if not self.ctx:
+            raise ModelLoadError("cannot load the vision projector (is it an mmproj GGUF for this model?)")
+        if not M.mtmd_support_vision(self.ctx):
+            self.close()
+            raise ModelLoadError("the projector has no vision encoder")
+
+    def close(self) -> None:
+        if self.ctx:
+            self.m.mtmd_free(self.ctx)
+            self.ctx = None
+
+    def tokenize(self, text: str, images: list[bytes], add_special: bool) -> tuple[list[Segment], Any]:
+        """The prompt as runs of tokens and images, in order, and the chunk list that owns the images
+        (free it with ``free_chunks`` once they are evaluated)."""
+        M = self.m
+        if (marked := text.count(IMAGE_MARKER)) != len(images):
+            raise BadRequest(f"the prompt marks {marked} image(s) but {len(images)} were given")
+        bitmaps = []
+        chunks = None
+        try:
+            for i, data in enumerate(images, 1):
+                if not data.startswith(_IMAGE_MAGIC):
+                    raise BadRequest(f"image {i} is not a PNG, JPEG, GIF, BMP or PNM image")
+                buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+                bitmap = M.mtmd_helper_bitmap_init_from_buf(self.ctx, buf, len(data), False)
+                if not bitmap:
+                    raise BadRequest(f"image {i} could not be decoded")
+                bitmaps.append(bitmap)
+            chunks = M.mtmd_input_chunks_init()
+            encoded = text.encode()
+            given = M.mtmd_input_text()
+            given.text, given.text_len = encoded, len(encoded)
+            given.add_special, given.parse_special = add_special, True
+            array = (M.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
+            rc = M.mtmd_tokenize(self.ctx, chunks, ctypes.byref(given), array, len(bitmaps))
+            if rc != 0:
+                raise BadRequest(f"the images could not be prepared for the model (mtmd_tokenize: {rc})")
+            segments: list[Segment] = []
+            for i in range(M.mtmd_input_chunks_size(chunks)):
+                chunk = M.mtmd_input_chunks_get(chunks, i)
+                if M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                    n = ctypes.c_size_t()
+                    tokens = M.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
+                    run = list(tokens[: n.value])
+                    if segments and isinstance(segments[-1], list):
+                        segments[-1].extend(run)
+                    else:
+                        segments.append(run)
+                else:
+                    segments.append(ImageSpan(chunk, M.mtmd_input_chunk_get_n_pos(chunk)))
+        except BaseException:
+            free_chunks(chunks)
+            raise
+        finally:
+            for bitmap in bitmaps:
+                M.mtmd_bitmap_free(bitmap)
+        return segments, chunks
+
+    def evaluate(self, lctx: Any, image: ImageSpan, pos: int, seq: int, n_batch: int) -> None:
+        """Encode an image and decode its embeddings into sequence ``seq`` from position ``pos``."""
+        after = L.llama_pos(0)
+        rc = self.m.mtmd_helper_eval_chunk_single(
+            self.ctx, lctx, image.chunk, pos, seq, n_batch, False, ctypes.byref(after)
+        )
+        if rc != 0:
+            raise ForgeError(f"llama.cpp could not encode an image ({rc})")
+
+
+def free_chunks(chunks: Any) -> None:
+    """Free a prompt's chunk list (None: nothing to free)."""
+    if chunks:
+        _mtmd().mtmd_input_chunks_free(chunks)

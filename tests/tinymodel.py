@@ -282,8 +282,25 @@ def write_tiny_bert(
 def write_tiny_projector(path: Path, n_embd: int = 64, seed: int = 0) -> Path:
     """A tiny random LLaVA projector (an mmproj GGUF, architecture "clip") for a text model of width
     ``n_embd``: a 2-layer ViT over 28×28 images in 14×14 patches, so each image is 4 embeddings."""
+    return write_projector(path, n_embd, seed=seed)
+
+
+def write_projector(
+    path: Path,
+    n_embd: int,
+    width: int = 32,
+    ff: int = 64,
+    layers: int = 2,
+    heads: int = 2,
+    image: int = 28,
+    patch: int = 14,
+    f16: bool = False,
+    std: float | None = 0.5,
+    seed: int = 0,
+) -> Path:
+    """A random LLaVA projector of any ViT's shape (``f16``: its matrices in f16, as mmproj files ship;
+    ``std`` of every value, None: a matrix's is 1/√fan-in, so that deep stacks stay finite)."""
     rng = np.random.default_rng(seed)
-    width, ff, image, patch = 32, 64, 28, 14
     w = gguf.GGUFWriter(str(path), "clip")
     w.add_string("clip.projector_type", "mlp")
     w.add_bool("clip.has_vision_encoder", True)
@@ -291,9 +308,9 @@ def write_tiny_projector(path: Path, n_embd: int = 64, seed: int = 0) -> Path:
     for key, value in (
         ("embedding_length", width),
         ("feed_forward_length", ff),
-        ("block_count", 2),
+        ("block_count", layers),
         ("projection_dim", n_embd),
-        ("attention.head_count", 2),
+        ("attention.head_count", heads),
         ("image_size", image),
         ("patch_size", patch),
     ):
@@ -303,14 +320,16 @@ def write_tiny_projector(path: Path, n_embd: int = 64, seed: int = 0) -> Path:
     w.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
 
     def tensor(name: str, *shape: int) -> None:  # numpy order: the last axis is ggml's first
-        w.add_tensor(name, (rng.standard_normal(shape) * 0.5).astype(np.float32))
+        scale = std if std is not None else 0.5 if len(shape) == 1 else shape[-1] ** -0.5
+        values = rng.standard_normal(shape, dtype=np.float32) * scale
+        w.add_tensor(name, values.astype(np.float16 if f16 and len(shape) > 1 else np.float32))
 
     tensor("v.class_embd", width)
     tensor("v.patch_embd.weight", width, 3, patch, patch)
     tensor("v.position_embd.weight", (image // patch) ** 2 + 1, width)
     tensor("v.pre_ln.weight", width)
     tensor("v.pre_ln.bias", width)
-    for i in range(2):
+    for i in range(layers):
         for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
             tensor(f"v.blk.{i}.{part}.weight", width, width)
             tensor(f"v.blk.{i}.{part}.bias", width)

@@ -359,6 +359,7 @@ COMPONENTS: dict[str, Schema] = {
         messages=array(MODEL_MESSAGE),
         details=DETAILS,
         model_info=ANY_OBJECT,
+        projector_info=ANY_OBJECT,  # a vision model's projector (its GGUF metadata)
         capabilities=array({"enum": [c.value for c in Capability]}),
         modified_at=STRING,
     ),

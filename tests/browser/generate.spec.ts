@@ -156,3 +156,26 @@ test('the demo page: chat and search driven by clicks, at desktop and phone widt
   expectSameOrigin(w.requests);
   expect(w.errors).toEqual([]);
 });
+
+test('a chat with an image goes to the host, whose vision model sees it', async ({ page }) => {
+  await openForge(page);
+  const image = await page.evaluate(async () => {  // a PNG drawn in the page, as a web app would send one
+    const canvas = new OffscreenCanvas(40, 30);
+    const ctx = canvas.getContext('2d')!;
+    ctx.fillStyle = '#c03';
+    ctx.fillRect(0, 0, 40, 30);
+    ctx.fillStyle = '#3c9';
+    ctx.fillRect(10, 5, 20, 20);
+    const bytes = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer());
+    return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(''));
+  });
+  const ask = (images: string[]) => ({
+    model: 'tiny-vision', messages: [{ role: 'user', content: 'what is this?', images }], options: greedy(8) });
+  const chat = await page.evaluate((r) => (window as any).forge.chat(r), ask([image]));
+  expect(chat.placement, why(chat)).toBe('host');
+  const direct = await (await fetch(forgeUrl() + '/api/chat', {
+    method: 'POST', body: JSON.stringify({ ...ask([image]), stream: false }) })).json();
+  expect(chat.message.content).toBe(direct.message.content);  // the image reached the host's model
+  const plain = await page.evaluate((r) => (window as any).forge.chat(r), ask([]));
+  expect(chat.prompt_eval_count).toBeGreaterThanOrEqual(plain.prompt_eval_count + 4);  // its 4 embeddings
+});

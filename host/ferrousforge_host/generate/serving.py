@@ -318,8 +318,9 @@ async def fit_chat(
 
     async def fits(text: str) -> bool:
         """Tokenized only when the length can't tell: every token is at least one byte of the text
-        but BOS, EOS and a SentencePiece space prefix, and none is longer than MAX_TOKEN_CHARS."""
-        if len(text.encode()) + 3 < window:
+        but BOS, EOS and a SentencePiece space prefix, and none is longer than MAX_TOKEN_CHARS (an
+        image's marker is counted as the positions the image takes: always by the model)."""
+        if len(text.encode()) + 3 < window and IMAGE_MARKER not in text:
             return True
         return (
             len(text) <= window * MAX_TOKEN_CHARS

@@ -21,7 +21,7 @@ export function wer(reference: string, hypothesis: string) {
   return row[h.length] / r.length;
 }
 
-/** Speak in the page; the answer without its samples, plus what the host's Whisper hears in its WAV. */
+/** Speak in the page; the answer without its samples, plus what the host's Whisper (base) hears in its WAV. */
 async function speakAndHear(page: Page, request: object) {
   return page.evaluate(async (req) => {
     const forge = (window as any).forge;
@@ -29,7 +29,7 @@ async function speakAndHear(page: Page, request: object) {
     const out = await forge.speak({ ...req, onAudio: (samples: Float32Array) => chunks.push(samples.length) });
     const form = new FormData();
     form.append('file', out.wav, 'speech.wav');
-    form.append('model', 'whisper:tiny.en');
+    form.append('model', 'whisper:base');  // tiny.en now and then mishears piper's (randomly varied) voice
     const heard = await (await fetch('/v1/audio/transcriptions', { method: 'POST', body: form })).json();
     const { audio, wav, ...rest } = out;
     return {

@@ -65,6 +65,7 @@ def test_a_model_and_its_projector_make_a_vision_model(vision: Host) -> None:
         shown = c.post("/api/show", json={"model": "eyes"}).json()
         assert "vision" in shown["capabilities"] and "completion" in shown["capabilities"]
         assert shown["projector_info"]["general.architecture"] == "clip"
+        assert shown["projector_info"]["clip.vision.projection_dim"] == 64  # the text model's width
         assert shown["modelfile"].count("\nFROM ") == 2
         assert "vision" not in c.post("/api/show", json={"model": "tiny"}).json()["capabilities"]
         r = c.post("/api/generate", json={"model": "tiny", "prompt": "hi", "images": [b64(DARK)]})
@@ -84,7 +85,7 @@ def test_the_image_is_part_of_the_prompt(vision: Host) -> None:
     assert all(t >= 0 for t in dark.json()["context"])  # the context holds tokens only
 
 
-def test_chat_openai_and_anthropic_see_the_same_image(vision: Host) -> None:
+def test_chat_openai_anthropic_and_responses_see_the_same_image(vision: Host) -> None:
     with vision.client() as c:
         ollama = c.post(
             "/api/chat",
@@ -142,6 +143,29 @@ def test_chat_openai_and_anthropic_see_the_same_image(vision: Host) -> None:
     reply = ollama.json()["message"]["content"]
     assert openai.json()["choices"][0]["message"]["content"] == reply
     assert anthropic.json()["content"][0]["text"] == reply
+    with vision.client() as c:
+        responses = c.post(
+            "/v1/responses",
+            json={
+                "model": "eyes",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": "what is this?"},
+                            {"type": "input_image", "image_url": "data:image/png;base64," + b64(NOISE)},
+                        ],
+                    }
+                ],
+                "max_output_tokens": 8,
+                "temperature": 0,
+            },
+        )
+        assert responses.status_code == 200, responses.text
+    said = [
+        p["text"] for item in responses.json()["output"] if item["type"] == "message" for p in item["content"]
+    ]
+    assert said == [reply]
 
 
 def test_a_chat_cut_to_its_window_keeps_the_images_of_the_turns_it_keeps(vision: Host) -> None:
@@ -206,7 +230,8 @@ def test_the_cli_makes_a_vision_model_and_runs_it_on_an_image_file(
     modelfile.write_text(f"FROM {tiny_gguf}\nFROM {projector}\n{settings}")
     out = ff(host, "create", "eyes", "-f", str(modelfile))
     assert out.returncode == 0, out.stderr
-    assert "vision" in ff(host, "show", "eyes").stdout
+    shown = ff(host, "show", "eyes").stdout
+    assert "vision" in shown and "Projector" in shown and "clip" in shown and "mlp" in shown
     image = tmp_path / "noise.png"
     image.write_bytes(NOISE)
     out = ff(host, "run", "eyes", f"what is this? {image}")

@@ -296,6 +296,12 @@ def show(
     for label, value in cli_run.model_facts(info):
         table.add_row(label, value)
     print_table(table)
+    if projector := cli_run.projector_facts(info):
+        out.print("\nProjector", style="bold")
+        table = Table(box=None, show_header=False)
+        for label, value in projector:
+            table.add_row(label, value)
+        print_table(table)
     if info.get("parameters"):
         out.print("\nParameters", style="bold")
         out.print(info["parameters"], markup=False, highlight=False)

@@ -320,6 +320,24 @@ def model_facts(info: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def projector_facts(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """A vision model's projector, as ``ollama show`` lists it (none for other models)."""
+    meta = info.get("projector_info") or {}
+    if not meta:
+        return []
+    return [
+        (label, str(value))
+        for label, value in (
+            ("architecture", meta.get("general.architecture")),
+            ("projector type", meta.get("clip.projector_type")),
+            ("embedding length", meta.get("clip.vision.embedding_length")),
+            ("dimensions", meta.get("clip.vision.projection_dim")),
+            ("image size", meta.get("clip.vision.image_size")),
+        )
+        if value is not None
+    ]
+
+
 def _show(api: Client, model: str, what: str, options: dict[str, Any], system: str) -> None:
     info = api.show(model)
     if what == "info":

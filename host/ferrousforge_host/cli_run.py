@@ -343,6 +343,10 @@ def _show(api: Client, model: str, what: str, options: dict[str, Any], system: s
     if what == "info":
         for label, value in model_facts(info):
             print(f"  {label:<16}{value}")
+        if projector := projector_facts(info):
+            print("  Projector")
+            for label, value in projector:
+                print(f"    {label:<18}{value}")
     elif what == "parameters":
         print(info.get("parameters", "") or "No parameters were specified for this model.")
         for name, value in options.items():

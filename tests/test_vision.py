@@ -353,3 +353,23 @@ def test_a_chat_is_fitted_to_its_window_counting_what_its_images_take(
         cut = c.post("/api/chat", json={**body, "messages": [first, *rest]})
         assert cut.status_code == 200, cut.text
         assert cut.json()["prompt_eval_count"] < 100  # the first turn and its ten images went
+
+
+def test_a_projector_for_another_model_fails_its_load_saying_why(
+    host: Host, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    narrow = write_projector(tmp_path / "narrow.gguf", n_embd=32)  # the tiny model is 64 wide
+    with host.client() as c:
+        files = {"tiny.gguf": upload(c, tiny_gguf), "narrow.gguf": upload(c, narrow)}
+        assert (
+            c.post("/api/create", json={"model": "askew", "files": files, "stream": False}).status_code == 200
+        )
+        body = {"model": "askew", "prompt": "hi", "images": [b64(DARK)], "stream": False}
+        r = c.post("/api/generate", json=body)
+        assert r.status_code == 500
+        assert r.json()["error"] == (
+            "cannot load the vision projector for this model: mismatch between text model (n_embd = 64) "
+            "and mmproj (n_embd = 32); hint: you may be using wrong mmproj"
+        )
+        after = {"model": "tiny", "prompt": "hi", "stream": False, "options": GREEDY}
+        assert c.post("/api/generate", json=after).status_code == 200  # the server serves on

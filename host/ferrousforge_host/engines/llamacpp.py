@@ -327,7 +327,7 @@ class _Job:
     chunks: Any = None  # ... and libmtmd's chunk list that holds its images
 
 
-def free_samplers(job: _Job) -> None:
+def free_native(job: _Job) -> None:
     """Free what a job holds in llama.cpp: its samplers, and its images' chunks."""
     for sampler in (job.sampler, job.grammar):
         if sampler:
@@ -557,7 +557,6 @@ class LlamaCppMold(TextGenerationMold):
         if grammar:
             job.grammar = L.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
             if not job.grammar:
-                free_samplers(job)
                 raise BadRequest("invalid grammar")
         if req.shift and not req.images and L.llama_memory_can_shift(self._memory):
             room = SHIFT_WINDOWS * self._n_ctx  # the window shifts; this bounds a runaway generation
@@ -590,7 +589,6 @@ class LlamaCppMold(TextGenerationMold):
                 f"window of {self._n_ctx} tokens (num_ctx)"
             )
         if problem:
-            free_samplers(job)
             raise BadRequest(problem)
         job.media = segments[:-1]
         return prompt
@@ -606,7 +604,11 @@ class LlamaCppMold(TextGenerationMold):
         self, request: GenerationInput, emit: Callable[[GenerationChunk | BaseException], object]
     ) -> _Job:
         job = _Job(request, emit)
-        self._prepare(job)
+        try:
+            self._prepare(job)
+        except BaseException:
+            free_native(job)  # what it took in llama.cpp before it failed (samplers, images)
+            raise
         self._incoming.put(job)
         return job
 
@@ -672,7 +674,7 @@ class LlamaCppMold(TextGenerationMold):
                 self._release(slot, keep_cache=False)
         for job in self._waiting:
             job.emit(ForgeError("the model was unloaded"))
-            free_samplers(job)
+            free_native(job)
 
     def _assign(self) -> None:
         """Give waiting requests free slots, preferring the slot whose cache shares the longest prefix."""
@@ -697,7 +699,7 @@ class LlamaCppMold(TextGenerationMold):
 
     def _drop_if_cancelled(self, job: _Job) -> bool:
         if job.cancelled.is_set():
-            free_samplers(job)
+            free_native(job)
             return True
         return False
 
@@ -711,20 +713,20 @@ class LlamaCppMold(TextGenerationMold):
             projector = self._projector
             assert projector is not None
             try:
-                start = 0  # where the segment starts in the prompt
+                start = 0  # where the segment starts in the prompt; what the slot's cache holds is kept
                 for segment in job.media:
-                    end = start + (segment.n_pos if isinstance(segment, ImageSpan) else len(segment))
-                    if end <= len(slot.cached):  # the slot's cache holds it already
-                        start = end
-                        continue
-                    if isinstance(segment, ImageSpan) and start < len(slot.cached):  # (cached whole or not)
-                        L.llama_memory_seq_rm(self._memory, slot.seq, start, -1)
-                        del slot.cached[start:]
                     if isinstance(segment, ImageSpan):
-                        projector.evaluate(self._ctx, segment, start, slot.seq, self._n_batch)
-                        slot.cached.extend([segment.id] * segment.n_pos)
+                        end = start + segment.n_pos
+                        if end > len(slot.cached):
+                            if start < len(slot.cached):  # (an image is cached whole or not at all)
+                                L.llama_memory_seq_rm(self._memory, slot.seq, start, -1)
+                                del slot.cached[start:]
+                            projector.evaluate(self._ctx, segment, start, slot.seq, self._n_batch)
+                            slot.cached.extend([segment.id] * segment.n_pos)
                     else:
-                        self._decode_tokens(slot, segment[len(slot.cached) - start :])
+                        end = start + len(segment)
+                        if end > len(slot.cached):
+                            self._decode_tokens(slot, segment[len(slot.cached) - start :])
                     start = end
             except ForgeError as exc:
                 job.emit(exc)
@@ -746,8 +748,7 @@ class LlamaCppMold(TextGenerationMold):
             slot.cached.extend(part)
 
     def _step(self) -> None:
-        if any(s.job is not None and s.job.media for s in self._slots):
-            self._evaluate_media()
+        self._evaluate_media()
         batch, n = self._batch, 0
         for slot in self._slots:  # a slot the batch fills up before has no row in this decode
             if slot.job is not None:
@@ -919,7 +920,7 @@ class LlamaCppMold(TextGenerationMold):
         job = slot.job
         slot.job = None
         if job is not None:
-            free_samplers(job)
+            free_native(job)
         if not keep_cache:
             L.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
             slot.cached = []

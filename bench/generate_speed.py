@@ -107,12 +107,19 @@ def start_forge(
     return proc, url
 
 
-def create_from_file(url: str, name: str, path: Path) -> None:
-    """``ferrousforge create`` through the API: the file as a blob, then the model from it."""
+def upload(url: str, path: Path) -> str:
+    """A file as a blob of the server's store; its digest."""
     digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     with path.open("rb") as f:
         CLIENT.post(f"{url}/api/blobs/{digest}", content=f, timeout=600).raise_for_status()
-    CLIENT.post(url + "/api/create", json={"model": name, "files": {path.name: digest}}, timeout=600)
+    return digest
+
+
+def create_from_file(url: str, name: str, path: Path) -> None:
+    """``ferrousforge create`` through the API: the file as a blob, then the model from it."""
+    CLIENT.post(
+        url + "/api/create", json={"model": name, "files": {path.name: upload(url, path)}}, timeout=600
+    )
 
 
 def model_file(store: Path) -> Path:

@@ -28,7 +28,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from generate_speed import CLIENT, THREADS, bench_store, free_port, measure, start_forge, stop, wait_up
+from generate_speed import (
+    CLIENT,
+    THREADS,
+    bench_store,
+    free_port,
+    measure,
+    start_forge,
+    stop,
+    upload,
+    wait_up,
+)
 
 from tinymodel import png, write_projector
 
@@ -42,15 +52,6 @@ def smollm2_blob(url: str, store: Path) -> Path:
     path = Path(shown["modelfile"].split("\nFROM ", 1)[1].split("\n", 1)[0])
     assert path.is_file(), path
     return path
-
-
-def upload(url: str, path: Path) -> str:
-    import hashlib
-
-    digest = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    with path.open("rb") as f:
-        CLIENT.post(f"{url}/api/blobs/{digest}", content=f, timeout=600).raise_for_status()
-    return digest
 
 
 def images(n: int, seed: int) -> list[bytes]:

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import ollama
 import pytest
-from oci_registry import serve_registry
+from oci_registry import digest, serve_registry
 from test_registry import GO_TEMPLATE, OLLAMA_CONFIG
 
 from ferrousforge.errors import BadRequest
@@ -35,12 +35,9 @@ def projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def upload(c: httpx.Client, path: Path) -> str:
-    import hashlib
-
     data = path.read_bytes()
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    assert c.post(f"/api/blobs/{digest}", content=data).status_code in (200, 201)
-    return digest
+    assert c.post(f"/api/blobs/{digest(data)}", content=data).status_code in (200, 201)
+    return digest(data)
 
 
 @pytest.fixture

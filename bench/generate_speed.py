@@ -127,8 +127,11 @@ def model_file(store: Path) -> Path:
     return Path(GGUF) if GGUF else next((store / "blobs").glob("sha256-a5fd3b62*"))
 
 
-def start_llama_server(store: Path, slots: int) -> tuple[subprocess.Popen[bytes], str]:
-    """llama.cpp's llama-server (built once by build_llama_server.sh) on the store's gemma3:270m blob."""
+def start_llama_server(
+    store: Path, slots: int, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """llama.cpp's llama-server (built once by build_llama_server.sh) on the store's gemma3:270m blob;
+    ``extra``: more of its flags."""
     binary = os.environ.get("LLAMA_SERVER")
     if not binary:
         build = subprocess.run(
@@ -154,6 +157,7 @@ def start_llama_server(store: Path, slots: int) -> tuple[subprocess.Popen[bytes]
         "gemma",
         "-ngl",
         str(GPU_LAYERS),
+        *extra,
     ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

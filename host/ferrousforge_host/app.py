@@ -90,7 +90,11 @@ def create_app(settings: Settings) -> Starlette:
     store = BlobStore(settings.models, settings.ollama_store)
     keep_alive = parse_keep_alive(settings.keep_alive, 300.0)
     base = Options(
-        num_ctx=settings.num_ctx, num_thread=settings.num_thread, num_parallel=settings.num_parallel
+        num_ctx=settings.num_ctx,
+        num_thread=settings.num_thread,
+        num_parallel=settings.num_parallel,
+        kv_cache_type=settings.kv_cache_type,
+        flash_attention=settings.flash_attention,
     )
     scheduler = Scheduler(
         store,

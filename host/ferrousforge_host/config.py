@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ferrousforge.errors import BadRequest
+from ferrousforge.options import FLASH_ATTENTION, KV_CACHE_TYPES
 
 HOME = Path(os.path.expanduser("~")) / ".ferrousforge"
 
@@ -26,6 +27,8 @@ class Settings:
     max_audio_seconds: int = 3600  # audio to transcribe, once decoded
     max_speech_chars: int = 4096  # text to speak in one request (OpenAI's limit too)
     num_parallel: int = 4  # requests to one generation model decoded together
+    kv_cache_type: str = "f16"  # llama.cpp's KV cache: f16, q8_0 (about half the memory), q4_0
+    flash_attention: str = "auto"  # llama.cpp's flash attention: auto, on, off
     max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
     max_loaded_models: int = 3
     max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
@@ -88,7 +91,11 @@ OLLAMA_VARIABLES = {
     "OLLAMA_MAX_LOADED_MODELS": "max_loaded_models",
     "OLLAMA_MAX_QUEUE": "max_queue",
     "OLLAMA_ORIGINS": "origins",
+    "OLLAMA_KV_CACHE_TYPE": "kv_cache_type",
+    "OLLAMA_FLASH_ATTENTION": "flash_attention",
 }
+_CHOICES = {"kv_cache_type": KV_CACHE_TYPES, "flash_attention": FLASH_ATTENTION}
+_SWITCH = {"1": "on", "t": "on", "true": "on", "0": "off", "f": "off", "false": "off"}  # as Go's ParseBool
 
 
 def ollama_host(value: str) -> str:
@@ -109,9 +116,14 @@ def _coerce(name: str, value: Any, source: str = "") -> Any:
             return int(value)
         if kind == "Path":
             return Path(os.path.expanduser(str(value)))
-        return str(value)
     except (TypeError, ValueError):
         raise BadRequest(f"invalid setting {source or name}={value!r}") from None
+    text = str(value)
+    if choices := _CHOICES.get(name):
+        text = _SWITCH.get(text.strip().lower(), text.strip().lower()) if name == "flash_attention" else text
+        if text not in choices:
+            raise BadRequest(f"invalid setting {source or name}={value!r}: one of {', '.join(choices)}")
+    return text
 
 
 def config_path() -> Path:

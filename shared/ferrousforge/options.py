@@ -30,9 +30,21 @@ IGNORED_OPTIONS = frozenset(
     }
 )
 # Options that shape the loaded model rather than one request: a change reloads it.
-LOAD_OPTIONS = ("num_ctx", "num_batch", "num_thread", "num_parallel", "num_gpu", "engine")
+LOAD_OPTIONS = (
+    "num_ctx",
+    "num_batch",
+    "num_thread",
+    "num_parallel",
+    "num_gpu",
+    "engine",
+    "kv_cache_type",
+    "flash_attention",
+)
 # engines a request may name; "onnx" is onnxruntime's short name
 ENGINES = ("auto", "llama.cpp", "onnxruntime", "onnx", "wgpu")
+# the KV cache's element type (Ollama's OLLAMA_KV_CACHE_TYPE): q8_0 about halves its memory, q4_0 quarters it
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+FLASH_ATTENTION = ("auto", "on", "off")  # llama.cpp's flash attention; a quantized cache needs it
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,9 @@ class Options:
     num_parallel: int = field(default=1, metadata={"range": Range(1, 64)})  # requests decoded together
     # layers offloaded to the GPU; -1: as many as fit in its free memory, 0: CPU only
     num_gpu: int = field(default=-1, metadata={"range": Range(-1, 1024)})
-    engine: str = "auto"  # which engine runs the model (ENGINES); a change reloads it
+    engine: str = field(default="auto", metadata={"choices": ENGINES})  # a change reloads the model
+    kv_cache_type: str = field(default="f16", metadata={"choices": KV_CACHE_TYPES})
+    flash_attention: str = field(default="auto", metadata={"choices": FLASH_ATTENTION})
 
     @classmethod
     def parse(cls, raw: object, base: Options | None = None) -> Options:
@@ -90,7 +104,7 @@ class Options:
                 ignored.append(f"unknown option '{str(key)[:64]}'")
                 continue
             try:
-                changes[key] = _coerce(key, value, spec.type, spec.metadata.get("range"))
+                changes[key] = _coerce(key, value, spec.type, spec.metadata)
             except OutOfRange as exc:
                 ignored.append(exc.message)
         if ignored:  # one line per request, however many
@@ -109,7 +123,7 @@ class OutOfRange(BadRequest):
     """A well-typed option value outside its range: ignored, as Ollama ignores it."""
 
 
-def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> object:
+def _coerce(key: str, value: object, type_name: object, metadata: Any) -> object:
     if type_name in ("tuple[str, ...]",):
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
@@ -118,8 +132,9 @@ def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> 
             raise BadRequest(f"option '{key}' allows at most 16 strings of at most 1000 characters")
         return tuple(s for s in items if s)
     if type_name == "str":
-        if value not in ENGINES:
-            raise BadRequest(f"option '{key}' must be one of {', '.join(ENGINES)}")
+        choices = metadata["choices"]
+        if value not in choices:
+            raise BadRequest(f"option '{key}' must be one of {', '.join(choices)}")
         return "onnxruntime" if value == "onnx" else value
     if isinstance(value, bool):
         raise BadRequest(f"option '{key}' must be a number")
@@ -131,6 +146,7 @@ def _coerce(key: str, value: object, type_name: object, bound: Range | None) -> 
         if not isinstance(value, int | float) or not math.isfinite(value):
             raise BadRequest(f"option '{key}' must be a finite number")
         value = float(value)
+    bound: Range | None = metadata.get("range")
     if bound is not None and not bound.low <= value <= bound.high:
         raise OutOfRange(f"option '{key}' must be between {bound.low:g} and {bound.high:g}")
     return value

@@ -15,6 +15,7 @@ import asyncio
 import codecs
 import ctypes
 import json
+import logging
 import os
 import queue
 import threading
@@ -47,6 +48,7 @@ from ferrousforge_host.engines.llamacpp_vision import ImageSpan, Projector, Segm
 from ferrousforge_host.engines.native import ModelLoadError, on_a_passing_thread, threads_for
 
 _logger.set_verbose(False)
+log = logging.getLogger("ferrousforge")
 L.llama_backend_init()
 
 # llama-cpp-python's schema converter lets a JSON string hold raw control characters (llama.cpp's own
@@ -80,6 +82,18 @@ def grammar_for(
 
 
 SHIFT_WINDOWS = 8  # with no num_predict, generation ends after this many context windows
+
+# the KV cache's types: ggml's type, bytes per value (q8_0, q4_0: blocks of 32 values in 34, 18 bytes)
+KV_TYPES = {
+    "f16": (L.GGML_TYPE_F16, 2.0),
+    "q8_0": (L.GGML_TYPE_Q8_0, 34 / 32),
+    "q4_0": (L.GGML_TYPE_Q4_0, 18 / 32),
+}
+FLASH_ATTN = {
+    "auto": L.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": L.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": L.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
 
 
 @cache
@@ -139,10 +153,36 @@ def load_gguf(spec: ModelSpec, meta: dict[str, Any], num_gpu: int, kv_bytes: int
     return LoadedGGUF(meta, model, file_bytes, min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1))
 
 
-def new_context(loaded: LoadedGGUF, cparams: Any, spec: ModelSpec, num_thread: int) -> Any:
+def head_sizes(meta: dict[str, Any]) -> tuple[int, int]:
+    """The size of one attention head's key and value, as the GGUF's header says."""
+    arch = meta.get("general.architecture", "")
+    heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
+    embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
+    key = int(meta.get(f"{arch}.attention.key_length", embd // max(heads, 1)) or 0)
+    return key, int(meta.get(f"{arch}.attention.value_length", key) or 0)
+
+
+def kv_cache_type(meta: dict[str, Any], options: Options) -> tuple[str, str]:
+    """The KV cache type a load uses, and why it is not the one asked for: f16 (as Ollama falls back)
+    where a quantized cache cannot be had, flash attention turned off or heads that are not whole
+    blocks of 32 values."""
+    asked = options.kv_cache_type
+    if asked == "f16":
+        return asked, ""
+    if options.flash_attention == "off":
+        return "f16", f"a {asked} KV cache needs flash attention, which is off"
+    if any(size % 32 for size in head_sizes(meta)):
+        sizes = "/".join(map(str, head_sizes(meta)))
+        return "f16", f"a {asked} KV cache holds whole blocks of 32 values; this model's heads are {sizes}"
+    return asked, ""
+
+
+def new_context(
+    loaded: LoadedGGUF, cparams: Any, spec: ModelSpec, num_thread: int, flash_attention: str = "auto"
+) -> Any:
     """A context on the model with the engines' common settings; the model is freed if it fails."""
     cparams.n_threads = cparams.n_threads_batch = threads_for(num_thread)
-    cparams.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_AUTO
+    cparams.flash_attn_type = FLASH_ATTN[flash_attention]
     cparams.no_perf = True
     ctx = L.llama_init_from_model(loaded.model, cparams)
     if not ctx:
@@ -402,8 +442,14 @@ class LlamaCppMold(TextGenerationMold):
     def load_sync(self) -> None:
         opts = self.options
         meta = read_header(self.spec)
+        self._kv_type, why = kv_cache_type(meta, opts)
+        if why:
+            log.warning("%s: %s; using f16", self.spec.name, why)
         loaded = load_gguf(
-            self.spec, meta, opts.num_gpu, self._estimate_kv(meta, opts.num_ctx * opts.num_parallel)
+            self.spec,
+            meta,
+            opts.num_gpu,
+            self._estimate_kv(meta, opts.num_ctx * opts.num_parallel, self._kv_type),
         )
         model = loaded.model
         n_ctx_train = L.llama_model_n_ctx_train(model)
@@ -413,7 +459,8 @@ class LlamaCppMold(TextGenerationMold):
         cparams.n_ctx = per_seq * opts.num_parallel
         cparams.n_batch = cparams.n_ubatch = min(opts.num_batch, cparams.n_ctx)
         cparams.kv_unified = False  # each sequence attends only to its own cells
-        ctx = new_context(loaded, cparams, self.spec, opts.num_thread)
+        cparams.type_k = cparams.type_v = KV_TYPES[self._kv_type][0]
+        ctx = new_context(loaded, cparams, self.spec, opts.num_thread, opts.flash_attention)
         self._model, self._ctx = model, ctx
         self._threads = self._threads_now = cparams.n_threads
         projector = self.spec.files.get("projector")
@@ -433,7 +480,7 @@ class LlamaCppMold(TextGenerationMold):
         self._n_batch = cparams.n_batch
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
         self._memory = L.llama_get_memory(ctx)
-        self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx))
+        self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx), self._kv_type)
         self._file_bytes = loaded.file_bytes + projector_bytes(self.spec)
         self._gpu_share = loaded.gpu_share
         self._slots = [_Slot(i) for i in range(opts.num_parallel)]
@@ -463,18 +510,22 @@ class LlamaCppMold(TextGenerationMold):
     def metadata(self) -> dict[str, Any]:
         if not self.is_loaded():
             return {**super().metadata(), "n_ctx": None}
-        return {**super().metadata(), "n_ctx": self._n_ctx, **placement(self._gpu_share, self.memory_bytes())}
+        return {
+            **super().metadata(),
+            "n_ctx": self._n_ctx,
+            "kv_cache_type": self._kv_type,
+            **placement(self._gpu_share, self.memory_bytes()),
+        }
 
     @staticmethod
-    def _estimate_kv(meta: dict[str, Any], n_ctx: int) -> int:
+    def _estimate_kv(meta: dict[str, Any], n_ctx: int, kv_type: str = "f16") -> int:
         arch = meta.get("general.architecture", "")
         layers = int(meta.get(f"{arch}.block_count", 0) or 0)
         heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)
         kv_heads = meta.get(f"{arch}.attention.head_count_kv", heads)
         kv_heads = int(kv_heads if isinstance(kv_heads, int) else heads)
-        embd = int(meta.get(f"{arch}.embedding_length", 0) or 0)
-        head_dim = int(meta.get(f"{arch}.attention.key_length", embd // max(heads, 1)) or 0)
-        return 2 * layers * n_ctx * kv_heads * head_dim * 2  # K and V, f16
+        key, value = head_sizes(meta)
+        return int(layers * n_ctx * kv_heads * (key + value) * KV_TYPES[kv_type][1])
 
     @classmethod
     def estimate_bytes(cls, spec: ModelSpec, options: Options) -> int:
@@ -489,7 +540,11 @@ class LlamaCppMold(TextGenerationMold):
         return (
             os.path.getsize(path)
             + projector_bytes(spec)
-            + cls._estimate_kv(meta, min(options.num_ctx, trained) * options.num_parallel)
+            + cls._estimate_kv(
+                meta,
+                min(options.num_ctx, trained) * options.num_parallel,
+                kv_cache_type(meta, options)[0],
+            )
         )
 
     # -- tokens ---------------------------------------------------------------------------

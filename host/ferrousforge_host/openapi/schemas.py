@@ -8,7 +8,7 @@ from typing import Any
 
 from ferrousforge.mold import Capability
 from ferrousforge.names import NAME_PATTERN
-from ferrousforge.options import ENGINES, IGNORED_OPTIONS, Options
+from ferrousforge.options import IGNORED_OPTIONS, KV_CACHE_TYPES, Options
 from ferrousforge.tools import TOOL_NAME
 
 Schema = dict[str, Any]
@@ -60,10 +60,8 @@ def options_schema() -> Schema:
                 ]
             }
             continue
-        if f.name == "engine":
-            props[f.name] = nullable(
-                {"enum": list(ENGINES), "default": "auto", "description": "which engine runs it"}
-            )
+        if choices := f.metadata.get("choices"):  # engine, kv_cache_type, flash_attention
+            props[f.name] = nullable({"enum": list(choices), "default": f.default})
             continue
         bound = f.metadata.get("range")
         kind = "integer" if f.type == "int" else "number"
@@ -403,6 +401,7 @@ COMPONENTS: dict[str, Schema] = {
                 accelerator=ACCELERATOR,
                 adapter={"type": "string", "description": "the GPU adapter of the wgpu engine"},
                 runner_pid=INT,
+                kv_cache_type={"type": "string", "enum": list(KV_CACHE_TYPES), "description": "llama.cpp's"},
             )
         ),
     ),

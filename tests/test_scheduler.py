@@ -174,3 +174,30 @@ def test_a_prompt_that_fills_the_batch_leaves_the_next_slots_stream_intact(tiny_
         assert text == solo
     finally:
         mold.unload_sync()
+
+
+def test_a_model_made_anew_under_its_name_is_read_anew(host: Host) -> None:
+    """A request reads a model's manifest once per change (a stat, otherwise): re-creating the name
+    with another system prompt and parameters is what the next request runs, and removing it is a 404."""
+    app = host.app
+    scheduler = app.state.scheduler  # type: ignore[attr-defined]
+    from ferrousforge.names import ModelName
+
+    name = ModelName.parse("mine")
+    with host.client() as c:
+        for system, num_ctx in (("be brief", 256), ("be thorough", 512)):
+            made = c.post(
+                "/api/create",
+                json={"model": "mine", "from": "tiny", "system": system, "parameters": {"num_ctx": num_ctx}},
+            )
+            assert made.status_code == 200, made.text
+            spec, _ = scheduler.spec(name)
+            assert spec.system == system and spec.parameters["num_ctx"] == num_ctx
+            assert scheduler.spec(name)[0] is spec  # unchanged: the same spec, not read again
+            r = c.post("/api/generate", json={"model": "mine", "prompt": "hi", "options": {"num_predict": 1}})
+            assert r.status_code == 200, r.text
+            (running,) = [m for m in c.get("/api/ps").json()["models"] if m["name"] == "mine:latest"]
+            assert running["context_length"] == num_ctx
+        assert c.request("DELETE", "/api/delete", json={"model": "mine"}).status_code == 200
+        gone = c.post("/api/generate", json={"model": "mine", "prompt": "hi"})
+        assert gone.status_code == 404

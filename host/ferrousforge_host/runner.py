@@ -259,11 +259,30 @@ def isolated(cls: type[Mold]) -> type[Mold]:
             finally:
                 runner.cancel(rid)  # a client that went away frees its slot in the runner
 
+        async def run_in_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+            """A remote primitive is asked of the runner from the event loop, and its reply wakes the
+            loop: no hand-off to the Mold's worker thread and back (the runner keeps calls in order)."""
+            method = getattr(fn, "remote_method", None)
+            if method is None:
+                return await super().run_in_worker(fn, *args)
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[Any] = loop.create_future()
+
+            def settle(kind: str, value: Any) -> None:
+                if not done.done():  # (the caller may have been cancelled)
+                    done.set_exception(value) if kind == "err" else done.set_result(value)
+
+            self._remote().request(
+                ("call", method, args), lambda kind, value: loop.call_soon_threadsafe(settle, kind, value)
+            )
+            return await done
+
     def remote(method: str) -> Callable[..., Any]:
         def call(self: Any, *args: Any) -> Any:
             return self._remote().call(method, *args)
 
         call.__name__ = method
+        call.remote_method = method  # type: ignore[attr-defined]
         return call
 
     def remote_stream(method: str) -> Callable[..., Iterator[Any]]:

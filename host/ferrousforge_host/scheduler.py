@@ -76,11 +76,18 @@ class Scheduler:
         self.base = base
         self.runners: dict[ModelName, Runner] = {}
         self._locks: dict[ModelName, asyncio.Lock] = {}
+        self._specs: dict[ModelName, tuple[Manifest, ModelSpec]] = {}
 
     def spec(self, name: ModelName) -> tuple[ModelSpec, Manifest]:
-        """Everything the store knows about a model, ready for a Mold."""
-        stored = self.store.get(name)
-        manifest = stored.manifest
+        """Everything the store knows about a model, ready for a Mold: made once per manifest (the
+        layers it reads are content-addressed, so the same manifest always gives the same spec)."""
+        manifest = self.store.get(name).manifest
+        made = self._specs.get(name)
+        if made is None or made[0] != manifest:
+            made = self._specs[name] = (manifest, self._make_spec(name, manifest))
+        return made[1], manifest
+
+    def _make_spec(self, name: ModelName, manifest: Manifest) -> ModelSpec:
         layer = manifest.model_layer
         if layer is None:
             raise ForgeError(f"model '{name}' has no model layer")
@@ -108,7 +115,7 @@ class Scheduler:
             files=files,
             messages=json.loads(text(MESSAGES) or "[]"),
         )
-        return spec, manifest
+        return spec
 
     def options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> Options:
         options = Options.parse(request_options, Options.parse(spec.parameters, self.base))

@@ -62,12 +62,22 @@ class StoredModel:
     origin: Path | None = None  # the Ollama store it is read from; None: ours
 
 
+# manifests as last read, by path, with the stat that dated them: a request's lookup is one stat (a
+# manifest is replaced whole, by a rename, so a new one has a new inode)
+_MANIFESTS: dict[Path, tuple[tuple[int, int, int], Manifest]] = {}
+
+
 def _read_manifest(path: Path, name: ModelName, origin: Path | None = None) -> StoredModel | None:
     try:
-        data, mtime = path.read_bytes(), path.stat().st_mtime
+        st = path.stat()
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        known = _MANIFESTS.get(path)
+        if known is None or known[0] != stamp:
+            known = _MANIFESTS[path] = (stamp, Manifest.from_bytes(path.read_bytes()))
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        _MANIFESTS.pop(path, None)
         return None
-    return StoredModel(name, Manifest.from_bytes(data), mtime, origin)
+    return StoredModel(name, known[1], st.st_mtime, origin)
 
 
 def _list_manifests(manifests: Path, origin: Path | None = None) -> Iterator[StoredModel]:

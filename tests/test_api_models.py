@@ -193,7 +193,7 @@ def test_a_models_messages_start_every_conversation(host: Host) -> None:
             {"model": "x", "from": "tiny", "quantize": "q3"},
             "unsupported quantization type 'q3'; one of: Q4_0",
         ),
-        ({"model": "x", "modelfile": "ADAPTER foo"}, "not supported"),
+        ({"model": "x", "modelfile": "FROM tiny\nDRAFT foo"}, "not supported"),
         ({"model": "x/../y", "from": "tiny"}, "invalid model name"),
     ],
 )

@@ -250,7 +250,11 @@ def test_modelfile_parse() -> None:
     assert mf.source == "./m.gguf"
     assert mf.parameters == {"temperature": 0.2, "stop": ["<e>", "x"]}
     assert mf.template == "{{ .Prompt }}\nline2" and mf.system == "hello"
-    for bad in ("PARAMETER x 1", "FROM a\nADAPTER b", 'FROM a\nSYSTEM """never closed', "FROM"):
+    assert Modelfile.parse("FROM a\nADAPTER ./one.gguf\nADAPTER two.gguf").adapters == [
+        "./one.gguf",
+        "two.gguf",
+    ]
+    for bad in ("PARAMETER x 1", "FROM a\nDRAFT b", 'FROM a\nSYSTEM """never closed', "FROM"):
         with pytest.raises(BadRequest):
             Modelfile.parse(bad)
     chat = Modelfile.parse(

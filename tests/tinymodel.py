@@ -102,10 +102,12 @@ def write_tiny_llama(
     n_ctx: int = 2048,
     q4k: bool = False,
     fim: bool = False,
+    merged: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """The tiny model; ``q4k``: wider (256) with Q4_K attention and feed-forward weights, the shapes
     that take llama.cpp's quantized matrix kernels (AMX, repacking) as a real Q4_K_M model does;
-    ``fim``: with fill-in-the-middle tokens."""
+    ``fim``: with fill-in-the-middle tokens; ``merged``: with these tensors added to its weights (a
+    LoRA adapter's product, ``write_tiny_lora``)."""
     rng = np.random.default_rng(seed)
     n_embd, n_ff, n_head, n_head_kv, n_layer = (256, 512, 4, 4, 1) if q4k else (64, 128, 4, 2, 2)
     head_dim = n_embd // n_head
@@ -134,7 +136,8 @@ def write_tiny_llama(
         if q4k and not name.startswith("token_embd"):
             w.add_tensor(name, q4k_blocks(rng, *shape), raw_dtype=gguf.GGMLQuantizationType.Q4_K)
         else:
-            w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+            weight = (rng.standard_normal(shape) * scale).astype(np.float32)
+            w.add_tensor(name, weight + (merged or {}).get(name, np.float32(0)))
 
     t("token_embd.weight", n_vocab, n_embd, scale=1.0)
     w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
@@ -157,6 +160,32 @@ def write_tiny_llama(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def write_tiny_lora(
+    path: Path, seed: int = 0, rank: int = 4, alpha: float = 8.0, architecture: str = "llama"
+) -> tuple[Path, dict[str, np.ndarray]]:
+    """A LoRA adapter for the tiny llama (``write_tiny_llama``'s default shapes) on its query and value
+    projections, as llama.cpp's convert_lora_to_gguf writes one; and what it adds to each weight
+    (alpha / rank * B @ A), for a merged model to compare with."""
+    rng = np.random.default_rng(1000 + seed)
+    w = gguf.GGUFWriter(str(path), architecture)
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", alpha)
+    deltas = {}
+    for i in range(2):
+        for name, rows in (("attn_q", 64), ("attn_v", 32)):
+            a = (rng.standard_normal((rank, 64)) * 0.3).astype(np.float32)  # ggml [n_in, rank]
+            b = (rng.standard_normal((rows, rank)) * 0.3).astype(np.float32)  # ggml [rank, n_out]
+            w.add_tensor(f"blk.{i}.{name}.weight.lora_a", a)
+            w.add_tensor(f"blk.{i}.{name}.weight.lora_b", b)
+            deltas[f"blk.{i}.{name}.weight"] = (alpha / rank * (b @ a)).astype(np.float32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path, deltas
 
 
 def write_tiny_gemma3(path: Path, seed: int = 0, window: int = 4) -> Path:

@@ -337,7 +337,7 @@ def create(
     ] = None,
     host: HostOption = None,
 ) -> None:
-    """Create a model from a Modelfile (FROM a GGUF file or an existing model)."""
+    """Create a model from a Modelfile (FROM a GGUF file or an existing model; ADAPTER LoRA files)."""
     if not file.is_file():
         raise ForgeError(f"no Modelfile at {file}")
     spec = Modelfile.parse(file.read_text())
@@ -366,6 +366,13 @@ def create(
         raise ForgeError("a projector (a second FROM) goes with a GGUF file, not a model name")
     else:
         fields["from"] = spec.source
+    if spec.adapters:  # LoRA adapters: each file uploaded, as ollama create does
+        fields["adapters"] = {}
+        for given in spec.adapters:
+            adapter = (file.parent / os.path.expanduser(given)).resolve()
+            if not adapter.is_file():
+                raise ForgeError(f"no adapter file at {adapter}")
+            fields["adapters"][adapter.name] = _upload(api, adapter)
     for event in api.create(model, **fields):
         err.print(event.get("status", ""))
 

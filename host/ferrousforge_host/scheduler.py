@@ -25,7 +25,7 @@ from typing import Any
 
 from ferrousforge.embedding import BatchedMold
 from ferrousforge.errors import ForgeError, NotSupported, Unavailable
-from ferrousforge.manifest import MESSAGES, PARAMS, PROJECTOR, SYSTEM, TEMPLATE, Manifest
+from ferrousforge.manifest import ADAPTER, MESSAGES, PARAMS, PROJECTOR, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import Options
@@ -104,6 +104,8 @@ class Scheduler:
         files = {x.name: str(self.store.blob_path(x.digest)) for x in manifest.layers if x.name}
         if projector := manifest.layer(PROJECTOR):  # a vision model's image encoder
             files["projector"] = str(self.store.blob_path(projector.digest))
+        adapters = [x for x in manifest.layers if x.media_type == ADAPTER]  # LoRA adapters, applied in order
+        files.update({f"adapter.{i}": str(self.store.blob_path(x.digest)) for i, x in enumerate(adapters)})
         spec = ModelSpec(
             name=name.display,
             format=config.get("model_format", "gguf"),

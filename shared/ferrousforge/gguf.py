@@ -282,6 +282,16 @@ def size_label(parameters: int) -> str:
     return str(parameters)
 
 
+def read_file_tensors(path: str) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
+    """A GGUF file's header (arrays summarised) and tensor directory."""
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size == 0:
+            raise GGUFError("empty file")
+        with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return parse_tensors(view, size)
+
+
 def read_file_metadata(
     path: str, keep_arrays: frozenset[str] = frozenset(), parameters: bool = False
 ) -> dict[str, Any]:

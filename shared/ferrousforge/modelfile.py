@@ -1,5 +1,6 @@
-"""Ollama's Modelfile: FROM, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, LICENSE (other commands are
-refused). A second FROM names a vision model's projector file (its mmproj GGUF)."""
+"""Ollama's Modelfile: FROM, ADAPTER, PARAMETER, TEMPLATE, SYSTEM, MESSAGE, LICENSE (other commands
+are refused). A second FROM names a vision model's projector file (its mmproj GGUF); each ADAPTER a
+LoRA adapter (a GGUF) applied over the model."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ _COMMAND = re.compile(r"^\s*([A-Za-z]+)\s+(.*)$", re.S)
 class Modelfile:
     source: str = ""
     projector: str = ""  # a second FROM: the projector file of a vision model
+    adapters: list[str] = field(default_factory=list)  # ADAPTER lines: LoRA adapter files
     parameters: dict[str, Any] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
@@ -58,6 +60,8 @@ class Modelfile:
                     out.projector = value
                 else:
                     out.source = value
+            elif command == "ADAPTER":
+                out.adapters.append(value)
             elif command == "PARAMETER":
                 key, _, raw = value.partition(" ")
                 out.add_parameter(key.strip(), raw.strip())

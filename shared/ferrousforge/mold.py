@@ -52,6 +52,12 @@ class ModelSpec:
     messages: list[dict[str, Any]] = field(default_factory=list)  # Modelfile MESSAGEs: chats start with them
 
     @property
+    def adapters(self) -> list[str]:
+        """The model's LoRA adapters (``adapter.0``, ``adapter.1``, ... in ``files``), in order."""
+        named = [k for k in self.files if k.startswith("adapter.")]
+        return [self.files[k] for k in sorted(named, key=lambda k: int(k.split(".", 1)[1]))]
+
+    @property
     def task(self) -> str:
         return model_task(self.config)
 
@@ -126,6 +132,11 @@ class Mold(ABC):
         """Whether "auto" should choose this engine over the others for its formats (measured here)."""
         return False
 
+    @classmethod
+    def refuses(cls, spec: ModelSpec) -> str:
+        """Why this engine cannot run a model its formats include ("" when it can)."""
+        return ""
+
     # -- supplied by the base -----------------------------------------------------------
     def require(self, capability: Capability) -> None:
         if capability not in self.capabilities:
@@ -197,6 +208,10 @@ def resolve_mold(spec: ModelSpec, engine: str = "auto") -> type[Mold]:
     found = [cls for cls in reversed(_REGISTRY) if spec.format in cls.formats and cls.task == task]
     if not found:
         raise NotSupported(f"no engine is registered for {spec.format} models of task '{task}'")
+    named = [cls for cls in found if cls.engine == engine]
+    if named and (reason := named[0].refuses(spec)):
+        raise NotSupported(reason)
+    found = [cls for cls in found if not cls.refuses(spec)] or found
     if engine == "auto":
         chosen = [cls for cls in found if cls.preferred()] or [cls for cls in found if cls.auto]
     else:

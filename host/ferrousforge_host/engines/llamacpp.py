@@ -125,12 +125,14 @@ def gpu_layers(num_gpu: int, n_layer: int, file_bytes: int, kv_bytes: int) -> in
 
 @dataclass
 class LoadedGGUF:
-    """A GGUF model loaded by llama.cpp: its header, the model, and the share of it on the GPU."""
+    """A GGUF model loaded by llama.cpp: its header, the model, the share of it on the GPU, and its
+    LoRA adapters (freed with the model)."""
 
     meta: dict[str, Any]
     model: Any
     file_bytes: int
     gpu_share: float  # offloaded layers / all layers (the output layer counts)
+    adapters: list[Any] = field(default_factory=list)
 
 
 def read_header(spec: ModelSpec) -> dict[str, Any]:
@@ -150,7 +152,15 @@ def load_gguf(spec: ModelSpec, meta: dict[str, Any], num_gpu: int, kv_bytes: int
     model = on_a_passing_thread(L.llama_model_load_from_file, spec.path.encode(), mparams)
     if not model:
         raise ModelLoadError(f"cannot load '{spec.name}': llama.cpp rejected {os.path.basename(spec.path)}")
-    return LoadedGGUF(meta, model, file_bytes, min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1))
+    adapters = []
+    for path in spec.adapters:
+        adapter = L.llama_adapter_lora_init(model, path.encode())
+        if not adapter:
+            L.llama_model_free(model)
+            raise ModelLoadError(f"cannot load '{spec.name}': llama.cpp rejected its LoRA adapter")
+        adapters.append(adapter)
+    share = min(mparams.n_gpu_layers, n_layer + 1) / (n_layer + 1)
+    return LoadedGGUF(meta, model, file_bytes, share, adapters)
 
 
 def head_sizes(meta: dict[str, Any]) -> tuple[int, int]:
@@ -188,6 +198,12 @@ def new_context(
     if not ctx:
         L.llama_model_free(loaded.model)
         raise ModelLoadError(f"cannot create a context for '{spec.name}' (num_ctx={cparams.n_ctx})")
+    if n := len(loaded.adapters):  # each at full strength (scale 1), as Ollama applies them
+        adapters = (L.llama_adapter_lora_p_ctypes * n)(*loaded.adapters)
+        if L.llama_set_adapters_lora(ctx, adapters, n, (ctypes.c_float * n)(*[1.0] * n)) != 0:
+            L.llama_free(ctx)
+            L.llama_model_free(loaded.model)
+            raise ModelLoadError(f"cannot apply the LoRA adapters of '{spec.name}'")
     return ctx
 
 
@@ -199,10 +215,10 @@ def placement(gpu_share: float, memory: int) -> dict[str, Any]:
     }
 
 
-def projector_bytes(spec: ModelSpec) -> int:
-    """The size of a vision model's projector file (0 for a model without one)."""
-    path = spec.files.get("projector")
-    return os.path.getsize(path) if path and os.path.exists(path) else 0
+def companion_bytes(spec: ModelSpec) -> int:
+    """The size of the files loaded beside the model: a vision model's projector, LoRA adapters."""
+    paths = [spec.files.get("projector", ""), *spec.adapters]
+    return sum(os.path.getsize(p) for p in paths if p and os.path.exists(p))
 
 
 class Vocab:
@@ -481,7 +497,7 @@ class LlamaCppMold(TextGenerationMold):
         self._batch = L.llama_batch_init(self._n_batch, 0, 1)
         self._memory = L.llama_get_memory(ctx)
         self._kv_bytes = self._estimate_kv(meta, L.llama_n_ctx(ctx), self._kv_type)
-        self._file_bytes = loaded.file_bytes + projector_bytes(self.spec)
+        self._file_bytes = loaded.file_bytes + companion_bytes(self.spec)
         self._gpu_share = loaded.gpu_share
         self._slots = [_Slot(i) for i in range(opts.num_parallel)]
         self._incoming: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -534,12 +550,12 @@ class LlamaCppMold(TextGenerationMold):
         try:
             meta = read_file_metadata(path)
         except (GGUFError, OSError):
-            return os.path.getsize(path) + projector_bytes(spec)
+            return os.path.getsize(path) + companion_bytes(spec)
         arch = meta.get("general.architecture", "")
         trained = int(meta.get(f"{arch}.context_length", options.num_ctx) or options.num_ctx)
         return (
             os.path.getsize(path)
-            + projector_bytes(spec)
+            + companion_bytes(spec)
             + cls._estimate_kv(
                 meta,
                 min(options.num_ctx, trained) * options.num_parallel,

@@ -18,7 +18,14 @@ import numpy as np
 from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.mold import register_mold
-from ferrousforge_host.engines.llamacpp import Vocab, load_gguf, new_context, placement, read_header
+from ferrousforge_host.engines.llamacpp import (
+    Vocab,
+    companion_bytes,
+    load_gguf,
+    new_context,
+    placement,
+    read_header,
+)
 
 POOLED = (L.LLAMA_POOLING_TYPE_MEAN, L.LLAMA_POOLING_TYPE_CLS, L.LLAMA_POOLING_TYPE_LAST)
 
@@ -54,7 +61,7 @@ class LlamaCppEmbeddingMold(EmbeddingMold):
         self.budget = min(opts.num_batch, window)  # tokens per decode, unless one input is longer
         self.n_embd = L.llama_model_n_embd_out(model)
         self._batch = L.llama_batch_init(window, 0, 1)
-        self._file_bytes = loaded.file_bytes
+        self._file_bytes = loaded.file_bytes + companion_bytes(self.spec)
         self._gpu_share = loaded.gpu_share
 
     def unload_sync(self) -> None:

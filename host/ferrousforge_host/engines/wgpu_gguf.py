@@ -27,7 +27,7 @@ from ferrousforge.generation import GenerationChunk, GenerationInput, TextGenera
 from ferrousforge.gguf import GGUFError, parse_tensors
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.generate import Slots
-from ferrousforge.mold import register_mold
+from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
 from ferrousforge.sampling import penalizes, penalty_window, typical_keep
 from ferrousforge_host.engines.llamacpp import Vocab, apply_penalties
@@ -84,6 +84,10 @@ class WgpuGenerateMold(TextGenerationMold):
     @classmethod
     def preferred(cls) -> bool:
         return wgpu_is_faster()
+
+    @classmethod
+    def refuses(cls, spec: ModelSpec) -> str:
+        return "LoRA adapters need the llama.cpp engine (options.engine: llama.cpp)" if spec.adapters else ""
 
     _slots: Slots | None = None
     _loop: asyncio.AbstractEventLoop | None = None  # the slots' passes and every sequence run on it

@@ -7,8 +7,9 @@ from typing import Any
 
 from ferrousforge.chat_format import FAMILY_STOPS, _compile, family_template
 from ferrousforge.errors import BadRequest
-from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
+from ferrousforge.gguf import GGUFError, read_file_metadata, read_file_tensors, summarize
 from ferrousforge.manifest import (
+    ADAPTER,
     CONFIG_MEDIA_TYPE,
     MESSAGES,
     MODEL,
@@ -34,6 +35,40 @@ def is_projector(store: BlobStore, digest: str) -> bool:
     return meta.get("general.architecture") == "clip"
 
 
+def check_adapter(store: BlobStore, adapter: str, model: str, label: str = "") -> None:
+    """Refuse (400) a blob that is not a LoRA adapter for this model: llama.cpp's own checks (type,
+    architecture, each low-rank pair over a weight of the model, of its shape), made when the model is
+    created rather than when it loads."""
+    try:
+        meta, tensors = read_file_tensors(str(store.blob_path(adapter)))
+        base_meta, base = read_file_tensors(str(store.blob_path(model)))
+    except (GGUFError, OSError) as exc:
+        raise BadRequest(f"not a usable GGUF file: {exc}") from exc
+    if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
+        raise BadRequest(
+            f"{label or adapter} is not a LoRA adapter (a GGUF of general.type 'adapter', adapter.type 'lora')"
+        )
+    arch, base_arch = meta.get("general.architecture"), base_meta.get("general.architecture")
+    if arch != base_arch:
+        raise BadRequest(f"the LoRA adapter is for {arch} models; this model is {base_arch}")
+    pairs: dict[str, dict[str, tuple[int, ...]]] = {}
+    for name, info in tensors.items():
+        weight, _, part = name.rpartition(".")
+        if part in ("lora_a", "lora_b"):
+            pairs.setdefault(weight, {})[part] = info.shape
+        elif not name.endswith("_norm.weight"):
+            raise BadRequest(f"the LoRA adapter's tensor {name} is neither a lora_a nor a lora_b")
+    for weight, pair in pairs.items():
+        if weight not in base:
+            raise BadRequest(f"the LoRA adapter changes {weight}, which this model does not have")
+        a, b = pair.get("lora_a"), pair.get("lora_b")
+        if a is None or b is None:
+            raise BadRequest(f"the LoRA adapter has only one of {weight}'s lora_a and lora_b")
+        n_in, n_out = base[weight].shape[:2]
+        if weight != "token_embd.weight" and (a[0] != n_in or b[1] != n_out or a[1] != b[0]):
+            raise BadRequest(f"the LoRA adapter's {weight} pair does not fit the model's {n_in}x{n_out}")
+
+
 def gguf_config(store: BlobStore, digest: str) -> dict[str, Any]:
     try:
         meta = read_file_metadata(
@@ -42,6 +77,10 @@ def gguf_config(store: BlobStore, digest: str) -> dict[str, Any]:
     except (GGUFError, OSError) as exc:
         raise BadRequest(f"not a usable GGUF model file: {exc}") from exc
     return summarize(meta)
+
+
+def adapter_layers(store: BlobStore, adapters: tuple[str, ...]) -> list[Layer]:
+    return [Layer(ADAPTER, digest, store.blob_path(digest).stat().st_size) for digest in adapters]
 
 
 def import_gguf(
@@ -56,9 +95,10 @@ def import_gguf(
     family: str | None = None,
     source: str | None = None,
     projector: str | None = None,
+    adapters: tuple[str, ...] = (),
 ) -> Manifest:
     """Write the manifest of ``name`` over a GGUF blob already in the store (and a vision model's
-    projector blob)."""
+    projector blob, and LoRA adapter blobs)."""
     config = gguf_config(store, digest)
     if family and config["model_family"] in ("", "unknown"):
         config["model_family"] = family
@@ -75,6 +115,7 @@ def import_gguf(
     layers = [Layer(MODEL, digest, store.blob_path(digest).stat().st_size)]
     if projector:
         layers.append(Layer(PROJECTOR, projector, store.blob_path(projector).stat().st_size))
+    layers += adapter_layers(store, adapters)
     for media_type, content in (
         (TEMPLATE, template),
         (SYSTEM, system),

@@ -321,6 +321,11 @@ COMPONENTS: dict[str, Schema] = {
         model=MODEL_NAME,
         **{"from": MODEL_NAME},
         files={"type": "object", "additionalProperties": STRING, "description": "file name → sha256:<hex>"},
+        adapters={
+            "type": "object",
+            "additionalProperties": STRING,
+            "description": "LoRA adapter GGUFs applied over the model: file name → sha256:<hex>",
+        },
         modelfile=STRING,
         template=STRING,
         system=STRING,

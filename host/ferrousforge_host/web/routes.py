@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from ferrousforge.catalogue import lookup
 from ferrousforge.errors import ModelNotFound
 from ferrousforge.gguf import special_tokens
-from ferrousforge.manifest import normalize_digest
+from ferrousforge.manifest import ADAPTER, normalize_digest
 from ferrousforge.names import ModelName
 from ferrousforge.placement import Requirements, estimate_requirements
 from ferrousforge.protocol.fields import field, require_object
@@ -108,8 +108,11 @@ async def browser_model(request: Request) -> Response:
         family = str(spec.config.get("model_family", ""))
         manifest = await asyncio.to_thread(ensure_tokenizer, scheduler.store, name, manifest, family)
     files: dict[str, dict[str, Any]] = {}
+    adapters = [x for x in manifest.layers if x.media_type == ADAPTER]
     for layer in manifest.layers:
         key = "model" if layer == manifest.model_layer else layer.name
+        if layer in adapters:  # LoRA adapters, named as in the spec (the page leaves them to the host)
+            key = f"adapter.{adapters.index(layer)}"
         if key:
             files[key] = {"digest": layer.digest, "size": layer.size, "url": f"/api/blobs/{layer.digest}"}
     kind = spec.task

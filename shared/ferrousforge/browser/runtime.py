@@ -177,6 +177,8 @@ class BrowserForge:
         info = await self.info(model)
         if info.format not in WEB_ENGINES:
             return info, Decision(HOST, f"no in-browser engine for {info.format} models")
+        if any(key.startswith("adapter.") for key in info.files):
+            return info, Decision(HOST, "LoRA adapters are applied on the host")
         await self.capabilities()
         assert self.caps is not None
         measured = {p: s for (m, p), s in self.speeds.items() if m == info.name}

@@ -20,7 +20,8 @@ CLI = [sys.executable, "-m", "ferrousforge_host.cli"]
 
 def ff(host: Host, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://"), "COLUMNS": "120"}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, input=stdin, timeout=120)
+    given: dict[str, object] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=120, **given)  # type: ignore[call-overload]
 
 
 def test_list_show_ps_cp_rm(host: Host) -> None:
@@ -102,6 +103,16 @@ def test_run_streams_a_completion_then_stop_unloads(host: Host) -> None:
 def test_run_reads_a_piped_prompt(host: Host) -> None:
     out = ff(host, "run", "tiny", stdin="hello from a pipe")
     assert out.returncode == 0 and out.stdout.strip()
+
+    def prompt_tokens(*args: str, stdin: str | None = None) -> int:
+        out = ff(host, "run", "tiny", *args, "--verbose", stdin=stdin)
+        assert out.returncode == 0, out.stderr
+        lines = dict(line.split(":", 1) for line in out.stderr.splitlines() if ":" in line)
+        return int(lines["prompt eval count"].split()[0])
+
+    # as ollama run: the piped text, then the arguments (cat notes.txt | ollama run m "summarize this")
+    piped, argued = prompt_tokens(stdin="the cat sat"), prompt_tokens("one", "of", "the")
+    assert prompt_tokens("one", "of", "the", stdin="the cat sat") > max(piped, argued)
 
 
 def test_errors_are_one_line_and_exit_non_zero(host: Host, tmp_path: Path) -> None:

@@ -412,8 +412,9 @@ def run(
         if v is not None
     }
     text = " ".join(prompt or [])
-    if not text and not sys.stdin.isatty():
-        text = sys.stdin.read()
+    if not sys.stdin.isatty():  # as ollama run: what is piped in, then the arguments after it
+        piped = sys.stdin.read()
+        text = f"{piped} {text}" if piped and text else piped or text
     if text:
         cli_run.one_shot(api, model, info, text, extra, verbose, not hidethinking)
     else:

@@ -46,7 +46,8 @@ def check_adapter(store: BlobStore, adapter: str, model: str, label: str = "") -
         raise BadRequest(f"not a usable GGUF file: {exc}") from exc
     if meta.get("general.type") != "adapter" or meta.get("adapter.type") != "lora":
         raise BadRequest(
-            f"{label or adapter} is not a LoRA adapter (a GGUF of general.type 'adapter', adapter.type 'lora')"
+            f"{label or adapter} is not a LoRA adapter "
+            "(a GGUF of general.type 'adapter', adapter.type 'lora')"
         )
     arch, base_arch = meta.get("general.architecture"), base_meta.get("general.architecture")
     if arch != base_arch:

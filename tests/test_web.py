@@ -227,3 +227,33 @@ def test_a_gguf_takes_webgpu_only_on_a_hardware_adapter_or_when_forced() -> None
     assert place(real_gpu, wasm, override=BROWSER_WEBGPU, named={"model"}) == HOST
     assert not may_run("onnx", "speech", {"model"}, real_gpu, "auto")
     assert may_run("onnx", "embed", {"model"}, swiftshader, "auto")  # ranked last by decide, not barred
+
+
+def test_the_runtimes_typescript_declarations_check_and_match_it(host: Host) -> None:
+    """web/forge.d.mts type-checks a page using every call as docs/browser.md shows it (and refuses
+    the mistakes it marks), names exactly the members forge.mjs gives, and is served beside it."""
+    import re
+    import subprocess
+
+    tsc = ROOT / "node_modules" / ".bin" / "tsc"
+    out = subprocess.run([str(tsc), "-p", str(ROOT / "tests" / "types")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    source = (ROOT / "web" / "forge.mjs").read_text()
+    declared = (ROOT / "web" / "forge.d.mts").read_text()
+
+    def block(text: str, start: str) -> str:
+        return text[text.index(start) : text.index("\n}", text.index(start))]
+
+    def members(body: str) -> set[str]:
+        return set(re.findall(r"^\s+(?:get |readonly )?(\w+)[?(:,]", body, re.M))
+
+    calls = members(block(declared, "export interface Forge {"))
+    booted = calls | members(block(declared, "export interface BootedForge"))
+    installed = calls | members(block(declared, "export interface InstalledForge"))
+    made = source[source.index("  return {\n    pyodide,") : source.index("\n  };\n}\n\n/** `window.forge`")]
+    assert booted == members(made)
+    assert installed == members(block(source, "  const forge = {"))
+    with host.client() as c:
+        r = c.get("/ui/forge.d.mts")
+        assert r.status_code == 200 and "export function install" in r.text
+        assert r.headers["content-type"].startswith("application/typescript")

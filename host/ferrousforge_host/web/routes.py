@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ ISOLATION = [
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
 IMMUTABLE = "public, max-age=31536000, immutable"
+mimetypes.add_type("application/typescript", ".mts")  # forge.d.mts (not a 3D model, as the table has it)
 
 
 class IsolatedFiles(StaticFiles):

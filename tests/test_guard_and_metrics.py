@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import Host, start_host
+from conftest import Host, free_port, serve_command, start_host
 
 
 def test_unlisted_browser_origins_are_refused_and_local_ones_get_cors(host: Host) -> None:
@@ -98,3 +101,56 @@ def test_request_ids_and_metrics(host: Host) -> None:
     assert 'ferrousforge_tokens_total{kind="generated",model="tiny:latest"} 3.0' in text
     assert "ferrousforge_models_loaded 1.0" in text
     assert "ferrousforge_request_seconds_bucket" in text and "ferrousforge_requests_in_flight 0.0" in text
+
+
+def test_the_server_logs_each_request_and_each_model_load_and_debug_lines_with_ollama_debug(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    """``ferrousforge serve`` prints, as ``ollama serve`` does, a line per request and per model load
+    (the runner's warnings come out the same way); OLLAMA_DEBUG=1 adds the debug lines."""
+    import os
+    import subprocess
+
+    def serve(**env: str) -> str:
+        port = free_port()
+        environment = {**os.environ, "FERROUSFORGE_NUM_THREAD": "1", "FERROUSFORGE_REGISTRY": "", **env}
+        proc = subprocess.Popen(
+            serve_command(port, "--models", str(tmp_path / "store")),
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    httpx.get(url + "/api/version", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            with httpx.Client(base_url=url, timeout=60) as c:
+                c.post("/api/pull", json={"model": "tiny", "source": str(tiny_gguf), "stream": False})
+                options = {"num_predict": 2, "kv_cache_type": "q8_0"}  # heads of 16: falls back, warns
+                r = c.post("/api/generate", json={"model": "tiny", "prompt": "hi", "options": options})
+                assert r.status_code == 200
+                assert c.get("/api/nope").status_code == 404
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        return err
+
+    log = serve()
+    access = [
+        json.loads(line.split(" ferrousforge.access ", 1)[1])
+        for line in log.splitlines()
+        if " ferrousforge.access " in line
+    ]
+    assert {"method": "GET", "path": "/api/nope", "status": 404} in [
+        {k: a[k] for k in ("method", "path", "status")} for a in access
+    ]
+    assert re.search(r"INFO ferrousforge loaded tiny:latest: llama\.cpp on cpu, \d+ ms, runner pid \d+", log)
+    assert "WARNING ferrousforge tiny:latest: a q8_0 KV cache holds whole blocks of 32 values" in log
+    assert " DEBUG " not in log
+    debug = serve(OLLAMA_DEBUG="1")
+    assert "DEBUG ferrousforge tiny:latest: options {'num_predict': 2" in debug

@@ -73,9 +73,12 @@ def serve(
     from ferrousforge.names import ModelName
     from ferrousforge_host.app import create_app
     from ferrousforge_host.config import load_settings
+    from ferrousforge_host.logs import DEBUG_ENV, configure_logging
     from ferrousforge_host.models.pull import Puller
 
     settings = load_settings(host=host, models=models)
+    configure_logging(bool(settings.debug))
+    os.environ[DEBUG_ENV] = str(settings.debug)  # runner processes log as the server does
     app_ = create_app(settings)
     for name in pull or []:
         parsed = ModelName.parse(name)

@@ -29,6 +29,7 @@ class Settings:
     num_parallel: int = 4  # requests to one generation model decoded together
     kv_cache_type: str = "f16"  # llama.cpp's KV cache: f16, q8_0 (about half the memory), q4_0
     flash_attention: str = "auto"  # llama.cpp's flash attention: auto, on, off
+    debug: int = 0  # 1: debug lines in the server's log (OLLAMA_DEBUG)
     max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
     max_loaded_models: int = 3
     max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
@@ -93,6 +94,7 @@ OLLAMA_VARIABLES = {
     "OLLAMA_ORIGINS": "origins",
     "OLLAMA_KV_CACHE_TYPE": "kv_cache_type",
     "OLLAMA_FLASH_ATTENTION": "flash_attention",
+    "OLLAMA_DEBUG": "debug",
 }
 _CHOICES = {"kv_cache_type": KV_CACHE_TYPES, "flash_attention": FLASH_ATTENTION}
 _SWITCH = {"1": "on", "t": "on", "true": "on", "0": "off", "f": "off", "false": "off"}  # as Go's ParseBool
@@ -113,6 +115,9 @@ def _coerce(name: str, value: Any, source: str = "") -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     try:
         if kind == "int":
+            text = str(value).strip().lower()
+            if name == "debug" and text in _SWITCH:  # OLLAMA_DEBUG=true as well as a level
+                return 1 if _SWITCH[text] == "on" else 0
             return int(value)
         if kind == "Path":
             return Path(os.path.expanduser(str(value)))

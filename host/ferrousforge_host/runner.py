@@ -41,6 +41,7 @@ from ferrousforge.generation import GenerationChunk, GenerationInput, TextGenera
 from ferrousforge.mold import ModelSpec, Mold
 from ferrousforge.options import Options
 from ferrousforge_host import cores
+from ferrousforge_host.logs import DEBUG_ENV, configure_logging
 
 Reply = Callable[[str, Any], object]  # (kind, value): "item" | "end" | "ok" | "err"
 # The engine primitives the server calls on a runner (besides load, unload and streaming)
@@ -403,6 +404,8 @@ class _Runner:
 
 def main() -> None:
     conn = Connection(int(sys.argv[1]))
+    if DEBUG_ENV in os.environ:  # started by ferrousforge serve: log as it does
+        configure_logging(os.environ[DEBUG_ENV] not in ("", "0"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which ends its runners
     threading.Thread(target=_exit_with_server, args=(os.getppid(),), daemon=True).start()
     _Runner(conn).serve()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +32,8 @@ from ferrousforge.names import ModelName
 from ferrousforge.options import Options
 from ferrousforge_host.runner import isolated
 from ferrousforge_host.store import BlobStore, runnable_template
+
+log = logging.getLogger("ferrousforge")
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Scheduler:
         return spec
 
     def options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> Options:
+        log.debug("%s: options %s", spec.name, request_options)
         options = Options.parse(request_options, Options.parse(spec.parameters, self.base))
         preferred = self.engines.get(spec.format) or self.engines.get("*")
         if options.engine == "auto" and preferred:
@@ -178,6 +182,15 @@ class Scheduler:
                             mold.batching = self.batching
                         await mold.load()
                         load_ns = time.perf_counter_ns() - started
+                        facts = mold.metadata()
+                        log.info(
+                            "loaded %s: %s on %s, %.0f ms%s",
+                            name.display,
+                            facts.get("engine", cls.engine),
+                            facts.get("accelerator", "cpu"),
+                            load_ns / 1e6,
+                            f", runner pid {facts['runner_pid']}" if facts.get("runner_pid") else "",
+                        )
                         # RAM is budgeted for what stayed off the GPU; GPU memory is taken as free at
                         # load (the engine offloads the layers that fit beside what others hold there)
                         size = max(need - int(mold.metadata().get("size_vram", 0)), 0)
@@ -264,6 +277,7 @@ class Scheduler:
             del self.runners[runner.name]
         if all(r.mold is not runner.mold for r in self.runners.values()):  # its engine's last name
             await runner.mold.unload()
+            log.info("unloaded %s", runner.name.display)
 
     async def unload(self, name: ModelName) -> bool:
         async with self._locks.setdefault(name, asyncio.Lock()):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import ollama
 import pytest
 from test_vision import upload
 
@@ -54,11 +55,8 @@ def test_an_adapter_gives_what_its_weights_merged_give(
             },
         )
         assert made.status_code == 200, made.text
-        again = c.post(
-            "/api/create",
-            json={"model": "retuned", "from": "tiny", "adapters": {"x.gguf": digest_of(adapter)}},
-        )
-        assert again.status_code == 200, again.text
+        client = ollama.Client(host=host.url)  # the official client's own way: a blob, then adapters
+        client.create("retuned", from_="tiny", adapters={"x.gguf": client.create_blob(adapter)})
         merged_made = c.post("/api/create", json={"model": "merged", "files": {"m.gguf": upload(c, merged)}})
         assert merged_made.status_code == 200, merged_made.text
         want = reply(c, "merged")

@@ -293,6 +293,24 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         load_settings()
 
 
+def test_every_setting_is_documented_with_its_default_and_ollamas_variable() -> None:
+    """docs/configuration.md has a row for each setting: its name, Ollama's variable where one sets
+    it, and its default as the code has it."""
+    import dataclasses
+    import re
+
+    from ferrousforge_host.config import OLLAMA_VARIABLES, Settings
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    rows = {m[0]: m for m in re.findall(r"^\| `(\w+)` \|\s*([^|]*?)\s*\| `([^`]*)` \|", doc, re.M)}
+    for f in dataclasses.fields(Settings):
+        assert f.name in rows, f"docs/configuration.md has no row for {f.name}"
+        default = "~/.ferrousforge/models" if f.name == "models" else str(f.default) or '""'
+        assert rows[f.name][2] == default, f.name
+    for variable, name in OLLAMA_VARIABLES.items():
+        assert variable in rows[name][1], f"{variable} is not named beside {name}"
+
+
 def test_ollamas_variables_are_read_below_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine set up for Ollama (OLLAMA_HOST, OLLAMA_KEEP_ALIVE...) serves the same way; our own
     variables win."""

@@ -146,9 +146,9 @@ def test_pull_shows_progress_and_create_uploads_a_local_gguf(
     assert "Q8_0" in ff(host, "show", "made-q8").stdout
 
 
-def chat_cli(host: Host, model: str) -> pexpect.spawn:
+def chat_cli(host: Host, model: str, **env_vars: str) -> pexpect.spawn:
     """``run MODEL`` in a terminal of its own: an interactive chat."""
-    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://"), **env_vars}
     return pexpect.spawn(CLI[0], [*CLI[1:], "run", model], env=env, encoding="utf-8", timeout=60)
 
 
@@ -159,6 +159,29 @@ def converse(child: pexpect.spawn, steps: list[tuple[str, str | None]]) -> None:
         child.sendline(line)
         if answer:
             child.expect_exact(answer)
+
+
+def test_the_chat_prompt_edits_lines_and_remembers_messages_across_chats(host: Host, tmp_path: Path) -> None:
+    """As ollama run: the up arrow brings back the last message, of this chat or an earlier one
+    (~/.ferrousforge/history), and OLLAMA_NOHISTORY keeps none."""
+    history = tmp_path / ".ferrousforge" / "history"
+    child = chat_cli(host, "tiny", HOME=str(tmp_path))
+    converse(child, [("the first message", None), ("/bye", None)])
+    child.expect(pexpect.EOF)
+    assert "the first message" in history.read_text()
+    child = chat_cli(host, "tiny", HOME=str(tmp_path))
+    child.expect(">>> ")
+    child.send("\x1b[A\x1b[A")  # up, up: past its /bye, the earlier chat's message, to send again
+    child.expect_exact("the first message")
+    child.sendline(" again")
+    child.expect(">>> ")
+    child.sendline("/bye")
+    child.expect(pexpect.EOF)
+    assert "the first message again" in history.read_text()
+    child = chat_cli(host, "tiny", HOME=str(tmp_path), OLLAMA_NOHISTORY="1")
+    converse(child, [("not kept", None), ("/bye", None)])
+    child.expect(pexpect.EOF)
+    assert "not kept" not in history.read_text()
 
 
 def test_interactive_chat_until_ctrl_d(host: Host) -> None:

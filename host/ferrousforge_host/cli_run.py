@@ -162,6 +162,31 @@ def _read_message() -> str:
     return "\n".join(lines).strip("\n")
 
 
+def line_editing() -> Callable[[], None]:
+    """Line editing at the prompt (arrows, Ctrl-R) and the messages of earlier chats under the up
+    arrow, as ollama run has them: kept in ~/.ferrousforge/history unless OLLAMA_NOHISTORY (or
+    FERROUSFORGE_NOHISTORY) is set. Returns what saves the history at the end."""
+    try:
+        import readline  # input() edits lines once this is imported
+    except ImportError:  # (Windows)
+        return lambda: None
+    if os.environ.get("OLLAMA_NOHISTORY") or os.environ.get("FERROUSFORGE_NOHISTORY"):
+        return lambda: None
+    from ferrousforge_host.config import HOME
+
+    path = HOME / "history"
+    with contextlib.suppress(OSError):
+        readline.read_history_file(path)
+    readline.set_history_length(1000)
+
+    def save() -> None:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            readline.write_history_file(path)
+
+    return save
+
+
 def interactive(
     api: Client,
     model: str,
@@ -172,6 +197,21 @@ def interactive(
 ) -> None:
     """The chat; ``info`` (/api/show's answer): a model's own MESSAGEs are shown first, as the
     conversation so far (the server starts every chat with them)."""
+    save_history = line_editing()
+    try:
+        _chat(api, model, extra, verbose, thinking, info)
+    finally:
+        save_history()
+
+
+def _chat(
+    api: Client,
+    model: str,
+    extra: dict[str, Any],
+    verbose: bool,
+    thinking: bool,
+    info: dict[str, Any] | None,
+) -> None:
     for shown in (info or {}).get("messages", []):
         if shown.get("role") == "user":
             print(f">>> {shown.get('content', '')}")

@@ -54,7 +54,7 @@ class LlamaCppEmbeddingMold(EmbeddingMold):
         cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = window
         cparams.n_seq_max = self.max_batch
         cparams.kv_unified = True  # a causal model's sequences share the window's cells
-        ctx = new_context(loaded, cparams, self.spec, opts.num_thread)
+        ctx = new_context(loaded, cparams, self.spec, opts.num_thread, opts.flash_attention)
         self._model, self._ctx = model, ctx
         self.vocab = Vocab(L.llama_model_get_vocab(model))
         self.window = window

@@ -127,3 +127,30 @@ def test_a_modelfile_adapter_through_the_cli(
     modelfile.write_text("FROM tiny\nADAPTER ./missing.gguf\n")
     missing = ff(host, "create", "nope", "-f", str(modelfile))
     assert missing.returncode != 0 and "no adapter file at" in missing.stderr
+
+
+def test_a_model_with_an_adapter_goes_through_a_registry_and_keeps_it(
+    tmp_path: Path, tiny_gguf: Path, lora: tuple[Path, Path]
+) -> None:
+    """Pushed, the adapter layer goes with the model (Ollama's media type); pulled by another
+    server, the model runs with it."""
+    from oci_registry import serve_registry
+
+    from conftest import start_host
+
+    adapter, merged = lora
+    with serve_registry() as registry:
+        name = f"{registry.url.removeprefix('http://')}/team/tuned"
+        for h in start_host(tmp_path / "a", registry="https://registry.invalid"):
+            h.pull_file("tiny", tiny_gguf)
+            client = ollama.Client(host=h.url)
+            client.create(name, from_="tiny", adapters={"lora.gguf": client.create_blob(adapter)})
+            assert client.push(name, insecure=True).status == "success"
+            with h.client() as c:
+                want = reply(c, name)
+        assert digest_of(adapter) in registry.blobs
+        for h in start_host(tmp_path / "b", registry="https://registry.invalid"):
+            assert ollama.Client(host=h.url).pull(name, insecure=True).status == "success"
+            h.pull_file("merged", merged)
+            with h.client() as c:
+                assert reply(c, name) == want == reply(c, "merged")

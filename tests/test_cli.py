@@ -359,3 +359,44 @@ def test_ollamas_variables_are_read_below_ours(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("OLLAMA_CONTEXT_LENGTH", "lots")
     with pytest.raises(Exception, match="OLLAMA_CONTEXT_LENGTH="):
         load_settings()
+
+
+def test_answers_wrap_between_words_at_the_terminals_edge() -> None:
+    import io
+    import re
+
+    from ferrousforge_host.cli_run import Wrapped
+
+    text = "the quick brown fox jumps over the lazy dog, and keeps running far far away\nnew line here\n"
+    out = io.StringIO()
+    wrapped = Wrapped(out, 20)
+    for piece in re.findall(r".{1,3}", text, re.S):  # streamed in pieces that cut words
+        wrapped.write(piece)
+    wrapped.end()
+    lines = out.getvalue().split("\n")
+    assert max(len(line.rstrip()) for line in lines) <= 20 and len(lines) > 4
+    assert out.getvalue().split() == text.split()  # no word cut or lost
+    assert "new line here" in lines  # the answer's own line breaks stay
+
+
+def test_run_wraps_on_a_terminal_unless_told_not_to(host: Host, tmp_path: Path) -> None:
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text("FROM tiny\nPARAMETER num_predict 80\nPARAMETER temperature 0\n")
+    assert ff(host, "create", "talker", "-f", str(modelfile)).returncode == 0
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://")}
+
+    def widest(*flags: str) -> int:
+        child = pexpect.spawn(
+            CLI[0],
+            [*CLI[1:], "run", "talker", "the cat", *flags],
+            env=env,
+            encoding="utf-8",
+            dimensions=(24, 40),
+        )
+        child.expect(pexpect.EOF, timeout=60)
+        lines = [line for line in (child.before or "").replace("\r", "").split("\n") if line.strip()]
+        assert sum(len(line.split()) for line in lines) > 40  # the answer came
+        return max(len(line.rstrip()) for line in lines)
+
+    assert widest() <= 35  # ollama run's margin: five columns short of the edge
+    assert widest("--nowordwrap") > 40  # one long line, broken by the terminal only

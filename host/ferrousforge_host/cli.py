@@ -396,6 +396,9 @@ def run(
         bool | None, typer.Option("--think/--no-think", help="Thinking models: think first, or not.")
     ] = None,
     hidethinking: Annotated[bool, typer.Option("--hidethinking", help="Don't print the thinking.")] = False,
+    nowordwrap: Annotated[
+        bool, typer.Option("--nowordwrap", help="Don't wrap answers between words at the terminal's edge.")
+    ] = False,
     dimensions: Annotated[
         int | None, typer.Option("--dimensions", help="Embedding models: truncate.")
     ] = None,
@@ -415,13 +418,15 @@ def run(
         if v is not None
     }
     text = " ".join(prompt or [])
+    wrap = not nowordwrap
     if not sys.stdin.isatty():  # as ollama run: what is piped in, then the arguments after it
         piped = sys.stdin.read()
         text = f"{piped} {text}" if piped and text else piped or text
+        wrap = False
     if text:
-        cli_run.one_shot(api, model, info, text, extra, verbose, not hidethinking)
+        cli_run.one_shot(api, model, info, text, extra, verbose, not hidethinking, wrap)
     else:
-        cli_run.interactive(api, model, extra, verbose, not hidethinking, info)
+        cli_run.interactive(api, model, extra, verbose, not hidethinking, info, wrap)
 
 
 def _ensure(model: str, host: str | None) -> tuple[Client, dict[str, Any]]:

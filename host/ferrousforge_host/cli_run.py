@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import fields
@@ -23,6 +24,7 @@ HELP = """Available Commands:
   /set verbose | quiet        Show or hide the timings after each answer
   /set format json | noformat Answer in JSON, or freely
   /set think | nothink        Thinking models: think first, or not
+  /set wordwrap | nowordwrap  Wrap answers between words at the terminal's edge, or not
   /show info | parameters | system | template
   /load MODEL                 Chat with another model
   /save MODEL                 Save this session (system, parameters, messages) as a new model
@@ -93,31 +95,80 @@ def summary(final: dict[str, Any], stream: TextIO) -> None:
     stream.flush()
 
 
+class Wrapped:
+    """Text streamed to a terminal, wrapped between words as ollama run wraps it (five columns short of
+    the edge): a word is held until it ends, then goes on a new line if it would pass the edge."""
+
+    def __init__(self, out: TextIO, width: int) -> None:
+        self.out, self.width = out, width
+        self.column, self.word = 0, ""
+
+    @classmethod
+    def for_terminal(cls, wrap: bool) -> TextIO | Wrapped:
+        columns = shutil.get_terminal_size((0, 0)).columns
+        return cls(sys.stdout, columns - 5) if wrap and sys.stdout.isatty() and columns >= 10 else sys.stdout
+
+    def write(self, text: str) -> None:
+        for char in text:
+            if not char.isspace():
+                self.word += char
+                continue
+            self._word()
+            if char == "\n":
+                self.out.write(char)
+                self.column = 0
+            elif self.column < self.width:  # (a space at the edge is the line break)
+                self.out.write(char)
+                self.column += 1
+        if len(self.word) >= self.width:  # longer than a line: the terminal breaks it
+            self._word()
+
+    def _word(self) -> None:
+        if self.column and self.column + len(self.word) > self.width:
+            self.out.write("\n")
+            self.column = 0
+        self.out.write(self.word)
+        self.column += len(self.word)
+        self.word = ""
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def end(self) -> None:
+        self._word()
+        self.out.flush()
+
+
 def _write(
     chunks: Iterator[dict[str, Any]],
     content: Callable[[dict[str, Any]], tuple[str, str]],
     show_thinking: bool,
+    wrap: bool = True,
 ) -> tuple[str, dict[str, Any]]:
     """Streams the answer's text (and thinking, set apart as Ollama does; ``content``: a chunk's
-    thinking and text); the whole text and the last chunk."""
+    thinking and text), wrapped between words on a terminal unless ``wrap`` is off; the whole text and
+    the last chunk."""
     parts: list[str] = []
     last: dict[str, Any] = {}
     thinking = False
+    out = Wrapped.for_terminal(wrap)
     for chunk in chunks:
         last = chunk
         thought, piece = content(chunk)
         if thought and show_thinking:
             if not thinking:
-                sys.stdout.write("Thinking...\n")
+                out.write("Thinking...\n")
                 thinking = True
-            sys.stdout.write(thought)
+            out.write(thought)
         if piece:
             if thinking:
-                sys.stdout.write("\n...done thinking.\n\n")
+                out.write("\n...done thinking.\n\n")
                 thinking = False
             parts.append(piece)
-            sys.stdout.write(piece)
-        sys.stdout.flush()
+            out.write(piece)
+        out.flush()
+    if isinstance(out, Wrapped):
+        out.end()
     return "".join(parts), last
 
 
@@ -129,6 +180,7 @@ def one_shot(
     extra: dict[str, Any],
     verbose: bool,
     thinking: bool,
+    wrap: bool = True,
 ) -> None:
     """``info``: the model's /api/show answer (its capabilities say how it answers)."""
     if "completion" not in info.get("capabilities", []) and "embedding" in info.get("capabilities", []):
@@ -143,7 +195,7 @@ def one_shot(
         if images:
             extra["images"] = images
     chunks = api.generate(model, text, stream=True, **extra)
-    _, last = _write(chunks, lambda c: (c.get("thinking", ""), c.get("response", "")), thinking)
+    _, last = _write(chunks, lambda c: (c.get("thinking", ""), c.get("response", "")), thinking, wrap)
     sys.stdout.write("\n")
     if verbose:
         sys.stdout.write("\n")
@@ -194,12 +246,13 @@ def interactive(
     verbose: bool,
     thinking: bool,
     info: dict[str, Any] | None = None,
+    wrap: bool = True,
 ) -> None:
     """The chat; ``info`` (/api/show's answer): a model's own MESSAGEs are shown first, as the
     conversation so far (the server starts every chat with them)."""
     save_history = line_editing()
     try:
-        _chat(api, model, extra, verbose, thinking, info)
+        _chat(api, model, extra, verbose, thinking, info, wrap)
     finally:
         save_history()
 
@@ -211,6 +264,7 @@ def _chat(
     verbose: bool,
     thinking: bool,
     info: dict[str, Any] | None,
+    wrap: bool,
 ) -> None:
     for shown in (info or {}).get("messages", []):
         if shown.get("role") == "user":
@@ -257,10 +311,14 @@ def _chat(
                 elif word[1] in ("think", "nothink"):
                     extra["think"] = word[1] == "think"
                     print(f"Set '{word[1]}' mode.")
+                elif word[1] in ("wordwrap", "nowordwrap"):
+                    wrap = word[1] == "wordwrap"
+                    print("Set 'wordwrap' mode." if wrap else "Set 'nowordwrap' mode.")
                 else:
                     print(
                         "Usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | /set quiet"
                         " | /set format json | /set noformat | /set think | /set nothink"
+                        " | /set wordwrap | /set nowordwrap"
                     )
             elif command == "/show" and len(word) >= 2:
                 _show(api, model, word[1], options, system)
@@ -293,7 +351,7 @@ def _chat(
         history = ([{"role": "system", "content": system}] if system else []) + messages
         fields = {**extra, **({"options": options} if options else {})}
         chunks = api.chat(model, history, stream=True, **fields)
-        reply, last = _write(chunks, _message, thinking)
+        reply, last = _write(chunks, _message, thinking, wrap)
         sys.stdout.write("\n\n")
         if verbose:
             summary(last, sys.stderr)

@@ -231,6 +231,12 @@ def test_run_shows_thinking_apart_or_hides_it(host: Host, tmp_path: Path) -> Non
     assert hidden.returncode == 0 and hidden.stdout.strip() == ""  # the tiny thinker only thinks
     plain = ff(host, "run", "thinker", "hi", "--no-think")
     assert "Thinking..." not in plain.stdout and plain.stdout.strip()
+    # as ollama run reads --think: alone (before the prompt too), =false, or a level
+    assert ff(host, "run", "thinker", "--think", "hi").stdout == shown.stdout
+    assert ff(host, "run", "thinker", "hi", "--think=false").stdout == plain.stdout
+    assert ff(host, "run", "thinker", "hi", "--think=high").stdout.startswith("Thinking...\n")
+    wrong = ff(host, "run", "thinker", "hi", "--think=lots")
+    assert wrong.returncode == 1 and "--think=lots: one of true, false, low, medium, high" in wrong.stderr
 
 
 def test_interactive_slash_commands(host: Host) -> None:

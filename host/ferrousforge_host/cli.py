@@ -393,8 +393,16 @@ def run(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show timings after each answer.")] = False,
     think: Annotated[
-        bool | None, typer.Option("--think/--no-think", help="Thinking models: think first, or not.")
+        str | None,
+        typer.Option(
+            "--think",
+            help="Thinking models: think first (--think, --think=true), not (--think=false), or how much "
+            "(--think=low|medium|high).",
+        ),
     ] = None,
+    no_think: Annotated[
+        bool, typer.Option("--no-think", help="Thinking models: answer without thinking.")
+    ] = False,
     hidethinking: Annotated[bool, typer.Option("--hidethinking", help="Don't print the thinking.")] = False,
     nowordwrap: Annotated[
         bool, typer.Option("--nowordwrap", help="Don't wrap answers between words at the terminal's edge.")
@@ -412,7 +420,7 @@ def run(
         for k, v in (
             ("format", format_),
             ("keep_alive", keepalive),
-            ("think", think),
+            ("think", False if no_think else thinking_level(think)),
             ("dimensions", dimensions),
         )
         if v is not None
@@ -558,7 +566,21 @@ def _size(n: int) -> str:
     return f"{n:.1f} TB"
 
 
+THINK_LEVELS: dict[str, bool | str] = {"true": True, "false": False, "low": "low", "medium": "medium", "high": "high"}
+
+
+def thinking_level(given: str | None) -> bool | str | None:
+    """``--think``'s value as the API takes it: true, false, or a level (as ollama run --think=high)."""
+    if given is None:
+        return None
+    if given.lower() not in THINK_LEVELS:
+        raise ForgeError(f"--think={given}: one of {', '.join(THINK_LEVELS)}")
+    return THINK_LEVELS[given.lower()]
+
+
 def main() -> None:
+    # ``--think`` alone means --think=true, as ollama run reads it (its value only ever follows "=")
+    sys.argv = ["--think=true" if arg == "--think" else arg for arg in sys.argv]
     try:
         app()
     except ForgeError as exc:

@@ -23,7 +23,7 @@ HELP = """Available Commands:
   /set system TEXT            Set the system message
   /set verbose | quiet        Show or hide the timings after each answer
   /set format json | noformat Answer in JSON, or freely
-  /set think | nothink        Thinking models: think first, or not
+  /set think [LEVEL] | nothink Thinking models: think first (low, medium, high), or not
   /set wordwrap | nowordwrap  Wrap answers between words at the terminal's edge, or not
   /show info | parameters | system | template
   /load MODEL                 Chat with another model
@@ -309,8 +309,12 @@ def _chat(
                     extra["format"] = "json" if word[1] == "format" else None
                     print("Set format to 'json' mode." if word[1] == "format" else "Disabled format.")
                 elif word[1] in ("think", "nothink"):
-                    extra["think"] = word[1] == "think"
-                    print(f"Set '{word[1]}' mode.")
+                    level = word[2] if len(word) > 2 and word[1] == "think" else ""
+                    if level and level not in ("low", "medium", "high"):
+                        print("Usage: /set think [low|medium|high] | /set nothink")
+                        continue
+                    extra["think"] = level or word[1] == "think"
+                    print(f"Set 'think' mode to '{level}'." if level else f"Set '{word[1]}' mode.")
                 elif word[1] in ("wordwrap", "nowordwrap"):
                     wrap = word[1] == "wordwrap"
                     print("Set 'wordwrap' mode." if wrap else "Set 'nowordwrap' mode.")

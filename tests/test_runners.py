@@ -118,3 +118,44 @@ def test_runners_can_be_turned_off(tmp_path: Path, tiny_gguf: Path) -> None:
             assert generate(c, "tiny").status_code == 200
         runner = h.app.state.scheduler.runners[ModelName.parse("tiny")]  # type: ignore[attr-defined]
         assert not hasattr(runner.mold, "runner")
+
+
+def test_a_load_that_stalls_past_the_load_timeout_fails_and_its_runner_is_killed(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    """As OLLAMA_LOAD_TIMEOUT: a runner stopped (SIGSTOP) while it loads makes the request a 500
+    naming the timeout, the runner is killed, and the next request loads the model afresh."""
+
+    def new_runners(known: set[int]) -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) not in known:
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"ferrousforge_host.runner" in cmdline:
+                    found.append(int(entry))
+        return found
+
+    for host in start_host(tmp_path / "store", load_timeout="2s"):
+        host.pull_file("tiny", tiny_gguf)
+        body = {"model": "tiny", "prompt": "hi", "options": {"num_predict": 2}, "stream": False}
+        with host.client() as c, ThreadPoolExecutor(1) as pool:
+            for _ in range(3):  # the runner must be caught while it loads (it takes ~0.3 s)
+                before = set(new_runners(set()))
+                answer = pool.submit(c.post, "/api/generate", json=body)
+                stopped = []
+                while not answer.done() and not stopped:
+                    stopped = new_runners(before)
+                for pid in stopped:
+                    os.kill(pid, signal.SIGSTOP)
+                r = answer.result(timeout=30)
+                if r.status_code != 200:
+                    break
+                c.post("/api/generate", json={"model": "tiny", "keep_alive": 0})  # too late: again
+            assert r.status_code == 500, r.text
+            assert "timed out waiting for 'tiny:latest' to load (2 s;" in r.json()["error"]
+            for pid in stopped:  # killed (and reaped): no runner left stopped
+                assert not Path(f"/proc/{pid}").exists()
+            assert c.post("/api/generate", json=body).status_code == 200

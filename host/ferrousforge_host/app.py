@@ -106,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
         max_queue=settings.max_queue,
         runners=bool(settings.runners),
         engines=settings.engine,
+        load_timeout=parse_keep_alive(settings.load_timeout, 300.0) or None,  # 0 or negative: none
     )
 
     @asynccontextmanager

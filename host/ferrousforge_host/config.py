@@ -30,6 +30,7 @@ class Settings:
     kv_cache_type: str = "f16"  # llama.cpp's KV cache: f16, q8_0 (about half the memory), q4_0
     flash_attention: str = "auto"  # llama.cpp's flash attention: auto, on, off
     debug: int = 0  # 1: debug lines in the server's log (OLLAMA_DEBUG)
+    load_timeout: str = "5m"  # a model load that takes longer is ended (its runner killed); 0: no limit
     max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
     max_loaded_models: int = 3
     max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
@@ -95,6 +96,7 @@ OLLAMA_VARIABLES = {
     "OLLAMA_KV_CACHE_TYPE": "kv_cache_type",
     "OLLAMA_FLASH_ATTENTION": "flash_attention",
     "OLLAMA_DEBUG": "debug",
+    "OLLAMA_LOAD_TIMEOUT": "load_timeout",
 }
 _CHOICES = {"kv_cache_type": KV_CACHE_TYPES, "flash_attention": FLASH_ATTENTION}
 _SWITCH = {"1": "on", "t": "on", "true": "on", "0": "off", "f": "off", "false": "off"}  # as Go's ParseBool

@@ -211,6 +211,12 @@ def isolated(cls: type[Mold]) -> type[Mold]:
                 self.runner = None
                 raise
 
+        def abort(self) -> bool:
+            if self.runner is None:  # not started yet: it starts and is killed by the next try
+                return False
+            self.runner.proc.kill()  # its load's call ends with the runner
+            return True
+
         def unload_sync(self) -> None:
             runner, self.runner = self.runner, None
             if runner is None:

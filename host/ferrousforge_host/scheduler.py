@@ -15,6 +15,7 @@ loaded and keeps its own keep_alive; the engine is counted once and unloaded wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -64,6 +65,7 @@ class Scheduler:
         max_queue: int = 512,
         runners: bool = True,
         engines: str = "",
+        load_timeout: float | None = 300.0,
     ) -> None:
         self.store = store
         self.runners_enabled = runners
@@ -74,12 +76,14 @@ class Scheduler:
         self.max_queue = max_queue
         self.in_flight = 0
         self.room_timeout = 60.0  # how long a load waits for busy models to become idle
+        self.load_timeout = load_timeout  # how long a load may take (None: no limit)
         self._load_lock = asyncio.Lock()
         self.default_keep_alive = keep_alive
         self.base = base
         self.runners: dict[ModelName, Runner] = {}
         self._locks: dict[ModelName, asyncio.Lock] = {}
         self._specs: dict[ModelName, tuple[Manifest, ModelSpec]] = {}
+        self._unloading: set[asyncio.Future[None]] = set()  # models let go after a load that timed out
 
     def spec(self, name: ModelName) -> tuple[ModelSpec, Manifest]:
         """Everything the store knows about a model, ready for a Mold: made once per manifest (the
@@ -180,7 +184,7 @@ class Scheduler:
                         mold = cls(spec, options)
                         if isinstance(mold, BatchedMold):
                             mold.batching = self.batching
-                        await mold.load()
+                        await self._load(name, mold)
                         load_ns = time.perf_counter_ns() - started
                         facts = mold.metadata()
                         log.info(
@@ -210,6 +214,29 @@ class Scheduler:
             if runner.active == 0:
                 runner.idle.set()
                 self._arm(runner)
+
+    async def _load(self, name: ModelName, mold: Mold) -> None:
+        """Load, within ``load_timeout``: a load that stalls past it is ended (a runner process is
+        killed, which ends its load) and the request fails, as Ollama's OLLAMA_LOAD_TIMEOUT does."""
+        loading = asyncio.ensure_future(mold.load())
+        try:
+            await asyncio.wait_for(asyncio.shield(loading), self.load_timeout)
+        except TimeoutError:
+            if mold.abort():
+                with contextlib.suppress(Exception):
+                    await loading
+            else:  # it cannot be stopped: what it loads is let go once it is done
+                loading.add_done_callback(lambda done: self._let_go(done, mold))
+            raise ForgeError(
+                f"timed out waiting for '{name.display}' to load ({self.load_timeout:g} s; "
+                "FERROUSFORGE_LOAD_TIMEOUT or OLLAMA_LOAD_TIMEOUT)"
+            ) from None
+
+    def _let_go(self, load: asyncio.Future[None], mold: Mold) -> None:
+        if not load.cancelled() and load.exception() is None:
+            unloading = asyncio.ensure_future(mold.unload())
+            self._unloading.add(unloading)
+            unloading.add_done_callback(self._unloading.discard)
 
     def _loaded_engine(self, key: tuple[object, ...]) -> Runner | None:
         """A loaded name whose engine another name over the same weights can share."""

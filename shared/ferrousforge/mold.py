@@ -117,6 +117,11 @@ class Mold(ABC):
     def metadata(self) -> dict[str, Any]:
         return {"engine": self.engine, "format": self.spec.format, **self.spec.config}
 
+    def abort(self) -> bool:
+        """End a load that has stalled, from another thread; whether it could (an engine in a process of
+        its own can be killed; one in this process cannot be stopped)."""
+        return False
+
     def memory_bytes(self) -> int:
         """Best estimate of memory the loaded model holds."""
         return 0

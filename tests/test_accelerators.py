@@ -69,6 +69,8 @@ def test_cli_info_and_ps_show_the_processor(host: Host) -> None:
     info = ff(host, "info")
     assert info.returncode == 0, info.stderr
     assert "llama-cpp-python" in info.stdout and "onnxruntime" in info.stdout and "tiny:latest" in info.stdout
+    row = next(line.split() for line in info.stdout.splitlines() if line.strip().startswith("tiny:latest"))
+    assert row[1:4] == ["llama.cpp", "cpu", "f16"] and row[4].isdigit()  # KV cache type, runner pid
     ps = ff(host, "ps")
     assert "PROCESSOR" in ps.stdout and "100% CPU" in ps.stdout
 

@@ -267,9 +267,10 @@ def info(host: HostOption = None) -> None:
         table.add_row(e["package"], str(e.get("flavour") or ""), e["runs_on"], details)
     print_table(table)
     if report["models"]:
-        loaded = Table("MODEL", "ENGINE", "ACCELERATOR", box=None)
+        loaded = Table("MODEL", "ENGINE", "ACCELERATOR", "KV CACHE", "RUNNER", box=None)
         for m in report["models"]:
-            loaded.add_row(m["name"], m["engine"], m["accelerator"])
+            runner = str(m.get("runner_pid", "in server"))
+            loaded.add_row(m["name"], m["engine"], m["accelerator"], m.get("kv_cache_type", ""), runner)
         print_table(loaded)
 
 

@@ -214,20 +214,39 @@ SAMPLING = {
 MODE = "greedy"
 
 
-def forge_pieces(url: str, text: str) -> Iterator[str]:
-    options: dict[str, object] = {"num_predict": NEW_TOKENS}
-    if MODE == "greedy":
-        options.update(SAMPLING["greedy"])
-    elif MODE == "penalty":
-        options["repeat_penalty"] = 1.1
-    body = {"model": "gemma3:270m", "prompt": text, "stream": True, "options": options}
-    with CLIENT.stream("POST", url + "/api/generate", json=body) as r:
+def generated(url: str, body: dict[str, object], timeout: float = 120) -> Iterator[str]:
+    """The text pieces of a streamed FerrousForge /api/generate."""
+    with CLIENT.stream("POST", url + "/api/generate", json=body, timeout=timeout) as r:
         for line in r.iter_lines():
             chunk = json.loads(line)
             if "error" in chunk:
                 raise RuntimeError(f"HTTP {r.status_code}: {chunk['error']}")
             if not chunk["done"]:
                 yield chunk["response"]
+
+
+CLOSE = {"Connection": "close"}  # llama-server ends kept-alive connections after a few requests
+
+
+def completed(
+    url: str, body: dict[str, object], headers: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[str]:
+    """The text pieces of a streamed llama-server /completion."""
+    with CLIENT.stream("POST", url + "/completion", json=body, headers=headers, timeout=timeout) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                chunk = json.loads(line[6:])
+                if not chunk.get("stop"):
+                    yield chunk.get("content", "")
+
+
+def forge_pieces(url: str, text: str) -> Iterator[str]:
+    options: dict[str, object] = {"num_predict": NEW_TOKENS}
+    if MODE == "greedy":
+        options.update(SAMPLING["greedy"])
+    elif MODE == "penalty":
+        options["repeat_penalty"] = 1.1
+    return generated(url, {"model": "gemma3:270m", "prompt": text, "stream": True, "options": options})
 
 
 def server_pieces(url: str, text: str) -> Iterator[str]:
@@ -239,12 +258,7 @@ def server_pieces(url: str, text: str) -> Iterator[str]:
         "samplers": ["penalties", "top_k", "top_p", "min_p", "temperature"],
         **SAMPLING[MODE],
     }
-    with CLIENT.stream("POST", url + "/completion", json=body) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                chunk = json.loads(line[6:])
-                if not chunk.get("stop"):
-                    yield chunk.get("content", "")
+    return completed(url, body)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ llama-server) once loaded and after the runs, and FerrousForge's own estimate (`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,10 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from generate_speed import (
     CLIENT,
+    CLOSE,
     TEXT,
     THREADS,
     bench_store,
+    completed,
     gemma,
+    generated,
     measure,
     start_forge,
     start_llama_server,
@@ -49,32 +51,13 @@ def long_prompt(i: int) -> str:
 
 def forge_pieces(url: str, text: str) -> Iterator[str]:
     options = {"num_predict": NEW_TOKENS, "temperature": 0, "repeat_penalty": 1.0}
-    body = {"model": "gemma3:270m", "prompt": text, "stream": True, "options": options}
-    with CLIENT.stream("POST", url + "/api/generate", json=body, timeout=600) as r:
-        for line in r.iter_lines():
-            chunk = json.loads(line)
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"])
-            if not chunk["done"]:
-                yield chunk["response"]
+    return generated(url, {"model": "gemma3:270m", "prompt": text, "stream": True, "options": options}, 600)
 
 
 def server_pieces(url: str, text: str) -> Iterator[str]:
-    body = {
-        "prompt": gemma(text),
-        "stream": True,
-        "n_predict": NEW_TOKENS,
-        "cache_prompt": False,
-        "temperature": 0,
-        "repeat_penalty": 1.0,
-    }
-    close = {"Connection": "close"}  # llama-server ends kept-alive connections after a few requests
-    with CLIENT.stream("POST", url + "/completion", json=body, headers=close, timeout=600) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                chunk = json.loads(line[6:])
-                if not chunk.get("stop"):
-                    yield chunk.get("content", "")
+    body = {"prompt": gemma(text), "stream": True, "n_predict": NEW_TOKENS, "cache_prompt": False}
+    body |= {"temperature": 0, "repeat_penalty": 1.0}
+    return completed(url, body, CLOSE, 600)
 
 
 def one_type(store: Path, kind: str, runs: int) -> dict[str, dict[str, float]]:

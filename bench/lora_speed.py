@@ -13,7 +13,6 @@ source (bench/build_llama_server.sh), one slot, 4096 tokens.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -26,10 +25,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from generate_speed import (
     CLIENT,
+    CLOSE,
     TEXT,
     THREADS,
     bench_store,
+    completed,
     gemma,
+    generated,
     measure,
     model_file,
     start_forge,
@@ -70,27 +72,14 @@ def prompt(i: int) -> str:
 
 def forge_pieces(url: str, model: str, text: str) -> Iterator[str]:
     options = {"num_predict": NEW_TOKENS, "temperature": 0, "repeat_penalty": 1.0}
-    body = {"model": model, "prompt": text, "stream": True, "options": options}
-    with CLIENT.stream("POST", url + "/api/generate", json=body, timeout=600) as r:
-        for line in r.iter_lines():
-            chunk = json.loads(line)
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"])
-            if not chunk["done"]:
-                yield chunk["response"]
+    return generated(url, {"model": model, "prompt": text, "stream": True, "options": options}, 600)
 
 
 def server_pieces(url: str, model: str, text: str) -> Iterator[str]:
     del model
     body = {"prompt": gemma(text), "stream": True, "n_predict": NEW_TOKENS, "cache_prompt": False}
     body |= {"temperature": 0, "repeat_penalty": 1.0}
-    close = {"Connection": "close"}  # llama-server ends kept-alive connections after a few requests
-    with CLIENT.stream("POST", url + "/completion", json=body, headers=close, timeout=600) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                chunk = json.loads(line[6:])
-                if not chunk.get("stop"):
-                    yield chunk.get("content", "")
+    return completed(url, body, CLOSE, 600)
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from generate_speed import (
     CLIENT,
+    CLOSE,
     THREADS,
     bench_store,
     free_port,
@@ -97,7 +98,7 @@ def server_pieces(url: str, image: bytes, reply: str | None) -> Iterator[str]:
     }
     # a new connection each time: llama-server closes a kept-alive one after a few requests, and a
     # request sent on it as it closes fails (sub-millisecond on 127.0.0.1)
-    with CLIENT.stream("POST", url + "/v1/chat/completions", json=body, headers={"Connection": "close"}) as r:
+    with CLIENT.stream("POST", url + "/v1/chat/completions", json=body, headers=CLOSE) as r:
         for line in r.iter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
                 delta = json.loads(line[6:])["choices"][0]["delta"]

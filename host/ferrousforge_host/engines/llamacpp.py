@@ -181,9 +181,10 @@ def kv_cache_type(meta: dict[str, Any], options: Options) -> tuple[str, str]:
         return asked, ""
     if options.flash_attention == "off":
         return "f16", f"a {asked} KV cache needs flash attention, which is off"
-    if any(size % 32 for size in head_sizes(meta)):
-        sizes = "/".join(map(str, head_sizes(meta)))
-        return "f16", f"a {asked} KV cache holds whole blocks of 32 values; this model's heads are {sizes}"
+    sizes = head_sizes(meta)
+    if any(size % 32 for size in sizes):
+        shown = "/".join(map(str, sizes))
+        return "f16", f"a {asked} KV cache holds whole blocks of 32 values; this model's heads are {shown}"
     return asked, ""
 
 
@@ -534,7 +535,7 @@ class LlamaCppMold(TextGenerationMold):
         }
 
     @staticmethod
-    def _estimate_kv(meta: dict[str, Any], n_ctx: int, kv_type: str = "f16") -> int:
+    def _estimate_kv(meta: dict[str, Any], n_ctx: int, kv_type: str) -> int:
         arch = meta.get("general.architecture", "")
         layers = int(meta.get(f"{arch}.block_count", 0) or 0)
         heads = int(meta.get(f"{arch}.attention.head_count", 1) or 1)

@@ -226,6 +226,10 @@ class ModelService:
                 )
         return adapters
 
+    async def _check_adapters(self, adapters: list[tuple[str, str]], model: str) -> None:
+        for label, adapter in adapters:
+            await asyncio.to_thread(check_adapter, self.store, adapter, model, label)
+
     async def create(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Ollama's /api/create: from an existing model, or from uploaded GGUF blobs (``files``)."""
         name = ModelName.parse(field(body, "model", str))
@@ -263,8 +267,7 @@ class ModelService:
                     "mmproj .gguf)"
                 )
             digest = models[0]
-            for label, adapter in adapters:
-                await asyncio.to_thread(check_adapter, self.store, adapter, digest, label)
+            await self._check_adapters(adapters, digest)
             if kind:
                 async for status in self._quantize(digest, kind):
                     digest = status.pop("digest", digest)
@@ -289,10 +292,7 @@ class ModelService:
             if adapters:  # over the base model's weights, in place of the adapters it had
                 if base.model_layer is None or base.model_layer.media_type != MODEL:
                     raise BadRequest("LoRA adapters go with GGUF models")
-                for label, adapter in adapters:
-                    await asyncio.to_thread(
-                        check_adapter, self.store, adapter, base.model_layer.digest, label
-                    )
+                await self._check_adapters(adapters, base.model_layer.digest)
                 kept = tuple(x for x in base.layers if x.media_type != ADAPTER)
                 base = Manifest(
                     base.config, kept + tuple(adapter_layers(self.store, tuple(a for _, a in adapters)))

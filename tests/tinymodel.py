@@ -391,3 +391,165 @@ def png(pixels: np.ndarray) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + body
+
+
+# How byte-level BPE tokenizers split text before merging (Hugging Face pre-tokenizers); the
+# converter must find llama.cpp's equivalent for each
+PRE_TOKENIZERS = ("llama3", "qwen2", "smollm", "gpt2")
+_LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+HF_CORPUS = [
+    "The capital of France is Paris. The cat sat on the mat.",
+    "Hello world! 12345 numbers in 2026, don't they'll we've.",
+    "def f(x):\n    return x * 2\n\n\tindented — ünïcödé 日本語",
+] * 20
+
+
+def write_tiny_hf(
+    folder: Path,
+    arch: str = "llama",
+    dtype: str = "float32",
+    pre: str = "llama3",
+    seed: int = 0,
+    **config: object,
+) -> Path:
+    """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, a
+    chat template), as ``save_pretrained`` writes it. ``arch``: llama, mistral, qwen2, qwen3."""
+    import torch
+    import transformers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in ("smollm", "gpt2"))
+    split = {
+        "llama3": [pre_tokenizers.Split(Regex(_LLAMA3), behavior="isolated")],
+        "qwen2": [pre_tokenizers.Split(Regex(_LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")), behavior="isolated")],
+        "smollm": [pre_tokenizers.Digits(individual_digits=True)],
+        "gpt2": [],
+    }[pre]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, byte_level]) if split else byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=["<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(HF_CORPUS, trainer)
+    if pre == "llama3":  # as Llama 3's: encoding starts with the BOS token
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|bos|> $A", pair="<|bos|> $A <|bos|> $B", special_tokens=[("<|bos|>", 0)]
+        )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<|bos|>", eos_token="<|im_end|>"
+    )
+    fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    settings: dict[str, object] = {
+        "vocab_size": len(fast),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": 0,
+        "eos_token_id": 3,
+        "tie_word_embeddings": False,
+        "initializer_range": 0.1,  # livelier than the default: logits far enough apart to compare
+        **config,
+    }
+    kind = {
+        "llama": "LlamaConfig",
+        "mistral": "MistralConfig",
+        "qwen2": "Qwen2Config",
+        "qwen3": "Qwen3Config",
+    }
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, kind[arch])(**settings))
+    model.to(getattr(torch, dtype)).save_pretrained(folder)
+    return folder
+
+
+# SmolLM2's own tokenizer.json splits digits one by one before its byte-level BPE (llama.cpp's "smollm");
+# transformers, rebuilding a tokenizer from a GGUF, writes a plain byte-level one
+_SMOLLM_PRE = {
+    "type": "Sequence",
+    "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    ],
+}
+_HF_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def write_hf_from_gguf(source: Path, folder: Path) -> Path:
+    """A llama-architecture GGUF (SmolLM2's) as the Hugging Face folder it was made from: weights
+    dequantized to F16 safetensors under Hugging Face's names and q/k row order, config.json, and the
+    tokenizer with its chat template."""
+    import json
+
+    from safetensors.numpy import save_file
+    from transformers import AutoTokenizer
+
+    reader = gguf.GGUFReader(source)
+
+    def value(key: str) -> object:
+        return reader.fields[key].contents()
+
+    heads, kv_heads = int(value("llama.attention.head_count")), int(value("llama.attention.head_count_kv"))  # type: ignore[call-overload]
+    tensors: dict[str, np.ndarray] = {}
+    for t in reader.tensors:
+        base, _, suffix = t.name.rpartition(".")
+        shape = tuple(reversed([int(x) for x in t.shape]))
+        data = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        if base.startswith("blk."):
+            _, layer, kind = base.split(".")
+            if kind in ("attn_q", "attn_k"):  # back from llama.cpp's interleaved RoPE pairs to halves
+                n = heads if kind == "attn_q" else kv_heads
+                data = data.reshape(n, shape[0] // n // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+            name = f"model.layers.{layer}.{_HF_NAMES[kind]}.{suffix}"
+        else:
+            name = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}[
+                base
+            ]
+            name += f".{suffix}"
+        tensors[name] = np.ascontiguousarray(data.astype(np.float16 if data.ndim > 1 else np.float32))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": tensors["model.embed_tokens.weight"].shape[0],
+        "hidden_size": value("llama.embedding_length"),
+        "intermediate_size": value("llama.feed_forward_length"),
+        "num_hidden_layers": value("llama.block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "rms_norm_eps": value("llama.attention.layer_norm_rms_epsilon"),
+        "rope_theta": value("llama.rope.freq_base"),
+        "max_position_embeddings": value("llama.context_length"),
+        "tie_word_embeddings": "lm_head.weight" not in tensors,
+        "bos_token_id": value("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": value("tokenizer.ggml.eos_token_id"),
+        "hidden_act": "silu",
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=1))
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    tokenizer.chat_template = value("tokenizer.chat_template")
+    tokenizer.save_pretrained(folder)
+    saved = json.loads((folder / "tokenizer.json").read_text())
+    (folder / "tokenizer.json").write_text(json.dumps({**saved, "pre_tokenizer": _SMOLLM_PRE}))
+    return folder

@@ -332,6 +332,17 @@ def stop(model: str, host: HostOption = None) -> None:
     client(host).generate(model, "", keep_alive=0)
 
 
+def _model_files(folder: Path) -> list[Path]:
+    """A safetensors model folder's files that make the model (weights, config, tokenizer, template)."""
+    from ferrousforge_host.models.safetensors_gguf import FILES
+
+    files = [folder / name for name in FILES if (folder / name).is_file()]
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights or not (folder / "config.json").is_file():
+        raise ForgeError(f"{folder} is not a model folder: it needs config.json and .safetensors weights")
+    return files + weights
+
+
 @app.command()
 def create(
     model: str,
@@ -341,7 +352,8 @@ def create(
     ] = None,
     host: HostOption = None,
 ) -> None:
-    """Create a model from a Modelfile (FROM a GGUF file or an existing model; ADAPTER LoRA files)."""
+    """Create a model from a Modelfile (FROM a GGUF file, a safetensors folder or an existing model;
+    ADAPTER LoRA files)."""
     if not file.is_file():
         raise ForgeError(f"no Modelfile at {file}")
     spec = Modelfile.parse(file.read_text())
@@ -366,6 +378,8 @@ def create(
                 raise ForgeError(f"no projector file at {projector}")
             key = projector.name if projector.name != path.name else f"projector-{projector.name}"
             fields["files"][key] = _upload(api, projector)
+    elif path.is_dir():  # a safetensors model folder, converted by the server
+        fields["files"] = {f.relative_to(path).as_posix(): _upload(api, f) for f in _model_files(path)}
     elif spec.projector:
         raise ForgeError("a projector (a second FROM) goes with a GGUF file, not a model name")
     else:

@@ -197,6 +197,21 @@ class ModelService:
         quantized = await quantize(self.store, digest, kind, self.scheduler.base.num_thread)
         yield {"status": f"creating new layer {quantized}", "digest": quantized}
 
+    def _convert(self, name: ModelName, files: dict[str, str]) -> str | Manifest:
+        """An uploaded safetensors folder as a GGUF blob (a language model: its digest), or, for a BERT
+        encoder (an embedding or rerank model), as ONNX: the model made."""
+        from ferrousforge_host.models import onnx_import, safetensors_gguf
+
+        with safetensors_gguf.staged(self.store, files) as folder:
+            config = safetensors_gguf.read_config(folder)
+            if config.get("model_type") != "bert":  # a language model (or what cannot convert: why)
+                with self.store.scratch("convert") as target:
+                    safetensors_gguf.convert(folder, target)
+                    return self.store.commit(target, None)
+            made = onnx_import.directory_plan(folder).finish(self.store, name, [], None)
+            assert isinstance(made, Manifest)
+            return made
+
     def _with_model(self, base: Manifest, digest: str) -> Manifest:
         """``base`` with the GGUF ``digest`` (its quantized weights) and its config's file type to match."""
         config = json.loads(self.store.read_bytes(base.config.digest))
@@ -254,7 +269,32 @@ class ModelService:
             license_text = "\n".join(str(x) for x in license_text)
 
         adapters = self._adapters(body, modelfile)
-        if files:
+        if "config.json" in files and any(str(f).endswith(".safetensors") for f in files):  # converted
+            folder = {str(f): normalize_digest(d) for f, d in files.items()}
+            yield {"status": "converting model"}
+            made = await asyncio.to_thread(self._convert, name, folder)
+            if isinstance(made, Manifest):  # an encoder, now ONNX
+                manifest = made
+            else:
+                digest = made
+                await self._check_adapters(adapters, digest)
+                if kind:
+                    async for status in self._quantize(digest, kind):
+                        digest = status.pop("digest", digest)
+                        yield status
+                yield {"status": "writing manifest"}
+                manifest = await asyncio.to_thread(
+                    import_gguf,
+                    self.store,
+                    name,
+                    digest,
+                    template=template,
+                    system=system,
+                    parameters=params,
+                    messages=messages,
+                    adapters=tuple(a for _, a in adapters),
+                )
+        elif files:
             ggufs = [normalize_digest(d) for f, d in files.items() if str(f).lower().endswith(".gguf")]
             for digest in ggufs:
                 if not self.store.has_blob(digest):

@@ -1,0 +1,342 @@
+"""Ollama's ``create`` from a safetensors folder: a Hugging Face causal language model (Llama, Mistral,
+Qwen2, Qwen3) written as a GGUF that llama.cpp runs, with its byte-level BPE tokenizer, special tokens
+and chat template. Weights keep their precision (BF16 stays BF16, F16 stays F16, F32 becomes F16;
+norms and biases F32, as llama.cpp's own converter writes them); ``create --quantize`` then applies.
+
+The weights are read straight from the files' bytes (numpy has no bfloat16, so the safetensors
+library cannot hand BF16 to numpy) and written one tensor at a time: memory stays at one tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import gguf
+import numpy as np
+
+from ferrousforge.errors import BadRequest
+from ferrousforge_host.store import BlobStore
+
+# What Hugging Face names the architecture → llama.cpp's, and whether q/k rows are re-ordered: llama.cpp's
+# "llama" applies RoPE to interleaved pairs, Hugging Face's Llama to halves (Qwen's rotate halves in both)
+ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
+    "LlamaForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
+    "MistralForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
+    "Qwen2ForCausalLM": (gguf.MODEL_ARCH.QWEN2, False),
+    "Qwen3ForCausalLM": (gguf.MODEL_ARCH.QWEN3, False),
+}
+# the files a folder's model is made of (what ``ferrousforge create`` uploads from a FROM folder)
+FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "model.safetensors.index.json",
+    # an encoder's (converted to ONNX instead): sentence-transformers' pooling and normalisation
+    "modules.json",
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+)
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16 kept as its raw bits
+_SKIPPED = ("rotary_emb.inv_freq",)  # buffers some checkpoints carry; llama.cpp computes them
+
+# Hugging Face pre-tokenizer regexes → the llama.cpp pre-tokenizer that splits text the same way
+_LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2 = _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
+_SPLITS = {_LLAMA3: "llama-bpe", _QWEN2: "qwen2"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of a safetensors file, located but not read."""
+
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    def read(self) -> np.ndarray:
+        count = self.end - self.start
+        raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start, shape=(count,))
+        return np.asarray(raw).view(_DTYPES[self.dtype]).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class Converted:
+    architecture: str
+    file_type: str
+    parameters: int
+    tokenizer: str
+
+
+def read_tensors(folder: Path) -> dict[str, Tensor]:
+    """Every tensor of the folder's ``*.safetensors`` files (sharded or not), from their headers."""
+    tensors: dict[str, Tensor] = {}
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise BadRequest("the model folder has no .safetensors file")
+    for path in files:
+        with path.open("rb") as f:
+            try:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
+            except (struct.error, ValueError) as exc:
+                raise BadRequest(f"{path.name} is not a safetensors file: {exc}") from None
+        base = 8 + length
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if info["dtype"] not in _DTYPES:
+                raise BadRequest(f"{path.name}: tensor {name} is {info['dtype']}; F32, F16 or BF16 expected")
+            start, end = info["data_offsets"]
+            tensors[name] = Tensor(path, info["dtype"], tuple(info["shape"]), base + start, base + end)
+    return tensors
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"config.json: {exc}") from None
+    return dict(config.get("text_config", {}), **config) if "text_config" in config else config
+
+
+def _rope(config: dict[str, Any]) -> dict[str, Any]:
+    """RoPE settings wherever this transformers version put them (``rope_parameters`` or the old keys)."""
+    rope = dict(config.get("rope_scaling") or {})
+    rope.update(config.get("rope_parameters") or {})
+    rope.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    rope["rope_type"] = str(rope.get("rope_type") or rope.get("type") or "default").lower()
+    return rope
+
+
+def _llama3_factors(rope: dict[str, Any], head_dim: int) -> np.ndarray:
+    """Llama 3.1's RoPE frequency factors (``rope_type: llama3``), which llama.cpp reads as rope_freqs."""
+    base, factor = float(rope["rope_theta"]), float(rope["factor"])
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_context = float(rope.get("original_max_position_embeddings", 8192))
+    low_wavelen, high_wavelen = old_context / low, old_context / high
+    factors = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * math.pi / (1.0 / base ** (i / head_dim))
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+def pre_tokenizer(tokenizer: dict[str, Any]) -> str:
+    """The llama.cpp pre-tokenizer that splits text as this byte-level BPE tokenizer.json does."""
+    pre = tokenizer.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex"):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        regex = steps[0].get("pattern", {}).get("Regex")
+        if regex in _SPLITS:
+            return _SPLITS[regex]
+    raise BadRequest(
+        "the tokenizer splits text in a way llama.cpp cannot reproduce here "
+        f"(pre_tokenizer {json.dumps(pre)[:200]}); known: GPT-2, SmolLM, Llama 3 and Qwen2 byte-level BPE"
+    )
+
+
+def _vocabulary(folder: Path, writer: gguf.GGUFWriter, n_vocab: int) -> str:
+    """Write the byte-level BPE vocabulary, merges, special tokens and chat template; its pre-tokenizer."""
+    try:
+        tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"tokenizer.json: {exc}") from None
+    model = tokenizer.get("model") or {}
+    if model.get("type") != "BPE" or (tokenizer.get("decoder") or {}).get("type") != "ByteLevel":
+        raise BadRequest(
+            "only byte-level BPE tokenizers (Llama 3, Qwen, SmolLM, GPT-2 style) convert here; this "
+            f"tokenizer.json has a {model.get('type')} model with a "
+            f"{(tokenizer.get('decoder') or {}).get('type')} decoder"
+        )
+    pre = pre_tokenizer(tokenizer)
+    ids: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
+    for added in tokenizer.get("added_tokens", []):
+        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        ids[added["id"]] = (added["content"], kind)
+    size = max(n_vocab, max(ids) + 1)
+    tokens = [ids.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list([t for t, _ in tokens])
+    writer.add_token_types([k for _, k in tokens])
+    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=size)
+    special.add_special_token["bos"] = _adds_bos(tokenizer, folder)
+    special.add_to_gguf(writer, quiet=True)
+    writer.add_vocab_size(size)
+    return pre
+
+
+def _adds_bos(tokenizer: dict[str, Any], folder: Path) -> bool:
+    """Whether encoding puts a BOS token first: the tokenizer's template says (Llama 3's does), else
+    tokenizer_config.json's ``add_bos_token``; said always, lest llama.cpp guess by pre-tokenizer."""
+    post = tokenizer.get("post_processor") or {}
+    for step in post.get("processors", [post]):
+        if step.get("type") == "TemplateProcessing":
+            single = step.get("single") or []
+            return len(single) > 1 and "SpecialToken" in single[0]
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return config.get("add_bos_token") is True
+
+
+def _outputs(
+    tensors: dict[str, Tensor], arch: gguf.MODEL_ARCH, permute: bool, config: dict[str, Any]
+) -> Iterator[tuple[str, Tensor, str]]:
+    """(GGUF name, source tensor, what to do with it) for each weight; 400 on a tensor of no known use."""
+    names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
+    for name in tensors:
+        if name.endswith(_SKIPPED):
+            continue
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if target is None:
+            raise BadRequest(f"tensor {name} has no place in llama.cpp's {arch.name.lower()} model")
+        action = "keep"
+        if permute and name.endswith(("q_proj.weight", "q_proj.bias")):
+            action = "permute_q"
+        elif permute and name.endswith(("k_proj.weight", "k_proj.bias")):
+            action = "permute_k"
+        yield target, tensors[name], action
+
+
+def _prepared(tensor: Tensor, target: str, action: str, config: dict[str, Any]) -> np.ndarray:
+    data = tensor.read()
+    if action != "keep":
+        heads = config["num_attention_heads"] if action == "permute_q" else _kv_heads(config)
+        shape = data.shape
+        data = data.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+    if data.ndim <= 1 or target.endswith("_norm.weight"):  # norms and biases in F32
+        if tensor.dtype == "BF16":
+            return (data.astype(np.uint32) << 16).view(np.float32)
+        return data.astype(np.float32)
+    return data.astype(np.float16) if tensor.dtype == "F32" else np.ascontiguousarray(data)
+
+
+def _kv_heads(config: dict[str, Any]) -> int:
+    return int(config.get("num_key_value_heads") or config["num_attention_heads"])
+
+
+def convert(folder: Path, out: Path) -> Converted:
+    """Write the model in ``folder`` (config.json, *.safetensors, tokenizer.json...) as GGUF ``out``."""
+    config = read_config(folder)
+    hf_arch = next(iter(config.get("architectures") or ["?"]))
+    if hf_arch not in ARCHITECTURES:
+        raise BadRequest(
+            f"cannot convert a {hf_arch} model; safetensors models of these architectures convert: "
+            + ", ".join(ARCHITECTURES)
+        )
+    arch, permute = ARCHITECTURES[hf_arch]
+    tensors = read_tensors(folder)
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if not isinstance(config.get(key), int):
+            raise BadRequest(f"config.json has no '{key}'")
+    n_embd, n_head = config["hidden_size"], config["num_attention_heads"]
+    head_dim = int(config.get("head_dim") or n_embd // n_head)
+    rope = _rope(config)
+
+    writer = gguf.GGUFWriter(out, gguf.MODEL_ARCH_NAMES[arch])
+    writer.add_name(str(config.get("_name_or_path") or folder.name))
+    writer.add_context_length(int(config.get("max_position_embeddings", 4096)))
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(_kv_heads(config))
+    writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
+    writer.add_rope_dimension_count(head_dim)
+    if head_dim != n_embd // n_head:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    extra: list[tuple[str, np.ndarray]] = []
+    if rope["rope_type"] == "llama3":
+        extra.append(
+            (gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", _llama3_factors(rope, head_dim))
+        )
+    elif rope["rope_type"] in ("linear", "yarn"):
+        kind = gguf.RopeScalingType.LINEAR if rope["rope_type"] == "linear" else gguf.RopeScalingType.YARN
+        writer.add_rope_scaling_type(kind)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        if kind is gguf.RopeScalingType.YARN:
+            writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+    elif rope["rope_type"] != "default":
+        raise BadRequest(
+            f"RoPE scaling '{rope['rope_type']}' does not convert; default, linear, yarn, llama3 do"
+        )
+
+    embed = tensors.get("model.embed_tokens.weight")
+    n_vocab = int(config.get("vocab_size") or (embed.shape[0] if embed else 0))
+    pretok = _vocabulary(folder, writer, n_vocab)
+
+    plan = list(_outputs(tensors, arch, permute, config))
+    dtypes = {t.dtype for _, t, _ in plan if len(t.shape) > 1}
+    file_type = "BF16" if dtypes == {"BF16"} else "F16"
+    writer.add_file_type(
+        gguf.LlamaFileType.MOSTLY_BF16 if file_type == "BF16" else gguf.LlamaFileType.MOSTLY_F16
+    )
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    for name, data in extra:
+        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes)
+    for target, tensor, _ in plan:
+        flat = len(tensor.shape) <= 1 or target.endswith("_norm.weight")
+        kept_bf16 = tensor.dtype == "BF16" and not flat
+        dtype = np.dtype(np.uint16 if kept_bf16 else np.float32 if flat else np.float16)
+        nbytes = math.prod(tensor.shape) * dtype.itemsize
+        raw = gguf.GGMLQuantizationType.BF16 if kept_bf16 else None
+        writer.add_tensor_info(target, tensor.shape, dtype, nbytes, raw_dtype=raw)
+    writer.open_output_file()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, data in extra:
+        writer.write_tensor_data(data)
+    for target, tensor, action in plan:
+        writer.write_tensor_data(_prepared(tensor, target, action, config))
+    writer.close()
+    parameters = sum(math.prod(t.shape) for _, t, _ in plan)
+    return Converted(gguf.MODEL_ARCH_NAMES[arch], file_type, parameters, pretok)
+
+
+@contextlib.contextmanager
+def staged(store: BlobStore, files: dict[str, str]) -> Iterator[Path]:
+    """The uploaded blobs as a model folder (links under the store's ``partial/``, gone afterwards)."""
+    with tempfile.TemporaryDirectory(dir=store.partial, prefix="folder-") as tmp:
+        for name, digest in files.items():
+            parts = PurePosixPath(name).parts
+            if not parts or name.startswith("/") or any(p in ("..", ".") or "\\" in p for p in parts):
+                raise BadRequest(f"'files' names '{name}': file paths inside the model folder only")
+            if not store.has_blob(digest):
+                raise BadRequest(f"blob {digest} ({name}) not found: upload it with POST /api/blobs/{digest}")
+            link = Path(tmp).joinpath(*parts)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(store.blob_path(digest))
+        yield Path(tmp)

@@ -1,0 +1,199 @@
+"""Ollama's ``create`` from a safetensors folder: a Hugging Face Llama, Mistral, Qwen2 or Qwen3 becomes a
+GGUF that llama.cpp runs and computes what transformers computes; its tokenizer splits text as the
+original does; made through /api/create's ``files`` (the official client's way), ``--quantize``, and
+``ferrousforge create`` FROM a folder; what cannot convert is a 400 that says why, leaving nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import ollama
+import pytest
+from tokenizers import Tokenizer
+
+from ferrousforge_host.models.safetensors_gguf import convert
+
+from conftest import Host
+from test_cli import ff
+from tinymodel import HF_CORPUS, PRE_TOKENIZERS, write_tiny_hf
+
+TEXTS = [
+    *HF_CORPUS[:3],
+    "  two  spaces,\n\nnew lines\r\n and 1234567 digits 3.14159",
+    "it's IT'S we'll they'VE — 😀 émigré naïve Ω≈ç√",
+    "<|im_start|> is text here",
+]
+
+
+def llama(path: Path, **kwargs: object) -> llama_cpp.Llama:
+    return llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("pre", PRE_TOKENIZERS)
+def test_the_tokenizer_splits_text_as_the_original_does(tmp_path: Path, pre: str) -> None:
+    folder = write_tiny_hf(tmp_path / "model", pre=pre)
+    made = convert(folder, tmp_path / "model.gguf")
+    original = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    converted = llama(tmp_path / "model.gguf", vocab_only=True)
+    adds_bos = llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(converted.model))
+    assert adds_bos is (pre == "llama3")  # as the original's template says
+    for text in TEXTS:
+        want = original.encode(text).ids  # with a BOS first where the original's template puts one
+        assert converted.tokenize(text.encode(), add_bos=adds_bos, special=True) == want, (pre, text)
+    assert (
+        made.tokenizer == {"llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm", "gpt2": "gpt-2"}[pre]
+    )
+    assert converted.token_eos() == 3 and converted.metadata["tokenizer.chat_template"].startswith("{% for")
+
+
+CASES = {
+    "llama f32": ("llama", "float32", {}),
+    "llama bf16": ("llama", "bfloat16", {}),
+    "mistral f16, tied": ("mistral", "float16", {"tie_word_embeddings": True}),
+    "qwen2 bf16": ("qwen2", "bfloat16", {}),
+    "qwen3 f32": ("qwen3", "float32", {"head_dim": 32}),
+    "llama 3.1 rope": (
+        "llama",
+        "float32",
+        {
+            "rope_parameters": {
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            }
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_converted_model_computes_what_transformers_computes(tmp_path: Path, case: str) -> None:
+    import torch
+    import transformers
+
+    arch, dtype, config = CASES[case]
+    pre = "qwen2" if arch.startswith("qwen") else "llama3"
+    folder = write_tiny_hf(tmp_path / "model", arch=arch, dtype=dtype, pre=pre, **config)
+    made = convert(folder, tmp_path / "model.gguf")
+    assert made.file_type == ("BF16" if dtype == "bfloat16" else "F16")
+    ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(" ".join(TEXTS)).ids[:200]
+    assert len(ids) > 150  # past the 64 positions a Llama 3.1 scaling changes nothing under
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0].numpy()
+    converted = llama(tmp_path / "model.gguf", logits_all=True)
+    converted.eval(ids)
+    got = np.asarray(converted.scores[: len(ids)])
+    scale = np.abs(want).max()
+    assert scale > 1  # logits far enough apart to tell a wrong model from rounding
+    assert np.abs(got - want).max() < 0.02 * scale, case
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95  # (rounding flips near-ties)
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_hf(tmp_path_factory.mktemp("hf") / "tiny-hf", dtype="bfloat16")
+
+
+def test_create_from_uploaded_files_and_quantize(host: Host, hf_folder: Path, tmp_path: Path) -> None:
+    client = ollama.Client(host=host.url)
+    files = {p.name: client.create_blob(p) for p in sorted(hf_folder.iterdir())}
+    events = [e.status for e in client.create("hf", files=files, stream=True)]
+    assert events[0] == "converting model" and events[-1] == "success"
+    client.create("hf-q8", files=files, quantize="q8_0")
+    shown = client.show("hf")
+    assert shown.details.format == "gguf" and shown.details.family == "llama"
+    assert (
+        shown.details.quantization_level == "BF16"
+        and client.show("hf-q8").details.quantization_level == "Q8_0"
+    )
+    assert "<|im_start|>" in (shown.template or "")  # the tokenizer's chat template
+    # the host's greedy tokens are llama.cpp's on the file converted here
+    convert(hf_folder, tmp_path / "direct.gguf")
+    direct = llama(tmp_path / "direct.gguf")
+    want = []
+    for token in direct.generate(direct.tokenize(b"The capital of France"), temp=0):
+        want.append(direct.detokenize([token]))
+        if len(want) == 12:
+            break
+    options = {"temperature": 0, "num_predict": 12}
+    body = {"model": "hf", "prompt": "The capital of France", "raw": True, "stream": False, "logprobs": True}
+    with host.client() as c:
+        got = c.post("/api/generate", json=body | {"options": options}).json()["logprobs"]
+    assert [bytes(x["bytes"]) for x in got] == want
+    chat = client.chat("hf-q8", messages=[{"role": "user", "content": "hi"}], options=options)
+    assert chat.message.role == "assistant" and chat.eval_count and chat.eval_count > 0
+    assert not list((host.store_root / "partial").iterdir())
+
+
+def test_create_from_a_folder_with_the_cli(host: Host, hf_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "Modelfile").write_text(f"FROM {hf_folder}\nPARAMETER temperature 0\nSYSTEM Be brief.\n")
+    made = ff(host, "create", "from-folder", "-f", str(tmp_path / "Modelfile"), "-q", "Q4_K_M")
+    assert made.returncode == 0, made.stderr
+    assert "converting model" in made.stderr and "quantizing BF16 model to Q4_K_M" in made.stderr
+    shown = ff(host, "show", "from-folder")
+    assert "Q4_K_M" in shown.stdout and "Be brief." in ff(host, "show", "from-folder", "--system").stdout
+    ran = ff(host, "run", "from-folder", "hello", "--nowordwrap")
+    assert ran.returncode == 0 and ran.stdout.strip()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "Modelfile").write_text(f"FROM {tmp_path / 'empty'}\n")
+    refused = ff(host, "create", "x", "-f", str(tmp_path / "Modelfile"))
+    assert refused.returncode != 0 and "is not a model folder" in refused.stderr
+
+
+def _without(folder: Path, tmp_path: Path, **changes: object) -> Path:
+    """A copy of the folder with config.json keys changed, or files dropped (a change to None)."""
+    copy = tmp_path / "changed"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "config.json").read_text())
+    for key, value in changes.items():
+        if key.endswith("_json"):
+            (copy / key.replace("_json", ".json")).write_text(str(value))
+        else:
+            config[key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"architectures": ["GPT2LMHeadModel"]}, "cannot convert a GPT2LMHeadModel model; safetensors"),
+        ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "RoPE scaling 'dynamic'"),
+        ({"num_hidden_layers": 1}, "has no place in llama.cpp's llama model"),
+        ({"tokenizer_json": '{"model": {"type": "WordPiece"}}'}, "only byte-level BPE tokenizers"),
+        ({"tokenizer_json": "{"}, "tokenizer.json:"),
+    ],
+)
+def test_what_cannot_convert_is_a_400_that_says_why(
+    host: Host, hf_folder: Path, tmp_path: Path, change: dict[str, object], said: str
+) -> None:
+    folder = _without(hf_folder, tmp_path, **change)
+    with host.client() as c:
+        files = {}
+        for path in sorted(folder.iterdir()):
+            digest = ollama.Client(host=host.url).create_blob(path)
+            files[path.name] = digest
+        r = c.post("/api/create", json={"model": "bad", "files": files, "stream": False})
+        assert r.status_code == 400 and said in r.json()["error"], r.text
+        assert c.post("/api/show", json={"model": "bad"}).status_code == 404
+    assert not list((host.store_root / "partial").iterdir())  # nothing half-written left behind
+
+
+def test_file_names_are_plain_and_blobs_uploaded(host: Host, hf_folder: Path) -> None:
+    client = ollama.Client(host=host.url)
+    files = {p.name: client.create_blob(p) for p in sorted(hf_folder.iterdir())}
+    with host.client() as c:
+        odd_names = {**files, "../x.json": files["config.json"]}
+        odd = c.post("/api/create", json={"model": "x", "files": odd_names, "stream": False})
+        assert odd.status_code == 400 and "file paths inside the model folder only" in odd.json()["error"]
+        missing = {**files, "model.safetensors": "sha256:" + "0" * 64}
+        gone = c.post("/api/create", json={"model": "x", "files": missing, "stream": False})
+        assert gone.status_code == 400 and "not found: upload it" in gone.json()["error"]

@@ -110,6 +110,13 @@ def runnable(case: schemathesis.Case, digest: str) -> None:
         body["input"] = [x % 30000 if isinstance(x, int | float) else x for x in body["input"]]
     if isinstance(body.get("dimensions"), int | float):
         body["dimensions"] = min(body["dimensions"], 32)
+    prompts = body.get("prompt")
+    if (
+        case.path == "/v1/completions"
+        and isinstance(body.get("n"), int | float)
+        and isinstance(prompts, list)
+    ):
+        body["n"] = max(1, min(body["n"], 64 // max(1, len(prompts))))  # n times the prompts: at most 64
     if body.get("context"):
         body["context"] = [t % 300 for t in body["context"]]  # the tiny model's vocabulary
     if isinstance(body.get("logit_bias"), dict):

@@ -154,7 +154,9 @@ def _without(folder: Path, tmp_path: Path, **changes: object) -> Path:
     shutil.copytree(folder, copy)
     config = json.loads((copy / "config.json").read_text())
     for key, value in changes.items():
-        if key.endswith("_json"):
+        if key.endswith("_json") and value is None:
+            (copy / key.replace("_json", ".json")).unlink()
+        elif key.endswith("_json"):
             (copy / key.replace("_json", ".json")).write_text(str(value))
         else:
             config[key] = value
@@ -170,6 +172,7 @@ def _without(folder: Path, tmp_path: Path, **changes: object) -> Path:
         ({"num_hidden_layers": 1}, "has no place in llama.cpp's llama model"),
         ({"tokenizer_json": '{"model": {"type": "WordPiece"}}'}, "only byte-level BPE tokenizers"),
         ({"tokenizer_json": "{"}, "tokenizer.json:"),
+        ({"tokenizer_json": None}, "the model folder has no tokenizer.json"),
     ],
 )
 def test_what_cannot_convert_is_a_400_that_says_why(

@@ -165,6 +165,10 @@ def pre_tokenizer(tokenizer: dict[str, Any]) -> str:
 
 def _vocabulary(folder: Path, writer: gguf.GGUFWriter, n_vocab: int) -> str:
     """Write the byte-level BPE vocabulary, merges, special tokens and chat template; its pre-tokenizer."""
+    if not (folder / "tokenizer.json").is_file():
+        raise BadRequest(
+            "the model folder has no tokenizer.json (a SentencePiece tokenizer.model alone does not convert)"
+        )
     try:
         tokenizer = json.loads((folder / "tokenizer.json").read_text())
     except (OSError, ValueError) as exc:

@@ -7,10 +7,12 @@ The folder is SmolLM2-135M-Instruct as Hugging Face files, rebuilt from its GGUF
 tests/tinymodel.py ``write_hf_from_gguf``): no hub here. Each run, alternating: FerrousForge's
 ``convert`` in a fresh process, llama.cpp's script (``--outtype auto``) in another, and
 ``/api/create`` with the folder's blobs already uploaded (the user's path: convert, hash, manifest).
-Wall time and peak memory (VmHWM: ru_maxrss would carry the parent's over
-exec) of each process; then whether the two GGUFs hold the same tensors,
-byte for byte, and the same metadata. llama.cpp's script needs torch (installed for the tests) and
-sentencepiece (installed into a cache folder here, not into the environment).
+Then the same for a PEFT LoRA adapter over it (rank 16 on every projection, random: an ``ADAPTER``
+folder) against llama.cpp's ``convert_lora_to_gguf.py`` (``--outtype f32``). Wall time and peak
+memory (VmHWM: ru_maxrss would carry the parent's over exec) of each process; then whether the two
+GGUFs hold the same tensors, byte for byte, and the same metadata. llama.cpp's scripts need torch
+(installed for the tests) and sentencepiece (installed into a cache folder here, not into the
+environment).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 from generate_speed import CLIENT, bench_store, start_forge, stop, upload
 
-from tinymodel import write_hf_from_gguf
+from ferrousforge_host.models.safetensors_gguf import convert
+
+from tinymodel import write_hf_from_gguf, write_tiny_peft
 
 CACHE = Path(os.environ.get("FERROUSFORGE_CACHE", Path.home() / ".cache" / "ferrousforge"))
 VERSION = "0.3.36"
@@ -50,7 +54,7 @@ print(time.perf_counter() - start, int(hwm) / 1024)
 def reference() -> tuple[Path, str]:
     """llama.cpp's converter from the llama-cpp-python sdist, and the PYTHONPATH it runs with."""
     root = CACHE / f"llama-convert-{VERSION}"
-    if not (root / "convert_hf_to_gguf.py").is_file():
+    if not (root / "convert_lora_to_gguf.py").is_file():
         sdist = CACHE / "sdist" / f"llama_cpp_python-{VERSION}.tar.gz"
         if not sdist.is_file():
             subprocess.run(
@@ -63,7 +67,8 @@ def reference() -> tuple[Path, str]:
             for member in tar.getmembers():
                 rel = member.name.removeprefix(prefix)
                 if member.isfile() and (
-                    rel == "convert_hf_to_gguf.py" or rel.startswith(("conversion/", "gguf-py/"))
+                    rel in ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")
+                    or rel.startswith(("conversion/", "gguf-py/"))
                 ):
                     member.name = rel
                     tar.extract(member, root, filter="data")
@@ -135,10 +140,34 @@ def main() -> None:
         f"sys.path.insert(0, {str(script.parent)!r})\n"
         f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
     )
+    adapter = work / "adapter"
+    write_tiny_peft(folder, adapter, work / "merged", rank=16, alpha=32.0)
+    shutil.rmtree(work / "merged")
+    model_gguf, ours_lora, ref_lora = (
+        work / "model.gguf",
+        work / "ours-lora.gguf",
+        work / "llama.cpp-lora.gguf",
+    )
+    convert(folder, model_gguf)
+    lora_script = script.parent / "convert_lora_to_gguf.py"
+    ours_lora_body = (
+        "from pathlib import Path\nfrom ferrousforge_host.models.safetensors_gguf import convert_adapter\n"
+        f"convert_adapter(Path({str(adapter)!r}), Path({str(model_gguf)!r}), Path({str(ours_lora)!r}))"
+    )
+    ref_lora_body = (
+        f"sys.argv = [{str(lora_script)!r}, '--base', {str(folder)!r}, '--outfile', {str(ref_lora)!r}, "
+        f"'--outtype', 'f32', {str(adapter)!r}]\n"
+        f"sys.path.insert(0, {str(script.parent)!r})\n"
+        f"import runpy; runpy.run_path({str(lora_script)!r}, run_name='__main__')"
+    )
     server, url = start_forge(bench_store() / "import", pull=None)
     try:
-        results: dict[str, list[tuple[float, float]]] = {"ours": [], "llama.cpp": [], "create": []}
+        results: dict[str, list[tuple[float, float]]] = {
+            "ours": [], "llama.cpp": [], "create": [], "ours LoRA": [], "llama.cpp LoRA": []
+        }  # fmt: skip
         for run in range(args.runs):
+            results["ours LoRA"].append(timed(ours_lora_body))
+            results["llama.cpp LoRA"].append(timed(ref_lora_body, {"PYTHONPATH": path}))
             results["ours"].append(timed(ours_body))
             results["llama.cpp"].append(timed(ref_body, {"PYTHONPATH": path}))
             files = {p.name: upload(url, p) for p in sorted(folder.iterdir())}  # (a delete prunes them)
@@ -154,6 +183,7 @@ def main() -> None:
     finally:
         stop(server)
         report = compare(ours_out, ref_out)
+        lora_report = compare(ours_lora, ref_lora)
         shutil.rmtree(work)
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
     print(f"SmolLM2-135M-Instruct, F16 safetensors {size:.0f} MiB, {args.runs} runs, medians:")
@@ -166,6 +196,11 @@ def main() -> None:
     )
     print(f"  FerrousForge / llama.cpp time: {ratio:.2f}x")
     print(json.dumps(report, indent=1))
+    lora = statistics.median(s for s, _ in results["ours LoRA"]) / statistics.median(
+        s for s, _ in results["llama.cpp LoRA"]
+    )
+    print(f"  LoRA adapter, FerrousForge / llama.cpp time: {lora:.2f}x")
+    print(json.dumps(lora_report, indent=1))
 
 
 if __name__ == "__main__":

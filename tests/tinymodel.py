@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -417,7 +418,7 @@ def write_tiny_hf(
 ) -> Path:
     """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, or
     with ``pre="spm"`` a SentencePiece one, a chat template), as ``save_pretrained`` writes it.
-    ``arch``: llama, mistral, qwen2, qwen3."""
+    ``arch``: llama, mistral, qwen2, qwen3, gemma3."""
     import transformers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -481,6 +482,7 @@ def _tiny_hf_model(
         "llama": "LlamaConfig",
         "mistral": "MistralConfig",
         "qwen2": "Qwen2Config",
+        "gemma3": "Gemma3TextConfig",
         "qwen3": "Qwen3Config",
     }
     torch.manual_seed(seed)
@@ -498,6 +500,13 @@ _SMOLLM_PRE = {
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
     ],
 }
+_GEMMA3_NAMES = {  # Gemma 3's four norms a layer, and its q/k norms
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+}
 _HF_NAMES = {
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -512,9 +521,10 @@ _HF_NAMES = {
 
 
 def write_hf_from_gguf(source: Path, folder: Path) -> Path:
-    """A llama-architecture GGUF (SmolLM2's) as the Hugging Face folder it was made from: weights
-    dequantized to F16 safetensors under Hugging Face's names and q/k row order, config.json, and the
-    tokenizer with its chat template."""
+    """A Llama (SmolLM2's) or Gemma 3 GGUF as the Hugging Face folder it was made from: weights
+    dequantized to F16 safetensors under Hugging Face's names (Llama's q/k rows back in halves, Gemma's
+    norms back without the 1 llama.cpp's converter adds), config.json, and the tokenizer with its chat
+    template."""
     import json
 
     from safetensors.numpy import save_file
@@ -522,52 +532,70 @@ def write_hf_from_gguf(source: Path, folder: Path) -> Path:
 
     reader = gguf.GGUFReader(source)
 
-    def value(key: str) -> object:
+    def value(key: str) -> Any:
         return reader.fields[key].contents()
 
-    heads, kv_heads = int(value("llama.attention.head_count")), int(value("llama.attention.head_count_kv"))  # type: ignore[call-overload]
+    arch = value("general.architecture")
+    gemma = arch == "gemma3"
+    heads, kv_heads = (
+        int(value(f"{arch}.attention.head_count")),
+        int(value(f"{arch}.attention.head_count_kv")),
+    )
+    names = _HF_NAMES | (_GEMMA3_NAMES if gemma else {})
     tensors: dict[str, np.ndarray] = {}
     for t in reader.tensors:
         base, _, suffix = t.name.rpartition(".")
         shape = tuple(reversed([int(x) for x in t.shape]))
         data = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+        if gemma and base.endswith("norm"):
+            data = data - 1
         if base.startswith("blk."):
             _, layer, kind = base.split(".")
-            if kind in ("attn_q", "attn_k"):  # back from llama.cpp's interleaved RoPE pairs to halves
+            if kind in ("attn_q", "attn_k") and not gemma:  # llama.cpp's interleaved RoPE pairs to halves
                 n = heads if kind == "attn_q" else kv_heads
                 data = data.reshape(n, shape[0] // n // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-            name = f"model.layers.{layer}.{_HF_NAMES[kind]}.{suffix}"
+            name = f"model.layers.{layer}.{names[kind]}.{suffix}"
         else:
-            name = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}[
-                base
-            ]
-            name += f".{suffix}"
+            top = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+            name = f"{top[base]}.{suffix}"
         tensors[name] = np.ascontiguousarray(data.astype(np.float16 if data.ndim > 1 else np.float32))
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
     config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": ["Gemma3ForCausalLM" if gemma else "LlamaForCausalLM"],
+        "model_type": "gemma3_text" if gemma else "llama",
         "vocab_size": tensors["model.embed_tokens.weight"].shape[0],
-        "hidden_size": value("llama.embedding_length"),
-        "intermediate_size": value("llama.feed_forward_length"),
-        "num_hidden_layers": value("llama.block_count"),
+        "hidden_size": value(f"{arch}.embedding_length"),
+        "intermediate_size": value(f"{arch}.feed_forward_length"),
+        "num_hidden_layers": value(f"{arch}.block_count"),
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
-        "rms_norm_eps": value("llama.attention.layer_norm_rms_epsilon"),
-        "rope_theta": value("llama.rope.freq_base"),
-        "max_position_embeddings": value("llama.context_length"),
+        "rms_norm_eps": value(f"{arch}.attention.layer_norm_rms_epsilon"),
+        "rope_theta": value(f"{arch}.rope.freq_base"),
+        "max_position_embeddings": value(f"{arch}.context_length"),
         "tie_word_embeddings": "lm_head.weight" not in tensors,
         "bos_token_id": value("tokenizer.ggml.bos_token_id"),
         "eos_token_id": value("tokenizer.ggml.eos_token_id"),
         "hidden_act": "silu",
     }
+    if gemma:
+        head_dim = int(value("gemma3.attention.key_length"))
+        config |= {
+            "head_dim": head_dim,
+            "query_pre_attn_scalar": head_dim,
+            "sliding_window": value("gemma3.attention.sliding_window"),
+            "rope_local_base_freq": 10000.0,
+            "hidden_activation": "gelu_pytorch_tanh",
+            "pad_token_id": value("tokenizer.ggml.padding_token_id"),
+        }
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    tokenizer.chat_template = value("tokenizer.chat_template")
+    if "tokenizer.chat_template" in reader.fields:
+        tokenizer.chat_template = value("tokenizer.chat_template")
     tokenizer.save_pretrained(folder)
-    saved = json.loads((folder / "tokenizer.json").read_text())
-    (folder / "tokenizer.json").write_text(json.dumps({**saved, "pre_tokenizer": _SMOLLM_PRE}))
+    if not gemma:
+        saved = json.loads((folder / "tokenizer.json").read_text())
+        (folder / "tokenizer.json").write_text(json.dumps({**saved, "pre_tokenizer": _SMOLLM_PRE}))
     return folder
 
 

@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "MistralForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
     "Qwen2ForCausalLM": (gguf.MODEL_ARCH.QWEN2, False),
     "Qwen3ForCausalLM": (gguf.MODEL_ARCH.QWEN3, False),
+    "Gemma3ForCausalLM": (gguf.MODEL_ARCH.GEMMA3, False),
 }
 # the files a folder's model is made of (what ``ferrousforge create`` uploads from a FROM folder)
 FILES = (
@@ -121,7 +122,8 @@ def read_config(folder: Path) -> dict[str, Any]:
 def _rope(config: dict[str, Any]) -> dict[str, Any]:
     """RoPE settings wherever this transformers version put them (``rope_parameters`` or the old keys)."""
     rope = dict(config.get("rope_scaling") or {})
-    rope.update(config.get("rope_parameters") or {})
+    given = config.get("rope_parameters") or {}
+    rope.update(given.get("full_attention", given))  # (Gemma 3's: per layer type; the global layers')
     rope.setdefault("rope_theta", config.get("rope_theta", 10000.0))
     rope["rope_type"] = str(rope.get("rope_type") or rope.get("type") or "default").lower()
     return rope
@@ -165,8 +167,9 @@ def pre_tokenizer(tokenizer: dict[str, Any]) -> str:
     )
 
 
-def _vocabulary(folder: Path, writer: gguf.GGUFWriter, n_vocab: int) -> str:
-    """Write the byte-level BPE vocabulary, merges, special tokens and chat template; its pre-tokenizer."""
+def _vocabulary(folder: Path, writer: gguf.GGUFWriter, n_vocab: int) -> tuple[str, int]:
+    """Write the vocabulary (``n_vocab`` tokens at least), merges or scores, special tokens and chat
+    template; its pre-tokenizer and size."""
     if not (folder / "tokenizer.json").is_file():
         raise BadRequest(
             "the model folder has no tokenizer.json (a SentencePiece tokenizer.model alone does not convert)"
@@ -208,15 +211,26 @@ def _vocabulary(folder: Path, writer: gguf.GGUFWriter, n_vocab: int) -> str:
     tokens = [ids.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED)) for i in range(size)]
     writer.add_token_list([t for t, _ in tokens])
     writer.add_token_types([k for _, k in tokens])
-    if pre == "sentencepiece":  # merges go by score; SentencePiece scores its pieces 0, -1, -2... in order
-        first = next(i for i, (_, k) in enumerate(tokens) if k == gguf.TokenType.NORMAL)
-        normal = gguf.TokenType.NORMAL
-        writer.add_token_scores([float(first - i) if k == normal else 0.0 for i, (_, k) in enumerate(tokens)])
+    if pre == "sentencepiece":  # llama.cpp merges by score: the rank of the merge making each piece
+        writer.add_token_scores(_merge_scores(model.get("merges") or [], tokens))
     special = gguf.SpecialVocab(folder, load_merges=pre != "sentencepiece", n_vocab=size)
     special.add_special_token["bos"] = _adds_bos(tokenizer, folder)
     special.add_to_gguf(writer, quiet=True)
     writer.add_vocab_size(size)
-    return pre
+    return pre, size
+
+
+def _merge_scores(merges: list[Any], tokens: list[tuple[str, int]]) -> list[float]:
+    """Scores that make llama.cpp's SentencePiece merging pick what the tokenizer's BPE merges pick:
+    each piece scored by the rank of the first merge that makes it (as transformers ranks the merges it
+    makes of a SentencePiece model by the pieces' scores); pieces no merge makes, below all."""
+    rank: dict[str, int] = {}
+    for r, merge in enumerate(merges):
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        rank.setdefault(left + right, r)
+    unmade = -float(len(merges) + 1)
+    normal = gguf.TokenType.NORMAL
+    return [(-float(rank[t]) if t in rank else unmade) if k == normal else 0.0 for t, k in tokens]
 
 
 def _prepends_space(tokenizer: dict[str, Any]) -> bool:
@@ -266,17 +280,49 @@ def _outputs(
         yield target, tensors[name], action
 
 
-def _prepared(tensor: Tensor, target: str, action: str, config: dict[str, Any]) -> np.ndarray:
-    data = tensor.read()
+def _prepared(
+    tensor: Tensor, target: str, action: str, config: dict[str, Any], rows: int | None, shift: float
+) -> np.ndarray:
+    data = tensor.read()[:rows]
     if action != "keep":
         heads = config["num_attention_heads"] if action == "permute_q" else _kv_heads(config)
         shape = data.shape
         data = data.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
     if data.ndim <= 1 or target.endswith("_norm.weight"):  # norms and biases in F32
         if tensor.dtype == "BF16":
-            return (data.astype(np.uint32) << 16).view(np.float32)
-        return data.astype(np.float32)
+            data = (data.astype(np.uint32) << 16).view(np.float32)
+        return data.astype(np.float32) + np.float32(shift) if shift else data.astype(np.float32)
     return data.astype(np.float16) if tensor.dtype == "F32" else np.ascontiguousarray(data)
+
+
+def _gemma3(writer: gguf.GGUFWriter, config: dict[str, Any], head_dim: int) -> None:
+    """Gemma 3's own keys: head size, the sliding window and which layers slide (said layer by layer),
+    the local layers' RoPE base, logit soft-capping."""
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    if config.get("attn_logit_softcapping"):
+        raise BadRequest("attention logit soft-capping (Gemma 2's) does not convert for Gemma 3")
+    if cap := config.get("final_logit_softcapping"):
+        writer.add_final_logit_softcapping(float(cap))
+    layers = int(config["num_hidden_layers"])
+    kinds = config.get("layer_types") or [
+        "full_attention"
+        if (i + 1) % int(config.get("sliding_window_pattern", 6)) == 0
+        else "sliding_attention"
+        for i in range(layers)
+    ]
+    if "sliding_attention" in kinds:
+        writer.add_sliding_window(int(config["sliding_window"]))
+        key = gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch="gemma3")
+        writer.add_array(key, [kind == "sliding_attention" for kind in kinds])
+    local = (config.get("rope_parameters") or {}).get("sliding_attention") or {}
+    theta = local.get("rope_theta", config.get("rope_local_base_freq", 10000.0))
+    writer.add_float32(gguf.Keys.Rope.FREQ_BASE_SWA.format(arch="gemma3"), float(theta))
+    scalar = config.get("query_pre_attn_scalar")  # llama.cpp scales queries by 1/sqrt(head size)
+    if scalar is not None and int(scalar) != head_dim and layers != 62:  # (27B's: by the model width)
+        raise BadRequest(
+            f"query_pre_attn_scalar {scalar} is not the head size {head_dim}, as llama.cpp assumes"
+        )
 
 
 def _kv_heads(config: dict[str, Any]) -> int:
@@ -312,7 +358,7 @@ def convert(folder: Path, out: Path) -> Converted:
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     writer.add_rope_dimension_count(head_dim)
-    if head_dim != n_embd // n_head:
+    if head_dim != n_embd // n_head and arch is not gguf.MODEL_ARCH.GEMMA3:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     extra: list[tuple[str, np.ndarray]] = []
@@ -331,11 +377,17 @@ def convert(folder: Path, out: Path) -> Converted:
             f"RoPE scaling '{rope['rope_type']}' does not convert; default, linear, yarn, llama3 do"
         )
 
+    gemma = arch is gguf.MODEL_ARCH.GEMMA3
+    if gemma:
+        _gemma3(writer, config, head_dim)
     embed = tensors.get("model.embed_tokens.weight")
     n_vocab = int(config.get("vocab_size") or (embed.shape[0] if embed else 0))
-    pretok = _vocabulary(folder, writer, n_vocab)
+    # Gemma 3's embedding has rows past its tokenizer's tokens, which llama.cpp's converter drops
+    pretok, size = _vocabulary(folder, writer, 0 if gemma else n_vocab)
 
     plan = list(_outputs(tensors, arch, permute, config))
+    rows = {t: size if gemma and t in ("token_embd.weight", "output.weight") else None for t, _, _ in plan}
+    shift = {t: 1.0 if gemma and t.endswith("norm.weight") else 0.0 for t, _, _ in plan}  # x * (1 + w)
     dtypes = {t.dtype for _, t, _ in plan if len(t.shape) > 1}
     file_type = "BF16" if dtypes == {"BF16"} else "F16"
     writer.add_file_type(
@@ -348,9 +400,9 @@ def convert(folder: Path, out: Path) -> Converted:
         flat = len(tensor.shape) <= 1 or target.endswith("_norm.weight")
         kept_bf16 = tensor.dtype == "BF16" and not flat
         dtype = np.dtype(np.uint16 if kept_bf16 else np.float32 if flat else np.float16)
-        nbytes = math.prod(tensor.shape) * dtype.itemsize
+        shape = (min(tensor.shape[0], rows[target] or tensor.shape[0]), *tensor.shape[1:])
         raw = gguf.GGMLQuantizationType.BF16 if kept_bf16 else None
-        writer.add_tensor_info(target, tensor.shape, dtype, nbytes, raw_dtype=raw)
+        writer.add_tensor_info(target, shape, dtype, math.prod(shape) * dtype.itemsize, raw_dtype=raw)
     writer.open_output_file()
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -358,7 +410,7 @@ def convert(folder: Path, out: Path) -> Converted:
     for _, data in extra:
         writer.write_tensor_data(data)
     for target, tensor, action in plan:
-        writer.write_tensor_data(_prepared(tensor, target, action, config))
+        writer.write_tensor_data(_prepared(tensor, target, action, config, rows[target], shift[target]))
     writer.close()
     parameters = sum(math.prod(t.shape) for _, t, _ in plan)
     return Converted(gguf.MODEL_ARCH_NAMES[arch], file_type, parameters, pretok)

@@ -135,6 +135,20 @@ def test_the_converted_model_computes_what_transformers_computes(tmp_path: Path,
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95  # (rounding flips near-ties)
 
 
+def test_a_sharded_model_converts_as_one_file_does(tmp_path: Path) -> None:
+    import gguf
+
+    whole = write_tiny_hf(tmp_path / "whole", dtype="bfloat16")
+    sharded = write_tiny_hf(tmp_path / "sharded", dtype="bfloat16", max_shard_size="100KB")
+    assert (
+        len(list(sharded.glob("*.safetensors"))) > 2 and (sharded / "model.safetensors.index.json").is_file()
+    )
+    convert(whole, tmp_path / "whole.gguf")
+    convert(sharded, tmp_path / "sharded.gguf")
+    a, b = gguf.GGUFReader(tmp_path / "whole.gguf"), gguf.GGUFReader(tmp_path / "sharded.gguf")
+    assert {t.name: bytes(t.data) for t in a.tensors} == {t.name: bytes(t.data) for t in b.tensors}
+
+
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_hf(tmp_path_factory.mktemp("hf") / "tiny-hf", dtype="bfloat16")

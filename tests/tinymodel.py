@@ -462,6 +462,8 @@ def _tiny_hf_model(
     import torch
     import transformers
 
+    config = dict(config)
+    shard = config.pop("max_shard_size", None)  # several safetensors files and their index
     fast.chat_template = CHATML  # type: ignore[attr-defined]
     fast.save_pretrained(folder)  # type: ignore[attr-defined]
     settings: dict[str, object] = {
@@ -487,7 +489,7 @@ def _tiny_hf_model(
     }
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, kind[arch])(**settings))
-    model.to(getattr(torch, dtype)).save_pretrained(folder)
+    model.to(getattr(torch, dtype)).save_pretrained(folder, **({"max_shard_size": shard} if shard else {}))
     return folder
 
 

@@ -135,6 +135,38 @@ def test_the_converted_model_computes_what_transformers_computes(tmp_path: Path,
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95  # (rounding flips near-ties)
 
 
+def test_a_multimodal_gemma3_converts_as_its_language_model(host: Host, tmp_path: Path) -> None:
+    """Gemma3ForConditionalGeneration (Gemma 3 4B and up): its language model, text only, computes what
+    transformers computes on text; the vision tower and projector are left out, and create says so."""
+    import torch
+    import transformers
+
+    text = {"num_hidden_layers": 6, "sliding_window": 8, "head_dim": 16, "query_pre_attn_scalar": 16}
+    folder = write_tiny_hf(tmp_path / "model", arch="gemma3", pre="spm", **text)  # (its tokenizer)
+    config = json.loads((folder / "config.json").read_text())
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    both = transformers.Gemma3Config(
+        text_config={k: v for k, v in config.items() if k not in ("architectures", "dtype")},
+        vision_config={**vision, "image_size": 28, "patch_size": 14},
+        mm_tokens_per_image=4,
+    )
+    torch.manual_seed(1)
+    model = transformers.Gemma3ForConditionalGeneration(both)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder)
+    made = convert(folder, tmp_path / "model.gguf")
+    assert made.architecture == "gemma3" and made.left_out > 10
+    ids = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(" ".join(TEXTS)).ids[:150]
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
+    got = logits(tmp_path / "model.gguf", ids)
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+    client = ollama.Client(host=host.url)
+    files = {p.name: client.create_blob(p) for p in sorted(folder.iterdir())}
+    said = [e.status for e in client.create("gemma-mm", files=files, stream=True)]
+    assert any(s and "left out the vision tower" in s for s in said) and said[-1] == "success"
+
+
 def test_a_sharded_model_converts_as_one_file_does(tmp_path: Path) -> None:
     import gguf
 

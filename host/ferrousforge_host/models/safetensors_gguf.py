@@ -35,7 +35,12 @@ ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "Qwen2ForCausalLM": (gguf.MODEL_ARCH.QWEN2, False),
     "Qwen3ForCausalLM": (gguf.MODEL_ARCH.QWEN3, False),
     "Gemma3ForCausalLM": (gguf.MODEL_ARCH.GEMMA3, False),
+    "Gemma3ForConditionalGeneration": (gguf.MODEL_ARCH.GEMMA3, False),  # its language model: text only
 }
+# a multimodal checkpoint's language model under the names of a text-only one; its vision part left out
+_LANGUAGE_MODEL = (("language_model.model.", "model."), ("model.language_model.", "model."),
+                   ("language_model.lm_head.", "lm_head."))  # fmt: skip
+_VISION = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
 # the files a folder's model is made of (what ``ferrousforge create`` uploads from a FROM folder)
 FILES = (
     "config.json",
@@ -85,6 +90,7 @@ class Converted:
     file_type: str
     parameters: int
     tokenizer: str
+    left_out: int = 0  # tensors of a vision tower and projector (the model converts as text only)
 
 
 def read_tensors(folder: Path) -> dict[str, Tensor]:
@@ -109,6 +115,19 @@ def read_tensors(folder: Path) -> dict[str, Tensor]:
             start, end = info["data_offsets"]
             tensors[name] = Tensor(path, info["dtype"], tuple(info["shape"]), base + start, base + end)
     return tensors
+
+
+def _language_model(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
+    """The language model's tensors under text-only names; how many vision tensors were left out."""
+    kept: dict[str, Tensor] = {}
+    for name, tensor in tensors.items():
+        if name.startswith(_VISION):
+            continue
+        for prefix, plain in _LANGUAGE_MODEL:
+            if name.startswith(prefix):
+                name = plain + name.removeprefix(prefix)
+        kept[name] = tensor
+    return kept, len(tensors) - len(kept)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -339,7 +358,7 @@ def convert(folder: Path, out: Path) -> Converted:
             + ", ".join(ARCHITECTURES)
         )
     arch, permute = ARCHITECTURES[hf_arch]
-    tensors = read_tensors(folder)
+    tensors, left_out = _language_model(read_tensors(folder))
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
         if not isinstance(config.get(key), int):
             raise BadRequest(f"config.json has no '{key}'")
@@ -413,7 +432,7 @@ def convert(folder: Path, out: Path) -> Converted:
         writer.write_tensor_data(_prepared(tensor, target, action, config, rows[target], shift[target]))
     writer.close()
     parameters = sum(math.prod(t.shape) for _, t, _ in plan)
-    return Converted(gguf.MODEL_ARCH_NAMES[arch], file_type, parameters, pretok)
+    return Converted(gguf.MODEL_ARCH_NAMES[arch], file_type, parameters, pretok, left_out)
 
 
 @contextlib.contextmanager

@@ -197,20 +197,21 @@ class ModelService:
         quantized = await quantize(self.store, digest, kind, self.scheduler.base.num_thread)
         yield {"status": f"creating new layer {quantized}", "digest": quantized}
 
-    def _convert(self, name: ModelName, files: dict[str, str]) -> str | Manifest:
+    def _convert(self, name: ModelName, files: dict[str, str]) -> tuple[str | Manifest, int]:
         """An uploaded safetensors folder as a GGUF blob (a language model: its digest), or, for a BERT
-        encoder (an embedding or rerank model), as ONNX: the model made."""
+        encoder (an embedding or rerank model), as ONNX: the model made; and how many tensors of a
+        multimodal model's vision part were left out."""
         from ferrousforge_host.models import onnx_import, safetensors_gguf
 
         with safetensors_gguf.staged(self.store, files) as folder:
             config = safetensors_gguf.read_config(folder)
             if config.get("model_type") != "bert":  # a language model (or what cannot convert: why)
                 with self.store.scratch("convert") as target:
-                    safetensors_gguf.convert(folder, target)
-                    return self.store.commit(target, None)
+                    left_out = safetensors_gguf.convert(folder, target).left_out
+                    return self.store.commit(target, None), left_out
             made = onnx_import.directory_plan(folder).finish(self.store, name, [], None)
             assert isinstance(made, Manifest)
-            return made
+            return made, 0
 
     def _with_model(self, base: Manifest, digest: str) -> Manifest:
         """``base`` with the GGUF ``digest`` (its quantized weights) and its config's file type to match."""
@@ -289,7 +290,9 @@ class ModelService:
         if "config.json" in files and any(str(f).endswith(".safetensors") for f in files):  # converted
             folder = {str(f): normalize_digest(d) for f, d in files.items()}
             yield {"status": "converting model"}
-            model = await asyncio.to_thread(self._convert, name, folder)
+            model, left_out = await asyncio.to_thread(self._convert, name, folder)
+            if left_out:
+                yield {"status": f"left out the vision tower and projector ({left_out} tensors): text only"}
         elif files:
             ggufs = [normalize_digest(d) for f, d in files.items() if str(f).lower().endswith(".gguf")]
             for digest in ggufs:

@@ -199,6 +199,14 @@ def test_create_from_uploaded_files_and_quantize(host: Host, hf_folder: Path, tm
         and client.show("hf-q8").details.quantization_level == "Q8_0"
     )
     assert "<|im_start|>" in (shown.template or "")  # the tokenizer's chat template
+    with host.client() as c:  # every tensor listed, in its type (BF16 matrices, F32 norms)
+        verbose = c.post("/api/show", json={"model": "hf", "verbose": True}).json()
+    assert {t["type"] for t in verbose["tensors"]} == {"BF16", "F32"} and len(verbose["tensors"]) == 21
+    # a LoRA adapter over the BF16 model (checked against its tensors), from a PEFT folder
+    shaped = write_tiny_hf(tmp_path / "same-shape", dtype="float32")
+    write_tiny_peft(shaped, tmp_path / "adapter", tmp_path / "merged")
+    adapters = {p.name: client.create_blob(p) for p in sorted((tmp_path / "adapter").iterdir())}
+    client.create("hf-tuned", from_="hf", adapters=adapters)
     # the host's greedy tokens are llama.cpp's on the file converted here
     convert(hf_folder, tmp_path / "direct.gguf")
     direct = llama(tmp_path / "direct.gguf")

@@ -279,6 +279,32 @@ def test_gguf_reader_reads_the_tiny_model(tiny_gguf: Path) -> None:
     assert "tokenizer.ggml.tokens" not in summary["model_info"]
 
 
+def test_gguf_reader_knows_every_tensor_type(tmp_path: Path) -> None:
+    """Sizes as ggml's for every type a file may hold (BF16 from a safetensors import, Q5_K and Q3_K
+    in Q5_K_M and Q3_K_M models, IQ types...), so that show's tensors and adapter checks read them."""
+    import gguf
+    import numpy as np
+
+    from ferrousforge.gguf import TENSOR_TYPES, read_file_tensors
+
+    for kind, (name, per, block) in TENSOR_TYPES.items():
+        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)] == (per, block), name
+    writer = gguf.GGUFWriter(tmp_path / "types.gguf", "llama")
+    for kind, (name, per, block) in TENSOR_TYPES.items():
+        raw = np.zeros((2, 512 // per * block), dtype=np.uint8)  # two rows of 512 values
+        writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType(kind))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    _, tensors = read_file_tensors(str(tmp_path / "types.gguf"))
+    assert {t.kind for t in tensors.values()} == {name for name, _, _ in TENSOR_TYPES.values()}
+    sizes = {name: (per, block) for name, per, block in TENSOR_TYPES.values()}
+    for t in tensors.values():
+        per, block = sizes[t.kind]
+        assert t.shape == (512, 2) and t.nbytes == 2 * 512 // per * block, t.name
+
+
 def test_gguf_reader_rejects_truncated_and_foreign_files(tiny_gguf: Path) -> None:
     data = tiny_gguf.read_bytes()
     header_end = 4000

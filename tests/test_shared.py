@@ -285,10 +285,12 @@ def test_gguf_reader_knows_every_tensor_type(tmp_path: Path) -> None:
     import gguf
     import numpy as np
 
-    from ferrousforge.gguf import TENSOR_TYPES, read_file_tensors
+    from ferrousforge.gguf import FILE_TYPES, TENSOR_TYPES, read_file_tensors
 
     for kind, (name, per, block) in TENSOR_TYPES.items():
         assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)] == (per, block), name
+    named = {t.value for t in gguf.LlamaFileType if t.value < 39 and t.name != "GUESSED"}
+    assert named <= set(FILE_TYPES)  # every file type llama.cpp writes has its name in show
     writer = gguf.GGUFWriter(tmp_path / "types.gguf", "llama")
     for kind, (name, per, block) in TENSOR_TYPES.items():
         raw = np.zeros((2, 512 // per * block), dtype=np.uint8)  # two rows of 512 values

@@ -63,6 +63,9 @@ FILE_TYPES = {
     30: "IQ4_XS",
     31: "IQ1_M",
     32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4",  # (llama.cpp's MXFP4_MOE: gpt-oss's experts)
 }
 
 

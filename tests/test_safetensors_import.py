@@ -225,6 +225,17 @@ def test_create_from_uploaded_files_and_quantize(host: Host, hf_folder: Path, tm
     assert not list((host.store_root / "partial").iterdir())
 
 
+def test_pull_from_a_folder_on_the_server(host: Host, hf_folder: Path) -> None:
+    """FerrousForge's pull of a local path (``pull NAME --from /abs/folder``) converts a folder too."""
+    host.pull_file("pulled-hf", hf_folder)
+    client = ollama.Client(host=host.url)
+    assert client.show("pulled-hf").details.quantization_level == "BF16"
+    reply = client.generate(
+        "pulled-hf", "The capital", raw=True, options={"temperature": 0, "num_predict": 4}
+    )
+    assert reply.eval_count == 4
+
+
 def test_create_from_a_folder_with_the_cli(host: Host, hf_folder: Path, tmp_path: Path) -> None:
     (tmp_path / "Modelfile").write_text(f"FROM {hf_folder}\nPARAMETER temperature 0\nSYSTEM Be brief.\n")
     made = ff(host, "create", "from-folder", "-f", str(tmp_path / "Modelfile"), "-q", "Q4_K_M")

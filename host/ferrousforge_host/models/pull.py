@@ -121,12 +121,28 @@ def resolve(
     if path.is_absolute():
         path = check_import_path(path, import_dirs if import_dirs is not None else default_import_dirs())
     if path.is_absolute() and path.is_dir():
-        return onnx_import.directory_plan(path)
+        return folder_plan(path)
     if not path.is_absolute() or not path.is_file():
         raise BadRequest(
             f"source '{target}' is not a URL, an hf.co/ repository, or an absolute file or folder path"
         )
     return gguf_plan(RemoteFile(path.name, path.stat().st_size, None, paths=[path]))
+
+
+def folder_plan(path: Path) -> PullPlan:
+    """A local Hugging Face folder: a BERT encoder becomes ONNX, a language model GGUF."""
+    from ferrousforge_host.models import safetensors_gguf
+
+    if safetensors_gguf.read_config(path).get("model_type") == "bert":
+        return onnx_import.directory_plan(path)
+
+    def finish(store: BlobStore, name: ModelName, digests: list[str], source: str | None) -> object:
+        with store.scratch("convert") as target:
+            safetensors_gguf.convert(path, target)
+            digest = store.commit(target, None)
+        return import_gguf(store, name, digest, source=source)
+
+    return PullPlan([], finish, finish_status="converting model")
 
 
 def _catalogue(entry: CatalogueEntry) -> PullPlan:

@@ -131,6 +131,8 @@ def _language_model(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    if not (folder / "config.json").is_file():
+        raise BadRequest(f"the model folder {folder.name} has no config.json")
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:

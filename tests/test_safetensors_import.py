@@ -93,6 +93,20 @@ CASES = {
             "final_logit_softcapping": 30.0,
         },
     ),
+    "gemma2 f32, soft-capping, sliding window": (
+        "gemma2",
+        "float32",
+        {
+            "pre": "spm",
+            "num_hidden_layers": 4,  # sliding, full, sliding, full
+            "sliding_window": 8,
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "attn_logit_softcapping": 2.0,  # (small, so that capping changes what a tiny model computes)
+            "final_logit_softcapping": 3.0,
+            "tie_word_embeddings": True,
+        },
+    ),
     "llama 3.1 rope": (
         "llama",
         "float32",

@@ -418,7 +418,7 @@ def write_tiny_hf(
 ) -> Path:
     """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, or
     with ``pre="spm"`` a SentencePiece one, a chat template), as ``save_pretrained`` writes it.
-    ``arch``: llama, mistral, qwen2, qwen3, gemma3."""
+    ``arch``: llama, mistral, qwen2, qwen3, gemma2, gemma3."""
     import transformers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -484,6 +484,7 @@ def _tiny_hf_model(
         "llama": "LlamaConfig",
         "mistral": "MistralConfig",
         "qwen2": "Qwen2Config",
+        "gemma2": "Gemma2Config",
         "gemma3": "Gemma3TextConfig",
         "qwen3": "Qwen3Config",
     }

@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "MistralForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
     "Qwen2ForCausalLM": (gguf.MODEL_ARCH.QWEN2, False),
     "Qwen3ForCausalLM": (gguf.MODEL_ARCH.QWEN3, False),
+    "Gemma2ForCausalLM": (gguf.MODEL_ARCH.GEMMA2, False),
     "Gemma3ForCausalLM": (gguf.MODEL_ARCH.GEMMA3, False),
     "Gemma3ForConditionalGeneration": (gguf.MODEL_ARCH.GEMMA3, False),  # its language model: text only
 }
@@ -316,34 +317,35 @@ def _prepared(
     return data.astype(np.float16) if tensor.dtype == "F32" else np.ascontiguousarray(data)
 
 
-def _gemma3(writer: gguf.GGUFWriter, config: dict[str, Any], head_dim: int) -> None:
-    """Gemma 3's own keys: head size, the sliding window and which layers slide (said layer by layer),
-    the local layers' RoPE base, logit soft-capping."""
+def _gemma(writer: gguf.GGUFWriter, config: dict[str, Any], arch: str, head_dim: int, width: int) -> None:
+    """Gemma 2's and 3's own keys: head size, the sliding window and which layers slide (said layer by
+    layer), the local layers' RoPE base (Gemma 3), logit soft-capping."""
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
-    if config.get("attn_logit_softcapping"):
-        raise BadRequest("attention logit soft-capping (Gemma 2's) does not convert for Gemma 3")
+    if cap := config.get("attn_logit_softcapping"):
+        if arch != "gemma2":
+            raise BadRequest(f"attention logit soft-capping (Gemma 2's) does not convert for {arch}")
+        writer.add_attn_logit_softcapping(float(cap))
     if cap := config.get("final_logit_softcapping"):
         writer.add_final_logit_softcapping(float(cap))
     layers = int(config["num_hidden_layers"])
+    every = int(config.get("sliding_window_pattern", 6 if arch == "gemma3" else 2))
     kinds = config.get("layer_types") or [
-        "full_attention"
-        if (i + 1) % int(config.get("sliding_window_pattern", 6)) == 0
-        else "sliding_attention"
-        for i in range(layers)
+        "full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(layers)
     ]
     if "sliding_attention" in kinds:
         writer.add_sliding_window(int(config["sliding_window"]))
-        key = gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch="gemma3")
+        key = gguf.Keys.Attention.SLIDING_WINDOW_PATTERN.format(arch=arch)
         writer.add_array(key, [kind == "sliding_attention" for kind in kinds])
-    local = (config.get("rope_parameters") or {}).get("sliding_attention") or {}
-    theta = local.get("rope_theta", config.get("rope_local_base_freq", 10000.0))
-    writer.add_float32(gguf.Keys.Rope.FREQ_BASE_SWA.format(arch="gemma3"), float(theta))
-    scalar = config.get("query_pre_attn_scalar")  # llama.cpp scales queries by 1/sqrt(head size)
-    if scalar is not None and int(scalar) != head_dim and layers != 62:  # (27B's: by the model width)
-        raise BadRequest(
-            f"query_pre_attn_scalar {scalar} is not the head size {head_dim}, as llama.cpp assumes"
-        )
+    if arch == "gemma3":
+        local = (config.get("rope_parameters") or {}).get("sliding_attention") or {}
+        theta = local.get("rope_theta", config.get("rope_local_base_freq", 10000.0))
+        writer.add_float32(gguf.Keys.Rope.FREQ_BASE_SWA.format(arch=arch), float(theta))
+    # llama.cpp scales queries by 1/sqrt(head size), or by the width a head for the 27B models
+    scalar = config.get("query_pre_attn_scalar")
+    assumed = width if layers == {"gemma2": 46, "gemma3": 62}[arch] else head_dim
+    if scalar is not None and int(scalar) != assumed:
+        raise BadRequest(f"query_pre_attn_scalar {scalar} is not {assumed}, which llama.cpp assumes here")
 
 
 def _kv_heads(config: dict[str, Any]) -> int:
@@ -379,7 +381,7 @@ def convert(folder: Path, out: Path) -> Converted:
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     writer.add_rope_dimension_count(head_dim)
-    if head_dim != n_embd // n_head and arch is not gguf.MODEL_ARCH.GEMMA3:
+    if head_dim != n_embd // n_head and arch not in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3):
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     extra: list[tuple[str, np.ndarray]] = []
@@ -398,9 +400,15 @@ def convert(folder: Path, out: Path) -> Converted:
             f"RoPE scaling '{rope['rope_type']}' does not convert; default, linear, yarn, llama3 do"
         )
 
-    gemma = arch is gguf.MODEL_ARCH.GEMMA3
+    gemma = arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
     if gemma:
-        _gemma3(writer, config, head_dim)
+        _gemma(writer, config, gguf.MODEL_ARCH_NAMES[arch], head_dim, n_embd // n_head)
+    if arch is gguf.MODEL_ARCH.GEMMA2:  # llama.cpp's Gemma 2 always ties its output to the embedding
+        if "lm_head.weight" in tensors and config.get("tie_word_embeddings") is False:
+            raise BadRequest(
+                "this Gemma 2 has an output layer of its own; llama.cpp's ties it to the embedding"
+            )
+        tensors.pop("lm_head.weight", None)
     embed = tensors.get("model.embed_tokens.weight")
     n_vocab = int(config.get("vocab_size") or (embed.shape[0] if embed else 0))
     # Gemma 3's embedding has rows past its tokenizer's tokens, which llama.cpp's converter drops

@@ -107,6 +107,21 @@ CASES = {
             "tie_word_embeddings": True,
         },
     ),
+    "phi3 bf16, SentencePiece": ("phi3", "bfloat16", {"pre": "spm"}),
+    "phi3 longrope": (
+        "phi3",
+        "float32",
+        {
+            "pre": "spm",
+            "original_max_position_embeddings": 64,
+            "rope_parameters": {
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "long_factor": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0],
+                "short_factor": [1.0, 1.0, 1.1, 1.2, 1.3, 1.5, 1.8, 2.0],
+            },
+        },
+    ),
     "llama 3.1 rope": (
         "llama",
         "float32",
@@ -326,14 +341,16 @@ def logits(path: Path, ids: list[int], **kwargs: object) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("arch", "rslora"), [("llama", False), ("llama", True), ("qwen2", False), ("gemma3", False)]
+    ("arch", "rslora"),
+    [("llama", False), ("llama", True), ("qwen2", False), ("gemma3", False), ("phi3", False)],
 )
 def test_a_peft_adapter_gives_what_its_weights_merged_give(tmp_path: Path, arch: str, rslora: bool) -> None:
     model = write_tiny_hf(tmp_path / "model", arch=arch, pre="qwen2" if arch == "qwen2" else "llama3")
     write_tiny_peft(model, tmp_path / "adapter", tmp_path / "merged", rslora=rslora)
     convert(model, tmp_path / "model.gguf")
     convert(tmp_path / "merged", tmp_path / "merged.gguf")
-    assert convert_adapter(tmp_path / "adapter", tmp_path / "model.gguf", tmp_path / "lora.gguf") == 14
+    pairs = 8 if arch == "phi3" else 14  # (Phi-3's q, k, v and its gate and up are one weight each)
+    assert convert_adapter(tmp_path / "adapter", tmp_path / "model.gguf", tmp_path / "lora.gguf") == pairs
     ids = Tokenizer.from_file(str(model / "tokenizer.json")).encode(" ".join(TEXTS)).ids[:100]
     merged = logits(tmp_path / "merged.gguf", ids)
     adapted = logits(tmp_path / "model.gguf", ids, lora_path=str(tmp_path / "lora.gguf"))

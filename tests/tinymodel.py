@@ -418,7 +418,7 @@ def write_tiny_hf(
 ) -> Path:
     """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, or
     with ``pre="spm"`` a SentencePiece one, a chat template), as ``save_pretrained`` writes it.
-    ``arch``: llama, mistral, qwen2, qwen3, gemma2, gemma3."""
+    ``arch``: llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3."""
     import transformers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -476,6 +476,7 @@ def _tiny_hf_model(
         "max_position_embeddings": 512,
         "bos_token_id": 0,
         "eos_token_id": 3,
+        "pad_token_id": 0,
         "tie_word_embeddings": False,
         "initializer_range": 0.1,  # livelier than the default: logits far enough apart to compare
         **config,
@@ -484,6 +485,7 @@ def _tiny_hf_model(
         "llama": "LlamaConfig",
         "mistral": "MistralConfig",
         "qwen2": "Qwen2Config",
+        "phi3": "Phi3Config",
         "gemma2": "Gemma2Config",
         "gemma3": "Gemma3TextConfig",
         "qwen3": "Qwen3Config",
@@ -614,7 +616,17 @@ def write_tiny_peft(
     from safetensors.numpy import load_file, save_file
 
     weights = load_file(str(model / "model.safetensors"))
-    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    targets = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "qkv_proj",
+        "gate_up_proj",
+    )
     rng = np.random.default_rng(1)
     scale = alpha / (math.sqrt(rank) if rslora else rank)
     pairs: dict[str, np.ndarray] = {}

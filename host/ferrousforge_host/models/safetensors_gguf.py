@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "MistralForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
     "Qwen2ForCausalLM": (gguf.MODEL_ARCH.QWEN2, False),
     "Qwen3ForCausalLM": (gguf.MODEL_ARCH.QWEN3, False),
+    "Phi3ForCausalLM": (gguf.MODEL_ARCH.PHI3, False),
     "Gemma2ForCausalLM": (gguf.MODEL_ARCH.GEMMA2, False),
     "Gemma3ForCausalLM": (gguf.MODEL_ARCH.GEMMA3, False),
     "Gemma3ForConditionalGeneration": (gguf.MODEL_ARCH.GEMMA3, False),  # its language model: text only
@@ -348,6 +349,24 @@ def _gemma(writer: gguf.GGUFWriter, config: dict[str, Any], arch: str, head_dim:
         raise BadRequest(f"query_pre_attn_scalar {scalar} is not {assumed}, which llama.cpp assumes here")
 
 
+def _longrope(
+    writer: gguf.GGUFWriter, rope: dict[str, Any], config: dict[str, Any], rotary: int
+) -> list[tuple[str, np.ndarray]]:
+    """Phi-3's long-context RoPE: its long and short frequency factors, and the attention factor."""
+    long, short = rope.get("long_factor"), rope.get("short_factor")
+    if not long or not short or len(long) != len(short) or len(long) != rotary // 2:
+        raise BadRequest(f"longrope needs long_factor and short_factor of {rotary // 2} values each")
+    old = int(rope.get("original_max_position_embeddings") or config["original_max_position_embeddings"])
+    scale = int(config["max_position_embeddings"]) / old
+    writer.add_rope_scaling_orig_ctx_len(old)
+    writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(old)) if scale > 1 else 1.0)
+    names = gguf.TENSOR_NAMES
+    return [
+        (names[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight", np.array(long, dtype=np.float32)),
+        (names[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight", np.array(short, dtype=np.float32)),
+    ]
+
+
 def _kv_heads(config: dict[str, Any]) -> int:
     return int(config.get("num_key_value_heads") or config["num_attention_heads"])
 
@@ -380,7 +399,10 @@ def convert(folder: Path, out: Path) -> Converted:
     writer.add_head_count_kv(_kv_heads(config))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
     writer.add_rope_freq_base(float(rope["rope_theta"]))
-    writer.add_rope_dimension_count(head_dim)
+    rotary = int(
+        float(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))) * head_dim
+    )
+    writer.add_rope_dimension_count(rotary)
     if head_dim != n_embd // n_head and arch not in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3):
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
@@ -395,10 +417,15 @@ def convert(folder: Path, out: Path) -> Converted:
         writer.add_rope_scaling_factor(float(rope["factor"]))
         if kind is gguf.RopeScalingType.YARN:
             writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+    elif rope["rope_type"] in ("longrope", "su") and arch is gguf.MODEL_ARCH.PHI3:
+        extra += _longrope(writer, rope, config, rotary)
     elif rope["rope_type"] != "default":
         raise BadRequest(
-            f"RoPE scaling '{rope['rope_type']}' does not convert; default, linear, yarn, llama3 do"
+            f"RoPE scaling '{rope['rope_type']}' does not convert; default, linear, yarn, llama3 (and "
+            "Phi-3's longrope) do"
         )
+    if arch is gguf.MODEL_ARCH.PHI3:  # (llama.cpp tells Phi-3 from Phi-4 by a window of 0)
+        writer.add_sliding_window(int(config.get("sliding_window") or 0))
 
     gemma = arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
     if gemma:

@@ -122,6 +122,12 @@ CASES = {
             },
         },
     ),
+    "mixtral f32, 4 experts": ("mixtral", "float32", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "qwen3 moe f32, 4 experts": (
+        "qwen3moe",
+        "float32",
+        {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "norm_topk_prob": True},
+    ),
     "llama 3.1 rope": (
         "llama",
         "float32",
@@ -160,7 +166,11 @@ def test_the_converted_model_computes_what_transformers_computes(tmp_path: Path,
     got = np.asarray(converted.scores[: len(ids)])
     scale = np.abs(want).max()
     assert scale > 1  # logits far enough apart to tell a wrong model from rounding
-    assert np.abs(got - want).max() < 0.02 * scale, case
+    off = np.abs(got - want).max(-1)
+    if "experts" in case:  # where two experts nearly tie, rounding may pick the other: a few positions
+        assert (off < 0.02 * scale).mean() > 0.95 and np.median(off) < 0.002 * scale, case
+    else:
+        assert off.max() < 0.02 * scale, case
     assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95  # (rounding flips near-ties)
 
 

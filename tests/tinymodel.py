@@ -418,7 +418,7 @@ def write_tiny_hf(
 ) -> Path:
     """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, or
     with ``pre="spm"`` a SentencePiece one, a chat template), as ``save_pretrained`` writes it.
-    ``arch``: llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3."""
+    ``arch``: llama, mistral, qwen2, qwen3, phi3, mixtral, qwen3moe, gemma2, gemma3."""
     import transformers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -486,12 +486,18 @@ def _tiny_hf_model(
         "mistral": "MistralConfig",
         "qwen2": "Qwen2Config",
         "phi3": "Phi3Config",
+        "mixtral": "MixtralConfig",
+        "qwen3moe": "Qwen3MoeConfig",
         "gemma2": "Gemma2Config",
         "gemma3": "Gemma3TextConfig",
         "qwen3": "Qwen3Config",
     }
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(getattr(transformers, kind[arch])(**settings))
+    with torch.no_grad():  # decisive routers: rounding never swaps which experts a token takes
+        for name, weight in model.named_parameters():
+            if name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight")):
+                weight.mul_(30)
     model.to(getattr(torch, dtype)).save_pretrained(folder, **({"max_shard_size": shard} if shard else {}))
     return folder
 

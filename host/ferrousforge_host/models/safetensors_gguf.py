@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import struct
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "Qwen2ForCausalLM": (gguf.MODEL_ARCH.QWEN2, False),
     "Qwen3ForCausalLM": (gguf.MODEL_ARCH.QWEN3, False),
     "Phi3ForCausalLM": (gguf.MODEL_ARCH.PHI3, False),
+    "MixtralForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
+    "Qwen3MoeForCausalLM": (gguf.MODEL_ARCH.QWEN3MOE, False),
     "Gemma2ForCausalLM": (gguf.MODEL_ARCH.GEMMA2, False),
     "Gemma3ForCausalLM": (gguf.MODEL_ARCH.GEMMA3, False),
     "Gemma3ForConditionalGeneration": (gguf.MODEL_ARCH.GEMMA3, False),  # its language model: text only
@@ -84,6 +87,43 @@ class Tensor:
         count = self.end - self.start
         raw = np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.start, shape=(count,))
         return np.asarray(raw).view(_DTYPES[self.dtype]).reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """A mixture-of-experts layer's experts' weights of one kind, as the one tensor llama.cpp reads."""
+
+    parts: tuple[Tensor, ...]
+
+    @property
+    def dtype(self) -> str:
+        return self.parts[0].dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.parts), *self.parts[0].shape)
+
+    def read(self) -> np.ndarray:
+        return np.stack([part.read() for part in self.parts])
+
+
+_EXPERT = re.compile(r"^(.*\.experts)\.(\d+)\.(\w+)\.weight$")
+
+
+def _stacked(tensors: dict[str, Tensor]) -> dict[str, Tensor | Stacked]:
+    """The tensors, each layer's experts stacked by kind (``...experts.gate_proj.weight``)."""
+    out: dict[str, Tensor | Stacked] = {}
+    experts: dict[str, dict[int, Tensor]] = {}
+    for name, tensor in tensors.items():
+        if match := _EXPERT.match(name):
+            experts.setdefault(f"{match[1]}.{match[3]}.weight", {})[int(match[2])] = tensor
+        else:
+            out[name] = tensor
+    for name, parts in experts.items():
+        if sorted(parts) != list(range(len(parts))) or len({p.shape for p in parts.values()}) != 1:
+            raise BadRequest(f"the experts of {name} are not numbered 0 to {len(parts) - 1} and of one shape")
+        out[name] = Stacked(tuple(parts[i] for i in range(len(parts))))
+    return out
 
 
 @dataclass(frozen=True)
@@ -285,8 +325,8 @@ def _adds_bos(tokenizer: dict[str, Any], folder: Path) -> bool:
 
 
 def _outputs(
-    tensors: dict[str, Tensor], arch: gguf.MODEL_ARCH, permute: bool, config: dict[str, Any]
-) -> Iterator[tuple[str, Tensor, str]]:
+    tensors: dict[str, Tensor | Stacked], arch: gguf.MODEL_ARCH, permute: bool, config: dict[str, Any]
+) -> Iterator[tuple[str, Tensor | Stacked, str]]:
     """(GGUF name, source tensor, what to do with it) for each weight; 400 on a tensor of no known use."""
     names = gguf.get_tensor_name_map(arch, config["num_hidden_layers"])
     for name in tensors:
@@ -304,7 +344,7 @@ def _outputs(
 
 
 def _prepared(
-    tensor: Tensor, target: str, action: str, config: dict[str, Any], rows: int | None, shift: float
+    tensor: Tensor | Stacked, target: str, action: str, config: dict[str, Any], rows: int | None, shift: float
 ) -> np.ndarray:
     data = tensor.read()[:rows]
     if action != "keep":
@@ -365,6 +405,22 @@ def _longrope(
         (names[gguf.MODEL_TENSOR.ROPE_FACTORS_LONG] + ".weight", np.array(long, dtype=np.float32)),
         (names[gguf.MODEL_TENSOR.ROPE_FACTORS_SHORT] + ".weight", np.array(short, dtype=np.float32)),
     ]
+
+
+def _experts(writer: gguf.GGUFWriter, config: dict[str, Any], count: int) -> None:
+    writer.add_expert_count(count)
+    writer.add_expert_used_count(int(config["num_experts_per_tok"]))
+    if width := config.get("moe_intermediate_size"):
+        writer.add_expert_feed_forward_length(int(width))
+    if (
+        config.get("norm_topk_prob") is False
+        or config.get("mlp_only_layers")
+        or config.get("decoder_sparse_step", 1) != 1
+    ):
+        raise BadRequest(
+            "llama.cpp runs mixtures of experts in every layer, their chosen weights normalized; this "
+            "model has dense layers or unnormalized weights"
+        )
 
 
 def _kv_heads(config: dict[str, Any]) -> int:
@@ -441,7 +497,10 @@ def convert(folder: Path, out: Path) -> Converted:
     # Gemma 3's embedding has rows past its tokenizer's tokens, which llama.cpp's converter drops
     pretok, size = _vocabulary(folder, writer, 0 if gemma else n_vocab)
 
-    plan = list(_outputs(tensors, arch, permute, config))
+    experts = config.get("num_local_experts") or config.get("num_experts")
+    if experts:  # a mixture of experts: how many, how many a token, each one's width
+        _experts(writer, config, int(experts))
+    plan = list(_outputs(_stacked(tensors), arch, permute, config))
     rows = {t: size if gemma and t in ("token_embd.weight", "output.weight") else None for t, _, _ in plan}
     shift = {t: 1.0 if gemma and t.endswith("norm.weight") else 0.0 for t, _, _ in plan}  # x * (1 + w)
     dtypes = {t.dtype for _, t, _ in plan if len(t.shape) > 1}

@@ -38,7 +38,7 @@ from generate_speed import CLIENT, bench_store, start_forge, stop, upload
 
 from ferrousforge_host.models.safetensors_gguf import convert
 
-from tinymodel import write_hf_from_gguf, write_tiny_peft
+from tinymodel import write_hf_from_gguf, write_tiny_hf, write_tiny_peft
 
 CACHE = Path(os.environ.get("FERROUSFORGE_CACHE", Path.home() / ".cache" / "ferrousforge"))
 VERSION = "0.3.36"
@@ -112,15 +112,60 @@ def compare(ours: Path, theirs: Path) -> dict[str, object]:
     return {
         "tensors": len(ta),
         "identical tensors": len(same),
+        "differing tensors": sorted(n for n in ta if n not in same),
         "only llama.cpp's keys": sorted(set(vb) - set(va)),
         "only ours": sorted(set(va) - set(vb)),
         "differing values": sorted(k for k in va if k in vb and va[k] != vb[k]),
     }
 
 
+# each architecture the converter knows, as a tiny random model, with a tokenizer llama.cpp's converter
+# knows too: SmolLM2's (byte-level) or a trained SentencePiece model with its tokenizer.model
+ARCHITECTURES = {
+    "llama": ("llama", "smollm2", {}),
+    "qwen2": ("qwen2", "smollm2", {}),
+    "qwen3": ("qwen3", "smollm2", {"head_dim": 32}),
+    "mixtral": ("mixtral", "smollm2", {"num_local_experts": 4, "num_experts_per_tok": 2}),
+    "qwen3moe": (
+        "qwen3moe",
+        "smollm2",
+        {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "norm_topk_prob": True},
+    ),
+    "phi3": ("phi3", "spm", {}),
+    "gemma2": ("gemma2", "spm", {"head_dim": 16, "query_pre_attn_scalar": 16, "tie_word_embeddings": True}),
+    "gemma3": ("gemma3", "spm", {"num_hidden_layers": 6, "head_dim": 16, "query_pre_attn_scalar": 16}),
+}
+
+
+def architectures(work: Path, smollm2: Path, script: Path, path: str, only: list[str]) -> None:
+    """Each architecture converted by FerrousForge and by llama.cpp's script: what differs."""
+    print(
+        "| architecture | tensors | identical | not identical | only llama.cpp's keys | only ours | values differ |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, (arch, tokenizer, config) in ARCHITECTURES.items():
+        if only and label not in only:
+            continue
+        pre = str(smollm2) if tokenizer == "smollm2" else tokenizer
+        folder = write_tiny_hf(work / label, arch=arch, dtype="bfloat16", pre=pre, **config)  # type: ignore[arg-type]
+        ours, theirs = work / f"{label}.gguf", work / f"{label}-llama.cpp.gguf"
+        convert(folder, ours)
+        argv = [sys.executable, str(script), str(folder), "--outfile", str(theirs), "--outtype", "auto"]
+        done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
+        if done.returncode != 0:
+            print(f"| {label} | llama.cpp's converter failed: {done.stderr.strip().splitlines()[-1]} |")
+            continue
+        r = compare(ours, theirs)
+        keys = ("differing tensors", "only llama.cpp's keys", "only ours", "differing values")
+        cells = [", ".join(map(str, r[k])) or "—" for k in keys]  # type: ignore[call-overload]
+        print(f"| {label} | {r['tensors']} | {r['identical tensors']} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--architectures", action="store_true", help="compare every architecture instead")
+    parser.add_argument("--only", nargs="*", default=[], help="with --architectures: these only")
     args = parser.parse_args()
     import importlib.util
 
@@ -130,6 +175,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ff-import-"))
     folder = write_hf_from_gguf(source, work / "SmolLM2-135M-Instruct")
     script, path = reference()
+    if args.architectures:
+        architectures(work, folder, script, path, args.only)
+        shutil.rmtree(work)
+        return
     ours_out, ref_out = work / "ours.gguf", work / "llama.cpp.gguf"
     ours_body = (
         "from pathlib import Path\nfrom ferrousforge_host.models.safetensors_gguf import convert\n"

@@ -417,11 +417,15 @@ def write_tiny_hf(
     **config: object,
 ) -> Path:
     """A tiny random Hugging Face causal LM folder (safetensors, a trained byte-level BPE tokenizer, or
-    with ``pre="spm"`` a SentencePiece one, a chat template), as ``save_pretrained`` writes it.
+    with ``pre="spm"`` a SentencePiece one, or a folder's, a chat template), as ``save_pretrained``
+    writes it.
     ``arch``: llama, mistral, qwen2, qwen3, phi3, mixtral, qwen3moe, gemma2, gemma3."""
     import transformers
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+    if Path(pre).is_dir():  # another model's tokenizer (a real one, which llama.cpp's converter knows)
+        fast = transformers.AutoTokenizer.from_pretrained(pre)
+        return _tiny_hf_model(folder, fast, arch, dtype, seed, config)
     if pre == "spm":
         fast = transformers.PreTrainedTokenizerFast(
             tokenizer_object=spm_tokenizer(folder), bos_token="<s>", eos_token="</s>", unk_token="<unk>"

@@ -343,6 +343,11 @@ def _outputs(
         yield target, tensors[name], action
 
 
+def _in_f32(target: str, shape: tuple[int, ...]) -> bool:
+    """What llama.cpp's converter keeps in F32: norms, biases, and a mixture of experts' router."""
+    return len(shape) <= 1 or target.endswith(("_norm.weight", "ffn_gate_inp.weight"))
+
+
 def _prepared(
     tensor: Tensor | Stacked, target: str, action: str, config: dict[str, Any], rows: int | None, shift: float
 ) -> np.ndarray:
@@ -351,7 +356,7 @@ def _prepared(
         heads = config["num_attention_heads"] if action == "permute_q" else _kv_heads(config)
         shape = data.shape
         data = data.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-    if data.ndim <= 1 or target.endswith("_norm.weight"):  # norms and biases in F32
+    if _in_f32(target, data.shape):
         if tensor.dtype == "BF16":
             data = (data.astype(np.uint32) << 16).view(np.float32)
         return data.astype(np.float32) + np.float32(shift) if shift else data.astype(np.float32)
@@ -512,7 +517,7 @@ def convert(folder: Path, out: Path) -> Converted:
     for name, data in extra:
         writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes)
     for target, tensor, _ in plan:
-        flat = len(tensor.shape) <= 1 or target.endswith("_norm.weight")
+        flat = _in_f32(target, tensor.shape)
         kept_bf16 = tensor.dtype == "BF16" and not flat
         dtype = np.dtype(np.uint16 if kept_bf16 else np.float32 if flat else np.float16)
         shape = (min(tensor.shape[0], rows[target] or tensor.shape[0]), *tensor.shape[1:])

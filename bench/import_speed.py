@@ -139,9 +139,8 @@ ARCHITECTURES = {
 
 def architectures(work: Path, smollm2: Path, script: Path, path: str, only: list[str]) -> None:
     """Each architecture converted by FerrousForge and by llama.cpp's script: what differs."""
-    print(
-        "| architecture | tensors | identical | not identical | only llama.cpp's keys | only ours | values differ |"
-    )
+    columns = ("tensors", "identical", "not identical", "only llama.cpp's keys", "only ours", "values differ")
+    print("| architecture | " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|---|---|")
     for label, (arch, tokenizer, config) in ARCHITECTURES.items():
         if only and label not in only:

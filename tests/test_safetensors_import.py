@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import llama_cpp
@@ -330,6 +331,21 @@ def test_what_cannot_convert_is_a_400_that_says_why(
         assert r.status_code == 400 and said in r.json()["error"], r.text
         assert c.post("/api/show", json={"model": "bad"}).status_code == 404
     assert not list((host.store_root / "partial").iterdir())  # nothing half-written left behind
+
+
+def test_a_damaged_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    from ferrousforge.errors import BadRequest
+
+    folder = write_tiny_hf(tmp_path / "model")
+    weights = folder / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:-100])  # cut short
+    with pytest.raises(BadRequest, match="do not match its shape, or lie past the end"):
+        convert(folder, tmp_path / "out.gguf")
+    for damaged in (b"\xff" * 64, struct.pack("<Q", 2) + b"[]", struct.pack("<Q", 14) + b'{"w": {"a": 1}}'):
+        weights.write_bytes(damaged)  # not safetensors at all; a header of no object; no tensor
+        with pytest.raises(BadRequest, match=r"is not a safetensors file|has no dtype"):
+            convert(folder, tmp_path / "out.gguf")
 
 
 def test_file_names_are_plain_and_blobs_uploaded(host: Host, hf_folder: Path) -> None:

@@ -29,7 +29,7 @@ from ferrousforge.errors import BadRequest
 from ferrousforge_host.store import BlobStore
 
 # What Hugging Face names the architecture → llama.cpp's, and whether q/k rows are re-ordered: llama.cpp's
-# "llama" applies RoPE to interleaved pairs, Hugging Face's Llama to halves (Qwen's rotate halves in both)
+# "llama" applies RoPE to interleaved pairs, Hugging Face's Llama to halves (the others: halves in both)
 ARCHITECTURES: dict[str, tuple[gguf.MODEL_ARCH, bool]] = {
     "LlamaForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
     "MistralForCausalLM": (gguf.MODEL_ARCH.LLAMA, True),
@@ -145,17 +145,17 @@ def read_tensors(folder: Path) -> dict[str, Tensor]:
         with path.open("rb") as f:
             try:
                 (length,) = struct.unpack("<Q", f.read(8))
+                if length > path.stat().st_size - 8:
+                    raise ValueError(f"a header of {length} bytes")
                 header = json.loads(f.read(length))
             except (struct.error, ValueError) as exc:
                 raise BadRequest(f"{path.name} is not a safetensors file: {exc}") from None
         base = 8 + length
+        if not isinstance(header, dict):
+            raise BadRequest(f"{path.name} is not a safetensors file: its header is no object")
         for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            if info["dtype"] not in _DTYPES:
-                raise BadRequest(f"{path.name}: tensor {name} is {info['dtype']}; F32, F16 or BF16 expected")
-            start, end = info["data_offsets"]
-            tensors[name] = Tensor(path, info["dtype"], tuple(info["shape"]), base + start, base + end)
+            if name != "__metadata__":
+                tensors[name] = _located(path, name, info, base)
     return tensors
 
 
@@ -170,6 +170,20 @@ def _language_model(tensors: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]
                 name = plain + name.removeprefix(prefix)
         kept[name] = tensor
     return kept, len(tensors) - len(kept)
+
+
+def _located(path: Path, name: str, info: Any, base: int) -> Tensor:
+    """A tensor's entry in a safetensors header, checked against its shape and the file's size."""
+    try:
+        dtype, (start, end), shape = info["dtype"], info["data_offsets"], tuple(int(d) for d in info["shape"])
+    except (TypeError, KeyError, ValueError):
+        raise BadRequest(f"{path.name}: tensor {name} has no dtype, data_offsets and shape") from None
+    if dtype not in _DTYPES:
+        raise BadRequest(f"{path.name}: tensor {name} is {dtype}; F32, F16 or BF16 expected")
+    size = math.prod(shape) * np.dtype(_DTYPES[dtype]).itemsize
+    if end - start != size or start < 0 or base + end > path.stat().st_size:
+        raise BadRequest(f"{path.name}: tensor {name}'s bytes do not match its shape, or lie past the end")
+    return Tensor(path, dtype, shape, base + start, base + end)
 
 
 def read_config(folder: Path) -> dict[str, Any]:

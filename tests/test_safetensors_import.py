@@ -25,7 +25,7 @@ from tinymodel import HF_CORPUS, PRE_TOKENIZERS, write_tiny_hf, write_tiny_peft
 TEXTS = [
     *HF_CORPUS[:3],
     "  two  spaces,\n\nnew lines\r\n and 1234567 digits 3.14159",
-    "it's IT'S we'll they'VE — 😀 émigré naïve Ω≈ç√",
+    "it's IT'S we'll they'VE — 😀 émigré naïve Ω≈ç√ CamelCase HTTPServer iPhone x/y\n/path",
     "<|im_start|> is text here",
 ]
 
@@ -48,6 +48,8 @@ def test_the_tokenizer_splits_text_as_the_original_does(tmp_path: Path, pre: str
     kinds = {
         "llama3": "llama-bpe",
         "qwen2": "qwen2",
+        "gpt4o": "gpt-4o",
+        "tekken": "tekken",
         "smollm": "smollm",
         "gpt2": "gpt-2",
         "spm": "sentencepiece",

@@ -396,11 +396,18 @@ def png(pixels: np.ndarray) -> bytes:
 
 # How byte-level BPE tokenizers split text before merging (Hugging Face pre-tokenizers); the
 # converter must find llama.cpp's equivalent for each
-PRE_TOKENIZERS = ("llama3", "qwen2", "smollm", "gpt2", "spm")
+PRE_TOKENIZERS = ("llama3", "qwen2", "gpt4o", "tekken", "smollm", "gpt2", "spm")
 _LLAMA3 = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# GPT-4o's o200k splitting (Phi-4), and Mistral's Tekken: a word's capitals, then its small letters
+_GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_GPT4O_TEKKEN = _GPT4O.replace(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?", "").replace(r"\p{N}{1,3}", r"\p{N}")
 HF_CORPUS = [
     "The capital of France is Paris. The cat sat on the mat.",
     "Hello world! 12345 numbers in 2026, don't they'll we've.",
@@ -437,10 +444,12 @@ def write_tiny_hf(
     split = {
         "llama3": [pre_tokenizers.Split(Regex(_LLAMA3), behavior="isolated")],
         "qwen2": [pre_tokenizers.Split(Regex(_LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")), behavior="isolated")],
+        "gpt4o": [pre_tokenizers.Split(Regex(_GPT4O), behavior="isolated")],
+        "tekken": [pre_tokenizers.Split(Regex(_GPT4O_TEKKEN), behavior="isolated")],
         "smollm": [pre_tokenizers.Digits(individual_digits=True)],
         "gpt2": [],
     }[pre]
-    tokenizer = Tokenizer(models.BPE())
+    tokenizer = Tokenizer(models.BPE(ignore_merges=pre in ("llama3", "tekken")))  # (as theirs)
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, byte_level]) if split else byte_level
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(

@@ -70,7 +70,14 @@ _LLAMA3 = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _QWEN2 = _LLAMA3.replace(r"\p{N}{1,3}", r"\p{N}")
-_SPLITS = {_LLAMA3: "llama-bpe", _QWEN2: "qwen2"}
+_CASED = (  # a word: its capitals, then its small letters (GPT-4o's o200k, Mistral's Tekken)
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+<S>"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*<S>"
+    r"|<N>| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_GPT4O = _CASED.replace("<S>", r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?").replace("<N>", r"\p{N}{1,3}")  # Phi-4
+_TEKKEN = _CASED.replace("<S>", "").replace("<N>", r"\p{N}")  # Mistral Nemo, Ministral, Mistral Small 3
+_SPLITS = {_LLAMA3: "llama-bpe", _QWEN2: "qwen2", _GPT4O: "gpt-4o", _TEKKEN: "tekken"}
 
 
 @dataclass(frozen=True)
@@ -240,7 +247,8 @@ def pre_tokenizer(tokenizer: dict[str, Any]) -> str:
             return _SPLITS[regex]
     raise BadRequest(
         "the tokenizer splits text in a way llama.cpp cannot reproduce here "
-        f"(pre_tokenizer {json.dumps(pre)[:200]}); known: GPT-2, SmolLM, Llama 3 and Qwen2 byte-level BPE"
+        f"(pre_tokenizer {json.dumps(pre)[:200]}); known: GPT-2, SmolLM, Llama 3, Qwen2, GPT-4o and Tekken "
+        "byte-level BPE"
     )
 
 

@@ -315,6 +315,11 @@ def _without(folder: Path, tmp_path: Path, **changes: object) -> Path:
         ({"architectures": ["GPT2LMHeadModel"]}, "cannot convert a GPT2LMHeadModel model; safetensors"),
         ({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}, "RoPE scaling 'dynamic'"),
         ({"num_hidden_layers": 1}, "has no place in llama.cpp's llama model"),
+        (
+            {"architectures": ["MixtralForCausalLM"], "num_local_experts": 4},
+            "config.json has no 'num_experts_per_tok'",
+        ),
+        ({"rope_parameters": {"rope_type": "llama3"}}, "config.json has no 'factor'"),
         ({"tokenizer_json": '{"model": {"type": "WordPiece"}}'}, "only BPE tokenizers convert here"),
         ({"tokenizer_json": "{"}, "tokenizer.json:"),
         ({"tokenizer_json": None}, "the model folder has no tokenizer.json"),
@@ -428,7 +433,15 @@ def test_create_with_a_peft_adapter_folder(host: Host, tmp_path: Path) -> None:
         **adapters,
         "adapter_config.json": client.create_blob(tmp_path / "adapter" / "adapter_config.json"),
     }
+    without_rank = {k: v for k, v in config.items() if k != "r"}
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(without_rank))
+    rankless = {
+        **adapters,
+        "adapter_config.json": client.create_blob(tmp_path / "adapter" / "adapter_config.json"),
+    }
     with host.client() as c:
         r = c.post("/api/create", json={"model": "x", "files": files, "adapters": dora, "stream": False})
         assert r.status_code == 400 and "DoRA adapters do not convert" in r.json()["error"]
+        r = c.post("/api/create", json={"model": "x", "files": files, "adapters": rankless, "stream": False})
+        assert r.status_code == 400 and "adapter_config.json has no 'r'" in r.json()["error"]
     assert not list((host.store_root / "partial").iterdir())

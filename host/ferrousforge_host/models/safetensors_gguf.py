@@ -409,7 +409,7 @@ def _gemma(writer: gguf.GGUFWriter, config: dict[str, Any], arch: str, head_dim:
         local = (config.get("rope_parameters") or {}).get("sliding_attention") or {}
         theta = local.get("rope_theta", config.get("rope_local_base_freq", 10000.0))
         writer.add_float32(gguf.Keys.Rope.FREQ_BASE_SWA.format(arch=arch), float(theta))
-    # llama.cpp scales queries by 1/sqrt(head size), or by the width a head for the 27B models
+    # llama.cpp scales queries by 1/sqrt(head size), for the 27B models by 1/sqrt(width / heads)
     scalar = config.get("query_pre_attn_scalar")
     assumed = width if layers == {"gemma2": 46, "gemma3": 62}[arch] else head_dim
     if scalar is not None and int(scalar) != assumed:
@@ -456,6 +456,15 @@ def _kv_heads(config: dict[str, Any]) -> int:
 
 def convert(folder: Path, out: Path) -> Converted:
     """Write the model in ``folder`` (config.json, *.safetensors, tokenizer.json...) as GGUF ``out``."""
+    try:
+        return _convert(folder, out)
+    except KeyError as exc:  # a setting the architecture needs
+        raise BadRequest(f"config.json has no {exc}") from None
+    except (TypeError, ValueError) as exc:  # a setting of the wrong kind, a tensor of the wrong shape
+        raise BadRequest(f"cannot convert the model: {exc}") from None
+
+
+def _convert(folder: Path, out: Path) -> Converted:
     config = read_config(folder)
     hf_arch = next(iter(config.get("architectures") or ["?"]))
     if hf_arch not in ARCHITECTURES:
@@ -577,6 +586,15 @@ def staged(store: BlobStore, files: dict[str, str]) -> Iterator[Path]:
 def convert_adapter(folder: Path, model: Path, out: Path) -> int:
     """Write the PEFT LoRA adapter in ``folder`` (adapter_config.json, adapter_model.safetensors) as a
     GGUF LoRA adapter for the GGUF ``model`` it was trained over; its number of low-rank pairs."""
+    try:
+        return _convert_adapter(folder, model, out)
+    except KeyError as exc:
+        raise BadRequest(f"adapter_config.json has no {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"cannot convert the adapter: {exc}") from None
+
+
+def _convert_adapter(folder: Path, model: Path, out: Path) -> int:
     from ferrousforge.gguf import read_file_metadata
 
     try:

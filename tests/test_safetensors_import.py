@@ -1,7 +1,8 @@
-"""Ollama's ``create`` from a safetensors folder: a Hugging Face Llama, Mistral, Qwen2 or Qwen3 becomes a
-GGUF that llama.cpp runs and computes what transformers computes; its tokenizer splits text as the
-original does; made through /api/create's ``files`` (the official client's way), ``--quantize``, and
-``ferrousforge create`` FROM a folder; what cannot convert is a 400 that says why, leaving nothing."""
+"""Ollama's ``create`` from a safetensors folder: a Hugging Face Llama, Mistral, Qwen, Phi-3, Mixtral or
+Gemma becomes a GGUF that llama.cpp runs and computes what transformers computes; its tokenizer splits
+text as the original does; a PEFT adapter gives what its weights merged give; made through
+/api/create's ``files`` (the official client's way), ``--quantize``, ``ferrousforge create`` FROM a
+folder and pull from a path; what cannot convert is a 400 that says why, leaving nothing."""
 
 from __future__ import annotations
 

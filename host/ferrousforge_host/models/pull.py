@@ -133,14 +133,11 @@ def folder_plan(path: Path) -> PullPlan:
     """A local Hugging Face folder: a BERT encoder becomes ONNX, a language model GGUF."""
     from ferrousforge_host.models import safetensors_gguf
 
-    if safetensors_gguf.read_config(path).get("model_type") == "bert":
+    if safetensors_gguf.is_encoder(path):
         return onnx_import.directory_plan(path)
 
     def finish(store: BlobStore, name: ModelName, digests: list[str], source: str | None) -> object:
-        with store.scratch("convert") as target:
-            safetensors_gguf.convert(path, target)
-            digest = store.commit(target, None)
-        return import_gguf(store, name, digest, source=source)
+        return import_gguf(store, name, safetensors_gguf.convert_into(store, path)[0], source=source)
 
     return PullPlan([], finish, finish_status="converting model")
 

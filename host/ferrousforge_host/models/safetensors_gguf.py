@@ -375,14 +375,24 @@ def _prepared(
 ) -> np.ndarray:
     data = tensor.read()[:rows]
     if action != "keep":
-        heads = config["num_attention_heads"] if action == "permute_q" else _kv_heads(config)
-        shape = data.shape
-        data = data.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+        data = _interleaved(
+            data, config["num_attention_heads"] if action == "permute_q" else _kv_heads(config)
+        )
     if _in_f32(target, data.shape):
-        if tensor.dtype == "BF16":
-            data = (data.astype(np.uint32) << 16).view(np.float32)
-        return data.astype(np.float32) + np.float32(shift) if shift else data.astype(np.float32)
+        data = _widened(data, tensor.dtype)
+        return data + np.float32(shift) if shift else data
     return data.astype(np.float16) if tensor.dtype == "F32" else np.ascontiguousarray(data)
+
+
+def _interleaved(rows: np.ndarray, heads: int) -> np.ndarray:
+    """Each head's rows from Hugging Face's halves into the interleaved pairs llama.cpp's Llama rotates."""
+    shape = rows.shape
+    return rows.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def _widened(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Values as F32 (BF16's raw bits: the high half of an F32's)."""
+    return (data.astype(np.uint32) << 16).view(np.float32) if dtype == "BF16" else data.astype(np.float32)
 
 
 def _gemma(writer: gguf.GGUFWriter, config: dict[str, Any], arch: str, head_dim: int, width: int) -> None:
@@ -495,7 +505,8 @@ def _convert(folder: Path, out: Path) -> Converted:
         float(rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))) * head_dim
     )
     writer.add_rope_dimension_count(rotary)
-    if head_dim != n_embd // n_head and arch not in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3):
+    gemma = arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
+    if head_dim != n_embd // n_head and not gemma:  # (Gemma's are said below)
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
     extra: list[tuple[str, np.ndarray]] = []
@@ -519,7 +530,6 @@ def _convert(folder: Path, out: Path) -> Converted:
     if arch is gguf.MODEL_ARCH.PHI3:  # (llama.cpp tells Phi-3 from Phi-4 by a window of 0)
         writer.add_sliding_window(int(config.get("sliding_window") or 0))
 
-    gemma = arch in (gguf.MODEL_ARCH.GEMMA2, gguf.MODEL_ARCH.GEMMA3)
     if gemma:
         _gemma(writer, config, gguf.MODEL_ARCH_NAMES[arch], head_dim, n_embd // n_head)
     if arch is gguf.MODEL_ARCH.GEMMA2:  # llama.cpp's Gemma 2 always ties its output to the embedding
@@ -565,6 +575,18 @@ def _convert(folder: Path, out: Path) -> Converted:
     writer.close()
     parameters = sum(math.prod(t.shape) for _, t, _ in plan)
     return Converted(gguf.MODEL_ARCH_NAMES[arch], file_type, parameters, pretok, left_out)
+
+
+def is_encoder(folder: Path) -> bool:
+    """Whether the folder holds a BERT encoder (made ONNX elsewhere) rather than a language model."""
+    return read_config(folder).get("model_type") == "bert"
+
+
+def convert_into(store: BlobStore, folder: Path) -> tuple[str, Converted]:
+    """The folder's language model as a GGUF blob of ``store``, written under ``partial/`` until whole."""
+    with store.scratch("convert") as target:
+        made = convert(folder, target)
+        return store.commit(target, None), made
 
 
 @contextlib.contextmanager
@@ -616,9 +638,10 @@ def _convert_adapter(folder: Path, model: Path, out: Path) -> int:
     meta = read_file_metadata(str(model))
     arch_name = str(meta["general.architecture"])
     arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name), None)
-    if arch is None or arch_name not in {gguf.MODEL_ARCH_NAMES[a] for a, _ in ARCHITECTURES.values()}:
+    known = sorted({gguf.MODEL_ARCH_NAMES[a] for a, _ in ARCHITECTURES.values()})
+    if arch is None or arch_name not in known:
         raise BadRequest(
-            f"LoRA adapters from safetensors convert for llama, qwen2 and qwen3 models; not {arch_name}"
+            f"LoRA adapters from safetensors convert for {', '.join(known)} models; not {arch_name}"
         )
     heads = int(meta[f"{arch_name}.attention.head_count"])
     kv_heads = int(meta.get(f"{arch_name}.attention.head_count_kv", heads))
@@ -642,12 +665,11 @@ def _convert_adapter(folder: Path, model: Path, out: Path) -> int:
     for target, pair in pairs.items():
         if set(pair) != {"lora_A", "lora_B"}:
             raise BadRequest(f"the adapter has only one of {target}'s lora_A and lora_B")
-        a, b = (_f32(pair["lora_A"]), _f32(pair["lora_B"]))
+        a, b = (_widened(pair[p].read(), pair[p].dtype) for p in ("lora_A", "lora_B"))
         if arch_name == "llama" and target.endswith(
             ("attn_q.weight", "attn_k.weight")
         ):  # rows as the model's
-            n = heads if "attn_q" in target else kv_heads
-            b = b.reshape(n, 2, b.shape[0] // n // 2, b.shape[1]).swapaxes(1, 2).reshape(b.shape)
+            b = _interleaved(b, heads if "attn_q" in target else kv_heads)
         writer.add_tensor(target + ".lora_a", np.ascontiguousarray(a))
         writer.add_tensor(target + ".lora_b", np.ascontiguousarray(b))
     writer.open_output_file()
@@ -656,10 +678,3 @@ def _convert_adapter(folder: Path, model: Path, out: Path) -> int:
     writer.write_tensors_to_file()
     writer.close()
     return len(pairs)
-
-
-def _f32(tensor: Tensor) -> np.ndarray:
-    data = tensor.read()
-    return (
-        (data.astype(np.uint32) << 16).view(np.float32) if tensor.dtype == "BF16" else data.astype(np.float32)
-    )

@@ -204,11 +204,9 @@ class ModelService:
         from ferrousforge_host.models import onnx_import, safetensors_gguf
 
         with safetensors_gguf.staged(self.store, files) as folder:
-            config = safetensors_gguf.read_config(folder)
-            if config.get("model_type") != "bert":  # a language model (or what cannot convert: why)
-                with self.store.scratch("convert") as target:
-                    left_out = safetensors_gguf.convert(folder, target).left_out
-                    return self.store.commit(target, None), left_out
+            if not safetensors_gguf.is_encoder(folder):  # a language model (or what cannot convert: why)
+                digest, converted = safetensors_gguf.convert_into(self.store, folder)
+                return digest, converted.left_out
             made = onnx_import.directory_plan(folder).finish(self.store, name, [], None)
             assert isinstance(made, Manifest)
             return made, 0

@@ -589,13 +589,7 @@ def _size(n: int) -> str:
     return f"{n:.1f} TB"
 
 
-THINK_LEVELS: dict[str, bool | str] = {
-    "true": True,
-    "false": False,
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-}
+THINK_LEVELS: dict[str, bool | str] = {"true": True, "false": False} | {x: x for x in cli_run.THINK_LEVELS}
 
 
 def thinking_level(given: str | None) -> bool | str | None:

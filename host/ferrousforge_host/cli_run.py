@@ -95,6 +95,9 @@ def summary(final: dict[str, Any], stream: TextIO) -> None:
     stream.flush()
 
 
+THINK_LEVELS = ("low", "medium", "high")  # how much a thinking model thinks (--think=high)
+
+
 class Wrapped:
     """Text streamed to a terminal, wrapped between words as ollama run wraps it (five columns short of
     the edge): a word is held until it ends, then goes on a new line if it would pass the edge."""
@@ -310,7 +313,7 @@ def _chat(
                     print("Set format to 'json' mode." if word[1] == "format" else "Disabled format.")
                 elif word[1] in ("think", "nothink"):
                     level = word[2] if len(word) > 2 and word[1] == "think" else ""
-                    if level and level not in ("low", "medium", "high"):
+                    if level and level not in THINK_LEVELS:
                         print("Usage: /set think [low|medium|high] | /set nothink")
                         continue
                     extra["think"] = level or word[1] == "think"

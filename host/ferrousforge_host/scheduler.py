@@ -197,7 +197,7 @@ class Scheduler:
                         )
                         # RAM is budgeted for what stayed off the GPU; GPU memory is taken as free at
                         # load (the engine offloads the layers that fit beside what others hold there)
-                        size = max(need - int(mold.metadata().get("size_vram", 0)), 0)
+                        size = max(need - int(facts.get("size_vram", 0)), 0)
                         runner = Runner(name, digest, mold, options.load_key(), size=size, engine_key=key)
                 self.runners[name] = runner
             runner.active += 1

@@ -35,6 +35,27 @@ def llama(path: Path, **kwargs: object) -> llama_cpp.Llama:
     return llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False, **kwargs)  # type: ignore[arg-type]
 
 
+PROMPT, STEPS = "The capital of France", 12
+
+
+def greedy(model: llama_cpp.Llama) -> list[bytes]:
+    """The bytes of each greedy token llama.cpp itself gives after PROMPT."""
+    tokens = []
+    for token in model.generate(model.tokenize(PROMPT.encode()), temp=0):
+        tokens.append(model.detokenize([token]))
+        if len(tokens) == STEPS:
+            return tokens
+    return tokens
+
+
+def greedy_on_host(host: Host, model: str) -> list[bytes]:
+    """The same from the host's /api/generate (raw, each token's bytes from its logprobs)."""
+    body = {"model": model, "prompt": PROMPT, "raw": True, "stream": False, "logprobs": True}
+    with host.client() as c:
+        got = c.post("/api/generate", json=body | {"options": {"temperature": 0, "num_predict": STEPS}})
+    return [bytes(x["bytes"]) for x in got.json()["logprobs"]]
+
+
 @pytest.mark.parametrize("pre", PRE_TOKENIZERS)
 def test_the_tokenizer_splits_text_as_the_original_does(tmp_path: Path, pre: str) -> None:
     folder = write_tiny_hf(tmp_path / "model", pre=pre)
@@ -252,17 +273,8 @@ def test_create_from_uploaded_files_and_quantize(host: Host, hf_folder: Path, tm
     client.create("hf-tuned", from_="hf", adapters=adapters)
     # the host's greedy tokens are llama.cpp's on the file converted here
     convert(hf_folder, tmp_path / "direct.gguf")
-    direct = llama(tmp_path / "direct.gguf")
-    want = []
-    for token in direct.generate(direct.tokenize(b"The capital of France"), temp=0):
-        want.append(direct.detokenize([token]))
-        if len(want) == 12:
-            break
+    assert greedy_on_host(host, "hf") == greedy(llama(tmp_path / "direct.gguf"))
     options = {"temperature": 0, "num_predict": 12}
-    body = {"model": "hf", "prompt": "The capital of France", "raw": True, "stream": False, "logprobs": True}
-    with host.client() as c:
-        got = c.post("/api/generate", json=body | {"options": options}).json()["logprobs"]
-    assert [bytes(x["bytes"]) for x in got] == want
     chat = client.chat("hf-q8", messages=[{"role": "user", "content": "hi"}], options=options)
     assert chat.message.role == "assistant" and chat.eval_count and chat.eval_count > 0
     assert not list((host.store_root / "partial").iterdir())
@@ -407,21 +419,7 @@ def test_create_with_a_peft_adapter_folder(host: Host, tmp_path: Path) -> None:
     convert(model, tmp_path / "model.gguf")
     convert_adapter(tmp_path / "adapter", tmp_path / "model.gguf", tmp_path / "lora.gguf")
     direct = llama(tmp_path / "model.gguf", lora_path=str(tmp_path / "lora.gguf"))
-    want = []
-    for token in direct.generate(direct.tokenize(b"The capital of France"), temp=0):
-        want.append(direct.detokenize([token]))
-        if len(want) == 12:
-            break
-    body = {
-        "model": "tuned-hf",
-        "prompt": "The capital of France",
-        "raw": True,
-        "stream": False,
-        "logprobs": True,
-    }
-    with host.client() as c:
-        got = c.post("/api/generate", json=body | {"options": {"temperature": 0, "num_predict": 12}}).json()
-    assert [bytes(x["bytes"]) for x in got["logprobs"]] == want
+    assert greedy_on_host(host, "tuned-hf") == greedy(direct)
     # the CLI: FROM a folder, ADAPTER a folder
     (tmp_path / "Modelfile").write_text(f"FROM {model}\nADAPTER {tmp_path / 'adapter'}\n")
     made = ff(host, "create", "tuned-cli", "-f", str(tmp_path / "Modelfile"))

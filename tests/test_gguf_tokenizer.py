@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from ferrousforge.token_pieces import pieces
 from ferrousforge_host.models.gguf_tokenizer import TokenizerUnsupported, convert
 
-from tinymodel import FIM_TOKENS, write_tiny_llama
+from tinymodel import FIM_TOKENS, write_tiny_gguf_from_hf, write_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,9 +74,13 @@ def tiny() -> Path:
     return write_tiny_llama(Path(tempfile.mkdtemp()) / "tiny.gguf", fim=True)
 
 
+def qwen2() -> Path:  # Qwen2's splitting (digits one by one), as create converts a folder
+    return write_tiny_gguf_from_hf(Path(tempfile.mkdtemp()) / "qwen2.gguf", "qwen2", pre="qwen2")
+
+
 @cache
 def converted(which: str) -> tuple[Path, str, dict]:
-    path = {"tiny": tiny, "smollm2": smollm2, "gemma3": gemma3}[which]()
+    path = {"tiny": tiny, "qwen2": qwen2, "smollm2": smollm2, "gemma3": gemma3}[which]()
     text, facts = convert(path)
     return path, text, facts
 
@@ -87,6 +91,7 @@ def llama_vocab(path: Path) -> L.Llama:
 
 MODELS = [
     "tiny",
+    "qwen2",
     pytest.param("smollm2", marks=pytest.mark.integration),
     pytest.param("gemma3", marks=pytest.mark.integration),
 ]

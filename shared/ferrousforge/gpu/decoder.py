@@ -1,7 +1,8 @@
 """Decoder-only transformers on the GPU compute layer, reading a GGUF file directly: the ``llama``
-architecture (SmolLM2, Llama) and ``gemma3`` (embeddings scaled by sqrt(width), per-head RMSNorm of
-queries and keys, norms after attention and feed-forward, GeGLU, sliding-window layers with their own
-RoPE base).
+architecture (SmolLM2, Llama 3 with its RoPE frequency factors, Mistral), ``qwen2`` (biased q/k/v,
+NEOX rotation), ``qwen3`` (per-head RMSNorm of queries and keys, NEOX rotation) and ``gemma3``
+(embeddings scaled by sqrt(width), per-head q/k norms, norms after attention and feed-forward, GeGLU,
+sliding-window layers with their own RoPE base).
 
 Weights are uploaded as stored and dequantized on the GPU (F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; matrices
 kept in f16 where the adapter has shader-f16); the KV cache lives on the GPU. A pass over T new tokens
@@ -25,7 +26,8 @@ from ferrousforge.gguf import TensorInfo
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
-ARCHITECTURES = ("llama", "gemma3")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
+NEOX = frozenset(("qwen2", "qwen3", "gemma3"))  # llama.cpp's NEOX rotation: dim i pairs with i + n_rot / 2
 # a layer's tensors kept stacked in one buffer (blk.N.<stack>): matrices that read the same input, and
 # Gemma's query and key norms (one binding: a kernel has at most 8 storage buffers everywhere)
 STACKS = {
@@ -71,16 +73,23 @@ class DecoderShape:
     window: int = 0  # sliding-window layers see this many keys (0: none)
     swa: tuple[bool, ...] = ()  # which layers slide
     rope_base_swa: float = 10000.0
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys before their rotation (Gemma 3, Qwen3)
+    bias: bool = False  # q/k/v biases (Qwen2)
+    factors: bool = False  # RoPE frequency factors (rope_freqs: Llama 3.1 and later)
 
     @property
     def gemma(self) -> bool:
         return self.arch == "gemma3"
 
+    @property
+    def neox(self) -> bool:
+        return self.arch in NEOX
+
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, TensorInfo]) -> DecoderShape:
         arch = str(meta.get("general.architecture"))
         if arch not in ARCHITECTURES:
-            raise ValueError(f"the GPU decoder runs llama and gemma3 models, not {arch}")
+            raise ValueError(f"the GPU decoder runs {', '.join(ARCHITECTURES)} models, not {arch}")
 
         def key(name: str, default: Any = None) -> Any:
             value = meta.get(f"{arch}.{name}", default)
@@ -101,6 +110,12 @@ class DecoderShape:
             raise ValueError(
                 "the GPU decoder needs widths that are multiples of 4 (it reads 4 values at once)"
             )
+        scaling = str(meta.get(f"{arch}.rope.scaling.type") or "none")
+        if scaling != "none" or float(meta.get(f"{arch}.rope.scale_linear") or 1.0) != 1.0:
+            raise ValueError(f"the GPU decoder does not scale RoPE ({scaling}): the llama.cpp engine does")
+        qk_norm = "blk.0.attn_q_norm.weight" in tensors
+        if qk_norm and ("blk.0.attn_q.bias" in tensors or "rope_freqs.weight" in tensors):
+            raise ValueError("the GPU decoder has no q/k/v biases or RoPE factors beside q/k norms")
         return cls(
             arch=arch,
             n_embd=n_embd,
@@ -116,7 +131,16 @@ class DecoderShape:
             window=window,
             swa=tuple(bool(window) and i % pattern < pattern - 1 for i in range(n_layer)),
             rope_base_swa=float(key("rope.freq_base_swa", 10000.0)),
+            qk_norm=qk_norm,
+            bias="blk.0.attn_q.bias" in tensors,
+            factors="rope_freqs.weight" in tensors,
         )
+
+    @property
+    def pair_rows(self) -> bool:
+        """Whether NEOX query and key rows are reordered at load so that the product rotates them
+        (llama.cpp's normal mode on neighbouring rows; the attention's scores are unchanged)."""
+        return self.neox and not self.qk_norm
 
 
 @dataclass
@@ -162,6 +186,15 @@ class Decoder:
         stacked = {
             f"blk.{i}.{part}.weight" for i in range(sh.n_layer) for group in STACKS.values() for part in group
         }
+        # q/k/v biases and RoPE frequency factors ride in the attention norm's buffer (linear.wgsl's
+        # BIAS and FACTORS): the product has no binding left for them
+        extras = [f"attn_{part}.bias" for part in "qkv"] if sh.bias else []
+        stacked |= {f"blk.{i}.{extra}" for i in range(sh.n_layer) for extra in extras}
+        for i in range(sh.n_layer if sh.bias or sh.factors else 0):
+            p = f"blk.{i}."
+            infos = [tensors[p + "attn_norm.weight"], *(tensors[p + extra] for extra in extras)]
+            infos += [tensors["rope_freqs.weight"]] if sh.factors else []
+            self.w[p + "attn_norm_extra"] = self._stack(rec, data, infos, p + "attn_norm_extra")
         for name, info in tensors.items():
             if name not in big and name not in stacked:
                 self.w[name] = self._weight(rec, data, info)
@@ -191,8 +224,16 @@ class Decoder:
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self._passes: dict[tuple[int, str, bool, bool, int], _Pass] = {}
 
-    def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
+    def _raw(self, data: Any, info: TensorInfo) -> Any:
+        """A tensor's bytes as stored, NEOX query and key rows reordered where the product rotates."""
         raw = data[info.offset : info.offset + info.nbytes]
+        part = info.name.split(".")[2] if info.name.startswith("blk.") else ""
+        if self.shape.pair_rows and part in ("attn_q", "attn_k"):
+            return neighbour_pairs(raw, info.shape[-1], self.shape.head_dim, self.shape.n_rot)
+        return raw
+
+    def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
+        raw = self._raw(data, info)
         count = math.prod(info.shape)
         if info.kind == "F32":
             values = self.device.upload(raw)
@@ -213,7 +254,7 @@ class Decoder:
         values = self.device.buffer(sum(counts) * 4)
         offset = 0
         for info, count in zip(infos, counts, strict=True):
-            raw = data[info.offset : info.offset + info.nbytes]
+            raw = self._raw(data, info)
             if info.kind == "F32":
                 self.device.write(values, raw, offset * 4)
             else:
@@ -264,7 +305,7 @@ class Decoder:
         spare = dev.buffer(t * d * 4) if self.post_norms else x
         q = dev.buffer(t * hq * dh * 4)
         k = v = None
-        if sh.gemma:  # keys and values pass through their own buffers; the attention overwrites q
+        if sh.qk_norm:  # keys and values pass through their own buffers; the attention overwrites q
             k, v, attn = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4), q
         else:
             attn = dev.buffer(t * hq * dh * 4)
@@ -311,7 +352,7 @@ class Decoder:
         kc, vc = self.kcache[i], self.vcache[i]
         attn_norm = w[p + "attn_norm.weight"]
         window = sh.window if sh.swa and sh.swa[i] else 0
-        if sh.gemma:  # per-head norms and rotation of queries and keys in the attention's dispatch
+        if sh.qk_norm:  # per-head norms and rotation of queries and keys in the attention's dispatch
             split = ((k, hkv * dh), (v, hkv * dh))
             if i and self.post_norms:  # the last layer's output through its post-norm, added in
                 fold = w[p + "attn_fold_norms"]
@@ -321,15 +362,17 @@ class Decoder:
                 x, spare = spare, x
             else:
                 self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
-            new = ops.NewKeys(k, v, w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps)
+            new = ops.NewKeys(k, v, w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps, sh.neox)
             # rows of one sequence need each other's keys in the cache first: two dispatches
             for mode in ("both",) if distinct else ("cache", "attend"):
                 ops.causal_attention(
                     rec, q, kc, vc, pos, base, None, t, hq, hkv, dh, window, new=new, mode=mode
                 )
-        else:  # q/k/v, their rotation and the cache write in the one product
+        else:  # q/k/v (biases added), their rotation and the cache write in the one product
             split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
-            self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split, rope=rope)
+            extra = {"bias": sh.bias, "factors": sh.factors}
+            norm = w[p + "attn_norm_extra"] if sh.bias or sh.factors else attn_norm
+            self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=norm, split=split, rope=rope, **extra)
             ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
         gate = "gelu" if sh.gemma else "silu"
         if self.post_norms:  # each product's post-norm and residual add ride on the next product
@@ -425,3 +468,13 @@ class Decoder:
         """The same pass, reading back only each row's most likely next token."""
         run = self.submit(self._rows(tokens, start, slot))
         return await self.read_best(run, len(tokens))
+
+
+def neighbour_pairs(raw: Any, rows: int, head_dim: int, n_rot: int) -> bytes:
+    """Rows of a query or key matrix (or bias) reordered head by head so that each NEOX rotation pair
+    (i, i + n_rot / 2) becomes neighbours (2i, 2i + 1), as llama.cpp's normal mode pairs them."""
+    size = len(raw) // rows
+    half = n_rot // 2
+    within = [j for i in range(half) for j in (i, i + half)] + list(range(n_rot, head_dim))
+    order = [head + j for head in range(0, rows, head_dim) for j in within]
+    return b"".join(raw[r * size : (r + 1) * size] for r in order)

@@ -121,6 +121,8 @@ def linear(
     accumulate: bool = False,
     rope: tuple[Buffer, Buffer, int, int, float] | None = None,
     residual: tuple[Buffer, Buffer] | None = None,
+    bias: bool = False,
+    factors: bool = False,
 ) -> None:
     """The GPU decoder's matrix product (linear.wgsl, batch-invariant): out[m, n] = x[m, k] · w[n0 :
     n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16. ``norm``: x RMS-normalised first with these
@@ -131,9 +133,15 @@ def linear(
     outputs taken as the key and value caches, written at row base[i] + pos[i] (Llama's q/k/v, RoPE
     and cache write in one dispatch). ``residual`` (pending, x_out), with ``norm`` holding 2k weights
     [norm; post]: the input is x + rms_norm(pending) · post, written to x_out too (Gemma's post-norm
-    folded into the next product)."""
+    folded into the next product). ``bias``: ``norm`` holds k weights then n0 + n biases, each column's
+    added after the norm (Qwen2's q/k/v); ``factors``, with ``rope``: after those, n_rot / 2 frequency
+    factors dividing each pair's angle (Llama 3's rope_freqs)."""
     if residual is not None and norm is None:
         raise ValueError("a residual input goes with norm")
+    if (bias or factors) and (norm is None or residual is not None or gate):
+        raise ValueError("biases and frequency factors travel in a norm's buffer, without residual or gate")
+    if factors and rope is None:
+        raise ValueError("frequency factors go with rope")
     if k % 4:
         raise ValueError(f"linear needs k to be a multiple of 4, not {k}")
     if gate not in ("", "silu", "gelu"):
@@ -148,6 +156,8 @@ def linear(
         ACCUM=accumulate,
         ROPE=rope is not None,
         RESIDUAL=residual is not None,
+        BIAS=bias,
+        FACTORS=factors,
     )
     buffers = [x, w, *([norm] if norm is not None else []), out]
     n1 = n2 = 0
@@ -164,7 +174,8 @@ def linear(
     if residual is not None:
         buffers += list(residual)
     grid = (math.ceil(n / LINEAR_ROWS), math.ceil(m / 8), 1)
-    params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), 0, 0)
+    extra = k + (n0 + n if bias else 0)  # where the frequency factors start in norm
+    params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), extra if factors else 0, 0)
     rec.dispatch(kernel, buffers, grid, params)
 
 

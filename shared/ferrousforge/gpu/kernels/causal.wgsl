@@ -76,7 +76,7 @@ fn prepare(tid: u32, w: u32, at: u32) {
     let a = 2u * tid;
     let b = a + 1u;
 #endif
-    let r = rope_pair(head[a], head[b], tid, p.n_rot, at, p.theta);
+    let r = rope_pair(head[a], head[b], tid, p.n_rot, f32(at), p.theta);
     head[a] = r.x;
     head[b] = r.y;
   }

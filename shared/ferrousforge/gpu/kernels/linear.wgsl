@@ -13,6 +13,9 @@
 // of a head of D, the first n_rot dims, by pos · theta^(-2i / n_rot)), their pairs being neighbouring
 // rows of W, swapped through workgroup memory; keys and values go straight into the KV caches C2 and
 // C3 at row base[m] + pos[m]: the rotation and the cache write cost no dispatch of their own.
+// BIAS (with NORM, Qwen2): nw holds [nw; bias] and each column's bias is added after the norm.
+// FACTORS (with ROPE and NORM, Llama 3): each pair's angle is divided by its frequency factor, held in
+// nw from scalar index p.factors (after the norm's weights and any biases).
 // RESIDUAL (with NORM, Gemma): X is the residual stream before its pending post-norm, the previous
 // product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
 // threads in a fixed order, the sum staged 32 groups of 4 a row at a time in workgroup memory (computed
@@ -20,13 +23,18 @@
 // stream's next buffer: the post-norm costs no dispatch of its own.
 struct Params {
   M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, D: u32, n_rot: u32, theta: f32,
-  pad0: u32, pad1: u32,
+  factors: u32, pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<FLOAT>>;
 #if NORM
 @group(0) @binding(3) var<storage, read> nw: array<vec4<f32>>;
+
+// the value at scalar index e of nw, past the norm's weights (biases, frequency factors)
+fn norm_extra(e: u32) -> f32 {
+  return nw[e / 4u][e % 4u];
+}
 #endif
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 #if SPLIT
@@ -43,8 +51,14 @@ var<workgroup> pairs: array<f32, 128>;  // XROWS × WROWS results, for the rotat
 // this thread's value of dim d after the rotation, its pair's other value being `partner`
 fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
   if (d >= p.n_rot) { return value; }
-  if (d % 2u == 0u) { return rope_pair(value, partner, d / 2u, p.n_rot, at, p.theta).x; }
-  return rope_pair(partner, value, d / 2u, p.n_rot, at, p.theta).y;
+  let i = d / 2u;
+#if FACTORS
+  let turn = f32(at) / norm_extra(p.factors + i);
+#else
+  let turn = f32(at);
+#endif
+  if (d % 2u == 0u) { return rope_pair(value, partner, i, p.n_rot, turn, p.theta).x; }
+  return rope_pair(partner, value, i, p.n_rot, turn, p.theta).y;
 }
 #endif
 #if RESIDUAL
@@ -199,6 +213,9 @@ fn main(
 #endif
 #if GLU
   value = glu_act(value) * u;
+#endif
+#if BIAS
+  value += norm_extra(p.K + wrow);
 #endif
 #if ROPE
   if (l.x < XROWS) { pairs[l.x * WROWS + l.y] = value; }

@@ -15,7 +15,7 @@ import pytest
 
 from ferrousforge.errors import ForgeError
 from ferrousforge.gguf import parse_tensors
-from ferrousforge.gpu.decoder import Decoder, DecoderShape
+from ferrousforge.gpu.decoder import Decoder, DecoderShape, cannot_run
 from ferrousforge.gpu.device import GpuDevice
 from ferrousforge.gpu.generate import Slots
 from ferrousforge.options import Options
@@ -99,6 +99,57 @@ def test_qwen2_qwen3_and_llama3_agree_with_llama_cpp(gpu: GpuDevice, tmp_path: P
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
     # token by token through the cache (the decode dispatches): the same bits as the whole prompt
     assert [asyncio.run(model.logits([tok], i))[0] for i, tok in enumerate(PROMPT)] == got.tolist()
+
+
+def requantize(source: Path, target: Path, ftype: int) -> Path:
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread, params.allow_requantize = ftype, 1, True
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), params) == 0
+    return target
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama 256 wide (the width of a K-quant block), in F16."""
+    folder = tmp_path_factory.mktemp("wide")
+    return write_tiny_gguf_from_hf(
+        folder / "wide.gguf", "llama", seed=3, hidden_size=256, intermediate_size=512
+    )
+
+
+@pytest.mark.parametrize(
+    ("ftype", "kinds"),
+    [
+        ("Q2_K", {"Q2_K", "Q3_K"}),
+        ("Q3_K_M", {"Q3_K", "Q4_K", "Q5_K"}),
+        ("Q5_K_M", {"Q5_K", "Q6_K"}),
+        ("IQ4_XS", {"IQ4_XS"}),
+        ("IQ4_NL", {"IQ4_NL"}),
+        ("BF16", {"BF16"}),
+    ],
+)
+def test_every_common_weight_type_computes_what_its_weights_say(
+    gpu: GpuDevice, tmp_path: Path, wide: Path, ftype: str, kinds: set[str]
+) -> None:
+    """A model llama.cpp quantized, against llama.cpp on the same weights expanded to F32 (its own
+    dequantization): on the quantized file llama.cpp also quantizes activations to 8 bits, 2–5% off
+    the exact product on this model, which would hide a wrong weight."""
+    path = requantize(wide, tmp_path / "q.gguf", getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}"))
+    data = memoryview(path.read_bytes())
+    meta, tensors = parse_tensors(data, len(data))
+    assert kinds <= {info.kind for info in tensors.values()}
+    want = reference(requantize(path, tmp_path / "f32.gguf", llama_cpp.LLAMA_FTYPE_ALL_F32), PROMPT)
+    got = np.array(asyncio.run(Decoder(gpu, data, meta, tensors, n_ctx=256).logits(PROMPT, 0)))
+    assert np.abs(got - want).max() <= 0.005 * np.abs(want).max()  # measured: 0.08–0.23%
+    assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
+
+
+def test_models_it_cannot_run_are_named_from_their_metadata() -> None:
+    assert cannot_run({"general.architecture": "qwen2", "general.file_type": 15}) == ""  # Q4_K_M
+    assert (
+        cannot_run({"general.architecture": "llama", "general.file_type": 20}) == "cannot read IQ2_XS weights"
+    )
+    assert cannot_run({"general.architecture": "phi3"}).endswith("not phi3")
 
 
 def test_rope_scaling_it_does_not_apply_is_refused() -> None:

@@ -304,16 +304,23 @@ def gguf_blocks(kind: str, rows: int, cols: int) -> np.ndarray:
     scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
     if kind == "F16":
         return randn(rows, cols).astype(np.float16).view(np.uint8).reshape(rows, -1)
-    if kind in ("Q4_0", "Q5_0", "Q8_0"):
+    if kind == "BF16":  # the upper halves of f32 values
+        return (randn(rows, cols).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+    negative = np.frombuffer(np.float16(-0.02).tobytes(), np.uint8)
+    if kind in ("Q4_0", "Q5_0", "Q8_0", "IQ4_NL", "IQ4_XS"):
         blocks[:, 0:2] = scale
-    elif kind in ("Q4_1", "Q5_1", "Q4_K"):
-        blocks[:, 0:2], blocks[:, 2:4] = scale, np.frombuffer(np.float16(-0.02).tobytes(), np.uint8)
+    elif kind in ("Q4_1", "Q5_1", "Q4_K", "Q5_K"):
+        blocks[:, 0:2], blocks[:, 2:4] = scale, negative
+    elif kind == "Q2_K":
+        blocks[:, 80:82], blocks[:, 82:84] = scale, negative
+    elif kind == "Q3_K":
+        blocks[:, 108:110] = scale
     elif kind == "Q6_K":
         blocks[:, 208:210] = scale
     return blocks.reshape(rows, -1)
 
 
-@pytest.mark.parametrize("kind", ["F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("kind", ops.GGUF_BLOCKS)
 def test_gguf_weights_dequantize_as_llama_cpp_lays_them_out(gpu: GpuDevice, kind: str) -> None:
     import gguf
 

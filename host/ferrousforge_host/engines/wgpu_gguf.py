@@ -25,7 +25,7 @@ import numpy as np
 from ferrousforge.errors import BadRequest
 from ferrousforge.generation import GenerationChunk, GenerationInput, TextGenerationMold
 from ferrousforge.gguf import GGUFError, parse_tensors
-from ferrousforge.gpu.decoder import ARCHITECTURES, Decoder
+from ferrousforge.gpu.decoder import Decoder, cannot_run
 from ferrousforge.gpu.generate import Slots
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
@@ -89,13 +89,8 @@ class WgpuGenerateMold(TextGenerationMold):
     def refuses(cls, spec: ModelSpec) -> str:
         if spec.adapters:
             return "LoRA adapters need the llama.cpp engine (options.engine: llama.cpp)"
-        arch = (spec.config.get("model_info") or {}).get("general.architecture")
-        if arch and arch not in ARCHITECTURES:
-            return (
-                f"the wgpu engine runs {', '.join(ARCHITECTURES)} models, not {arch} "
-                "(options.engine: llama.cpp)"
-            )
-        return ""
+        reason = cannot_run(spec.config.get("model_info") or {})
+        return f"the wgpu engine {reason} (options.engine: llama.cpp)" if reason else ""
 
     _slots: Slots | None = None
     _loop: asyncio.AbstractEventLoop | None = None  # the slots' passes and every sequence run on it

@@ -4,7 +4,8 @@ NEOX rotation), ``qwen3`` (per-head RMSNorm of queries and keys, NEOX rotation) 
 (embeddings scaled by sqrt(width), per-head q/k norms, norms after attention and feed-forward, GeGLU,
 sliding-window layers with their own RoPE base).
 
-Weights are uploaded as stored and dequantized on the GPU (F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K; matrices
+Weights are uploaded as stored and dequantized on the GPU (``ops.GGUF_BLOCKS``: F16, BF16, Q4_0 to Q8_0,
+Q2_K to Q6_K, IQ4_NL, IQ4_XS; matrices
 kept in f16 where the adapter has shader-f16); the KV cache lives on the GPU. A pass over T new tokens
 (T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed: token ids and positions
 in, logits (or with ``greedy`` only each row's argmax) out. The cache holds ``slots`` sequences of
@@ -22,12 +23,53 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferrousforge.errors import ForgeError
+from ferrousforge.gguf import FILE_TYPES as FILE_TYPE_NAMES
 from ferrousforge.gguf import TensorInfo
 from ferrousforge.gpu import ops
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
 ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma3")
 NEOX = frozenset(("qwen2", "qwen3", "gemma3"))  # llama.cpp's NEOX rotation: dim i pairs with i + n_rot / 2
+# GGUF file types whose every tensor dequant.wgsl reads (the types llama.cpp falls back to where a
+# K-quant block does not divide a row included); IQ1/IQ2/IQ3 and ternary types need the llama.cpp engine
+FILE_TYPES = frozenset(
+    (
+        "F32",
+        "F16",
+        "BF16",
+        "Q4_0",
+        "Q4_1",
+        "Q5_0",
+        "Q5_1",
+        "Q8_0",
+        "Q2_K",
+        "Q3_K_S",
+        "Q3_K_M",
+        "Q3_K_L",
+        "Q4_K_S",
+        "Q4_K_M",
+        "Q5_K_S",
+        "Q5_K_M",
+        "Q6_K",
+        "IQ4_NL",
+        "IQ4_XS",
+    )
+)
+
+
+def cannot_run(model_info: dict[str, Any]) -> str:
+    """Why the decoder can't run a GGUF with this metadata (its architecture, its weights' file
+    type), or "" where it can."""
+    arch = model_info.get("general.architecture")
+    if arch and arch not in ARCHITECTURES:
+        return f"runs {', '.join(ARCHITECTURES)} models, not {arch}"
+    file_type = model_info.get("general.file_type")
+    name = FILE_TYPE_NAMES.get(file_type, str(file_type)) if isinstance(file_type, int) else ""
+    if name and name not in FILE_TYPES:
+        return f"cannot read {name} weights"
+    return ""
+
+
 # a layer's tensors kept stacked in one buffer (blk.N.<stack>): matrices that read the same input, and
 # Gemma's query and key norms (one binding: a kernel has at most 8 storage buffers everywhere)
 STACKS = {

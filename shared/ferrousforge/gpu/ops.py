@@ -191,13 +191,19 @@ def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
 # GGUF tensor types the GPU dequantizes (ggml's type ids) and (values, bytes) per block
 GGUF_BLOCKS = {
     "F16": (1, 2),
+    "BF16": (1, 2),
     "Q4_0": (32, 18),
     "Q4_1": (32, 20),
     "Q5_0": (32, 22),
     "Q5_1": (32, 24),
     "Q8_0": (32, 34),
+    "Q2_K": (256, 84),
+    "Q3_K": (256, 110),
     "Q4_K": (256, 144),
+    "Q5_K": (256, 176),
     "Q6_K": (256, 210),
+    "IQ4_NL": (32, 18),
+    "IQ4_XS": (256, 136),
 }
 
 
@@ -206,7 +212,9 @@ def dequantize(rec: Recording, raw: Buffer, out: Buffer, n: int, kind: str, offs
     if kind not in GGUF_BLOCKS:
         raise ValueError(f"cannot dequantize {kind} on the GPU (has: {', '.join(GGUF_BLOCKS)})")
     define = "HALF" if kind == "F16" else kind  # "F16" is the layer's own define (shader-f16)
-    rec.dispatch(rec.device.kernel("dequant", **{define: True}), [raw, out], _flat(n), (n, offset))
+    shared = {"K_SCALES": kind in ("Q4_K", "Q5_K"), "IQ4": kind.startswith("IQ4")}
+    kernel = rec.device.kernel("dequant", **{define: True}, **shared)
+    rec.dispatch(kernel, [raw, out], _flat(n), (n, offset))
 
 
 def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:

@@ -1,6 +1,6 @@
 // GGUF weights → f32, one value an invocation, from the tensor's raw bytes as llama.cpp lays them out
-// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: 32 values a block; Q4_K, Q6_K: 256; F16). Run once at load. The
-// values land from out[offset] on (matrices stacked in one buffer).
+// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL: 32 values a block; Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS: 256;
+// F16, BF16). Run once at load. The values land from out[offset] on (matrices stacked in one buffer).
 struct Params { n: u32, offset: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> raw: array<u32>;
@@ -9,6 +9,24 @@ struct Params { n: u32, offset: u32, pad1: u32, pad2: u32 }
 fn byte(o: u32) -> u32 { return (raw[o >> 2u] >> ((o & 3u) * 8u)) & 0xFFu; }
 fn sbyte(o: u32) -> f32 { return f32(bitcast<i32>(byte(o) << 24u) >> 24u); }
 fn f16at(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
+
+#if IQ4
+// the 16 non-uniform levels of IQ4_NL and IQ4_XS (llama.cpp's kvalues_iq4nl)
+var<private> IQ4_LEVELS: array<f32, 16> = array<f32, 16>(
+  -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
+);
+#endif
+#if K_SCALES
+// scale and min of sub-block s of a Q4_K or Q5_K block, 6 bits each, packed in the 12 bytes at sc
+fn scale_min(sc: u32, s: u32) -> vec2f {
+  if (s < 4u) {
+    return vec2f(f32(byte(sc + s) & 63u), f32(byte(sc + s + 4u) & 63u));
+  }
+  let scale = (byte(sc + s + 4u) & 0xFu) | ((byte(sc + s - 4u) >> 6u) << 4u);
+  let mn = (byte(sc + s + 4u) >> 4u) | ((byte(sc + s) >> 6u) << 4u);
+  return vec2f(f32(scale), f32(mn));
+}
+#endif
 
 fn value(v: u32) -> f32 {
 #if Q4_0
@@ -50,21 +68,65 @@ fn value(v: u32) -> f32 {
   let r = v % 256u;
   let j = r / 64u;
   let high = (r % 64u) / 32u;
-  let l = r % 32u;
-  let s = 2u * j + high;  // sub-block: a 6-bit scale and min packed in 12 bytes
-  let sc = b + 4u;
-  var scale = 0u;
-  var mn = 0u;
-  if (s < 4u) {
-    scale = byte(sc + s) & 63u;
-    mn = byte(sc + s + 4u) & 63u;
-  } else {
-    scale = (byte(sc + s + 4u) & 0xFu) | ((byte(sc + s - 4u) >> 6u) << 4u);
-    mn = (byte(sc + s + 4u) >> 4u) | ((byte(sc + s) >> 6u) << 4u);
-  }
-  let q = byte(b + 16u + 32u * j + l);
+  let sm = scale_min(b + 4u, 2u * j + high);  // sub-block 2j + high
+  let q = byte(b + 16u + 32u * j + r % 32u);
   let nib = select(q & 0xFu, q >> 4u, high == 1u);
-  return f16at(b) * f32(scale) * f32(nib) - f16at(b + 2u) * f32(mn);
+  return f16at(b) * sm.x * f32(nib) - f16at(b + 2u) * sm.y;
+#endif
+#if Q5_K
+  let b = (v / 256u) * 176u;
+  let r = v % 256u;
+  let j = r / 64u;
+  let high = (r % 64u) / 32u;
+  let l = r % 32u;
+  let sm = scale_min(b + 4u, 2u * j + high);
+  let q = byte(b + 48u + 32u * j + l);
+  let nib = select(q & 0xFu, q >> 4u, high == 1u);
+  let fifth = select(0u, 16u, (byte(b + 16u + l) & (1u << (2u * j + high))) != 0u);
+  return f16at(b) * sm.x * f32(nib + fifth) - f16at(b + 2u) * sm.y;
+#endif
+#if Q2_K
+  let b = (v / 256u) * 84u;
+  let r = v % 256u;
+  let n = r / 128u;
+  let j = (r % 128u) / 32u;
+  let l = r % 32u;
+  let sc = byte(b + n * 8u + j * 2u + l / 16u);
+  let q = (byte(b + 16u + n * 32u + l) >> (2u * j)) & 3u;
+  return f16at(b + 80u) * f32(sc & 0xFu) * f32(q) - f16at(b + 82u) * f32(sc >> 4u);
+#endif
+#if Q3_K
+  let b = (v / 256u) * 110u;
+  let r = v % 256u;
+  let n = r / 128u;
+  let j = (r % 128u) / 32u;
+  let l = r % 32u;
+  let s = n * 8u + j * 2u + l / 16u;  // 16 scales of 6 bits: 4 low bits, then 2 high ones
+  let low = select(byte(b + 96u + s % 8u) >> 4u, byte(b + 96u + s % 8u) & 0xFu, s < 8u);
+  let high = (byte(b + 104u + s % 4u) >> (2u * (s / 4u))) & 3u;
+  let scale = f32(i32(low | (high << 4u)) - 32);
+  let q = i32((byte(b + 32u + n * 32u + l) >> (2u * j)) & 3u);
+  let lost = select(4, 0, (byte(b + l) & (1u << (4u * n + j))) != 0u);  // the high bit, kept in hmask
+  return f16at(b + 108u) * scale * f32(q - lost);
+#endif
+#if IQ4_NL
+  let b = (v / 32u) * 18u;
+  let i = v % 32u;
+  let x = byte(b + 2u + i % 16u);
+  return f16at(b) * IQ4_LEVELS[select(x >> 4u, x & 0xFu, i < 16u)];
+#endif
+#if IQ4_XS
+  let b = (v / 256u) * 136u;
+  let r = v % 256u;
+  let ib = r / 32u;
+  let i = r % 32u;
+  let scales_h = byte(b + 2u) | (byte(b + 3u) << 8u);
+  let ls = ((byte(b + 4u + ib / 2u) >> (4u * (ib % 2u))) & 0xFu) | (((scales_h >> (2u * ib)) & 3u) << 4u);
+  let x = byte(b + 8u + 16u * ib + i % 16u);
+  return f16at(b) * f32(i32(ls) - 32) * IQ4_LEVELS[select(x >> 4u, x & 0xFu, i < 16u)];
+#endif
+#if BF16
+  return bitcast<f32>((byte(2u * v) | (byte(2u * v + 1u) << 8u)) << 16u);
 #endif
 #if Q6_K
   let b = (v / 256u) * 210u;

@@ -144,6 +144,25 @@ def test_every_common_weight_type_computes_what_its_weights_say(
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
 
 
+def test_eight_bit_weights_compute_what_llama_cpp_computes_on_q8_0(
+    gpu: GpuDevice, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights kept in 8 bits (the default past decoder.Q8_ABOVE) are llama.cpp's Q8_0 of them: against
+    llama.cpp on its own Q8_0 of the model expanded back to F32 (Q8_0 itself moves this tiny random
+    model's logits 5.6%: which is why small models keep f16). Rows stay batch-invariant."""
+    path = write_tiny_llama(tmp_path / "m.gguf", seed=3)
+    q8_0 = requantize(path, tmp_path / "q8_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)
+    want = reference(requantize(q8_0, tmp_path / "f32.gguf", llama_cpp.LLAMA_FTYPE_ALL_F32), PROMPT)
+    assert not decoder(gpu, path).q8  # a small model keeps f16 (f32 without shader-f16)
+    monkeypatch.setattr("ferrousforge.gpu.decoder.Q8_ABOVE", 1000)
+    model = decoder(gpu, path)
+    assert set(model.forms.values()) == {"q8"} and model.weight_bytes < path.stat().st_size * 0.3
+    got = asyncio.run(model.logits(PROMPT, 0))
+    assert np.abs(np.array(got) - want).max() <= 0.005 * np.abs(want).max()  # measured: 0.18%
+    assert (np.array(got).argmax(1) == want.argmax(1)).mean() >= 0.99
+    assert [asyncio.run(model.logits([tok], i))[0] for i, tok in enumerate(PROMPT)] == got
+
+
 def test_models_it_cannot_run_are_named_from_their_metadata() -> None:
     assert cannot_run({"general.architecture": "qwen2", "general.file_type": 15}) == ""  # Q4_K_M
     assert (

@@ -428,21 +428,40 @@ def halves(gpu: GpuDevice, w: np.ndarray) -> object:
     return packed
 
 
+def q8_values(w: np.ndarray) -> np.ndarray:
+    """What 8-bit rows hold: llama.cpp's Q8_0 of each block of 32 (d = max |w| / 127, round)."""
+    blocks = w.reshape(-1, 32).astype(np.float32)
+    d = np.abs(blocks).max(1, keepdims=True) / np.float32(127)
+    q = np.round(blocks * np.where(d > 0, np.float32(1) / d, 0)).clip(-127, 127)
+    return (q * d).reshape(w.shape).astype(np.float32)
+
+
+def eight_bits(gpu: GpuDevice, w: np.ndarray) -> object:
+    rows, k = w.shape
+    packed = gpu.buffer(ops.q8_bytes(rows, k))
+    rec = gpu.record()
+    ops.to_q8(rec, up(gpu, w), packed, rows, k)  # type: ignore[arg-type]
+    gpu.submit(rec)
+    return packed
+
+
 def rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * w
 
 
-@pytest.mark.parametrize("half", [False, True])
+@pytest.mark.parametrize("form", ["f32", "f16", "q8"])
 @pytest.mark.parametrize("m", [1, 3, 13])
-def test_linear_and_its_fused_forms(gpu: GpuDevice, half: bool, m: int) -> None:
+def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int) -> None:
     """The decoder's product against numpy: plain (weights from a row offset), after an RMSNorm, gated
-    (SwiGLU, GeGLU), split into three outputs, accumulating; 13 rows take two workgroups along y."""
+    (SwiGLU, GeGLU), split into three outputs, accumulating; 13 rows take two workgroups along y;
+    weights in f32, f16 or 8 bits."""
+    half, q8 = form == "f16", form == "q8"
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
     k, n = 96, 37  # n not a multiple of the 16 rows a workgroup takes
     x, w, nw = randn(m, k), randn(3 * n, k), randn(k)
-    wq = w.astype(np.float16).astype(np.float32) if half else w
-    wb = halves(gpu, w) if half else up(gpu, w)
+    wq = w.astype(np.float16).astype(np.float32) if half else q8_values(w) if q8 else w
+    wb = halves(gpu, w) if half else eight_bits(gpu, w) if q8 else up(gpu, w)
     tol = {"rtol": 1e-4, "atol": 1e-4}
 
     def product(record, shape: tuple[int, ...], out: object | None = None) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -450,21 +469,23 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, half: bool, m: int) -> None:
         return run(gpu, lambda r: record(r, out), out, shape)
 
     xb = up(gpu, x)
-    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, n0=n), (m, n))
+    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, n0=n), (m, n))
     np.testing.assert_allclose(got, x @ wq[n : 2 * n].T, **tol)
     normed = rms(x, nw)
-    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, norm=up(gpu, nw)), (m, n))
+    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, norm=up(gpu, nw)), (m, n))
     np.testing.assert_allclose(got, normed @ wq[:n].T, **tol)
     g, u = x @ wq[:n].T, x @ wq[n : 2 * n].T
     for gate, act in (
         ("silu", g / (1 + np.exp(-g))),
         ("gelu", 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3)))),
     ):
-        got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, gate=gate), (m, n))  # noqa: B023
+        got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, gate=gate), (m, n))  # noqa: B023
         np.testing.assert_allclose(got, act * u, **tol)
     parts = [gpu.buffer(m * width * 4) for width in (20, 10)]
     split = ((parts[0], 20), (parts[1], 10))
-    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, 2 * n, k, half=half, split=split), (m, 2 * n - 30))
+    got = product(
+        lambda r, o: ops.linear(r, xb, wb, o, m, 2 * n, k, half=half, q8=q8, split=split), (m, 2 * n - 30)
+    )
     want = x @ wq[: 2 * n].T
     np.testing.assert_allclose(got, want[:, : 2 * n - 30], **tol)
     for part, (lo, hi) in zip(parts, ((2 * n - 30, 2 * n - 10), (2 * n - 10, 2 * n)), strict=True):
@@ -473,13 +494,13 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, half: bool, m: int) -> None:
         )  # type: ignore[arg-type]
     y0 = randn(m, n)
     got = product(
-        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, accumulate=True), (m, n), up(gpu, y0)
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, accumulate=True), (m, n), up(gpu, y0)
     )
     np.testing.assert_allclose(got, y0 + x @ wq[:n].T, **tol)
     pending, post, x_out = randn(m, k), randn(k), gpu.buffer(m * k * 4)
     stacked, fold = up(gpu, np.concatenate([nw, post])), (up(gpu, pending), x_out)
     got = product(
-        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, norm=stacked, residual=fold), (m, n)
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, norm=stacked, residual=fold), (m, n)
     )
     stream = x + rms(pending, post)  # the residual stream with the pending product's post-norm added
     np.testing.assert_allclose(got, rms(stream, nw) @ wq[:n].T, **tol)

@@ -4,9 +4,10 @@ NEOX rotation), ``qwen3`` (per-head RMSNorm of queries and keys, NEOX rotation) 
 (embeddings scaled by sqrt(width), per-head q/k norms, norms after attention and feed-forward, GeGLU,
 sliding-window layers with their own RoPE base).
 
-Weights are uploaded as stored and dequantized on the GPU (``ops.GGUF_BLOCKS``: F16, BF16, Q4_0 to Q8_0,
-Q2_K to Q6_K, IQ4_NL, IQ4_XS; matrices
-kept in f16 where the adapter has shader-f16); the KV cache lives on the GPU. A pass over T new tokens
+Weights are uploaded as stored and dequantized on the GPU (``ops.GGUF_BLOCKS``: F16, BF16, Q4_0 to
+Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS); matrices are kept in f16 where the adapter has shader-f16, or
+(``q8``, by default for models over ``Q8_ABOVE`` in f16) in 8 bits with a scale a block of 32, as
+llama.cpp's Q8_0 (a Q8_0 tensor stays as stored). The KV cache lives on the GPU. A pass over T new tokens
 (T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed: token ids and positions
 in, logits (or with ``greedy`` only each row's argmax) out. The cache holds ``slots`` sequences of
 ``n_ctx`` positions each; every row of a pass names its sequence (the first cache row of its slot), so
@@ -78,6 +79,10 @@ STACKS = {
     "attn_qk_norm": ("attn_q_norm", "attn_k_norm"),
 }
 
+
+# weights past this size in f16 are kept in 8 bits (a scale a block of 32: 1.125 bytes a weight instead
+# of 2, or 4 without shader-f16), so a 1–3B model fits a browser's GPU; smaller ones keep f16's precision
+Q8_ABOVE = 1 << 30
 
 NO_WINNER = 0xFFFFFFFF  # argmax.wgsl's index where no value beat -3.4e38: NaN or -inf logits
 
@@ -192,7 +197,11 @@ class _Rows:
     first: int
     count: int
     buffer: Buffer
-    half: bool = False
+    form: str = "f32"  # "f32", "f16" or "q8" (Decoder._pack)
+
+    @property
+    def flags(self) -> dict[str, bool]:
+        return {"half": self.form == "f16", "q8": self.form == "q8"}
 
 
 @dataclass
@@ -216,12 +225,15 @@ class Decoder:
         tensors: dict[str, TensorInfo],
         n_ctx: int,
         slots: int = 1,
+        q8: bool | None = None,
     ) -> None:
         self.device = device
         self.shape = sh = DecoderShape.from_gguf(meta, tensors)
         self.n_ctx = n_ctx
         self.slots = slots
-        self.half: set[str] = set()
+        matrices = sum(math.prod(info.shape) for info in tensors.values() if len(info.shape) == 2)
+        self.q8 = 2 * matrices > Q8_ABOVE if q8 is None else q8  # (the same on the host and in a page)
+        self.forms: dict[str, str] = {}  # each matrix's form where it is not f32
         rec = device.record()
         self.w: dict[str, Buffer] = {}
         big = ("token_embd.weight", "output.weight")
@@ -256,15 +268,21 @@ class Decoder:
             if i:
                 attn = [tensors[p + "attn_norm.weight"], tensors[f"blk.{i - 1}.post_ffw_norm.weight"]]
                 self.w[p + "attn_fold_norms"] = self._stack(rec, data, attn, p + "attn_fold_norms")
-        self.embed = self._slices(rec, data, tensors["token_embd.weight"], half=device.f16)
+        self.embed = self._slices(rec, data, tensors["token_embd.weight"])
         # the output projection; tied to the embeddings (the same buffers) where the model has none of its own
         out = tensors.get("output.weight")
-        self.output = self._slices(rec, data, out, half=device.f16) if out else self.embed
+        self.output = self._slices(rec, data, out) if out else self.embed
         device.submit(rec)
         kv = sh.n_head_kv * sh.head_dim
         self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self._passes: dict[tuple[int, str, bool, bool, int], _Pass] = {}
+
+    @property
+    def weight_bytes(self) -> int:
+        """The GPU memory the weights take (the KV cache and a pass's buffers apart)."""
+        tables = self.embed + ([] if self.output is self.embed else self.output)
+        return sum(b.size for b in self.w.values()) + sum(part.buffer.size for part in tables)
 
     def _raw(self, data: Any, info: TensorInfo) -> Any:
         """A tensor's bytes as stored, NEOX query and key rows reordered where the product rotates."""
@@ -274,7 +292,25 @@ class Decoder:
             return neighbour_pairs(raw, info.shape[-1], self.shape.head_dim, self.shape.n_rot)
         return raw
 
-    def _weight(self, rec: Recording, data: Any, info: TensorInfo, half: bool = True) -> Buffer:
+    def _pack(self, rec: Recording, values: Buffer, shape: tuple[int, ...], name: str) -> Buffer:
+        """A matrix's f32 values as the products read it: 8-bit rows with ``q8`` (widths a multiple
+        of 32), else f16 where the adapter has shader-f16, else as they are (vectors too)."""
+        count = math.prod(shape)
+        if len(shape) != 2:
+            return values
+        if self.q8 and shape[0] % ops.Q8_BLOCK == 0:
+            packed = self.device.buffer(ops.q8_bytes(count // shape[0], shape[0]))
+            ops.to_q8(rec, values, packed, count // shape[0], shape[0])
+            self.forms[name] = "q8"
+            return packed
+        if self.device.f16 and count % 2 == 0:
+            packed = self.device.buffer(count * 2)
+            ops.to_half(rec, values, packed, count)
+            self.forms[name] = "f16"
+            return packed
+        return values
+
+    def _weight(self, rec: Recording, data: Any, info: TensorInfo) -> Buffer:
         raw = self._raw(data, info)
         count = math.prod(info.shape)
         if info.kind == "F32":
@@ -282,16 +318,11 @@ class Decoder:
         else:
             values = self.device.buffer(count * 4)
             ops.dequantize(rec, self.device.upload(raw), values, count, info.kind)
-        if half and len(info.shape) == 2 and count % 2 == 0 and self.device.f16:
-            packed = self.device.buffer(count * 2)
-            ops.to_half(rec, values, packed, count)
-            self.half.add(info.name)
-            return packed
-        return values
+        return self._pack(rec, values, info.shape, info.name)
 
     def _stack(self, rec: Recording, data: Any, infos: list[TensorInfo], name: str) -> Buffer:
-        """Tensors of one width, their rows one after another in one buffer (matrices in f16 where the
-        adapter can)."""
+        """Tensors of one width, their rows one after another in one buffer (matrices packed as
+        ``_pack`` says)."""
         counts = [math.prod(info.shape) for info in infos]
         values = self.device.buffer(sum(counts) * 4)
         offset = 0
@@ -302,14 +333,10 @@ class Decoder:
             else:
                 ops.dequantize(rec, self.device.upload(raw), values, count, info.kind, offset)
             offset += count
-        if offset % 2 == 0 and self.device.f16 and len(infos[0].shape) == 2:
-            packed = self.device.buffer(offset * 2)
-            ops.to_half(rec, values, packed, offset)
-            self.half.add(name)
-            return packed
-        return values
+        shape = (infos[0].shape[0], offset // infos[0].shape[0]) if len(infos[0].shape) == 2 else (offset,)
+        return self._pack(rec, values, shape, name)
 
-    def _slices(self, rec: Recording, data: Any, info: TensorInfo, half: bool) -> list[_Rows]:
+    def _slices(self, rec: Recording, data: Any, info: TensorInfo) -> list[_Rows]:
         """A [rows, cols] matrix in slices of rows, each within one storage binding (raw and f32)."""
         cols, rows = info.shape
         limit = self.device.limits.get("max_storage_buffer_binding_size", 128 << 20)
@@ -321,14 +348,16 @@ class Decoder:
             part = TensorInfo(
                 info.name, (cols, count), info.kind, info.offset + first * row_bytes, count * row_bytes
             )
-            buffer = self._weight(rec, data, part, half=half)
-            slices.append(_Rows(first, count, buffer, half and self.device.f16 and cols * count % 2 == 0))
+            buffer = self._weight(rec, data, part)
+            slices.append(_Rows(first, count, buffer, self.forms.pop(info.name, "f32")))
         return slices
 
     def _linear(
         self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int, **kw: Any
     ) -> None:
-        ops.linear(rec, x, self.w[name], out, t, n, k, half=name in self.half, eps=self.shape.eps, **kw)
+        form = self.forms.get(name, "f32")
+        half, q8 = form == "f16", form == "q8"
+        ops.linear(rec, x, self.w[name], out, t, n, k, eps=self.shape.eps, half=half, q8=q8, **kw)
 
     def _record(self, t: int, outputs: str, top: bool, distinct: bool, chain: int) -> _Pass:
         """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
@@ -359,7 +388,7 @@ class Decoder:
         scale = math.sqrt(d) if sh.gemma else 1.0
         for step in range(max(chain, 1)):
             for part in self.embed:
-                ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, part.half)
+                ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, **part.flags)
             for i in range(sh.n_layer):
                 x, spare = self._layer(rec, i, t, distinct, (pos, base), (x, spare, o, q, k, v, attn, a))
             if n and self.post_norms:  # the last layer's output joins the stream
@@ -373,7 +402,10 @@ class Decoder:
                 ops.gather(rec, last, x, y, 1, d)
             for part, out in zip(self.output, logits, strict=True):
                 norm = w["output_norm.weight"]
-                ops.linear(rec, y, part.buffer, out, n, part.count, d, half=part.half, norm=norm, eps=sh.eps)
+                half, q8 = part.form == "f16", part.form == "q8"
+                ops.linear(
+                    rec, y, part.buffer, out, n, part.count, d, norm=norm, eps=sh.eps, half=half, q8=q8
+                )
             parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
             assert best is not None
             ops.argmax(rec, parts, best, n, chain=(ids, pos, tokens, step) if tokens is not None else None)

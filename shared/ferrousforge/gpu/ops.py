@@ -113,6 +113,7 @@ def linear(
     k: int,
     *,
     half: bool = False,
+    q8: bool = False,
     n0: int = 0,
     norm: Buffer | None = None,
     eps: float = 1e-6,
@@ -125,7 +126,8 @@ def linear(
     factors: bool = False,
 ) -> None:
     """The GPU decoder's matrix product (linear.wgsl, batch-invariant): out[m, n] = x[m, k] · w[n0 :
-    n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16. ``norm``: x RMS-normalised first with these
+    n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16; ``q8``: w's rows are 8-bit as ``to_q8`` writes
+    them (k a multiple of 32). ``norm``: x RMS-normalised first with these
     weights; ``gate`` "silu" | "gelu": w stacks [gate; up] (2n rows from n0) and out = act(gate) · up;
     ``split`` ((out2, n2), (out3, n3)): of the n columns the last n2 + n3 go to out2 and out3;
     ``accumulate``: out += the product. ``rope`` (pos, base, head dim, n_rot, theta), with ``split``:
@@ -142,13 +144,14 @@ def linear(
         raise ValueError("biases and frequency factors travel in a norm's buffer, without residual or gate")
     if factors and rope is None:
         raise ValueError("frequency factors go with rope")
-    if k % 4:
-        raise ValueError(f"linear needs k to be a multiple of 4, not {k}")
+    if k % 4 or (q8 and k % 32):
+        raise ValueError(f"linear needs k to be a multiple of {32 if q8 else 4}, not {k}")
     if gate not in ("", "silu", "gelu"):
         raise ValueError(f"unknown gate activation '{gate}'")
     kernel = rec.device.kernel(
         "linear",
         F16=half,
+        Q8=q8,
         NORM=norm is not None,
         GLU=bool(gate),
         GELU_TANH=gate == "gelu",
@@ -177,6 +180,23 @@ def linear(
     extra = k + (n0 + n if bias else 0)  # where the frequency factors start in norm
     params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), extra if factors else 0, 0)
     rec.dispatch(kernel, buffers, grid, params)
+
+
+Q8_BLOCK = 32  # values a to_q8 scale covers
+
+
+def q8_bytes(rows: int, k: int) -> int:
+    """The size of ``rows`` rows of ``k`` values as ``to_q8`` writes them."""
+    return rows * (k + 4 * (k // Q8_BLOCK))
+
+
+def to_q8(rec: Recording, x: Buffer, y: Buffer, rows: int, k: int) -> None:
+    """y = x's rows of k values (k a multiple of 32) in 8 bits, a scale a block of 32 (quant8.wgsl);
+    y holds ``q8_bytes(rows, k)``."""
+    if k % Q8_BLOCK:
+        raise ValueError(f"8-bit rows need a width that is a multiple of {Q8_BLOCK}, not {k}")
+    blocks = rows * k // Q8_BLOCK
+    rec.dispatch(rec.device.kernel("quant8"), [x, y], _flat(blocks), (blocks, k))
 
 
 def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
@@ -442,8 +462,10 @@ def gather(
     first: int = 0,
     rows: int = 2**32 - 1,
     half: bool = False,
+    q8: bool = False,
 ) -> None:
     """out[i] = table[ids[i] - first] · scale for ids in [first, first + rows) (token embeddings; a
-    vocabulary too big for one binding is gathered slice by slice); ``half``: the table is f16."""
-    kernel = rec.device.kernel("gather", F16=half)
+    vocabulary too big for one binding is gathered slice by slice); ``half``: the table is f16;
+    ``q8``: 8-bit rows as ``to_q8`` writes them (d a multiple of 32)."""
+    kernel = rec.device.kernel("gather", F16=half, Q8=q8)
     rec.dispatch(kernel, [ids, table, out], _tokens(t, d), (t, d, float(scale), first, rows))

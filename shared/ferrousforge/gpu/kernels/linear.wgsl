@@ -1,5 +1,6 @@
 // The GPU decoder's matrix products: C[M, N] = X[M, K] · W[n0 : n0 + N, K]ᵀ, W row-major as GGUF keeps
-// it (f16 where the adapter has shader-f16), K a multiple of 4. Written for memory bandwidth, since a
+// it (f16 where the adapter has shader-f16; with Q8 8-bit values and a scale a block of 32, as
+// quant8.wgsl writes them, K then a multiple of 32), K a multiple of 4. Written for memory bandwidth, since a
 // decode step reads every weight once for one row: a workgroup takes 16 rows of W and up to 8 rows of
 // X; 16 threads share each W row, reading it 4 values at a time side by side (coalesced), each summing
 // every 16th group of 4, then the 16 added in order. That order is the same for every M, row and
@@ -27,7 +28,24 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#if Q8
+@group(0) @binding(2) var<storage, read> w: array<u32>;  // quant8.wgsl's rows: K / 4 words, K / 32 scales
+#else
 @group(0) @binding(2) var<storage, read> w: array<vec4<FLOAT>>;
+#endif
+
+// values 4i .. 4i + 3 of W's row `row`, as f32
+fn weights4(row: u32, i: u32, k4: u32) -> vec4<f32> {
+#if Q8
+  let at = row * (k4 + k4 / 8u);
+  let word = bitcast<i32>(w[at + i]);
+  let q = vec4<i32>(extractBits(word, 0u, 8u), extractBits(word, 8u, 8u), extractBits(word, 16u, 8u),
+    extractBits(word, 24u, 8u));
+  return vec4<f32>(q) * bitcast<f32>(w[at + k4 + i / 8u]);
+#else
+  return vec4<f32>(w[row * k4 + i]);
+#endif
+}
 #if NORM
 @group(0) @binding(3) var<storage, read> nw: array<vec4<f32>>;
 
@@ -168,9 +186,9 @@ fn main(
 #endif
     if (live) {
       for (var i = t0 + l.x; i < min(k4, t0 + tile); i += LANES) {
-        let wv = vec4<f32>(w[wrow * k4 + i]);
+        let wv = weights4(wrow, i, k4);
 #if GLU
-        let uv = vec4<f32>(w[(wrow + p.N) * k4 + i]);
+        let uv = weights4(wrow + p.N, i, k4);
 #endif
 #if NORM
         let nv = nw[i];

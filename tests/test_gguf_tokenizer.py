@@ -1,7 +1,8 @@
 """A GGUF's vocabulary as tokenizer.json (what the page's GPU engine tokenizes with) equals llama.cpp's
 tokenizer on awkward strings (read by the tokenizers library natively and by @huggingface/tokenizers,
 the page's, under node), and each token's text (``ferrousforge.token_pieces``) equals llama.cpp's
-``token_to_piece``, for the tiny test vocabulary and both real default chat models."""
+``token_to_piece``, for the tiny test vocabulary, tiny Qwen2 and Llama 3 ones (as ``create`` converts
+them) and both real default chat models."""
 
 from __future__ import annotations
 
@@ -78,9 +79,13 @@ def qwen2() -> Path:  # Qwen2's splitting (digits one by one), as create convert
     return write_tiny_gguf_from_hf(Path(tempfile.mkdtemp()) / "qwen2.gguf", "qwen2", pre="qwen2")
 
 
+def llama3() -> Path:  # Llama 3's splitting (llama-bpe: digits in threes) and its BOS
+    return write_tiny_gguf_from_hf(Path(tempfile.mkdtemp()) / "llama3.gguf", "llama")
+
+
 @cache
 def converted(which: str) -> tuple[Path, str, dict]:
-    path = {"tiny": tiny, "qwen2": qwen2, "smollm2": smollm2, "gemma3": gemma3}[which]()
+    path = {"tiny": tiny, "qwen2": qwen2, "llama3": llama3, "smollm2": smollm2, "gemma3": gemma3}[which]()
     text, facts = convert(path)
     return path, text, facts
 
@@ -92,6 +97,7 @@ def llama_vocab(path: Path) -> L.Llama:
 MODELS = [
     "tiny",
     "qwen2",
+    "llama3",
     pytest.param("smollm2", marks=pytest.mark.integration),
     pytest.param("gemma3", marks=pytest.mark.integration),
 ]

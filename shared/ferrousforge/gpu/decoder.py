@@ -7,13 +7,13 @@ sliding-window layers with their own RoPE base).
 Weights are uploaded as stored and dequantized on the GPU (``ops.GGUF_BLOCKS``: F16, BF16, Q4_0 to
 Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS); matrices are kept in f16 where the adapter has shader-f16, or
 (``q8``, by default for models over ``Q8_ABOVE`` in f16) in 8 bits with a scale a block of 32, as
-llama.cpp's Q8_0 (a Q8_0 tensor stays as stored). The KV cache lives on the GPU. A pass over T new tokens
-(T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed: token ids and positions
-in, logits (or with ``greedy`` only each row's argmax) out. The cache holds ``slots`` sequences of
-``n_ctx`` positions each; every row of a pass names its sequence (the first cache row of its slot), so
-one pass can carry the next token of several sequences (``ferrousforge.gpu.generate`` batches them).
-Every kernel computes a row the same way whatever else is in the pass, so a sequence's numbers do not
-depend on its batch.
+llama.cpp's Q8_0 (a Q8_0 tensor keeps its values, to f32 rounding). The KV cache lives on the GPU. A
+pass over T new tokens (T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed:
+token ids and positions in, logits (or with ``greedy`` only each row's argmax) out. The cache holds
+``slots`` sequences of ``n_ctx`` positions each; every row of a pass names its sequence (the first
+cache row of its slot), so one pass can carry the next token of several sequences
+(``ferrousforge.gpu.generate`` batches them). Every kernel computes a row the same way whatever else
+is in the pass, so a sequence's numbers do not depend on its batch.
 """
 
 from __future__ import annotations

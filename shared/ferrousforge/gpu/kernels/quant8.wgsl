@@ -1,7 +1,7 @@
 // f32 rows → the decoder's 8-bit weights (linear.wgsl and gather.wgsl with Q8): a row of K values
 // (K a multiple of 32) becomes K / 4 words of four signed bytes, then K / 32 f32 scales, one a block of
-// 32 values: d = max |x| / 127, q = round(x / d), as llama.cpp quantizes Q8_0 (a Q8_0 tensor comes
-// back as it was stored). One invocation a block; a row is K / 4 + K / 32 words.
+// 32 values: d = max |x| / 127, q = round(x / d), as llama.cpp quantizes Q8_0 (a Q8_0 tensor keeps
+// its values, to f32 rounding). One invocation a block; a row is K / 4 + K / 32 words.
 struct Params { blocks: u32, k: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;

@@ -163,6 +163,19 @@ def test_eight_bit_weights_compute_what_llama_cpp_computes_on_q8_0(
     assert [asyncio.run(model.logits([tok], i))[0] for i, tok in enumerate(PROMPT)] == got
 
 
+def test_a_load_frees_its_staging_as_it_goes_with_the_same_weights(
+    gpu: GpuDevice, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging buffers (raw bytes, f32 before packing) are submitted and freed a chunk at a time: a
+    chunk of 0 frees them after every matrix, and the model computes the very same logits."""
+    path = write_tiny_gemma3(tmp_path / "g.gguf", seed=6)
+    whole = decoder(gpu, path)
+    monkeypatch.setattr("ferrousforge.gpu.decoder.LOAD_CHUNK", 0)
+    chunked = decoder(gpu, path)
+    assert chunked.load_peak < whole.load_peak / 4
+    assert asyncio.run(chunked.logits(PROMPT, 0)) == asyncio.run(whole.logits(PROMPT, 0))
+
+
 def test_models_it_cannot_run_are_named_from_their_metadata() -> None:
     assert cannot_run({"general.architecture": "qwen2", "general.file_type": 15}) == ""  # Q4_K_M
     assert (

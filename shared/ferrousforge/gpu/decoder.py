@@ -83,6 +83,9 @@ STACKS = {
 # weights past this size in f16 are kept in 8 bits (a scale a block of 32: 1.125 bytes a weight instead
 # of 2, or 4 without shader-f16), so a 1–3B model fits a browser's GPU; smaller ones keep f16's precision
 Q8_ABOVE = 1 << 30
+# a load submits its dispatches and frees their staging buffers (raw bytes, f32 before packing) once
+# this many bytes are staged: it holds about one chunk beside the weights, not the whole model in f32
+LOAD_CHUNK = 16 << 20
 
 NO_WINNER = 0xFFFFFFFF  # argmax.wgsl's index where no value beat -3.4e38: NaN or -inf logits
 
@@ -234,7 +237,8 @@ class Decoder:
         matrices = sum(math.prod(info.shape) for info in tensors.values() if len(info.shape) == 2)
         self.q8 = 2 * matrices > Q8_ABOVE if q8 is None else q8  # (the same on the host and in a page)
         self.forms: dict[str, str] = {}  # each matrix's form where it is not f32
-        rec = device.record()
+        self._load, self.load_peak = device.record(), 0  # the load's dispatches, its most bytes staged
+        self._staging: list[Buffer] = []
         self.w: dict[str, Buffer] = {}
         big = ("token_embd.weight", "output.weight")
         stacked = {
@@ -248,31 +252,31 @@ class Decoder:
             p = f"blk.{i}."
             infos = [tensors[p + "attn_norm.weight"], *(tensors[p + extra] for extra in extras)]
             infos += [tensors["rope_freqs.weight"]] if sh.factors else []
-            self.w[p + "attn_norm_extra"] = self._stack(rec, data, infos, p + "attn_norm_extra")
+            self.w[p + "attn_norm_extra"] = self._stack(data, infos, p + "attn_norm_extra")
         for name, info in tensors.items():
             if name not in big and name not in stacked:
-                self.w[name] = self._weight(rec, data, info)
+                self.w[name] = self._weight(data, info)
         for i in range(sh.n_layer):
             for stack, parts in STACKS.items():
                 names = [f"blk.{i}.{part}.weight" for part in parts]
                 if all(name in tensors for name in names):
                     infos = [tensors[name] for name in names]
-                    self.w[f"blk.{i}.{stack}"] = self._stack(rec, data, infos, f"blk.{i}.{stack}")
+                    self.w[f"blk.{i}.{stack}"] = self._stack(data, infos, f"blk.{i}.{stack}")
         # Gemma's post-norms are folded into the next product's input (linear.wgsl's RESIDUAL): that
         # product's norm weights stacked with the post-norm pending before it
         self.post_norms = "blk.0.post_attention_norm.weight" in tensors
         for i in range(sh.n_layer if self.post_norms else 0):
             p = f"blk.{i}."
             ffn = [tensors[p + "ffn_norm.weight"], tensors[p + "post_attention_norm.weight"]]
-            self.w[p + "ffn_fold_norms"] = self._stack(rec, data, ffn, p + "ffn_fold_norms")
+            self.w[p + "ffn_fold_norms"] = self._stack(data, ffn, p + "ffn_fold_norms")
             if i:
                 attn = [tensors[p + "attn_norm.weight"], tensors[f"blk.{i - 1}.post_ffw_norm.weight"]]
-                self.w[p + "attn_fold_norms"] = self._stack(rec, data, attn, p + "attn_fold_norms")
-        self.embed = self._slices(rec, data, tensors["token_embd.weight"])
+                self.w[p + "attn_fold_norms"] = self._stack(data, attn, p + "attn_fold_norms")
+        self.embed = self._slices(data, tensors["token_embd.weight"])
         # the output projection; tied to the embeddings (the same buffers) where the model has none of its own
         out = tensors.get("output.weight")
-        self.output = self._slices(rec, data, out) if out else self.embed
-        device.submit(rec)
+        self.output = self._slices(data, out) if out else self.embed
+        self._flush(force=True)
         kv = sh.n_head_kv * sh.head_dim
         self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
         self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
@@ -292,35 +296,57 @@ class Decoder:
             return neighbour_pairs(raw, info.shape[-1], self.shape.head_dim, self.shape.n_rot)
         return raw
 
-    def _pack(self, rec: Recording, values: Buffer, shape: tuple[int, ...], name: str) -> Buffer:
+    def _staged(self, buffer: Buffer) -> Buffer:
+        """A buffer the load needs only until its dispatches have run."""
+        self._staging.append(buffer)
+        self.load_peak = max(self.load_peak, sum(b.size for b in self._staging))
+        return buffer
+
+    def _flush(self, force: bool = False) -> None:
+        """Submit the load's dispatches so far and free their staging buffers, once those pass
+        LOAD_CHUNK (or at the end of the load)."""
+        if not force and sum(b.size for b in self._staging) < LOAD_CHUNK:
+            return
+        if self._load.dispatches:
+            self.device.submit(self._load)
+        for buffer in self._staging:
+            self.device.release(buffer)
+        self._load, self._staging = self.device.record(), []
+
+    def _upload(self, raw: Any) -> Buffer:
+        return self._staged(self.device.upload(raw))
+
+    def _pack(self, values: Buffer, shape: tuple[int, ...], name: str) -> Buffer:
         """A matrix's f32 values as the products read it: 8-bit rows with ``q8`` (widths a multiple
         of 32), else f16 where the adapter has shader-f16, else as they are (vectors too)."""
         count = math.prod(shape)
-        if len(shape) != 2:
+        form = "f32" if len(shape) != 2 else "q8" if self.q8 and shape[0] % ops.Q8_BLOCK == 0 else "f16"
+        if form == "f16" and not (self.device.f16 and count % 2 == 0):
+            form = "f32"
+        if form == "f32":
             return values
-        if self.q8 and shape[0] % ops.Q8_BLOCK == 0:
+        if form == "q8":
             packed = self.device.buffer(ops.q8_bytes(count // shape[0], shape[0]))
-            ops.to_q8(rec, values, packed, count // shape[0], shape[0])
-            self.forms[name] = "q8"
-            return packed
-        if self.device.f16 and count % 2 == 0:
+            ops.to_q8(self._load, values, packed, count // shape[0], shape[0])
+        else:
             packed = self.device.buffer(count * 2)
-            ops.to_half(rec, values, packed, count)
-            self.forms[name] = "f16"
-            return packed
-        return values
+            ops.to_half(self._load, values, packed, count)
+        self.forms[name] = form
+        self._staged(values)
+        self._flush()
+        return packed
 
-    def _weight(self, rec: Recording, data: Any, info: TensorInfo) -> Buffer:
+    def _weight(self, data: Any, info: TensorInfo) -> Buffer:
         raw = self._raw(data, info)
         count = math.prod(info.shape)
         if info.kind == "F32":
             values = self.device.upload(raw)
         else:
             values = self.device.buffer(count * 4)
-            ops.dequantize(rec, self.device.upload(raw), values, count, info.kind)
-        return self._pack(rec, values, info.shape, info.name)
+            ops.dequantize(self._load, self._upload(raw), values, count, info.kind)
+        return self._pack(values, info.shape, info.name)
 
-    def _stack(self, rec: Recording, data: Any, infos: list[TensorInfo], name: str) -> Buffer:
+    def _stack(self, data: Any, infos: list[TensorInfo], name: str) -> Buffer:
         """Tensors of one width, their rows one after another in one buffer (matrices packed as
         ``_pack`` says)."""
         counts = [math.prod(info.shape) for info in infos]
@@ -331,12 +357,12 @@ class Decoder:
             if info.kind == "F32":
                 self.device.write(values, raw, offset * 4)
             else:
-                ops.dequantize(rec, self.device.upload(raw), values, count, info.kind, offset)
+                ops.dequantize(self._load, self._upload(raw), values, count, info.kind, offset)
             offset += count
         shape = (infos[0].shape[0], offset // infos[0].shape[0]) if len(infos[0].shape) == 2 else (offset,)
-        return self._pack(rec, values, shape, name)
+        return self._pack(values, shape, name)
 
-    def _slices(self, rec: Recording, data: Any, info: TensorInfo) -> list[_Rows]:
+    def _slices(self, data: Any, info: TensorInfo) -> list[_Rows]:
         """A [rows, cols] matrix in slices of rows, each within one storage binding (raw and f32)."""
         cols, rows = info.shape
         limit = self.device.limits.get("max_storage_buffer_binding_size", 128 << 20)
@@ -348,7 +374,7 @@ class Decoder:
             part = TensorInfo(
                 info.name, (cols, count), info.kind, info.offset + first * row_bytes, count * row_bytes
             )
-            buffer = self._weight(rec, data, part)
+            buffer = self._weight(data, part)
             slices.append(_Rows(first, count, buffer, self.forms.pop(info.name, "f32")))
         return slices
 

@@ -109,6 +109,11 @@ class GpuDevice(ABC):
     @abstractmethod
     def write(self, buffer: Buffer, data: bytes | bytearray | memoryview, offset: int = 0) -> None: ...
 
+    def release(self, buffer: Buffer) -> None:
+        """Free a buffer's memory now rather than when it is collected (work already submitted that
+        uses it still completes): wgpu-py's and WebGPU's ``destroy``."""
+        buffer.handle.destroy()
+
     @abstractmethod
     async def read(self, buffer: Buffer, size: int | None = None, offset: int = 0) -> bytes: ...
 

@@ -232,9 +232,7 @@ def dequantize(rec: Recording, raw: Buffer, out: Buffer, n: int, kind: str, offs
     if kind not in GGUF_BLOCKS:
         raise ValueError(f"cannot dequantize {kind} on the GPU (has: {', '.join(GGUF_BLOCKS)})")
     define = "HALF" if kind == "F16" else kind  # "F16" is the layer's own define (shader-f16)
-    shared = {"K_SCALES": kind in ("Q4_K", "Q5_K"), "IQ4": kind.startswith("IQ4")}
-    kernel = rec.device.kernel("dequant", **{define: True}, **shared)
-    rec.dispatch(kernel, [raw, out], _flat(n), (n, offset))
+    rec.dispatch(rec.device.kernel("dequant", **{define: True}), [raw, out], _flat(n), (n, offset))
 
 
 def gemv(rec: Recording, w: Buffer, x: Buffer, bias: Buffer, y: Buffer, n: int, k: int) -> None:

@@ -10,13 +10,11 @@ fn byte(o: u32) -> u32 { return (raw[o >> 2u] >> ((o & 3u) * 8u)) & 0xFFu; }
 fn sbyte(o: u32) -> f32 { return f32(bitcast<i32>(byte(o) << 24u) >> 24u); }
 fn f16at(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
 
-#if IQ4
 // the 16 non-uniform levels of IQ4_NL and IQ4_XS (llama.cpp's kvalues_iq4nl)
 var<private> IQ4_LEVELS: array<f32, 16> = array<f32, 16>(
   -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
 );
-#endif
-#if K_SCALES
+
 // scale and min of sub-block s of a Q4_K or Q5_K block, 6 bits each, packed in the 12 bytes at sc
 fn scale_min(sc: u32, s: u32) -> vec2f {
   if (s < 4u) {
@@ -26,7 +24,6 @@ fn scale_min(sc: u32, s: u32) -> vec2f {
   let mn = (byte(sc + s + 4u) >> 4u) | ((byte(sc + s) >> 6u) << 4u);
   return vec2f(f32(scale), f32(mn));
 }
-#endif
 
 fn value(v: u32) -> f32 {
 #if Q4_0

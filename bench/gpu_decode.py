@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
 import time
 from collections import Counter
@@ -159,7 +160,11 @@ def main() -> None:
     dispatches = sum(kinds.values())
     print(f"{args.model.name} on {gpu.name} (f16: {gpu.f16}), {args.slots} sequence(s) a step")
     forms = ", ".join(sorted(set(decoder.forms.values())))
-    print(f"- load and first steps: {load:.1f} s; weights {decoder.weight_bytes / 2**20:.0f} MiB ({forms})")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (a CPU adapter's memory is ours)
+    print(
+        f"- load and first steps: {load:.1f} s; weights {decoder.weight_bytes / 2**20:.0f} MiB ({forms}); "
+        f"peak RSS {peak:.0f} MiB, the file {args.model.stat().st_size / 2**20:.0f} MiB of it"
+    )
     print(f"- dispatches a decode step: {dispatches} {dict(kinds.most_common())}")
     print(
         f"- decode: {1e3 * args.slots / step_ms:.1f} tok/s, median step {step_ms:.3f} ms: host to submit "

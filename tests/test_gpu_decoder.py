@@ -173,6 +173,8 @@ def test_a_load_frees_its_staging_as_it_goes_with_the_same_weights(
     monkeypatch.setattr("ferrousforge.gpu.decoder.LOAD_CHUNK", 0)
     chunked = decoder(gpu, path)
     assert chunked.load_peak < whole.load_peak / 4
+    kv = chunked.shape.n_head_kv * chunked.shape.head_dim * 4 * chunked.n_ctx  # a layer's keys (or values)
+    assert chunked.memory_bytes == chunked.weight_bytes + 2 * chunked.shape.n_layer * kv
     assert asyncio.run(chunked.logits(PROMPT, 0)) == asyncio.run(whole.logits(PROMPT, 0))
 
 

@@ -84,6 +84,16 @@ def test_sampling_with_a_seed_is_reproducible(gen_host: Host) -> None:
     assert penalized["response"] == generate(gen_host, "tiny", temperature=0, repeat_penalty=1.5)["response"]
 
 
+def test_ps_and_info_say_what_the_gpu_holds(gen_host: Host) -> None:
+    generate(gen_host, "tiny-gpu", num_predict=1, **WGPU)
+    with gen_host.client() as c:
+        running = {m["name"]: m for m in c.get("/api/ps").json()["models"]}["tiny-gpu:latest"]
+        info = {m["name"]: m for m in c.get("/api/info").json()["models"]}["tiny-gpu:latest"]
+    assert info["weights"] == "f16" and running["engine"] == "wgpu"
+    # the weights in f16 and the KV cache, not the file; a CPU adapter's memory is not VRAM
+    assert running["size"] > 0 and running["size_vram"] == 0
+
+
 def test_a_qwen2_model_answers_on_wgpu_as_on_llama_cpp(gen_host: Host) -> None:
     ours = generate(gen_host, "qwen", temperature=0, **WGPU)
     theirs = generate(gen_host, "qwen", temperature=0, engine="llama.cpp")

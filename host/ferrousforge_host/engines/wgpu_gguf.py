@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import mmap
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -72,6 +71,12 @@ def sample(
         order, kept = order[keep], kept[keep]
     p = np.exp((kept - kept[0]) / opts.temperature)
     return token(int(order[rng.choice(len(order), p=p / p.sum())]))
+
+
+def decoder_weights(decoder: Decoder) -> str:
+    """How the decoder keeps its matrices: "q8", "f16" or "f32" (the most common form)."""
+    forms = list(decoder.forms.values())
+    return max(set(forms), key=forms.count) if forms else "f32"
 
 
 @register_mold
@@ -136,11 +141,16 @@ class WgpuGenerateMold(TextGenerationMold):
         return self._slots is not None
 
     def memory_bytes(self) -> int:
-        return os.path.getsize(self.spec.path) if self.is_loaded() else 0
+        """The weights (f16 or 8 bits) and the KV cache, on the adapter."""
+        return self._slots.decoder.memory_bytes if self._slots else 0
 
     def metadata(self) -> dict[str, Any]:
         base = {**super().metadata(), "n_ctx": self.n_ctx if self.is_loaded() else None}
-        return {**base, **gpu_facts(self._slots.decoder.device)} if self._slots else base
+        if self._slots is None:
+            return base
+        decoder = self._slots.decoder
+        vram = 0 if decoder.device.software else decoder.memory_bytes  # a CPU adapter's memory is RAM
+        return {**base, **gpu_facts(decoder.device), "size_vram": vram, "weights": decoder_weights(decoder)}
 
     def count_tokens(self, text: str) -> int:
         return len(self.vocab.tokenize(text))

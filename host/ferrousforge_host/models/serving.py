@@ -178,7 +178,11 @@ class ModelService:
                 "name": runner.name.display,
                 "engine": facts.get("engine", ""),
                 "accelerator": facts.get("accelerator", "cpu"),
-                **{key: facts[key] for key in ("adapter", "runner_pid", "kv_cache_type") if facts.get(key)},
+                **{
+                    key: facts[key]
+                    for key in ("adapter", "runner_pid", "kv_cache_type", "weights")
+                    if facts.get(key)
+                },
             }
             for runner in self.scheduler.loaded()
             if (facts := runner.mold.metadata())

@@ -288,6 +288,11 @@ class Decoder:
         tables = self.embed + ([] if self.output is self.embed else self.output)
         return sum(b.size for b in self.w.values()) + sum(part.buffer.size for part in tables)
 
+    @property
+    def memory_bytes(self) -> int:
+        """The GPU memory the weights and the KV cache take."""
+        return self.weight_bytes + sum(b.size for b in self.kcache + self.vcache)
+
     def _raw(self, data: Any, info: TensorInfo) -> Any:
         """A tensor's bytes as stored, NEOX query and key rows reordered where the product rotates."""
         raw = data[info.offset : info.offset + info.nbytes]

@@ -1,12 +1,15 @@
 """Issue H2: the GPU decoder in process on one GGUF, and where a decode step's time goes: the host's
 encoding and submitting of the recorded pass, then the wait for the GPU and the 8-byte readback.
 
-    .venv/bin/python bench/gpu_decode.py MODEL.gguf [--steps 64] [--prompt 256] [--slots 1] [--chain 8] [--q8]
-    .venv/bin/python bench/gpu_decode.py --bandwidth 65536x4096 [--q8]
+    .venv/bin/python bench/gpu_decode.py MODEL.gguf [--steps 64] [--prompt 256] [--slots 1] [--chain 8]
+        [--weights auto|q8|f16]
+    .venv/bin/python bench/gpu_decode.py --bandwidth 65536x4096 [--weights q8|q4|f16]
 
 ``--bandwidth RxC``: the decoder's matrix-vector product (linear.wgsl, one row) on an RxC f16 matrix
 (f32 without shader-f16), timed as the kernels below: the share of the memory bandwidth a decode
-step's kernel gets. ``--q8``: the weights kept in 8 bits (a scale a block of 32) instead of f16.
+step's kernel gets. ``--weights``: how the decoder holds its matrices (``ferrousforge.gpu.decoder``:
+"auto" 4 bits where the file's are, f16 else; "q8" 8 bits where not 4; "f16" f16 only); for the
+product alone also "q4".
 
 Greedy decode steps feed each token back; the step time does not depend on the weights' values, so a
 GGUF whose tensor data is zeroed (``zero_gguf.py``: small enough to carry to a GPU machine) times the
@@ -115,14 +118,15 @@ def by_kernel(decoder: Decoder, step: Any) -> None:
         )
 
 
-def bandwidth(gpu: NativeDevice, shape: str, q8: bool) -> None:
+def bandwidth(gpu: NativeDevice, shape: str, form: str) -> None:
     rows, cols = (int(v) for v in shape.split("x"))
-    size = ops.q8_bytes(rows, cols) if q8 else rows * cols * (2 if gpu.f16 else 4)
+    form = form if form in ("q8", "q4") else "f16" if gpu.f16 else "f32"
+    sizes = {"q8": ops.q8_bytes(rows, cols), "q4": ops.q4_bytes(rows, cols), "f16": 2 * rows * cols}
+    size = sizes.get(form, 4 * rows * cols)
     w, x, y = gpu.buffer(size), gpu.upload(bytes(4 * cols)), gpu.buffer(4 * rows)
     rec = gpu.record()
-    ops.linear(rec, x, w, y, 1, rows, cols, half=gpu.f16 and not q8, q8=q8)
+    ops.linear(rec, x, w, y, 1, rows, cols, half=form == "f16", q8=form == "q8", q4=form == "q4")
     best = gpu_time(gpu, rec.dispatches)
-    form = "q8" if q8 else "f16" if gpu.f16 else "f32"
     print(f"linear.wgsl, 1 × {cols} · ({rows} × {cols})ᵀ, {form} weights on {gpu.name}:")
     print(
         f"- {best * 1e6:.1f} µs a product, {size / best / 1e9:.1f} GB/s of weights, "
@@ -138,18 +142,19 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--chain", type=int, default=8)
     parser.add_argument("--bandwidth", metavar="RxC")
-    parser.add_argument("--q8", action="store_true", help="weights in 8 bits, not f16")
+    parser.add_argument("--weights", default="auto", choices=("auto", "q8", "q4", "f16"))
     args = parser.parse_args()
     gpu = NativeDevice()
     if args.bandwidth:
-        bandwidth(gpu, args.bandwidth, args.q8)
+        bandwidth(gpu, args.bandwidth, args.weights)
     if args.model is None:
         return
     data = memoryview(args.model.read_bytes())
     meta, tensors = parse_tensors(data, len(data))
     t0 = time.perf_counter()
     n_ctx = max(args.prompt, args.steps) + 1
-    decoder = Decoder(gpu, data, meta, tensors, n_ctx=n_ctx, slots=args.slots, q8=args.q8)
+    weights = "q8" if args.weights == "q4" else args.weights
+    decoder = Decoder(gpu, data, meta, tensors, n_ctx=n_ctx, slots=args.slots, weights=weights)
     asyncio.run(decode(decoder, 3, args.slots))  # records and compiles the step's pass
     load = time.perf_counter() - t0
     start, ahead, wait, step = asyncio.run(decode(decoder, args.steps, args.slots))

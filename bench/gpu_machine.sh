@@ -138,9 +138,13 @@ step "H2: 4 sequences a step"
 for m in gemma3 smollm2; do
   if left 30; then timeout "$(left)" $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$((STEPS / 2))" --prompt 0 --slots 4; fi
 done
-step "H2: weights in 8 bits (a scale a block of 32) against f16 above: bandwidth and decode"
-if left 30; then timeout "$(left)" $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --q8; fi
+step "H2: weights in f16 and 8 bits against the default above (4 bits where the file's are): bandwidth, decode"
+for w in q4 q8; do
+  if left 30; then timeout "$(left)" $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w; fi
+done
 for m in gemma3 smollm2; do
-  if left 30; then timeout "$(left)" $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT" --q8; fi
+  for w in f16 q8; do
+    if left 30; then timeout "$(left)" $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT" --weights $w; fi
+  done
 done
 step done

@@ -126,6 +126,9 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("IQ4_XS", {"IQ4_XS"}),
         ("IQ4_NL", {"IQ4_NL"}),
         ("BF16", {"BF16"}),
+        ("Q4_K_M", {"Q4_K", "Q6_K"}),
+        ("Q4_0", {"Q4_0"}),
+        ("Q4_1", {"Q4_1"}),
     ],
 )
 def test_every_common_weight_type_computes_what_its_weights_say(
@@ -133,13 +136,16 @@ def test_every_common_weight_type_computes_what_its_weights_say(
 ) -> None:
     """A model llama.cpp quantized, against llama.cpp on the same weights expanded to F32 (its own
     dequantization): on the quantized file llama.cpp also quantizes activations to 8 bits, 2–5% off
-    the exact product on this model, which would hide a wrong weight."""
+    the exact product on this model, which would hide a wrong weight. Q4_0, Q4_1 and Q4_K matrices
+    stay in 4 bits on the GPU, with the values f16 would round."""
     path = requantize(wide, tmp_path / "q.gguf", getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}"))
     data = memoryview(path.read_bytes())
     meta, tensors = parse_tensors(data, len(data))
     assert kinds <= {info.kind for info in tensors.values()}
     want = reference(requantize(path, tmp_path / "f32.gguf", llama_cpp.LLAMA_FTYPE_ALL_F32), PROMPT)
-    got = np.array(asyncio.run(Decoder(gpu, data, meta, tensors, n_ctx=256).logits(PROMPT, 0)))
+    model = Decoder(gpu, data, meta, tensors, n_ctx=256)
+    assert ("q4" in model.forms.values()) == bool(kinds & {"Q4_0", "Q4_1", "Q4_K"})
+    got = np.array(asyncio.run(model.logits(PROMPT, 0)))
     assert np.abs(got - want).max() <= 0.005 * np.abs(want).max()  # measured: 0.08–0.23%
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
 

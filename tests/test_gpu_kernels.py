@@ -436,6 +436,40 @@ def q8_values(w: np.ndarray) -> np.ndarray:
     return (q * d).reshape(w.shape).astype(np.float32)
 
 
+def four_bits(gpu: GpuDevice, kind: str, rows: int, k: int) -> tuple[np.ndarray, object]:
+    """Random GGUF blocks of a 4-bit type: their values and the GPU's 4-bit rows of them."""
+    import gguf
+
+    raw = gguf_blocks(kind, rows, k)
+    packed = gpu.buffer(ops.q4_bytes(rows, k))
+    rec = gpu.record()
+    ops.to_q4(rec, up(gpu, raw), packed, rows, k, kind)  # type: ignore[arg-type]
+    gpu.submit(rec)
+    return gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(rows, k), packed
+
+
+@pytest.mark.parametrize("kind", ops.Q4_KINDS)
+def test_four_bit_rows_hold_the_files_values_exactly(gpu: GpuDevice, kind: str) -> None:
+    """Q4_0, Q4_1 and Q4_K blocks repacked (quant4.wgsl) and read back by the embedding gather: the
+    values llama.cpp's dequantization gives, bit for bit; stacked after other rows (row0)."""
+    rows, k = 5, 512
+    values, packed = four_bits(gpu, kind, rows, k)
+    ids, out = up(gpu, np.arange(rows, dtype=np.uint32)), gpu.buffer(rows * k * 4)
+    got = run(gpu, lambda r: ops.gather(r, ids, packed, out, rows, k, q4=True), out, (rows, k))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, values)
+    import gguf
+
+    raw = gguf_blocks(kind, 2, k)
+    stacked = gpu.buffer(ops.q4_bytes(rows + 2, k))
+    rec = gpu.record()
+    ops.to_q4(rec, up(gpu, raw), stacked, 2, k, kind, row0=rows)  # type: ignore[arg-type]
+    gpu.submit(rec)
+    last = up(gpu, np.array([rows + 1], dtype=np.uint32))
+    got = run(gpu, lambda r: ops.gather(r, last, stacked, out, 1, k, q4=True), out, (k,))  # type: ignore[arg-type]
+    want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(2, k)[1]
+    np.testing.assert_array_equal(got[:k], want)
+
+
 def eight_bits(gpu: GpuDevice, w: np.ndarray) -> object:
     rows, k = w.shape
     packed = gpu.buffer(ops.q8_bytes(rows, k))
@@ -449,19 +483,21 @@ def rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * w
 
 
-@pytest.mark.parametrize("form", ["f32", "f16", "q8"])
+@pytest.mark.parametrize("form", ["f32", "f16", "q8", "q4"])
 @pytest.mark.parametrize("m", [1, 3, 13])
 def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int) -> None:
     """The decoder's product against numpy: plain (weights from a row offset), after an RMSNorm, gated
     (SwiGLU, GeGLU), split into three outputs, accumulating; 13 rows take two workgroups along y;
     weights in f32, f16 or 8 bits."""
-    half, q8 = form == "f16", form == "q8"
+    half, q8, q4 = form == "f16", form == "q8", form == "q4"
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
     k, n = 96, 37  # n not a multiple of the 16 rows a workgroup takes
     x, w, nw = randn(m, k), randn(3 * n, k), randn(k)
     wq = w.astype(np.float16).astype(np.float32) if half else q8_values(w) if q8 else w
     wb = halves(gpu, w) if half else eight_bits(gpu, w) if q8 else up(gpu, w)
+    if q4:  # (values a Q4_1 file holds)
+        wq, wb = four_bits(gpu, "Q4_1", 3 * n, k)
     tol = {"rtol": 1e-4, "atol": 1e-4}
 
     def product(record, shape: tuple[int, ...], out: object | None = None) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -469,22 +505,26 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int) -> None:
         return run(gpu, lambda r: record(r, out), out, shape)
 
     xb = up(gpu, x)
-    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, n0=n), (m, n))
+    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, q4=q4, n0=n), (m, n))
     np.testing.assert_allclose(got, x @ wq[n : 2 * n].T, **tol)
     normed = rms(x, nw)
-    got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, norm=up(gpu, nw)), (m, n))
+    got = product(
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, q4=q4, norm=up(gpu, nw)), (m, n)
+    )
     np.testing.assert_allclose(got, normed @ wq[:n].T, **tol)
     g, u = x @ wq[:n].T, x @ wq[n : 2 * n].T
     for gate, act in (
         ("silu", g / (1 + np.exp(-g))),
         ("gelu", 0.5 * g * (1 + np.tanh(0.7978845608028654 * (g + 0.044715 * g**3)))),
     ):
-        got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, gate=gate), (m, n))  # noqa: B023
+        forms = {"half": half, "q8": q8, "q4": q4}
+        got = product(lambda r, o: ops.linear(r, xb, wb, o, m, n, k, **forms, gate=gate), (m, n))  # noqa: B023
         np.testing.assert_allclose(got, act * u, **tol)
     parts = [gpu.buffer(m * width * 4) for width in (20, 10)]
     split = ((parts[0], 20), (parts[1], 10))
     got = product(
-        lambda r, o: ops.linear(r, xb, wb, o, m, 2 * n, k, half=half, q8=q8, split=split), (m, 2 * n - 30)
+        lambda r, o: ops.linear(r, xb, wb, o, m, 2 * n, k, half=half, q8=q8, q4=q4, split=split),
+        (m, 2 * n - 30),
     )
     want = x @ wq[: 2 * n].T
     np.testing.assert_allclose(got, want[:, : 2 * n - 30], **tol)
@@ -494,13 +534,16 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int) -> None:
         )  # type: ignore[arg-type]
     y0 = randn(m, n)
     got = product(
-        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, accumulate=True), (m, n), up(gpu, y0)
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, q4=q4, accumulate=True),
+        (m, n),
+        up(gpu, y0),
     )
     np.testing.assert_allclose(got, y0 + x @ wq[:n].T, **tol)
     pending, post, x_out = randn(m, k), randn(k), gpu.buffer(m * k * 4)
     stacked, fold = up(gpu, np.concatenate([nw, post])), (up(gpu, pending), x_out)
     got = product(
-        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, norm=stacked, residual=fold), (m, n)
+        lambda r, o: ops.linear(r, xb, wb, o, m, n, k, half=half, q8=q8, q4=q4, norm=stacked, residual=fold),
+        (m, n),
     )
     stream = x + rms(pending, post)  # the residual stream with the pending product's post-norm added
     np.testing.assert_allclose(got, rms(stream, nw) @ wq[:n].T, **tol)

@@ -68,7 +68,8 @@ variants = [("matmul", tile), ("matmul", {"GELU": True, "WT": True, **tile}), ("
             ("linear", {"ACCUM": True}), ("linear", {"NORM": True, "SPLIT": True, "ROPE": True}), ("causal", {"ROTATE": True}), ("causal", {"ROTATE": True, "NEOX": True}),
             ("linear", {"NORM": True, "SPLIT": True, "RESIDUAL": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True, "RESIDUAL": True}),
             ("linear", {"NORM": True, "SPLIT": True, "ROPE": True, "BIAS": True, "FACTORS": True}), ("linear", {"Q8": True, "NORM": True, "GLU": True}),
-            ("gather", {"Q8": True}), ("quant8", {})]
+            ("gather", {"Q8": True}), ("quant8", {}), ("linear", {"Q4": True, "NORM": True, "GLU": True}), ("gather", {"Q4": True})]
+variants += [("quant4", {k: True}) for k in ops.Q4_KINDS]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 variants += [("matmul", {"GELU": True, "WT": True, **t.defines()}) for t in ops.MATMUL_TILES[1:]]  # the tilings a GPU may choose
 for name, defines in variants:
@@ -82,6 +83,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(50);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBe(55);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(4500);  // the first of two equal maxima
 });

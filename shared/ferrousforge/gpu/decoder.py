@@ -5,9 +5,11 @@ NEOX rotation), ``qwen3`` (per-head RMSNorm of queries and keys, NEOX rotation) 
 sliding-window layers with their own RoPE base).
 
 Weights are uploaded as stored and dequantized on the GPU (``ops.GGUF_BLOCKS``: F16, BF16, Q4_0 to
-Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS); matrices are kept in f16 where the adapter has shader-f16, or
-(``q8``, by default for models over ``Q8_ABOVE`` in f16) in 8 bits with a scale a block of 32, as
-llama.cpp's Q8_0 (a Q8_0 tensor keeps its values, to f32 rounding). The KV cache lives on the GPU. A
+Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS). ``weights`` says how the products hold matrices: "auto" keeps
+Q4_0, Q4_1 and Q4_K ones in 4 bits with a scale and a min a block of 32 (their exact values, 0.75
+bytes each), the others in f16 where the adapter has shader-f16 (else f32) or, for models over
+``Q8_ABOVE`` in f16, in 8 bits with a scale a block of 32 as llama.cpp's Q8_0 (a Q8_0 tensor keeps
+its values, to f32 rounding); "q8" always so; "f16" in f16 (or f32) only. The KV cache lives on the GPU. A
 pass over T new tokens (T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed:
 token ids and positions in, logits (or with ``greedy`` only each row's argmax) out. The cache holds
 ``slots`` sequences of ``n_ctx`` positions each; every row of a pass names its sequence (the first
@@ -83,6 +85,7 @@ STACKS = {
 # weights past this size in f16 are kept in 8 bits (a scale a block of 32: 1.125 bytes a weight instead
 # of 2, or 4 without shader-f16), so a 1–3B model fits a browser's GPU; smaller ones keep f16's precision
 Q8_ABOVE = 1 << 30
+WEIGHTS = ("auto", "q8", "f16")  # how a Decoder holds its matrices (the module's docstring)
 # a load submits its dispatches and frees their staging buffers (raw bytes, f32 before packing) once
 # this many bytes are staged: it holds about one chunk beside the weights, not the whole model in f32
 LOAD_CHUNK = 16 << 20
@@ -200,11 +203,11 @@ class _Rows:
     first: int
     count: int
     buffer: Buffer
-    form: str = "f32"  # "f32", "f16" or "q8" (Decoder._pack)
+    form: str = "f32"  # "f32", "f16", "q8" or "q4" (Decoder._form)
 
     @property
     def flags(self) -> dict[str, bool]:
-        return {"half": self.form == "f16", "q8": self.form == "q8"}
+        return {"half": self.form == "f16", "q8": self.form == "q8", "q4": self.form == "q4"}
 
 
 @dataclass
@@ -228,14 +231,17 @@ class Decoder:
         tensors: dict[str, TensorInfo],
         n_ctx: int,
         slots: int = 1,
-        q8: bool | None = None,
+        weights: str = "auto",
     ) -> None:
         self.device = device
         self.shape = sh = DecoderShape.from_gguf(meta, tensors)
         self.n_ctx = n_ctx
         self.slots = slots
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, not {weights!r}")
         matrices = sum(math.prod(info.shape) for info in tensors.values() if len(info.shape) == 2)
-        self.q8 = 2 * matrices > Q8_ABOVE if q8 is None else q8  # (the same on the host and in a page)
+        large = 2 * matrices > Q8_ABOVE  # (the same on the host and in a page)
+        self.q4, self.q8 = weights != "f16", weights == "q8" or (weights == "auto" and large)
         self.forms: dict[str, str] = {}  # each matrix's form where it is not f32
         self._load, self.load_peak = device.record(), 0  # the load's dispatches, its most bytes staged
         self._staging: list[Buffer] = []
@@ -321,15 +327,24 @@ class Decoder:
     def _upload(self, raw: Any) -> Buffer:
         return self._staged(self.device.upload(raw))
 
-    def _pack(self, values: Buffer, shape: tuple[int, ...], name: str) -> Buffer:
-        """A matrix's f32 values as the products read it: 8-bit rows with ``q8`` (widths a multiple
-        of 32), else f16 where the adapter has shader-f16, else as they are (vectors too)."""
-        count = math.prod(shape)
-        form = "f32" if len(shape) != 2 else "q8" if self.q8 and shape[0] % ops.Q8_BLOCK == 0 else "f16"
-        if form == "f16" and not (self.device.f16 and count % 2 == 0):
-            form = "f32"
+    def _form(self, infos: list[TensorInfo]) -> str:
+        """How the products read these tensors (one width, stacked): with ``q4`` 4-bit where they all
+        are (Q4_0, Q4_1, Q4_K: repacked exactly), else 8-bit with ``q8``, else f16 where the adapter
+        has shader-f16, else f32 (vectors too). 4 and 8 bits need widths that are multiples of 32."""
+        k, count = infos[0].shape[0], sum(math.prod(info.shape) for info in infos)
+        if len(infos[0].shape) != 2:
+            return "f32"
+        if k % ops.Q8_BLOCK == 0 and self.q4 and all(info.kind in ops.Q4_KINDS for info in infos):
+            return "q4"
+        if k % ops.Q8_BLOCK == 0 and self.q8:
+            return "q8"
+        return "f16" if self.device.f16 and count % 2 == 0 else "f32"
+
+    def _pack(self, values: Buffer, shape: tuple[int, ...], name: str, form: str) -> Buffer:
+        """A matrix's f32 values in ``form`` ("q8", "f16"; "f32": as they are)."""
         if form == "f32":
             return values
+        count = math.prod(shape)
         if form == "q8":
             packed = self.device.buffer(ops.q8_bytes(count // shape[0], shape[0]))
             ops.to_q8(self._load, values, packed, count // shape[0], shape[0])
@@ -342,18 +357,23 @@ class Decoder:
         return packed
 
     def _weight(self, data: Any, info: TensorInfo) -> Buffer:
-        raw = self._raw(data, info)
-        count = math.prod(info.shape)
-        if info.kind == "F32":
-            values = self.device.upload(raw)
-        else:
-            values = self.device.buffer(count * 4)
-            ops.dequantize(self._load, self._upload(raw), values, count, info.kind)
-        return self._pack(values, info.shape, info.name)
+        return self._stack(data, [info], info.name)
 
     def _stack(self, data: Any, infos: list[TensorInfo], name: str) -> Buffer:
-        """Tensors of one width, their rows one after another in one buffer (matrices packed as
-        ``_pack`` says)."""
+        """Tensors of one width, their rows one after another in one buffer (matrices in the form
+        ``_form`` says)."""
+        form = self._form(infos)
+        if form == "q4":  # straight from the file's blocks, no f32 in between
+            k = infos[0].shape[0]
+            packed = self.device.buffer(ops.q4_bytes(sum(info.shape[1] for info in infos), k))
+            row0 = 0
+            for info in infos:
+                raw = self._upload(self._raw(data, info))
+                ops.to_q4(self._load, raw, packed, info.shape[1], k, info.kind, row0)
+                row0 += info.shape[1]
+            self.forms[name] = form
+            self._flush()
+            return packed
         counts = [math.prod(info.shape) for info in infos]
         values = self.device.buffer(sum(counts) * 4)
         offset = 0
@@ -365,7 +385,7 @@ class Decoder:
                 ops.dequantize(self._load, self._upload(raw), values, count, info.kind, offset)
             offset += count
         shape = (infos[0].shape[0], offset // infos[0].shape[0]) if len(infos[0].shape) == 2 else (offset,)
-        return self._pack(values, shape, name)
+        return self._pack(values, shape, name, form)
 
     def _slices(self, data: Any, info: TensorInfo) -> list[_Rows]:
         """A [rows, cols] matrix in slices of rows, each within one storage binding (raw and f32)."""
@@ -387,8 +407,8 @@ class Decoder:
         self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int, **kw: Any
     ) -> None:
         form = self.forms.get(name, "f32")
-        half, q8 = form == "f16", form == "q8"
-        ops.linear(rec, x, self.w[name], out, t, n, k, eps=self.shape.eps, half=half, q8=q8, **kw)
+        half, q8, q4 = form == "f16", form == "q8", form == "q4"
+        ops.linear(rec, x, self.w[name], out, t, n, k, eps=self.shape.eps, half=half, q8=q8, q4=q4, **kw)
 
     def _record(self, t: int, outputs: str, top: bool, distinct: bool, chain: int) -> _Pass:
         """The pass over ``t`` rows; ``outputs``: "all" rows' next-token outputs, the "last" row's (a
@@ -433,9 +453,9 @@ class Decoder:
                 ops.gather(rec, last, x, y, 1, d)
             for part, out in zip(self.output, logits, strict=True):
                 norm = w["output_norm.weight"]
-                half, q8 = part.form == "f16", part.form == "q8"
+                half, q8, q4 = part.form == "f16", part.form == "q8", part.form == "q4"
                 ops.linear(
-                    rec, y, part.buffer, out, n, part.count, d, norm=norm, eps=sh.eps, half=half, q8=q8
+                    rec, y, part.buffer, out, n, part.count, d, norm=norm, eps=sh.eps, half=half, q8=q8, q4=q4
                 )
             parts = [(out, part.count, part.first) for part, out in zip(self.output, logits, strict=True)]
             assert best is not None

@@ -114,6 +114,7 @@ def linear(
     *,
     half: bool = False,
     q8: bool = False,
+    q4: bool = False,
     n0: int = 0,
     norm: Buffer | None = None,
     eps: float = 1e-6,
@@ -126,8 +127,8 @@ def linear(
     factors: bool = False,
 ) -> None:
     """The GPU decoder's matrix product (linear.wgsl, batch-invariant): out[m, n] = x[m, k] · w[n0 :
-    n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16; ``q8``: w's rows are 8-bit as ``to_q8`` writes
-    them (k a multiple of 32). ``norm``: x RMS-normalised first with these
+    n0 + n, k]ᵀ, k a multiple of 4; ``half``: w is f16; ``q8``, ``q4``: w's rows as ``to_q8`` or
+    ``to_q4`` write them (k a multiple of 32). ``norm``: x RMS-normalised first with these
     weights; ``gate`` "silu" | "gelu": w stacks [gate; up] (2n rows from n0) and out = act(gate) · up;
     ``split`` ((out2, n2), (out3, n3)): of the n columns the last n2 + n3 go to out2 and out3;
     ``accumulate``: out += the product. ``rope`` (pos, base, head dim, n_rot, theta), with ``split``:
@@ -144,14 +145,15 @@ def linear(
         raise ValueError("biases and frequency factors travel in a norm's buffer, without residual or gate")
     if factors and rope is None:
         raise ValueError("frequency factors go with rope")
-    if k % 4 or (q8 and k % 32):
-        raise ValueError(f"linear needs k to be a multiple of {32 if q8 else 4}, not {k}")
+    if k % 4 or ((q8 or q4) and k % 32):
+        raise ValueError(f"linear needs k to be a multiple of {32 if q8 or q4 else 4}, not {k}")
     if gate not in ("", "silu", "gelu"):
         raise ValueError(f"unknown gate activation '{gate}'")
     kernel = rec.device.kernel(
         "linear",
         F16=half,
         Q8=q8,
+        Q4=q4,
         NORM=norm is not None,
         GLU=bool(gate),
         GELU_TANH=gate == "gelu",
@@ -197,6 +199,24 @@ def to_q8(rec: Recording, x: Buffer, y: Buffer, rows: int, k: int) -> None:
         raise ValueError(f"8-bit rows need a width that is a multiple of {Q8_BLOCK}, not {k}")
     blocks = rows * k // Q8_BLOCK
     rec.dispatch(rec.device.kernel("quant8"), [x, y], _flat(blocks), (blocks, k))
+
+
+Q4_KINDS = ("Q4_0", "Q4_1", "Q4_K")  # GGUF types whose blocks are 4-bit values, a scale and a min
+
+
+def q4_bytes(rows: int, k: int) -> int:
+    """The size of ``rows`` rows of ``k`` values as ``to_q4`` writes them."""
+    return rows * 3 * k // 4
+
+
+def to_q4(rec: Recording, raw: Buffer, y: Buffer, rows: int, k: int, kind: str, row0: int = 0) -> None:
+    """y's rows row0.. = a GGUF tensor of ``rows`` rows of k values stored as ``kind`` (Q4_0, Q4_1,
+    Q4_K) in ``raw``, repacked in 4 bits with an f32 scale and min a block of 32 (quant4.wgsl: the
+    dequantized values exactly, 0.75 bytes each)."""
+    if kind not in Q4_KINDS or k % Q8_BLOCK:
+        raise ValueError(f"4-bit rows come from {', '.join(Q4_KINDS)} rows of a multiple of 32, not {kind}")
+    blocks = rows * k // Q8_BLOCK
+    rec.dispatch(rec.device.kernel("quant4", **{kind: True}), [raw, y], _flat(blocks), (blocks, k, row0))
 
 
 def to_half(rec: Recording, x: Buffer, y: Buffer, n: int) -> None:
@@ -461,9 +481,10 @@ def gather(
     rows: int = 2**32 - 1,
     half: bool = False,
     q8: bool = False,
+    q4: bool = False,
 ) -> None:
     """out[i] = table[ids[i] - first] · scale for ids in [first, first + rows) (token embeddings; a
     vocabulary too big for one binding is gathered slice by slice); ``half``: the table is f16;
-    ``q8``: 8-bit rows as ``to_q8`` writes them (d a multiple of 32)."""
-    kernel = rec.device.kernel("gather", F16=half, Q8=q8)
+    ``q8``, ``q4``: rows as ``to_q8`` or ``to_q4`` write them (d a multiple of 32)."""
+    kernel = rec.device.kernel("gather", F16=half, Q8=q8, Q4=q4)
     rec.dispatch(kernel, [ids, table, out], _tokens(t, d), (t, d, float(scale), first, rows))

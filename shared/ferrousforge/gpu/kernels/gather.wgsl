@@ -1,13 +1,18 @@
 // Token embeddings: out[t] = table[ids[t] - first] · scale (Gemma scales by sqrt(n_embd); others by 1)
 // for the ids this slice of the table holds (first ≤ id < first + rows); other rows are left alone.
-// The table is f16 with F16, 8-bit with Q8 (the decoder's tied embeddings and output projection, kept once).
+// The table is f16 with F16, 8-bit with Q8, 4-bit with Q4 (the decoder's tied embeddings and output
+// projection, kept once).
 struct Params { T: u32, D: u32, scale: f32, first: u32, rows: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 #if Q8
 @group(0) @binding(2) var<storage, read> table: array<u32>;  // quant8.wgsl's rows
 #else
+#if Q4
+@group(0) @binding(2) var<storage, read> table: array<u32>;  // quant4.wgsl's rows
+#else
 @group(0) @binding(2) var<storage, read> table: array<FLOAT>;
+#endif
 #endif
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
@@ -18,7 +23,14 @@ fn entry(row: u32, d: u32) -> f32 {
   let q = extractBits(bitcast<i32>(table[at + d / 4u]), (d % 4u) * 8u, 8u);
   return f32(q) * bitcast<f32>(table[at + k4 + d / 32u]);
 #else
+#if Q4
+  let at = row * (3u * p.D / 16u);
+  let q = (table[at + d / 8u] >> (4u * (d % 8u))) & 0xFu;
+  let pair = at + p.D / 8u + 2u * (d / 32u);
+  return f32(q) * bitcast<f32>(table[pair]) + bitcast<f32>(table[pair + 1u]);
+#else
   return f32(table[row * p.D + d]);
+#endif
 #endif
 }
 

@@ -1,6 +1,7 @@
 // The GPU decoder's matrix products: C[M, N] = X[M, K] · W[n0 : n0 + N, K]ᵀ, W row-major as GGUF keeps
 // it (f16 where the adapter has shader-f16; with Q8 8-bit values and a scale a block of 32, as
-// quant8.wgsl writes them, K then a multiple of 32), K a multiple of 4. Written for memory bandwidth, since a
+// quant8.wgsl writes them; with Q4 4-bit values, a scale and a min a block of 32, as quant4.wgsl
+// writes them; K then a multiple of 32), K a multiple of 4. Written for memory bandwidth, since a
 // decode step reads every weight once for one row: a workgroup takes 16 rows of W and up to 8 rows of
 // X; 16 threads share each W row, reading it 4 values at a time side by side (coalesced), each summing
 // every 16th group of 4, then the 16 added in order. That order is the same for every M, row and
@@ -31,7 +32,11 @@ struct Params {
 #if Q8
 @group(0) @binding(2) var<storage, read> w: array<u32>;  // quant8.wgsl's rows: K / 4 words, K / 32 scales
 #else
+#if Q4
+@group(0) @binding(2) var<storage, read> w: array<u32>;  // quant4.wgsl's rows: K / 8 words, K / 32 pairs
+#else
 @group(0) @binding(2) var<storage, read> w: array<vec4<FLOAT>>;
+#endif
 #endif
 
 // values 4i .. 4i + 3 of W's row `row`, as f32
@@ -43,7 +48,15 @@ fn weights4(row: u32, i: u32, k4: u32) -> vec4<f32> {
     extractBits(word, 24u, 8u));
   return vec4<f32>(q) * bitcast<f32>(w[at + k4 + i / 8u]);
 #else
+#if Q4
+  let at = row * (k4 / 2u + k4 / 4u);
+  let word = w[at + i / 2u] >> (16u * (i % 2u));
+  let q = vec4<f32>(vec4<u32>(word, word >> 4u, word >> 8u, word >> 12u) & vec4<u32>(0xFu));
+  let pair = at + k4 / 2u + 2u * (i / 8u);
+  return q * bitcast<f32>(w[pair]) + bitcast<f32>(w[pair + 1u]);
+#else
   return vec4<f32>(w[row * k4 + i]);
+#endif
 #endif
 }
 #if NORM

@@ -167,7 +167,8 @@ def main() -> None:
     forms = ", ".join(sorted(set(decoder.forms.values())))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # (a CPU adapter's memory is ours)
     print(
-        f"- load and first steps: {load:.1f} s; weights {decoder.weight_bytes / 2**20:.0f} MiB ({forms}); "
+        f"- load and first steps: {load:.1f} s; weights {decoder.weight_bytes / 2**20:.0f} MiB ({forms}), "
+        f"KV cache {(decoder.memory_bytes - decoder.weight_bytes) / 2**20:.0f} MiB for {n_ctx} positions; "
         f"peak RSS {peak:.0f} MiB, the file {args.model.stat().st_size / 2**20:.0f} MiB of it"
     )
     print(f"- dispatches a decode step: {dispatches} {dict(kinds.most_common())}")

@@ -284,8 +284,8 @@ class Decoder:
         self.output = self._slices(data, out) if out else self.embed
         self._flush(force=True)
         kv = sh.n_head_kv * sh.head_dim
-        self.kcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
-        self.vcache = [device.buffer(slots * n_ctx * kv * 4) for _ in range(sh.n_layer)]
+        self.kcache = [device.buffer(slots * n_ctx * kv * 2) for _ in range(sh.n_layer)]  # f16
+        self.vcache = [device.buffer(slots * n_ctx * kv * 2) for _ in range(sh.n_layer)]
         self._passes: dict[tuple[int, str, bool, bool, int], _Pass] = {}
 
     @property

@@ -133,7 +133,7 @@ def linear(
     ``split`` ((out2, n2), (out3, n3)): of the n columns the last n2 + n3 go to out2 and out3;
     ``accumulate``: out += the product. ``rope`` (pos, base, head dim, n_rot, theta), with ``split``:
     queries (out) and keys rotated in llama.cpp's "normal" mode at each row's position, and split's
-    outputs taken as the key and value caches, written at row base[i] + pos[i] (Llama's q/k/v, RoPE
+    outputs taken as the key and value caches (f16), written at row base[i] + pos[i] (Llama's q/k/v, RoPE
     and cache write in one dispatch). ``residual`` (pending, x_out), with ``norm`` holding 2k weights
     [norm; post]: the input is x + rms_norm(pending) · post, written to x_out too (Gemma's post-norm
     folded into the next product). ``bias``: ``norm`` holds k weights then n0 + n biases, each column's
@@ -447,10 +447,11 @@ def causal_attention(
     new: NewKeys | None = None,
     mode: str = "both",
 ) -> None:
-    """Each query attends to its sequence's cache (from row base[i]) up to its own position (the last
-    ``window`` keys if > 0), into ``out``. With ``new`` (and ``out`` None) the queries are raw and the
-    attention is written over them; ``mode`` "cache" puts this pass's keys and values into the cache,
-    "attend" attends, "both" does both in one dispatch — only where every row is its own sequence."""
+    """Each query attends to its sequence's cache (f16 keys and values, from row base[i]) up to its
+    own position (the last ``window`` keys if > 0), into ``out``. With ``new`` (and ``out`` None) the
+    queries are raw and the attention is written over them; ``mode`` "cache" puts this pass's keys
+    and values into the cache, "attend" attends, "both" does both in one dispatch — only where every
+    row is its own sequence."""
     if d > 256 or d % 4 or hq % hkv:
         raise ValueError(
             "causal attention needs a head dim ≤ 256, a multiple of 4, and query heads a multiple of kv heads"

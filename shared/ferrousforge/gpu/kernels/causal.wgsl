@@ -1,7 +1,8 @@
 // Decoder attention over a KV cache, with grouped-query heads and an optional sliding window:
 // query t (at position pos[t]) of head h attends to its sequence's cached keys 0..pos[t] (only the last
 // WINDOW of them when WINDOW > 0) of kv head h / (Hq / Hkv), its sequence's keys starting at cache row
-// base[t]. q, out: [T, Hq, D]; kcache, vcache: [S, Hkv, D]; D a multiple of 4, ≤ 256.
+// base[t]. q, out: [T, Hq, D]; kcache, vcache: [S, Hkv, D] in f16 (as llama.cpp's default cache: half
+// the memory and the reads of f32); D a multiple of 4, ≤ 256.
 // One workgroup a query and head, keys taken 64 at a time with a running max and sum (online softmax).
 // Written for a decode step, where a handful of workgroups must cover the whole cache: the 256 threads
 // share every key's work instead of one thread walking a key's D values alone. Scores: 4 threads a key,
@@ -26,13 +27,16 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 #if ROTATE
 @group(0) @binding(1) var<storage, read_write> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> kcache: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> vcache: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> kcache: array<vec2<u32>>;  // f16, 4 values an entry
+@group(0) @binding(3) var<storage, read_write> vcache: array<vec2<u32>>;
 #else
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> kcache: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> vcache: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> kcache: array<vec2<u32>>;
+@group(0) @binding(3) var<storage, read> vcache: array<vec2<u32>>;
 #endif
+
+fn unpack4(h: vec2<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(h.x), unpack2x16float(h.y)); }
+fn pack4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw)); }
 @group(0) @binding(4) var<storage, read> pos: array<u32>;
 @group(0) @binding(5) var<storage, read> base: array<u32>;
 #if ROTATE
@@ -86,19 +90,19 @@ fn prepare(tid: u32, w: u32, at: u32) {
 // 4 dims from c · 4 of cache row `at`'s key or value, or with `own` this pass's, from workgroup memory
 fn key4(own: bool, at: u32, c: u32) -> vec4<f32> {
   if (own) { return ks[c]; }
-  return kcache[at + c];
+  return unpack4(kcache[at + c]);
 }
 
 fn value4(own: bool, at: u32, c: u32) -> vec4<f32> {
   if (own) { return vs[c]; }
-  return vcache[at + c];
+  return unpack4(vcache[at + c]);
 }
 
 fn emit(at: u32, value: vec4<f32>) { q[at] = value; }  // the attention over the queries
 #else
-fn key4(own: bool, at: u32, c: u32) -> vec4<f32> { return kcache[at + c]; }
+fn key4(own: bool, at: u32, c: u32) -> vec4<f32> { return unpack4(kcache[at + c]); }
 
-fn value4(own: bool, at: u32, c: u32) -> vec4<f32> { return vcache[at + c]; }
+fn value4(own: bool, at: u32, c: u32) -> vec4<f32> { return unpack4(vcache[at + c]); }
 
 fn emit(at: u32, value: vec4<f32>) { out[at] = value; }
 #endif
@@ -121,15 +125,16 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     if (tid < p.D) { head[tid] = k[src + tid / 4u][tid % 4u]; }
     workgroupBarrier();
     prepare(tid, p.D, last);
-    if (tid < d4) {
-      ks[tid] = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
-      vs[tid] = v[src + tid];
+    if (tid < d4) {  // as the cache holds them (f16), so that both forms attend to the same key
+      let key = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
+      ks[tid] = unpack4(pack4(key));
+      vs[tid] = unpack4(pack4(v[src + tid]));
     }
     workgroupBarrier();
     if (h % group_size == 0u && tid < d4) {
       let dst = ((row0 + last) * p.Hkv + kvh) * d4;
-      kcache[dst + tid] = ks[tid];
-      vcache[dst + tid] = vs[tid];
+      kcache[dst + tid] = pack4(ks[tid]);
+      vcache[dst + tid] = pack4(vs[tid]);
     }
   }
   if (p.mode == CACHE) { return; }

@@ -14,7 +14,8 @@
 // ROPE (with SPLIT, Llama): queries and keys rotated in llama.cpp's "normal" mode (dims 2i and 2i + 1
 // of a head of D, the first n_rot dims, by pos · theta^(-2i / n_rot)), their pairs being neighbouring
 // rows of W, swapped through workgroup memory; keys and values go straight into the KV caches C2 and
-// C3 at row base[m] + pos[m]: the rotation and the cache write cost no dispatch of their own.
+// C3 (f16, a pair a word, written by the pair's even column) at row base[m] + pos[m]: the rotation
+// and the cache write cost no dispatch of their own.
 // BIAS (with NORM, Qwen2): nw holds [nw; bias] and each column's bias is added after the norm.
 // FACTORS (with ROPE and NORM, Llama 3): each pair's angle is divided by its frequency factor, held in
 // nw from scalar index p.factors (after the norm's weights and any biases).
@@ -69,8 +70,13 @@ fn norm_extra(e: u32) -> f32 {
 #endif
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 #if SPLIT
+#if ROPE
+@group(0) @binding(5) var<storage, read_write> c2: array<u32>;  // the KV caches, f16 pairs
+@group(0) @binding(6) var<storage, read_write> c3: array<u32>;
+#else
 @group(0) @binding(5) var<storage, read_write> c2: array<f32>;
 @group(0) @binding(6) var<storage, read_write> c3: array<f32>;
+#endif
 #endif
 #if ROPE
 @group(0) @binding(7) var<storage, read> pos: array<u32>;
@@ -259,12 +265,13 @@ fn main(
   let row = rowbase[m] + pos[m];
   if (col < p.N1) {
     c[m * p.N1 + col] = rotated(value, partner, col % p.D, pos[m]);
-  } else if (col < p.N1 + p.N2) {
+  } else if (col % 2u == 0u && col < p.N1 + p.N2) {  // a key pair, written by its even column
     let kc = col - p.N1;
-    c2[row * p.N2 + kc] = rotated(value, partner, kc % p.D, pos[m]);
-  } else {
+    let pair = vec2f(rotated(value, partner, kc % p.D, pos[m]), rotated(partner, value, kc % p.D + 1u, pos[m]));
+    c2[(row * p.N2 + kc) / 2u] = pack2x16float(pair);
+  } else if (col % 2u == 0u) {  // a value pair
     let n3 = p.N - p.N1 - p.N2;
-    c3[row * n3 + col - p.N1 - p.N2] = value;
+    c3[(row * n3 + col - p.N1 - p.N2) / 2u] = pack2x16float(vec2f(value, partner));
   }
 #else
 #if SPLIT

@@ -187,6 +187,10 @@ def test_structured_output_and_count_tokens(client: anthropic.Anthropic) -> None
     counted = client.messages.count_tokens(model="tiny", messages=HELLO, system="be brief")
     used = client.messages.create(model="tiny", max_tokens=1, messages=HELLO, system="be brief")
     assert counted.input_tokens == used.usage.input_tokens > 5
+    # fields count_tokens does not take (sampling, stream) are not its business, whatever they hold
+    odd = {"top_p": {"x": []}, "temperature": "hot", "stream": "yes", "stop_sequences": 3}
+    again = client.messages.count_tokens(model="tiny", messages=HELLO, system="be brief", extra_body=odd)
+    assert again.input_tokens == counted.input_tokens
 
 
 def test_the_event_builder_follows_the_chunk_contract() -> None:

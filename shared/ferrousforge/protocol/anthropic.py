@@ -132,16 +132,15 @@ def _format(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _options(body: dict[str, Any], counting: bool) -> dict[str, Any]:
+    if counting:  # evaluates the prompt (kept in the cache); sampling fields are not count_tokens' own
+        return {"num_predict": 1}
     options = {k: body[k] for k in ("temperature", "top_p", "top_k") if body.get(k) is not None}
-    if counting:
-        options["num_predict"] = 1  # counting evaluates the prompt (kept in the cache for the request)
-    else:
-        if body.get("max_tokens") is None:
-            raise BadRequest("'max_tokens' is required")
-        limit = as_int(body["max_tokens"])
-        if limit is None or limit < 1:
-            raise BadRequest("'max_tokens' must be a positive integer")
-        options["num_predict"] = limit
+    if body.get("max_tokens") is None:
+        raise BadRequest("'max_tokens' is required")
+    limit = as_int(body["max_tokens"])
+    if limit is None or limit < 1:
+        raise BadRequest("'max_tokens' must be a positive integer")
+    options["num_predict"] = limit
     stops = string_list(body, "stop_sequences")
     if stops:
         options["stop"] = stops
@@ -167,7 +166,7 @@ def messages_request(raw: object, counting: bool = False) -> ChatRequest:
         "tool_choice": _tool_choice(body.get("tool_choice")),
         "format": _format(body),
         "options": _options(body, counting),
-        "stream": get(body, "stream", bool, False),
+        "stream": not counting and get(body, "stream", bool, False),
     }
     think = _think(body.get("thinking"))
     if think is not None:

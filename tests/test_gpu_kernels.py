@@ -470,6 +470,19 @@ def test_four_bit_rows_hold_the_files_values_exactly(gpu: GpuDevice, kind: str) 
     np.testing.assert_array_equal(got[:k], want)
 
 
+def test_packed_weights_are_checked_before_they_are_recorded(gpu: GpuDevice) -> None:
+    rec, buf = gpu.record(), gpu.buffer(4096)
+    with pytest.raises(ValueError, match="whole blocks"):  # a Q4_K block is 256 values of one row
+        ops.to_q4(rec, buf, buf, 2, 96, "Q4_K")
+    with pytest.raises(ValueError, match="whole blocks"):
+        ops.to_q4(rec, buf, buf, 2, 96, "Q8_0")
+    with pytest.raises(ValueError, match="not several"):
+        ops.linear(rec, buf, buf, buf, 1, 4, 64, q8=True, q4=True)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ops.linear(rec, buf, buf, buf, 1, 4, 40, q4=True)
+    assert not rec.dispatches
+
+
 def eight_bits(gpu: GpuDevice, w: np.ndarray) -> object:
     rows, k = w.shape
     packed = gpu.buffer(ops.q8_bytes(rows, k))

@@ -145,6 +145,8 @@ def linear(
         raise ValueError("biases and frequency factors travel in a norm's buffer, without residual or gate")
     if factors and rope is None:
         raise ValueError("frequency factors go with rope")
+    if half + q8 + q4 > 1:
+        raise ValueError("weights are f16, 8-bit or 4-bit, not several")
     if k % 4 or ((q8 or q4) and k % 32):
         raise ValueError(f"linear needs k to be a multiple of {32 if q8 or q4 else 4}, not {k}")
     if gate not in ("", "silu", "gelu"):
@@ -213,8 +215,9 @@ def to_q4(rec: Recording, raw: Buffer, y: Buffer, rows: int, k: int, kind: str, 
     """y's rows row0.. = a GGUF tensor of ``rows`` rows of k values stored as ``kind`` (Q4_0, Q4_1,
     Q4_K) in ``raw``, repacked in 4 bits with an f32 scale and min a block of 32 (quant4.wgsl: the
     dequantized values exactly, 0.75 bytes each)."""
-    if kind not in Q4_KINDS or k % Q8_BLOCK:
-        raise ValueError(f"4-bit rows come from {', '.join(Q4_KINDS)} rows of a multiple of 32, not {kind}")
+    per = GGUF_BLOCKS[kind][0] if kind in Q4_KINDS else 0
+    if not per or k % per:
+        raise ValueError(f"4-bit rows come from whole blocks of {', '.join(Q4_KINDS)} rows, not {kind} × {k}")
     blocks = rows * k // Q8_BLOCK
     rec.dispatch(rec.device.kernel("quant4", **{kind: True}), [raw, y], _flat(blocks), (blocks, k, row0))
 

@@ -6,38 +6,22 @@ struct Params { n: u32, offset: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(1) var<storage, read> raw: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-fn byte(o: u32) -> u32 { return (raw[o >> 2u] >> ((o & 3u) * 8u)) & 0xFFu; }
-fn sbyte(o: u32) -> f32 { return f32(bitcast<i32>(byte(o) << 24u) >> 24u); }
-fn f16at(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
+#include gguf_bytes
 
 // the 16 non-uniform levels of IQ4_NL and IQ4_XS (llama.cpp's kvalues_iq4nl)
 var<private> IQ4_LEVELS: array<f32, 16> = array<f32, 16>(
   -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0, 69.0, 89.0, 113.0,
 );
 
-// scale and min of sub-block s of a Q4_K or Q5_K block, 6 bits each, packed in the 12 bytes at sc
-fn scale_min(sc: u32, s: u32) -> vec2f {
-  if (s < 4u) {
-    return vec2f(f32(byte(sc + s) & 63u), f32(byte(sc + s + 4u) & 63u));
-  }
-  let scale = (byte(sc + s + 4u) & 0xFu) | ((byte(sc + s - 4u) >> 6u) << 4u);
-  let mn = (byte(sc + s + 4u) >> 4u) | ((byte(sc + s) >> 6u) << 4u);
-  return vec2f(f32(scale), f32(mn));
-}
-
 fn value(v: u32) -> f32 {
 #if Q4_0
   let b = (v / 32u) * 18u;
-  let i = v % 32u;
-  let x = byte(b + 2u + i % 16u);  // values i and i + 16 share a byte (select evaluates both arms)
-  let q = select(x >> 4u, x & 0xFu, i < 16u);
+  let q = nibble(b + 2u, v % 32u);
   return (f32(q) - 8.0) * f16at(b);
 #endif
 #if Q4_1
   let b = (v / 32u) * 20u;
-  let i = v % 32u;
-  let x = byte(b + 4u + i % 16u);
-  let q = select(x >> 4u, x & 0xFu, i < 16u);
+  let q = nibble(b + 4u, v % 32u);
   return f32(q) * f16at(b) + f16at(b + 2u);
 #endif
 #if Q5_0
@@ -108,9 +92,7 @@ fn value(v: u32) -> f32 {
 #endif
 #if IQ4_NL
   let b = (v / 32u) * 18u;
-  let i = v % 32u;
-  let x = byte(b + 2u + i % 16u);
-  return f16at(b) * IQ4_LEVELS[select(x >> 4u, x & 0xFu, i < 16u)];
+  return f16at(b) * IQ4_LEVELS[nibble(b + 2u, v % 32u)];
 #endif
 #if IQ4_XS
   let b = (v / 256u) * 136u;
@@ -119,8 +101,7 @@ fn value(v: u32) -> f32 {
   let i = r % 32u;
   let scales_h = byte(b + 2u) | (byte(b + 3u) << 8u);
   let ls = ((byte(b + 4u + ib / 2u) >> (4u * (ib % 2u))) & 0xFu) | (((scales_h >> (2u * ib)) & 3u) << 4u);
-  let x = byte(b + 8u + 16u * ib + i % 16u);
-  return f16at(b) * f32(i32(ls) - 32) * IQ4_LEVELS[select(x >> 4u, x & 0xFu, i < 16u)];
+  return f16at(b) * f32(i32(ls) - 32) * IQ4_LEVELS[nibble(b + 8u + 16u * ib, i)];
 #endif
 #if BF16
   return bitcast<f32>((byte(2u * v) | (byte(2u * v + 1u) << 8u)) << 16u);

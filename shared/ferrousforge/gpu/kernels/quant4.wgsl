@@ -9,14 +9,7 @@ struct Params { blocks: u32, k: u32, row0: u32, pad: u32 }
 @group(0) @binding(1) var<storage, read> raw: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<u32>;
 
-fn byte(o: u32) -> u32 { return (raw[o >> 2u] >> ((o & 3u) * 8u)) & 0xFFu; }
-fn f16at(o: u32) -> f32 { return unpack2x16float(byte(o) | (byte(o + 1u) << 8u)).x; }
-
-// value i (0..31) of a 16-byte run of nibbles at o laid out as Q4_0's: i < 16 low nibbles, then high
-fn nibble(o: u32, i: u32) -> u32 {
-  let x = byte(o + i % 16u);
-  return select(x >> 4u, x & 0xFu, i < 16u);
-}
+#include gguf_bytes
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n: vec3u) {
@@ -43,22 +36,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) n: v
 #if Q4_K
   let o = (b / 8u) * 144u;
   let s = b % 8u;  // sub-block 2j + high: 32 values of bytes 32j.. (low nibbles, or high)
-  let sc = o + 4u;
-  var scv = 0u;
-  var mv = 0u;
-  if (s < 4u) {
-    scv = byte(sc + s) & 63u;
-    mv = byte(sc + s + 4u) & 63u;
-  } else {
-    scv = (byte(sc + s + 4u) & 0xFu) | ((byte(sc + s - 4u) >> 6u) << 4u);
-    mv = (byte(sc + s + 4u) >> 4u) | ((byte(sc + s) >> 6u) << 4u);
-  }
+  let sm = scale_min(o + 4u, s);
   for (var i = 0u; i < 32u; i++) {
     let x = byte(o + 16u + 32u * (s / 2u) + i);
     q[i] = select(x & 0xFu, x >> 4u, s % 2u == 1u);
   }
-  scale = f16at(o) * f32(scv);
-  mn = -(f16at(o + 2u) * f32(mv));
+  scale = f16at(o) * sm.x;
+  mn = -(f16at(o + 2u) * sm.y);
 #endif
   for (var w = 0u; w < 4u; w++) {
     var word = 0u;

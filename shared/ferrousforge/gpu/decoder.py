@@ -141,8 +141,8 @@ class DecoderShape:
     @classmethod
     def from_gguf(cls, meta: dict[str, Any], tensors: dict[str, TensorInfo]) -> DecoderShape:
         arch = str(meta.get("general.architecture"))
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"the GPU decoder runs {', '.join(ARCHITECTURES)} models, not {arch}")
+        if reason := cannot_run({**meta, "general.architecture": arch}):
+            raise ValueError(f"the GPU decoder {reason}")
 
         def key(name: str, default: Any = None) -> Any:
             value = meta.get(f"{arch}.{name}", default)
@@ -205,9 +205,10 @@ class _Rows:
     buffer: Buffer
     form: str = "f32"  # "f32", "f16", "q8" or "q4" (Decoder._form)
 
-    @property
-    def flags(self) -> dict[str, bool]:
-        return {"half": self.form == "f16", "q8": self.form == "q8", "q4": self.form == "q4"}
+
+def _flags(form: str) -> tuple[bool, bool, bool]:
+    """The products' and gathers' (half, q8, q4) for weights held as ``form``."""
+    return form == "f16", form == "q8", form == "q4"
 
 
 @dataclass
@@ -406,8 +407,7 @@ class Decoder:
     def _linear(
         self, rec: Recording, x: Buffer, name: str, out: Buffer, t: int, n: int, k: int, **kw: Any
     ) -> None:
-        form = self.forms.get(name, "f32")
-        half, q8, q4 = form == "f16", form == "q8", form == "q4"
+        half, q8, q4 = _flags(self.forms.get(name, "f32"))
         ops.linear(rec, x, self.w[name], out, t, n, k, eps=self.shape.eps, half=half, q8=q8, q4=q4, **kw)
 
     def _record(self, t: int, outputs: str, top: bool, distinct: bool, chain: int) -> _Pass:
@@ -439,7 +439,8 @@ class Decoder:
         scale = math.sqrt(d) if sh.gemma else 1.0
         for step in range(max(chain, 1)):
             for part in self.embed:
-                ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, **part.flags)
+                half, q8, q4 = _flags(part.form)
+                ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, half, q8, q4)
             for i in range(sh.n_layer):
                 x, spare = self._layer(rec, i, t, distinct, (pos, base), (x, spare, o, q, k, v, attn, a))
             if n and self.post_norms:  # the last layer's output joins the stream
@@ -453,7 +454,7 @@ class Decoder:
                 ops.gather(rec, last, x, y, 1, d)
             for part, out in zip(self.output, logits, strict=True):
                 norm = w["output_norm.weight"]
-                half, q8, q4 = part.form == "f16", part.form == "q8", part.form == "q4"
+                half, q8, q4 = _flags(part.form)
                 ops.linear(
                     rec, y, part.buffer, out, n, part.count, d, norm=norm, eps=sh.eps, half=half, q8=q8, q4=q4
                 )

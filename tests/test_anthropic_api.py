@@ -193,6 +193,51 @@ def test_structured_output_and_count_tokens(client: anthropic.Anthropic) -> None
     assert again.input_tokens == counted.input_tokens
 
 
+def test_count_tokens_counts_past_the_window(client: anthropic.Anthropic) -> None:
+    """A prompt longer than the context window is counted whole (a reply's would be cut to fit)."""
+    long = [{"role": "user", "content": "the cat sat on the mat " * 1200}]  # ~7000 tokens; num_ctx 4096
+    counted = client.messages.count_tokens(model="tiny", messages=long).input_tokens
+    short = client.messages.count_tokens(model="tiny", messages=HELLO).input_tokens
+    assert counted > 6000 > 100 > short
+
+
+def test_a_prefill_is_continued_and_a_cut_call_is_max_tokens(client: anthropic.Anthropic, host: Host) -> None:
+    """A final assistant message is continued (the prompt ends inside it); a required call that
+    max_tokens cuts short is no text block; disable_parallel_tool_use gives one call."""
+    prefilled = [*HELLO, {"role": "assistant", "content": "The answer is"}]
+    r = client.messages.create(model="tiny", max_tokens=6, messages=prefilled, extra_body=GREEDY)
+    prompt = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\nThe answer is"
+    with host.client() as c:
+        body = {
+            "model": "tiny",
+            "prompt": prompt,
+            "raw": True,
+            "stream": False,
+            "options": {**GREEDY, "num_predict": 6},
+        }
+        raw = c.post("/api/generate", json=body).json()
+    assert r.content[0].text == raw["response"] and r.usage.input_tokens == raw["prompt_eval_count"]  # type: ignore[union-attr]
+    asked = [{"role": "user", "content": "weather in Paris?"}]
+    cut = client.messages.create(
+        model="tiny",
+        max_tokens=6,
+        messages=asked,
+        tools=TOOLS,
+        tool_choice={"type": "any"},
+        extra_body=GREEDY,
+    )
+    assert cut.stop_reason == "max_tokens" and cut.content == []  # no half-written call as text
+    one = client.messages.create(
+        model="tiny",
+        max_tokens=400,
+        messages=asked,
+        tools=TOOLS,
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+        extra_body=GREEDY,
+    )
+    assert one.stop_reason == "tool_use" and [b.type for b in one.content] == ["tool_use"]
+
+
 def test_the_event_builder_follows_the_chunk_contract() -> None:
     """Thinking, text and several calls in one reply (what the producer will send) come out as
     thinking, text and tool_use blocks, each started and stopped in order."""
@@ -244,6 +289,7 @@ BAD = [
     ({"max_tokens": 5, "messages": HELLO, "stop_sequences": "x"}, "stop_sequences"),
     ({"max_tokens": 5, "messages": HELLO, "thinking": {"type": "lots"}}, "thinking.type"),
     ({"max_tokens": 5, "messages": HELLO, "temperature": "hot"}, "temperature"),
+    ({"max_tokens": 5, "messages": HELLO, "temperature": 1.5}, "0 to 1"),  # Anthropic's range
 ]
 
 

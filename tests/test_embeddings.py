@@ -202,6 +202,8 @@ def test_rerank_with_a_bi_encoder_orders_by_cosine(minilm_host: Host) -> None:
         ("/api/embed", {"model": "nope", "input": "x"}, 404, "not found"),
         ("/api/embed", {"model": "all-minilm", "input": "word " * 400, "truncate": False}, 400, "truncate"),
         ("/v1/embeddings", {"model": "all-minilm", "input": []}, 400, "empty"),
+        ("/v1/embeddings", {"model": "all-minilm", "input": ""}, 400, "empty string"),
+        ("/v1/embeddings", {"model": "all-minilm", "input": ["a", ""]}, 400, "empty string"),
         ("/v1/embeddings", {"model": "all-minilm", "input": [["a"]]}, 400, "token id"),
         ("/v1/embeddings", {"model": "all-minilm", "input": "x", "encoding_format": "hex"}, 400, "encoding"),
         ("/api/rerank", {"model": "all-minilm", "query": "q", "documents": ["a"], "top_n": 0}, 400, "top_n"),

@@ -225,6 +225,80 @@ def test_tool_call_required_and_named_on_the_tiny_model(client: openai.OpenAI) -
     assert none.choices[0].message.tool_calls is None
 
 
+def test_a_call_cut_short_is_neither_text_nor_a_call(client: openai.OpenAI) -> None:
+    """max_tokens ends a required call part way: no half-written JSON as the reply's text, and the
+    reason is the limit (OpenAI's "length"), not "tool_calls"."""
+    for seed in (1, 2):
+        r = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "weather in Paris?"}],
+            tools=TOOLS,
+            tool_choice="required",
+            max_tokens=6,
+            seed=seed,
+        )
+        choice = r.choices[0]
+        assert choice.finish_reason == "length", choice
+        assert not choice.message.content and not choice.message.tool_calls
+
+
+def test_required_outranks_the_response_format_and_one_call_when_asked(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "weather in Paris and London?"}]
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(
+            model="tiny",
+            messages=messages,
+            tools=TOOLS,
+            tool_choice="required",
+            response_format={"type": "json_object"},
+            parallel_tool_calls=False,
+            max_tokens=200,
+            seed=seed,
+        )
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls or []) == 1, choice
+
+
+def test_one_call_grammar_and_parser() -> None:
+    from ferrousforge.reply import ReplyParser
+    from ferrousforge_host.engines.llamacpp import grammar_for
+
+    schema = {"type": "object", "properties": {"name": {"const": "add"}}, "required": ["name"]}
+    assert 'call ("\\n" call)*' in grammar_for(None, schema, required=True)  # type: ignore[operator]
+    assert "calls ::= call\n" in grammar_for(None, schema, required=True, single=True)  # type: ignore[operator]
+    two = '{"name": "add", "arguments": {}}\n{"name": "add", "arguments": {}}'
+    for limit, count in ((None, 2), (1, 1)):
+        parser = ReplyParser(tools={"add": {}}, json_calls=True, max_calls=limit)
+        parts = parser.feed(two)
+        rest = parser.finish()
+        assert len(parts.calls + rest.calls) == count and not parts.content + rest.content
+    cut = ReplyParser(tools={"add": {}}, json_calls=True)
+    assert not cut.feed('{"name": "ad') and not cut.finish()  # a call cut short: nothing
+    text = ReplyParser(tools={"add": {}})  # without a grammar, unfinished JSON is what was said
+    text.feed('{"colour": "re')
+    assert text.finish().content == '{"colour": "re'
+
+
+def test_a_final_assistant_message_is_continued(host: Host) -> None:
+    """A chat ending with the assistant's text (a prefill) goes on with that text, as Ollama and
+    Anthropic's API do: the prompt ends inside the message, with no new turn opened."""
+    messages = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "The answer is"}]
+    options = {"temperature": 0, "num_predict": 6}
+    prompt = "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\nThe answer is"
+    with host.client() as c:
+        chat = c.post(
+            "/api/chat", json={"model": "tiny", "messages": messages, "stream": False, "options": options}
+        ).json()
+        raw = c.post(
+            "/api/generate",
+            json={"model": "tiny", "prompt": prompt, "raw": True, "stream": False, "options": options},
+        ).json()
+    assert (
+        chat["message"]["content"] == raw["response"]
+        and chat["prompt_eval_count"] == raw["prompt_eval_count"]
+    )
+
+
 def test_tool_results_feed_back_and_ollama_shape(host: Host) -> None:
     call = {"function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "C"}}}
     messages = [
@@ -341,6 +415,10 @@ def test_tool_results_feed_back_and_ollama_shape(host: Host) -> None:
             },
             "tools[0]",
         ),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 3}, "0 to 2"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": -1}, "0 to 2"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "top_p": 2}, "'top_p'"),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "presence_penalty": 3}, "-2 to 2"),
     ],
 )
 def test_bad_chat_requests_get_openai_shaped_400s(host: Host, body: dict, needle: str) -> None:
@@ -437,6 +515,80 @@ def test_bad_completion_requests(client: openai.OpenAI) -> None:
             client.completions.create(model="tiny", prompt="x", max_tokens=2, **extra)  # type: ignore[arg-type]
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="ghost", prompt="x")
+
+
+def test_an_empty_prompt_completes_from_the_start(client: openai.OpenAI) -> None:
+    """OpenAI: with no prompt the model generates as from the beginning of a new document (Ollama's
+    /api/generate only loads the model on one)."""
+    r = client.completions.create(model="tiny", prompt="", max_tokens=4, temperature=0)
+    assert r.usage and r.usage.completion_tokens == 4 and r.choices[0].text
+    both = client.completions.create(model="tiny", prompt=["", "the cat"], max_tokens=3, temperature=0)
+    assert all(c.text for c in both.choices)
+
+
+def test_offsets_and_logprobs_match_the_text(client: openai.OpenAI) -> None:
+    """text_offset counts from the prompt's start (as OpenAI's); a stop string's tokens have no
+    logprobs, so the tokens given join to the text."""
+    r = client.completions.create(model="tiny", prompt="the cat", max_tokens=3, temperature=0, logprobs=1)
+    lp = r.choices[0].logprobs
+    assert lp and lp.text_offset and lp.tokens and lp.text_offset[0] == len("the cat")
+    full = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=12, temperature=0
+    )
+    text = full.choices[0].message.content or ""
+    stop = text[len(text) // 2 :][:3]
+    cut = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "x"}],
+        max_tokens=12,
+        temperature=0,
+        stop=[stop],
+        logprobs=True,
+    )
+    given = "".join(t.token for t in cut.choices[0].logprobs.content or [])  # type: ignore[union-attr]
+    content = cut.choices[0].message.content or ""
+    assert cut.choices[0].finish_reason == "stop" and stop not in given  # (a token's text may straddle)
+    assert given.startswith(content) or content.startswith(given), (given, content)
+    off = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "x"}],
+        max_tokens=2,
+        logprobs=False,
+        top_logprobs=2,
+    )
+    assert off.choices[0].logprobs is None  # logprobs: false says none, whatever top_logprobs says
+
+
+def test_stream_chunks_as_openai_sends_them(host: Host) -> None:
+    """The role once, in the first chunk; later deltas only what they add (the finish chunk {}); with
+    include_usage every chunk has ``usage`` (null but the last)."""
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.Client(base_url=host.url) as c:
+        text = c.post("/v1/chat/completions", json=body).text
+    events = [json.loads(f[6:]) for f in text.split("\n\n") if f and f != "data: [DONE]"]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert deltas[0]["role"] == "assistant" and all("role" not in d for d in deltas[1:])
+    assert all(e["usage"] is None for e in events[:-1]) and events[-1]["usage"]["completion_tokens"] == 4
+
+
+def test_models_delete_and_unknown_paths_in_openai_shape(client: openai.OpenAI, host: Host) -> None:
+    with host.client() as c:
+        assert c.post("/api/copy", json={"source": "tiny", "destination": "spare"}).status_code == 200
+        missing = c.get("/v1/nothing")
+        wrong = c.put("/v1/chat/completions")
+    gone = client.models.delete("spare")
+    assert gone.deleted and gone.id == "spare:latest"
+    assert [m.id for m in client.models.list().data] == ["tiny:latest"]
+    with pytest.raises(openai.NotFoundError):
+        client.models.delete("spare")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+    assert wrong.status_code == 405 and "method not allowed" in wrong.json()["error"]["message"]
 
 
 def test_langchain_ollama_chat(host: Host) -> None:

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 import ferrousforge
-from ferrousforge.errors import ForgeError
+from ferrousforge.errors import ForgeError, ModelNotFound
 from ferrousforge.options import Options, parse_keep_alive
 from ferrousforge_host.anthropic import routes as anthropic
 from ferrousforge_host.audio.routes import routes as audio_routes
@@ -66,7 +66,7 @@ async def forge_error(request: Request, exc: Exception) -> Response:
         return anthropic.error_response(exc)
     if request.url.path.startswith("/v1/"):  # OpenAI's error shape on OpenAI's paths
         kind = "invalid_request_error" if exc.status < 500 else "server_error"
-        code = "model_not_found" if exc.status == 404 else None
+        code = "model_not_found" if isinstance(exc, ModelNotFound) else None
         return JSONResponse(
             {"error": {"message": printable(exc.message), "type": kind, "param": None, "code": code}},
             status_code=exc.status,
@@ -83,7 +83,9 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 async def not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
     detail = "method not allowed" if status == 405 else f"no route for {request.url.path}"
-    return JSONResponse({"error": detail}, status_code=status)
+    error = ForgeError(detail)
+    error.status = status
+    return await forge_error(request, error)  # in the shape of the API the path is in
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -154,11 +154,13 @@ def render(
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
     strip_bos: bool = True,
+    prefill: str = "",
     **extra: Any,
 ) -> str:
     """Render a chat template; a leading BOS is dropped when the tokenizer adds its own (``strip_bos``:
     not for a model whose tokenizer adds none, as SmolLM2's, whose BOS opens each turn). ``extra``
-    are more variables templates read (``enable_thinking``, ``reasoning_effort``)."""
+    are more variables templates read (``enable_thinking``, ``reasoning_effort``). With ``prefill``
+    (``prefill_of`` the chat) the prompt ends inside the final message, for the reply to go on with it."""
     from jinja2 import TemplateError
 
     system = "\n".join(m["content"] for m in messages if m.get("role") == "system")
@@ -169,7 +171,7 @@ def render(
             messages=messages,
             bos_token=bos_token,
             eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt,
+            add_generation_prompt=add_generation_prompt and not prefill,
             tools=tools,
             System=system,
             Prompt=prompt,
@@ -184,7 +186,26 @@ def render(
         _Deadline.local.until = float("inf")
     if strip_bos and bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
-    return text
+    return continuing(text, prefill) if prefill else text
+
+
+def prefill_of(messages: list[dict[str, Any]]) -> str:
+    """The text a chat's reply goes on with: its final message's, when that is the assistant's (and no
+    tool calls); else "" (a new assistant turn)."""
+    last = messages[-1] if messages else {}
+    if last.get("role") != "assistant" or last.get("tool_calls"):
+        return ""
+    return str(last.get("content") or "")
+
+
+def continuing(rendered: str, prefill: str) -> str:
+    """A chat rendered without a generation prompt, cut right after its final (assistant) message's
+    text, so that the model goes on with that message instead of starting a new turn (a "prefill", as
+    Anthropic's API and transformers' ``continue_final_message`` do); as is when the text is not in it."""
+    for text in (prefill, prefill.strip()):
+        if text and (at := rendered.rfind(text)) >= 0:
+            return rendered[: at + len(text)]
+    return rendered
 
 
 def generate_messages(

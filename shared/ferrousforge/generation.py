@@ -26,6 +26,7 @@ class GenerationInput:
     format: str | dict[str, Any] | None = None  # "json" or a JSON schema the output must match
     optional_call: dict[str, Any] | None = None  # schema of a tool call the reply may be (else free text)
     call_required: bool = False  # the reply must be calls (``optional_call``)
+    single_call: bool = False  # ... at most one of them (parallel_tool_calls: false)
     suffix: str = ""  # fill-in-the-middle: the text after the gap (``prompt`` is the text before)
     truncate: bool = True  # a prompt longer than the window keeps its start (num_keep) and its end
     shift: bool = True  # a full window drops half of its older tokens and generation goes on

@@ -94,11 +94,17 @@ class ReplyParser:
         in_thinking: bool = False,
         tools: dict[str, Any] | None = None,
         markers: list[tuple[str, str | None]] | None = None,
+        json_calls: bool = False,
+        max_calls: int | None = None,
     ) -> None:
         self.thinking = thinking  # parse a thinking section at the start
         self.state = "think" if in_thinking else "start"  # start | think | content | json | marked
         self.tools = tools or {}
         self.markers = markers or []
+        # a grammar made JSON at the reply's start a call: one cut short (num_predict) is dropped, not text
+        self.json_calls = json_calls
+        self.max_calls = max_calls  # calls given out at most (parallel_tool_calls: false); the rest dropped
+        self.calls = 0
         self.marker: tuple[str, str | None] | None = None  # the one being read
         self.buffer = ""
         self.seen_content = False
@@ -195,6 +201,12 @@ class ReplyParser:
             out.content += text
             self.seen_content = self.seen_content or bool(text.strip())
 
+    def _give(self, out: Parts, calls: list[dict[str, Any]]) -> None:
+        if self.max_calls is not None:
+            calls = calls[: max(0, self.max_calls - self.calls)]
+        self.calls += len(calls)
+        out.calls.extend(calls)
+
     def _json(self, out: Parts, final: bool) -> bool:
         """JSON calls at the start of the reply, one after the other; anything else is content."""
         buf = self.buffer.lstrip()
@@ -207,6 +219,9 @@ class ReplyParser:
             self.state, self.seen_content, self.buffer = "content", True, buf
             return True
         except ValueError:
+            if final and self.json_calls and buf[0] == "{":  # a call cut short
+                self.buffer = ""
+                return False
             if final or buf[0] not in "{[":
                 self.state = "content"
                 self.seen_content = True
@@ -219,7 +234,7 @@ class ReplyParser:
             self._say(out, buf[:end])
             self.buffer = buf[end:]
             return True
-        out.calls.extend(calls)
+        self._give(out, calls)
         self.buffer = buf[end:]
         return True
 
@@ -252,6 +267,6 @@ class ReplyParser:
         if calls is None:  # not a call after all: the markup is text
             self._say(out, opening + body + (closing or ""))
         else:
-            out.calls.extend(calls)
+            self._give(out, calls)
         self.buffer, self.state, self.marker = rest, "content", None
         return True

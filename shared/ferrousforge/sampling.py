@@ -9,6 +9,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from ferrousforge.options import Options
 
@@ -20,6 +21,7 @@ class StopMatcher:
         self.stops = stops
         self.pending = ""
         self.matched: str | None = None  # the stop string that ended the text
+        self.dropped = 0  # characters the stop string and what followed it took from the text
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was hit)."""
@@ -30,7 +32,7 @@ class StopMatcher:
         hits = [(i, s) for s in self.stops if (i := self.pending.find(s)) >= 0]
         if hits:
             at, self.matched = min(hits)
-            out, self.pending = self.pending[:at], ""
+            out, self.pending, self.dropped = self.pending[:at], "", len(self.pending) - at
             return out, True
         hold = 0
         for stop in self.stops:
@@ -41,6 +43,14 @@ class StopMatcher:
         cut = len(self.pending) - hold
         out, self.pending = self.pending[:cut], self.pending[cut:]
         return out, False
+
+    def said(self, logprobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of token logprobs (the newest last), those of the tokens whose text was given out: not the
+        stop string's."""
+        budget, kept = self.dropped, list(logprobs)
+        while kept and budget > 0:
+            budget -= len(kept.pop()["token"])
+        return kept
 
     def flush(self) -> str:
         out, self.pending = self.pending, ""

@@ -122,10 +122,10 @@ class _Message:
         return [("content_block_stop", {"type": "content_block_stop", "index": len(self.content) - 1})]
 
     def _finish(self, final: Chunk) -> list[Event]:
-        if any(b["type"] == "tool_use" for b in self.content):
-            reason = "tool_use"
-        elif final.get("done_reason") == "length":
+        if final.get("done_reason") == "length":
             reason = "max_tokens"
+        elif any(b["type"] == "tool_use" for b in self.content):
+            reason = "tool_use"
         elif final.get("stop_sequence"):  # when the producer says which stop string ended it
             reason = "stop_sequence"
         else:
@@ -148,12 +148,9 @@ async def messages(request: Request) -> Response:
 
 
 async def count_tokens(request: Request) -> Response:
-    """The prompt's token count, from evaluating it (llama.cpp keeps it cached for the request)."""
+    """The whole prompt's token count (however long: not fitted to the window, as a reply's would be)."""
     req = messages_request(await read_json(request), counting=True)
-    final: Chunk = {}
-    async for chunk in request.app.state.generation.chat(req):
-        final = chunk
-    return JSONResponse({"input_tokens": final.get("prompt_eval_count", 0)})
+    return JSONResponse({"input_tokens": await request.app.state.generation.count_chat(req)})
 
 
 routes = [

@@ -58,11 +58,14 @@ _JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 
 
 def grammar_for(
-    fmt: str | dict[str, Any] | None, optional_call: dict[str, Any] | None = None, required: bool = False
+    fmt: str | dict[str, Any] | None,
+    optional_call: dict[str, Any] | None = None,
+    required: bool = False,
+    single: bool = False,
 ) -> str | None:
     """GBNF for ``format`` ("json" for any JSON value, or a JSON schema), or for a reply of tool calls
-    matching ``optional_call`` (one per line), which unless ``required`` may instead be free text not
-    starting with "{"."""
+    matching ``optional_call`` (one per line, or just one when ``single``), which unless ``required``
+    may instead be free text not starting with "{"."""
     from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 
     if fmt == "json":
@@ -77,7 +80,8 @@ def grammar_for(
         raise BadRequest(f"cannot use this JSON schema: {exc}") from exc
     if fmt:
         return grammar
-    calls = grammar.replace("root ::=", "call ::=", 1) + '\ncalls ::= call ("\\n" call)*\n'
+    more = "" if single else ' ("\\n" call)*'
+    calls = grammar.replace("root ::=", "call ::=", 1) + f"\ncalls ::= call{more}\n"
     return calls + ("root ::= calls\n" if required else "root ::= calls | free\nfree ::= [^{] [^\\x00]*\n")
 
 
@@ -613,7 +617,7 @@ class LlamaCppMold(TextGenerationMold):
         """Tokenize and validate on the caller's side, so errors come back before any slot is used."""
         req = job.request
         prompt = self._prompt_with_images(job) if req.images else self.vocab.prompt(req, self._n_ctx)
-        grammar = grammar_for(req.format, req.optional_call, req.call_required)
+        grammar = grammar_for(req.format, req.optional_call, req.call_required, req.single_call)
         opts = req.options
         if not 0 <= req.top_logprobs <= 20:
             raise BadRequest("'top_logprobs' must be between 0 and 20")
@@ -944,6 +948,7 @@ class LlamaCppMold(TextGenerationMold):
         job.generated.append(token)
         text, hit = job.stops.feed(job.decoder.decode(self.vocab.piece(token)))
         if hit:
+            job.logprobs = job.stops.said(job.logprobs)  # no logprobs for the stop string's tokens
             if text:
                 self._emit(job, text)
             self._finish(slot, job, "stop", "", flush=False)

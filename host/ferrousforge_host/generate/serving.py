@@ -7,9 +7,10 @@ import binascii
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
+from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, prefill_of, render, with_system
 from ferrousforge.errors import BadRequest, NotSupported
 from ferrousforge.generation import (
     IMAGE_MARKER,
@@ -202,7 +203,7 @@ class GenerationService:
 
     def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         spec, options, keep_alive = self._prepare(req, bool(req.images))
-        if not req.prompt and not req.context and not req.suffix:
+        if not req.prompt and not req.context and not req.suffix and req.empty_loads:
             return self._load_or_unload(req.model, options, keep_alive, {"response": ""})
         thinking, variables = self._thinking(req, spec)
         images = decode_images(req.images)
@@ -239,12 +240,39 @@ class GenerationService:
         )
 
     def chat(self, req: ChatRequest) -> AsyncIterator[Chunk]:
+        plan = self._chat_plan(req)
+        if not req.messages:
+            empty = {"message": {"role": "assistant", "content": ""}}
+            return self._load_or_unload(req.model, plan.options, plan.keep_alive, empty)
+        messages, build, options = plan.messages, plan.build, plan.options
+
+        async def fitted(mold: TextGenerationMold) -> Prompt:
+            kept = await fit_chat(mold, messages, build, options.num_ctx) if req.truncate else messages
+            return build(kept), [image for m in kept for image in m.get("images", ())]
+
+        def shape(parts: Parts) -> dict[str, Any]:
+            message: dict[str, Any] = {"role": "assistant", "content": parts.content}
+            if parts.thinking:
+                message["thinking"] = parts.thinking
+            if parts.calls:
+                message["tool_calls"] = parts.calls
+            return {"message": message}
+
+        return self._run(req, options, plan.keep_alive, fitted, shape, plan.parser, plan.generation)
+
+    async def count_chat(self, req: ChatRequest) -> int:
+        """The tokens of a chat's whole prompt, not fitted to the window (Anthropic's count_tokens)."""
+        plan = self._chat_plan(req)
+        async with self.scheduler.use(req.model, plan.options, plan.keep_alive) as (runner, _):
+            mold = runner.mold
+            assert isinstance(mold, TextGenerationMold)
+            count: int = await mold.run_in_worker(mold.count_tokens, plan.build(plan.messages))
+            return count
+
+    def _chat_plan(self, req: ChatRequest) -> _ChatPlan:
+        """What a chat request becomes: its turns, how they render, the grammar and the reply's parser."""
         spec, options, keep_alive = self._prepare(req, any(m.images for m in req.messages))
         offered, required = choose(check_tools(req.tools), req.tool_choice)
-        if not req.messages:
-            return self._load_or_unload(
-                req.model, options, keep_alive, {"message": {"role": "assistant", "content": ""}}
-            )
         thinking, variables = self._thinking(req, spec)
         # the model's MESSAGEs start every conversation, as Ollama's do
         turns = []
@@ -254,7 +282,6 @@ class GenerationService:
                 turn["content"] = with_images(turn["content"], len(m.images))
                 turn["images"] = decode_images(m.images, f"messages[{i}].images")
             turns.append(turn)
-        messages = with_system([*spec.messages, *turns], spec.system)
         native = template_knows_tools(spec)
         template = spec.template or PLAIN_TEMPLATE
 
@@ -266,20 +293,24 @@ class GenerationService:
                 tools=[{"type": "function", "function": fn} for fn in offered.values()]
                 if native and offered
                 else None,
+                prefill=prefill_of(turns),  # a chat ending with the assistant's text goes on with it
                 **variables,
             )
 
-        async def fitted(mold: TextGenerationMold) -> Prompt:
-            kept = await fit_chat(mold, messages, build, options.num_ctx) if req.truncate else messages
-            return build(kept), [image for m in kept for image in m.get("images", ())]
-
         schema = call_schema(offered) if offered else None
         generation: dict[str, Any] = {"format": req.format}
-        if schema and req.format:  # a call, or an answer in the asked format: the parser tells which
+        grammar_calls = bool(schema) and (required or not native)  # the model's own markup needs none
+        if schema and req.format and not required:  # a call, or an answer in the asked format
             fmt = req.format if isinstance(req.format, dict) else {"type": "object"}
             generation["format"] = {"anyOf": [schema, fmt]}
-        elif schema and (required or not native):  # the model's own markup needs no grammar; ours does
-            generation.update(optional_call=schema, call_required=required)
+            grammar_calls = False  # the parser tells which
+        elif grammar_calls:  # (a required call outranks the format)
+            generation.update(
+                format=None,
+                optional_call=schema,
+                call_required=required,
+                single_call=not req.parallel_tool_calls,
+            )
         markers = call_markers(spec.template) if native else []
 
         def parser(text: str) -> ReplyParser:
@@ -288,17 +319,22 @@ class GenerationService:
                 in_thinking=thinking and opens_thinking(text),
                 tools=offered,
                 markers=markers,
+                json_calls=grammar_calls,
+                max_calls=None if req.parallel_tool_calls else 1,
             )
 
-        def shape(parts: Parts) -> dict[str, Any]:
-            message: dict[str, Any] = {"role": "assistant", "content": parts.content}
-            if parts.thinking:
-                message["thinking"] = parts.thinking
-            if parts.calls:
-                message["tool_calls"] = parts.calls
-            return {"message": message}
+        messages = with_system([*spec.messages, *turns], spec.system)
+        return _ChatPlan(options, keep_alive, messages, build, generation, parser)
 
-        return self._run(req, options, keep_alive, fitted, shape, parser, generation)
+
+@dataclass
+class _ChatPlan:
+    options: Any
+    keep_alive: float | None
+    messages: list[dict[str, Any]]  # the turns to render, system and the model's MESSAGEs first
+    build: Callable[[list[dict[str, Any]]], str]  # turns → prompt
+    generation: dict[str, Any]  # GenerationInput's grammar fields
+    parser: Callable[[str], ReplyParser]  # prompt → the reply's parser
 
 
 def opens_thinking(prompt: str) -> bool:

@@ -155,19 +155,22 @@ class _Shape:
         self.echo: str | None = None  # the prompt, until the choice's first event has repeated it
         self.want_logprobs = logprobs
         self.calls = 0  # tool calls given out so far
+        self.started = False  # the choice's first chunk (the one that says its role) is out
+        self.usage_chunks = False  # stream_options.include_usage: each chunk says usage (null until the last)
         self.offset = 0  # characters of text so far (the completions API's text_offset)
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.model = model
 
-    def choices(self, count: int, echoes: list[str] | None = None) -> list[_Shape]:
-        """One shape a choice, sharing the response's id and timestamp (``echoes``: each choice's
-        prompt, to repeat before its text)."""
+    def choices(self, count: int, prompts: list[str] | None = None, echo: bool = False) -> list[_Shape]:
+        """One shape a choice, sharing the response's id and timestamp (``prompts``: each choice's,
+        which ``echo`` repeats before its text; text offsets count from the prompt's start)."""
         shapes = []
         for index in range(count):
             shape = copy.copy(self)
             shape.index = index
-            shape.echo = echoes[index] if echoes else None
+            shape.echo = prompts[index] if prompts and echo else None
+            shape.offset = len(prompts[index]) if prompts and not echo else 0
             shapes.append(shape)
         return shapes
 
@@ -182,7 +185,8 @@ class _Shape:
         }
 
     def finish_reason(self, final: Chunk) -> str:
-        return "tool_calls" if self.calls else FINISH.get(final.get("done_reason", ""), "stop")
+        reason = FINISH.get(final.get("done_reason", ""), "stop")
+        return "tool_calls" if self.calls and reason != "length" else reason  # cut short: "length"
 
     def logprobs(self, entries: list[dict[str, Any]] | None, text: str) -> dict[str, Any] | None:
         if not self.want_logprobs:
@@ -197,14 +201,18 @@ class _Shape:
         """Stream events for one Ollama chunk."""
         if self.kind == "chat":
             message = chunk["message"]
-            delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+            calls = _tool_calls(chunk)
+            delta: dict[str, Any] = {}
+            if not self.started:  # as OpenAI's: the role once, first; content null before calls
+                delta = {"role": "assistant", "content": message["content"] or (None if calls else "")}
+                self.started = True
+            elif message["content"]:
+                delta["content"] = message["content"]
             if message.get("thinking"):
                 delta["reasoning"] = message["thinking"]
-            if calls := _tool_calls(chunk):
+            if calls:
                 delta["tool_calls"] = [{"index": self.calls + i, **c} for i, c in enumerate(calls)]
                 self.calls += len(calls)
-                if not message["content"]:
-                    delta["content"] = None
             logprobs = self.logprobs(chunk.get("logprobs"), "")
             choice: dict[str, Any] = {"index": self.index, "delta": delta, "logprobs": logprobs}
             obj = "chat.completion.chunk"
@@ -216,7 +224,10 @@ class _Shape:
             choice = {"index": self.index, "text": text, "logprobs": self.logprobs(entries, text)}
             obj = "text_completion"
         choice["finish_reason"] = self.finish_reason(chunk) if chunk.get("done") else None
-        return [self.envelope(obj, [choice])]
+        event = self.envelope(obj, [choice])
+        if self.usage_chunks:
+            event["usage"] = None
+        return [event]
 
     def usage_event(self, finals: list[Chunk], n: int) -> dict[str, Any]:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
@@ -248,7 +259,7 @@ class _Shape:
         return {
             "index": self.index,
             "text": text,
-            "logprobs": _completion_logprobs(entries, 0) if self.want_logprobs else None,
+            "logprobs": _completion_logprobs(entries, self.offset) if self.want_logprobs else None,
             "finish_reason": self.finish_reason(final),
         }
 
@@ -265,11 +276,13 @@ async def _answer(
     shape: _Shape,
     stream: bool,
     usage: bool,
-    echoes: list[str] | None = None,
+    prompts: list[str] | None = None,
+    echo: bool = False,
 ) -> Response:
     """The response for one choice or several (``n``, a list of prompts), generated side by side.
     An error before the first token is an ordinary error response."""
-    shapes = shape.choices(len(streams), echoes)
+    shape.usage_chunks = usage
+    shapes = shape.choices(len(streams), prompts, echo)
     obj = "chat.completion" if shape.kind == "chat" else "text_completion"
     if not stream:
         tasks = [asyncio.create_task(_collect(s)) for s in streams]
@@ -307,8 +320,8 @@ async def completions(request: Request) -> Response:
     reqs = choices.requests
     streams = [request.app.state.generation.generate(req) for req in reqs]
     shape = _Shape("completion", reqs[0].model.display, reqs[0].logprobs, choices.n)
-    echoes = [req.prompt for req in reqs] if choices.echo else None
-    return await _answer(streams, shape, reqs[0].stream, choices.usage, echoes)
+    prompts = [req.prompt for req in reqs]
+    return await _answer(streams, shape, reqs[0].stream, choices.usage, prompts, choices.echo)
 
 
 def _model(stored: Any) -> dict[str, Any]:
@@ -331,9 +344,17 @@ async def model(request: Request) -> Response:
     return JSONResponse(_model(request.app.state.store.get(name)))
 
 
+async def delete_model(request: Request) -> Response:
+    """Deletes a model from the store (as /api/delete), in OpenAI's answer."""
+    name = ModelName.parse(request.path_params["model"])
+    await request.app.state.models.delete(name)
+    return JSONResponse({"id": name.display, "object": "model", "deleted": True})
+
+
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/v1/models/{model:path}", model, methods=["GET"]),
+    Route("/v1/models/{model:path}", delete_model, methods=["DELETE"]),
 ]

@@ -238,7 +238,8 @@ ANTHROPIC: dict[str, Schema] = {
         top_k={"type": "integer", "minimum": 0},
         stream=BOOL,
         metadata=obj(user_id=nullable(STRING)),
-        **SAMPLING,
+        temperature={"type": "number", "minimum": 0, "maximum": 1},  # Anthropic's range
+        top_p=SAMPLING["top_p"],
     ),
     "AnthropicMessage": obj(
         ("id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"),

@@ -374,6 +374,13 @@ def _paths() -> dict[str, dict[str, Any]]:
                 _json(ref("Model")),
                 errors={"404": "no such model"},
             ),
+            "delete": p(
+                "/v1/models/{model}",
+                "Delete a model (as /api/delete)",
+                "openai",
+                _json(ref("ModelDeleted")),
+                errors={"404": "no such model"},
+            ),
         },
     }
 

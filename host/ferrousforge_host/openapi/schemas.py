@@ -18,6 +18,7 @@ STRING: Schema = {"type": "string"}
 INT: Schema = {"type": "integer"}
 NUMBER: Schema = {"type": "number"}
 BOOL: Schema = {"type": "boolean"}
+NONEMPTY: Schema = {"type": "string", "minLength": 1}
 ANY_OBJECT: Schema = {"type": "object"}
 NANOSECONDS: Schema = {"type": "integer", "minimum": 0, "description": "nanoseconds"}
 TOKEN: Schema = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
@@ -177,7 +178,7 @@ MODEL_MESSAGE: Schema = obj(
     ("role", "content"), role={"enum": ["system", "user", "assistant"]}, content=STRING
 )
 OPENAI_SAMPLING: Schema = {
-    "temperature": nullable({"type": "number", "minimum": 0, "maximum": 100}),
+    "temperature": nullable({"type": "number", "minimum": 0, "maximum": 2}),
     "top_p": nullable({"type": "number", "minimum": 0, "maximum": 1}),
     "seed": nullable({"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1}),
     "presence_penalty": nullable({"type": "number", "minimum": -2, "maximum": 2}),
@@ -459,8 +460,8 @@ COMPONENTS: dict[str, Schema] = {
         model=MODEL_NAME | {"examples": ["all-minilm"]},
         input={
             "anyOf": [
-                STRING,
-                array(STRING, min=1, max=2048),
+                NONEMPTY,
+                array(NONEMPTY, min=1, max=2048),
                 array(TOKEN, min=1),
                 array(array(TOKEN, min=1), min=1, max=2048),
             ]
@@ -555,6 +556,7 @@ COMPONENTS: dict[str, Schema] = {
     "Completion": openai_reply("text_completion", ("index", "text", "finish_reason"), text=STRING),
     "ModelList": obj(("object", "data"), object={"const": "list"}, data=array(OPENAI_MODEL)),
     "Model": OPENAI_MODEL,
+    "ModelDeleted": obj(("id", "object", "deleted"), id=STRING, object={"const": "model"}, deleted=BOOL),
     "BrowserModelRequest": obj(("model",), model=MODEL_NAME),
     "BrowserModel": obj(
         ("model", "kind", "format", "files", "config", "requirements"),

@@ -30,7 +30,7 @@ from ferrousforge.browser.onnx_web import WebEmbeddingMold, WebRerankMold
 from ferrousforge.browser.piper_web import WebPiperMold
 from ferrousforge.browser.probe import measure, wasm_threads
 from ferrousforge.browser.whisper_web import WebWhisperMold
-from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, render, with_system
+from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, prefill_of, render, with_system
 from ferrousforge.embedding import EmbedItem, ScoreItem
 from ferrousforge.errors import Aborted, BadRequest, ForgeError
 from ferrousforge.generation import GenerationInput
@@ -522,7 +522,12 @@ class BrowserForge:
 
         def prompt_of(info: ModelInfo) -> str:
             messages = with_system([*info.messages, *(m.to_template() for m in req.messages)], info.system)
-            return render(info.template or PLAIN_TEMPLATE, messages, **special_tokens(info.config))
+            return render(
+                info.template or PLAIN_TEMPLATE,
+                messages,
+                prefill=prefill_of(messages),
+                **special_tokens(info.config),
+            )
 
         needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
         return await self._generation(

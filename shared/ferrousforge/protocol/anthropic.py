@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ferrousforge.errors import BadRequest
-from ferrousforge.protocol.fields import as_int, require_object, string_list
+from ferrousforge.protocol.fields import as_int, check_ranges, require_object, string_list
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.generate import ChatRequest
 
@@ -111,6 +111,11 @@ def _tool_choice(value: object) -> object:
     raise BadRequest("'tool_choice.type' must be auto, any, tool or none")
 
 
+def _no_parallel(value: object) -> bool:
+    """``tool_choice.disable_parallel_tool_use``: at most one tool use."""
+    return isinstance(value, dict) and get(value, "disable_parallel_tool_use", bool, False)
+
+
 def _think(value: object) -> bool | None:
     if value is None:
         return None
@@ -132,8 +137,9 @@ def _format(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _options(body: dict[str, Any], counting: bool) -> dict[str, Any]:
-    if counting:  # evaluates the prompt (kept in the cache); sampling fields are not count_tokens' own
-        return {"num_predict": 1}
+    if counting:  # the prompt is only tokenized; sampling fields are not count_tokens' own
+        return {}
+    check_ranges(body, {"temperature": (0, 1), "top_p": (0, 1)})  # Anthropic's bounds
     options = {k: body[k] for k in ("temperature", "top_p", "top_k") if body.get(k) is not None}
     if body.get("max_tokens") is None:
         raise BadRequest("'max_tokens' is required")
@@ -164,6 +170,7 @@ def messages_request(raw: object, counting: bool = False) -> ChatRequest:
         "messages": messages,
         "tools": _tools(get(body, "tools", list, [])),
         "tool_choice": _tool_choice(body.get("tool_choice")),
+        "parallel_tool_calls": not _no_parallel(body.get("tool_choice")),
         "format": _format(body),
         "options": _options(body, counting),
         "stream": not counting and get(body, "stream", bool, False),

@@ -58,6 +58,8 @@ class EmbedRequest:
             ids = None if isinstance(item, str) else token_ids(item)
             if not isinstance(item, str) and not ids:
                 raise BadRequest("'input' must be a string, a list of strings, or token id arrays")
+            if item == "":
+                raise BadRequest("'input' must not hold an empty string")
             items.append(item if isinstance(item, str) else ids)  # type: ignore[arg-type]
         if not items:
             raise BadRequest("'input' must not be empty")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from ferrousforge.errors import BadRequest
@@ -41,6 +42,16 @@ def as_int(value: object) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return None
+
+
+def check_ranges(body: dict[str, Any], ranges: Mapping[str, tuple[float, float]]) -> None:
+    """The numbers these dialects bound (temperature 0 to 2, ...): outside, a 400 as theirs answer."""
+    for name, (low, high) in ranges.items():
+        value = body.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high
+        ):
+            raise BadRequest(f"'{name}' must be a number from {low:g} to {high:g}")
 
 
 def token_ids(value: object) -> list[int] | None:

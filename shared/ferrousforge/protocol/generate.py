@@ -74,6 +74,7 @@ class GenerateRequest(Common):
     images: list[str] = field(default_factory=list)
     context: list[int] = field(default_factory=list)
     prompt_logprobs: bool = False  # the prompt's token logprobs too (OpenAI completions' echo)
+    empty_loads: bool = True  # an empty prompt only loads the model (Ollama's); else it is a text's start
 
     @classmethod
     def parse(cls, raw: object) -> GenerateRequest:
@@ -146,6 +147,9 @@ class ChatRequest(Common):
     messages: list[Message] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
     tool_choice: object = None  # "none" | "auto" | "required" | {type: function, function: {name}}
+    parallel_tool_calls: bool = (
+        True  # False: one call at most (OpenAI's; Anthropic's disable_parallel_tool_use)
+    )
 
     @classmethod
     def parse(cls, raw: object) -> ChatRequest:
@@ -176,4 +180,10 @@ class ChatRequest(Common):
         tools = get(body, "tools", list, [])
         if not all(isinstance(t, dict) for t in tools):
             raise BadRequest("'tools' must be a list of objects")
-        return cls(**_common(body), messages=messages, tools=tools, tool_choice=body.get("tool_choice"))
+        return cls(
+            **_common(body),
+            messages=messages,
+            tools=tools,
+            tool_choice=body.get("tool_choice"),
+            parallel_tool_calls=get(body, "parallel_tool_calls", bool, True),
+        )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ferrousforge.errors import BadRequest
-from ferrousforge.protocol.fields import as_int, require_object
+from ferrousforge.protocol.fields import as_int, check_ranges, require_object
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
 
@@ -21,11 +21,15 @@ _OPTION_NAMES = {
 }
 
 
+RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
+
+
 def _options(body: dict[str, Any], default_max: int | None, least: int = 1) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for theirs, ours in _OPTION_NAMES.items():
         if body.get(theirs) is not None:
             options[ours] = body[theirs]
+    check_ranges(body, RANGES)
     # a null is no value (OpenAI's schema): {"max_tokens": 8, "max_completion_tokens": null} means 8
     limit = next(
         (body[key] for key in ("max_completion_tokens", "max_tokens") if body.get(key) is not None),
@@ -88,6 +92,8 @@ def _logprobs(body: dict[str, Any], chat: bool) -> dict[str, Any]:
     value = body.get("logprobs")
     if chat:
         top = get(body, "top_logprobs", int, 0)
+        if value is False:  # said so: none (top_logprobs then asks for nothing)
+            return {"logprobs": False, "top_logprobs": 0}
         return {"logprobs": bool(value) or top > 0, "top_logprobs": top}
     if value is None or value is False:
         return {}
@@ -173,6 +179,7 @@ def chat_request(raw: object) -> Choices[ChatRequest]:
             "format": _format(body),
             "tools": get(body, "tools", list, []),
             "tool_choice": body.get("tool_choice"),
+            "parallel_tool_calls": get(body, "parallel_tool_calls", bool, True),
             "think": _think(body),
             **_logprobs(body, chat=True),
         }
@@ -210,6 +217,7 @@ def completion_request(raw: object) -> Choices[GenerateRequest]:
     requests = [GenerateRequest.parse({**common, "prompt": p}) for p in _prompts(body)]
     bias = _logit_bias(body)
     for request in requests:
+        request.empty_loads = False  # "" generates as from the start of a new document
         request.prompt_logprobs = echo and request.logprobs
         request.logit_bias = bias
     return Choices(_each_choice(requests, n), n, bool(stream_options.get("include_usage")), echo)

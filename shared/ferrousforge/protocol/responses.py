@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferrousforge.errors import BadRequest
-from ferrousforge.protocol.fields import as_int, require_object
+from ferrousforge.protocol.fields import as_int, check_ranges, require_object
 from ferrousforge.protocol.fields import field as get
 from ferrousforge.protocol.generate import ChatRequest, content_parts
-from ferrousforge.protocol.openai import output_format
+from ferrousforge.protocol.openai import RANGES, output_format
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -146,6 +146,7 @@ def _think(reasoning: dict[str, Any]) -> bool | str | None:
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
+    check_ranges(body, RANGES)
     options = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
     limit = body.get("max_output_tokens")
     if limit is not None:
@@ -173,6 +174,7 @@ def responses_request(raw: object) -> ResponsesRequest:
         "messages": messages,
         "tools": _tools(tools),
         "tool_choice": _tool_choice(body.get("tool_choice")),
+        "parallel_tool_calls": get(body, "parallel_tool_calls", bool, True),
         "format": _format(text),
         "options": _options(body),
         "stream": get(body, "stream", bool, False),

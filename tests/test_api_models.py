@@ -150,6 +150,53 @@ def test_create_from_existing_model_overrides_template(host: Host) -> None:
         assert gen["eval_count"] == 4
 
 
+def test_templates_that_cannot_render_are_refused_at_create(host: Host) -> None:
+    """As Ollama parses a template when the model is made: a 400 then, not at every chat after."""
+    ranged = "{{- range .Messages }}{{ .Content }}{{ end }}"
+    with host.client() as c:
+        for template in ("{% for %}", "{{ if }}", "{{ end }}", ranged):
+            r = c.post("/api/create", json={"model": "bad", "from": "tiny", "template": template})
+            assert r.status_code == 400 and "template" in r.json()["error"], (template, r.text)
+            made = c.post(
+                "/api/create", json={"model": "bad", "modelfile": f'FROM tiny\nTEMPLATE """{template}"""'}
+            )
+            assert made.status_code == 400, template
+        bogus = c.post("/api/create", json={"model": "bad", "modelfile": "FROM tiny\nPARAMETER bogus 1\n"})
+        assert bogus.status_code == 400 and "unknown parameter 'bogus'" in bogus.json()["error"]
+        asked = c.post("/api/generate", json={"model": "tiny", "prompt": "x", "template": "{{ if }}"})
+        assert asked.status_code == 400
+        assert "bad:latest" not in [m["name"] for m in c.get("/api/tags").json()["models"]]
+
+
+def test_a_classic_template_sees_every_turn(host: Host) -> None:
+    """A .System/.Prompt/.Response template renders each exchange: a longer chat is a longer prompt,
+    and the model's MESSAGEs come first (as the same chat given them)."""
+    from test_shared import CLASSIC_CHATML
+
+    greedy = {"stream": False, "options": {"num_predict": 2, "temperature": 0}}
+    turns = [
+        {"role": "user", "content": "one two"},
+        {"role": "assistant", "content": "three four"},
+        {"role": "user", "content": "five"},
+    ]
+    with host.client() as c:
+        body = {"model": "classic", "from": "tiny", "template": CLASSIC_CHATML, "messages": turns[:2]}
+        assert c.post("/api/create", json=body).status_code == 200
+        last = c.post("/api/chat", json={"model": "classic", "messages": turns[2:], **greedy}).json()
+        plain = {"model": "classic", "prompt": "", "raw": True, **greedy}
+        prompt = render_classic(turns)
+        raw = c.post("/api/generate", json={**plain, "prompt": prompt}).json()
+    assert (
+        last["prompt_eval_count"] == raw["prompt_eval_count"]
+        and last["message"]["content"] == raw["response"]
+    )
+
+
+def render_classic(turns: list[dict[str, str]]) -> str:
+    parts = [f"<|im_start|>{t['role']}\n{t['content']}<|im_end|>\n" for t in turns]
+    return "".join(parts) + "<|im_start|>assistant\n"
+
+
 def test_a_models_messages_start_every_conversation(host: Host) -> None:
     """Modelfile MESSAGEs (or create's ``messages``): a chat or a templated generate with the model
     is the same prompt as the plain model given those messages first; /api/show lists them."""

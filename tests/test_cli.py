@@ -48,6 +48,23 @@ def test_piped_tables_keep_a_row_a_line(host: Host) -> None:
     assert "minutes from now" in ps
 
 
+def test_show_modelfile_makes_a_modelfile_as_it_is(host: Host, tmp_path: Path) -> None:
+    """``show --modelfile > Modelfile`` is how a new Modelfile starts: long lines stay whole, however
+    narrow the terminal, and ``create`` takes the result."""
+    long = "Answer as a pirate would, in a long and winding sentence that goes well past eighty columns."
+    first = tmp_path / "Modelfile"
+    first.write_text(f"FROM tiny\nSYSTEM {long}\n")
+    assert ff(host, "create", "pirate", "-f", str(first)).returncode == 0
+    env = {**os.environ, "FERROUSFORGE_HOST": host.url.removeprefix("http://"), "COLUMNS": "40"}
+    shown = subprocess.run([*CLI, "show", "pirate", "--modelfile"], capture_output=True, text=True, env=env)
+    assert long in shown.stdout
+    again = tmp_path / "Modelfile.again"
+    again.write_text(shown.stdout)
+    made = ff(host, "create", "pirate2", "-f", str(again))
+    assert made.returncode == 0, made.stderr
+    assert ff(host, "show", "pirate2", "--system").stdout.strip() == long
+
+
 def test_ps_and_list_word_time_as_ollama() -> None:
     from datetime import UTC, datetime
 

@@ -111,8 +111,12 @@ def test_ollama_embed_shape_legacy_and_dimensions(minilm_host: Host) -> None:
         v = np.array(short["embeddings"][0])
         assert v.shape == (64,) and abs(np.linalg.norm(v) - 1) < 1e-6
         assert np.allclose(v, np.array(r["embeddings"][0][:64]) / np.linalg.norm(r["embeddings"][0][:64]))
-        empty = c.post("/api/embed", json={"model": "all-minilm", "input": []})
-        assert empty.status_code == 200 and empty.json()["embeddings"] == []
+        for body in ({"input": []}, {"input": ""}, {}):  # nothing to embed: the model loads, as Ollama's
+            empty = c.post("/api/embed", json={"model": "all-minilm", **body})
+            assert empty.status_code == 200 and empty.json()["embeddings"] == []
+        for body in ({"prompt": ""}, {}):
+            nothing = c.post("/api/embeddings", json={"model": "all-minilm", **body})
+            assert nothing.status_code == 200 and nothing.json() == {"embedding": []}
 
 
 def test_openai_embeddings_floats_base64_and_token_arrays(minilm_host: Host) -> None:

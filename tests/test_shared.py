@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferrousforge.chat_format import GEMMA_TEMPLATE, go_to_jinja, render
+from ferrousforge.chat_format import GEMMA_TEMPLATE, go_to_jinja, prefill_of, render
 from ferrousforge.errors import BadRequest
 from ferrousforge.gguf import GGUFError, adds_bos, read_file_metadata, read_metadata, summarize
 from ferrousforge.modelfile import Modelfile
@@ -236,8 +236,35 @@ def test_go_templates_translate_and_unknown_actions_are_refused() -> None:
     assert render(tpl, [{"role": "user", "content": "P"}]) == "P"
     with pytest.raises(BadRequest):
         render("{{ range .Messages }}{{ end }}", [])
-    with pytest.raises(BadRequest):
-        render("{% for %}", [])
+    for bad in ("{% for %}", "{{ if }}", "{{ end }}", "x {{- range $i := .Messages }}"):
+        with pytest.raises(BadRequest):
+            render(bad, [{"role": "user", "content": "P"}])
+
+
+CLASSIC_CHATML = (  # an Ollama template of the .System/.Prompt/.Response kind
+    "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}{{ if .Prompt }}<|im_start|>user\n"
+    "{{ .Prompt }}<|im_end|>\n{{ end }}<|im_start|>assistant\n{{ .Response }}<|im_end|>\n"
+)
+
+
+def test_classic_go_templates_render_a_turn_at_a_time_as_ollama() -> None:
+    """Ollama executes such a template once for each exchange and, for the last, only up to its
+    .Response: every turn is in the prompt, it ends where the reply goes, whitespace as written."""
+    chat = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "u1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "u2"},
+    ]
+    head = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nu1<|im_end|>\n"
+    head += "<|im_start|>assistant\na1<|im_end|>\n"
+    tail = "<|im_start|>user\nu2<|im_end|>\n<|im_start|>assistant\n"
+    assert render(CLASSIC_CHATML, chat) == head + tail
+    prefilled = [*chat, {"role": "assistant", "content": "The"}]  # the reply goes on from "The"
+    assert render(CLASSIC_CHATML, prefilled, prefill=prefill_of(prefilled)) == head + tail + "The"
+    two_users = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]  # joined, as collated
+    assert render(CLASSIC_CHATML, two_users) == "<|im_start|>user\na\n\nb<|im_end|>\n<|im_start|>assistant\n"
+    assert render("{{ .Prompt }}", [{"role": "user", "content": "hi"}]) == "hi"  # no .Response: all of it
     with pytest.raises(BadRequest):
         render("{{ raise_exception('no system role') }}", [])
 

@@ -293,8 +293,8 @@ def show(
         (system, "system"),
         (license_, "license"),
     ):
-        if flag:
-            out.print(info.get(key, ""), markup=False, highlight=False)
+        if flag:  # as written, unwrapped: `show --modelfile > Modelfile` makes a Modelfile `create` reads
+            out.file.write(str(info.get(key, "")).rstrip("\n") + "\n")
             return
     table = Table(box=None, show_header=False)
     for label, value in cli_run.model_facts(info):
@@ -330,6 +330,14 @@ def cp(source: str, destination: str, host: HostOption = None) -> None:
 def stop(model: str, host: HostOption = None) -> None:
     """Unload a running model."""
     client(host).generate(model, "", keep_alive=0)
+
+
+def _gguf_name(path: Path) -> str:
+    """A file's name for the server, ending .gguf when it is one: a store's blob (``FROM`` in what
+    ``show --modelfile`` printed) has no extension."""
+    with path.open("rb") as f:
+        gguf = f.read(4) == b"GGUF"
+    return path.name + ".gguf" if gguf and not path.name.lower().endswith(".gguf") else path.name
 
 
 def _model_files(folder: Path) -> list[Path]:
@@ -371,13 +379,13 @@ def create(
         fields["messages"] = spec.messages
     path = (file.parent / os.path.expanduser(spec.source)).resolve()
     if path.is_file():
-        fields["files"] = {path.name: _upload(api, path)}
+        fields["files"] = {_gguf_name(path): _upload(api, path)}
         if spec.projector:  # a vision model's second file
             projector = (file.parent / os.path.expanduser(spec.projector)).resolve()
             if not projector.is_file():
                 raise ForgeError(f"no projector file at {projector}")
-            key = projector.name if projector.name != path.name else f"projector-{projector.name}"
-            fields["files"][key] = _upload(api, projector)
+            key = _gguf_name(projector)
+            fields["files"][key if key != _gguf_name(path) else f"projector-{key}"] = _upload(api, projector)
     elif path.is_dir():  # a safetensors model folder, converted by the server
         fields["files"] = {f.relative_to(path).as_posix(): _upload(api, f) for f in _model_files(path)}
     elif spec.projector:

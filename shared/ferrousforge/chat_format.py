@@ -50,7 +50,9 @@ _GO_VARS = {".System": "System", ".Prompt": "Prompt", ".Response": "Response"}
 
 
 def is_go_template(template: str) -> bool:
-    return bool(re.search(r"\{\{-?\s*(\w+\s+)?\.[A-Z]", template))
+    """Go's actions (``{{ .Prompt }}``, ``{{ if .System }}``, ``{{ end }}``, ``{{ range ... }}``), never
+    written so in Jinja."""
+    return bool(re.search(r"\{\{-?\s*((\w+\s+)?\.[A-Z]|(if|else|end|range|with)\b)", template))
 
 
 def go_to_jinja(template: str) -> str:
@@ -133,16 +135,27 @@ def _compile(template: str) -> Any:
                 raise BadRequest(f"template: a repeated string or list longer than {MAX_TEMPLATE_ITEMS}")
             return super().call_binop(context, operator, left, right)
 
-    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    go = is_go_template(template)  # Go keeps whitespace as written; chat templates expect Jinja's trims
+    env = Sandbox(
+        trim_blocks=not go,
+        lstrip_blocks=not go,
+        keep_trailing_newline=go,
+        extensions=["jinja2.ext.loopcontrols"],
+    )
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     env.globals["range"] = _Steps
     try:
-        return env.from_string(go_to_jinja(template) if is_go_template(template) else template)
+        return env.from_string(go_to_jinja(template) if go else template)
     except TemplateError as exc:
         raise BadRequest(f"invalid template: {exc}") from exc
     except RecursionError:
         raise BadRequest("invalid template: nested too deeply") from None
+
+
+def check_template(template: str) -> None:
+    """A 400 for a template that cannot render (Jinja that doesn't parse, Go beyond the subset)."""
+    _compile(template)
 
 
 def render(
@@ -163,21 +176,19 @@ def render(
     (``prefill_of`` the chat) the prompt ends inside the final message, for the reply to go on with it."""
     from jinja2 import TemplateError
 
-    system = "\n".join(m["content"] for m in messages if m.get("role") == "system")
-    prompt = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+    compiled = _compile(template)
+    variables = {
+        "messages": messages,
+        "bos_token": bos_token,
+        "eos_token": eos_token,
+        "add_generation_prompt": add_generation_prompt and not prefill,
+        "tools": tools,
+        **extra,
+    }
     _Deadline.local.until = time.monotonic() + RENDER_SECONDS
     try:
-        text: str = _compile(template).render(
-            messages=messages,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            add_generation_prompt=add_generation_prompt and not prefill,
-            tools=tools,
-            System=system,
-            Prompt=prompt,
-            Response="",
-            **extra,
-        )
+        go = is_go_template(template)  # Ollama's .System/.Prompt/.Response: a turn at a time
+        text: str = _render_turns(compiled, messages, variables) if go else compiled.render(**variables)
     except TemplateError as exc:
         raise BadRequest(f"template failed to render: {exc}") from exc
     except RecursionError:
@@ -186,7 +197,44 @@ def render(
         _Deadline.local.until = float("inf")
     if strip_bos and bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
-    return continuing(text, prefill) if prefill else text
+    return continuing(text, prefill) if prefill and not go else text  # (a Go template's ends in it)
+
+
+_RESPONSE = "\ue000response\ue000"  # where the last turn's .Response goes (private-use characters)
+
+
+def _collate(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Roles and texts, a run of messages of one role joined (as Ollama's templates see a chat)."""
+    out: list[tuple[str, str]] = []
+    for m in messages:
+        role, text = str(m.get("role")), str(m.get("content") or "")
+        if out and out[-1][0] == role:
+            out[-1] = (role, out[-1][1] + "\n\n" + text)
+        else:
+            out.append((role, text))
+    return out
+
+
+def _render_turns(compiled: Any, messages: list[dict[str, Any]], variables: dict[str, Any]) -> str:
+    """A .System/.Prompt/.Response template as Ollama executes one: once for each exchange (a system
+    text, a prompt, a response), then for the last, cut right after its .Response (the reply goes
+    there; a final assistant message is its start)."""
+    out: list[str] = []
+    turn = {"System": "", "Prompt": "", "Response": ""}
+    for role, text in _collate(messages):
+        key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(role)
+        if key is None:  # (tool results have no place in these templates)
+            continue
+        if (key == "System" and (turn["Prompt"] or turn["Response"])) or (
+            key == "Prompt" and turn["Response"]
+        ):
+            out.append(compiled.render(**variables, **turn))
+            turn = {"System": "", "Prompt": "", "Response": ""}
+        turn[key] = text
+    last = compiled.render(**variables, **{**turn, "Response": _RESPONSE})
+    at = last.find(_RESPONSE)
+    out.append(last if at < 0 else last[:at] + turn["Response"])
+    return "".join(out)
 
 
 def prefill_of(messages: list[dict[str, Any]]) -> str:

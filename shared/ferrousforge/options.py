@@ -112,6 +112,14 @@ class Options:
             log.warning("ignoring %s%s", "; ".join(ignored[:3]), more)
         return replace(base, **changes)
 
+    @classmethod
+    def check_names(cls, raw: dict[str, Any]) -> None:
+        """A model's parameters (a Modelfile's PARAMETER, create's ``parameters``) name options, as
+        ``ollama create`` insists; requests stay lenient."""
+        known = {f.name for f in fields(cls)} | IGNORED_OPTIONS
+        if unknown := next((str(key) for key in raw if key not in known), None):
+            raise BadRequest(f"unknown parameter '{unknown[:64]}'")
+
     def load_key(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in LOAD_OPTIONS)
 

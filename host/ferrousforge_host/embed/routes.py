@@ -38,7 +38,7 @@ async def embed(request: Request) -> Response:
 async def embeddings_legacy(request: Request) -> Response:
     req = EmbedRequest.legacy(await read_json(request))
     out = await service(request).embed(req, normalize=False)  # as Ollama's: the model's own vector
-    return JSONResponse({"embedding": out.vectors[0]})
+    return JSONResponse({"embedding": out.vectors[0] if len(out.vectors) else []})
 
 
 def _encode(vector: np.ndarray, fmt: str) -> np.ndarray | str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ferrousforge.chat_format import FAMILY_STOPS, _compile, family_template
+from ferrousforge.chat_format import FAMILY_STOPS, check_template, family_template
 from ferrousforge.errors import BadRequest
 from ferrousforge.gguf import GGUFError, read_file_metadata, read_file_tensors, summarize
 from ferrousforge.manifest import (
@@ -112,7 +112,7 @@ def import_gguf(
         params["stop"] = stops
     Options.parse(params)  # refuse parameters that no request could use
     if template:
-        _compile(template)  # refuse a template that cannot render
+        check_template(template)  # refuse a template that cannot render
     layers = [Layer(MODEL, digest, store.blob_path(digest).stat().st_size)]
     if projector:
         layers.append(Layer(PROJECTOR, projector, store.blob_path(projector).stat().st_size))

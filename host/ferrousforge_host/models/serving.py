@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ferrousforge.chat_format import check_template
 from ferrousforge.errors import BadRequest
 from ferrousforge.gguf import GGUFError, describe
 from ferrousforge.manifest import (
@@ -273,12 +274,15 @@ class ModelService:
         source = field(body, "from", str, None) or modelfile.source or None
         files = require_object(field(body, "files", dict, {}), "'files'")
         template = field(body, "template", str, None) or modelfile.template
+        if template:
+            check_template(template)  # a template that cannot render is refused now, not at every chat
         system = field(body, "system", str, None)
         system = system if system is not None else modelfile.system
         params = {
             **modelfile.parameters,
             **require_object(field(body, "parameters", dict, {}), "'parameters'"),
         }
+        Options.check_names(params)
         Options.parse(params)
         given = body.get("messages")
         messages = check_messages(given) if given is not None else modelfile.messages

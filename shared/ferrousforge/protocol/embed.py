@@ -35,7 +35,7 @@ class EmbedRequest:
     def ollama(cls, raw: object) -> EmbedRequest:
         body = require_object(raw)
         value = get(body, "input", (str, list), [])
-        items = [value] if isinstance(value, str) else value
+        items = ([value] if value else []) if isinstance(value, str) else value  # "": loads, as Ollama's
         if not all(isinstance(x, str) for x in items):
             raise BadRequest("'input' must be a string or a list of strings")
         return cls._checked(body, items)
@@ -43,7 +43,8 @@ class EmbedRequest:
     @classmethod
     def legacy(cls, raw: object) -> EmbedRequest:
         body = require_object(raw)
-        return cls._checked(body, [get(body, "prompt", str)])
+        prompt = get(body, "prompt", str, "")
+        return cls._checked(body, [prompt] if prompt else [])  # none: the model loads, as Ollama's
 
     @classmethod
     def openai(cls, raw: object) -> EmbedRequest:

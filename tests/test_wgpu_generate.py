@@ -84,6 +84,27 @@ def test_sampling_with_a_seed_is_reproducible(gen_host: Host) -> None:
     assert penalized["response"] == generate(gen_host, "tiny", temperature=0, repeat_penalty=1.5)["response"]
 
 
+def test_a_full_window_shifts_as_on_llama_cpp(gen_host: Host) -> None:
+    """``shift`` (default true): past a full window generation goes on, as on the llama.cpp engine
+    (tokens equal until the first shift); ``shift: false`` ends it at the window's edge."""
+    small = {"num_ctx": 32, "num_predict": 60, "temperature": 0}
+
+    def run(model: str, shift: bool = True, **options: object) -> dict:
+        body = {"model": model, "prompt": "the cat", "stream": False, "shift": shift, "options": options}
+        with gen_host.client(timeout=300) as c:
+            r = c.post("/api/generate", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    ours, theirs = run("tiny-gpu", **small, **WGPU), run("tiny", **small)
+    assert ours["eval_count"] == theirs["eval_count"] == 60 and ours["done_reason"] == "length"
+    assert ours["context"][:31] == theirs["context"][:31]  # the same until the window first filled
+    sampled = run("tiny-gpu", **{**small, "temperature": 0.8, "seed": 3}, **WGPU)
+    assert sampled["eval_count"] == 60
+    ended = run("tiny-gpu", False, **small, **WGPU)
+    assert ended["done_reason"] == "length" and ended["prompt_eval_count"] + ended["eval_count"] == 32
+
+
 def test_ps_and_info_say_what_the_gpu_holds(gen_host: Host) -> None:
     generate(gen_host, "tiny-gpu", num_predict=1, **WGPU)
     with gen_host.client() as c:

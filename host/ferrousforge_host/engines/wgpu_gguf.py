@@ -44,7 +44,7 @@ def sample(
     """One token from a row of logits (``ids``: the candidates' tokens, best first; else the whole
     vocabulary), as llama.cpp's default chain orders the steps."""
     x = logits.astype(np.float64)
-    if penalizes(opts):  # the history never outgrows this engine's window (no context shift)
+    if penalizes(opts):  # the history is the window's tokens (what a context shift left)
         window = penalty_window(history, opts, len(history))
         if ids is not None:  # as positions among the candidates (others only fall further)
             at = {t: i for i, t in enumerate(ids)}
@@ -179,7 +179,7 @@ class WgpuGenerateMold(TextGenerationMold):
 
         async def produce() -> None:  # on the engine's loop, beside every other sequence
             try:
-                async for chunk in slots.generate(prompt, opts, self.vocab, pick):
+                async for chunk in slots.generate(prompt, opts, self.vocab, pick, request.shift):
                     chunks.put(chunk)
             except asyncio.CancelledError:
                 return  # the reader went away

@@ -132,7 +132,7 @@ class GpuGenerateMold(TextGenerationMold):
 
         parts: list[str] = []
         last = GenerationChunk("")
-        chunks = self.slots.generate(prompt, opts, self.vocab, pick)
+        chunks = self.slots.generate(prompt, opts, self.vocab, pick, request.shift)
         try:
             async for chunk in chunks:
                 if aborted(signal):

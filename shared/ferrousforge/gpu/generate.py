@@ -9,7 +9,8 @@ Each slot's KV cache is kept between requests, so a prompt sharing a prefix with
 pass, each step's argmax the next one's input on the GPU, and reads their token ids back at once (the
 host and the readback stand between passes, not between tokens; tokens past a stop are dropped);
 otherwise the last row's logits (or candidates) come back each step and the engine's sampler picks.
-Stop strings, ``num_predict`` and the end of the window end a generation as on the llama.cpp engine.
+Stop strings, ``num_predict`` and the end of the window (or, with ``shift``, a context shift) end or
+go on with a generation as on the llama.cpp engine.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty
 Sampler = Callable[[list[float], list[int] | None, list[int]], int]
 PROMPT_CHUNK = 256  # the most prompt tokens in one pass
 CHAIN_STEPS = 8  # the most greedy decode steps one pass chains
+SHIFT_WINDOWS = 8  # with shift and no num_predict, generation ends after this many windows (llama.cpp's)
 
 
 class TokenText(Protocol):
@@ -189,30 +191,46 @@ class Slots:
         return run
 
     async def generate(
-        self, prompt: list[int], opts: Options, vocab: TokenText, sample: Sampler
+        self, prompt: list[int], opts: Options, vocab: TokenText, sample: Sampler, shift: bool = False
     ) -> AsyncGenerator[GenerationChunk, None]:
+        """With ``shift`` a full window drops half its tokens after ``num_keep`` and generation goes
+        on, as on the llama.cpp engine (the kept ones' keys are computed again at their new places)."""
         started = time.perf_counter_ns()
         n_ctx = self.decoder.n_ctx
         if not prompt or len(prompt) >= n_ctx:
             raise ValueError(f"a prompt of {len(prompt)} tokens does not fit the context of {n_ctx}")
         slot = await self.acquire(prompt)
         try:
-            async for chunk in self._generate(slot, prompt, opts, vocab, sample, started):
+            async for chunk in self._generate(slot, prompt, opts, vocab, sample, started, shift):
                 yield chunk
         finally:
             self.release(slot)
 
     async def _generate(
-        self, slot: int, prompt: list[int], opts: Options, vocab: TokenText, sample: Sampler, started: int
+        self,
+        slot: int,
+        prompt: list[int],
+        opts: Options,
+        vocab: TokenText,
+        sample: Sampler,
+        started: int,
+        shift: bool,
     ) -> AsyncGenerator[GenerationChunk, None]:
         n_ctx = self.decoder.n_ctx
         keep = min(common_prefix(self.cached[slot], prompt), len(prompt) - 1)  # rerun at least the last
         greedy = opts.temperature <= 0 and not penalizes(opts)
+        kept = min(opts.num_keep, n_ctx // 2)  # a shift keeps these first tokens...
+        dropped = 0  # ...and drops the ones after them, these many so far
+
+        def window() -> list[int]:
+            """The tokens the slot's cache holds (every one taken so far is in it), in order."""
+            tokens = prompt + generated
+            return tokens[:kept] + tokens[kept + dropped :] if dropped else tokens
 
         def read(history: list[int]) -> str:
             return "greedy" if greedy else "top" if candidates_suffice(opts, history) else "logits"
 
-        room = n_ctx - len(prompt)
+        room = SHIFT_WINDOWS * n_ctx if shift else n_ctx - len(prompt)
         limit = room if opts.num_predict < 0 else min(opts.num_predict, room)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(opts.stop)
@@ -227,7 +245,7 @@ class Slots:
                     ahead = list(step.tokens)
                 else:
                     assert step.values is not None
-                    ahead = [sample(step.values, step.ids, prompt + generated)]
+                    ahead = [sample(step.values, step.ids, window())]
             token = ahead.pop(0)
             if vocab.is_eog(token):
                 reason = "stop"
@@ -243,10 +261,14 @@ class Slots:
                 break
             if ahead:
                 continue
-            steps = min(CHAIN_STEPS, limit - len(generated)) if greedy else 1
-            step = await self.feed(
-                slot, [token], len(prompt) + len(generated) - 1, read(prompt + generated), steps
-            )
+            at = len(prompt) + len(generated) - 1 - dropped  # where the token goes in the cache
+            if at >= n_ctx:  # full (only with shift): half of what follows the kept tokens goes
+                dropped += (at - kept) // 2
+                tokens = window()
+                step = await self.feed(slot, tokens[kept:], kept, read(tokens))
+                continue
+            steps = min(CHAIN_STEPS, limit - len(generated), n_ctx - at) if greedy else 1
+            step = await self.feed(slot, [token], at, read(window()), steps)
         tail = stops.feed(decoder.decode(b"", final=True))[0] + stops.flush() if flush else ""
         finished = time.perf_counter_ns()
         stats = GenerationStats(

@@ -168,6 +168,15 @@ def test_templates_that_cannot_render_are_refused_at_create(host: Host) -> None:
         assert "bad:latest" not in [m["name"] for m in c.get("/api/tags").json()["models"]]
 
 
+def test_names_match_whatever_their_case(host: Host) -> None:
+    """As Ollama's: "TINY:Latest" is the model "tiny:latest"."""
+    with host.client() as c:
+        assert c.post("/api/show", json={"model": "TINY:Latest"}).status_code == 200
+        body = {"model": "Tiny", "prompt": "x", "stream": False, "options": {"num_predict": 1}}
+        assert c.post("/api/generate", json=body).json()["eval_count"] == 1
+        assert c.post("/api/show", json={"model": "tinyx"}).status_code == 404
+
+
 def test_a_classic_template_sees_every_turn(host: Host) -> None:
     """A .System/.Prompt/.Response template renders each exchange: a longer chat is a longer prompt,
     and the model's MESSAGEs come first (as the same chat given them)."""

@@ -279,7 +279,20 @@ class BlobStore:
 
     # -- manifests ------------------------------------------------------------------------
     def manifest_path(self, name: ModelName) -> Path:
-        return self.manifests.joinpath(*name.parts)
+        """Where a model's manifest is: a name matches one that differs only in case, as Ollama's do."""
+        exact = self.manifests.joinpath(*name.parts)
+        if exact.is_file():
+            return exact
+        here = self.manifests
+        for part in name.parts:
+            try:
+                found = next((p for p in here.iterdir() if p.name.lower() == part.lower()), None)
+            except OSError:  # (not a folder)
+                return exact
+            if found is None:
+                return exact
+            here = found
+        return here if here.is_file() else exact
 
     def get(self, name: ModelName) -> StoredModel:
         found = _read_manifest(self.manifest_path(name), name)

@@ -517,6 +517,15 @@ def test_bad_completion_requests(client: openai.OpenAI) -> None:
         client.completions.create(model="ghost", prompt="x")
 
 
+def test_an_assistant_refusal_part_is_its_text(client: openai.OpenAI) -> None:
+    refused = {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}
+    turns = [{"role": "user", "content": "x"}, refused, {"role": "user", "content": "why?"}]
+    plain = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "I can't help with that."}]
+    a = client.chat.completions.create(model="tiny", messages=turns, max_tokens=1)  # type: ignore[arg-type]
+    b = client.chat.completions.create(model="tiny", messages=[*plain, turns[2]], max_tokens=1)  # type: ignore[arg-type]
+    assert a.usage and b.usage and a.usage.prompt_tokens == b.usage.prompt_tokens
+
+
 def test_an_empty_prompt_completes_from_the_start(client: openai.OpenAI) -> None:
     """OpenAI: with no prompt the model generates as from the beginning of a new document (Ollama's
     /api/generate only loads the model on one)."""

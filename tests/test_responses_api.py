@@ -82,6 +82,9 @@ def test_instructions_and_message_items_reach_the_prompt(client: openai.OpenAI) 
     assert told.usage.input_tokens > plain.usage.input_tokens + 5
     assert items.usage.input_tokens == told.usage.input_tokens
     assert told.instructions == "answer in French, briefly"
+    assert plain.truncation == "disabled"
+    auto = client.responses.create(model="tiny", input="hello", max_output_tokens=1, truncation="auto")
+    assert auto.truncation == "auto"  # said back as asked
 
 
 def test_structured_output_completes_and_the_stream_helper_parses_it(client: openai.OpenAI) -> None:

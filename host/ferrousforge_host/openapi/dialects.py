@@ -113,6 +113,7 @@ RESPONSES: dict[str, Schema] = {
         stream=BOOL,
         store=BOOL,
         parallel_tool_calls=BOOL,
+        truncation={"enum": ["auto", "disabled"]},
         metadata=nullable({"type": "object", "additionalProperties": STRING}),
         user=nullable(STRING),
         **SAMPLING,

@@ -124,6 +124,9 @@ def content_parts(parts: list[Any], where: str) -> tuple[str, list[str]]:
         if not isinstance(part, dict):
             raise BadRequest(f"{where}.content[{j}] must be an object")
         kind = part.get("type", "text")
+        if kind == "refusal":  # an assistant's refusal (OpenAI's): its text, as said
+            part = {"text": part.get("refusal", "")}
+            kind = "text"
         if kind in ("text", "input_text", "output_text"):
             value = part.get("text", "")
             if not isinstance(value, str):

@@ -145,6 +145,14 @@ def _think(reasoning: dict[str, Any]) -> bool | str | None:
     return "high" if effort == "xhigh" else effort
 
 
+def _truncation(body: dict[str, Any]) -> str:
+    """Said back as given: a chat too long for the window loses its oldest turns either way."""
+    value = get(body, "truncation", str, "disabled")
+    if value not in ("auto", "disabled"):
+        raise BadRequest("'truncation' must be 'auto' or 'disabled'")
+    return str(value)
+
+
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     check_ranges(body, RANGES)
     options = {k: body[k] for k in ("temperature", "top_p") if body.get(k) is not None}
@@ -190,6 +198,7 @@ def responses_request(raw: object) -> ResponsesRequest:
         "tools": tools,
         "tool_choice": body.get("tool_choice") or "auto",
         "parallel_tool_calls": get(body, "parallel_tool_calls", bool, True),
+        "truncation": _truncation(body),
         "text": {"format": text.get("format") or {"type": "text"}},
         "reasoning": {"effort": reasoning.get("effort"), "summary": None},
         "metadata": get(body, "metadata", dict, {}),

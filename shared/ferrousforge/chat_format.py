@@ -52,7 +52,7 @@ _GO_VARS = {".System": "System", ".Prompt": "Prompt", ".Response": "Response"}
 def is_go_template(template: str) -> bool:
     """Go's actions (``{{ .Prompt }}``, ``{{ if .System }}``, ``{{ end }}``, ``{{ range ... }}``), never
     written so in Jinja."""
-    return bool(re.search(r"\{\{-?\s*((\w+\s+)?\.[A-Z]|(if|else|end|range|with)\b)", template))
+    return bool(re.search(r"\{\{-?\s*((\w+\s+)?\.[A-Z]|(if|else|end)\b|(range|with)\s+[.$])", template))
 
 
 def go_to_jinja(template: str) -> str:

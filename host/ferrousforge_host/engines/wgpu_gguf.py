@@ -74,7 +74,7 @@ def sample(
 
 
 def decoder_weights(decoder: Decoder) -> str:
-    """How the decoder keeps its matrices: "q8", "f16" or "f32" (the most common form)."""
+    """How the decoder keeps its matrices: "q4", "q8", "f16" or "f32" (the most common form)."""
     forms = list(decoder.forms.values())
     return max(set(forms), key=forms.count) if forms else "f32"
 

@@ -179,3 +179,37 @@ test('a chat with an image goes to the host, whose vision model sees it', async 
   const plain = await page.evaluate((r) => (window as any).forge.chat(r), ask([]));
   expect(chat.prompt_eval_count).toBeGreaterThanOrEqual(plain.prompt_eval_count + 4);  // its 4 embeddings
 });
+
+test('what only the host runs is a 400 when the page is told to run it; num_predict 0 says nothing', async ({ page }) => {
+  await openForge(page);
+  await page.evaluate(() => (window as any).forge.configure({ threads: 1 }));
+  const out = await page.evaluate(async () => {
+    const forge = (window as any).forge;
+    const fail = (p: Promise<any>) => p.then((r: any) => `ok ${r.placement}`, (e: any) => `${e.status}: ${e.message}`);
+    const chat = { model: 'tiny', messages: [{ role: 'user', content: 'hi' }], options: { num_predict: 4 } };
+    return {
+      json: await fail(forge.chat({ ...chat, format: 'json', placement: 'browser-wasm' })),
+      auto: await fail(forge.chat({ ...chat, format: 'json' })),
+      none: await forge.generate({ model: 'tiny', prompt: 'the cat', options: { num_predict: 0 }, placement: 'browser-wasm' }),
+      prefill: await forge.chat({ ...chat, messages: [...chat.messages, { role: 'assistant', content: 'the cat' }],
+        options: { num_predict: 4, temperature: 0 } }),
+      raw: await forge.generate({ model: 'tiny', raw: true, options: { num_predict: 4, temperature: 0 },
+        prompt: '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nthe cat' }),
+    };
+  });
+  expect(out.json).toContain("400: format, tools, context, suffix and images run on the host's engine");
+  expect(out.auto).toBe('ok host');
+  expect([out.none.response, out.none.eval_count, out.none.placement]).toEqual(['', 0, 'browser-wasm']);
+  expect(out.prefill.placement).toBe('browser-wasm');  // a final assistant message is continued, as on the host
+  expect(out.prefill.message.content).toBe(out.raw.response);
+  // a new thread count while a generation runs: it finishes, and the next one loads with the new count
+  const moved = await page.evaluate(async () => {
+    const forge = (window as any).forge;
+    let n = 0;
+    const out = await forge.generate({ model: 'tiny', prompt: 'the cat', options: { num_predict: 24, temperature: 0 },
+      onToken: () => { if (++n === 3) forge.configure({ threads: 2 }); } });
+    const next = await forge.generate({ model: 'tiny', prompt: 'the cat', options: { num_predict: 2 } });
+    return [out.eval_count, out.placement, next.eval_count, next.placement];
+  });
+  expect(moved).toEqual([24, 'browser-wasm', 2, 'browser-wasm']);
+});

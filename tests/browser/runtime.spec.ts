@@ -164,3 +164,26 @@ ranked = await c.rerank("fruit", ["car", "apple"], "all-minilm")
 `).then((r: any) => r.toJs()));
   expect(out).toEqual(['browser-wasm', 'host', 384, 1]);
 });
+
+test('the page answers bad requests as the host does, and a wrong kind breaks no engine', async ({ page }) => {
+  await openForge(page);
+  const out = await page.evaluate(async () => {
+    const forge = (window as any).forge;
+    const fail = (p: Promise<any>) => p.then(() => 'ok', (e: any) => `${e.name} ${e.status}: ${e.message}`);
+    const first = await forge.embed({ model: 'all-minilm', input: 'x', placement: 'browser-wasm' });
+    return {
+      kind: await fail(forge.generate({ model: 'all-minilm', prompt: 'hi', placement: 'browser-wasm' })),
+      again: await forge.embed({ model: 'all-minilm', input: 'x', placement: 'browser-wasm' }),
+      first: first.placement,
+      long: await fail(forge.embed({ model: 'all-minilm', input: 'word '.repeat(400), truncate: false })),
+      dims: await fail(forge.embed({ model: 'all-minilm', input: 'x', dimensions: 1000 })),
+      threads: await fail(Promise.resolve().then(() => forge.configure({ threads: 'abc' }))),
+    };
+  });
+  expect(out.kind).toBe("ForgeError 400: model 'all-minilm:latest' does not support generate");
+  expect(out.again.placement, why(out.again)).toBe('browser-wasm');  // the engine still runs in the page
+  expect(out.first).toBe('browser-wasm');
+  expect(out.long).toContain('ForgeError 400: input is 402 tokens');
+  expect(out.dims).toContain("ForgeError 400: 'dimensions' must be between 1 and 384");
+  expect(out.threads).toContain('threads must be a whole number');
+});

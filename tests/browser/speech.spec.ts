@@ -37,6 +37,15 @@ test('transcribes a spoken sentence in the browser, as the host does', async ({ 
   const bad = await page.evaluate(() => (window as any).forge.transcribe({ model: 'whisper:tiny.en', audio: new Uint8Array([1, 2, 3]) })
     .then(() => null, (e: any) => ({ message: e.message, status: e.status })));
   expect(bad).toEqual({ message: 'audio is not a readable audio file', status: 400 });
+  const refused = await page.evaluate(async (bytes) => {  // what the host refuses, the page refuses too
+    const ask = (extra: object) => (window as any).forge.transcribe({
+      model: 'whisper:tiny.en', audio: new Uint8Array(bytes), placement: 'browser', ...extra })
+      .then(() => 'ok', (e: any) => `${e.status}: ${e.message}`);
+    return [await ask({ language: 'fr' }), await ask({ task: 'translate' })];
+  }, wav);
+  expect(refused[0]).toContain("400: model 'whisper:tiny.en' does not know language 'fr'");
+  expect(refused[1]).toContain('400: model');
+  expect(refused[1]).toContain('English-only');
   expectSameOrigin(w.requests);
   expect(w.errors).toEqual([]);
 });

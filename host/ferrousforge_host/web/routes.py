@@ -98,7 +98,8 @@ def requirements(name: ModelName, kind: str, size: int, config: dict[str, Any]) 
     return estimate_requirements(kind, size, params)
 
 
-PAGE_CONFIG = ("pooling", "normalize", "max_length", "task")  # what the page's engines read
+# what the page's engines read (and check requests against, as the host does)
+PAGE_CONFIG = ("pooling", "normalize", "max_length", "task", "languages", "multilingual")
 
 
 async def browser_model(request: Request) -> Response:

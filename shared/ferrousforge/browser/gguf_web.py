@@ -10,6 +10,7 @@ characters by a grammar: wllama's JSON encoding would throw on a byte token othe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,6 +81,9 @@ class WebGenerateMold(TextGenerationMold):
         self.n_ctx = min(options.num_ctx, MAX_BROWSER_CTX)
         self.wllama: Any = None
         self.load_ms = 0.0
+        self.running = 0  # completions under way: an unload waits for them (configure's new threads)
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def load_sync(self) -> None:
         raise NotSupported("browser Molds load asynchronously")
@@ -105,6 +109,7 @@ class WebGenerateMold(TextGenerationMold):
         self.files = {}
 
     async def unload(self) -> None:
+        await self.idle.wait()
         if self.wllama is not None:
             await self.wllama.exit()
             self.wllama = None
@@ -121,13 +126,21 @@ class WebGenerateMold(TextGenerationMold):
         """``signal``: the page's AbortSignal; aborted, wllama cancels the completion (Aborted)."""
         if request.format or request.optional_call or request.context:
             raise NotSupported("format, tools and context run on the host")
+        if request.options.num_predict == 0:  # nothing asked for, as the host answers it
+            return GenerationResult("", "length", GenerationStats(), [])
         params = completion_params(request.options, request.prompt, self.n_ctx)
+        self.running += 1
+        self.idle.clear()
         try:
             out = await helpers().wllama.complete(self.wllama, jsobj(params), on_token, signal)
         except Exception as exc:
             if aborted(signal):
                 raise Aborted() from exc
             raise ForgeError(f"wllama failed: {exc}") from exc
+        finally:
+            self.running -= 1
+            if not self.running:
+                self.idle.set()
         reason = "length" if str(out.finish) == "length" else "stop"
         stats = stats_from(out.timings, out.usage)
         stats.load_duration, self.load_ms = int(self.load_ms * 1e6), 0.0

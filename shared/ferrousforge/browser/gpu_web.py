@@ -77,6 +77,10 @@ class GpuMoldBase:
     def is_loaded(self) -> bool:
         return getattr(self, "gpu", None) is not None and self.gpu.encoder is not None
 
+    def length(self, text: str) -> tuple[int, int]:
+        """A text's tokens, and the most the model takes."""
+        return int(self.gpu.tokenizer.encode(text).ids.length), self.gpu.max_length
+
     def metadata(self) -> dict[str, Any]:
         encoder = self.gpu.encoder if self.is_loaded() else None
         adapter = encoder.device.name if encoder else ""

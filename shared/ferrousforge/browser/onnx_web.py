@@ -16,7 +16,7 @@ import js
 from ferrousforge.batching import DynamicBatcher
 from ferrousforge.browser.bridge import helpers, jsobj
 from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, RerankMold, Scored, ScoreItem
-from ferrousforge.errors import ForgeError, NotSupported
+from ferrousforge.errors import BadRequest, ForgeError, NotSupported
 from ferrousforge.mold import ModelSpec
 from ferrousforge.options import Options
 from ferrousforge.placement import BROWSER_WEBGPU
@@ -93,6 +93,10 @@ class WebMoldBase:
     def metadata(self) -> dict[str, Any]:
         return {"engine": self.engine, "accelerator": self.accelerator, "threads": self.onnx.threads}
 
+    def length(self, text: str) -> tuple[int, int]:
+        """A text's tokens, and the most the model takes."""
+        return int(self.onnx.tokenizer.encode(text).ids.length), self.onnx.max_length
+
     async def submit(self, run: Callable[[list[Any]], Awaitable[list[Any]]], items: list[Any]) -> list[Any]:
         """Concurrent requests share engine calls: the shared DynamicBatcher, on the page's event loop."""
         if self.batcher is None:
@@ -105,6 +109,14 @@ class WebEmbeddingMold(WebMoldBase, EmbeddingMold):
         raise NotSupported("use embed()")
 
     async def embed(self, items: list[EmbedItem]) -> list[Embedded]:
+        for item in items:  # truncate: false and too long is the host's 400, before any work
+            if not item.truncate and isinstance(item.text, str):
+                count, limit = self.length(item.text)
+                if count > limit:
+                    raise BadRequest(
+                        f"input is {count} tokens, longer than the model's limit of {limit}; "
+                        "set truncate to true to cut it"
+                    )
         result: list[Embedded] = await self.submit(self._embed_batch, items)
         return result
 

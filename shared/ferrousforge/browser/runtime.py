@@ -107,8 +107,14 @@ class BrowserForge:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def configure(self, settings: dict[str, Any]) -> dict[str, Any]:
-        settings = py(settings)
+    def configure(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        settings = py(settings) if settings is not None and not absent(settings) else {}
+        if not isinstance(settings, dict):
+            raise BadRequest("configure takes an object: {prefer, api_key, budget_bytes, threads}")
+        for name in ("threads", "budget_bytes"):
+            value = settings.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise BadRequest(f"{name} must be a whole number, 0 or more")
         if "prefer" in settings:
             if settings["prefer"] not in PREFERENCES:
                 raise BadRequest(f"prefer must be one of {', '.join(PREFERENCES)}")
@@ -284,13 +290,18 @@ class BrowserForge:
         self.speeds[(model, placement)] = speed if old is None else 0.7 * old + 0.3 * speed
 
     # -- requests -------------------------------------------------------------------------
-    async def run(self, model: str, override: str, local: Any, remote: Any, items: Any) -> dict[str, Any]:
+    async def run(
+        self, model: str, override: str, local: Any, remote: Any, items: Any, task: str
+    ) -> dict[str, Any]:
         """Place, run locally (falling back to the host on failure) or on the host; time it.
-        ``items``: how many items the request is (a count, or a function of the result)."""
+        ``items``: how many items the request is (a count, or a function of the result); ``task``:
+        what is asked (TASKS: the model kinds that do it), a 400 from a model of another kind."""
         start = now_ms()
         if override not in OVERRIDES:
             raise BadRequest(f"placement must be one of {', '.join(OVERRIDES)}")
         info, decision = await self.place(model, override)
+        if info is not None and info.kind not in TASKS[task]:  # as the host answers, before any load
+            raise BadRequest(f"model '{info.name}' does not support {task}")
         fallback = ""
         if decision.placement != HOST and info is not None:
             for accelerator in decision.candidates or [decision.placement]:
@@ -328,6 +339,8 @@ class BrowserForge:
 
         async def local(mold: Any) -> dict[str, Any]:
             out = await mold.embed(items)
+            if out and req.dimensions and req.dimensions > len(out[0].vector):  # as the host answers
+                raise BadRequest(f"'dimensions' must be between 1 and {len(out[0].vector)}")
             return {
                 "model": req.model.display,
                 "embeddings": [unit(list(e.vector)[: req.dimensions or None]) for e in out],
@@ -342,7 +355,7 @@ class BrowserForge:
                 "prompt_eval_count": data.get("prompt_eval_count", 0),
             }
 
-        return await self.run(req.model.display, override, local, remote, max(len(items), 1))
+        return await self.run(req.model.display, override, local, remote, max(len(items), 1), "embeddings")
 
     async def rerank(self, request: Any) -> dict[str, Any]:
         body = py(request)
@@ -363,7 +376,7 @@ class BrowserForge:
             data = await self.host_json("/api/rerank", body)
             return {"model": data["model"], "results": data["results"]}
 
-        return await self.run(req.model.display, override, local, remote, len(req.documents) + 1)
+        return await self.run(req.model.display, override, local, remote, len(req.documents) + 1, "rerank")
 
     async def host_stream(
         self, path: str, body: dict[str, Any], on_chunk: Any, signal: Any = None
@@ -402,6 +415,11 @@ class BrowserForge:
         model = str(body["model"])
         if needs_host and override == "auto":
             override = "host"  # format, tools, context, images: the host's engine only
+        elif needs_host and override != "host":
+            raise BadRequest(
+                f"format, tools, context, suffix and images run on the host's engine: placement "
+                f"'{override}' can't honour them (use 'auto' or 'host')"
+            )
 
         emitted: list[str] = []  # what the page streamed before a failure: the host goes on from there
 
@@ -473,7 +491,7 @@ class BrowserForge:
             return max(int(result.get("eval_count") or 0), 1)
 
         try:
-            return await self.run(model, override, local, remote, tokens)
+            return await self.run(model, override, local, remote, tokens, "generate")
         finally:
             streamed_js.destroy()
             if owned is not None:
@@ -572,7 +590,7 @@ class BrowserForge:
                 "duration": data.get("duration"),
             }
 
-        result = await self.run(model, override, local, remote, max(seconds, 0.01))
+        result = await self.run(model, override, local, remote, max(seconds, 0.01), "transcription")
         return {**result, "rtf": result["ms"] / 1000 / seconds}
 
     async def speak(self, request: Any, on_chunk: Any = None) -> dict[str, Any]:
@@ -610,7 +628,7 @@ class BrowserForge:
             return max(int(result["audio"].length) / int(result["sample_rate"]), 0.01)
 
         try:
-            result = await self.run(model, override, local, remote, seconds)
+            result = await self.run(model, override, local, remote, seconds, "speech")
         finally:
             if owned is not None:
                 owned.destroy()
@@ -682,6 +700,14 @@ def client() -> BrowserClient:
 RACE_FIRST_MS = 120_000.0  # the first side's measurement (wasm): a bound, not expected
 RACE_LIMIT_MS = 5_000.0  # a later side: abandoned past max(this, twice the first side's time)
 
+# what a request asks → the kinds of model that do it (an embedding model reranks by cosine)
+TASKS = {
+    "embeddings": ("embed",),
+    "rerank": ("rerank", "embed"),
+    "generate": ("generate",),
+    "transcription": ("transcription",),
+    "speech": ("speech",),
+}
 WEB_ENGINES: dict[str, dict[str, type[Any]]] = {
     "onnx": {"embed": WebEmbeddingMold, "rerank": WebRerankMold, "speech": WebPiperMold},
     "gguf": {"generate": WebGenerateMold},

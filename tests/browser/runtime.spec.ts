@@ -71,7 +71,9 @@ test('the policy and per-request override send work to the host', async ({ page 
   expect(forced.placement, why(forced)).toBe('host');
   expect(forced.reason).toContain('host placement requested');
   await page.evaluate(() => (window as any).forge.configure({ prefer: 'host' }));
-  expect((await embed(page, { model: 'all-minilm', input: 'x' })).placement).toBe('host');
+  const preferred = await embed(page, { model: 'all-minilm', input: 'x' });
+  expect(preferred.placement).toBe('host');
+  expect(preferred.reason).toBe('the page prefers the host (configure)');
   await page.evaluate(() => (window as any).forge.configure({ prefer: 'browser' }));
   expect((await embed(page, { model: 'all-minilm', input: 'x' })).placement).toBe('browser-wasm');
   const bad = await page.evaluate(() => (window as any).forge.embed({ model: 'all-minilm', input: 'x', placement: 'moon' })

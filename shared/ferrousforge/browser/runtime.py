@@ -178,8 +178,10 @@ class BrowserForge:
         return self.infos[model]
 
     async def place(self, model: str, override: str) -> tuple[ModelInfo | None, Decision]:
-        if override == "host" or (override == "auto" and self.prefer == "host"):
+        if override == "host":
             return None, Decision(HOST, "host placement requested")
+        if override == "auto" and self.prefer == "host":
+            return None, Decision(HOST, "the page prefers the host (configure)")
         info = await self.info(model)
         if info.format not in WEB_ENGINES:
             return info, Decision(HOST, f"no in-browser engine for {info.format} models")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from ferrousforge.batching import DynamicBatcher
+from ferrousforge.errors import BadRequest
 from ferrousforge.mold import Capability, Mold
 
 In = TypeVar("In")
@@ -59,6 +60,21 @@ def relevance(logits: Sequence[float]) -> float:
         return 1.0 / (1.0 + math.exp(-logits[0]))
     a, b = logits[0], logits[1]
     return 1.0 / (1.0 + math.exp(a - b))
+
+
+def check_length(tokens: int, limit: int, truncate: bool) -> None:
+    """``truncate: false`` on an input longer than the model takes is a 400 (host and page alike)."""
+    if tokens > limit and not truncate:
+        raise BadRequest(
+            f"input is {tokens} tokens, longer than the model's limit of {limit}; "
+            "set truncate to true to cut it"
+        )
+
+
+def check_dimensions(dimensions: int, width: int) -> None:
+    """Matryoshka's ``dimensions``: 1 to the model's vectors' width."""
+    if not 1 <= dimensions <= width:
+        raise BadRequest(f"'dimensions' must be between 1 and {width}")
 
 
 class BatchedMold(Mold):

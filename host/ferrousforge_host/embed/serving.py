@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ferrousforge.embedding import EmbeddingMold, EmbedItem
-from ferrousforge.errors import BadRequest, NotSupported
+from ferrousforge.embedding import EmbeddingMold, EmbedItem, check_dimensions
+from ferrousforge.errors import NotSupported
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
 from ferrousforge.options import parse_keep_alive
@@ -36,8 +36,7 @@ def matryoshka(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     """Keep the first ``dimensions`` values of each vector, renormalised."""
     if not len(vectors):
         return vectors  # nothing asked, nothing to cut
-    if not 1 <= dimensions <= vectors.shape[1]:
-        raise BadRequest(f"'dimensions' must be between 1 and {vectors.shape[1]}")
+    check_dimensions(dimensions, vectors.shape[1])
     return unit(vectors[:, :dimensions])
 
 

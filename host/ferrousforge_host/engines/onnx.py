@@ -14,7 +14,15 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
-from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, RerankMold, Scored, ScoreItem
+from ferrousforge.embedding import (
+    Embedded,
+    EmbeddingMold,
+    EmbedItem,
+    RerankMold,
+    Scored,
+    ScoreItem,
+    check_length,
+)
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.mold import ModelSpec, register_mold
 from ferrousforge.options import Options
@@ -61,12 +69,7 @@ class OnnxSession:
 
     def check_lengths(self, encodings: list[Encoding], truncate: list[bool]) -> None:
         for enc, cut in zip(encodings, truncate, strict=True):
-            length = sum(enc.attention_mask)
-            if length > self.max_length and not cut:
-                raise BadRequest(
-                    f"input is {length} tokens, longer than the model's limit of {self.max_length}; "
-                    "set truncate to true to cut it"
-                )
+            check_length(sum(enc.attention_mask), self.max_length, cut)
 
     def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}

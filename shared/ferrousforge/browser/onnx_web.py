@@ -15,8 +15,16 @@ import js
 
 from ferrousforge.batching import DynamicBatcher
 from ferrousforge.browser.bridge import helpers, jsobj
-from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, RerankMold, Scored, ScoreItem
-from ferrousforge.errors import BadRequest, ForgeError, NotSupported
+from ferrousforge.embedding import (
+    Embedded,
+    EmbeddingMold,
+    EmbedItem,
+    RerankMold,
+    Scored,
+    ScoreItem,
+    check_length,
+)
+from ferrousforge.errors import ForgeError, NotSupported
 from ferrousforge.mold import ModelSpec
 from ferrousforge.options import Options
 from ferrousforge.placement import BROWSER_WEBGPU
@@ -111,12 +119,7 @@ class WebEmbeddingMold(WebMoldBase, EmbeddingMold):
     async def embed(self, items: list[EmbedItem]) -> list[Embedded]:
         for item in items:  # truncate: false and too long is the host's 400, before any work
             if not item.truncate and isinstance(item.text, str):
-                count, limit = self.length(item.text)
-                if count > limit:
-                    raise BadRequest(
-                        f"input is {count} tokens, longer than the model's limit of {limit}; "
-                        "set truncate to true to cut it"
-                    )
+                check_length(*self.length(item.text), item.truncate)
         result: list[Embedded] = await self.submit(self._embed_batch, items)
         return result
 

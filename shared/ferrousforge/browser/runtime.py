@@ -31,7 +31,7 @@ from ferrousforge.browser.piper_web import WebPiperMold
 from ferrousforge.browser.probe import measure, wasm_threads
 from ferrousforge.browser.whisper_web import WebWhisperMold
 from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, prefill_of, render, with_system
-from ferrousforge.embedding import EmbedItem, ScoreItem
+from ferrousforge.embedding import EmbedItem, ScoreItem, check_dimensions
 from ferrousforge.errors import Aborted, BadRequest, ForgeError
 from ferrousforge.generation import GenerationInput
 from ferrousforge.gguf import special_tokens
@@ -341,8 +341,8 @@ class BrowserForge:
 
         async def local(mold: Any) -> dict[str, Any]:
             out = await mold.embed(items)
-            if out and req.dimensions and req.dimensions > len(out[0].vector):  # as the host answers
-                raise BadRequest(f"'dimensions' must be between 1 and {len(out[0].vector)}")
+            if out and req.dimensions:  # as the host answers
+                check_dimensions(req.dimensions, len(out[0].vector))
             return {
                 "model": req.model.display,
                 "embeddings": [unit(list(e.vector)[: req.dimensions or None]) for e in out],

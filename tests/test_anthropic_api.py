@@ -193,12 +193,20 @@ def test_structured_output_and_count_tokens(client: anthropic.Anthropic) -> None
     assert again.input_tokens == counted.input_tokens
 
 
-def test_count_tokens_counts_past_the_window(client: anthropic.Anthropic) -> None:
-    """A prompt longer than the context window is counted whole (a reply's would be cut to fit)."""
-    long = [{"role": "user", "content": "the cat sat on the mat " * 1200}]  # ~7000 tokens; num_ctx 4096
-    counted = client.messages.count_tokens(model="tiny", messages=long).input_tokens
+def test_count_tokens_counts_past_the_window(client: anthropic.Anthropic, tiny_gguf: Path) -> None:
+    """A prompt longer than the context window is counted whole (a reply's would be cut to fit), in
+    pieces: within a token a piece of llama.cpp's count of the whole text."""
+    from llama_cpp import Llama
+
+    text = "the cat sat on the mat " * 1200  # ~7000 tokens, 2 pieces; num_ctx 4096
+    counted = client.messages.count_tokens(
+        model="tiny", messages=[{"role": "user", "content": text}]
+    ).input_tokens
     short = client.messages.count_tokens(model="tiny", messages=HELLO).input_tokens
     assert counted > 6000 > 100 > short
+    vocab = Llama(model_path=str(tiny_gguf), vocab_only=True, verbose=False)
+    prompt = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    assert abs(counted - len(vocab.tokenize(prompt.encode(), add_bos=True, special=True))) <= 2
 
 
 def test_a_prefill_is_continued_and_a_cut_call_is_max_tokens(client: anthropic.Anthropic, host: Host) -> None:

@@ -261,13 +261,18 @@ class GenerationService:
         return self._run(req, options, plan.keep_alive, fitted, shape, plan.parser, plan.generation)
 
     async def count_chat(self, req: ChatRequest) -> int:
-        """The tokens of a chat's whole prompt, not fitted to the window (Anthropic's count_tokens)."""
+        """The tokens of a chat's whole prompt, not fitted to the window (Anthropic's count_tokens):
+        counted a piece at a time (tokenizers can take time quadratic in a run without spaces), so a
+        prompt past COUNT_PIECE characters may count a token more or less a piece."""
         plan = self._chat_plan(req)
         async with self.scheduler.use(req.model, plan.options, plan.keep_alive) as (runner, _):
             mold = runner.mold
             assert isinstance(mold, TextGenerationMold)
-            count: int = await mold.run_in_worker(mold.count_tokens, plan.build(plan.messages))
-            return count
+            parts = pieces(plan.build(plan.messages), COUNT_PIECE)
+            counts = [await mold.run_in_worker(mold.count_tokens, part) for part in parts]
+            if len(parts) > 1:  # the BOS (or other specials) each piece was counted with, but once
+                counts.append(-(len(parts) - 1) * await mold.run_in_worker(mold.count_tokens, ""))
+            return sum(counts)
 
     def _chat_plan(self, req: ChatRequest) -> _ChatPlan:
         """What a chat request becomes: its turns, how they render, the grammar and the reply's parser."""
@@ -335,6 +340,21 @@ class _ChatPlan:
     build: Callable[[list[dict[str, Any]]], str]  # turns → prompt
     generation: dict[str, Any]  # GenerationInput's grammar fields
     parser: Callable[[str], ReplyParser]  # prompt → the reply's parser
+
+
+COUNT_PIECE = 16_384  # characters count_chat tokenizes at a time
+
+
+def pieces(text: str, size: int) -> list[str]:
+    """The text in pieces of at most ``size`` characters, each but the first starting at a space where
+    the second half of its predecessor has one (as tokenizers split words)."""
+    out, start = [], 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + size // 2, start + size)
+        cut = cut if cut > start else start + size
+        out.append(text[start:cut])
+        start = cut
+    return [*out, text[start:]]
 
 
 def opens_thinking(prompt: str) -> bool:

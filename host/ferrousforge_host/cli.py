@@ -379,13 +379,14 @@ def create(
         fields["messages"] = spec.messages
     path = (file.parent / os.path.expanduser(spec.source)).resolve()
     if path.is_file():
-        fields["files"] = {_gguf_name(path): _upload(api, path)}
+        name = _gguf_name(path)
+        fields["files"] = {name: _upload(api, path)}
         if spec.projector:  # a vision model's second file
             projector = (file.parent / os.path.expanduser(spec.projector)).resolve()
             if not projector.is_file():
                 raise ForgeError(f"no projector file at {projector}")
             key = _gguf_name(projector)
-            fields["files"][key if key != _gguf_name(path) else f"projector-{key}"] = _upload(api, projector)
+            fields["files"][key if key != name else f"projector-{key}"] = _upload(api, projector)
     elif path.is_dir():  # a safetensors model folder, converted by the server
         fields["files"] = {f.relative_to(path).as_posix(): _upload(api, f) for f in _model_files(path)}
     elif spec.projector:

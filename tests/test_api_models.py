@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -318,6 +319,22 @@ def test_pull_from_hugging_face_hub(tmp_path: Path, tiny_gguf: Path, monkeypatch
                 assert len(list((h.store_root / "blobs").iterdir())) == 5
 
 
+def test_a_hub_out_of_reach_fails_at_once_and_says_why(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network (here: a hub address nothing listens on) is a 502 in a moment, not after the hub
+    client's retries, and says what to do instead."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with host.client() as c:
+        r = c.post("/api/pull", json={"model": "hf.co/nobody/nothing-GGUF", "stream": False})
+    assert r.status_code == 502 and f"cannot reach Hugging Face at 127.0.0.1:{port}" in r.json()["error"]
+    assert "--from" in r.json()["error"] and time.monotonic() - started < 5
+
+
 def test_pull_rejects_content_with_the_wrong_digest(
     tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -391,19 +408,21 @@ def test_create_quantizes_an_f32_model_as_ollama_create_q(host: Host, tiny_gguf_
     assert not list((host.store_root / "partial").iterdir())
 
 
-def test_a_quantization_that_fails_is_an_error_and_leaves_nothing(host: Host, tiny_gguf_plain: Path) -> None:
-    data = tiny_gguf_plain.read_bytes()[:-4096]  # the header whole, the last tensor's data cut short
+def test_a_file_cut_short_is_refused_at_create_and_leaves_nothing(host: Host, tiny_gguf_plain: Path) -> None:
+    """A GGUF whose header is whole but whose last tensor's data is cut short is refused when the model
+    is made (with or without quantizing), not when a request first loads it."""
+    data = tiny_gguf_plain.read_bytes()[:-4096]
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     with host.client() as c:
         assert c.post(f"/api/blobs/{digest}", content=data).status_code == 201
         before = sorted(p.name for p in (host.store_root / "blobs").iterdir())
-        body = {"model": "cut", "files": {"cut.gguf": digest}, "quantize": "q8_0", "stream": False}
-        r = c.post("/api/create", json=body)
-        assert r.status_code == 500
-        error = r.json()["error"]
-        assert error.startswith("quantizing to Q8_0 failed (exit status 1): tensor 'blk.1.ffn_down.weight'")
-        assert error.endswith("is not within the file bounds, model is corrupted or incomplete")
-        assert c.post("/api/show", json={"model": "cut"}).status_code == 404
+        for extra in ({}, {"quantize": "q8_0"}):
+            body = {"model": "cut", "files": {"cut.gguf": digest}, "stream": False, **extra}
+            r = c.post("/api/create", json=body)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert "the file is cut short: tensor blk.1.ffn_down.weight runs past its end" in error, error
+            assert c.post("/api/show", json={"model": "cut"}).status_code == 404
         assert c.get("/api/version").status_code == 200
     assert sorted(p.name for p in (host.store_root / "blobs").iterdir()) == before
     assert not list((host.store_root / "partial").iterdir())

@@ -32,8 +32,15 @@ def test_list_show_ps_cp_rm(host: Host) -> None:
     assert "<|im_start|>" in ff(host, "show", "tiny", "--template").stdout
     assert ff(host, "cp", "tiny", "copy").returncode == 0
     assert "copy:latest" in ff(host, "list").stdout
-    assert ff(host, "rm", "copy").returncode == 0
-    assert "copy:latest" not in ff(host, "list").stdout
+    assert ff(host, "cp", "tiny", "Copy:V1").returncode == 0
+    rows = [line.split()[0] for line in ff(host, "list").stdout.splitlines()[1:]]
+    assert rows[:2] == ["Copy:V1", "copy:latest"]  # newest first, as Ollama lists
+    assert ff(host, "cp", "tiny", "copy:v1").returncode == 0  # the same name in another case: renamed
+    listed = ff(host, "list").stdout
+    assert "copy:v1" in listed and "Copy:V1" not in listed
+    for name in ("copy", "copy:v1"):
+        assert ff(host, "rm", name).returncode == 0
+    assert "copy:" not in ff(host, "list").stdout
     assert "NAME" in ff(host, "ps").stdout
 
 
@@ -388,6 +395,52 @@ def test_ollamas_variables_are_read_below_ours(tmp_path: Path, monkeypatch: pyte
         load_settings()
 
 
+def test_ollamas_zero_means_auto_and_bad_counts_fail_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OLLAMA_NUM_PARALLEL=0 and friends are Ollama's "auto": the default here, not a server that
+    answers every request with an error; a negative count or an unreadable duration is refused at
+    start, naming the variable."""
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(tmp_path / "none.toml"))
+    for var in ("NUM_PARALLEL", "MAX_LOADED_MODELS", "MAX_QUEUE", "NUM_CTX", "KEEP_ALIVE", "LOAD_TIMEOUT"):
+        monkeypatch.delenv(f"FERROUSFORGE_{var}", raising=False)
+    for var in (
+        "OLLAMA_NUM_PARALLEL",
+        "OLLAMA_MAX_LOADED_MODELS",
+        "OLLAMA_MAX_QUEUE",
+        "OLLAMA_CONTEXT_LENGTH",
+    ):
+        monkeypatch.setenv(var, "0")
+    s = load_settings()
+    assert (s.num_parallel, s.max_loaded_models, s.max_queue, s.num_ctx) == (4, 3, 512, 4096)
+    monkeypatch.setenv("OLLAMA_NUM_PARALLEL", "-2")
+    with pytest.raises(Exception, match="OLLAMA_NUM_PARALLEL='-2': it cannot be negative"):
+        load_settings()
+    monkeypatch.delenv("OLLAMA_NUM_PARALLEL")
+    monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "abc")
+    with pytest.raises(Exception, match="invalid setting OLLAMA_KEEP_ALIVE='abc'"):
+        load_settings()
+
+
+def test_the_cli_sends_its_api_key(tmp_path: Path, tiny_gguf: Path) -> None:
+    from conftest import start_host
+
+    for locked in start_host(tmp_path / "store", api_keys="k1"):
+        env = {"FERROUSFORGE_HOST": locked.url}
+        refused = subprocess.run([*CLI, "list"], capture_output=True, text=True, env={**os.environ, **env})
+        assert refused.returncode != 0 and "missing or invalid API key" in refused.stderr
+        env["FERROUSFORGE_API_KEY"] = "k1"
+        made = subprocess.run(
+            [*CLI, "pull", "tiny", "--from", str(tiny_gguf)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
+        assert made.returncode == 0, made.stderr
+        listed = subprocess.run([*CLI, "list"], capture_output=True, text=True, env={**os.environ, **env})
+        assert listed.returncode == 0 and "tiny:latest" in listed.stdout
+
+
 def test_answers_wrap_between_words_at_the_terminals_edge() -> None:
     import io
     import re
@@ -427,3 +480,23 @@ def test_run_wraps_on_a_terminal_unless_told_not_to(host: Host, tmp_path: Path) 
 
     assert widest() <= 35  # ollama run's margin: five columns short of the edge
     assert widest("--nowordwrap") > 40  # one long line, broken by the terminal only
+
+
+def test_serve_says_why_it_cannot_start(tmp_path: Path) -> None:
+    """A taken port or an unusable store is one clear line and a non-zero exit, before any claim to
+    be listening."""
+    import socket
+
+    env = {**os.environ, "FERROUSFORGE_CONFIG": str(tmp_path / "none.toml"), "FERROUSFORGE_REGISTRY": ""}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env.update(FERROUSFORGE_HOST=f"127.0.0.1:{port}", FERROUSFORGE_MODELS=str(tmp_path / "store"))
+        out = subprocess.run([*CLI, "serve"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in out.stderr, out.stderr
+    assert "listening" not in out.stderr and "Traceback" not in out.stderr
+    env["FERROUSFORGE_MODELS"] = "/proc/none/store"
+    out = subprocess.run([*CLI, "serve"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode != 0 and "cannot use /proc/none/store as the model store" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

@@ -3,11 +3,13 @@ an upload, a corrupted blob already in the store, and a disk that fills up durin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +196,33 @@ def test_disk_full_during_a_pull_is_reported_and_cleaned(small_disk: Path, big_m
                 assert up.status_code == 507
                 assert c.get("/api/tags").json()["models"] == []
                 assert c.get("/api/version").status_code == 200
+            # the CLI's create uploads a file the store has no room for: it says so (the server reads
+            # the rest of the upload before answering), not "could not connect"
+            source = small_disk.parent / "big.gguf"
+            source.write_bytes(big_model)
+            (small_disk.parent / "Modelfile").write_text(f"FROM {source}\n")
+            made = subprocess.run(
+                [sys.executable, "-m", "ferrousforge_host.cli", "create", "big", "-f", "Modelfile"],
+                cwd=small_disk.parent,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "FERROUSFORGE_HOST": h.url},
+                timeout=120,
+            )
+            assert made.returncode != 0 and "no space left in the model store" in made.stderr, made.stderr
+            # cp with the disk full to the last byte: 507, nothing half-written
+            with h.client() as c:
+                tiny = small_disk.parent / "tiny.gguf"
+                tiny.write_bytes(big_model[: -(3 << 20)])
+                r = c.post("/api/pull", json={"model": "tiny", "source": str(tiny), "stream": False})
+                assert r.status_code == 200, r.text
+                with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+                    while True:
+                        filler.write(bytes(4096))
+                        filler.flush()
+                r = c.post("/api/copy", json={"source": "tiny", "destination": "copy"})
+                assert r.status_code == 507 and "no space left" in r.json()["error"], r.text
+                assert [m["name"] for m in c.get("/api/tags").json()["models"]] == ["tiny:latest"]
 
 
 def test_runners_end_when_their_server_is_killed(tmp_path: Path, tiny_gguf: Path) -> None:

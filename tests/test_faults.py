@@ -57,6 +57,16 @@ def test_a_broken_model_file_fails_clearly_and_the_server_keeps_serving(host: Ho
         manifest_path.write_text(json.dumps(manifest))
         r = c.post("/api/generate", json={"model": "broken", "prompt": "x", "stream": False})
         assert r.status_code == 500 and "cannot load 'broken:latest'" in r.json()["error"]
+        # a file our reader takes but llama.cpp refuses: the answer says what llama.cpp said
+        alien = blob.read_bytes().replace(
+            b"\x05\x00\x00\x00\x00\x00\x00\x00llama", b"\x05" + b"\x00" * 7 + b"lxama"
+        )
+        digest = "sha256:" + hashlib.sha256(alien).hexdigest()
+        assert c.post(f"/api/blobs/{digest}", content=alien).status_code == 201
+        r = c.post("/api/create", json={"model": "alien", "files": {"a.gguf": digest}, "stream": False})
+        assert r.status_code == 200, r.text
+        r = c.post("/api/generate", json={"model": "alien", "prompt": "x", "stream": False})
+        assert r.status_code == 500 and "unknown model architecture: 'lxama'" in r.json()["error"], r.text
         ok = c.post(
             "/api/generate",
             json={"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 2}},

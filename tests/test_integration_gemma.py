@@ -224,8 +224,9 @@ def test_tool_call_from_the_default_model(gemma_host: Host) -> None:
 
 @pytest.fixture(scope="module")
 def one_slot_host(gemma_host: Host):  # type: ignore[no-untyped-def]
-    """The default model again, with one generation slot and a queue of two, on the same store."""
-    yield from start_host(gemma_host.store_root, num_parallel=1, max_queue=2)
+    """The default model again, with one generation slot and room for one request to wait, on the same
+    store: a third request at once is turned away."""
+    yield from start_host(gemma_host.store_root, num_parallel=1, max_queue=1)
 
 
 def _rss(pid: int | str = "self") -> int:

@@ -93,6 +93,28 @@ def test_a_dead_runner_answers_500_to_a_waiting_request(two_models: Host) -> Non
         assert generate(c, "tiny").status_code == 200
 
 
+def test_a_runner_that_dies_idle_is_let_go_and_logged(
+    two_models: Host, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ps, info and /metrics stop counting a model whose runner ended between requests, and the
+    server's log says it ended and how."""
+    with two_models.client() as c:
+        assert generate(c, "tiny").status_code == 200
+        assert generate(c, "other").status_code == 200
+        pid = runner_pid(two_models, "tiny")
+        with caplog.at_level("INFO", logger="ferrousforge"):
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while "runner (pid" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert [m["name"] for m in c.get("/api/ps").json()["models"]] == ["other:latest"]
+        assert f"tiny:latest: its runner (pid {pid}) ended: signal: killed" in caplog.text
+        assert "unloaded tiny:latest (its engine had ended)" in caplog.text
+        assert [m["name"] for m in c.get("/api/info").json()["models"]] == ["other:latest"]
+        assert "ferrousforge_models_loaded 1.0" in c.get("/metrics").text
+        assert generate(c, "tiny").status_code == 200  # loaded afresh
+
+
 def test_an_embedding_runner_that_dies_is_replaced(tmp_path: Path) -> None:
     folder = tiny_bert(tmp_path / "bert")
     for h in start_host(tmp_path / "store"):

@@ -187,6 +187,8 @@ def test_reply_parser_gives_out_a_call_before_the_reply_ends() -> None:
         ("-5m", None),
         ("1.5s", 1.5),
         ("250ms", 0.25),
+        ("99999999h", None),  # past Go's longest duration (~292 years): forever
+        (1e20, None),
     ],
 )
 def test_keep_alive(value: object, seconds: float | None) -> None:
@@ -355,3 +357,10 @@ def test_gguf_reader_fuzz_only_raises_gguf_errors(tail: bytes, flip: int) -> Non
         data[flip] ^= 0xFF
     with contextlib.suppress(GGUFError):
         read_metadata(io.BytesIO(bytes(data)), len(data))
+
+
+def test_catalogue_names_match_whatever_their_case() -> None:
+    from ferrousforge.catalogue import lookup
+
+    assert lookup("SmolLM2:135M") is lookup("smollm2:135m") is not None
+    assert lookup("nothing:here") is None

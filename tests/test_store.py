@@ -60,6 +60,36 @@ def test_manifests_need_their_blobs_and_round_trip(tmp_path: Path) -> None:
         store.get(name)
 
 
+def test_delete_keeps_blobs_of_work_in_flight_and_prune_at_start_takes_them(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    cfg, cfg_size = store.write_bytes(b"{}")
+    weights, size = store.write_bytes(b"weights")
+    layer = Layer(MODEL, weights, size)
+    store.put(ModelName.parse("a"), Manifest(Layer(CONFIG_MEDIA_TYPE, cfg, cfg_size), (layer,)))
+    store.put(ModelName.parse("b"), Manifest(Layer(CONFIG_MEDIA_TYPE, cfg, cfg_size), (layer,)))
+    own, own_size = store.write_bytes(b"a's own")
+    store.put(
+        ModelName.parse("c"),
+        Manifest(Layer(CONFIG_MEDIA_TYPE, cfg, cfg_size), (Layer(MODEL, own, own_size),)),
+    )
+    pulling, _ = store.write_bytes(b"a pull's finished blob, its manifest not written yet")
+    scratch = store.partial / "upload-0123.partial"
+    scratch.write_bytes(b"cut short")
+    resumable = store.partial_path("https://example.org/model.gguf")
+    resumable.write_bytes(b"half a download")
+    assert store.manifest_path(ModelName.parse("a")).stat().st_mode & 0o777 == 0o644
+
+    store.delete(ModelName.parse("c"))  # its own blob goes; the shared ones and the pull's stay
+    assert not store.has_blob(own)
+    assert all(store.has_blob(d) for d in (cfg, weights, pulling))
+    store.delete(ModelName.parse("a"))
+    assert store.has_blob(weights) and store.has_blob(pulling)  # b still uses the weights
+
+    store.prune()  # at start: nothing is in flight
+    assert not store.has_blob(pulling) and not scratch.exists()
+    assert store.has_blob(weights) and resumable.exists()
+
+
 def test_corrupt_manifests_are_skipped_in_listings(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     bad = store.manifest_path(ModelName.parse("broken"))

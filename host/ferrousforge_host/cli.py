@@ -94,8 +94,27 @@ def serve(
         err.print(f"FerrousForge on Ray Serve at http://{bind_host}:{port} (models in {settings.models})")
         serve_on_ray(settings, address)
         return
+    if not os.environ.get("OLLAMA_NOPRUNE"):  # what a pull or create cut short left behind, as Ollama
+        app_.state.store.prune()
+    _check_free(bind_host, port)
     err.print(f"FerrousForge listening on http://{bind_host}:{port} (models in {settings.models})")
     uvicorn.run(app_, host=bind_host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _check_free(host: str, port: int) -> None:
+    """Say, before claiming to listen, that the address is taken (uvicorn would only log it)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ForgeError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server running there? "
+                "FERROUSFORGE_HOST or OLLAMA_HOST sets the address)"
+            ) from None
 
 
 def _drain(start: Any) -> Iterator[dict[str, Any]]:
@@ -139,7 +158,8 @@ def _show_progress(events: Iterator[dict[str, Any]], name: str, done: str = "pul
 def pull(
     model: str,
     source: Annotated[
-        str | None, typer.Option("--from", help="hf.co/owner/repo[:quant], a URL or a file.")
+        str | None,
+        typer.Option("--from", help="hf.co/owner/repo[:quant], a URL, or a GGUF file or model folder here."),
     ] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain http to the registry.")] = False,
     host: HostOption = None,
@@ -148,6 +168,10 @@ def pull(
 
     A name FerrousForge does not know (``llama3.2``, ``myhost:5000/ns/model:tag``) comes from an
     Ollama registry (FERROUSFORGE_REGISTRY, default registry.ollama.ai)."""
+    if source and not source.startswith(("http://", "https://", "hf.co/", "huggingface.co/")):
+        local = Path(os.path.expanduser(source))
+        if local.exists() or not local.is_absolute():  # a path from here (the server reads it)
+            source = str(local.resolve())
     _show_progress(client(host).pull(model, source, insecure=insecure), model)
 
 
@@ -252,7 +276,9 @@ def info(host: HostOption = None) -> None:
     report = client(host).info()
     c = report["cpu"]
     out.print(f"CPU  {c['model']} ({c['arch']}, {c['cores']} cores): {' '.join(c['instruction_sets'])}")
-    for g in report["gpus"] or [{"api": "-", "name": "no GPU found"}]:
+    if not report["gpus"]:
+        out.print("GPU  none found")
+    for g in report["gpus"]:
         facts = [g["api"], *([f"driver {g['driver']}"] if g.get("driver") else [])]
         if g.get("total_memory"):
             free = g.get("free_memory")
@@ -391,6 +417,8 @@ def create(
         fields["files"] = {f.relative_to(path).as_posix(): _upload(api, f) for f in _model_files(path)}
     elif spec.projector:
         raise ForgeError("a projector (a second FROM) goes with a GGUF file, not a model name")
+    elif spec.source.startswith(("./", "../", "/", "~")) or spec.source.lower().endswith(".gguf"):
+        raise ForgeError(f"FROM {spec.source}: no such file or folder ({path})")  # a path, not a name
     else:
         fields["from"] = spec.source
     if spec.adapters:  # LoRA adapters: each file uploaded, as ollama create does
@@ -482,12 +510,18 @@ def _ensure(model: str, host: str | None) -> tuple[Client, dict[str, Any]]:
     return api, api.show(model)
 
 
+def _key_header() -> dict[str, str]:
+    """The API key the CLI sends (FERROUSFORGE_API_KEY), as the Python client does."""
+    key = os.environ.get("FERROUSFORGE_API_KEY", "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _audio_call(url: str, **request: Any) -> Any:
     """POST to an audio endpoint; an error answer (OpenAI's shape) becomes a ForgeError."""
     import httpx
 
     try:
-        response = httpx.post(url, timeout=None, **request)
+        response = httpx.post(url, timeout=None, headers=_key_header(), **request)
     except httpx.HTTPError as exc:
         raise ForgeError(
             f"could not reach FerrousForge at {url} ({exc}); is 'ferrousforge serve' running?"
@@ -551,7 +585,9 @@ def say(
     import httpx
 
     try:
-        with httpx.stream("POST", base + "/v1/audio/speech", json=body, timeout=None) as response:
+        with httpx.stream(
+            "POST", base + "/v1/audio/speech", json=body, timeout=None, headers=_key_header()
+        ) as response:
             if response.status_code >= 400:
                 response.read()
                 _raise_answer(response)

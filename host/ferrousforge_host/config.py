@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ferrousforge.errors import BadRequest
-from ferrousforge.options import FLASH_ATTENTION, KV_CACHE_TYPES
+from ferrousforge.options import FLASH_ATTENTION, KV_CACHE_TYPES, parse_keep_alive
 
 HOME = Path(os.path.expanduser("~")) / ".ferrousforge"
 
@@ -33,7 +33,7 @@ class Settings:
     load_timeout: str = "5m"  # a model load that takes longer is ended (its runner killed); 0: no limit
     max_memory: int = 0  # bytes the loaded models may take; 0: three quarters of the machine's RAM
     max_loaded_models: int = 3
-    max_queue: int = 512  # requests admitted at once; past it, 503 with Retry-After
+    max_queue: int = 512  # requests that may wait besides the num_parallel decoding; past it, 503
     origins: str = ""  # browser origins allowed besides localhost, comma-separated, * wildcards
     api_keys: str = ""  # when set, requests need Authorization: Bearer <one of these>
     import_dirs: str = (
@@ -98,6 +98,18 @@ OLLAMA_VARIABLES = {
     "OLLAMA_DEBUG": "debug",
     "OLLAMA_LOAD_TIMEOUT": "load_timeout",
 }
+# counts where 0 means the default, as Ollama reads 0 for its own as "auto"
+_ZERO_IS_DEFAULT = {
+    "num_ctx",
+    "num_parallel",
+    "max_loaded_models",
+    "max_queue",
+    "max_body",
+    "max_audio_bytes",
+    "max_audio_seconds",
+    "max_speech_chars",
+}
+_DURATIONS = {"keep_alive", "load_timeout"}
 _CHOICES = {"kv_cache_type": KV_CACHE_TYPES, "flash_attention": FLASH_ATTENTION}
 _SWITCH = {"1": "on", "t": "on", "true": "on", "0": "off", "f": "off", "false": "off"}  # as Go's ParseBool
 
@@ -120,12 +132,22 @@ def _coerce(name: str, value: Any, source: str = "") -> Any:
             text = str(value).strip().lower()
             if name == "debug" and text in _SWITCH:  # OLLAMA_DEBUG=true as well as a level
                 return 1 if _SWITCH[text] == "on" else 0
-            return int(value)
+            number = int(value)
+            if number < 0:
+                raise BadRequest(f"invalid setting {source or name}={value!r}: it cannot be negative")
+            if number == 0 and name in _ZERO_IS_DEFAULT:
+                return getattr(Settings, name)
+            return number
         if kind == "Path":
             return Path(os.path.expanduser(str(value)))
     except (TypeError, ValueError):
         raise BadRequest(f"invalid setting {source or name}={value!r}") from None
     text = str(value)
+    if name in _DURATIONS:
+        try:
+            parse_keep_alive(text)
+        except BadRequest as exc:
+            raise BadRequest(f"invalid setting {source or name}={value!r}: {exc.message}") from None
     if choices := _CHOICES.get(name):
         text = _SWITCH.get(text.strip().lower(), text.strip().lower()) if name == "flash_attention" else text
         if text not in choices:
@@ -153,7 +175,7 @@ def load_settings(**flags: Any) -> Settings:
         values.update(data)
     for variable, name in OLLAMA_VARIABLES.items():
         if given := os.environ.get(variable, "").strip():
-            values[name] = ollama_host(given) if name == "host" else given
+            values[name] = given
             sources[name] = variable
     for name in names:
         env = os.environ.get(f"FERROUSFORGE_{name.upper()}")
@@ -164,4 +186,6 @@ def load_settings(**flags: Any) -> Settings:
         if value is not None:
             values[name] = value
             sources.pop(name, None)
+    if "host" in values:  # in any of Ollama's forms, wherever it came from: http://host:port, host
+        values["host"] = ollama_host(str(values["host"]))
     return replace(Settings(), **{k: _coerce(k, v, sources.get(k, "")) for k, v in values.items()})

@@ -4,8 +4,9 @@ request from an origin not on the list is refused, not just left unreadable) and
 ``FERROUSFORGE_ORIGINS``: comma-separated origins, ``*`` as a wildcard (``https://*.example.com``);
 localhost, 127.0.0.1, [::1] and 0.0.0.0 on any port and the app schemes Ollama allows (``app://``,
 ``file://``, ``tauri://``, ``vscode-webview://``, ``vscode-file://``) are always allowed.
-``FERROUSFORGE_API_KEYS``: comma-separated keys; when set, every request but ``/`` and ``/api/version``
-needs ``Authorization: Bearer`` (or Anthropic's ``X-API-Key``).
+``FERROUSFORGE_API_KEYS``: comma-separated keys; when set, every request but the public paths (``/``,
+``/api/version``, ``/openapi.json``, the static site under ``/ui/``) needs ``Authorization: Bearer`` (or
+Anthropic's ``X-API-Key``).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ class Metrics:
             "ferrousforge_requests_in_flight", "Requests admitted and not finished", registry=r
         ).set_function(lambda: scheduler.in_flight)
         Gauge("ferrousforge_models_loaded", "Models loaded", registry=r).set_function(
-            lambda: len(scheduler.runners)
+            lambda: len(scheduler.loaded())
         )
         Gauge(
             "ferrousforge_model_memory_bytes", "Estimated memory of the loaded models", registry=r

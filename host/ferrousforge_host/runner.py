@@ -23,6 +23,7 @@ import contextlib
 import functools
 import importlib
 import itertools
+import logging
 import os
 import queue
 import signal
@@ -42,6 +43,8 @@ from ferrousforge.mold import ModelSpec, Mold
 from ferrousforge.options import Options
 from ferrousforge_host import cores
 from ferrousforge_host.logs import DEBUG_ENV, configure_logging
+
+log = logging.getLogger("ferrousforge")
 
 Reply = Callable[[str, Any], object]  # (kind, value): "item" | "end" | "ok" | "err"
 # The engine primitives the server calls on a runner (besides load, unload and streaming)
@@ -101,6 +104,8 @@ class RunnerProcess:
         self._waiting: dict[int, Reply] = {}
         self._ids = itertools.count(1)
         self.dead: ForgeError | None = None
+        self.closing = False  # the server ended it (unload); any other end is logged as a fault
+        self.name = spec.name
         self.send(("init", cls.__module__, cls.__qualname__, spec, options))
         self._reader = threading.Thread(target=self._read, name=f"runner-{spec.name}", daemon=True)
         self._reader.start()
@@ -133,6 +138,8 @@ class RunnerProcess:
         except subprocess.TimeoutExpired:
             returncode = None
         self.dead = ForgeError(f"{self.engine} runner process has terminated: {exit_cause(returncode)}")
+        if not self.closing:
+            log.warning("%s: its runner (pid %d) ended: %s", self.name, self.proc.pid, exit_cause(returncode))
         for reply in list(self._waiting.values()):
             reply("err", ForgeError(self.dead.message))  # one exception each: each is raised on its own
         self._waiting.clear()
@@ -175,6 +182,7 @@ class RunnerProcess:
 
     def close(self) -> None:
         """Ask the runner to end (shutting its socket down: the reader wakes too), then make sure it has."""
+        self.closing = True
         with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self.conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)
         try:

@@ -1,7 +1,8 @@
 """Loads models on first use, keeps them for keep_alive, and unloads them when they expire.
 
-Native engines run in runner processes (``ferrousforge_host.runner``); a runner that died is noticed
-at the model's next request, which loads it afresh.
+Native engines run in runner processes (``ferrousforge_host.runner``); a runner that died is let go
+as soon as the model is idle (``ps``, ``/metrics`` and loads no longer count it), and the model's next
+request loads it afresh.
 
 Requests to one model run one at a time, in arrival order (its Mold's single worker); different
 models run side by side. A request whose load-time options (``options.LOAD_OPTIONS``: num_ctx,
@@ -143,9 +144,11 @@ class Scheduler:
         self, name: ModelName, options: Options, keep_alive: float | None
     ) -> AsyncIterator[tuple[Runner, int]]:
         """Hold a loaded model for one request; yields it and the load time in ns (0 if warm)."""
-        if self.in_flight >= self.max_queue:
+        if self.in_flight >= self.max_queue + self.base.num_parallel:  # those decoding, then the queue
             raise Unavailable(
-                f"server busy: {self.in_flight} requests in progress (FERROUSFORGE_MAX_QUEUE)", 1
+                f"server busy, please try again: {self.in_flight - self.base.num_parallel} requests "
+                "waiting, the most allowed (OLLAMA_MAX_QUEUE or FERROUSFORGE_MAX_QUEUE)",
+                1,
             )
         self.in_flight += 1
         try:
@@ -251,7 +254,22 @@ class Scheduler:
 
     def held_bytes(self) -> int:
         """Memory the loaded engines hold (a shared one counted once)."""
+        self._forget_dead()
         return sum(names[0].size for names in self._engines().values())
+
+    def _forget_dead(self) -> None:
+        """Let go of idle names whose engine is no longer loaded (its runner process ended)."""
+        for runner in list(self.runners.values()):
+            if runner.active == 0 and not runner.mold.is_loaded():
+                del self.runners[runner.name]
+                if runner.timer:
+                    runner.timer.cancel()
+                if all(r.mold is not runner.mold for r in self.runners.values()):
+                    with contextlib.suppress(RuntimeError):  # (no running loop: closed at shutdown)
+                        closing = asyncio.ensure_future(runner.mold.unload())
+                        self._unloading.add(closing)
+                        closing.add_done_callback(self._unloading.discard)
+                log.info("unloaded %s (its engine had ended)", runner.name.display)
 
     async def _make_room(self, name: ModelName, need: int) -> None:
         """Evict idle engines, least recently used first, until ``need`` bytes and a slot are free."""
@@ -261,6 +279,7 @@ class Scheduler:
                 f"{self.max_memory / 2**20:.0f} MiB (FERROUSFORGE_MAX_MEMORY)"
             )
         while self.held_bytes() + need > self.max_memory or len(self._engines()) >= self.max_loaded:
+            # (held_bytes has let go of engines that ended)
             idle = [names for names in self._engines().values() if all(r.active == 0 for r in names)]
             if not idle:  # wait for a loaded model to finish its requests
                 waits = [asyncio.ensure_future(r.idle.wait()) for r in self.runners.values()]
@@ -279,6 +298,9 @@ class Scheduler:
                 if victim.timer:
                     victim.timer.cancel()
             await victims[0].mold.unload()
+            log.info(
+                "unloaded %s to make room for %s", ", ".join(v.name.display for v in victims), name.display
+            )
 
     def _arm(self, runner: Runner) -> None:
         if runner.keep_alive is None:
@@ -320,6 +342,7 @@ class Scheduler:
             await self._unload(runner)
 
     def loaded(self) -> list[Runner]:
+        self._forget_dead()
         return sorted(self.runners.values(), key=lambda r: r.name.display)
 
 

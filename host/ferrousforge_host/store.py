@@ -141,6 +141,7 @@ def _fsync_write(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o644)  # (mkstemp makes it 0600) readable as Ollama's manifests are
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -155,8 +156,11 @@ class BlobStore:
         self.blobs = self.root / "blobs"
         self.manifests = self.root / "manifests"
         self.partial = self.root / "partial"
-        for d in (self.blobs, self.manifests, self.partial):
-            d.mkdir(parents=True, exist_ok=True)
+        try:
+            for d in (self.blobs, self.manifests, self.partial):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ForgeError(f"cannot use {self.root} as the model store: {exc.strerror or exc}") from None
         same = ollama is not None and Path(ollama).resolve() == self.root.resolve()
         self.ollama = OllamaStore(ollama) if ollama is not None and not same else None
         self._gguf_facts: dict[str, dict[str, Any]] = {}  # model blob digest → its GGUF summary
@@ -283,16 +287,20 @@ class BlobStore:
         exact = self.manifests.joinpath(*name.parts)
         if exact.is_file():
             return exact
-        here = self.manifests
+        return next(iter(self._case_variants(name)), exact)
+
+    def _case_variants(self, name: ModelName) -> list[Path]:
+        """The manifests whose names differ from ``name`` at most in case."""
+        found = [self.manifests]
         for part in name.parts:
-            try:
-                found = next((p for p in here.iterdir() if p.name.lower() == part.lower()), None)
-            except OSError:  # (not a folder)
-                return exact
-            if found is None:
-                return exact
-            here = found
-        return here if here.is_file() else exact
+            found = [
+                p
+                for here in found
+                if here.is_dir()
+                for p in sorted(here.iterdir())
+                if p.name.lower() == part.lower()
+            ]
+        return [p for p in found if p.is_file()]
 
     def get(self, name: ModelName) -> StoredModel:
         found = _read_manifest(self.manifest_path(name), name)
@@ -322,20 +330,34 @@ class BlobStore:
         missing = [d for d in sorted(manifest.digests() - ours) if not self._adopt(d)]
         if missing:
             raise BadRequest(f"manifest refers to missing blobs: {', '.join(missing)}")
-        _fsync_write(self.manifest_path(name), manifest.to_bytes())
+        exact = self.manifests.joinpath(*name.parts)
+        try:
+            _fsync_write(exact, manifest.to_bytes())  # the name as last written, case and all
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise self.full() from None
+            raise
+        for other in self._case_variants(name):  # the same name in another case, now replaced
+            if not os.path.samefile(other, exact):
+                self._remove_manifest(other)
 
     def delete(self, name: ModelName) -> None:
         path = self.manifest_path(name)
         self.check_writable(name)
         if not path.is_file():
             raise ModelNotFound(name.display)
+        found = _read_manifest(path, name)
+        self._remove_manifest(path)
+        if found is not None:  # its own blobs that no other model uses; not those of pulls in flight
+            self.discard(found.manifest.digests())
+
+    def _remove_manifest(self, path: Path) -> None:
         path.unlink()
         for parent in path.parents:
             if parent == self.manifests:
                 break
             with contextlib.suppress(OSError):
                 parent.rmdir()
-        self.prune()
 
     def list(self) -> Iterator[StoredModel]:
         """Our models, then the Ollama store's that no model of ours shadows."""
@@ -353,8 +375,13 @@ class BlobStore:
             self.own_blob_path(digest).unlink(missing_ok=True)
 
     def prune(self) -> None:
-        """Remove blobs no manifest of ours refers to."""
+        """Remove blobs no manifest of ours refers to (at start, as Ollama does: a pull or create that
+        was cut short leaves its blobs behind)."""
         used = {d for m in _list_manifests(self.manifests) for d in m.manifest.digests()}
         for blob in self.blobs.glob("sha256-*"):
             if blob.name.replace("-", ":", 1) not in used:
                 blob.unlink(missing_ok=True)
+        for scratch in self.partial.glob(
+            "*-*.partial"
+        ):  # scratch files (a pull's resumable ones have no "-")
+            scratch.unlink(missing_ok=True)

@@ -245,4 +245,5 @@ ALIASES = {
 
 
 def lookup(display_name: str) -> CatalogueEntry | None:
-    return CATALOGUE.get(display_name)
+    """The catalogue's entry for a name, whatever its case (``SmolLM2:135M``), as Ollama's names are."""
+    return CATALOGUE.get(display_name) or CATALOGUE.get(display_name.lower())

@@ -39,9 +39,15 @@ def _host_url(host: str | None) -> str:
 
 
 class Client:
-    def __init__(self, host: str | None = None, timeout: float | None = None) -> None:
+    """``api_key`` (default ``FERROUSFORGE_API_KEY``) is sent as ``Authorization: Bearer`` to a host
+    started with ``FERROUSFORGE_API_KEYS``."""
+
+    def __init__(
+        self, host: str | None = None, timeout: float | None = None, api_key: str | None = None
+    ) -> None:
         self.host = _host_url(host)
         self.timeout = timeout
+        self.api_key = api_key if api_key is not None else os.environ.get("FERROUSFORGE_API_KEY", "")
 
     def _open(
         self,
@@ -55,6 +61,8 @@ class Client:
         request = urllib.request.Request(self.host + path, data=payload, method=method, headers=headers or {})
         if body is not None:
             request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
@@ -176,8 +184,10 @@ class Client:
 class AsyncClient:
     """``Client``'s calls as coroutines (natively each runs on a thread; streams are async iterators)."""
 
-    def __init__(self, host: str | None = None, timeout: float | None = None) -> None:
-        self.sync = Client(host, timeout)
+    def __init__(
+        self, host: str | None = None, timeout: float | None = None, api_key: str | None = None
+    ) -> None:
+        self.sync = Client(host, timeout, api_key)
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.sync, name)

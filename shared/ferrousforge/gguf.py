@@ -154,7 +154,7 @@ def describe(path: str, verbose: bool) -> tuple[dict[str, Any], list[dict[str, A
         size = len(view)
         if not verbose:
             meta, reader = _header(view, size)
-            _count_parameters(meta, reader)
+            _count_parameters(meta, reader, size)
             tensors: list[dict[str, Any]] = []
         else:
             meta, found = parse_tensors(view, size, EVERY_ARRAY)
@@ -278,22 +278,31 @@ def parse_tensors(
     return meta, tensors
 
 
-def _count_parameters(meta: dict[str, Any], reader: _Reader) -> None:
+def _count_parameters(meta: dict[str, Any], reader: _Reader, size: int) -> None:
     """Ollama's ``general.parameter_count`` where the file does not say it: the values in all its
-    tensors, from the tensor directory that follows the header ``reader`` has just read (tensor types
-    need not be known here)."""
-    if "general.parameter_count" in meta:
-        return
-    total = 0
+    tensors, from the tensor directory that follows the header ``reader`` has just read. A tensor of a
+    known type whose bytes would run past the end of the file (a file cut short) is an error; unknown
+    types are let be."""
+    total, ends = 0, []
     for _ in range(int(meta["gguf.tensor_count"])):
-        reader.string()
+        name = reader.string()
         count = 1
         for _ in range(reader.unpack("<I")):
             count *= reader.unpack("<Q")
-        reader.unpack("<I")
-        reader.unpack("<Q")
+        kind, offset = reader.unpack("<I"), reader.unpack("<Q")
         total += count
-    meta["general.parameter_count"] = total
+        if kind in TENSOR_TYPES:
+            _, per, block = TENSOR_TYPES[kind]
+            ends.append((offset + count // per * block, name))
+    alignment = int(meta.get("general.alignment", 32))
+    data = (reader.pos + alignment - 1) // alignment * alignment
+    end, name = max(ends, default=(0, ""))
+    if data + end > size:
+        raise GGUFError(
+            f"the file is cut short: tensor {name} runs past its end "
+            f"({data + end} bytes needed, {size} there)"
+        )
+    meta.setdefault("general.parameter_count", total)
 
 
 def size_label(parameters: int) -> str:
@@ -323,7 +332,8 @@ def read_file_metadata(
     path: str, keep_arrays: frozenset[str] = frozenset(), parameters: bool = False
 ) -> dict[str, Any]:
     """A GGUF file's header (see ``parse_metadata``); with ``parameters``, its
-    ``general.parameter_count`` counted from the tensors where the file does not say it."""
+    ``general.parameter_count`` counted from the tensors where the file does not say it, and the
+    tensor directory checked against the file's length."""
     with open(path, "rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         if size == 0:
@@ -331,7 +341,7 @@ def read_file_metadata(
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
             meta, reader = _header(view, size, keep_arrays)
             if parameters:
-                _count_parameters(meta, reader)
+                _count_parameters(meta, reader, size)
             return meta
 
 

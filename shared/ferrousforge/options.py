@@ -161,11 +161,13 @@ def _coerce(key: str, value: object, type_name: object, metadata: Any) -> object
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_FOREVER = (2**63 - 1) / 1e9  # Go's longest duration (~292 years): longer is kept forever
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_keep_alive(value: object, default: float | None = None) -> float | None:
-    """Seconds a model stays loaded after a request; ``None`` means forever (negative values).
+    """Seconds a model stays loaded after a request; ``None`` means forever (negative values, and any
+    longer than Go's longest duration, about 292 years).
 
     Accepts Ollama's forms: a number of seconds, or a Go duration string such as ``"5m"``,
     ``"1h30m"``, ``"0"`` or ``"-1"``.
@@ -177,7 +179,7 @@ def parse_keep_alive(value: object, default: float | None = None) -> float | Non
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise BadRequest("keep_alive must be finite")
-        return None if value < 0 else float(value)
+        return None if value < 0 or value > _FOREVER else float(value)
     if not isinstance(value, str):
         raise BadRequest("keep_alive must be a duration such as '5m' or a number of seconds")
     text = value.strip()
@@ -194,6 +196,6 @@ def parse_keep_alive(value: object, default: float | None = None) -> float | Non
             pos = match.end()
         if pos != len(body) or not body:
             raise BadRequest(f"invalid keep_alive duration '{value}'") from None
-    if negative and seconds > 0:
+    if (negative and seconds > 0) or seconds > _FOREVER:
         return None
     return seconds

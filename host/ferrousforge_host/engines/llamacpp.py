@@ -27,7 +27,6 @@ from typing import Any
 
 import llama_cpp as L
 import numpy as np
-from llama_cpp import _logger
 
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import (
@@ -44,10 +43,10 @@ from ferrousforge.options import Options
 from ferrousforge.protocol.schema import check_schema
 from ferrousforge.sampling import StopMatcher, common_prefix, penalizes, penalty_window
 from ferrousforge_host import cores
+from ferrousforge_host.engines import llamacpp_log
 from ferrousforge_host.engines.llamacpp_vision import ImageSpan, Projector, Segment, free_chunks
 from ferrousforge_host.engines.native import ModelLoadError, on_a_passing_thread, threads_for
 
-_logger.set_verbose(False)
 log = logging.getLogger("ferrousforge")
 L.llama_backend_init()
 
@@ -153,9 +152,11 @@ def load_gguf(spec: ModelSpec, meta: dict[str, Any], num_gpu: int, kv_bytes: int
     file_bytes = os.path.getsize(spec.path)
     mparams = L.llama_model_default_params()
     mparams.n_gpu_layers = gpu_layers(num_gpu, n_layer, file_bytes, kv_bytes)
+    llamacpp_log.clear()
     model = on_a_passing_thread(L.llama_model_load_from_file, spec.path.encode(), mparams)
     if not model:
-        raise ModelLoadError(f"cannot load '{spec.name}': llama.cpp rejected {os.path.basename(spec.path)}")
+        why = llamacpp_log.reason(f"llama.cpp rejected {os.path.basename(spec.path)}")
+        raise ModelLoadError(f"cannot load '{spec.name}': {why}")
     adapters = []
     for path in spec.adapters:
         adapter = L.llama_adapter_lora_init(model, path.encode())

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp as L
-from llama_cpp import _logger
 
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.generation import IMAGE_MARKER
+from ferrousforge_host.engines import llamacpp_log
 from ferrousforge_host.engines.native import ModelLoadError
 
 
@@ -47,20 +47,6 @@ Segment = list[int] | ImageSpan
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
 
 
-_GGML_LOG_ERROR = 4
-_errors: list[str] = []  # libmtmd's error lines since the last load began (loads are one at a time)
-
-
-def _log(level: int, text: bytes | None, user_data: Any) -> None:
-    """libmtmd's log: errors kept for the load's message, everything passed on to llama.cpp's log."""
-    if level == _GGML_LOG_ERROR and text:
-        _errors.append(text.decode(errors="replace").strip())
-    _logger.llama_log_callback(level, text, user_data)
-
-
-_LOG = L.llama_log_callback(_log)  # kept alive: libmtmd calls it
-
-
 @functools.cache
 def _mtmd() -> Any:
     """llama-cpp-python's libmtmd bindings, from the folder libllama came from, logging as llama.cpp
@@ -71,7 +57,7 @@ def _mtmd() -> Any:
         from llama_cpp import mtmd_cpp
     except (OSError, RuntimeError, FileNotFoundError) as exc:
         raise ModelLoadError(f"this llama.cpp build has no libmtmd for images: {exc}") from exc
-    mtmd_cpp.mtmd_helper_log_set(_LOG, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(llamacpp_log.callback, ctypes.c_void_p(0))
     return mtmd_cpp
 
 
@@ -87,10 +73,12 @@ class Projector:
         params.warmup = False
         self._marker = IMAGE_MARKER.encode()  # kept alive: the context reads it at init
         params.media_marker = self._marker
-        _errors.clear()
+        llamacpp_log.clear()
         self.ctx = M.mtmd_init_from_file(path.encode(), model, params)
         if not self.ctx:
-            lines = [line.strip() for error in _errors for line in error.splitlines() if line.strip()]
+            lines = [
+                line.strip() for error in llamacpp_log.errors for line in error.splitlines() if line.strip()
+            ]
             why = "; ".join(lines).replace("mtmd_init_from_file: error: ", "") or "is it an mmproj GGUF?"
             raise ModelLoadError(f"cannot load the vision projector for this model: {why}")
         if not M.mtmd_support_vision(self.ctx):

@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -122,6 +123,8 @@ def resolve(
         path = check_import_path(path, import_dirs if import_dirs is not None else default_import_dirs())
     if path.is_absolute() and path.is_dir():
         return folder_plan(path)
+    if path.is_absolute() and not path.exists():
+        raise BadRequest(f"source '{target}': no such file or folder")
     if not path.is_absolute() or not path.is_file():
         raise BadRequest(
             f"source '{target}' is not a URL, an hf.co/ repository, or an absolute file or folder path"
@@ -209,6 +212,7 @@ def _huggingface(target: str) -> PullPlan:
     if len(parts) > 2:  # hf.co/owner/repo/path/to/file.gguf
         repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read per call, so a mirror can be set at any time
+    _check_reachable(endpoint or "https://huggingface.co")
     try:
         if filename is None:
             files = HfApi(endpoint=endpoint).list_repo_files(repo)
@@ -225,8 +229,26 @@ def _huggingface(target: str) -> PullPlan:
         return gguf_plan(_hub_file(repo, filename, endpoint))
     except HfHubHTTPError as exc:
         raise PullFailed(f"Hugging Face: {exc}") from exc
-    except OSError as exc:
+    except (OSError, httpx.TransportError) as exc:
         raise PullFailed(f"cannot reach Hugging Face: {exc}") from exc
+    except Exception as exc:  # the hub client's own HTTP library's transport errors
+        if type(exc).__module__.split(".")[0].startswith("httpx"):
+            raise PullFailed(f"cannot reach Hugging Face: {exc}") from exc
+        raise
+
+
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Fail at once, saying why, where the hub cannot be reached at all (no network, a wrong
+    HF_ENDPOINT), instead of after the hub client's retries."""
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise PullFailed(
+            f"cannot reach Hugging Face at {parsed.host}:{port} ({exc.strerror or exc}); without a network, "
+            "pull from a file (--from /path/model.gguf) or set HF_ENDPOINT to a mirror"
+        ) from None
 
 
 def _hub_file(repo: str, filename: str, endpoint: str | None) -> RemoteFile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -90,11 +90,21 @@ async def blob(request: Request) -> Response:
     store = service(request).store
     if request.method == "HEAD" or store.has_blob(digest):
         return Response(status_code=200 if store.has_blob(digest) else 404)
-    with store.scratch("upload") as partial:
-        with partial.open("wb") as out:
-            async for part in request.stream():
-                out.write(part)
-        await asyncio.to_thread(store.commit, partial, digest)
+    try:
+        with store.scratch("upload") as partial:
+            failed: OSError | None = None
+            with partial.open("wb") as out:
+                async for part in request.stream():
+                    try:
+                        if failed is None:
+                            out.write(part)
+                    except OSError as exc:  # (a full disk) the rest is read, so the client hears why
+                        failed = exc
+            if failed is not None:
+                raise failed
+            await asyncio.to_thread(store.commit, partial, digest)
+    except ClientDisconnect:  # nobody is left to answer; nothing was kept
+        return Response(status_code=400)
     return Response(status_code=201)
 
 

@@ -92,7 +92,8 @@ class ModelService:
         }
 
     def tags(self) -> dict[str, Any]:
-        return {"models": [self._entry(m) for m in self.store.list()]}
+        newest_first = sorted(self.store.list(), key=lambda m: m.modified_at, reverse=True)  # as Ollama lists
+        return {"models": [self._entry(m) for m in newest_first]}
 
     def show(self, name: ModelName, verbose: bool = False) -> dict[str, Any]:
         spec, manifest = self.scheduler.spec(name)

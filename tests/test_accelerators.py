@@ -25,14 +25,16 @@ def test_info_names_the_cpu_the_engine_builds_and_what_each_model_runs_on(host: 
     assert info["cpu"]["arch"] == platform.machine()
     if platform.machine() == "x86_64":
         assert "avx2" in info["cpu"]["instruction_sets"] and "smep" not in info["cpu"]["instruction_sets"]
-    llama, onnx = info["engines"]
+    llama, onnx, gpu = info["engines"]
     assert llama["engine"] == "llama.cpp" and llama["package"].startswith("llama-cpp-python 0.3.")
     assert llama["flavour"] in ("native", "safe", "cuda", "vulkan", "metal")  # setup's record
     assert llama["runs_on"] == "cpu" and "AVX2" in llama["cpu_features"]
     assert [d.split(":")[0] for d in llama["devices"]] == ["CPU"]  # as llama.cpp registered them
     assert "CPUExecutionProvider" in onnx["providers"]
-    # this machine has no GPU; Vulkan's CPU device (lavapipe) is listed, as software, where vulkaninfo is
-    assert all(g["api"] == "vulkan" and g["software"] for g in info["gpus"])
+    # this machine has no GPU: Vulkan's CPU device (lavapipe), the wgpu engine's adapter, is listed as software
+    assert gpu["engine"] == "wgpu" and gpu["package"].startswith("wgpu 0.")
+    assert gpu["software"] and gpu["runs_on"] == "cpu" and "llvmpipe" in gpu["adapter"]
+    assert info["gpus"] and all(g["api"] == "vulkan" and g["software"] for g in info["gpus"])
     (model,) = info["models"]
     assert model["name"] == "tiny:latest" and model["engine"] == "llama.cpp" and model["accelerator"] == "cpu"
 

@@ -420,6 +420,10 @@ def test_ollamas_zero_means_auto_and_bad_counts_fail_at_start(
     monkeypatch.setenv("OLLAMA_KEEP_ALIVE", "abc")
     with pytest.raises(Exception, match="invalid setting OLLAMA_KEEP_ALIVE='abc'"):
         load_settings()
+    monkeypatch.delenv("OLLAMA_KEEP_ALIVE")
+    monkeypatch.setenv("FERROUSFORGE_ENGINE", "gguf=bogus")
+    with pytest.raises(Exception, match="invalid setting FERROUSFORGE_ENGINE='gguf=bogus'"):
+        load_settings()
 
 
 def test_the_cli_sends_its_api_key(tmp_path: Path, tiny_gguf: Path) -> None:

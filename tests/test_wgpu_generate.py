@@ -138,6 +138,39 @@ def test_structured_output_points_to_llama_cpp(gen_host: Host) -> None:
     assert r.status_code == 400 and "llama.cpp engine" in r.json()["error"]
 
 
+def test_auto_keeps_the_loaded_wgpu_engine_and_passes_it_by_for_what_it_lacks(gen_host: Host) -> None:
+    """A request without an engine is served by the engine already running the model (no reload back to
+    llama.cpp); one that needs a grammar or logprobs, which the wgpu engine lacks, goes to llama.cpp
+    instead of failing. Only a request that names wgpu is told no."""
+    assert generate(gen_host, "tiny-gpu", num_predict=2, **WGPU)["accelerator"] == "wgpu"
+    assert generate(gen_host, "tiny-gpu", num_predict=2)["accelerator"] == "wgpu"
+    with gen_host.client(timeout=300) as c:
+        body = {"model": "tiny-gpu", "prompt": "x", "stream": False, "options": {"num_predict": 4}}
+        shaped = c.post("/api/generate", json={**body, "format": "json"})
+        assert shaped.status_code == 200 and shaped.json()["accelerator"] == "cpu", shaped.text
+        scored = c.post("/api/generate", json={**body, "logprobs": True})
+        assert scored.status_code == 200 and scored.json()["logprobs"], scored.text
+
+
+def test_a_server_preferring_wgpu_still_answers_what_it_lacks(tmp_path: Path, tiny_gguf: Path) -> None:
+    import openai
+
+    for h in start_host(tmp_path / "store", engine="gguf=wgpu"):
+        h.pull_file("tiny", tiny_gguf)
+        assert generate(h, "tiny", num_predict=2)["accelerator"] == "wgpu"
+        client = openai.OpenAI(base_url=h.url + "/v1", api_key="x", max_retries=0)
+        reply = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "hi"}],
+            response_format={"type": "json_object"},
+            max_tokens=8,
+            logprobs=True,
+        )
+        assert reply.choices[0].logprobs is not None
+        with h.client() as c:
+            assert [m["engine"] for m in c.get("/api/ps").json()["models"]] == ["llama.cpp"]
+
+
 @pytest.mark.integration
 def test_smollm2_answers_on_the_wgpu_engine(tmp_path: Path) -> None:
     import ollama

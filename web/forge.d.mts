@@ -113,6 +113,9 @@ interface GenerationFields {
   model: string;
   options?: Options;
   format?: 'json' | Record<string, unknown>;
+  /** Each generated token's log-probability (and the `top_logprobs` likeliest): on the host only. */
+  logprobs?: boolean;
+  top_logprobs?: number;
   keep_alive?: string | number;
   placement?: PlacementOverride;
   /** Each piece of text as it is made, wherever it runs. */
@@ -144,6 +147,8 @@ interface GenerationResult extends Placed {
   prompt_eval_duration: number;
   eval_count: number;
   eval_duration: number;
+  /** With `logprobs`: one entry a token, as Ollama's. */
+  logprobs?: Array<{ token: string; logprob: number; bytes?: number[]; top_logprobs?: Array<{ token: string; logprob: number; bytes?: number[] }> }>;
 }
 export interface GenerateResult extends GenerationResult {
   response: string;

@@ -212,9 +212,56 @@ def onnx_build() -> dict[str, Any]:
     }
 
 
+# The wgpu engine's adapter, asked for in a process of its own (a GPU driver is loaded for it: a fault
+# there must not reach the server), as the engine's runner asks for it
+_WGPU_PROBE = (
+    "import json, wgpu\n"
+    "from ferrousforge.gpu.native import SOFTWARE\n"
+    "a = wgpu.gpu.request_adapter_sync(power_preference='high-performance')\n"
+    "i = a.info\n"
+    "name = f\"{i.get('device', '')} ({i.get('backend_type', '')})\".strip()\n"
+    "soft = i.get('adapter_type') == 'CPU' or any(s in name.lower() for s in SOFTWARE)\n"
+    "print(json.dumps({'name': name, 'backend': i.get('backend_type', ''), 'software': soft}))\n"
+)
+
+
+@cache
+def wgpu_build() -> dict[str, Any]:
+    """The wgpu engine (FerrousForge's own kernels): wgpu's version and the adapter it would run on."""
+    try:
+        import wgpu
+    except ImportError:
+        return {"engine": "wgpu", "package": "wgpu (not installed)", "runs_on": "-", "gpu_offload": False}
+    entry: dict[str, Any] = {"engine": "wgpu", "package": f"wgpu {wgpu.__version__}", "gpu_offload": False}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _WGPU_PROBE], capture_output=True, text=True, timeout=60, check=True
+        )
+        adapter = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
+        return {**entry, "runs_on": "-", "adapter": None}
+    software = bool(adapter["software"])
+    runs_on = "cpu" if software else str(adapter["backend"]).lower() or "gpu"
+    return {
+        **entry,
+        "adapter": adapter["name"],
+        "software": software,
+        "gpu_offload": not software,
+        "runs_on": runs_on,
+    }
+
+
 def report() -> dict[str, Any]:
     """Everything ``ferrousforge info`` and ``GET /api/info`` show."""
     found = gpus()
-    llama, onnx = llama_build(), onnx_build()
+    llama, onnx, gpu = llama_build(), onnx_build(), wgpu_build()
     onnx["runs_on"] = "cuda" if onnx["gpu_offload"] and any(g["api"] == "cuda" for g in found) else "cpu"
-    return {"cpu": cpu(), "gpus": found, "engines": [llama, onnx]}
+    if gpu.get("adapter") and not any(g["name"] in gpu["adapter"] for g in found):  # (no vulkaninfo here)
+        found.append(
+            {
+                "api": str(gpu["adapter"]).rsplit("(", 1)[-1].rstrip(")").lower(),
+                "name": gpu["adapter"],
+                "software": gpu["software"],
+            }
+        )
+    return {"cpu": cpu(), "gpus": found, "engines": [llama, onnx, gpu]}

@@ -289,7 +289,8 @@ def info(host: HostOption = None) -> None:
     table = Table("ENGINE", "BUILD", "RUNS ON", "DETAILS", box=None)
     for e in report["engines"]:
         gpu_devices = [f"{d};" for d in e.get("devices", []) if not d.startswith("CPU:")]  # llama.cpp's
-        details = " ".join(gpu_devices + (e.get("cpu_features") or e.get("providers") or []))
+        adapter = [f"adapter: {e['adapter']}"] if e.get("adapter") else []  # the wgpu engine's
+        details = " ".join(gpu_devices + adapter + (e.get("cpu_features") or e.get("providers") or []))
         table.add_row(e["package"], str(e.get("flavour") or ""), e["runs_on"], details)
     print_table(table)
     if report["models"]:

@@ -143,6 +143,16 @@ def _coerce(name: str, value: Any, source: str = "") -> Any:
     except (TypeError, ValueError):
         raise BadRequest(f"invalid setting {source or name}={value!r}") from None
     text = str(value)
+    if name == "engine":
+        from ferrousforge_host.scheduler import parse_engines
+
+        try:
+            parse_engines(text)
+        except BadRequest as exc:
+            raise BadRequest(
+                f"invalid setting {source or name}={value!r}: {exc.message} "
+                "(an engine, or per format: onnx=wgpu,gguf=llama.cpp)"
+            ) from None
     if name in _DURATIONS:
         try:
             parse_keep_alive(text)

@@ -52,6 +52,7 @@ class Runner:
     size: int = 0  # estimated bytes, counted against the memory budget (once for a shared engine)
     last_used: float = field(default_factory=time.monotonic)
     engine_key: tuple[object, ...] = ()  # what the loaded engine depends on; equal keys share it
+    engine: str = "auto"  # options.engine it was loaded with
 
 
 class Scheduler:
@@ -127,16 +128,30 @@ class Scheduler:
         )
         return spec
 
-    def options(self, spec: ModelSpec, request_options: dict[str, Any] | None) -> Options:
+    def options(
+        self, spec: ModelSpec, request_options: dict[str, Any] | None, needs: frozenset[str] = frozenset()
+    ) -> Options:
+        """A request's options over the model's and the server's. Engine "auto" becomes, where it has
+        what the request ``needs`` (a grammar, logprobs, ...): the engine already running the model
+        under the same load options, else the server's preferred engine, else the automatic choice."""
         log.debug("%s: options %s", spec.name, request_options)
         options = Options.parse(request_options, Options.parse(spec.parameters, self.base))
+        if options.engine != "auto":  # asked for by name: what it lacks is the engine's 400 to give
+            return options
+        loaded = next((r for r in self.runners.values() if r.name.display == spec.name), None)
+        if loaded and not type(loaded.mold).lacks & needs:
+            kept = replace(options, engine=loaded.engine)
+            if kept.load_key() == loaded.load_key:
+                return kept
         preferred = self.engines.get(spec.format) or self.engines.get("*")
-        if options.engine == "auto" and preferred:
-            try:  # the server's preference, where that engine runs this model
-                resolve_mold(spec, preferred)
-                options = replace(options, engine=preferred)
+        if preferred:
+            try:  # the server's preference, where that engine runs this model and this request
+                if not resolve_mold(spec, preferred).lacks & needs:
+                    return replace(options, engine=preferred)
             except NotSupported:
                 pass
+        if needs and resolve_mold(spec).lacks & needs:  # the automatic choice lacks it: one that has it
+            return replace(options, engine=resolve_mold(spec, "auto", needs).engine)
         return options
 
     @asynccontextmanager
@@ -201,7 +216,15 @@ class Scheduler:
                         # RAM is budgeted for what stayed off the GPU; GPU memory is taken as free at
                         # load (the engine offloads the layers that fit beside what others hold there)
                         size = max(need - int(facts.get("size_vram", 0)), 0)
-                        runner = Runner(name, digest, mold, options.load_key(), size=size, engine_key=key)
+                        runner = Runner(
+                            name,
+                            digest,
+                            mold,
+                            options.load_key(),
+                            size=size,
+                            engine_key=key,
+                            engine=options.engine,
+                        )
                 self.runners[name] = runner
             runner.active += 1
             runner.idle.clear()
@@ -357,7 +380,7 @@ def engine_key(spec: ModelSpec, options: Options, engine: str) -> tuple[object, 
 def parse_engines(text: str) -> dict[str, str]:
     """``FERROUSFORGE_ENGINE``: "wgpu" (every format it runs) or "onnx=wgpu,gguf=llama.cpp" (per format)."""
     engines: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in filter(None, (p.strip().lower() for p in text.split(","))):
         fmt, _, engine = part.rpartition("=")
         value = Options.parse({"engine": engine}).engine  # checks the name
         engines[{"": "*", "onnxruntime": "onnx"}.get(fmt, fmt)] = value

@@ -98,6 +98,9 @@ class Mold(ABC):
     engine: ClassVar[str] = ""
     native: ClassVar[bool] = False  # runs native code: the host runs it in a runner process of its own
     auto: ClassVar[bool] = True  # chosen by engine "auto"; False: only when asked for by name (or preferred)
+    # what a request may need that this engine cannot give ("format", "logprobs", "logit_bias",
+    # "images"): "auto" and a server's preferred engine pass it by for such a request
+    lacks: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: ModelSpec, options: Options) -> None:
         self.spec = spec
@@ -206,9 +209,9 @@ def register_mold(cls: M) -> M:
     return cls
 
 
-def resolve_mold(spec: ModelSpec, engine: str = "auto") -> type[Mold]:
+def resolve_mold(spec: ModelSpec, engine: str = "auto", needs: frozenset[str] = frozenset()) -> type[Mold]:
     """The registered Mold for a model's format and task: the one named ``engine``, or for "auto" the
-    latest registration that takes part in automatic choice."""
+    latest registration that takes part in automatic choice and has what the request ``needs``."""
     task = spec.task
     found = [cls for cls in reversed(_REGISTRY) if spec.format in cls.formats and cls.task == task]
     if not found:
@@ -218,7 +221,8 @@ def resolve_mold(spec: ModelSpec, engine: str = "auto") -> type[Mold]:
         raise NotSupported(reason)
     found = [cls for cls in found if not cls.refuses(spec)] or found
     if engine == "auto":
-        chosen = [cls for cls in found if cls.preferred()] or [cls for cls in found if cls.auto]
+        able = [cls for cls in found if not cls.lacks & needs] or found
+        chosen = [cls for cls in able if cls.preferred()] or [cls for cls in able if cls.auto]
     else:
         chosen = [cls for cls in found if cls.engine == engine]
     if not chosen:

@@ -88,4 +88,5 @@ test('a GPU device lost mid-stream: the host goes on from there and says so', as
   expect(out.fallback).toContain('browser-webgpu failed');
   expect(out.pieces.length).toBeGreaterThan(3);
   expect(out.pieces.join('')).toBe(out.response);  // nothing streamed twice
+  expect(out.eval_count).toBe(12);  // the page's tokens and the host's
 });

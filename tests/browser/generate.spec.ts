@@ -190,6 +190,8 @@ test('what only the host runs is a 400 when the page is told to run it; num_pred
     return {
       json: await fail(forge.chat({ ...chat, format: 'json', placement: 'browser-wasm' })),
       auto: await fail(forge.chat({ ...chat, format: 'json' })),
+      scored: await forge.generate({ model: 'tiny', prompt: 'the cat', options: { num_predict: 3 }, logprobs: true, top_logprobs: 2 }),
+      scoredHere: await fail(forge.generate({ model: 'tiny', prompt: 'x', logprobs: true, placement: 'browser-wasm' })),
       none: await forge.generate({ model: 'tiny', prompt: 'the cat', options: { num_predict: 0 }, placement: 'browser-wasm' }),
       prefill: await forge.chat({ ...chat, messages: [...chat.messages, { role: 'assistant', content: 'the cat' }],
         options: { num_predict: 4, temperature: 0 } }),
@@ -197,8 +199,13 @@ test('what only the host runs is a 400 when the page is told to run it; num_pred
         prompt: '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nthe cat' }),
     };
   });
-  expect(out.json).toContain("400: format, tools, context, suffix and images run on the host's engine");
+  expect(out.json).toContain("400: format, tools, context, suffix, images, logprobs and logit_bias run on the host's engine");
   expect(out.auto).toBe('ok host');
+  // logprobs: placed on the host, which streams them with each piece; the answer carries them all
+  expect(out.scored.placement).toBe('host');
+  expect(out.scored.logprobs.length).toBe(out.scored.eval_count);
+  expect(out.scored.logprobs[0].top_logprobs.length).toBe(2);
+  expect(out.scoredHere).toContain('400: format');
   expect([out.none.response, out.none.eval_count, out.none.placement]).toEqual(['', 0, 'browser-wasm']);
   expect(out.prefill.placement).toBe('browser-wasm');  // a final assistant message is continued, as on the host
   expect(out.prefill.message.content).toBe(out.raw.response);

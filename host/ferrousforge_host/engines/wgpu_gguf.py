@@ -85,6 +85,7 @@ class WgpuGenerateMold(TextGenerationMold):
     engine = "wgpu"
     native = True
     auto: ClassVar[bool] = False
+    lacks: ClassVar[frozenset[str]] = frozenset({"format", "logprobs", "logit_bias", "images"})
 
     @classmethod
     def preferred(cls) -> bool:

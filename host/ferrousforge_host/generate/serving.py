@@ -88,6 +88,17 @@ def _stats(stats: GenerationStats, load_ns: int, started: int) -> dict[str, int]
     }
 
 
+def needs(req: Common, images: bool) -> frozenset[str]:
+    """What a request needs of an engine beyond plain text (``Mold.lacks`` names what one cannot give)."""
+    wanted = {
+        "format": bool(req.format or getattr(req, "tools", None)),
+        "logprobs": bool(req.logprobs or getattr(req, "prompt_logprobs", False)),
+        "logit_bias": bool(req.logit_bias),
+        "images": images,
+    }
+    return frozenset(k for k, v in wanted.items() if v)
+
+
 class GenerationService:
     def __init__(self, scheduler: Scheduler, default_keep_alive: float | None, metrics: Any = None) -> None:
         self.scheduler = scheduler
@@ -103,7 +114,7 @@ class GenerationService:
             raise NotSupported(
                 f"model '{req.model}' does not support images: it lacks the 'vision' capability"
             )
-        options = self.scheduler.options(spec, req.options)
+        options = self.scheduler.options(spec, req.options, needs(req, images))
         return spec, options, parse_keep_alive(req.keep_alive, self.default_keep_alive)
 
     async def _load_or_unload(

@@ -493,6 +493,7 @@ COMPONENTS: dict[str, Schema] = {
         return_documents={"type": "boolean", "default": True},
         truncate={"type": "boolean", "default": True},
         keep_alive=KEEP_ALIVE,
+        options=ref("Options"),
     ),
     "RerankResponse": obj(
         ("model", "results", "usage"),

@@ -23,7 +23,7 @@ class RerankService:
         cls = resolve_mold(spec)
         if not issubclass(cls, RerankMold | EmbeddingMold):
             raise NotSupported(f"model '{req.model}' does not support rerank")
-        options = self.scheduler.options(spec, None)
+        options = self.scheduler.options(spec, req.options)
         keep_alive = parse_keep_alive(req.keep_alive, self.default_keep_alive)
         async with self.scheduler.use(req.model, options, keep_alive) as (runner, _):
             mold = runner.mold

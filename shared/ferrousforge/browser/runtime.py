@@ -416,11 +416,11 @@ class BrowserForge:
             on_token = owned = create_proxy(on_token)
         model = str(body["model"])
         if needs_host and override == "auto":
-            override = "host"  # format, tools, context, images: the host's engine only
+            override = "host"  # format, tools, context, images, logprobs: the host's engine only
         elif needs_host and override != "host":
             raise BadRequest(
-                f"format, tools, context, suffix and images run on the host's engine: placement "
-                f"'{override}' can't honour them (use 'auto' or 'host')"
+                f"format, tools, context, suffix, images, logprobs and logit_bias run on the host's engine: "
+                f"placement '{override}' can't honour them (use 'auto' or 'host')"
             )
 
         emitted: list[str] = []  # what the page streamed before a failure: the host goes on from there
@@ -458,6 +458,7 @@ class BrowserForge:
             if aborted(signal):
                 raise Aborted()
             parts: list[str] = list(emitted)
+            scored: list[Any] = []  # the host streams logprobs with each piece, as Ollama does
             request, where, piece_of = {**body, "stream": True}, path, field
             if emitted:  # a stream cut short in the page: the host continues the same text
                 info = await self.info(model)
@@ -475,6 +476,8 @@ class BrowserForge:
 
             def chunk(line: Any) -> None:
                 piece = line.response if piece_of == "response" else line.message.content
+                if (logprobs := getattr(line, "logprobs", None)) is not None and not absent(logprobs):
+                    scored.extend(py(logprobs))
                 if piece and not aborted(signal):
                     parts.append(str(piece))
                     if on_token is not None:
@@ -487,6 +490,10 @@ class BrowserForge:
                 proxy.destroy()
             final.pop("created_at", None)
             final.pop("response", None)
+            if scored:
+                final["logprobs"] = scored
+            if emitted:  # the tokens the page made before it failed count too
+                final["eval_count"] = int(final.get("eval_count") or 0) + len(emitted)
             return {**final, **self._shape(field, "".join(parts))}
 
         def tokens(result: dict[str, Any]) -> int:
@@ -527,7 +534,9 @@ class BrowserForge:
             messages = generate_messages(req.prompt, system, info.messages)
             return render(template, messages, **special_tokens(info.config))
 
-        needs_host = bool(req.format or req.context or req.images or req.suffix)
+        needs_host = bool(
+            req.format or req.context or req.images or req.suffix or req.logprobs or req.logit_bias
+        )
         return await self._generation(
             body, on_token, override, "/api/generate", prompt_of, "response", needs_host, signal
         )
@@ -549,7 +558,9 @@ class BrowserForge:
                 **special_tokens(info.config),
             )
 
-        needs_host = bool(req.format or req.tools or any(m.images for m in req.messages))
+        needs_host = bool(
+            req.format or req.tools or req.logprobs or req.logit_bias or any(m.images for m in req.messages)
+        )
         return await self._generation(
             body, on_token, override, "/api/chat", prompt_of, "message", needs_host, signal
         )

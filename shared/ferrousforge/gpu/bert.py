@@ -51,7 +51,7 @@ def bert_weights(onnx: OnnxWeights, data: memoryview) -> tuple[Weights, int, flo
     if "word_emb" not in onnx.tensors or "encoder.layer.0.attention.self.query.weight" not in onnx.tensors:
         raise ValueError(
             "the wgpu engine runs BERT models FerrousForge converted from safetensors; "
-            "this ONNX file was made elsewhere (use engine 'onnx')"
+            "this ONNX file was made elsewhere (onnxruntime runs it: engine 'onnx')"
         )
     heads = onnx.int64s(data, "split_shape")[2]
     eps = next(float(n.attributes["epsilon"]) for n in onnx.nodes if n.op_type == "LayerNormalization")

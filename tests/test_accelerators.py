@@ -31,7 +31,7 @@ def test_info_names_the_cpu_the_engine_builds_and_what_each_model_runs_on(host: 
     assert llama["runs_on"] == "cpu" and "AVX2" in llama["cpu_features"]
     assert [d.split(":")[0] for d in llama["devices"]] == ["CPU"]  # as llama.cpp registered them
     assert "CPUExecutionProvider" in onnx["providers"]
-    # this machine has no GPU: Vulkan's CPU device (lavapipe), the wgpu engine's adapter, is listed as software
+    # no GPU here: Vulkan's CPU device (lavapipe), the wgpu engine's adapter, is listed as software
     assert gpu["engine"] == "wgpu" and gpu["package"].startswith("wgpu 0.")
     assert gpu["software"] and gpu["runs_on"] == "cpu" and "llvmpipe" in gpu["adapter"]
     assert info["gpus"] and all(g["api"] == "vulkan" and g["software"] for g in info["gpus"])

@@ -364,3 +364,11 @@ def test_catalogue_names_match_whatever_their_case() -> None:
 
     assert lookup("SmolLM2:135M") is lookup("smollm2:135m") is not None
     assert lookup("nothing:here") is None
+
+
+def test_an_empty_engine_is_auto_and_names_read_in_any_case() -> None:
+    assert Options.parse({"engine": ""}).engine == "auto"
+    assert Options.parse({"engine": "WGPU"}).engine == "wgpu"
+    assert Options.parse({"engine": "ONNX"}).engine == "onnxruntime"
+    with pytest.raises(BadRequest, match="must be one of"):
+        Options.parse({"engine": "tpu"})

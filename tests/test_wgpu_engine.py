@@ -76,7 +76,9 @@ def test_cross_encoder_scores_match_onnx(bert_host: Host) -> None:
 
 def test_ps_and_info_say_which_engine_and_adapter_serve_a_model(bert_host: Host) -> None:
     embed(bert_host, "tiny-bert", ["hello"], **WGPU)
-    embed(bert_host, "all-minilm", ["hello"])
+    embed(
+        bert_host, "all-minilm", ["hello"], engine="onnx"
+    )  # (auto would keep the wgpu load of an earlier test)
     with bert_host.client() as c:
         models = {m["name"]: m for m in c.get("/api/info").json()["models"]}
         running = {m["name"]: m for m in c.get("/api/ps").json()["models"]}

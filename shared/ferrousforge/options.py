@@ -141,6 +141,8 @@ def _coerce(key: str, value: object, type_name: object, metadata: Any) -> object
         return tuple(s for s in items if s)
     if type_name == "str":
         choices = metadata["choices"]
+        if key == "engine" and isinstance(value, str):  # "" is auto, and names are read in any case
+            value = value.strip().lower() or "auto"
         if value not in choices:
             raise BadRequest(f"option '{key}' must be one of {', '.join(choices)}")
         return "onnxruntime" if value == "onnx" else value

@@ -98,6 +98,8 @@ def test_corrupt_manifests_are_skipped_in_listings(tmp_path: Path) -> None:
     assert list(store.list()) == []
     with pytest.raises(ValueError):
         store.get(ModelName.parse("broken"))
+    store.delete(ModelName.parse("broken"))  # and it can be removed
+    assert not bad.exists()
 
 
 def test_commit_checks_the_partial_file(tmp_path: Path) -> None:

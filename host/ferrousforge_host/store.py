@@ -346,7 +346,10 @@ class BlobStore:
         self.check_writable(name)
         if not path.is_file():
             raise ModelNotFound(name.display)
-        found = _read_manifest(path, name)
+        try:
+            found = _read_manifest(path, name)
+        except (ValueError, OSError):  # a damaged manifest goes too; its blobs wait for the next prune
+            found = None
         self._remove_manifest(path)
         if found is not None:  # its own blobs that no other model uses; not those of pulls in flight
             self.discard(found.manifest.digests())
@@ -381,7 +384,6 @@ class BlobStore:
         for blob in self.blobs.glob("sha256-*"):
             if blob.name.replace("-", ":", 1) not in used:
                 blob.unlink(missing_ok=True)
-        for scratch in self.partial.glob(
-            "*-*.partial"
-        ):  # scratch files (a pull's resumable ones have no "-")
+        # scratch files ("upload-<uuid>.partial"); a pull's resumable ones ("<hex>.partial") stay
+        for scratch in self.partial.glob("*-*.partial"):
             scratch.unlink(missing_ok=True)

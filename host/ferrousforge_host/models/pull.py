@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -242,6 +243,8 @@ def _check_reachable(url: str, timeout: float = 5.0) -> None:
     HF_ENDPOINT), instead of after the hub client's retries."""
     parsed = httpx.URL(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if urllib.request.getproxies().get(parsed.scheme) or urllib.request.getproxies().get("all"):
+        return  # through a proxy: only the hub client can tell
     try:
         socket.create_connection((parsed.host, port), timeout=timeout).close()
     except OSError as exc:

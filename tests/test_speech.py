@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,8 +69,11 @@ def test_every_speech_format_encodes_chunk_by_chunk_and_decodes_back() -> None:
 
 def test_decode_refuses_what_is_not_audio() -> None:
     for data, reason in ((b"", "empty"), (b"plain text, not audio", "not a readable audio file")):
-        with pytest.raises(BadRequest, match=reason):
+        with pytest.raises(BadRequest, match=reason) as refused:
             decode(data, 60)
+        assert (
+            "Errno" not in refused.value.message and "<none>" not in refused.value.message
+        )  # FFmpeg's internals
     one_second = wav_header(16000, 32000) + bytes(32000)
     with pytest.raises(BadRequest, match=r"longer than 0\.5 s"):
         decode(one_second, 0.5)
@@ -333,6 +337,7 @@ def test_bad_input_is_a_clear_4xx(speech_host: Host, spoken: bytes, tmp_path: Pa
         (tts, {"json": {"model": TTS, "input": "Hi.", "voice": "bob"}}, 400, "unknown voice 'bob'"),
         (tts, {"json": {"model": TTS, "input": "Hi.", "response_format": "ogg"}}, 400, "response_format"),
         (tts, {"json": {"model": TTS, "input": "   "}}, 400, "empty"),
+        (tts, {"json": {"model": TTS, "input": "..."}}, 400, "no words to speak"),  # not a silent 200
         (tts, {"json": {"model": TTS, "input": "x" * 5000}}, 400, "more than the limit"),
         (tts, {"json": {"model": TTS, "input": "Hi.", "speed": 10}}, 400, "speed"),
         (tts, {"json": {"model": TTS}}, 400, "'input' is required"),
@@ -372,6 +377,12 @@ def test_cli_says_and_transcribes(speech_host: Host, tmp_path: Path) -> None:
     )
     assert said.returncode == 0, said.stderr
     assert wav.read_bytes()[:4] == b"RIFF" and wav.stat().st_size > 50_000
+    with wave.open(str(wav)) as w:  # a finished file says its length (a stream's header cannot)
+        assert w.getnframes() * w.getsampwidth() * w.getnchannels() == wav.stat().st_size - 44
+    bad = subprocess.run(
+        [*cli, "say", "Hi.", "-o", str(tmp_path / "none" / "x.wav")], capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 1 and "cannot write" in bad.stderr and "Traceback" not in bad.stderr
     heard = subprocess.run(
         [*cli, "transcribe", str(wav), "--format", "srt"], capture_output=True, text=True, env=env
     )

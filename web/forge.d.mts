@@ -186,8 +186,11 @@ export interface SpeakRequest {
 }
 export interface SpeakResult extends Placed {
   model: string;
+  /** Samples at `sample_rate` (22.05 kHz in the page, 24 kHz from the host): `transcribe` takes a
+   * Float32Array as 16 kHz samples, so pass it `wav` instead. */
   audio: Float32Array;
   sample_rate: number;
+  /** The model's voice that spoke (an OpenAI name such as 'alloy' resolved to it). */
   voice: string;
   wav: Blob;
   /** Seconds of audio. */

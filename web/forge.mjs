@@ -167,7 +167,9 @@ function pythonError(err) {
   const text = String(err?.message ?? err);
   const last = text.trim().split('\n').pop();
   const m = /^(?:[\w.]+\.)?(\w+): (.*)$/s.exec(last);
-  const status = m && /BadRequest|ModelNotFound|NotSupported|HostError/.test(m[1]) ? 400 : 500;
+  const kind = m ? m[1] : '';
+  const status = /NotFound/.test(kind) ? 404 : /Unavailable/.test(kind) ? 503
+    : /BadRequest|NotSupported|HostError/.test(kind) ? 400 : 500;
   return new ForgeError(m ? m[2] : last, status);
 }
 

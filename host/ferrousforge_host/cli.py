@@ -592,14 +592,33 @@ def say(
             if response.status_code >= 400:
                 response.read()
                 _raise_answer(response)
-            with output.open("wb") as f:
-                for block in response.iter_bytes():
-                    f.write(block)
+            try:
+                with output.open("w+b") as f:
+                    for block in response.iter_bytes():
+                        f.write(block)
+                    if chosen == "wav":
+                        _finish_wav(f)
+            except OSError as exc:
+                raise ForgeError(f"cannot write {output}: {exc.strerror or exc}") from None
     except httpx.HTTPError as exc:
         raise ForgeError(
             f"could not reach FerrousForge at {base} ({exc}); is 'ferrousforge serve' running?"
         ) from None
     err.print(f"wrote {output}")
+
+
+def _finish_wav(f: Any) -> None:
+    """A streamed WAV's header says "until the end" (0xFFFFFFFF sizes); a finished file says its sizes."""
+    size = f.tell()
+    f.seek(0)
+    head = f.read(min(size, 4096))
+    data = head.find(b"data", 12)
+    if head[:4] != b"RIFF" or data < 0:
+        return
+    f.seek(4)
+    f.write((size - 8).to_bytes(4, "little"))
+    f.seek(data + 4)
+    f.write((size - data - 8).to_bytes(4, "little"))
 
 
 def _raise_answer(response: Any) -> None:

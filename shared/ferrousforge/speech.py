@@ -42,6 +42,18 @@ WHISPER_LANGUAGE_NAMES = {
     code: name.replace("_", " ") for code, name in (pair.split(":") for pair in _LANGUAGE_TABLE.split())
 }
 WHISPER_LANGUAGES = sorted(WHISPER_LANGUAGE_NAMES)
+_CODES = {name: code for code, name in WHISPER_LANGUAGE_NAMES.items()}
+MAX_SPEECH_CHARS = 4096  # text to speak in one request: OpenAI's limit (the host's default too)
+
+
+def language_code(value: str | None) -> str | None:
+    """An ISO 639-1 code ("en"), or Whisper's name for the language ("english"), as a code."""
+    if not value or not value.strip():
+        return None
+    lowered = value.strip().lower()
+    return _CODES.get(lowered, lowered)
+
+
 # OpenAI's voice names: an unmodified client sends one of these; each maps onto one of the model's voices
 OPENAI_VOICES = (
     "alloy",

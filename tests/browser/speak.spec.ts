@@ -82,13 +82,23 @@ test('speaks in the browser, and the host hears the words; falls back to the hos
       speed: await fail({ model: 'piper:joe', input: 'Hi.', speed: 9 }),
       voice: await fail({ model: 'piper:joe', input: 'Hi.', voice: 'nobody', placement: 'browser' }),
       hostVoice: await fail({ model: 'piper:joe', input: 'Hi.', voice: 'nobody', placement: 'host' }),
+      long: await fail({ model: 'piper:joe', input: 'a'.repeat(4097), placement: 'browser' }),
+      dots: await fail({ model: 'piper:joe', input: '...', placement: 'browser' }),
+      unknown: await fail({ model: 'piper:nobody', input: 'Hi.' }),
+      hostAlloy: await forge.speak({ model: 'piper:joe', input: 'Hi.', voice: 'alloy', placement: 'host' })
+        .then((r: any) => r.voice),
     };
   });
+  expect(errors.long).toEqual({ message: "'input' is 4097 characters, more than the limit of 4096", status: 400 });
+  expect(errors.dots?.status).toBe(400);
+  expect(errors.dots?.message).toContain('no words to speak');
+  expect(errors.unknown).toEqual({ message: "model 'piper:nobody' not found", status: 404 });
+  expect(errors.hostAlloy).toBe('joe');  // the voice that spoke, wherever it ran
   expect(errors.empty).toEqual({ message: "'input' must be a non-empty string: there is nothing to say", status: 400 });
   expect(errors.speed).toEqual({ message: "'speed' must be between 0.25 and 4.0", status: 400 });
   expect(errors.voice?.status).toBe(400);
   expect(errors.voice?.message).toContain("unknown voice 'nobody'");
   expect(errors.hostVoice?.status).toBe(400);
   expectSameOrigin(w.requests);
-  expect(w.errors.filter((e) => !e.includes('status of 400'))).toEqual([]);  // the host's answer to a bad voice
+  expect(w.errors.filter((e) => !/status of (400|404)/.test(e))).toEqual([]);  // the host's answers to bad requests
 });

@@ -52,7 +52,8 @@ def decode(data: bytes, max_seconds: float) -> bytes:
             for piece in resampler.resample(None):
                 out += bytes(piece.planes[0])[: piece.samples * 4]
     except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise BadRequest(f"not a readable audio file: {exc}") from None
+        why = getattr(exc, "strerror", None) or str(exc)  # (FFmpeg's, without its errno and file name)
+        raise BadRequest(f"not a readable audio file: {why}") from None
     if not out:
         raise BadRequest("the file holds no audio samples")
     return bytes(out[:limit])

@@ -15,7 +15,7 @@ from ferrousforge.errors import BadRequest, PayloadTooLarge
 from ferrousforge.names import ModelName
 from ferrousforge.protocol.fields import field as json_field
 from ferrousforge.protocol.fields import require_object
-from ferrousforge.speech import WHISPER_LANGUAGE_NAMES, Transcript, to_srt, to_vtt
+from ferrousforge.speech import WHISPER_LANGUAGE_NAMES, Transcript, language_code, to_srt, to_vtt
 from ferrousforge_host.audio.codec import FORMATS
 from ferrousforge_host.config import Settings
 from ferrousforge_host.http import read_json
@@ -23,7 +23,6 @@ from ferrousforge_host.http import read_json
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
 FORM_SLACK = 1 << 20  # what a multipart body carries besides the file: field values and boundaries
-_CODES = {name: code for code, name in WHISPER_LANGUAGE_NAMES.items()}
 
 
 @dataclass
@@ -67,14 +66,6 @@ def _number(value: str, name: str, low: float, high: float) -> float:
     if not math.isfinite(number) or not low <= number <= high:
         raise BadRequest(f"'{name}' must be between {low:g} and {high:g}")
     return number
-
-
-def language_code(value: str | None) -> str | None:
-    """An ISO 639-1 code ("en"), or Whisper's name for the language ("english"), as a code."""
-    if not value or not value.strip():
-        return None
-    lowered = value.strip().lower()
-    return _CODES.get(lowered, lowered)
 
 
 async def parse_transcription(request: Request, task: str, settings: Settings) -> TranscriptionRequest:
@@ -174,8 +165,8 @@ def verbose_json(t: Transcript, granularities: set[str]) -> dict[str, Any]:
             {
                 "id": s.id,
                 "seek": s.seek,
-                "start": round(s.start, 3),
-                "end": round(s.end, 3),
+                "start": round(min(s.start, t.duration), 3),
+                "end": round(min(s.end, t.duration), 3),  # (Whisper may end a segment past the audio)
                 "text": s.text,
                 "tokens": s.tokens,
                 "temperature": s.temperature,
@@ -189,7 +180,12 @@ def verbose_json(t: Transcript, granularities: set[str]) -> dict[str, Any]:
     }
     if "word" in granularities:
         out["words"] = [
-            {"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)} for w in t.words
+            {
+                "word": w.word.strip(),
+                "start": round(min(w.start, t.duration), 3),
+                "end": round(min(w.end, t.duration), 3),
+            }
+            for w in t.words
         ]
     return out
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from ferrousforge.errors import ForgeError
+from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.speech import AudioFacts, Segment, SpeechChunk, Transcript, join_text
 from ferrousforge_host.audio.codec import Encoder
 from ferrousforge_host.audio.protocol import (
@@ -102,7 +102,12 @@ async def speech(request: Request) -> Response:
     req = await parse_speech(request, request.app.state.settings)
     chunks = _service(request).speak(req)
     first = await anext(chunks, None)  # loaded and the first sentence made: errors so far are answers
-    encoder = Encoder(req.response_format, first.sample_rate if first else 22050)
+    while first is not None and not first.pcm:  # a "sentence" of punctuation alone says nothing
+        first = await anext(chunks, None)
+    if first is None:
+        await _close(chunks)
+        raise BadRequest(f"'input' has no words to speak: {req.input[:40]!r}")
+    encoder = Encoder(req.response_format, first.sample_rate)
     body = _audio(req, encoder, first, chunks)
     if req.stream_format == "sse":
         return StreamingResponse(_audio_events(body), media_type="text/event-stream")

@@ -99,7 +99,7 @@ def requirements(name: ModelName, kind: str, size: int, config: dict[str, Any]) 
 
 
 # what the page's engines read (and check requests against, as the host does)
-PAGE_CONFIG = ("pooling", "normalize", "max_length", "task", "languages", "multilingual")
+PAGE_CONFIG = ("pooling", "normalize", "max_length", "task", "languages", "multilingual", "voices")
 
 
 async def browser_model(request: Request) -> Response:

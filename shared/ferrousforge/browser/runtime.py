@@ -53,7 +53,14 @@ from ferrousforge.placement import (
 )
 from ferrousforge.protocol.embed import EmbedRequest, RerankRequest, rerank_body, rerank_results
 from ferrousforge.protocol.generate import ChatRequest, GenerateRequest
-from ferrousforge.speech import SAMPLE_RATE, SpeechInput
+from ferrousforge.speech import (
+    MAX_SPEECH_CHARS,
+    SAMPLE_RATE,
+    WHISPER_LANGUAGE_NAMES,
+    SpeechInput,
+    language_code,
+    resolve_voice,
+)
 
 
 def unit(vector: list[float]) -> list[float]:
@@ -68,6 +75,19 @@ class HostError(ForgeError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class HostNotFound(HostError):
+    """The host's 404 (the page's JS reads a status from the class's name: ``forge.mjs``)."""
+
+
+class HostUnavailable(HostError):
+    """The host's 503."""
+
+
+def host_error(message: str, status: int) -> HostError:
+    cls = {404: HostNotFound, 503: HostUnavailable}.get(status, HostError)
+    return cls(message, status)
 
 
 @dataclass
@@ -157,7 +177,7 @@ class BrowserForge:
         )
         data: dict[str, Any] = await response.json()
         if not response.ok:
-            raise HostError(str(data.get("error", f"HTTP {response.status}")), response.status)
+            raise host_error(str(data.get("error", f"HTTP {response.status}")), response.status)
         return data
 
     async def info(self, model: str) -> ModelInfo:
@@ -395,7 +415,7 @@ class BrowserForge:
             raise
         out: dict[str, Any] = last.to_py() if not absent(last) else {}
         if "error" in out:
-            raise HostError(str(out["error"]), int(out.get("status", 500)))
+            raise host_error(str(out["error"]), int(out.get("status", 500)))
         return out
 
     async def _generation(
@@ -571,7 +591,7 @@ class BrowserForge:
         body = py(request)
         override = str(body.pop("placement", "auto"))
         model = ModelName.parse(str(body.get("model") or "")).display
-        language = body.get("language") or None
+        language = language_code(str(body.get("language") or "")) or None  # "english" as well as "en"
         task = str(body.get("task") or "transcribe")
         seconds = int(samples.length) / SAMPLE_RATE
         if seconds <= 0:
@@ -579,7 +599,8 @@ class BrowserForge:
 
         async def local(mold: Any) -> dict[str, Any]:
             t = await mold.transcribe_samples(samples, language, task)
-            return {"model": model, "text": t.text, "language": t.language, "duration": t.duration}
+            name = WHISPER_LANGUAGE_NAMES.get(t.language, t.language)  # "english", as the host answers
+            return {"model": model, "text": t.text, "language": name, "duration": t.duration}
 
         async def remote() -> dict[str, Any]:
             fields = {"model": model, "response_format": "verbose_json", "vad_filter": "false"}
@@ -595,7 +616,7 @@ class BrowserForge:
             if int(answer["status"]) >= 400:
                 error = data.get("error")
                 message = error.get("message") if isinstance(error, dict) else error
-                raise HostError(str(message or f"HTTP {answer['status']}"), int(answer["status"]))
+                raise host_error(str(message or f"HTTP {answer['status']}"), int(answer["status"]))
             return {
                 "model": model,
                 "text": data["text"],
@@ -615,6 +636,8 @@ class BrowserForge:
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("'input' must be a non-empty string: there is nothing to say")
+        if len(text) > MAX_SPEECH_CHARS:  # as the host refuses it (its default limit)
+            raise BadRequest(f"'input' is {len(text)} characters, more than the limit of {MAX_SPEECH_CHARS}")
         speed = body.get("speed", 1.0)
         if not isinstance(speed, (int, float)) or not 0.25 <= speed <= 4.0:
             raise BadRequest("'speed' must be between 0.25 and 4.0")
@@ -625,6 +648,8 @@ class BrowserForge:
 
         async def local(mold: Any) -> dict[str, Any]:
             out = await mold.synthesize_samples(SpeechInput(text, voice, float(speed)), on_chunk)
+            if not int(out["audio"].length):  # punctuation alone, say: the host's 400 too
+                raise BadRequest(f"'input' has no words to speak: {text[:40]!r}")
             return {"model": model, **out}
 
         async def remote() -> dict[str, Any]:
@@ -633,9 +658,11 @@ class BrowserForge:
                 self.base + "/v1/audio/speech", jsobj(self.headers()), jsobj(fields), on_chunk
             )
             if int(answer.status) >= 400:
-                raise HostError(str(answer.error), int(answer.status))
+                raise host_error(str(answer.error), int(answer.status))
             rate = int(answer.sample_rate)
-            return {"model": model, "audio": answer.audio, "sample_rate": rate, "voice": voice}
+            voices = list((await self.info(model)).config.get("voices") or [])
+            said = resolve_voice(voice, voices, model) if voices else voice  # the voice the host spoke with
+            return {"model": model, "audio": answer.audio, "sample_rate": rate, "voice": said}
 
         def seconds(result: dict[str, Any]) -> float:
             return max(int(result["audio"].length) / int(result["sample_rate"]), 0.01)

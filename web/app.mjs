@@ -29,6 +29,15 @@ async function refreshCache() {
   $('cache-usage').textContent = `cache: ${u.entries} files, ${(u.usage / 2 ** 20).toFixed(1)} MiB`;
 }
 
+/** An error as a user can act on it: a host that can't be reached says so. */
+function explain(err) {
+  if (/failed to fetch|networkerror|network error|load failed/i.test(String(err?.message ?? err))) {
+    setStatus('Host unreachable', 'error');
+    return 'the host can\'t be reached: is `ferrousforge serve` running?';
+  }
+  return err?.message ?? String(err);
+}
+
 function badge(result) {
   return `${result.placement} · ${result.ms.toFixed(0)} ms${result.fallback ? ` · fell back: ${result.fallback}` : ''}`;
 }
@@ -62,11 +71,12 @@ function chatMeta(out) {
 async function send(event) {
   event.preventDefault();
   const text = $('chat-input').value.trim();
-  if (!text) return;
+  if (!text || answering) return;  // one answer at a time: Stop ends this one
   $('chat-input').value = '';
   await ask(text);
 }
 
+const MAX_TOKENS = 256;  // a reply's length at most: the answer says when it was cut there
 let answering = null;  // the AbortController of the answer being written: Stop aborts it
 $('stop').addEventListener('click', () => answering?.abort());
 
@@ -82,12 +92,22 @@ async function ask(text) {
   try {
     const out = await forge.chat({
       model: $('chat-model').value, messages: history, placement: $('placement').value,
-      options: { num_predict: 128 },
+      options: { num_predict: MAX_TOKENS },
       signal: controller.signal,
-      onToken: (piece) => { reply.body.textContent = (first ? '' : reply.body.textContent) + piece; first = false; },
+      onToken: (piece) => {
+        const box = $('messages');
+        const following = box.scrollHeight - box.scrollTop - box.clientHeight < 40;  // unless scrolled up
+        reply.body.textContent = (first ? '' : reply.body.textContent) + piece;
+        first = false;
+        if (following) box.scrollTop = box.scrollHeight;
+      },
     });
-    reply.body.textContent = out.message.content;
-    reply.div.append(chatMeta(out));
+    setStatus('Ready', 'ok');
+    reply.body.textContent = out.message.content + (out.done_reason === 'length' ? ' …' : '');
+    const meta = chatMeta(out);
+    if (out.done_reason === 'length') meta.append(` · cut at ${MAX_TOKENS} tokens`);
+    reply.div.append(meta);
+    $('messages').scrollTop = $('messages').scrollHeight;
     history.push(out.message);
     return out.message.content;
   } catch (err) {
@@ -98,10 +118,15 @@ async function ask(text) {
       meta.className = 'meta';
       meta.textContent = 'stopped';
       reply.div.append(meta);
-      history.push({ role: 'assistant', content: partial });
+      if (partial) history.push({ role: 'assistant', content: partial });
+      else history.pop();  // nothing was said: the question goes too
       return partial;
     }
-    reply.body.textContent = `error: ${err.message}`;
+    if (first) reply.body.textContent = '';  // what was written before the failure stays
+    const meta = document.createElement('span');
+    meta.className = 'meta error';
+    meta.textContent = `error: ${explain(err)}`;
+    reply.div.append(meta);
     history.pop();
     return null;
   } finally {
@@ -132,6 +157,10 @@ addEventListener('forge-download', ({ detail }) => {
 
 async function search() {
   const documents = $('docs').value.split('\n').map((s) => s.trim()).filter(Boolean);
+  if (!$('query').value.trim() || !documents.length) {
+    $('search-meta').textContent = !documents.length ? 'add some paragraphs to search, one a line' : 'type a query';
+    return;
+  }
   $('search').disabled = true;
   try {
     const out = await forge.rerank({ model: 'all-minilm', query: $('query').value, documents });
@@ -140,9 +169,10 @@ async function search() {
       li.textContent = `${r.relevance_score.toFixed(3)} — ${documents[r.index]}`;
       return li;
     }));
+    setStatus('Ready', 'ok');
     $('search-meta').textContent = `${badge(out)} · ${((documents.length + 1) / (out.ms / 1000)).toFixed(0)} embeddings/s`;
   } catch (err) {
-    $('search-meta').textContent = `error: ${err.message}`;
+    $('search-meta').textContent = `error: ${explain(err)}`;
   } finally {
     $('search').disabled = false;
     refreshCache();
@@ -183,7 +213,7 @@ async function transcribe(audio) {
     out = await forge.transcribe({ model: $('stt-model').value, audio, placement: $('speech-placement').value });
   } catch (err) {
     $('transcript').textContent = '';
-    $('stt-meta').textContent = `error: ${err.message}`;
+    $('stt-meta').textContent = `error: ${explain(err)}`;
     return;
   }
   $('transcript').textContent = out.text;
@@ -214,11 +244,12 @@ async function speak(text) {
   };
   try {
     const out = await forge.speak({ model: $('tts-model').value, input: text, placement: $('speech-placement').value, onAudio: play });
+    setStatus('Ready', 'ok');
     $('speech-audio').src = URL.createObjectURL(out.wav);
     $('tts-meta').textContent = `${badge(out)} · ${out.duration.toFixed(1)} s of audio · ${out.audio_per_s.toFixed(1)} s of audio/s`
       + ` · first audio after ${out.first_audio_ms.toFixed(0)} ms`;
   } catch (err) {
-    $('tts-meta').textContent = `error: ${err.message}`;
+    $('tts-meta').textContent = `error: ${explain(err)}`;
   } finally {
     $('say').disabled = false;
     refreshCache();
@@ -242,10 +273,15 @@ $('drop').addEventListener('drop', (e) => {
   e.preventDefault();
   if (e.dataTransfer.files[0]) transcribe(e.dataTransfer.files[0]);
 });
-$('say-form').addEventListener('submit', (e) => { e.preventDefault(); if ($('say-input').value.trim()) speak($('say-input').value.trim()); });
+$('say-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  if ($('say-input').value.trim()) speak($('say-input').value.trim());
+  else $('tts-meta').textContent = 'type something to say';
+});
 listSpeechModels().catch(() => {});
 
 $('search').addEventListener('click', search);
+$('query').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); search(); } });
 $('chat-form').addEventListener('submit', send);
 listModels().catch(() => {});
 $('prefer').addEventListener('change', () => forge.configure({ prefer: $('prefer').value }));

@@ -136,6 +136,10 @@ test('the demo page: chat and search driven by clicks, at desktop and phone widt
   await page.locator('#send').click();
   const story = page.locator('.msg.assistant').nth(2);
   await expect(story.locator('span').first()).not.toHaveText('…', { timeout: 60_000 });
+  await page.locator('#chat-input').fill('a second question while it writes');
+  await page.locator('#chat-input').press('Enter');  // one answer at a time: not sent
+  await expect(page.locator('.msg.user')).toHaveCount(3);
+  await page.locator('#chat-input').fill('');
   await page.locator('#stop').click();
   await expect(story.locator('.meta')).toHaveText('stopped');
   await expect(page.locator('#send')).toBeVisible();
@@ -144,7 +148,7 @@ test('the demo page: chat and search driven by clicks, at desktop and phone widt
   await page.locator('#chat-input').fill('one more');
   await page.locator('#send').click();
   await expect(page.locator('.msg.assistant').nth(3).locator('.badge')).toHaveText('host', { timeout: 60_000 });
-  await page.locator('#search').click();
+  await page.locator('#query').press('Enter');  // Enter searches, as the button does
   await expect(page.locator('#results li')).toHaveCount(5, { timeout: 60_000 });
   await expect(page.locator('#search-meta')).toContainText('embeddings/s');
   await expect(page.locator('#cache-usage')).toContainText('MiB');
@@ -219,4 +223,17 @@ test('what only the host runs is a 400 when the page is told to run it; num_pred
     return [out.eval_count, out.placement, next.eval_count, next.placement];
   });
   expect(moved).toEqual([24, 'browser-wasm', 2, 'browser-wasm']);
+});
+
+test('generations at once on one in-page model take turns, each its own answer', async ({ page }) => {
+  await openForge(page);
+  const out = await page.evaluate(async () => {
+    const forge = (window as any).forge;
+    const r = { model: 'tiny', options: { num_predict: 8, temperature: 0 }, placement: 'browser' };
+    const alone = await forge.generate({ ...r, prompt: 'a dog' });
+    const both = await Promise.all([forge.generate({ ...r, prompt: 'the cat' }), forge.generate({ ...r, prompt: 'a dog' })]);
+    return { alone: alone.response, both: both.map((x: any) => [x.eval_count, x.placement, x.response]) };
+  });
+  expect(out.both[0].slice(0, 2)).toEqual([8, 'browser-wasm']);  // (two at once used to hang wllama)
+  expect(out.both[1]).toEqual([8, 'browser-wasm', out.alone]);
 });

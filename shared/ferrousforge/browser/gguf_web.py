@@ -84,6 +84,7 @@ class WebGenerateMold(TextGenerationMold):
         self.running = 0  # completions under way: an unload waits for them (configure's new threads)
         self.idle = asyncio.Event()
         self.idle.set()
+        self.turn = asyncio.Lock()  # one wllama completion at a time: two at once never end
 
     def load_sync(self) -> None:
         raise NotSupported("browser Molds load asynchronously")
@@ -132,7 +133,12 @@ class WebGenerateMold(TextGenerationMold):
         self.running += 1
         self.idle.clear()
         try:
-            out = await helpers().wllama.complete(self.wllama, jsobj(params), on_token, signal)
+            async with self.turn:  # requests at once take turns, in arrival order
+                if aborted(signal):
+                    raise Aborted()
+                out = await helpers().wllama.complete(self.wllama, jsobj(params), on_token, signal)
+        except Aborted:
+            raise
         except Exception as exc:
             if aborted(signal):
                 raise Aborted() from exc

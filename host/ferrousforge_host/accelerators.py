@@ -240,14 +240,14 @@ def wgpu_build() -> dict[str, Any]:
         adapter = json.loads(done.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, OSError, ValueError, IndexError):
         return {**entry, "runs_on": "-", "adapter": None}
-    software = bool(adapter["software"])
-    runs_on = "cpu" if software else str(adapter["backend"]).lower() or "gpu"
+    software, backend = bool(adapter["software"]), str(adapter["backend"]).lower()
     return {
         **entry,
         "adapter": adapter["name"],
+        "backend": backend,
         "software": software,
         "gpu_offload": not software,
-        "runs_on": runs_on,
+        "runs_on": "cpu" if software else backend or "gpu",
     }
 
 
@@ -259,7 +259,7 @@ def report() -> dict[str, Any]:
     if gpu.get("adapter") and not any(g["name"] in gpu["adapter"] for g in found):  # (no vulkaninfo here)
         found.append(
             {
-                "api": str(gpu["adapter"]).rsplit("(", 1)[-1].rstrip(")").lower(),
+                "api": gpu["backend"],
                 "name": gpu["adapter"],
                 "software": gpu["software"],
             }

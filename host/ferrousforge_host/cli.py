@@ -94,9 +94,9 @@ def serve(
         err.print(f"FerrousForge on Ray Serve at http://{bind_host}:{port} (models in {settings.models})")
         serve_on_ray(settings, address)
         return
+    _check_free(bind_host, port)  # first: a second server on a busy port must not prune the first's work
     if not os.environ.get("OLLAMA_NOPRUNE"):  # what a pull or create cut short left behind, as Ollama
         app_.state.store.prune()
-    _check_free(bind_host, port)
     err.print(f"FerrousForge listening on http://{bind_host}:{port} (models in {settings.models})")
     uvicorn.run(app_, host=bind_host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -511,18 +511,13 @@ def _ensure(model: str, host: str | None) -> tuple[Client, dict[str, Any]]:
     return api, api.show(model)
 
 
-def _key_header() -> dict[str, str]:
-    """The API key the CLI sends (FERROUSFORGE_API_KEY), as the Python client does."""
-    key = os.environ.get("FERROUSFORGE_API_KEY", "")
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def _audio_call(url: str, **request: Any) -> Any:
+def _audio_call(api: Client, path: str, **request: Any) -> Any:
     """POST to an audio endpoint; an error answer (OpenAI's shape) becomes a ForgeError."""
     import httpx
 
+    url = api.host + path
     try:
-        response = httpx.post(url, timeout=None, headers=_key_header(), **request)
+        response = httpx.post(url, timeout=None, headers=api.auth_headers(), **request)
     except httpx.HTTPError as exc:
         raise ForgeError(
             f"could not reach FerrousForge at {url} ({exc}); is 'ferrousforge serve' running?"
@@ -549,11 +544,11 @@ def transcribe(
     """Transcribe an audio file (wav, mp3, ogg, webm, m4a, flac...)."""
     if not file.is_file():
         raise ForgeError(f"no audio file at {file}")
-    base = _ensure(model, host)[0].host
+    api = _ensure(model, host)[0]
     fields = {"model": model, "response_format": format_, **({"language": language} if language else {})}
     path = "/v1/audio/translations" if translate else "/v1/audio/transcriptions"
     with file.open("rb") as f:
-        response = _audio_call(base + path, data=fields, files={"file": (file.name, f)})
+        response = _audio_call(api, path, data=fields, files={"file": (file.name, f)})
     text = response.text if response.text.endswith("\n") else response.text + "\n"
     if output:
         output.write_text(text)
@@ -582,12 +577,13 @@ def say(
     body = {"model": model, "input": words, "response_format": chosen, "speed": speed}
     if voice:
         body["voice"] = voice
-    base = _ensure(model, host)[0].host
+    api = _ensure(model, host)[0]
+    base = api.host
     import httpx
 
     try:
         with httpx.stream(
-            "POST", base + "/v1/audio/speech", json=body, timeout=None, headers=_key_header()
+            "POST", base + "/v1/audio/speech", json=body, timeout=None, headers=api.auth_headers()
         ) as response:
             if response.status_code >= 400:
                 response.read()

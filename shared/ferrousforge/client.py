@@ -49,6 +49,10 @@ class Client:
         self.timeout = timeout
         self.api_key = api_key if api_key is not None else os.environ.get("FERROUSFORGE_API_KEY", "")
 
+    def auth_headers(self) -> dict[str, str]:
+        """What every request to the host carries: its API key, where there is one."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
     def _open(
         self,
         method: str,
@@ -61,8 +65,8 @@ class Client:
         request = urllib.request.Request(self.host + path, data=payload, method=method, headers=headers or {})
         if body is not None:
             request.add_header("Content-Type", "application/json")
-        if self.api_key:
-            request.add_header("Authorization", f"Bearer {self.api_key}")
+        for key, value in self.auth_headers().items():
+            request.add_header(key, value)
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:

@@ -230,10 +230,8 @@ def _huggingface(target: str) -> PullPlan:
         return gguf_plan(_hub_file(repo, filename, endpoint))
     except HfHubHTTPError as exc:
         raise PullFailed(f"Hugging Face: {exc}") from exc
-    except (OSError, httpx.TransportError) as exc:
-        raise PullFailed(f"cannot reach Hugging Face: {exc}") from exc
-    except Exception as exc:  # the hub client's own HTTP library's transport errors
-        if type(exc).__module__.split(".")[0].startswith("httpx"):
+    except Exception as exc:  # no network: OSError, or the hub client's HTTP library's (httpx or its fork)
+        if isinstance(exc, OSError) or type(exc).__module__.startswith("httpx"):
             raise PullFailed(f"cannot reach Hugging Face: {exc}") from exc
         raise
 

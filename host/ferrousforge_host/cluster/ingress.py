@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route
 from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound, PayloadTooLarge, Unavailable
 from ferrousforge.manifest import normalize_digest
 from ferrousforge.names import ModelName
-from ferrousforge_host.app import create_app, forge_error, not_found
+from ferrousforge_host.app import create_app, forge_error, not_found, unexpected_error
 from ferrousforge_host.cluster.bridge import Call, Head
 from ferrousforge_host.cluster.config import ClusterConfig
 from ferrousforge_host.config import Settings
@@ -37,7 +37,9 @@ from ferrousforge_host.http import JSONResponse, parse_json, printable
 from ferrousforge_host.store import BlobStore
 
 log = logging.getLogger("ferrousforge.cluster")
-CHUNK = 4 << 20  # bytes per message when a replica fetches a blob
+# bytes per message when a replica fetches a blob: under gRPC's 4 MiB limit on a message, with room
+# for its framing (handles reach replicas over gRPC: SERVE_TUNING)
+CHUNK = 1 << 20
 
 
 class NotFound(ForgeError):
@@ -127,7 +129,12 @@ class Ingress:
                 Route("/metrics/{replica}", self.replica_metrics, methods=["GET"]),
                 Mount("/", app=self.host),
             ],
-            exception_handlers={ForgeError: forge_error, 404: not_found, 405: not_found},
+            exception_handlers={
+                ForgeError: forge_error,
+                404: not_found,
+                405: not_found,
+                Exception: unexpected_error,  # JSON, as the host's own
+            },
         )
 
     # -- model requests ---------------------------------------------------------------------
@@ -136,7 +143,9 @@ class Ingress:
         async for part in request.stream():
             body += part
             if len(body) > self.limit:
-                raise PayloadTooLarge(f"request body is larger than {self.limit} bytes")
+                raise PayloadTooLarge(
+                    f"request body is larger than {self.limit} bytes (FERROUSFORGE_MAX_BODY)"
+                )
         model, streamed = target(request.url.path, bytes(body))
         call = Call(
             request.method,
@@ -146,6 +155,8 @@ class Ingress:
             bytes(body),
         )
         manifest = self.manifest(model)
+        if model and manifest is None:  # answered here: a replica would take on the name to say so
+            raise ModelNotFound(model, ", try pulling it first")
         for attempt in range(TRIES):
             handle = self.replicas.options(stream=streamed, multiplexed_model_id=model)
             stream: DeploymentResponseGenerator | None = None

@@ -11,6 +11,7 @@ import ray
 from ray import serve
 from ray.serve import Application
 
+from ferrousforge.errors import ForgeError
 from ferrousforge_host.cluster.config import ClusterConfig
 from ferrousforge_host.cluster.ingress import Ingress
 from ferrousforge_host.cluster.replica import ModelReplica
@@ -57,9 +58,20 @@ def start_local_ray(**options: Any) -> None:
     ray.init(**options)
 
 
+def _auth_hint() -> str:
+    """Ray's clusters want a token unless started with RAY_AUTH_MODE=disabled; a driver sends it when told."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    return (
+        " (a cluster with token authentication, Ray's default, needs RAY_AUTH_MODE=token here and its"
+        " token in ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+    )
+
+
 def serve_on_ray(settings: Settings, address: str | None) -> None:
     """Run the host as a Serve application on the Ray cluster at ``address``, or on a local Ray
-    started here (and stopped on exit) when there is none; blocks until interrupted."""
+    started here (and stopped on exit) when there is none; blocks until interrupted. On a
+    cluster named by its address, only the application is removed at the end, not Serve."""
     stop = threading.Event()  # set by Ctrl-C or SIGTERM, also while starting up
 
     def stop_on_signals() -> None:
@@ -67,10 +79,13 @@ def serve_on_ray(settings: Settings, address: str | None) -> None:
             signal.signal(sig, lambda *_: stop.set())
 
     stop_on_signals()
-    if address is None:
-        start_local_ray(include_dashboard=False, log_to_driver=False)
+    if address is None:  # a Ray of its own, even where another runs on this machine: it stops with us
+        start_local_ray(address="local", include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ForgeError(f"cannot reach the Ray cluster at {address}: {exc}{_auth_hint()}") from None
     stop_on_signals()  # again: Ray's own SIGTERM handler would end the process before the cleanup below
     try:
         host, port = settings.bind

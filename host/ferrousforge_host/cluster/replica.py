@@ -36,7 +36,6 @@ from ferrousforge_host.config import Settings
 
 log = logging.getLogger("ferrousforge.cluster")
 REPLICA_HEADER = b"x-ferrousforge-replica"
-CHUNK = 4 << 20
 
 
 class ModelReplica:

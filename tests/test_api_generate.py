@@ -169,7 +169,7 @@ def test_keep_alive_zero_on_a_request_unloads_after_it(host: Host) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "needle"),
     [
-        ({"model": "missing", "prompt": "x"}, 404, "not found"),
+        ({"model": "missing", "prompt": "x"}, 404, "not found, try pulling it first"),
         ({"model": "tiny", "prompt": 5}, 400, "'prompt' must be a string"),
         ({"model": "tiny", "prompt": "x", "options": {"num_predict": "ten"}}, 400, "integer"),
         ({"model": "tiny", "prompt": "x", "images": ["aGk="]}, 400, "lacks the 'vision' capability"),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ferrousforge.embedding import BatchedMold
-from ferrousforge.errors import ForgeError, NotSupported, Unavailable
+from ferrousforge.errors import ForgeError, ModelNotFound, NotSupported, Unavailable
 from ferrousforge.manifest import ADAPTER, MESSAGES, PARAMS, PROJECTOR, SYSTEM, TEMPLATE, Manifest
 from ferrousforge.mold import ModelSpec, Mold, resolve_mold
 from ferrousforge.names import ModelName
@@ -90,7 +90,10 @@ class Scheduler:
     def spec(self, name: ModelName) -> tuple[ModelSpec, Manifest]:
         """Everything the store knows about a model, ready for a Mold: made once per manifest (the
         layers it reads are content-addressed, so the same manifest always gives the same spec)."""
-        manifest = self.store.get(name).manifest
+        try:
+            manifest = self.store.get(name).manifest
+        except ModelNotFound:  # asked to run a model: say what to do, as Ollama does
+            raise ModelNotFound(name.display, ", try pulling it first") from None
         made = self._specs.get(name)
         if made is None or made[0] != manifest:
             made = self._specs[name] = (manifest, self._make_spec(name, manifest))

@@ -19,8 +19,8 @@ class BadRequest(ForgeError):
 class ModelNotFound(ForgeError):
     status = 404
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"model '{name}' not found")
+    def __init__(self, name: str, hint: str = "") -> None:
+        super().__init__(f"model '{name}' not found{hint}")
         self.name = name
 
 

@@ -96,6 +96,7 @@ class ModelService:
         return {"models": [self._entry(m) for m in newest_first]}
 
     def show(self, name: ModelName, verbose: bool = False) -> dict[str, Any]:
+        self.store.get(name)  # a plain 404, as ollama show's (running one says to pull it)
         spec, manifest = self.scheduler.spec(name)
         config = spec.config
         info = dict(config.get("model_info", {}))

@@ -158,12 +158,19 @@ def test_pull_shows_progress_and_create_uploads_a_local_gguf(
     out = ff(host, "pull", "fromfile", "--from", str(tiny_gguf_plain))
     assert out.returncode == 0, out.stderr
     assert "pulling" in out.stderr and "success" not in out.stdout
+    steps = [line.split()[0:2] for line in out.stderr.splitlines() if line.strip()]
+    at = {" ".join(step): i for i, step in reversed(list(enumerate(steps)))}
+    bar = next(i for i, step in enumerate(steps) if step[0] == "pulling" and step[1] != "manifest")
+    assert at["pulling manifest"] < bar < at["verifying sha256"] < at["writing manifest"], (
+        out.stderr
+    )  # in order
     modelfile = tmp_path / "Modelfile"
     modelfile.write_text(f'FROM {tiny_gguf_plain}\nPARAMETER num_predict 3\nSYSTEM """Be\nterse."""\n')
     out = ff(host, "create", "made", "-f", str(modelfile))
     assert out.returncode == 0, out.stderr
     assert "success" in out.stderr
     assert "Be\nterse." in ff(host, "show", "made", "--system").stdout
+    assert "System\nBe\nterse." in ff(host, "show", "made").stdout  # among the details, as ollama show
     assert "num_predict" in ff(host, "show", "made", "--parameters").stdout
     out = ff(host, "create", "made-q8", "-f", str(modelfile), "-q", "q8_0")
     assert out.returncode == 0 and "quantizing F32 model to Q8_0" in out.stderr, out.stderr
@@ -371,7 +378,7 @@ def test_every_setting_is_documented_with_its_default_and_ollamas_variable() -> 
 def test_ollamas_variables_are_read_below_ours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine set up for Ollama (OLLAMA_HOST, OLLAMA_KEEP_ALIVE...) serves the same way; our own
     variables win."""
-    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", "")  # no config file
     for var in ("HOST", "KEEP_ALIVE", "NUM_CTX", "NUM_PARALLEL", "MAX_LOADED_MODELS", "ORIGINS"):
         monkeypatch.delenv(f"FERROUSFORGE_{var}", raising=False)
     monkeypatch.setenv("OLLAMA_HOST", "0.0.0.0")
@@ -401,7 +408,7 @@ def test_ollamas_zero_means_auto_and_bad_counts_fail_at_start(
     """OLLAMA_NUM_PARALLEL=0 and friends are Ollama's "auto": the default here, not a server that
     answers every request with an error; a negative count or an unreadable duration is refused at
     start, naming the variable."""
-    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", "")  # no config file
     for var in ("NUM_PARALLEL", "MAX_LOADED_MODELS", "MAX_QUEUE", "NUM_CTX", "KEEP_ALIVE", "LOAD_TIMEOUT"):
         monkeypatch.delenv(f"FERROUSFORGE_{var}", raising=False)
     for var in (
@@ -424,6 +431,23 @@ def test_ollamas_zero_means_auto_and_bad_counts_fail_at_start(
     monkeypatch.setenv("FERROUSFORGE_ENGINE", "gguf=bogus")
     with pytest.raises(Exception, match="invalid setting FERROUSFORGE_ENGINE='gguf=bogus'"):
         load_settings()
+    monkeypatch.delenv("FERROUSFORGE_ENGINE")
+    # each says what it wants, of the setting it names
+    for var, value, why in (
+        ("OLLAMA_NUM_PARALLEL", "abc", "not a whole number"),
+        ("FERROUSFORGE_LOAD_TIMEOUT", "abc", r"not a duration \(30s, 5m, 1h"),
+        ("OLLAMA_FLASH_ATTENTION", "yes", r"one of auto, on, off \(or 1, 0, true, false\)"),
+    ):
+        monkeypatch.setenv(var, value)
+        with pytest.raises(Exception, match=f"invalid setting {var}='{value}': {why}"):
+            load_settings()
+        monkeypatch.delenv(var)
+    # a config file named and missing is an error (a typo would drop every setting in it); empty: none
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(tmp_path / "typo.toml"))
+    with pytest.raises(Exception, match=r"no config file at .*typo\.toml"):
+        load_settings()
+    (tmp_path / "typo.toml").write_text("num_parallel = 3\n")
+    assert load_settings().num_parallel == 3
 
 
 def test_the_cli_sends_its_api_key(tmp_path: Path, tiny_gguf: Path) -> None:
@@ -433,6 +457,7 @@ def test_the_cli_sends_its_api_key(tmp_path: Path, tiny_gguf: Path) -> None:
         env = {"FERROUSFORGE_HOST": locked.url}
         refused = subprocess.run([*CLI, "list"], capture_output=True, text=True, env={**os.environ, **env})
         assert refused.returncode != 0 and "missing or invalid API key" in refused.stderr
+        assert "FERROUSFORGE_API_KEY" in refused.stderr  # what to set
         env["FERROUSFORGE_API_KEY"] = "k1"
         made = subprocess.run(
             [*CLI, "pull", "tiny", "--from", str(tiny_gguf)],
@@ -491,7 +516,7 @@ def test_serve_says_why_it_cannot_start(tmp_path: Path) -> None:
     be listening."""
     import socket
 
-    env = {**os.environ, "FERROUSFORGE_CONFIG": str(tmp_path / "none.toml"), "FERROUSFORGE_REGISTRY": ""}
+    env = {**os.environ, "FERROUSFORGE_CONFIG": "", "FERROUSFORGE_REGISTRY": ""}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -150,6 +150,7 @@ def test_unknown_model_and_unreachable_registry(host: Host, registry: Registry) 
     assert r.status_code == 400 and "no GGUF model layer" in r.json()["error"]
     r = pull(host, {"model": f"127.0.0.1:{free_port()}/library/x:y"})
     assert r.status_code == 502 and "cannot reach" in r.json()["error"]
+    assert "--from /path/model.gguf" in r.json()["error"]  # what works without that registry
     assert not list((host.store_root / "manifests").iterdir())
 
 
@@ -313,7 +314,7 @@ def test_our_model_of_the_same_name_wins(tmp_path: Path, tiny_gguf: Path) -> Non
 
 def test_settings_find_and_turn_off_the_ollama_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "manifests").mkdir()
-    monkeypatch.setenv("FERROUSFORGE_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("FERROUSFORGE_CONFIG", "")  # no config file
     monkeypatch.delenv("FERROUSFORGE_OLLAMA_MODELS", raising=False)
     monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path))
     assert load_settings().ollama_store == tmp_path

@@ -88,15 +88,16 @@ def serve(
     bind_host, port = settings.bind
     if address and not ray:
         raise ForgeError(f"'{address}': a cluster address goes with --ray")
+    if not ray or address is None:  # here: on a cluster, the proxies and the store are on its nodes
+        _check_free(bind_host, port)  # first: a second server on a busy port must not prune its work
+        if not os.environ.get("OLLAMA_NOPRUNE"):  # what a pull or create cut short left, as Ollama
+            app_.state.store.prune()
     if ray:  # the ingress builds its own app over the same store
         from ferrousforge_host.cluster import serve_on_ray
 
         err.print(f"FerrousForge on Ray Serve at http://{bind_host}:{port} (models in {settings.models})")
         serve_on_ray(settings, address)
         return
-    _check_free(bind_host, port)  # first: a second server on a busy port must not prune the first's work
-    if not os.environ.get("OLLAMA_NOPRUNE"):  # what a pull or create cut short left behind, as Ollama
-        app_.state.store.prune()
     err.print(f"FerrousForge listening on http://{bind_host}:{port} (models in {settings.models})")
     uvicorn.run(app_, host=bind_host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -134,23 +135,34 @@ def _drain(start: Any) -> Iterator[dict[str, Any]]:
 
 
 def _show_progress(events: Iterator[dict[str, Any]], name: str, done: str = "pulled") -> None:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err,
-        transient=False,
-    ) as bar:
-        tasks: dict[str, Any] = {}
+    """Each file's bar, and each step's line, in the order they happen (as ollama pull prints them):
+    a step's line ends the bars above it."""
+    bar: Progress | None = None
+    tasks: dict[str, Any] = {}
+    try:
         for event in events:
             digest = event.get("digest")
             if digest and "total" in event:
+                if bar is None:
+                    columns = (
+                        TextColumn("{task.description}"),
+                        BarColumn(),
+                        DownloadColumn(),
+                        TransferSpeedColumn(),
+                    )
+                    bar = Progress(*columns, console=err, transient=False)
+                    bar.start()
                 if digest not in tasks:
                     tasks[digest] = bar.add_task(event["status"], total=event["total"] or None)
                 bar.update(tasks[digest], completed=event.get("completed", 0), total=event["total"] or None)
             elif event.get("status") and event["status"] != "success":
-                bar.console.print(event["status"])
+                if bar is not None:
+                    bar.stop()
+                    bar, tasks = None, {}
+                err.print(event["status"])
+    finally:
+        if bar is not None:
+            bar.stop()
     err.print(f"{done} {name}")
 
 
@@ -336,6 +348,12 @@ def show(
     if info.get("parameters"):
         out.print("\nParameters", style="bold")
         out.print(info["parameters"], markup=False, highlight=False)
+    if info.get("system"):
+        out.print("\nSystem", style="bold")
+        out.print(info["system"].strip(), markup=False, highlight=False)
+    if license_text := str(info.get("license") or "").strip():  # its first lines, as ollama show
+        out.print("\nLicense", style="bold")
+        out.print("\n".join(license_text.splitlines()[:2]), markup=False, highlight=False)
 
 
 @app.command()

@@ -141,7 +141,7 @@ def _coerce(name: str, value: Any, source: str = "") -> Any:
         if kind == "Path":
             return Path(os.path.expanduser(str(value)))
     except (TypeError, ValueError):
-        raise BadRequest(f"invalid setting {source or name}={value!r}") from None
+        raise BadRequest(f"invalid setting {source or name}={value!r}: not a whole number") from None
     text = str(value)
     if name == "engine":
         from ferrousforge_host.scheduler import parse_engines
@@ -156,17 +156,24 @@ def _coerce(name: str, value: Any, source: str = "") -> Any:
     if name in _DURATIONS:
         try:
             parse_keep_alive(text)
-        except BadRequest as exc:
-            raise BadRequest(f"invalid setting {source or name}={value!r}: {exc.message}") from None
+        except BadRequest:
+            raise BadRequest(
+                f"invalid setting {source or name}={value!r}: not a duration (30s, 5m, 1h, or seconds)"
+            ) from None
     if choices := _CHOICES.get(name):
         text = _SWITCH.get(text.strip().lower(), text.strip().lower()) if name == "flash_attention" else text
         if text not in choices:
-            raise BadRequest(f"invalid setting {source or name}={value!r}: one of {', '.join(choices)}")
+            also = " (or 1, 0, true, false)" if name == "flash_attention" else ""
+            raise BadRequest(f"invalid setting {source or name}={value!r}: one of {', '.join(choices)}{also}")
     return text
 
 
-def config_path() -> Path:
-    return Path(os.environ.get("FERROUSFORGE_CONFIG", HOME / "config.toml"))
+def config_path() -> Path | None:
+    """The config file: the one FERROUSFORGE_CONFIG names (none when it is empty), else the usual one."""
+    named = os.environ.get("FERROUSFORGE_CONFIG")
+    if named == "":
+        return None
+    return Path(os.path.expanduser(named)) if named else HOME / "config.toml"
 
 
 def load_settings(**flags: Any) -> Settings:
@@ -174,7 +181,9 @@ def load_settings(**flags: Any) -> Settings:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}  # the environment variable a value came from
     path = config_path()
-    if path.is_file():
+    if path and os.environ.get("FERROUSFORGE_CONFIG") and not path.is_file():  # named: not skipped quietly
+        raise BadRequest(f"no config file at {path} (FERROUSFORGE_CONFIG; empty for none)")
+    if path and path.is_file():
         try:
             data = tomllib.loads(path.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

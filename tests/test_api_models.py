@@ -11,7 +11,7 @@ import pytest
 
 from ferrousforge.gguf import size_label
 
-from conftest import Host, start_host
+from conftest import Host, free_port, start_host
 from fileserver import serve_files
 
 
@@ -291,6 +291,10 @@ def test_pull_from_url_streams_progress_and_resumes(tmp_path: Path, tiny_gguf: P
                     json={"model": "web", "prompt": "a", "stream": False, "options": {"num_predict": 2}},
                 )
                 assert r.status_code == 200
+                # nothing fetched: nothing to resume, and the error does not say there is
+                dead = {"model": "gone", "source": f"http://127.0.0.1:{free_port()}/m.gguf", "stream": False}
+                failed = c.post("/api/pull", json=dead)
+                assert failed.status_code == 502 and "resume" not in failed.json()["error"], failed.text
 
 
 def test_pull_from_hugging_face_hub(tmp_path: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:

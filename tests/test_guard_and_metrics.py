@@ -78,8 +78,14 @@ def test_api_keys_are_required_and_the_official_clients_send_them(locked: Host) 
         assert c.get("/api/tags", headers={"Origin": "https://corp.test.evil.com"}).status_code == 403
     oa = openai.OpenAI(base_url=locked.url + "/v1", api_key="k1", max_retries=0)
     assert [m.id for m in oa.models.list().data] == ["tiny:latest"]
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError) as refused:
         openai.OpenAI(base_url=locked.url + "/v1", api_key="bad", max_retries=0).models.list()
+    assert refused.value.code == "invalid_api_key" and "API key" in refused.value.message  # OpenAI's shape
+    with httpx.Client(base_url=locked.url) as c:  # and Anthropic's on its paths
+        anthropic_401 = c.post("/v1/messages", json={}, headers={"X-API-Key": "nope"}).json()
+        assert anthropic_401["type"] == "error" and anthropic_401["error"]["type"] == "authentication_error"
+        elsewhere = c.post("/v1/messages", json={}, headers={"Origin": "https://evil.example"}).json()
+        assert elsewhere["error"]["type"] == "permission_error"
     ol = ollama.Client(host=locked.url, headers={"Authorization": "Bearer k2"})
     assert ol.list().models[0].model == "tiny:latest"
 

@@ -64,7 +64,8 @@ class Guard:
         cors: list[tuple[bytes, bytes]] = []
         if origin is not None:
             if not self.allowed.fullmatch(origin):
-                await _reply(send, 403, {"error": f"origin '{origin}' is not allowed (FERROUSFORGE_ORIGINS)"})
+                refused = f"origin '{origin}' is not allowed (FERROUSFORGE_ORIGINS)"
+                await _reply(send, 403, _error(scope["path"], refused, "permission_error"))
                 return
             cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
             if scope["method"] == "OPTIONS":  # preflight
@@ -88,7 +89,7 @@ class Guard:
                 await _reply(
                     send,
                     401,
-                    {"error": "missing or invalid API key (Authorization: Bearer <key>)"},
+                    _error(scope["path"], "missing or invalid API key (Authorization: Bearer <key>)"),
                     [*cors, (b"www-authenticate", b"Bearer")],
                 )
                 return
@@ -99,6 +100,16 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _error(path: str, message: str, anthropic_type: str = "authentication_error") -> dict[str, Any]:
+    """A refusal in the shape of the API the path is in, as the app's own errors are."""
+    if path.startswith("/v1/messages"):
+        return {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    if path.startswith("/v1/"):
+        code = "invalid_api_key" if anthropic_type == "authentication_error" else None
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+    return {"error": message}
 
 
 async def _reply(

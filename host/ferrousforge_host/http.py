@@ -55,12 +55,12 @@ async def read_json(request: Request) -> Any:
     limit: int = request.app.state.settings.max_body
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes (FERROUSFORGE_MAX_BODY)")
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes (FERROUSFORGE_MAX_BODY)")
     return parse_json(body)
 
 

@@ -75,6 +75,8 @@ class Client:
                 message = json.loads(text).get("error", text)
             except (ValueError, AttributeError):
                 message = text or exc.reason
+            if exc.code == 401:  # the key is this side's to give
+                message = f"{message}; the CLI and this client send FERROUSFORGE_API_KEY"
             raise ResponseError(str(message), exc.code) from None
         except (urllib.error.URLError, ConnectionError) as exc:
             raise ConnectionFailed(

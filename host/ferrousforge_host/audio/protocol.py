@@ -68,10 +68,16 @@ def _number(value: str, name: str, low: float, high: float) -> float:
     return number
 
 
+def _too_large(settings: Settings) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"audio upload is larger than {settings.max_audio_bytes} bytes (FERROUSFORGE_MAX_AUDIO_BYTES)"
+    )
+
+
 async def parse_transcription(request: Request, task: str, settings: Settings) -> TranscriptionRequest:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_audio_bytes + FORM_SLACK:
-        raise PayloadTooLarge(f"audio upload is larger than {settings.max_audio_bytes} bytes")
+        raise _too_large(settings)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise BadRequest("send the audio as multipart/form-data, the file in a part named 'file'")
     try:
@@ -80,7 +86,7 @@ async def parse_transcription(request: Request, task: str, settings: Settings) -
             if not isinstance(upload, UploadFile):
                 raise BadRequest("'file' is required: the audio, as a file part")
             if upload.size is not None and upload.size > settings.max_audio_bytes:
-                raise PayloadTooLarge(f"audio upload is larger than {settings.max_audio_bytes} bytes")
+                raise _too_large(settings)
             audio = await upload.read()
             fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
             granularities = [
@@ -91,7 +97,7 @@ async def parse_transcription(request: Request, task: str, settings: Settings) -
     except HTTPException as exc:  # the form parser's own complaints (too many parts, a part too large)
         raise BadRequest(f"invalid multipart form: {exc.detail}") from None
     if len(audio) > settings.max_audio_bytes:
-        raise PayloadTooLarge(f"audio upload is larger than {settings.max_audio_bytes} bytes")
+        raise _too_large(settings)
     model = fields.get("model", "").strip()
     if not model:
         raise BadRequest("'model' is required")

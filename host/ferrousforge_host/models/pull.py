@@ -431,7 +431,10 @@ async def _download(remote: RemoteFile, partial: Path, label: str) -> AsyncItera
                 )
             yield _progress(label, total or done, done)
     except httpx.HTTPError as exc:
-        raise PullFailed(f"download of {remote.url} failed: {exc}; pull again to resume") from exc
+        kept = partial.exists() and partial.stat().st_size > 0  # what a pull again starts from
+        raise PullFailed(
+            f"download of {remote.url} failed: {exc}{'; pull again to resume' if kept else ''}"
+        ) from exc
 
 
 __all__ = ["PullFailed", "Puller", "resolve"]

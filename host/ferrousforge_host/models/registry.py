@@ -80,6 +80,11 @@ def fetch_manifest(repository: str, name: ModelName, auth: BearerToken) -> Manif
             challenge = response.headers.get("www-authenticate", "")
             if response.status_code == 401 and challenge:
                 response = client.get(url, headers={**headers, **auth.answer(challenge)})
+    except httpx.ConnectError as exc:  # no route, no name: say what works without this registry
+        raise RegistryError(
+            f"pull model manifest: cannot reach {url}: {exc}; without a network, pull from a file "
+            "(--from /path/model.gguf) or name a registry you can reach (FERROUSFORGE_REGISTRY)"
+        ) from exc
     except httpx.HTTPError as exc:
         raise RegistryError(f"pull model manifest: cannot reach {url}: {exc}") from exc
     if response.status_code == 404:

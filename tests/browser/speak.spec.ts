@@ -92,7 +92,7 @@ test('speaks in the browser, and the host hears the words; falls back to the hos
   expect(errors.long).toEqual({ message: "'input' is 4097 characters, more than the limit of 4096", status: 400 });
   expect(errors.dots?.status).toBe(400);
   expect(errors.dots?.message).toContain('no words to speak');
-  expect(errors.unknown).toEqual({ message: "model 'piper:nobody' not found", status: 404 });
+  expect(errors.unknown).toEqual({ message: "model 'piper:nobody' not found, try pulling it first", status: 404 });
   expect(errors.hostAlloy).toBe('joe');  // the voice that spoke, wherever it ran
   expect(errors.empty).toEqual({ message: "'input' must be a non-empty string: there is nothing to say", status: 400 });
   expect(errors.speed).toEqual({ message: "'speed' must be between 0.25 and 4.0", status: 400 });

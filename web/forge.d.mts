@@ -8,6 +8,8 @@ export type Placement = 'browser-webgpu' | 'browser-wasm' | 'host';
 export type PlacementOverride = 'auto' | 'browser' | Placement;
 
 export interface Settings {
+  /** The host's URL (default: where this module was loaded from, e.g. `http://127.0.0.1:11434`). */
+  host?: string;
   /** The host's API key (servers started with api_keys). */
   api_key?: string;
   /** Models to fetch (cache first) and verify while Pyodide boots. */

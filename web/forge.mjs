@@ -13,6 +13,8 @@ import * as whisper from './whisper.mjs';
 import * as wllama from './wllama.mjs';
 
 const runtimeURL = new URL('./runtime/', import.meta.url).href;
+// The host this module came from: a page on another origin that imports it talks to that host
+const hostURL = new URL(import.meta.url).origin;
 const ortModules = {};
 let tokenizers = null;
 
@@ -100,13 +102,13 @@ function preload(models, settings) {
   const headers = settings.api_key ? { Authorization: `Bearer ${settings.api_key}` } : {};
   loadOrt('wasm', wasmThreads()).catch(() => {});
   for (const model of models) {
-    const info = fetch('/api/browser/model', {
+    const info = fetch(`${settings.host}/api/browser/model`, {
       method: 'POST', headers: { 'Content-Type': 'application/json', ...headers }, body: JSON.stringify({ model }),
     }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
     info.then((i) => {
       if (!i) return;
       for (const file of Object.values(i.files)) {
-        prefetched.set(file.digest, fetchBlob(file.url, file.digest, headers).catch(() => null));
+        prefetched.set(file.digest, fetchBlob(`${settings.host}${file.url}`, file.digest, headers).catch(() => null));
       }
     });
   }
@@ -237,6 +239,7 @@ export async function boot(settings = {}) {
 
 /** `window.forge`: usable at once; every call waits for `forge.ready`. */
 export function install(settings = {}) {
+  settings = { ...settings, host: String(settings.host || hostURL).replace(/\/+$/, '') };
   let impl = null;
   const ready = boot(settings).then((f) => { impl = f; return f; });
   const later = (name) => async (...args) => { await ready; return impl[name](...args); };

@@ -1,4 +1,6 @@
 // D1: the shared Python package under Pyodide, embeddings in the browser, placement and host fallback.
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { expect, test } from '@playwright/test';
 import { cosine, embed, expectSameOrigin, forgeUrl, openForge, watch, why } from './helpers';
 
@@ -188,4 +190,30 @@ test('the page answers bad requests as the host does, and a wrong kind breaks no
   expect(out.long).toContain('ForgeError 400: input is 402 tokens');
   expect(out.dims).toContain("ForgeError 400: 'dimensions' must be between 1 and 384");
   expect(out.threads).toContain('threads must be a whole number');
+});
+
+test('a page on another origin imports forge.mjs from the host and talks to that host', async ({ page }) => {
+  // the README's "from your own page": a site of its own (a server on another port) uses the host's module
+  const w = watch(page);
+  const html = `<!doctype html><script type="module">
+    import { install } from '${forgeUrl()}/ui/forge.mjs';
+    install({ preload: ['all-minilm'] });
+  </script>`;
+  const server = http.createServer((_, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end(html));
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const site = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    await page.goto(`${site}/app.html`);
+    await page.waitForFunction(() => (window as any).forge?.ready);
+    await page.evaluate(() => (window as any).forge.ready.then(() => true));
+    const local = await embed(page, { model: 'all-minilm', input: ['hello'] });
+    const host = await embed(page, { model: 'all-minilm', input: ['hello'], placement: 'host' });
+    expect(local.placement, why(local)).toBe('browser-wasm');
+    expect(host.placement, why(host)).toBe('host');
+    expect(cosine(local.embeddings[0], host.embeddings[0])).toBeGreaterThanOrEqual(0.999);
+    expect(w.requests.filter((u) => u.startsWith(site))).toEqual([`${site}/app.html`]);  // the rest from the host
+    expect(w.errors).toEqual([]);
+  } finally {
+    server.close();
+  }
 });

@@ -48,6 +48,19 @@ def test_generate_raw_counts_on(gemma_host: Host) -> None:
     assert r["eval_count"] == 12 and r["done_reason"] == "length"
 
 
+def test_a_base_models_reply_stops_at_its_num_predict(gemma_host: Host) -> None:
+    """gemma3:270m is a base model: it writes on (here counting) and seldom ends a turn, so its
+    parameters stop a reply at 256 tokens where the request says nothing."""
+    body = {"model": "gemma3:270m", "prompt": "1, 2, 3, 4,", "raw": True, "stream": False, "options": GREEDY}
+    with gemma_host.client(timeout=300) as c:
+        assert (
+            "num_predict                    256"
+            in c.post("/api/show", json={"model": "gemma3:270m"}).json()["parameters"]
+        )
+        r = c.post("/api/generate", json=body).json()
+    assert r["eval_count"] == 256 and r["done_reason"] == "length"
+
+
 def test_chat_applies_gemmas_turn_format(gemma_host: Host) -> None:
     body = {
         "model": "gemma3:270m",

@@ -49,7 +49,14 @@ GEMMA3_270M = CatalogueEntry(
     size=253_113_024,
     family="gemma3",
     template=GEMMA_TEMPLATE,
-    parameters={"stop": ["<end_of_turn>"], "top_k": 64, "top_p": 0.95, "temperature": 1.0},
+    # a base model: it continues text and seldom ends a turn, so a reply stops at 256 tokens unless asked
+    parameters={
+        "stop": ["<end_of_turn>"],
+        "top_k": 64,
+        "top_p": 0.95,
+        "temperature": 1.0,
+        "num_predict": 256,
+    },
     license="Gemma Terms of Use",
     # ~0.54 GFLOP a token; 4 tokens/s is the slowest still worth running locally
     # single-threaded wasm runs it at ~6 tokens/s here: usable only with threads (cross-origin isolation)

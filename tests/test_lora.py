@@ -70,6 +70,13 @@ def test_an_adapter_gives_what_its_weights_merged_give(
         assert page["files"]["adapter.0"]["digest"] == digest_of(adapter)  # (the page runs it on the host)
         wgpu = c.post("/api/generate", json={"model": "tuned", "prompt": "hi", "options": {"engine": "wgpu"}})
         assert wgpu.status_code == 400 and "LoRA adapters need the llama.cpp engine" in wgpu.json()["error"]
+        # made again while loaded, without its adapter and then with it: each answer is the new model's
+        plain = reply(c, "tiny")
+        assert c.post("/api/create", json={"model": "tuned", "from": "tiny"}).status_code == 200
+        assert reply(c, "tuned") == plain
+        again = {"model": "tuned", "from": "tiny", "adapters": {"lora.gguf": digest_of(adapter)}}
+        assert c.post("/api/create", json=again).status_code == 200
+        assert reply(c, "tuned") == want
 
 
 def digest_of(path: Path) -> str:
@@ -100,6 +107,10 @@ def test_what_is_no_adapter_for_the_model_is_refused_when_it_is_made(
             ),
             ({"from": "tiny", "adapters": {"l.gguf": "sha256:" + "2" * 64}}, "not found: upload it"),
             ({"modelfile": "FROM tiny\nADAPTER ./lora.gguf"}, "upload it (POST /api/blobs/<digest>)"),
+            (
+                {"files": {"l.gguf": digest_of(lora[0])}, "stream": False},
+                "a LoRA adapter, not a model: use it",
+            ),
         ]
         for body, needle in cases:
             r = c.post("/api/create", json={"model": "bad", **body})

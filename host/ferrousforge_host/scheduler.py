@@ -185,7 +185,12 @@ class Scheduler:
             spec, manifest = self.spec(name)
             digest = manifest.model_layer.digest if manifest.model_layer else ""
             runner = self.runners.get(name)
-            stale = runner and (runner.digest != digest or runner.load_key != options.load_key())
+            stale = (
+                runner
+                and (  # the name now means other weights (a create: an adapter, a projector)
+                    runner.engine_key[:-2] != weights_key(spec) or runner.load_key != options.load_key()
+                )
+            )
             if runner and (stale or not runner.mold.is_loaded()):  # changed, or its runner died
                 await self._wait_idle(runner)
                 await self._unload(runner)
@@ -372,12 +377,16 @@ class Scheduler:
         return sorted(self.runners.values(), key=lambda r: r.name.display)
 
 
+def weights_key(spec: ModelSpec) -> tuple[object, ...]:
+    """What a model's weights are: its files (adapters and projector too, content-addressed) and the
+    config they are read with."""
+    return (spec.path, tuple(sorted(spec.files.items())), json.dumps(spec.config, sort_keys=True))
+
+
 def engine_key(spec: ModelSpec, options: Options, engine: str) -> tuple[object, ...]:
-    """What a loaded engine depends on: its weights and files, the config they are read with, the
-    load options and the engine. A name's template, system message and sampling parameters are not:
-    the host applies them to each request."""
-    files = tuple(sorted(spec.files.items()))
-    return (spec.path, files, json.dumps(spec.config, sort_keys=True), options.load_key(), engine)
+    """What a loaded engine depends on: its weights, the load options and the engine. A name's
+    template, system message and sampling parameters are not: the host applies them to each request."""
+    return (*weights_key(spec), options.load_key(), engine)
 
 
 def parse_engines(text: str) -> dict[str, str]:

@@ -77,6 +77,8 @@ def gguf_config(store: BlobStore, digest: str) -> dict[str, Any]:
         )
     except (GGUFError, OSError) as exc:
         raise BadRequest(f"not a usable GGUF model file: {exc}") from exc
+    if meta.get("general.type") == "adapter":  # loads as nothing: say what it is for
+        raise BadRequest("this GGUF is a LoRA adapter, not a model: use it as ADAPTER over its base model")
     return summarize(meta)
 
 

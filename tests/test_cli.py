@@ -165,13 +165,20 @@ def test_pull_shows_progress_and_create_uploads_a_local_gguf(
         out.stderr
     )  # in order
     modelfile = tmp_path / "Modelfile"
-    modelfile.write_text(f'FROM {tiny_gguf_plain}\nPARAMETER num_predict 3\nSYSTEM """Be\nterse."""\n')
+    modelfile.write_text(
+        f'FROM {tiny_gguf_plain}\nPARAMETER num_predict 3\nSYSTEM """Be\nterse."""\n'
+        'LICENSE MIT\nLICENSE "Apache-2.0"\n'
+    )
     out = ff(host, "create", "made", "-f", str(modelfile))
     assert out.returncode == 0, out.stderr
     assert "success" in out.stderr
     assert "Be\nterse." in ff(host, "show", "made", "--system").stdout
     assert "System\nBe\nterse." in ff(host, "show", "made").stdout  # among the details, as ollama show
     assert "num_predict" in ff(host, "show", "made", "--parameters").stdout
+    assert ff(host, "show", "made", "--license").stdout == "MIT\n\nApache-2.0\n"  # each LICENSE kept
+    (tmp_path / "Shown").write_text(ff(host, "show", "made", "--modelfile").stdout)  # round trip
+    assert ff(host, "create", "made-again", "-f", str(tmp_path / "Shown")).returncode == 0
+    assert ff(host, "show", "made-again", "--license").stdout == "MIT\n\nApache-2.0\n"
     out = ff(host, "create", "made-q8", "-f", str(modelfile), "-q", "q8_0")
     assert out.returncode == 0 and "quantizing F32 model to Q8_0" in out.stderr, out.stderr
     assert "Q8_0" in ff(host, "show", "made-q8").stdout

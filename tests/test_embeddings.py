@@ -383,3 +383,10 @@ def test_create_from_an_uploaded_sentence_transformers_folder(minilm_host: Host)
     pulled = client.embed("all-minilm", "hello there").embeddings[0]
     assert np.allclose(uploaded, pulled, atol=1e-6)
     client.delete("uploaded-minilm")
+    # quantized as all-minilm:int8 is (q8_0: int8 weights); no other form
+    client.create("uploaded-int8", files=files, quantize="q8_0")
+    int8 = client.embed("uploaded-int8", "hello there").embeddings[0]
+    assert int8 == client.embed("all-minilm:int8", "hello there").embeddings[0]
+    with pytest.raises(ollama.ResponseError, match="quantizes to q8_0 only"):
+        client.create("uploaded-q4", files=files, quantize="q4_K_M", stream=False)
+    client.delete("uploaded-int8")

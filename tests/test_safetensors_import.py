@@ -17,6 +17,8 @@ import ollama
 import pytest
 from tokenizers import Tokenizer
 
+from ferrousforge.manifest import Manifest
+from ferrousforge.names import ModelName
 from ferrousforge_host.models.safetensors_gguf import convert, convert_adapter
 
 from conftest import Host
@@ -255,8 +257,12 @@ def test_create_from_uploaded_files_and_quantize(host: Host, hf_folder: Path, tm
     files = {p.name: client.create_blob(p) for p in sorted(hf_folder.iterdir())}
     events = [e.status for e in client.create("hf", files=files, stream=True)]
     assert events[0] == "converting model" and events[-1] == "success"
+    blobs = set((host.store_root / "blobs").iterdir())
     client.create("hf-q8", files=files, quantize="q8_0")
+    # the same files convert to the same bytes; the full-size conversion under the q8_0 goes
+    assert len(set((host.store_root / "blobs").iterdir()) - blobs) == 2  # the q8_0 weights, its config
     shown = client.show("hf")
+    assert shown.modelinfo is not None and "folder-" not in str(shown.modelinfo.get("general.name"))
     assert shown.details.format == "gguf" and shown.details.family == "llama"
     assert (
         shown.details.quantization_level == "BF16"
@@ -278,6 +284,15 @@ def test_create_from_uploaded_files_and_quantize(host: Host, hf_folder: Path, tm
     chat = client.chat("hf-q8", messages=[{"role": "user", "content": "hi"}], options=options)
     assert chat.message.role == "assistant" and chat.eval_count and chat.eval_count > 0
     assert not list((host.store_root / "partial").iterdir())
+    # quantized with no model of the full size: the conversion it was quantized from is not kept
+    manifest = host.store_root.joinpath("manifests", *ModelName.parse("hf").parts).read_bytes()
+    layer = Manifest.from_bytes(manifest).model_layer
+    assert layer is not None
+    full_size = host.store_root / "blobs" / layer.digest.replace(":", "-")
+    client.delete("hf-tuned")
+    client.delete("hf")
+    client.create("hf-q8-again", files=files, quantize="q8_0")
+    assert not full_size.exists()
 
 
 def test_pull_from_a_folder_on_the_server(host: Host, hf_folder: Path) -> None:

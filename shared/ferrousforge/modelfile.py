@@ -69,8 +69,8 @@ class Modelfile:
                 out.template = value
             elif command == "SYSTEM":
                 out.system = value
-            elif command == "LICENSE":
-                out.license = value
+            elif command == "LICENSE":  # each one kept, as Ollama keeps several
+                out.license = f"{out.license}\n\n{value}" if out.license else value
             elif command == "MESSAGE":
                 if role not in MESSAGE_ROLES:
                     raise BadRequest(

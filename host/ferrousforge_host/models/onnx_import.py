@@ -131,7 +131,7 @@ def directory_plan(model_dir: Path, quantize: bool = False, family: str | None =
 
     for needed in ("config.json", "model.safetensors", "tokenizer.json"):
         if not (model_dir / needed).is_file():
-            raise BadRequest(f"folder {model_dir} has no {needed}")
+            raise BadRequest(f"the model folder has no {needed}")
 
     def read(rel: str) -> str | None:
         path = model_dir / rel

@@ -195,7 +195,7 @@ def _located(path: Path, name: str, info: Any, base: int) -> Tensor:
 
 def read_config(folder: Path) -> dict[str, Any]:
     if not (folder / "config.json").is_file():
-        raise BadRequest(f"the model folder {folder.name} has no config.json")
+        raise BadRequest("the model folder has no config.json")
     try:
         config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as exc:
@@ -592,17 +592,19 @@ def convert_into(store: BlobStore, folder: Path) -> tuple[str, Converted]:
 @contextlib.contextmanager
 def staged(store: BlobStore, files: dict[str, str]) -> Iterator[Path]:
     """The uploaded blobs as a model folder (links under the store's ``partial/``, gone afterwards)."""
-    with tempfile.TemporaryDirectory(dir=store.partial, prefix="folder-") as tmp:
+    with tempfile.TemporaryDirectory(dir=store.partial, prefix="folder-") as scratch:
+        tmp = Path(scratch) / "model"  # one name: the same files convert to the same bytes (general.name)
         for name, digest in files.items():
             parts = PurePosixPath(name).parts
             if not parts or name.startswith("/") or any(p in ("..", ".") or "\\" in p for p in parts):
                 raise BadRequest(f"'files' names '{name}': file paths inside the model folder only")
             if not store.has_blob(digest):
                 raise BadRequest(f"blob {digest} ({name}) not found: upload it with POST /api/blobs/{digest}")
-            link = Path(tmp).joinpath(*parts)
+            link = tmp.joinpath(*parts)
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(store.blob_path(digest))
-        yield Path(tmp)
+        tmp.mkdir(exist_ok=True)
+        yield tmp
 
 
 def convert_adapter(folder: Path, model: Path, out: Path) -> int:

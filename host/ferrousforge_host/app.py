@@ -24,7 +24,7 @@ from ferrousforge_host.engines import llamacpp, llamacpp_embed, onnx, piper, wgp
 from ferrousforge_host.generate.routes import routes as generate_routes
 from ferrousforge_host.generate.serving import GenerationService
 from ferrousforge_host.guard import Guard
-from ferrousforge_host.http import CancelOnDisconnect, JSONResponse, error_response, printable
+from ferrousforge_host.http import CancelOnDisconnect, JSONResponse, error_body
 from ferrousforge_host.models.registry import Registry
 from ferrousforge_host.models.routes import routes as model_routes
 from ferrousforge_host.models.serving import ModelService
@@ -62,17 +62,9 @@ async def version(request: Request) -> Response:
 
 async def forge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ForgeError)
-    if request.url.path.startswith("/v1/messages"):  # Anthropic's error shape on its paths
-        return anthropic.error_response(exc)
-    if request.url.path.startswith("/v1/"):  # OpenAI's error shape on OpenAI's paths
-        kind = "invalid_request_error" if exc.status < 500 else "server_error"
-        code = "model_not_found" if isinstance(exc, ModelNotFound) else None
-        return JSONResponse(
-            {"error": {"message": printable(exc.message), "type": kind, "param": None, "code": code}},
-            status_code=exc.status,
-            headers=exc.headers,
-        )
-    return error_response(exc)
+    code = "model_not_found" if isinstance(exc, ModelNotFound) else None  # (OpenAI's)
+    body = error_body(request.url.path, exc.status, exc.message, code)  # in the shape of the path's API
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,8 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ferrousforge_host.http import error_body
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -29,6 +31,7 @@ PUBLIC_PATHS = frozenset({"/", "/api/version", "/openapi.json", "/ui"})
 PUBLIC_PREFIX = (
     "/ui/"  # the static demo site and runtime bundle: no secrets, and it must load to ask for a key
 )
+NO_KEY = "missing or invalid API key (Authorization: Bearer <key>)"
 ALLOW_HEADERS = (
     "Authorization, Content-Type, X-Request-ID, User-Agent, Accept, OpenAI-Organization, X-API-Key, "
     "Anthropic-Version, Anthropic-Beta"
@@ -65,7 +68,7 @@ class Guard:
         if origin is not None:
             if not self.allowed.fullmatch(origin):
                 refused = f"origin '{origin}' is not allowed (FERROUSFORGE_ORIGINS)"
-                await _reply(send, 403, _error(scope["path"], refused, "permission_error"))
+                await _reply(send, 403, error_body(scope["path"], 403, refused))
                 return
             cors = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"Origin")]
             if scope["method"] == "OPTIONS":  # preflight
@@ -89,7 +92,7 @@ class Guard:
                 await _reply(
                     send,
                     401,
-                    _error(scope["path"], "missing or invalid API key (Authorization: Bearer <key>)"),
+                    error_body(scope["path"], 401, NO_KEY, code="invalid_api_key"),
                     [*cors, (b"www-authenticate", b"Bearer")],
                 )
                 return
@@ -100,16 +103,6 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
-
-
-def _error(path: str, message: str, anthropic_type: str = "authentication_error") -> dict[str, Any]:
-    """A refusal in the shape of the API the path is in, as the app's own errors are."""
-    if path.startswith("/v1/messages"):
-        return {"type": "error", "error": {"type": anthropic_type, "message": message}}
-    if path.startswith("/v1/"):
-        code = "invalid_api_key" if anthropic_type == "authentication_error" else None
-        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
-    return {"error": message}
 
 
 async def _reply(

@@ -52,16 +52,21 @@ _BOM = b"\xef\xbb\xbf"
 
 async def read_json(request: Request) -> Any:
     """The request's JSON body (``{}`` when empty), within ``max_body`` bytes (413): ``parse_json``."""
-    limit: int = request.app.state.settings.max_body
+    return parse_json(await read_body(request, request.app.state.settings.max_body))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) past ``limit`` bytes, declared or sent."""
     declared = request.headers.get("content-length")
+    too_large = PayloadTooLarge(f"request body is larger than {limit} bytes (FERROUSFORGE_MAX_BODY)")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes (FERROUSFORGE_MAX_BODY)")
+        raise too_large
     body = bytearray()
     async for part in request.stream():
         body += part
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes (FERROUSFORGE_MAX_BODY)")
-    return parse_json(body)
+            raise too_large
+    return bytes(body)
 
 
 def parse_json(body: bytes | bytearray) -> Any:
@@ -121,8 +126,33 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# Anthropic's error types by status
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    """An error in the shape of the API the path is in: Anthropic's on ``/v1/messages``, OpenAI's on
+    the other ``/v1/`` paths (``code`` is OpenAI's), Ollama's elsewhere."""
+    message = printable(message)
+    if path.startswith("/v1/messages"):
+        kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": message}
+
+
 def error_response(exc: ForgeError) -> JSONResponse:
-    return JSONResponse({"error": printable(exc.message)}, status_code=exc.status, headers=exc.headers)
+    return JSONResponse(error_body("/", exc.status, exc.message), status_code=exc.status, headers=exc.headers)
 
 
 def _line(chunk: Chunk) -> bytes:

@@ -14,32 +14,13 @@ from starlette.routing import Route
 from ferrousforge.errors import ForgeError
 from ferrousforge.protocol.anthropic import messages_request
 from ferrousforge.protocol.blocks import arguments_json, new_id, parts
-from ferrousforge_host.http import Chunk, JSONResponse, printable, read_json, respond_events
+from ferrousforge_host.http import Chunk, JSONResponse, error_body, read_json, respond_events
 
 Event = tuple[str, dict[str, Any]]
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-}
 BLOCKS = {  # a streamed block: its empty form, its delta's type and text field
     "text": ({"type": "text", "text": ""}, "text_delta", "text"),
     "thinking": ({"type": "thinking", "thinking": "", "signature": ""}, "thinking_delta", "thinking"),
 }
-
-
-def error_body(status: int, message: str) -> dict[str, Any]:
-    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": printable(message)}}
-
-
-def error_response(exc: ForgeError) -> JSONResponse:
-    """A ForgeError in Anthropic's error shape (app.py answers /v1/messages errors with it)."""
-    return JSONResponse(error_body(exc.status, exc.message), status_code=exc.status, headers=exc.headers)
 
 
 class _Message:
@@ -91,7 +72,7 @@ class _Message:
 
     def fail(self, exc: ForgeError) -> list[Event]:
         """After the status line, an error is an ``error`` event."""
-        return [("error", error_body(exc.status, exc.message))]
+        return [("error", error_body("/v1/messages", exc.status, exc.message))]
 
     def sse(self, event: Event) -> bytes:
         return b"event: " + event[0].encode() + b"\ndata: " + orjson.dumps(event[1]) + b"\n\n"

@@ -26,14 +26,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound, PayloadTooLarge, Unavailable
+from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound, Unavailable
 from ferrousforge.manifest import normalize_digest
 from ferrousforge.names import ModelName
 from ferrousforge_host.app import create_app, forge_error, not_found, unexpected_error
 from ferrousforge_host.cluster.bridge import Call, Head
 from ferrousforge_host.cluster.config import ClusterConfig
 from ferrousforge_host.config import Settings
-from ferrousforge_host.http import JSONResponse, parse_json, printable
+from ferrousforge_host.http import JSONResponse, error_body, parse_json, printable, read_body
 from ferrousforge_host.store import BlobStore
 
 log = logging.getLogger("ferrousforge.cluster")
@@ -98,15 +98,14 @@ def target(path: str, body: bytes) -> tuple[str, bool]:
 
 def error_chunk(path: str, content_type: str, message: str) -> bytes:
     """An error as the last line of a stream already under way, in the stream's own form."""
+    body = orjson.dumps(error_body(path, 500, message))
     if content_type.startswith("application/x-ndjson"):
-        return orjson.dumps({"error": message}) + b"\n"
+        return body + b"\n"
     if not content_type.startswith("text/event-stream"):
         return b""  # a plain body cut short: nothing can be added to it
     if path.startswith("/v1/messages"):
-        event = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
-    error = {"message": message, "type": "server_error", "param": None, "code": None}
-    return b"data: " + orjson.dumps({"error": error}) + b"\n\ndata: [DONE]\n\n"
+        return b"event: error\ndata: " + body + b"\n\n"
+    return b"data: " + body + b"\n\ndata: [DONE]\n\n"
 
 
 @serve.ingress()
@@ -139,24 +138,18 @@ class Ingress:
 
     # -- model requests ---------------------------------------------------------------------
     async def forward(self, request: Request) -> Response:
-        body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > self.limit:
-                raise PayloadTooLarge(
-                    f"request body is larger than {self.limit} bytes (FERROUSFORGE_MAX_BODY)"
-                )
-        model, streamed = target(request.url.path, bytes(body))
+        body = await read_body(request, self.limit)
+        model, streamed = target(request.url.path, body)
         call = Call(
             request.method,
             request.url.path,
             request.scope["query_string"],
             list(request.scope["headers"]),
-            bytes(body),
+            body,
         )
         manifest = self.manifest(model)
         if model and manifest is None:  # answered here: a replica would take on the name to say so
-            raise ModelNotFound(model, ", try pulling it first")
+            raise ModelNotFound.to_run(model)
         for attempt in range(TRIES):
             handle = self.replicas.options(stream=streamed, multiplexed_model_id=model)
             stream: DeploymentResponseGenerator | None = None

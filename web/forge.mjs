@@ -176,6 +176,7 @@ function pythonError(err) {
 }
 
 export async function boot(settings = {}) {
+  settings = { ...settings, host: String(settings.host || hostURL).replace(/\/+$/, '') };
   const t0 = performance.now();
   if (settings.preload?.length) preload(settings.preload, settings);
   const assets = await (await fetch(`${runtimeURL}assets.json`)).json();
@@ -239,7 +240,6 @@ export async function boot(settings = {}) {
 
 /** `window.forge`: usable at once; every call waits for `forge.ready`. */
 export function install(settings = {}) {
-  settings = { ...settings, host: String(settings.host || hostURL).replace(/\/+$/, '') };
   let impl = null;
   const ready = boot(settings).then((f) => { impl = f; return f; });
   const later = (name) => async (...args) => { await ready; return impl[name](...args); };

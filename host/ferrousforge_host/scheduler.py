@@ -92,8 +92,8 @@ class Scheduler:
         layers it reads are content-addressed, so the same manifest always gives the same spec)."""
         try:
             manifest = self.store.get(name).manifest
-        except ModelNotFound:  # asked to run a model: say what to do, as Ollama does
-            raise ModelNotFound(name.display, ", try pulling it first") from None
+        except ModelNotFound:
+            raise ModelNotFound.to_run(name.display) from None
         made = self._specs.get(name)
         if made is None or made[0] != manifest:
             made = self._specs[name] = (manifest, self._make_spec(name, manifest))

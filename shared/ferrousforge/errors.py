@@ -23,6 +23,11 @@ class ModelNotFound(ForgeError):
         super().__init__(f"model '{name}' not found{hint}")
         self.name = name
 
+    @classmethod
+    def to_run(cls, name: str) -> "ModelNotFound":
+        """Asked to run a model the store lacks: say what to do, as Ollama does."""
+        return cls(name, ", try pulling it first")
+
 
 class NotSupported(BadRequest):
     """The model exists but lacks the capability asked for."""

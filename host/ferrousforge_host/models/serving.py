@@ -96,7 +96,7 @@ class ModelService:
         return {"models": [self._entry(m) for m in newest_first]}
 
     def show(self, name: ModelName, verbose: bool = False) -> dict[str, Any]:
-        self.store.get(name)  # a plain 404, as ollama show's (running one says to pull it)
+        stored = self.store.get(name)  # a plain 404, as ollama show's (running one says to pull it)
         spec, manifest = self.scheduler.spec(name)
         config = spec.config
         info = dict(config.get("model_info", {}))
@@ -109,7 +109,7 @@ class ModelService:
             "details": details(config),
             "model_info": info,
             "capabilities": sorted(c.value for c in capabilities(spec)),
-            "modified_at": iso(self.store.get(name).modified_at),
+            "modified_at": iso(stored.modified_at),
         }
         if spec.format == "gguf":  # read from the file, as Ollama: arrays in full and tensors if verbose
             with contextlib.suppress(GGUFError, OSError):

@@ -185,7 +185,7 @@ def test_keep_alive_zero_on_a_request_unloads_after_it(host: Host) -> None:
         ({"model": "a" * 300, "prompt": "x"}, 400, "longer than"),
         ({"prompt": "x"}, 400, "required"),
         ({"model": "tiny", "prompt": "x", "stream": "yes"}, 400, "boolean"),
-        ({"model": "tiny", "template": "{{ range .Messages }}{{ end }}", "prompt": "x"}, 400, "template"),
+        ({"model": "tiny", "template": "{{ range .Messages }}{{ end", "prompt": "x"}, 400, "template"),
     ],
 )
 def test_bad_generate_requests_get_clear_4xx(host: Host, body: dict, status: int, needle: str) -> None:

@@ -153,7 +153,7 @@ def test_create_from_existing_model_overrides_template(host: Host) -> None:
 
 def test_templates_that_cannot_render_are_refused_at_create(host: Host) -> None:
     """As Ollama parses a template when the model is made: a 400 then, not at every chat after."""
-    ranged = "{{- range .Messages }}{{ .Content }}{{ end }}"
+    ranged = '{{- range .Messages }}{{ template "turn" . }}{{ end }}'
     with host.client() as c:
         for template in ("{% for %}", "{{ if }}", "{{ end }}", ranged):
             r = c.post("/api/create", json={"model": "bad", "from": "tiny", "template": template})
@@ -205,6 +205,23 @@ def test_a_classic_template_sees_every_turn(host: Host) -> None:
 def render_classic(turns: list[dict[str, str]]) -> str:
     parts = [f"<|im_start|>{t['role']}\n{t['content']}<|im_end|>\n" for t in turns]
     return "".join(parts) + "<|im_start|>assistant\n"
+
+
+def test_an_ollama_template_with_tools_renders_the_whole_chat(host: Host) -> None:
+    """A Modelfile TEMPLATE as Ollama's library writes them (range .Messages, .Tools, .ToolCalls):
+    the chat's prompt is what Ollama renders, token for token."""
+    from test_gotemplate import TOOL_CHAT, TOOL_PROMPT, TOOLS_TEMPLATE, WEATHER
+
+    greedy = {"stream": False, "options": {"num_predict": 2, "temperature": 0}}
+    with host.client() as c:
+        made = c.post("/api/create", json={"model": "ranged", "from": "tiny", "template": TOOLS_TEMPLATE})
+        assert made.status_code == 200, made.text
+        chat = c.post(
+            "/api/chat", json={"model": "ranged", "messages": TOOL_CHAT, "tools": [WEATHER], **greedy}
+        )
+        raw = c.post("/api/generate", json={"model": "ranged", "prompt": TOOL_PROMPT, "raw": True, **greedy})
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["prompt_eval_count"] == raw.json()["prompt_eval_count"]
 
 
 def test_a_models_messages_start_every_conversation(host: Host) -> None:

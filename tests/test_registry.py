@@ -26,8 +26,7 @@ GO_TEMPLATE = (
     "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
     "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
 )
-# Ollama's library templates loop over messages: beyond the Go subset FerrousForge translates, so the
-# GGUF's own chat template runs instead.
+# Ollama's library templates loop over messages
 RANGE_TEMPLATE = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
 PARAMS_JSON = json.dumps({"stop": ["<|im_end|>"], "temperature": 0.5}).encode()
 OLLAMA_CONFIG = {

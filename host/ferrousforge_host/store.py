@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ferrousforge.chat_format import go_to_jinja, is_go_template
+from ferrousforge.chat_format import check_template, is_go_template
 from ferrousforge.errors import BadRequest, ForgeError, ModelNotFound
 from ferrousforge.gguf import GGUFError, read_file_metadata, summarize
 from ferrousforge.manifest import MODEL, Manifest, normalize_digest
@@ -113,11 +113,11 @@ class OllamaStore:
 
 def runnable_template(template: str | None, config: dict[str, Any]) -> str | None:
     """A model's template layer, or the GGUF's own chat template where the layer is a Go template
-    beyond the subset FerrousForge translates (Ollama's library templates with ``range .Messages``)."""
+    FerrousForge cannot run (one that calls named templates)."""
     fallback = config.get("chat_template")
     if template and fallback and is_go_template(template):
         try:
-            go_to_jinja(template)
+            check_template(template)
         except BadRequest:
             return str(fallback)
     return template

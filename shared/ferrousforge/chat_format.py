@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from ferrousforge import gotemplate
 from ferrousforge.errors import BadRequest
 
 # Gemma's turn format (Gemma 1-3): system text is folded into the first user turn.
@@ -45,34 +46,21 @@ def family_template(family: str | None) -> str | None:
     return FAMILY_TEMPLATES.get(family or "")
 
 
-_GO_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
-_GO_VARS = {".System": "System", ".Prompt": "Prompt", ".Response": "Response"}
-
-
 def is_go_template(template: str) -> bool:
     """Go's actions (``{{ .Prompt }}``, ``{{ if .System }}``, ``{{ end }}``, ``{{ range ... }}``), never
     written so in Jinja."""
-    return bool(re.search(r"\{\{-?\s*((\w+\s+)?\.[A-Z]|(if|else|end)\b|(range|with)\s+[.$])", template))
+    return bool(re.search(r"\{\{-?\s*((\w+\s+)?[.$]|(if|else|end)\b|(range|with)\s+[.$])", template))
 
 
-def go_to_jinja(template: str) -> str:
-    """Translate the Go-template subset Ollama's simple templates use into Jinja2."""
-
-    def action(match: re.Match[str]) -> str:
-        left, body, right = match.group(1), match.group(2), match.group(3)
-        words = body.split()
-        if body in _GO_VARS:
-            return "{{" + left + " " + _GO_VARS[body] + " " + right + "}}"
-        if len(words) == 2 and words[0] == "if" and words[1] in _GO_VARS:
-            return "{%" + left + " if " + _GO_VARS[words[1]] + " " + right + "%}"
-        if body in ("else", "end"):
-            return "{%" + left + (" else " if body == "else" else " endif ") + right + "%}"
-        raise BadRequest(
-            f"unsupported template action '{{{{ {body} }}}}': use a Jinja2 chat template, "
-            "or only .System, .Prompt, .Response with if/else/end"
-        )
-
-    return _GO_ACTION.sub(action, template)
+@lru_cache(maxsize=64)
+def _go_parse(template: str) -> gotemplate.Template:
+    """A Go template as Ollama parses one: with ``{{ .Response }}`` after it when it reads neither
+    .Messages nor .Response (so that earlier replies are in the prompt)."""
+    parsed = gotemplate.parse(template)
+    if not parsed.names & {"messages", "response"}:
+        response = gotemplate.Arg("field", chain=["Response"])
+        parsed.nodes.append(gotemplate.Action(gotemplate.Pipe([[response]])))
+    return parsed
 
 
 # What a template may spend: templates come with requests too, so a loop or a product can't run away.
@@ -135,18 +123,12 @@ def _compile(template: str) -> Any:
                 raise BadRequest(f"template: a repeated string or list longer than {MAX_TEMPLATE_ITEMS}")
             return super().call_binop(context, operator, left, right)
 
-    go = is_go_template(template)  # Go keeps whitespace as written; chat templates expect Jinja's trims
-    env = Sandbox(
-        trim_blocks=not go,
-        lstrip_blocks=not go,
-        keep_trailing_newline=go,
-        extensions=["jinja2.ext.loopcontrols"],
-    )
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     env.globals["range"] = _Steps
     try:
-        return env.from_string(go_to_jinja(template) if go else template)
+        return env.from_string(template)
     except TemplateError as exc:
         raise BadRequest(f"invalid template: {exc}") from exc
     except RecursionError:
@@ -154,8 +136,8 @@ def _compile(template: str) -> Any:
 
 
 def check_template(template: str) -> None:
-    """A 400 for a template that cannot render (Jinja that doesn't parse, Go beyond the subset)."""
-    _compile(template)
+    """A 400 for a template that cannot render (Jinja or Go that doesn't parse)."""
+    _go_parse(template) if is_go_template(template) else _compile(template)
 
 
 def render(
@@ -174,6 +156,29 @@ def render(
     not for a model whose tokenizer adds none, as SmolLM2's, whose BOS opens each turn). ``extra``
     are more variables templates read (``enable_thinking``, ``reasoning_effort``). With ``prefill``
     (``prefill_of`` the chat) the prompt ends inside the final message, for the reply to go on with it."""
+    if is_go_template(template):
+        text = _render_go(template, messages, tools, extra)
+    else:
+        text = _render_jinja(
+            template, messages, bos_token, eos_token, add_generation_prompt, tools, prefill, extra
+        )
+    if strip_bos and bos_token and text.startswith(bos_token):
+        text = text[len(bos_token) :]
+    if not prefill or (is_go_template(template) and "messages" not in _go_parse(template).names):
+        return text  # (a template of turns ends with the final message's text itself)
+    return continuing(text, prefill)
+
+
+def _render_jinja(
+    template: str,
+    messages: list[dict[str, Any]],
+    bos_token: str,
+    eos_token: str,
+    add_generation_prompt: bool,
+    tools: list[dict[str, Any]] | None,
+    prefill: str,
+    extra: dict[str, Any],
+) -> str:
     from jinja2 import TemplateError
 
     compiled = _compile(template)
@@ -187,54 +192,146 @@ def render(
     }
     _Deadline.local.until = time.monotonic() + RENDER_SECONDS
     try:
-        go = is_go_template(template)  # Ollama's .System/.Prompt/.Response: a turn at a time
-        text: str = _render_turns(compiled, messages, variables) if go else compiled.render(**variables)
+        return str(compiled.render(**variables))
     except TemplateError as exc:
         raise BadRequest(f"template failed to render: {exc}") from exc
     except RecursionError:
         raise BadRequest("template failed to render: nested too deeply") from None
     finally:
         _Deadline.local.until = float("inf")
-    if strip_bos and bos_token and text.startswith(bos_token):
-        text = text[len(bos_token) :]
-    return continuing(text, prefill) if prefill and not go else text  # (a Go template's ends in it)
 
 
-_RESPONSE = "\ue000response\ue000"  # where the last turn's .Response goes (private-use characters)
-
-
-def _collate(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Roles and texts, a run of messages of one role joined (as Ollama's templates see a chat)."""
-    out: list[tuple[str, str]] = []
-    for m in messages:
-        role, text = str(m.get("role")), str(m.get("content") or "")
-        if out and out[-1][0] == role:
-            out[-1] = (role, out[-1][1] + "\n\n" + text)
-        else:
-            out.append((role, text))
-    return out
-
-
-def _render_turns(compiled: Any, messages: list[dict[str, Any]], variables: dict[str, Any]) -> str:
-    """A .System/.Prompt/.Response template as Ollama executes one: once for each exchange (a system
-    text, a prompt, a response), then for the last, cut right after its .Response (the reply goes
-    there; a final assistant message is its start)."""
+def _render_go(
+    template: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, extra: dict[str, Any]
+) -> str:
+    """An Ollama template, executed as Ollama does: once over the whole chat when it reads .Messages;
+    else once for each exchange (a system text, a prompt, a response) and, for the last, only up to
+    its .Response (where the reply goes; a final assistant message is its start)."""
+    parsed = _go_parse(template)
+    level = extra.get("reasoning_effort")
+    thinking = {"Think": bool(extra.get("think")), "ThinkLevel": level or "", "IsThinkSet": level is not None}
+    collated = _collate(messages)
+    if "messages" in parsed.names:
+        system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
+        data = {
+            "System": system,
+            "Messages": [go_message(m) for m in collated],
+            "Tools": go_tools(tools),
+            "Response": "",
+            **thinking,
+        }
+        return gotemplate.execute(parsed, data, RENDER_SECONDS)
     out: list[str] = []
     turn = {"System": "", "Prompt": "", "Response": ""}
-    for role, text in _collate(messages):
-        key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(role)
+    for m in collated:
+        key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(str(m.get("role")))
         if key is None:  # (tool results have no place in these templates)
             continue
         if (key == "System" and (turn["Prompt"] or turn["Response"])) or (
             key == "Prompt" and turn["Response"]
         ):
-            out.append(compiled.render(**variables, **turn))
+            out.append(gotemplate.execute(parsed, {**turn, **thinking}, RENDER_SECONDS))
             turn = {"System": "", "Prompt": "", "Response": ""}
-        turn[key] = text
-    last = compiled.render(**variables, **{**turn, "Response": _RESPONSE})
+        turn[key] = str(m.get("content") or "")
+    last = gotemplate.execute(parsed, {**turn, "Response": _RESPONSE, **thinking}, RENDER_SECONDS)
     at = last.find(_RESPONSE)
     out.append(last if at < 0 else last[:at] + turn["Response"])
     return "".join(out)
+
+
+_RESPONSE = "\ue000response\ue000"  # where the last turn's .Response goes (private-use characters)
+
+
+def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chat as Ollama's templates see it: a run of messages of one role joined (but not tool
+    results, each of which keeps its own name and call)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if out and out[-1].get("role") == m.get("role") and m.get("role") != "tool":
+            joined = str(out[-1].get("content") or "") + "\n\n" + str(m.get("content") or "")
+            out[-1] = {**out[-1], "content": joined}
+        else:
+            out.append(m)
+    return out
+
+
+def go_message(m: dict[str, Any]) -> gotemplate.Struct:
+    """A chat message as Ollama's templates read one (.Role, .Content, .ToolCalls, ...)."""
+    calls = []
+    for i, call in enumerate(m.get("tool_calls") or []):
+        fn = call.get("function") or {}
+        args = fn.get("arguments")
+        function = {"Index": fn.get("index", i), "Name": fn.get("name", "")}
+        function["Arguments"] = gotemplate.JSONMap(args if isinstance(args, dict) else {})
+        calls.append(gotemplate.Struct({"ID": call.get("id", ""), "Function": gotemplate.Struct(function)}))
+    return gotemplate.Struct(
+        {
+            "Role": str(m.get("role") or ""),
+            "Content": str(m.get("content") or ""),
+            "Thinking": str(m.get("thinking") or ""),
+            "Images": list(m.get("images") or []),
+            "ToolCalls": calls,
+            "ToolName": str(m.get("tool_name") or m.get("name") or ""),
+            "ToolCallID": str(m.get("tool_call_id") or ""),
+        }
+    )
+
+
+def go_tools(tools: list[dict[str, Any]] | None) -> gotemplate.JSONList | None:
+    """Tool definitions as Ollama's templates read them (.Function.Name, .Function.Parameters...);
+    each prints as its JSON, as Ollama's do."""
+    if not tools:
+        return None
+    out = gotemplate.JSONList()
+    for tool in tools:
+        fn = tool.get("function") or {}
+        params = fn.get("parameters") or {}
+        parameters = gotemplate.Struct(
+            {
+                "Type": params.get("type", ""),
+                "Defs": params.get("$defs"),
+                "Items": params.get("items"),
+                "Required": list(params.get("required") or []),
+                "Properties": _go_properties(params.get("properties")),
+            },
+            {"Type": "type", "Defs": "$defs,omitempty", "Items": "items,omitempty"}
+            | {"Required": "required,omitempty", "Properties": "properties"},
+        )
+        function = gotemplate.Struct(
+            {"Name": fn.get("name", ""), "Description": fn.get("description", ""), "Parameters": parameters},
+            {"Name": "name", "Description": "description", "Parameters": "parameters"},
+        )
+        out.append(
+            gotemplate.Struct(
+                {"Type": tool.get("type", "function"), "Items": tool.get("items"), "Function": function},
+                {"Type": "type", "Items": "items,omitempty", "Function": "function"},
+                stringer=True,
+            )
+        )
+    return out
+
+
+def _go_properties(properties: Any) -> gotemplate.JSONMap:
+    if not isinstance(properties, dict):
+        return gotemplate.JSONMap()
+    return gotemplate.JSONMap({str(k): _go_property(v) for k, v in properties.items()})
+
+
+def _go_property(schema: Any) -> gotemplate.Struct:
+    """A parameter's schema as Ollama's ToolProperty (.Type, .Description, .Enum, ...)."""
+    schema = schema if isinstance(schema, dict) else {}
+    kind = schema.get("type")
+    fields = {
+        "AnyOf": [_go_property(s) for s in schema.get("anyOf") or []],
+        "Type": gotemplate.PropertyType([kind] if isinstance(kind, str) else list(kind or [])),
+        "Items": schema.get("items"),
+        "Description": schema.get("description", ""),
+        "Enum": list(schema.get("enum") or []),
+        "Properties": _go_properties(schema.get("properties")) if "properties" in schema else None,
+        "Required": list(schema.get("required") or []),
+    }
+    tags = {name: name[0].lower() + name[1:] + ",omitempty" for name in fields}
+    return gotemplate.Struct(fields, tags)
 
 
 def prefill_of(messages: list[dict[str, Any]]) -> str:

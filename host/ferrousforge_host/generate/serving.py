@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ferrousforge.chat_format import PLAIN_TEMPLATE, generate_messages, prefill_of, render, with_system
+from ferrousforge.chat_format import (
+    PLAIN_TEMPLATE,
+    generate_messages,
+    is_go_template,
+    prefill_of,
+    render,
+    with_system,
+)
 from ferrousforge.errors import BadRequest, NotSupported
 from ferrousforge.generation import (
     IMAGE_MARKER,
@@ -74,7 +81,9 @@ def has_fim_tokens(path: str) -> bool:
 
 
 def template_knows_tools(spec: ModelSpec) -> bool:
-    return bool(spec.template and "tools" in spec.template)
+    """Whether the model's template writes tool definitions itself (Jinja's ``tools``, Go's ``.Tools``)."""
+    template = spec.template or ""
+    return "tools" in template or (is_go_template(template) and ".Tools" in template)
 
 
 def _stats(stats: GenerationStats, load_ns: int, started: int) -> dict[str, int]:

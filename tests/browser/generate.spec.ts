@@ -63,13 +63,15 @@ test('gemma3:270m in the browser: greedy tokens match the host, chat through the
   expect(local.response).toBe(host.response);  // the same 16 tokens (wasm and AVX kernels agree this far)
   const chat = await page.evaluate(() => (window as any).forge.chat({
     model: 'gemma3:270m', messages: [{ role: 'user', content: 'What is the capital of France?' }],
-    options: { num_predict: 8, temperature: 0 } }));
+    options: { num_predict: 7, temperature: 0 } }));
   const hostChat = await page.evaluate(() => (window as any).forge.chat({
     model: 'gemma3:270m', messages: [{ role: 'user', content: 'What is the capital of France?' }],
-    options: { num_predict: 8, temperature: 0 }, placement: 'host' }));
+    options: { num_predict: 7, temperature: 0 }, placement: 'host' }));
   expect(chat.placement, why(chat)).toBe('browser-wasm');
   expect(chat.prompt_eval_count).toBe(hostChat.prompt_eval_count);  // the same template, the same prompt
-  expect(chat.message.content).toBe(hostChat.message.content);  // a base model: same greedy reply, not wisdom
+  // a base model: the same greedy reply, not wisdom. Seven tokens: the host's eighth is a near tie
+  // (log-probabilities -4.503, -4.535, -4.548), which wasm's and AVX's sums can break either way
+  expect(chat.message.content).toBe(hostChat.message.content);
 });
 
 test('without cross-origin isolation a model over the single-thread budget goes to the host', async ({ page }) => {

@@ -155,7 +155,7 @@ def test_templates_that_cannot_render_are_refused_at_create(host: Host) -> None:
     """As Ollama parses a template when the model is made: a 400 then, not at every chat after."""
     ranged = '{{- range .Messages }}{{ template "turn" . }}{{ end }}'
     with host.client() as c:
-        for template in ("{% for %}", "{{ if }}", "{{ end }}", ranged):
+        for template in ("{% for %}", "{{ if }}", "{{ end }}", ranged, "{{ nosuch .Prompt }}"):
             r = c.post("/api/create", json={"model": "bad", "from": "tiny", "template": template})
             assert r.status_code == 400 and "template" in r.json()["error"], (template, r.text)
             made = c.post(

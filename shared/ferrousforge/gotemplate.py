@@ -440,21 +440,39 @@ def parse(source: str) -> Template:
     if ended:
         raise TemplateError(f"template: line {line}: unexpected {{{{{ended}}}}}")
     names: set[str] = set()
-    _names(nodes, names)
+    _check(nodes, names, ["$"])
     return Template(nodes, names)
 
 
-def _names(nodes: list[Any], out: set[str]) -> None:
+def _check(nodes: list[Any], names: set[str], scope: list[str]) -> None:
+    """Refuse what Go refuses when it parses (a function it does not know, a variable used where none
+    is declared) and gather the names read (``names``, lowercased: Ollama's Vars)."""
+
+    def pipe(p: Pipe, scope: list[str]) -> None:
+        for args in p.commands:
+            for arg in args:
+                names.update(name.lower() for name in arg.chain)
+                if arg.kind == "ident" and arg.value not in FUNCTIONS and arg.value not in ("and", "or"):
+                    raise TemplateError(f'template: function "{arg.value}" not defined')
+                if arg.kind == "var" and arg.value not in scope:
+                    raise TemplateError(f'template: undefined variable "{arg.value}"')
+                if arg.kind == "pipe":
+                    pipe(arg.value, [*scope])
+        if p.assign and p.decl[0] not in scope:
+            raise TemplateError(f'template: undefined variable "{p.decl[0]}"')
+
     for node in nodes:
-        if isinstance(node, Action | Branch):
-            for args in node.pipe.commands:
-                for arg in args:
-                    out.update(name.lower() for name in arg.chain)
-                    if arg.kind == "pipe":
-                        _names([Action(arg.value)], out)
-        if isinstance(node, Branch):
-            _names(node.body, out)
-            _names(node.orelse, out)
+        if isinstance(node, Action):
+            pipe(node.pipe, scope)
+            if not node.pipe.assign:
+                scope.extend(node.pipe.decl)
+        elif isinstance(node, Branch):
+            inner = [*scope]
+            pipe(node.pipe, inner)
+            if not node.pipe.assign:
+                inner.extend(node.pipe.decl)
+            _check(node.body, names, [*inner])
+            _check(node.orelse, names, [*inner])
 
 
 # ---- execution ---------------------------------------------------------------------------------

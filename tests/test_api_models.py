@@ -224,6 +224,28 @@ def test_an_ollama_template_with_tools_renders_the_whole_chat(host: Host) -> Non
     assert chat.json()["prompt_eval_count"] == raw.json()["prompt_eval_count"]
 
 
+def test_think_reaches_an_ollama_template(host: Host) -> None:
+    """think false on a thinking model's Go template: .IsThinkSet and not .Think, as Ollama sets them."""
+    template = (
+        "{{ range .Messages }}{{ .Content }}{{ end }}"
+        "{{ if and $.IsThinkSet (not $.Think) }} /no_think<think></think>{{ end }}"
+    )
+    greedy = {"stream": False, "options": {"num_predict": 1, "temperature": 0}}
+    chat = {"model": "thinker", "messages": [{"role": "user", "content": "hi"}], **greedy}
+    raw = {"model": "thinker", "raw": True, **greedy}
+    with host.client() as c:
+        assert (
+            c.post("/api/create", json={"model": "thinker", "from": "tiny", "template": template}).status_code
+            == 200
+        )
+        off = c.post("/api/chat", json={**chat, "think": False}).json()
+        on = c.post("/api/chat", json=chat).json()
+        expected_off = c.post("/api/generate", json={**raw, "prompt": "hi /no_think<think></think>"}).json()
+        expected_on = c.post("/api/generate", json={**raw, "prompt": "hi"}).json()
+    assert off["prompt_eval_count"] == expected_off["prompt_eval_count"] > expected_on["prompt_eval_count"]
+    assert on["prompt_eval_count"] == expected_on["prompt_eval_count"]
+
+
 def test_a_models_messages_start_every_conversation(host: Host) -> None:
     """Modelfile MESSAGEs (or create's ``messages``): a chat or a templated generate with the model
     is the same prompt as the plain model given those messages first; /api/show lists them."""

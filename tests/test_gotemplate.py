@@ -136,6 +136,47 @@ def test_tools_and_tool_calls_read_as_ollamas_types() -> None:
     assert render("{{ range .Messages }}{{ end }}{{ json .Tools }}", TOOL_CHAT) == "null"  # no tools: nil
 
 
+def test_thinking_reaches_the_template_as_ollamas_think_values() -> None:
+    """.Think, .IsThinkSet and .ThinkLevel as Ollama sets them (think true is level "medium")."""
+    probe = "{{ range .Messages }}{{ end }}{{ .Think }} {{ .IsThinkSet }} [{{ .ThinkLevel }}]"
+    chat = [{"role": "user", "content": "hi"}]
+    assert render(probe, chat, think=False, think_set=True, think_level="") == "false true []"
+    assert render(probe, chat, think=True, think_set=True, think_level="medium") == "true true [medium]"
+    assert render(probe, chat) == "false false []"
+
+
+def test_tool_functions_print_as_json() -> None:
+    """.Function and .Function.Parameters print as JSON (what Ollama's qwen templates write)."""
+    tools = (
+        "{{ range .Messages }}{{ end }}{{ range .Tools }}{{ .Function }}|{{ .Function.Parameters }}{{ end }}"
+    )
+    function, parameters = render(tools, TOOL_CHAT, tools=[WEATHER]).split("|")
+    assert json.loads(function)["name"] == "get_weather" and function.startswith('{"name":')
+    assert json.loads(parameters)["required"] == ["city"]
+
+
+def test_a_turn_template_ends_at_the_last_response_as_ollama_cuts_it() -> None:
+    """Only an action printing .Response ends the last turn; a test of it sees the real (empty) reply."""
+    chat = [{"role": "user", "content": "q"}]
+    assert render("{{ .Prompt }}{{ if not .Response }}<a>{{ end }}{{ .Response }}<end>", chat) == "q<a>"
+    assert render("{{ .Prompt }}{{ with .Response }}{{ . }}{{ else }}<gen>{{ end }}", chat) == "q<gen>"
+    assert render("{{ if .Prompt }}[{{ .Prompt }}]{{ .Response }}|{{ else }}x{{ end }}tail", chat) == "[q]"
+
+
+def test_go_is_told_from_jinja() -> None:
+    chat = [{"role": "user", "content": "q"}]
+    for template in ('[INST] {{ printf "%s" .Prompt }} [/INST]', "[INST] {{ (.Prompt) }} [/INST]"):
+        assert render(template, chat) == "[INST] q [/INST]", template
+    assert render("{{/* nothing but a comment */}}hi", chat) == "hi"  # (Go: .Response appended, empty)
+    assert render("{{ messages[0]['content'] }} {{ '$' }}", chat) == "q $"  # Jinja
+
+
+def test_numbers_print_as_go_prints_them() -> None:
+    assert run("{{ 1e6 }} {{ 100000.0 }} {{ 0.5 }} {{ 1234567.5 }} {{ 0.00001 }} {{ -3 }}") == (
+        "1e+06 100000 0.5 1.2345675e+06 1e-05 -3"
+    )
+
+
 def run(source: str, data: object = None) -> str:
     return execute(parse(source), data)
 
@@ -175,10 +216,16 @@ def test_the_language() -> None:
         ("{{ end }}", "unexpected {{end}}"),
         ("{{ nosuch .X }}", 'function "nosuch" not defined'),
         ("{{ $y }}", 'undefined variable "$y"'),
-        ("{{ if .X }}{{ else }}{{ break }}{{ end }}", "break or continue outside range"),
+        ("{{ if .X }}{{ else }}{{ break }}{{ end }}", "{{break}} outside {{range}}"),
+        ("{{ " + "(" * 3000 + ".X" + ")" * 3000 + " }}", "nested too deeply"),
+        (
+            "{{ range $i := 254 }}{{ range $j := 254 }}{{ range $k := 254 }}{{ end }}{{ end }}{{ end }}",
+            "too long",
+        ),
+        ("{{ printf `%0200000000d` .X }}", "over 1000"),
+        ('{{ $s := "ab" }}{{ range $i := 40 }}{{ $s = printf "%s%s" $s $s }}{{ end }}', "longer than"),
         ("line\n{{ if }}", "line 2: missing value"),
         ("{{ range $i := 1000000 }}{{ end }}", "more than"),
-        ("{{ range $i := 90000 }}{{ range $j := 90000 }}{{ end }}{{ end }}", "too long"),
         ("{{ range $i := 90000 }}{{ range $j := 90000 }}{{ printf `%0100d` 1 }}{{ end }}{{ end }}", "passed"),
         ('{{ lt .X "a" }}', "incompatible types"),
     ],

@@ -145,6 +145,11 @@ def test_reply_parser_splits_thinking_content_and_calls_however_the_text_streams
         ),
     )
     assert len(mistral.calls) == 2 and mistral.content == ""
+    granite = _split(
+        ReplyParser(tools=TOOL, markers=call_markers("{{ if .ToolCalls }}<|tool_call|>{{ end }}")),
+        _pieces('<|tool_call|>[{"name": "get", "arguments": {"x": 1}}]', size),
+    )
+    assert [c["function"]["arguments"] for c in granite.calls] == [{"x": 1}] and granite.content == ""
     plain = _split(
         ReplyParser(tools=TOOL),
         _pieces('{"name": "get", "arguments": {}}\n{"name": "get", "arguments": {"a": [1]}}', size),

@@ -46,10 +46,35 @@ def family_template(family: str | None) -> str | None:
     return FAMILY_TEMPLATES.get(family or "")
 
 
+# What only Go writes: a comment or a keyword opening an action, a capitalized field (.Prompt),
+# a $variable, or the dot alone
+_GO_SIGNS = re.compile(
+    r"\{\{-?\s*(/\*|(if|else|end|range|with|define|template|block|break|continue)\b)"
+    r"|\{\{(?:[^{}]*?[\s(|])?(\.[A-Z]|\$[\w.$\s]|\.\s*-?\}\})"
+)
+
+
 def is_go_template(template: str) -> bool:
-    """Go's actions (``{{ .Prompt }}``, ``{{ if .System }}``, ``{{ end }}``, ``{{ range ... }}``), never
-    written so in Jinja."""
-    return bool(re.search(r"\{\{-?\s*((\w+\s+)?[.$]|(if|else|end)\b|(range|with)\s+[.$])", template))
+    """Whether a template is Go's (Ollama's) rather than Jinja's."""
+    return bool(_GO_SIGNS.search(template))
+
+
+def knows_tools(template: str | None) -> bool:
+    """Whether a template writes tool definitions itself (Jinja's ``tools``, Go's ``.Tools``)."""
+    if not template:
+        return False
+    if not is_go_template(template):
+        return "tools" in template
+    try:
+        return "tools" in _go_parse(template).names
+    except BadRequest:
+        return False
+
+
+@lru_cache(maxsize=64)
+def _go_turn_end(template: str) -> gotemplate.Template:
+    """The template run for a chat's last turn: cut after its .Response, as Ollama cuts it."""
+    return gotemplate.cut_after(_go_parse(template), "Response")
 
 
 @lru_cache(maxsize=64)
@@ -208,8 +233,11 @@ def _render_go(
     else once for each exchange (a system text, a prompt, a response) and, for the last, only up to
     its .Response (where the reply goes; a final assistant message is its start)."""
     parsed = _go_parse(template)
-    level = extra.get("reasoning_effort")
-    thinking = {"Think": bool(extra.get("think")), "ThinkLevel": level or "", "IsThinkSet": level is not None}
+    thinking = {
+        "Think": bool(extra.get("think")),
+        "ThinkLevel": str(extra.get("think_level") or ""),
+        "IsThinkSet": bool(extra.get("think_set")),
+    }
     collated = _collate(messages)
     if "messages" in parsed.names:
         system = "\n\n".join(str(m.get("content") or "") for m in messages if m.get("role") == "system")
@@ -233,13 +261,8 @@ def _render_go(
             out.append(gotemplate.execute(parsed, {**turn, **thinking}, RENDER_SECONDS))
             turn = {"System": "", "Prompt": "", "Response": ""}
         turn[key] = str(m.get("content") or "")
-    last = gotemplate.execute(parsed, {**turn, "Response": _RESPONSE, **thinking}, RENDER_SECONDS)
-    at = last.find(_RESPONSE)
-    out.append(last if at < 0 else last[:at] + turn["Response"])
+    out.append(gotemplate.execute(_go_turn_end(template), {**turn, **thinking}, RENDER_SECONDS))
     return "".join(out)
-
-
-_RESPONSE = "\ue000response\ue000"  # where the last turn's .Response goes (private-use characters)
 
 
 def _collate(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -296,10 +319,12 @@ def go_tools(tools: list[dict[str, Any]] | None) -> gotemplate.JSONList | None:
             },
             {"Type": "type", "Defs": "$defs,omitempty", "Items": "items,omitempty"}
             | {"Required": "required,omitempty", "Properties": "properties"},
+            stringer=True,
         )
         function = gotemplate.Struct(
             {"Name": fn.get("name", ""), "Description": fn.get("description", ""), "Parameters": parameters},
             {"Name": "name", "Description": "description", "Parameters": "parameters"},
+            stringer=True,  # (as Ollama's api.ToolFunction printed, what its qwen templates expect)
         )
         out.append(
             gotemplate.Struct(

@@ -12,11 +12,13 @@ Ollama's (``json currentDate yesterdayDate toTypeScriptType``). Named templates 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 from ferrousforge.errors import BadRequest
@@ -113,7 +115,7 @@ def sprint(value: Any, top: bool = True) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e21 else repr(value)
+        return _go_float(value)
     if isinstance(value, PropertyType):
         return value[0] if len(value) == 1 else "[" + " ".join(value) + "]"
     if isinstance(value, JSONMap | JSONList) or (isinstance(value, Struct) and value.stringer):
@@ -126,6 +128,26 @@ def sprint(value: Any, top: bool = True) -> str:
     if isinstance(value, list | tuple):
         return "[" + " ".join(sprint(v, False) for v in value) + "]"
     return str(value)
+
+
+def _go_float(value: float) -> str:
+    """A float as Go's %v writes it: its shortest digits, with an exponent from 1e+06 and under 1e-04."""
+    if math.isnan(value) or math.isinf(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if value == 0:
+        return "-0" if math.copysign(1, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)
+    text, neg = "".join(map(str, digits)), "-" if sign else ""
+    point = len(text) + exponent  # where the decimal point goes in the digits
+    if point - 1 < -4 or point - 1 >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{neg}{mantissa}e{'-' if point - 1 < 0 else '+'}{abs(point - 1):02d}"
+    if point <= 0:
+        return f"{neg}0.{'0' * -point}{text}"
+    if point >= len(text):
+        return neg + text + "0" * (point - len(text))
+    return f"{neg}{text[:point]}.{text[point:]}"
 
 
 # ---- parsing -----------------------------------------------------------------------------------
@@ -305,19 +327,20 @@ class _PipeReader:
 
 
 _ACTION = re.compile(r"\{\{(-[ \t\r\n])?")
+_COMMENT = re.compile(r"\s*/\*")
 
 
 def _actions(source: str) -> Iterator[tuple[str, str | None, int]]:
     """The template as (text before, action body or None at the end, line) with trims applied."""
-    at, trim_next = 0, False
+    at, trim_next, line = 0, False, 1
     while True:
         m = _ACTION.search(source, at)
         text = source[at : m.start() if m else len(source)]
+        line += source.count("\n", at, m.start() if m else len(source))
         if trim_next:
             text = text.lstrip(" \t\r\n")
         if m and m.group(1):
             text = text.rstrip(" \t\r\n")
-        line = source.count("\n", 0, m.start() if m else len(source)) + 1
         if not m:
             yield text, None, line
             return
@@ -328,13 +351,13 @@ def _actions(source: str) -> Iterator[tuple[str, str | None, int]]:
         if trim_next:
             body = body[:-1]
         yield text, body.strip(), line
+        line += source.count("\n", start, close)
         at = close + 2
 
 
 def _close_of(source: str, start: int, line: int) -> int:
     """Where an action's ``}}`` is, past any quoted text and comment in it."""
-    stripped = source[start:].lstrip()
-    if stripped.startswith("/*"):
+    if _COMMENT.match(source, start):
         end = source.find("*/", start)
         if end < 0:
             raise TemplateError(f"template: line {line}: unclosed comment")
@@ -435,18 +458,21 @@ class Template:
 
 def parse(source: str) -> Template:
     """A template's nodes; a TemplateError (a 400) says what in it cannot be read."""
-    parser = _Parser(source)
-    nodes, ended, _, line = parser.nodes()
-    if ended:
-        raise TemplateError(f"template: line {line}: unexpected {{{{{ended}}}}}")
-    names: set[str] = set()
-    _check(nodes, names, ["$"])
+    try:
+        nodes, ended, _, line = _Parser(source).nodes()
+        if ended:
+            raise TemplateError(f"template: line {line}: unexpected {{{{{ended}}}}}")
+        names: set[str] = set()
+        _check(nodes, names, ["$"], in_range=False)
+    except RecursionError:
+        raise TemplateError("template: nested too deeply") from None
     return Template(nodes, names)
 
 
-def _check(nodes: list[Any], names: set[str], scope: list[str]) -> None:
+def _check(nodes: list[Any], names: set[str], scope: list[str], in_range: bool) -> None:
     """Refuse what Go refuses when it parses (a function it does not know, a variable used where none
-    is declared) and gather the names read (``names``, lowercased: Ollama's Vars)."""
+    is declared, break or continue outside a range) and gather the names read (``names``, lowercased:
+    Ollama's Vars)."""
 
     def pipe(p: Pipe, scope: list[str]) -> None:
         for args in p.commands:
@@ -471,8 +497,39 @@ def _check(nodes: list[Any], names: set[str], scope: list[str]) -> None:
             pipe(node.pipe, inner)
             if not node.pipe.assign:
                 inner.extend(node.pipe.decl)
-            _check(node.body, names, [*inner])
-            _check(node.orelse, names, [*inner])
+            _check(node.body, names, [*inner], in_range or node.kind == "range")
+            _check(node.orelse, names, [*inner], in_range)
+        elif isinstance(node, Jump) and not in_range:
+            raise TemplateError(f"template: {{{{{node.kind}}}}} outside {{{{range}}}}")
+
+
+def cut_after(template: Template, name: str) -> Template:
+    """The template up to the first action that prints field ``name``, and nothing after it (how
+    Ollama ends a prompt at its last turn's .Response: a test of .Response in an if is not a cut)."""
+    found = False
+
+    def reads(pipe: Pipe) -> bool:
+        return any(
+            (arg.kind == "field" and name in arg.chain) or (arg.kind == "pipe" and reads(arg.value))
+            for args in pipe.commands
+            for arg in args
+        )
+
+    def walk(nodes: list[Node]) -> list[Node]:
+        nonlocal found
+        out: list[Node] = []
+        for node in nodes:
+            if found:
+                break
+            if isinstance(node, Branch):
+                body = walk(node.body)
+                out.append(Branch(node.kind, node.pipe, body, [] if found else walk(node.orelse)))
+            else:
+                out.append(node)
+                found = isinstance(node, Action) and reads(node.pipe)
+        return out
+
+    return Template(walk(template.nodes), template.names)
 
 
 # ---- execution ---------------------------------------------------------------------------------
@@ -562,6 +619,8 @@ def _printf(fmt: str, *args: Any) -> str:
 
     def verb(m: re.Match[str]) -> str:
         flags, kind = m.group(1), m.group(2)
+        if any(int(n) > 1000 for n in re.findall(r"\d+", flags)):
+            raise TemplateError(f"template: printf width or precision over 1000 in %{flags}{kind}")
         if kind == "%":
             return "%"
         value = next(values, None)
@@ -673,8 +732,8 @@ class _Run:
             self.nodes(node.orelse, dot)
             return
         mark = len(self.vars)
-        for step, (key, item) in enumerate(items):
-            if step % 256 == 255 and time.monotonic() > self.until:
+        for key, item in items:
+            if time.monotonic() > self.until:
                 raise TemplateError("template: took too long to render")
             del self.vars[mark:]
             names = node.pipe.decl
@@ -724,9 +783,12 @@ class _Run:
                 raise TemplateError(f'template: function "{name}" not defined')
             values = [self.arg(a, dot) for a in args[1:]] + list(piped)
             try:
-                return fn(*values)
+                made = fn(*values)
             except TypeError as exc:
                 raise TemplateError(f"template: wrong arguments for {name}: {exc}") from None
+            if isinstance(made, str) and len(made) > MAX_OUTPUT:
+                raise TemplateError(f"template: {name} made a string longer than {MAX_OUTPUT}")
+            return made
         if len(args) > 1 or piped:
             raise TemplateError("template: can't give an argument to a non-function")
         return self.arg(head, dot)

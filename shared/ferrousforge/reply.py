@@ -20,6 +20,7 @@ CALL_MARKERS = (
     ("<tool_call>", "</tool_call>"),
     ("<|tool_call_start|>", "<|tool_call_end|>"),
     ("[TOOL_CALLS]", None),
+    ("<|tool_call|>", None),  # Granite 3: a JSON list after it
     ("<|python_tag|>", None),
 )
 

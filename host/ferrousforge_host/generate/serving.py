@@ -13,7 +13,7 @@ from typing import Any
 from ferrousforge.chat_format import (
     PLAIN_TEMPLATE,
     generate_messages,
-    is_go_template,
+    knows_tools,
     prefill_of,
     render,
     with_system,
@@ -78,12 +78,6 @@ def has_fim_tokens(path: str) -> bool:
     except (GGUFError, OSError):
         return False
     return "tokenizer.ggml.fim_pre_token_id" in meta and "tokenizer.ggml.fim_suf_token_id" in meta
-
-
-def template_knows_tools(spec: ModelSpec) -> bool:
-    """Whether the model's template writes tool definitions itself (Jinja's ``tools``, Go's ``.Tools``)."""
-    template = spec.template or ""
-    return "tools" in template or (is_go_template(template) and ".Tools" in template)
 
 
 def _stats(stats: GenerationStats, load_ns: int, started: int) -> dict[str, int]:
@@ -219,7 +213,13 @@ class GenerationService:
             raise BadRequest(f"model '{req.model.display}' does not support thinking")
         enabled = capable and req.think is not False
         level = req.think if isinstance(req.think, str) else None
-        return enabled, {"enable_thinking": enabled, "think": enabled, "reasoning_effort": level}
+        # Ollama's templates also read whether think was set (a thinking model's is, to true) and
+        # its level ("medium" for true)
+        go = {
+            "think_set": capable or req.think is not None,
+            "think_level": level or ("medium" if enabled else ""),
+        }
+        return enabled, {"enable_thinking": enabled, "think": enabled, "reasoning_effort": level, **go}
 
     def generate(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         spec, options, keep_alive = self._prepare(req, bool(req.images))
@@ -307,7 +307,7 @@ class GenerationService:
                 turn["content"] = with_images(turn["content"], len(m.images))
                 turn["images"] = decode_images(m.images, f"messages[{i}].images")
             turns.append(turn)
-        native = template_knows_tools(spec)
+        native = knows_tools(spec.template)
         template = spec.template or PLAIN_TEMPLATE
 
         def build(turns: list[dict[str, Any]]) -> str:

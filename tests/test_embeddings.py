@@ -142,6 +142,7 @@ def test_openai_embeddings_floats_base64_and_token_arrays(minilm_host: Host) -> 
         )  # 101.0 is an integer in JSON
         outside = c.post("/v1/embeddings", json={"model": "all-minilm", "input": [101, 71274945]})
         assert outside.status_code == 400 and "vocabulary" in outside.json()["error"]["message"]
+        assert "check_embedding_ctx_length=False" in outside.json()["error"]["message"]  # (LangChain's ids)
 
 
 def test_official_clients(minilm_host: Host) -> None:

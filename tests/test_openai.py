@@ -46,6 +46,14 @@ def client(host: Host) -> openai.OpenAI:
     return openai.OpenAI(base_url=host.url + "/v1", api_key="unused", max_retries=0)
 
 
+def test_a_base_url_without_v1_says_so(host: Host) -> None:
+    """The commonest slip with an OpenAI client: the SDK shows the message, which names the fix."""
+    bare = openai.OpenAI(base_url=host.url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        bare.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
+    assert "did you mean /v1/chat/completions" in caught.value.message
+
+
 def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list().data] == ["tiny:latest"]
     assert client.models.retrieve("tiny:latest").id == "tiny:latest"
@@ -216,8 +224,8 @@ def test_tool_call_required_and_named_on_the_tiny_model(client: openai.OpenAI) -
         seed=2,
         tool_choice={"type": "function", "function": {"name": "add"}},
     )
-    named_call = named.choices[0].message.tool_calls[0]  # type: ignore[index]
-    assert named_call.function.name == "add"
+    [named_call] = named.choices[0].message.tool_calls  # type: ignore[misc]  # one call, as OpenAI's
+    assert named_call.function.name == "add" and named.choices[0].finish_reason == "tool_calls"
     assert set(json.loads(named_call.function.arguments)) == {"a", "b"}
     none = client.chat.completions.create(
         model="tiny", messages=messages, tools=TOOLS, tool_choice="none", max_tokens=5

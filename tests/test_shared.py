@@ -236,6 +236,23 @@ def test_a_leading_bos_stays_where_the_tokenizer_adds_none() -> None:
     assert render(chatml, turn, bos_token="<|im_start|>") == "user\nHi<|im_end|>\n"
 
 
+def test_the_results_of_one_round_of_calls_are_one_turn() -> None:
+    """Parallel calls' results are one user turn, so roles still alternate (Gemma's and Mistral's
+    official templates refuse two user turns in a row)."""
+    from ferrousforge.tools import as_plain_turns
+
+    call = {"function": {"name": "get", "arguments": {}}}
+    chat = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "", "tool_calls": [call, call]},
+        {"role": "tool", "content": "1", "name": "get"},
+        {"role": "tool", "content": "2", "name": "get"},
+    ]
+    turns = as_plain_turns(chat, TOOL)
+    assert [t["role"] for t in turns] == ["system", "user", "assistant", "user"]
+    assert turns[-1]["content"] == "Tool result from get: 1\n\nTool result from get: 2"
+
+
 def test_go_templates_render_and_bad_ones_are_refused() -> None:
     tpl = "{{ if .System }}[{{ .System }}]{{ end }}{{ .Prompt }}"
     assert render(tpl, [{"role": "system", "content": "S"}, {"role": "user", "content": "P"}]) == "[S]P"

@@ -72,12 +72,18 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
 
+# OpenAI's paths without their /v1: an OpenAI client whose base_url lacks it
+_V1_PATHS = ("/chat/completions", "/completions", "/embeddings", "/models", "/responses", "/audio/")
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 404)
-    detail = "method not allowed" if status == 405 else f"no route for {request.url.path}"
-    error = ForgeError(detail)
-    error.status = status
-    return await forge_error(request, error)  # in the shape of the API the path is in
+    path = request.url.path
+    detail = "method not allowed" if status == 405 else f"no route for {path}"
+    if status == 404 and path.startswith(_V1_PATHS):  # answered in OpenAI's shape, which its SDK reads
+        detail += f": did you mean /v1{path}? (an OpenAI client's base_url ends in /v1)"
+        path = "/v1" + path
+    return JSONResponse(error_body(path, status, detail, None), status_code=status)
 
 
 def create_app(settings: Settings) -> Starlette:

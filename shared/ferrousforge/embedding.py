@@ -28,6 +28,13 @@ class Embedded:
     tokens: int
 
 
+# said when token ids fall outside the model's vocabulary: most often a client's OpenAI token ids
+TOKEN_ID_HINT = (
+    " (token ids are the model's own tokenizer's; a client that sends OpenAI's, as LangChain's"
+    " OpenAIEmbeddings does unless check_embedding_ctx_length=False, should send text)"
+)
+
+
 @dataclass(frozen=True)
 class EmbedItem:
     text: str | list[int]  # text, or token ids of the model's own tokenizer

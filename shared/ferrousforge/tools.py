@@ -78,12 +78,17 @@ def call_schema(tools: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def as_plain_turns(messages: list[dict[str, Any]], tools: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages for a template that knows nothing of tools: definitions in the system message, calls
-    as assistant JSON, results as user turns."""
+    as assistant JSON, results as user turns (the results of one round in one turn, as templates
+    that check that roles alternate want)."""
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         if m["role"] == "tool":
             label = f" from {m['name']}" if m.get("name") else ""
-            out.append({"role": "user", "content": f"Tool result{label}: {m['content']}"})
+            result = f"Tool result{label}: {m['content']}"
+            if i and messages[i - 1]["role"] == "tool":
+                out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + result}
+            else:
+                out.append({"role": "user", "content": result})
         elif m["role"] == "assistant" and m.get("tool_calls"):
             calls = [
                 {"name": c["function"]["name"], "arguments": c["function"].get("arguments", {})}

@@ -334,7 +334,8 @@ class GenerationService:
                 format=None,
                 optional_call=schema,
                 call_required=required,
-                single_call=not req.parallel_tool_calls,
+                single_call=not req.parallel_tool_calls
+                or isinstance(req.tool_choice, dict),  # a named tool: once
             )
         markers = call_markers(spec.template) if native else []
 

@@ -246,6 +246,29 @@ def test_think_reaches_an_ollama_template(host: Host) -> None:
     assert on["prompt_eval_count"] == expected_on["prompt_eval_count"]
 
 
+def test_a_chat_model_gives_embeddings_beside_its_chats(host: Host) -> None:
+    """As Ollama's /api/embed does for a chat model: unit vectors of its width, from a runner of its
+    own that chats leave alone; unloading the model unloads both."""
+    with host.client() as c:
+        embedded = c.post("/api/embed", json={"model": "tiny", "input": ["one", "two three"]})
+        assert embedded.status_code == 200, embedded.text
+        vectors = embedded.json()["embeddings"]
+        width = c.post("/api/show", json={"model": "tiny"}).json()["model_info"]["llama.embedding_length"]
+        assert len(vectors) == 2 and all(len(v) == width for v in vectors) and vectors[0] != vectors[1]
+        assert all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vectors)
+        body = {"model": "tiny", "prompt": "x", "stream": False, "options": {"num_predict": 2}}
+        chat = c.post("/api/generate", json=body)
+        assert chat.status_code == 200 and chat.json()["eval_count"] == 2
+        again = c.post("/v1/embeddings", json={"model": "tiny", "input": "one"}).json()["data"][0][
+            "embedding"
+        ]
+        assert max(abs(a - b) for a, b in zip(again, vectors[0], strict=True)) < 1e-5
+        loaded = sorted(m["name"] for m in c.get("/api/ps").json()["models"])
+        assert loaded == ["tiny:latest", "tiny:latest#embed"]
+        off = c.post("/api/generate", json={"model": "tiny", "keep_alive": 0})
+        assert off.status_code == 200 and c.get("/api/ps").json()["models"] == []
+
+
 def test_a_models_messages_start_every_conversation(host: Host) -> None:
     """Modelfile MESSAGEs (or create's ``messages``): a chat or a templated generate with the model
     is the same prompt as the plain model given those messages first; /api/show lists them."""

@@ -159,9 +159,11 @@ class Scheduler:
 
     @asynccontextmanager
     async def use(
-        self, name: ModelName, options: Options, keep_alive: float | None
+        self, name: ModelName, options: Options, keep_alive: float | None, task: str | None = None
     ) -> AsyncIterator[tuple[Runner, int]]:
-        """Hold a loaded model for one request; yields it and the load time in ns (0 if warm)."""
+        """Hold a loaded model for one request; yields it and the load time in ns (0 if warm). With
+        ``task``, the model runs for that task rather than its own (a chat model's embeddings), in a
+        runner of its own, named ``name#task``."""
         if self.in_flight >= self.max_queue + self.base.num_parallel:  # those decoding, then the queue
             raise Unavailable(
                 f"server busy, please try again: {self.in_flight - self.base.num_parallel} requests "
@@ -170,19 +172,22 @@ class Scheduler:
             )
         self.in_flight += 1
         try:
-            async with self._hold(name, options, keep_alive) as held:
+            async with self._hold(name, options, keep_alive, task) as held:
                 yield held
         finally:
             self.in_flight -= 1
 
     @asynccontextmanager
     async def _hold(
-        self, name: ModelName, options: Options, keep_alive: float | None
+        self, model: ModelName, options: Options, keep_alive: float | None, task: str | None
     ) -> AsyncIterator[tuple[Runner, int]]:
+        name = model if task is None else task_slot(model, task)  # the runner's name
         lock = self._locks.setdefault(name, asyncio.Lock())
         load_ns = 0
         async with lock:
-            spec, manifest = self.spec(name)
+            spec, manifest = self.spec(model)
+            if task is not None:
+                spec = replace(spec, config={**spec.config, "task": task})
             digest = manifest.model_layer.digest if manifest.model_layer else ""
             runner = self.runners.get(name)
             stale = (
@@ -360,13 +365,14 @@ class Scheduler:
             log.info("unloaded %s", runner.name.display)
 
     async def unload(self, name: ModelName) -> bool:
-        async with self._locks.setdefault(name, asyncio.Lock()):
-            runner = self.runners.get(name)
-            if runner is None:
-                return False
-            await self._wait_idle(runner)
-            await self._unload(runner)
-            return True
+        """Unload a model, and its runners for other tasks."""
+        slots = [slot for slot in self.runners if model_of(slot) == name]
+        for slot in slots:
+            async with self._locks.setdefault(slot, asyncio.Lock()):
+                if (runner := self.runners.get(slot)) is not None:
+                    await self._wait_idle(runner)
+                    await self._unload(runner)
+        return bool(slots)
 
     async def shutdown(self) -> None:
         for runner in list(self.runners.values()):
@@ -375,6 +381,16 @@ class Scheduler:
     def loaded(self) -> list[Runner]:
         self._forget_dead()
         return sorted(self.runners.values(), key=lambda r: r.name.display)
+
+
+def task_slot(name: ModelName, task: str) -> ModelName:
+    """The name a model's runner for another task is held under (``smollm2:135m#embed``)."""
+    return replace(name, tag=f"{name.tag}#{task}")
+
+
+def model_of(slot: ModelName) -> ModelName:
+    """The model a runner's name is of (``smollm2:135m#embed`` → ``smollm2:135m``)."""
+    return replace(slot, tag=slot.tag.partition("#")[0])
 
 
 def weights_key(spec: ModelSpec) -> tuple[object, ...]:

@@ -5,7 +5,7 @@ endpoint answers the model's own."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,18 @@ def require_kind(spec: ModelSpec, name: ModelName, kind: type, what: str) -> typ
     return cls
 
 
+def chat_embeds(spec: ModelSpec) -> bool:
+    """Whether a text-generation GGUF gives embeddings: the mean of its last hidden states, from a
+    context of its own (llama.cpp's embeddings mode), as Ollama's /api/embed answers for one."""
+    if spec.format != "gguf" or spec.task != "generate":
+        return False
+    as_embedder = replace(spec, config={**spec.config, "task": "embed"})
+    try:
+        return issubclass(resolve_mold(as_embedder), EmbeddingMold)
+    except NotSupported:
+        return False
+
+
 class EmbeddingService:
     def __init__(self, scheduler: Scheduler, default_keep_alive: float | None) -> None:
         self.scheduler = scheduler
@@ -55,10 +67,12 @@ class EmbeddingService:
     async def embed(self, req: EmbedRequest, normalize: bool = True) -> Embeddings:
         started = time.perf_counter_ns()
         spec, _ = self.scheduler.spec(req.model)
-        require_kind(spec, req.model, EmbeddingMold, "embeddings")
+        task = "embed" if chat_embeds(spec) else None  # a chat model's, as Ollama gives them
+        if task is None:
+            require_kind(spec, req.model, EmbeddingMold, "embeddings")
         options = self.scheduler.options(spec, req.options)
         keep_alive = parse_keep_alive(req.keep_alive, self.default_keep_alive)
-        async with self.scheduler.use(req.model, options, keep_alive) as (runner, load_ns):
+        async with self.scheduler.use(req.model, options, keep_alive, task) as (runner, load_ns):
             assert isinstance(runner.mold, EmbeddingMold)
             results = await runner.mold.embed([EmbedItem(x, req.truncate) for x in req.inputs])
             accelerator = runner.mold.metadata().get("accelerator", "cpu")

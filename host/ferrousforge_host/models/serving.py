@@ -44,7 +44,7 @@ from ferrousforge_host.models.importer import (
 from ferrousforge_host.models.pull import Puller
 from ferrousforge_host.models.quantize import SOURCES, quantize, quantize_type
 from ferrousforge_host.models.registry import Registry
-from ferrousforge_host.scheduler import Scheduler
+from ferrousforge_host.scheduler import Scheduler, model_of
 from ferrousforge_host.store import BlobStore, StoredModel
 
 FOREVER = (2**63 - 1) / 1e9  # seconds: Ollama's "never expires" (now + the largest Go duration)
@@ -155,7 +155,7 @@ class ModelService:
         models = []
         for runner in self.scheduler.loaded():
             try:
-                stored = self.store.get(runner.name)
+                stored = self.store.get(model_of(runner.name))  # (a chat model's embedder: "x#embed")
             except Exception:
                 continue
             config = self._config(stored.manifest)

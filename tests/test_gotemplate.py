@@ -10,6 +10,7 @@ import pytest
 from ferrousforge.chat_format import check_template, prefill_of, render
 from ferrousforge.errors import BadRequest
 from ferrousforge.gotemplate import execute, parse
+from ferrousforge.reply import ReplyParser, call_markers
 
 LIBRARY = json.loads((Path(__file__).parent / "data" / "ollama_templates.json").read_text())["templates"]
 CHATS = {
@@ -175,6 +176,21 @@ def test_numbers_print_as_go_prints_them() -> None:
     assert run("{{ 1e6 }} {{ 100000.0 }} {{ 0.5 }} {{ 1234567.5 }} {{ 0.00001 }} {{ -3 }}") == (
         "1e+06 100000 0.5 1.2345675e+06 1e-05 -3"
     )
+
+
+def test_tool_calls_are_read_after_the_text_the_template_writes_before_them() -> None:
+    """As Ollama finds it: the first text in the template's {{ if .ToolCalls }} (Command R's)."""
+    command_r = LIBRARY["command-r"]["template"]
+    assert call_markers(command_r) == [("Action: ```json", None)]
+    parser = ReplyParser(tools={"get_weather": WEATHER["function"]}, markers=call_markers(command_r))
+    reply = 'Action: ```json\n[\n    {\n        "tool_name": "get_weather",\n'
+    reply += '        "parameters": {"city": "Paris"}\n    }\n]```'
+    parts = parser.feed(reply)
+    assert [c["function"] for c in parts.calls] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    mistral = "{{ range .Messages }}{{ if .ToolCalls }}[TOOL_CALLS] [{{ range .ToolCalls }}{{ end }}]"
+    mistral += "{{ end }}{{ end }}"
+    assert call_markers(mistral) == [("[TOOL_CALLS]", None)]
+    assert call_markers(LIBRARY["llama3-instruct"]["template"]) == []  # (no calls written: none)
 
 
 def run(source: str, data: object = None) -> str:

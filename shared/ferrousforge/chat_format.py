@@ -71,6 +71,45 @@ def knows_tools(template: str | None) -> bool:
         return False
 
 
+def go_call_tag(template: str | None) -> str | None:
+    """What an Ollama template writes before its tool calls, found as Ollama finds it: the first text
+    inside its ``{{ if .ToolCalls }}``, up to the JSON (``[TOOL_CALLS]``, ``<|tool_call|>``). None
+    when the template writes calls as bare JSON, or is not Go."""
+    if not template or not is_go_template(template):
+        return None
+    try:
+        nodes = _go_parse(template).nodes
+    except BadRequest:
+        return None
+    branch = _tool_calls_branch(nodes)
+    text = _first_text(branch.body) if branch else None
+    tag = (text or "").partition("{")[0].strip().removesuffix("[").strip()
+    return tag or None
+
+
+def _tool_calls_branch(nodes: list[Any]) -> gotemplate.Branch | None:
+    for node in nodes:
+        if isinstance(node, gotemplate.Branch):
+            args = [arg for command in node.pipe.commands for arg in command]
+            if node.kind == "if" and any(a.kind == "field" and "ToolCalls" in a.chain for a in args):
+                return node
+            if found := _tool_calls_branch(node.body) or _tool_calls_branch(node.orelse):
+                return found
+    return None
+
+
+def _first_text(nodes: list[Any]) -> str | None:
+    for node in nodes:
+        if isinstance(node, str):
+            if node.strip():
+                return node
+        elif isinstance(node, gotemplate.Branch):
+            return _first_text(node.body) or _first_text(node.orelse)
+        else:
+            return None
+    return None
+
+
 @lru_cache(maxsize=64)
 def _go_turn_end(template: str) -> gotemplate.Template:
     """The template run for a chat's last turn: cut after its .Response, as Ollama cuts it."""

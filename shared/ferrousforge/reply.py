@@ -33,7 +33,14 @@ def thinks(template: str | None) -> bool:
 
 
 def call_markers(template: str | None) -> list[tuple[str, str | None]]:
-    return [m for m in CALL_MARKERS if template and m[0] in template]
+    """The tool-call markup a chat template writes: the common ones it names, and for an Ollama
+    template, the text it writes before its calls."""
+    from ferrousforge.chat_format import go_call_tag
+
+    found: list[tuple[str, str | None]] = [m for m in CALL_MARKERS if template and m[0] in template]
+    if (tag := go_call_tag(template)) and all(tag != m[0] for m in found):
+        found.append((tag, None))
+    return found
 
 
 def new_call_id() -> str:
@@ -72,7 +79,7 @@ def as_calls(value: object, tools: dict[str, Any]) -> list[dict[str, Any]] | Non
             return None
         inner = item.get("function")
         fn: dict[str, Any] = inner if isinstance(inner, dict) else item
-        name = fn.get("name")
+        name = fn.get("name", fn.get("tool_name"))  # (Command R's)
         args = fn.get("arguments", fn.get("parameters", {}))
         if isinstance(args, str):
             try:

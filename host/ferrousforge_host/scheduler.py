@@ -366,13 +366,14 @@ class Scheduler:
 
     async def unload(self, name: ModelName) -> bool:
         """Unload a model, and its runners for other tasks."""
-        slots = [slot for slot in self.runners if model_of(slot) == name]
-        for slot in slots:
-            async with self._locks.setdefault(slot, asyncio.Lock()):
+        unloaded = False
+        for slot in [name, *(slot for slot in self.runners if slot != name and model_of(slot) == name)]:
+            async with self._locks.setdefault(slot, asyncio.Lock()):  # (after a load under way)
                 if (runner := self.runners.get(slot)) is not None:
                     await self._wait_idle(runner)
                     await self._unload(runner)
-        return bool(slots)
+                    unloaded = True
+        return unloaded
 
     async def shutdown(self) -> None:
         for runner in list(self.runners.values()):

@@ -187,7 +187,7 @@ class Scheduler:
         async with lock:
             spec, manifest = self.spec(model)
             if task is not None:
-                spec = replace(spec, config={**spec.config, "task": task})
+                spec = spec.for_task(task)
             digest = manifest.model_layer.digest if manifest.model_layer else ""
             runner = self.runners.get(name)
             stale = (

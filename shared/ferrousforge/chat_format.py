@@ -54,6 +54,7 @@ _GO_SIGNS = re.compile(
 )
 
 
+@lru_cache(maxsize=64)
 def is_go_template(template: str) -> bool:
     """Whether a template is Go's (Ollama's) rather than Jinja's."""
     return bool(_GO_SIGNS.search(template))
@@ -220,7 +221,8 @@ def render(
     not for a model whose tokenizer adds none, as SmolLM2's, whose BOS opens each turn). ``extra``
     are more variables templates read (``enable_thinking``, ``reasoning_effort``). With ``prefill``
     (``prefill_of`` the chat) the prompt ends inside the final message, for the reply to go on with it."""
-    if is_go_template(template):
+    go = is_go_template(template)
+    if go:
         text = _render_go(template, messages, tools, extra)
     else:
         text = _render_jinja(
@@ -228,7 +230,7 @@ def render(
         )
     if strip_bos and bos_token and text.startswith(bos_token):
         text = text[len(bos_token) :]
-    if not prefill or (is_go_template(template) and "messages" not in _go_parse(template).names):
+    if not prefill or (go and "messages" not in _go_parse(template).names):
         return text  # (a template of turns ends with the final message's text itself)
     return continuing(text, prefill)
 

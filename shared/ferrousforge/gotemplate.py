@@ -68,7 +68,7 @@ def _plain(value: Any) -> Any:
         out = {}
         for name, v in value.fields.items():
             key, _, opts = value.tags.get(name, name).partition(",")
-            if "omitempty" in opts and (v is None or v is False or v == 0 or (_sized(v) and not len(v))):
+            if "omitempty" in opts and (v is None or v == 0 or (_sized(v) and not len(v))):
                 continue
             out[key] = _plain(v)
         return out
@@ -260,26 +260,25 @@ class _PipeReader:
     def peek(self) -> _Token | None:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
 
-    def pipe(self, decl_allowed: bool, closing: str | None = None) -> Pipe:
+    def pipe(self, closing: str | None = None) -> Pipe:
         decl: list[str] = []
         assign = False
-        if decl_allowed:  # $x := ... / $i, $v := ... / $x = ...
-            save, names = self.at, []
-            while (t := self.peek()) and t.kind == "var":
-                names.append(t.text)
+        save, names = self.at, []  # $x := ... / $i, $v := ... / $x = ...
+        while (t := self.peek()) and t.kind == "var":
+            names.append(t.text)
+            self.at += 1
+            nxt = self.peek()
+            if nxt and nxt.text == ",":
                 self.at += 1
-                nxt = self.peek()
-                if nxt and nxt.text == ",":
-                    self.at += 1
-                    continue
-                if nxt and nxt.kind in ("decl", "assign"):
-                    decl, assign = names, nxt.kind == "assign"
-                    self.at += 1
-                break
-            if not decl:
-                self.at = save
-            elif len(decl) > 2:
-                raise self.fail("too many declarations in command")
+                continue
+            if nxt and nxt.kind in ("decl", "assign"):
+                decl, assign = names, nxt.kind == "assign"
+                self.at += 1
+            break
+        if not decl:
+            self.at = save
+        elif len(decl) > 2:
+            raise self.fail("too many declarations in command")
         commands: list[list[Arg]] = []
         while True:
             args = []
@@ -307,7 +306,7 @@ class _PipeReader:
         elif t.kind in ("str", "raw", "char", "num"):
             arg = Arg("const", _const(t, self.line))
         elif t.text == "(":
-            inner = self.pipe(decl_allowed=True, closing=")")
+            inner = self.pipe(closing=")")
             if not (close := self.peek()) or close.text != ")":
                 raise self.fail("unclosed left paren")
             self.at += 1
@@ -410,13 +409,13 @@ class _Parser:
                 reader.at += 1
                 if word == "else" and (nxt := reader.peek()) and nxt.text in ("if", "with"):
                     reader.at += 1
-                    pipe = reader.pipe(decl_allowed=True)
+                    pipe = reader.pipe()
                     return out, "else " + nxt.text, pipe, line
                 reader.done()
                 return out, word, None, line
             if word in ("if", "with", "range"):
                 reader.at += 1
-                out.append(self.branch(word, reader.pipe(decl_allowed=True), line, depth))
+                out.append(self.branch(word, reader.pipe(), line, depth))
             elif word in ("break", "continue"):
                 reader.at += 1
                 reader.done()
@@ -427,7 +426,7 @@ class _Parser:
                     "write the text inline"
                 )
             else:
-                pipe = reader.pipe(decl_allowed=True)
+                pipe = reader.pipe()
                 reader.done()
                 out.append(Action(pipe))
         return out, "", None, 0
@@ -706,7 +705,7 @@ class _Run:
             if node.kind == "range":
                 self.range(node, dot)
                 return
-            value = self.pipe(node.pipe, dot, declare=node.kind != "range")
+            value = self.pipe(node.pipe, dot)
             if truth(value):
                 self.nodes(node.body, value if node.kind == "with" else dot)
             else:
@@ -804,9 +803,7 @@ class _Run:
             mark = len(self.vars)
             value = self.pipe(arg.value, dot)
             del self.vars[mark:]
-        else:
-            if arg.value not in FUNCTIONS and arg.value not in ("and", "or"):
-                raise TemplateError(f'template: function "{arg.value}" not defined')
+        else:  # a function, called with no arguments
             value = self.command([arg], dot, ())
         for name in arg.chain:
             value = _field(value, name)

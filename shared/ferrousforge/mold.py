@@ -15,7 +15,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
@@ -60,6 +60,10 @@ class ModelSpec:
     @property
     def task(self) -> str:
         return model_task(self.config)
+
+    def for_task(self, task: str) -> ModelSpec:
+        """The same model, run for another task (a chat model's embeddings)."""
+        return replace(self, config={**self.config, "task": task})
 
 
 # GGUF architectures that only encode: embedding models even where the file names no pooling

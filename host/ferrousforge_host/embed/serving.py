@@ -5,7 +5,7 @@ endpoint answers the model's own."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -52,9 +52,8 @@ def chat_embeds(spec: ModelSpec) -> bool:
     context of its own (llama.cpp's embeddings mode), as Ollama's /api/embed answers for one."""
     if spec.format != "gguf" or spec.task != "generate":
         return False
-    as_embedder = replace(spec, config={**spec.config, "task": "embed"})
     try:
-        return issubclass(resolve_mold(as_embedder), EmbeddingMold)
+        return issubclass(resolve_mold(spec.for_task("embed")), EmbeddingMold)
     except NotSupported:
         return False
 

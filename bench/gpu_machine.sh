@@ -26,6 +26,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-machine}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_machine.log") 2>&1
+export PYTHONUNBUFFERED=1  # a step stopped by its timeout still leaves what it printed
 G=$PWD/.gpu
 PY=${GPU_MACHINE_PY:-python3}
 STEPS=${GPU_MACHINE_STEPS:-128}

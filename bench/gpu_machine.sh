@@ -45,14 +45,17 @@ left() {
 
 step "the machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.free --format=csv 2>/dev/null || echo "no nvidia-smi"
-if ! ldconfig -p | grep -q libvulkan.so.1; then
+# the Vulkan loader and glvnd (NVIDIA's Vulkan driver is its GLX library, which needs glvnd's dispatch
+# library), unpacked as the device machine's notes say; then the driver's manifest where the loader looks
+if [ -z "${GPU_MACHINE_PY:-}" ]; then
   for f in "$G"/gl/*.deb; do dpkg -x "$f" /; done
   ldconfig
 fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-if [ -f "$icd" ] && ! ls /usr/share/vulkan/icd.d/*nvidia* /etc/vulkan/icd.d/*nvidia* >/dev/null 2>&1; then
-  export VK_DRIVER_FILES=$icd
-fi
+for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json \
+  /etc/vulkan/icd.d/nvidia_icd.json; do
+  [ -f "$icd" ] && { export VK_DRIVER_FILES=$icd; break; }
+done
+echo "Vulkan: driver manifest ${VK_DRIVER_FILES:-none found}; $(ldconfig -p | grep -oE 'lib(vulkan|GLdispatch|GLX_nvidia)\.so\.[0-9]+' | sort -u | tr '\n' ' ')"
 if [ -z "${GPU_MACHINE_PY:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$G"/wheels/*.whl
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/host-site "$G"/host-wheels/*.whl
@@ -61,10 +64,20 @@ if [ -z "${GPU_MACHINE_PY:-}" ]; then
 fi
 for m in gemma3 smollm2; do $PY bench/random_gguf.py "$G/$m.gguf.gz" "/tmp/$m.gguf"; done
 gunzip -c "$G/all-minilm.onnx.gz" > /tmp/all-minilm.onnx
-timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info); print(sorted(a.features))"
+adapter() { timeout 60 $PY -c "import wgpu; a = wgpu.gpu.request_adapter_sync(power_preference='high-performance'); print(a.info); print(sorted(a.features))"; }
+if ! adapter; then  # again with the driver's own library folder, then with the loader's own search
+  [ -n "${VK_DRIVER_FILES:-}" ] && cat "$VK_DRIVER_FILES"
+  for lib in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    [ -d "$lib" ] && export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
+  done
+  VK_LOADER_DEBUG=error,warn adapter 2>&1 | tail -n 20
+  adapter >/dev/null 2>&1 || { unset VK_DRIVER_FILES; VK_LOADER_DEBUG=error,warn adapter 2>&1 | tail -n 20; }
+fi
 
-CUDA=${GPU_MACHINE_CUDA:-ON}  # OFF: a CPU build, to check this script off the GPU machine
-if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; }; then
+CUDA=${GPU_MACHINE_CUDA:-ON}  # OFF: a CPU build, to check this script off the GPU machine; SKIP: no build
+if [ "$CUDA" = SKIP ]; then
+  step "llama.cpp: not built in this run (GPU_MACHINE_CUDA=SKIP): no llama-bench, no G"
+elif [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>&1; }; then
   step "building llama.cpp (CUDA $CUDA, sm_90) in the background"
   rm -rf /tmp/llama.cpp /tmp/llama-build /tmp/llama-build.rc && tar xzf "$G/llama-src.tgz" -C /tmp
   (cmake -S /tmp/llama.cpp -B /tmp/llama-build -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA="$CUDA" \
@@ -77,7 +90,7 @@ if [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 2>
 fi
 
 step "H, H2: the kernels' tests on this adapter (tests/test_gpu_kernels.py, against numpy)"
-timeout 120 $PY -m pytest --noconftest -q -p no:cacheprovider tests/test_gpu_kernels.py 2>&1 | tail -n 30
+timeout 90 $PY -m pytest --noconftest -q -p no:cacheprovider tests/test_gpu_kernels.py 2>&1 | tail -n 30
 
 step "H2: the GPU decoder through wgpu"
 for m in gemma3 smollm2; do

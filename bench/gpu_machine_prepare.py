@@ -11,7 +11,8 @@ under the 64 MiB a device call carries), from this machine's package registries 
 - ``host-wheels/`` and ``llama_cpp_py/``: what the host server needs that the image lacks, and
   llama-cpp-python's Python package from its sdist (its library is the one built there, found through
   ``LLAMA_CPP_LIB_PATH``);
-- ``gl/``: the Vulkan loader's Debian package, unpacked there only if the image lacks one.
+- ``gl/``: the Vulkan loader and glvnd's Debian packages (NVIDIA's Vulkan driver lives in its GLX
+  library, which needs glvnd's dispatch library: without them wgpu finds no adapter there).
 
     .venv/bin/python bench/gpu_machine_prepare.py
 """
@@ -186,16 +187,19 @@ def host_wheels() -> None:
     )  # fmt: skip  (the versions tested here)
 
 
+GL_PACKAGES = ["libvulkan1", "libegl1", "libglvnd0", "libopengl0", "libgl1", "libglx0", "libgles2"]
+
+
 def vulkan_loader() -> None:
     folder = OUT / "gl"
-    if any(folder.glob("*.deb")):
+    if any(folder.glob("libglvnd0_*.deb")):
         return
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as lists:
         (Path(lists) / "partial").mkdir()
         options = ["-oAPT::Architecture=amd64", "-oAPT::Architectures=amd64", f"-oDir::State::Lists={lists}"]
         subprocess.run(["apt-get", *options, "-qq", "update"], check=True)
-        subprocess.run(["apt-get", *options, "-qq", "download", "libvulkan1"], check=True, cwd=folder)
+        subprocess.run(["apt-get", *options, "-qq", "download", *GL_PACKAGES], check=True, cwd=folder)
 
 
 def main() -> None:

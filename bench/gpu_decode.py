@@ -134,6 +134,21 @@ def bandwidth(gpu: NativeDevice, shape: str, form: str) -> None:
     )
 
 
+def floor(gpu: NativeDevice, n: int) -> None:
+    """What a dispatch costs when its work is nothing: ``n`` RMS norms of one 64-value row in one
+    pass, each reading the last one's output (what a decode step's chain of products does), then each
+    writing a buffer of its own."""
+    x, w = gpu.upload(bytes(256)), gpu.upload(bytes(256))
+    chained, apart = gpu.record(), gpu.record()
+    outs = [gpu.buffer(256) for _ in range(n + 1)]
+    for i in range(n):
+        ops.rownorm(chained, outs[i], outs[i + 1], 1, 64, "rms", w, 1e-6)
+        ops.rownorm(apart, x, outs[i + 1], 1, 64, "rms", w, 1e-6)
+    for name, rec in (("each reading the last one's output", chained), ("each on its own buffers", apart)):
+        seconds = asyncio.run(tune.seconds(gpu, rec.dispatches, 1, 3))
+        print(f"- {n} one-workgroup dispatches in a pass, {name}: {seconds * 1e6 / n:.1f} µs each")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", type=Path, nargs="?")
@@ -143,8 +158,14 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=8)
     parser.add_argument("--bandwidth", metavar="RxC")
     parser.add_argument("--weights", default="auto", choices=("auto", "q8", "q4", "f16"))
+    parser.add_argument("--lanes", type=int, help="linear.wgsl's threads a weight row (16, 32, 64, 128)")
+    parser.add_argument("--floor", type=int, metavar="N", help="the cost of N one-workgroup dispatches")
     args = parser.parse_args()
     gpu = NativeDevice()
+    if args.lanes:
+        gpu.tuned["linear_lanes"] = args.lanes
+    if args.floor:
+        floor(gpu, args.floor)
     if args.bandwidth:
         bandwidth(gpu, args.bandwidth, args.weights)
     if args.model is None:

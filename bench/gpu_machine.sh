@@ -10,6 +10,8 @@
 #      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
+#      what a dispatch costs when it does nothing (--floor), and linear.wgsl with 32, 64 and 128
+#      threads a weight row instead of 16 (--lanes: bandwidth and decode);
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
@@ -90,11 +92,24 @@ elif [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 
 fi
 
 step "H, H2: the kernels' tests on this adapter (tests/test_gpu_kernels.py, against numpy)"
-timeout 90 $PY -m pytest --noconftest -q -p no:cacheprovider tests/test_gpu_kernels.py 2>&1 | tail -n 30
+timeout 90 $PY -m pytest --noconftest -q -p no:cacheprovider -rf tests/test_gpu_kernels.py >"$OUT/kernels.log" 2>&1
+grep -E "^(FAILED|ERROR|E  )|passed|failed" "$OUT/kernels.log" | cut -c1-240 | tail -n 40
 
 step "H2: the GPU decoder through wgpu"
 for m in gemma3 smollm2; do
   timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
+done
+
+step "H2: what a dispatch costs, and linear.wgsl with more threads a weight row (--lanes)"
+timeout 30 $PY bench/gpu_decode.py --floor 100
+for lanes in ${GPU_MACHINE_LANES:-32 64 128}; do
+  for w in f16 q4; do
+    timeout 30 $PY bench/gpu_decode.py --lanes "$lanes" --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
+  done
+  for m in gemma3 smollm2; do
+    echo "-- $lanes threads a weight row:"
+    timeout 60 $PY bench/gpu_decode.py "/tmp/$m.gguf" --lanes "$lanes" --steps "$((STEPS / 2))" --prompt "$((PROMPT / 4))"
+  done
 done
 
 step "H: linear.wgsl's bandwidth, the encoder against torch"

@@ -7,7 +7,8 @@ under the 64 MiB a device call carries), from this machine's package registries 
   metadata, shapes and types, so they load and time as the models do, and gzip to a few MB;
 - ``all-minilm.onnx.gz``: the ONNX file the host converts all-minilm into, its tensors zeroed (the
   encoder's benchmark against torch; ~0.2 MB), and ``all-minilm-tokenizer.json.gz`` (from texts);
-- ``wheels/``: wgpu and what it needs, for the machine's Python 3.12 (its image has no wgpu);
+- ``wheels/``: wgpu and what it needs, for the machine's Python 3.12 (its image has no wgpu), and
+  gguf (the kernels' tests);
 - ``host-wheels/`` and ``llama_cpp_py/``: what the host server needs that the image lacks, and
   llama-cpp-python's Python package from its sdist (its library is the one built there, found through
   ``LLAMA_CPP_LIB_PATH``);
@@ -159,10 +160,12 @@ def tokenizer_json(target: Path) -> None:
 
 def wheels() -> None:
     folder = OUT / "wheels"
-    if any(folder.glob("wgpu-*.whl")):
+    if any(folder.glob("wgpu-*.whl")) and any(folder.glob("gguf-*.whl")):
         return
     pip("download", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
         *PLATFORM_ARGS, "-d", str(folder), "wgpu==0.32.0")  # fmt: skip
+    # the kernels' tests read GGUF blocks with it (its other needs are in the image)
+    pip("download", "--no-deps", "--only-binary=:all:", "-d", str(folder), f"gguf=={version('gguf')}")
     for wheel in folder.glob("numpy-*.whl"):  # the machine's image has numpy
         wheel.unlink()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -496,12 +497,20 @@ def rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * w
 
 
+@pytest.fixture(params=[16, 128], ids=lambda n: f"lanes{n}")
+def lanes(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[int]:
+    """linear.wgsl with 16 threads a weight row (16 rows a workgroup, the default) or 128 (2 rows)."""
+    gpu.tuned["linear_lanes"] = request.param
+    yield request.param
+    gpu.tuned.pop("linear_lanes")
+
+
 @pytest.mark.parametrize("form", ["f32", "f16", "q8", "q4"])
 @pytest.mark.parametrize("m", [1, 3, 13])
-def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int) -> None:
+def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int, lanes: int) -> None:
     """The decoder's product against numpy: plain (weights from a row offset), after an RMSNorm, gated
     (SwiGLU, GeGLU), split into three outputs, accumulating; 13 rows take two workgroups along y;
-    weights in f32, f16 or 8 bits."""
+    weights in f32, f16 or 8 bits; 16 or 128 threads a weight row."""
     half, q8, q4 = form == "f16", form == "q8", form == "q4"
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
@@ -565,7 +574,7 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int) -> None:
 
 
 @pytest.mark.parametrize("residual", [False, True])
-def test_linear_rows_do_not_depend_on_the_batch(gpu: GpuDevice, residual: bool) -> None:
+def test_linear_rows_do_not_depend_on_the_batch(gpu: GpuDevice, residual: bool, lanes: int) -> None:
     """Each row of a 20-row product (three workgroups along y) has the bits it has alone or among 3:
     the reduction order is the kernel's, not the batch's (norm and gate included; with a pending
     post-norm folded in, on rows longer than the 256 threads that reduce it)."""
@@ -640,7 +649,8 @@ def test_attention_turns_new_keys_into_the_cache_and_attends(gpu: GpuDevice, neo
         return [out, read_f16(gpu, kc, kc0.shape), read_f16(gpu, vc, vc0.shape)]
 
     one, two = attend(("both",)), attend(("cache", "attend"))
-    assert all(a.tobytes() == b.tobytes() for a, b in zip(one, two, strict=True))
+    for name, a, b in zip(("output", "keys", "values"), one, two, strict=True):
+        assert a.tobytes() == b.tobytes(), f"{name}: {np.count_nonzero(a != b)} differ, by up to {np.abs(a - b).max()}"
     out, keys, values = one[0].reshape(t, hq, d), one[1], one[2]
     at = base + pos
     tol = {"rtol": 1e-3, "atol": 4e-3}
@@ -666,7 +676,7 @@ def test_a_post_norm_adds_to_the_residual(gpu: GpuDevice) -> None:
 
 
 @pytest.mark.parametrize("half", [False, True])
-def test_linear_with_rope_rotates_and_writes_the_cache(gpu: GpuDevice, half: bool) -> None:
+def test_linear_with_rope_rotates_and_writes_the_cache(gpu: GpuDevice, half: bool, lanes: int) -> None:
     """Llama's fused q/k/v product: queries rotated, keys rotated and values as they are written into
     the caches at each row's base + pos (partners swapped across neighbouring weight rows)."""
     if half and not gpu.f16:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ferrousforge.gpu.device import Buffer, Recording
+from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
 MAX_GROUPS = 65535
 MAX_SEQUENCE = 512  # attention keeps a row of scores in workgroup memory
@@ -100,7 +100,13 @@ def matmul(
     rec.dispatch(kernel, [a, w, bias, c], grid, (m, n, k, n0, 0, 0))
 
 
-LINEAR_ROWS = 16  # rows of w a linear.wgsl workgroup takes
+LINEAR_LANES = 16  # threads along k for one row of w in linear.wgsl (a workgroup is 256)
+
+
+def linear_lanes(device: GpuDevice) -> int:
+    """linear.wgsl's threads a row of w on this device: 16 unless ``device.tuned["linear_lanes"]``
+    says otherwise (16, 32, 64 or 128; each sums a row's k in its own fixed order)."""
+    return int(device.tuned.get("linear_lanes", LINEAR_LANES))
 
 
 def linear(
@@ -151,8 +157,13 @@ def linear(
         raise ValueError(f"linear needs k to be a multiple of {32 if q8 or q4 else 4}, not {k}")
     if gate not in ("", "silu", "gelu"):
         raise ValueError(f"unknown gate activation '{gate}'")
+    lanes = linear_lanes(rec.device)
+    if lanes not in (16, 32, 64, 128):
+        raise ValueError(f"linear.wgsl takes 16, 32, 64 or 128 threads a row, not {lanes}")
     kernel = rec.device.kernel(
         "linear",
+        LANES=lanes,
+        WROWS=256 // lanes,
         F16=half,
         Q8=q8,
         Q4=q4,
@@ -180,7 +191,7 @@ def linear(
         buffers += [pos, base]
     if residual is not None:
         buffers += list(residual)
-    grid = (math.ceil(n / LINEAR_ROWS), math.ceil(m / 8), 1)
+    grid = (math.ceil(n / (256 // lanes)), math.ceil(m / 8), 1)
     extra = k + (n0 + n if bias else 0)  # where the frequency factors start in norm
     params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), extra if factors else 0, 0)
     rec.dispatch(kernel, buffers, grid, params)

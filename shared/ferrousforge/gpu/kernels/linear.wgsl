@@ -81,7 +81,7 @@ fn norm_extra(e: u32) -> f32 {
 #if ROPE
 @group(0) @binding(7) var<storage, read> pos: array<u32>;
 @group(0) @binding(8) var<storage, read> rowbase: array<u32>;
-var<workgroup> pairs: array<f32, 128>;  // XROWS × WROWS results, for the rotation's partner
+var<workgroup> pairs: array<f32, 128>;  // XROWS × WROWS (at most 16) results, for the rotation's partner
 
 #include rope_pair
 
@@ -106,8 +106,8 @@ var<workgroup> xs: array<vec4<f32>, 256>;  // XROWS × TILE folded input values
 var<workgroup> sums16: array<f32, 128>;  // XROWS × 16 partial sums of O's squares
 #endif
 
-const LANES = 16u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
-const WROWS = 16u;  // W rows a workgroup (ops.LINEAR_ROWS)
+const LANES = ${LANES}u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
+const WROWS = ${WROWS}u;  // W rows a workgroup: LANES × WROWS = 256 (ops.linear_lanes)
 const XROWS = 8u;  // X rows a workgroup
 var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums
 
@@ -137,7 +137,7 @@ fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
   return out;
 }
 
-@compute @workgroup_size(16, 16)
+@compute @workgroup_size(${LANES}, ${WROWS})
 fn main(
   @builtin(local_invocation_id) l: vec3u,
   @builtin(workgroup_id) g: vec3u,

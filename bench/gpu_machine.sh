@@ -10,8 +10,8 @@
 #      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
-#      what a dispatch costs when it does nothing (--floor), and linear.wgsl with 32, 64 and 128
-#      threads a weight row instead of 16 (--lanes: bandwidth and decode);
+#      what a dispatch costs when it does nothing (--floor), and linear.wgsl with 16 and 64 threads a
+#      weight row beside a GPU's default 32 (--lanes: bandwidth and decode);
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
@@ -100,9 +100,9 @@ for m in gemma3 smollm2; do
   timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
 done
 
-step "H2: what a dispatch costs, and linear.wgsl with more threads a weight row (--lanes)"
+step "H2: what a dispatch costs, and linear.wgsl with other threads a weight row (--lanes)"
 timeout 30 $PY bench/gpu_decode.py --floor 100
-for lanes in ${GPU_MACHINE_LANES:-32 64 128}; do
+for lanes in ${GPU_MACHINE_LANES:-16 64}; do
   for w in f16 q4; do
     timeout 30 $PY bench/gpu_decode.py --lanes "$lanes" --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
   done

@@ -481,6 +481,17 @@ def test_packed_weights_are_checked_before_they_are_recorded(gpu: GpuDevice) -> 
         ops.linear(rec, buf, buf, buf, 1, 4, 64, q8=True, q4=True)
     with pytest.raises(ValueError, match="multiple of 32"):
         ops.linear(rec, buf, buf, buf, 1, 4, 40, q4=True)
+    assert ops.linear_lanes(gpu, 100) == (16 if gpu.software else 32)
+    limit = gpu.limits.get("max_compute_workgroups_per_dimension", 65535)
+    gpu.tuned["linear_lanes"] = 128  # 2 rows a workgroup: past the grid's limit, 4 rows (64 threads)
+    try:
+        assert ops.linear_lanes(gpu, 2 * limit) == 128
+        assert ops.linear_lanes(gpu, 2 * limit + 1) == 64
+        gpu.tuned["linear_lanes"] = 48
+        with pytest.raises(ValueError, match="16, 32, 64 or 128 threads"):
+            ops.linear(rec, buf, buf, buf, 1, 4, 64)
+    finally:
+        gpu.tuned.pop("linear_lanes")
     assert not rec.dispatches
 
 
@@ -497,9 +508,10 @@ def rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * w
 
 
-@pytest.fixture(params=[16, 128], ids=lambda n: f"lanes{n}")
+@pytest.fixture(params=[16, 32, 128], ids=lambda n: f"lanes{n}")
 def lanes(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[int]:
-    """linear.wgsl with 16 threads a weight row (16 rows a workgroup, the default) or 128 (2 rows)."""
+    """linear.wgsl with 16 threads a weight row (16 rows a workgroup: a CPU adapter's), 32 (8 rows: a
+    GPU's) or 128 (2 rows)."""
     gpu.tuned["linear_lanes"] = request.param
     yield request.param
     gpu.tuned.pop("linear_lanes")
@@ -510,7 +522,7 @@ def lanes(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[int]:
 def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int, lanes: int) -> None:
     """The decoder's product against numpy: plain (weights from a row offset), after an RMSNorm, gated
     (SwiGLU, GeGLU), split into three outputs, accumulating; 13 rows take two workgroups along y;
-    weights in f32, f16 or 8 bits; 16 or 128 threads a weight row."""
+    weights in f32, f16 or 8 bits; 16, 32 or 128 threads a weight row."""
     half, q8, q4 = form == "f16", form == "q8", form == "q4"
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
@@ -650,7 +662,9 @@ def test_attention_turns_new_keys_into_the_cache_and_attends(gpu: GpuDevice, neo
 
     one, two = attend(("both",)), attend(("cache", "attend"))
     for name, a, b in zip(("output", "keys", "values"), one, two, strict=True):
-        assert a.tobytes() == b.tobytes(), f"{name}: {np.count_nonzero(a != b)} differ, by up to {np.abs(a - b).max()}"
+        assert a.tobytes() == b.tobytes(), (
+            f"{name}: {np.count_nonzero(a != b)} differ, by up to {np.abs(a - b).max()}"
+        )
     out, keys, values = one[0].reshape(t, hq, d), one[1], one[2]
     at = base + pos
     tol = {"rtol": 1e-3, "atol": 4e-3}

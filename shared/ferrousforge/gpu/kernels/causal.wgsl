@@ -19,7 +19,11 @@
 // ATTEND (2), the attention; both (3) in one dispatch where every row is its own sequence (a decode
 // step): there each workgroup computes its group's new key and value itself and takes them from its own
 // memory, not from the cache another workgroup is writing. Keys are computed at one place in the code,
-// whatever the mode, so the one-dispatch and two-dispatch forms give the same bits.
+// whatever the mode, so the one-dispatch and two-dispatch forms give the same bits; and the attention
+// reads its own row's key and value from workgroup memory in both (ATTEND loads them there from the
+// cache first), so its loop is one code path whatever the mode: a GPU compiler that specialised it by
+// mode could contract its multiply-adds differently in each (on an H200 the two forms differed by up to
+// 3e-4 before this).
 struct Params {
   T: u32, Hq: u32, Hkv: u32, D: u32, scale: f32, window: u32, mode: u32, n_rot: u32, theta: f32, eps: f32,
   pad0: u32, pad1: u32,
@@ -138,6 +142,11 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     }
   }
   if (p.mode == CACHE) { return; }
+  if (!fused && tid < d4) {  // attend: this pass's key and value of the group, as the cache now holds them
+    let at = ((row0 + last) * p.Hkv + kvh) * d4;
+    ks[tid] = unpack4(kcache[at + tid]);
+    vs[tid] = unpack4(vcache[at + tid]);
+  }
   if (tid < p.D) { head[tid] = q[qrow + tid / 4u][tid % 4u]; }
   workgroupBarrier();
   prepare(tid, 0u, last);
@@ -145,7 +154,6 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     qs[tid] = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
   }
 #else
-  let fused = false;
   if (tid < d4) { qs[tid] = q[qrow + tid]; }
 #endif
   var first = 0u;
@@ -162,7 +170,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     var partial = 0.0;
     if (key < count) {
       let krow = ((row0 + k0 + key) * p.Hkv + kvh) * d4;
-      let own = fused && k0 + key == last;
+      let own = k0 + key == last;
       for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], key4(own, krow, c)); }
     }
     part[tid] = partial;
@@ -184,7 +192,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       for (var j = group; j < count; j += SPLIT) {
         let w = exp(s[j] - new_m);
         sum += w;
-        acc += w * value4(fused && k0 + j == last, ((row0 + k0 + j) * p.Hkv + kvh) * d4, col);
+        acc += w * value4(k0 + j == last, ((row0 + k0 + j) * p.Hkv + kvh) * d4, col);
       }
     }
     m = new_m;

@@ -2,9 +2,10 @@
 // it (f16 where the adapter has shader-f16; with Q8 8-bit values and a scale a block of 32, as
 // quant8.wgsl writes them; with Q4 4-bit values, a scale and a min a block of 32, as quant4.wgsl
 // writes them; K then a multiple of 32), K a multiple of 4. Written for memory bandwidth, since a
-// decode step reads every weight once for one row: a workgroup takes 16 rows of W and up to 8 rows of
-// X; 16 threads share each W row, reading it 4 values at a time side by side (coalesced), each summing
-// every 16th group of 4, then the 16 added in order. That order is the same for every M, row and
+// decode step reads every weight once for one row: a workgroup takes WROWS rows of W and up to 8 rows
+// of X; LANES threads share each W row (LANES × WROWS = 256: 16 × 16 on a CPU adapter, 32 × 8 on a
+// GPU, ops.linear_lanes), reading it 4 values at a time side by side (coalesced), each summing every
+// LANES-th group of 4, then the LANES added in order. That order is the same for every M, row and
 // variant below: a row's result never depends on what else is in the pass (batch-invariant), and a
 // prompt (many rows, several workgroups along y) gives the bits a decode step would.
 // NORM: X's rows are RMS-normalised first (weights nw): C = (X ⊙ nw) · Wᵀ / rms(X), the sum of squares
@@ -106,7 +107,7 @@ var<workgroup> xs: array<vec4<f32>, 256>;  // XROWS × TILE folded input values
 var<workgroup> sums16: array<f32, 128>;  // XROWS × 16 partial sums of O's squares
 #endif
 
-const LANES = ${LANES}u;  // threads along K for one W row (16 × 4 f16: one 128-byte line at a time)
+const LANES = ${LANES}u;  // threads along K for one W row (16 × 4 f16 are one 128-byte line)
 const WROWS = ${WROWS}u;  // W rows a workgroup: LANES × WROWS = 256 (ops.linear_lanes)
 const XROWS = 8u;  // X rows a workgroup
 var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums
@@ -121,7 +122,7 @@ fn glu_act(g: f32) -> f32 {
 #endif
 }
 
-// Sum the 16 lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's,
+// Sum the LANES lanes' values of every X row for this thread's W row (in `part`); lane m gets row m's,
 // adding the lanes in order. Two barriers: a tree would take five, and a CPU adapter (SwiftShader,
 // lavapipe) pays for each barrier on every group of invocations of every workgroup.
 fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {

@@ -28,11 +28,14 @@ class Embedded:
     tokens: int
 
 
-# said when token ids fall outside the model's vocabulary: most often a client's OpenAI token ids
-TOKEN_ID_HINT = (
-    " (token ids are the model's own tokenizer's; a client that sends OpenAI's, as LangChain's"
-    " OpenAIEmbeddings does unless check_embedding_ctx_length=False, should send text)"
-)
+def token_outside_vocabulary(token: int, n_vocab: int) -> BadRequest:
+    """The error for an input's token id the model's vocabulary lacks: most often a client's OpenAI
+    token ids."""
+    return BadRequest(
+        f"token id {token} is outside the model's vocabulary of {n_vocab} (token ids are the model's own"
+        " tokenizer's; a client that sends OpenAI's, as LangChain's OpenAIEmbeddings does unless"
+        " check_embedding_ctx_length=False, should send text)"
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from ferrousforge.embedding import TOKEN_ID_HINT, Embedded, EmbeddingMold, EmbedItem
+from ferrousforge.embedding import Embedded, EmbeddingMold, EmbedItem, token_outside_vocabulary
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.mold import register_mold
 from ferrousforge_host.engines.llamacpp import (
@@ -95,9 +95,7 @@ class LlamaCppEmbeddingMold(EmbeddingMold):
         else:
             ids = [int(t) for t in item.text]
             if (bad := next((t for t in ids if not 0 <= t < vocab.n_vocab), None)) is not None:
-                raise BadRequest(
-                    f"token id {bad} is outside the model's vocabulary of {vocab.n_vocab}" + TOKEN_ID_HINT
-                )
+                raise token_outside_vocabulary(bad, vocab.n_vocab)
         if not ids:
             bos = L.llama_vocab_bos(vocab.vocab)
             if bos < 0:

@@ -15,7 +15,6 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from ferrousforge.embedding import (
-    TOKEN_ID_HINT,
     Embedded,
     EmbeddingMold,
     EmbedItem,
@@ -23,6 +22,7 @@ from ferrousforge.embedding import (
     Scored,
     ScoreItem,
     check_length,
+    token_outside_vocabulary,
 )
 from ferrousforge.errors import BadRequest, ForgeError
 from ferrousforge.mold import ModelSpec, register_mold
@@ -149,9 +149,7 @@ class OnnxEmbeddingMold(OnnxLifecycle, EmbeddingMold):
         for item in items:
             given = [int(t) for t in item.text]  # token ids: the model's own, used as they are
             if (bad := next((t for t in given if t >= vocab), None)) is not None:
-                raise BadRequest(
-                    f"token id {bad} is outside the model's vocabulary of {vocab}" + TOKEN_ID_HINT
-                )
+                raise token_outside_vocabulary(bad, vocab)
             if len(given) > limit and not item.truncate:
                 raise BadRequest(f"input is {len(given)} tokens, longer than the model's limit of {limit}")
             rows.append(given[:limit])

@@ -159,11 +159,16 @@ def main() -> None:
     parser.add_argument("--bandwidth", metavar="RxC")
     parser.add_argument("--weights", default="auto", choices=("auto", "q8", "q4", "f16"))
     parser.add_argument("--lanes", type=int, help="linear.wgsl's threads a weight row (16, 32, 64, 128)")
+    parser.add_argument(
+        "--unroll", type=int, help="loads at once a thread in linear.wgsl (1, 2, 4, 8) and causal.wgsl"
+    )
     parser.add_argument("--floor", type=int, metavar="N", help="the cost of N one-workgroup dispatches")
     args = parser.parse_args()
     gpu = NativeDevice()
     if args.lanes:
         gpu.tuned["linear_lanes"] = args.lanes
+    if args.unroll:
+        gpu.tuned["linear_unroll"] = gpu.tuned["attention_unroll"] = args.unroll
     if args.floor:
         floor(gpu, args.floor)
     if args.bandwidth:

@@ -10,8 +10,9 @@
 #      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
-#      what a dispatch costs when it does nothing (--floor), and linear.wgsl with 16 and 64 threads a
-#      weight row beside a GPU's default 32 (--lanes: bandwidth and decode);
+#      what a dispatch costs when it does nothing (--floor), and the kernels' variants beside a GPU's
+#      defaults (GPU_MACHINE_VARIANTS: one load at a time, 8 at once, 16 threads a weight row; bandwidth
+#      and decode as the defaults run);
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
@@ -22,7 +23,7 @@
 #      (matmul.wgsl, every tiling) at batch 256's shapes beside torch's; H2 with 4 sequences a step.
 # Off the GPU machine it runs on lavapipe and a CPU build of llama.cpp: GPU_MACHINE_PY=.venv/bin/python
 # GPU_MACHINE_CUDA=OFF GPU_MACHINE_STEPS=4 GPU_MACHINE_PROMPT=16 GPU_MACHINE_GEMV=4096x1024 GPU_MACHINE_BATCHES=1,4 \
-# GPU_MACHINE_MATMULS=256x384x384 bash bench/gpu_machine.sh
+# GPU_MACHINE_MATMULS=256x384x384 GPU_MACHINE_VARIANTS='--unroll 4' bash bench/gpu_machine.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-machine}
@@ -100,15 +101,19 @@ for m in gemma3 smollm2; do
   timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
 done
 
-step "H2: what a dispatch costs, and linear.wgsl with other threads a weight row (--lanes)"
+step "H2: what a dispatch costs, and the kernels' variants beside the defaults (--unroll, --lanes)"
 timeout 30 $PY bench/gpu_decode.py --floor 100
-for lanes in ${GPU_MACHINE_LANES:-16 64}; do
+# each variant: gpu_decode.py's flags, ';' between variants (the defaults: 32 threads a weight row, 4 loads at once)
+IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---unroll 1;--unroll 8;--lanes 16}"
+for v in "${variants[@]}"; do
   for w in f16 q4; do
-    timeout 30 $PY bench/gpu_decode.py --lanes "$lanes" --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
+    # shellcheck disable=SC2086  # (the variant's flags split into words)
+    timeout 30 $PY bench/gpu_decode.py $v --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
   done
   for m in gemma3 smollm2; do
-    echo "-- $lanes threads a weight row:"
-    timeout 60 $PY bench/gpu_decode.py "/tmp/$m.gguf" --lanes "$lanes" --steps "$((STEPS / 2))" --prompt "$((PROMPT / 4))"
+    echo "-- $m, $v:"
+    # shellcheck disable=SC2086
+    timeout 60 $PY bench/gpu_decode.py "/tmp/$m.gguf" $v --steps "$STEPS" --prompt "$PROMPT"
   done
 done
 

@@ -379,8 +379,19 @@ def test_argmax_chains_the_winner_into_the_next_step(gpu: GpuDevice, n: int) -> 
     assert read(tokens) == [9, 9, *want, 9, 9]
 
 
+@pytest.fixture(params=[1, 3, 4], ids=lambda n: f"unroll{n}")
+def attention_unroll(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[int]:
+    """causal.wgsl loading 1 key or value at a time a thread (a CPU adapter's), 3 or 4 (a GPU's)."""
+    gpu.tuned["attention_unroll"] = request.param
+    yield request.param
+    gpu.tuned.pop("attention_unroll")
+
+
 @pytest.mark.parametrize(("window", "d"), [(0, 64), (4, 64), (0, 256), (70, 32), (0, 20)])
-def test_causal_attention_over_the_cache_with_grouped_heads(gpu: GpuDevice, window: int, d: int) -> None:
+def test_causal_attention_over_the_cache_with_grouped_heads(
+    gpu: GpuDevice, window: int, d: int, attention_unroll: int
+) -> None:
+    """Against numpy; loading several keys or values at once changes no bit."""
     t, hq, hkv, cached = 3, 4, 2, 150  # 150 keys: several 64-key chunks of the online softmax
     q, k, v = randn(t, hq, d), f16(randn(cached + 20, hkv, d)), f16(randn(cached + 20, hkv, d))
     pos = np.array([5, 6, 149], dtype=np.uint32)
@@ -388,6 +399,10 @@ def test_causal_attention_over_the_cache_with_grouped_heads(gpu: GpuDevice, wind
     out = gpu.buffer(t * hq * d * 4)
     args = [up(gpu, a) for a in (q, k.astype(np.float16), v.astype(np.float16), pos, base)]  # (an f16 cache)
     got = run(gpu, lambda r: ops.causal_attention(r, *args, out, t, hq, hkv, d, window), out, (t, hq, d))  # type: ignore[arg-type]
+    gpu.tuned["attention_unroll"] = 1
+    alone = run(gpu, lambda r: ops.causal_attention(r, *args, out, t, hq, hkv, d, window), out, (t, hq, d))  # type: ignore[arg-type]
+    gpu.tuned["attention_unroll"] = attention_unroll
+    assert got.tobytes() == alone.tobytes()
     want = np.zeros_like(q)
     for i, (p, b) in enumerate(zip(pos, base, strict=True)):
         first = b + (max(0, int(p) + 1 - window) if window else 0)
@@ -613,6 +628,40 @@ def test_linear_rows_do_not_depend_on_the_batch(gpu: GpuDevice, residual: bool, 
     assert rows(0, 1) == together[:row]
 
 
+@pytest.mark.parametrize("q4", [False, True])
+@pytest.mark.parametrize("m", [1, 3])
+def test_linear_loads_at_once_do_not_change_a_bit(gpu: GpuDevice, q4: bool, m: int, lanes: int) -> None:
+    """However many of a lane's weight groups linear.wgsl loads before summing them (1, 2, 4 or 8),
+    its sums run in one order: the same bits, on a row length that leaves a remainder (one row: a
+    decode step's staged tile; three: smaller tiles)."""
+    k, n = 1120, 24  # 280 groups of 4: not a multiple of any lanes × loads
+    x, pending, nw = randn(m, k), randn(m, k), up(gpu, randn(2 * k))
+    wb = (
+        four_bits(gpu, "Q4_1", 2 * n, k)[1]
+        if q4
+        else halves(gpu, randn(2 * n, k))
+        if gpu.f16
+        else up(gpu, randn(2 * n, k))
+    )
+    xb, fold = up(gpu, x), (up(gpu, pending), gpu.buffer(m * k * 4))
+    half = gpu.f16 and not q4
+
+    def product(unroll: int) -> bytes:
+        gpu.tuned["linear_unroll"] = unroll
+        out = gpu.buffer(m * n * 4)
+        forms = {"half": half, "q4": q4, "norm": nw, "gate": "gelu", "residual": fold}
+        return run(gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, **forms), out, (m, n)).tobytes()
+
+    try:
+        results = {unroll: product(unroll) for unroll in (1, 2, 4, 8)}
+        gpu.tuned["linear_unroll"] = 3
+        with pytest.raises(ValueError, match="1, 2, 4 or 8 groups"):
+            ops.linear(gpu.record(), xb, wb, xb, m, n, k)
+    finally:
+        gpu.tuned.pop("linear_unroll")
+    assert len(set(results.values())) == 1
+
+
 def f16(x: np.ndarray) -> np.ndarray:
     """Values as an f16 KV cache holds them."""
     return x.astype(np.float16).astype(np.float32)
@@ -638,7 +687,9 @@ def rope_ref(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, neox: bool
 
 
 @pytest.mark.parametrize("neox", [False, True])
-def test_attention_turns_new_keys_into_the_cache_and_attends(gpu: GpuDevice, neox: bool) -> None:
+def test_attention_turns_new_keys_into_the_cache_and_attends(
+    gpu: GpuDevice, neox: bool, attention_unroll: int
+) -> None:
     """Gemma's attention from the pass's raw queries, keys and values: every head RMS-normalised and
     rotated, keys and values written at each row's cache row (base + pos), and the attention over the
     cache numpy's; one dispatch ("both", rows of distinct sequences) gives the bits of two ("cache",

@@ -69,8 +69,9 @@ variants = [("matmul", tile), ("matmul", {"GELU": True, "WT": True, **tile}), ("
             ("linear", {"NORM": True, "SPLIT": True, "RESIDUAL": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True, "RESIDUAL": True}),
             ("linear", {"NORM": True, "SPLIT": True, "ROPE": True, "BIAS": True, "FACTORS": True}), ("linear", {"Q8": True, "NORM": True, "GLU": True}),
             ("gather", {"Q8": True}), ("quant8", {}), ("linear", {"Q4": True, "NORM": True, "GLU": True}), ("gather", {"Q4": True})]
-variants = [(n, {"LANES": 16, "WROWS": 16, **d} if n == "linear" else d) for n, d in variants]
-variants += [("linear", {"LANES": 128, "WROWS": 2, "NORM": True, "SPLIT": True, "ROPE": True}), ("linear", {"LANES": 64, "WROWS": 4, "NORM": True, "GLU": True, "RESIDUAL": True})]
+variants = [(n, {"LANES": 16, "WROWS": 16, "UNROLL": 1, **d} if n == "linear" else {"UNROLL": 1, **d} if n == "causal" else d) for n, d in variants]
+variants += [("linear", {"LANES": 128, "WROWS": 2, "UNROLL": 4, "UNROLLED": True, "NORM": True, "SPLIT": True, "ROPE": True}), ("linear", {"LANES": 64, "WROWS": 4, "UNROLL": 8, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True})]
+variants += [("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "Q4": True, "NORM": True, "GLU": True}), ("causal", {"UNROLL": 4, "UNROLLED": True, "ROTATE": True, "NEOX": True}), ("causal", {"UNROLL": 4, "UNROLLED": True})]  # a GPU's
 variants += [("quant4", {k: True}) for k in ops.Q4_KINDS]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 variants += [("matmul", {"GELU": True, "WT": True, **t.defines()}) for t in ops.MATMUL_TILES[1:]]  # the tilings a GPU may choose
@@ -85,6 +86,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(57);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBe(60);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(4500);  // the first of two equal maxima
 });

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ferrousforge.gpu.device import Buffer, GpuDevice, Recording
 
@@ -118,6 +119,29 @@ def linear_lanes(device: GpuDevice, n: int) -> int:
     return lanes
 
 
+def attention_unroll(device: GpuDevice) -> dict[str, Any]:
+    """causal.wgsl's defines for its key or value loads at once a thread: 4 on a GPU (and the block's
+    maximum in two steps), 1 on a CPU adapter (as linear_unroll; the sums' order is the same either
+    way)."""
+    unroll = int(device.tuned.get("attention_unroll", 1 if device.software else 4))
+    return {"UNROLL": unroll, "UNROLLED": unroll > 1}
+
+
+# a lane's groups of 4 weights linear.wgsl loads before summing them: a decode step's rows are short (a
+# thread has 5-20 groups), so one load at a time leaves the thread waiting on memory each time
+LINEAR_UNROLL = 4
+
+
+def linear_unroll(device: GpuDevice) -> int:
+    """linear.wgsl's loads at once a lane: ``device.tuned["linear_unroll"]`` where set (1, 2, 4 or 8),
+    else ``LINEAR_UNROLL`` on a GPU and 1 on a CPU adapter (where lavapipe ran a decode step's products
+    at half the speed unrolled). The sums' order is the same for any value: a row's bits do not change."""
+    unroll = int(device.tuned.get("linear_unroll", 1 if device.software else LINEAR_UNROLL))
+    if unroll not in (1, 2, 4, 8):
+        raise ValueError(f"linear.wgsl loads 1, 2, 4 or 8 groups at once, not {unroll}")
+    return unroll
+
+
 def linear(
     rec: Recording,
     x: Buffer,
@@ -171,6 +195,8 @@ def linear(
         "linear",
         LANES=lanes,
         WROWS=256 // lanes,
+        UNROLL=(unroll := linear_unroll(rec.device)),
+        UNROLLED=unroll > 1,
         F16=half,
         Q8=q8,
         Q4=q4,
@@ -482,12 +508,12 @@ def causal_attention(
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
     if new is None:
         attend = (t, hq, hkv, d, scale, window, ATTENTION_MODES["attend"], 0, 0.0, 0.0)
-        kernel = rec.device.kernel("causal")
+        kernel = rec.device.kernel("causal", **attention_unroll(rec.device))
         rec.dispatch(kernel, [q, kcache, vcache, pos, base, out], (t, hq, 1), attend)  # type: ignore[list-item]
         return
     turn = (new.n_rot, float(new.theta), float(new.eps))
     params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn)
-    kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox)
+    kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox, **attention_unroll(rec.device))
     rec.dispatch(kernel, [q, kcache, vcache, pos, base, new.k, new.v, new.norms], (t, hq, 1), params)
 
 

@@ -54,11 +54,13 @@ fn pack4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack2x16float(v.xy), pack
 const BLOCK = 64u;  // keys a round
 const SPLIT = 4u;  // threads a key's score; key groups of the values
 const WG = 256u;
+const UNROLL = ${UNROLL}u;  // a thread's keys' or values' loads issued at once (ops.attention_unroll)
 #include reduce
 var<workgroup> qs: array<vec4<f32>, 64>;  // the query (D / 4 ≤ 64)
 var<workgroup> s: array<f32, 64>;  // the block's scores
 var<workgroup> acc_all: array<vec4<f32>, 256>;  // the key groups' outputs, summed at the end
 var<workgroup> sums: array<f32, 4>;
+var<workgroup> tops: array<f32, 4>;  // the block's maximum in 4 parts
 
 #if ROTATE
 #include rope_pair
@@ -171,7 +173,15 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     if (key < count) {
       let krow = ((row0 + k0 + key) * p.Hkv + kvh) * d4;
       let own = k0 + key == last;
-      for (var c = tid % SPLIT; c < d4; c += SPLIT) { partial += dot(qs[c], key4(own, krow, c)); }
+      for (var c0 = tid % SPLIT; c0 < d4; c0 += UNROLL * SPLIT) {
+        var kv: array<vec4<f32>, UNROLL>;  // loaded before any is used, then summed in order
+        for (var u = 0u; u < UNROLL; u++) { kv[u] = key4(own, krow, min(c0 + u * SPLIT, d4 - 1u)); }
+        for (var u = 0u; u < UNROLL; u++) {
+          let c = c0 + u * SPLIT;
+          if (c >= d4) { break; }
+          partial += dot(qs[c], kv[u]);
+        }
+      }
     }
     part[tid] = partial;
     workgroupBarrier();
@@ -183,16 +193,35 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       s[tid] = score;
     }
     workgroupBarrier();
-    var new_m = m;
+    var new_m = m;  // the block's maximum (exact in any order)
+#if UNROLLED
+    if (tid < BLOCK / 16u) {  // on a GPU 16 scores a thread, then 4 (a CPU adapter pays for the barrier)
+      var top = s[16u * tid];
+      for (var j = 1u; j < 16u; j++) { top = max(top, s[16u * tid + j]); }
+      tops[tid] = top;
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < BLOCK / 16u; j++) { new_m = max(new_m, tops[j]); }
+#else
     for (var j = 0u; j < count; j++) { new_m = max(new_m, s[j]); }
+#endif
     let keep = exp(m - new_m);
     sum *= keep;
     acc *= keep;
     if (col < d4) {
-      for (var j = group; j < count; j += SPLIT) {
-        let w = exp(s[j] - new_m);
-        sum += w;
-        acc += w * value4(k0 + j == last, ((row0 + k0 + j) * p.Hkv + kvh) * d4, col);
+      for (var j0 = group; j0 < count; j0 += UNROLL * SPLIT) {
+        var vv: array<vec4<f32>, UNROLL>;  // loaded before any is used, then summed in order
+        for (var u = 0u; u < UNROLL; u++) {
+          let j = min(j0 + u * SPLIT, count - 1u);
+          vv[u] = value4(k0 + j == last, ((row0 + k0 + j) * p.Hkv + kvh) * d4, col);
+        }
+        for (var u = 0u; u < UNROLL; u++) {
+          let j = j0 + u * SPLIT;
+          if (j >= count) { break; }
+          let w = exp(s[j] - new_m);
+          sum += w;
+          acc += w * vv[u];
+        }
       }
     }
     m = new_m;

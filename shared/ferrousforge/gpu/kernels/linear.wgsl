@@ -22,8 +22,9 @@
 // nw from scalar index p.factors (after the norm's weights and any biases).
 // RESIDUAL (with NORM, Gemma): X is the residual stream before its pending post-norm, the previous
 // product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
-// threads in a fixed order, the sum staged 32 groups of 4 a row at a time in workgroup memory (computed
-// once, not by each of the 16 weight rows); the first column of workgroups writes it to XOUT, the
+// threads in a fixed order, the sum staged in workgroup memory a tile at a time (computed once, not by
+// each weight row; a decode step's one row of up to 1024 values at once, else 32 groups of 4 a row,
+// each lane summing its groups in the same order either way); the first column of workgroups writes it to XOUT, the
 // stream's next buffer: the post-norm costs no dispatch of its own.
 struct Params {
   M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, D: u32, n_rot: u32, theta: f32,
@@ -102,14 +103,15 @@ fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
 #if RESIDUAL
 @group(0) @binding(9) var<storage, read> o: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> xout: array<vec4<f32>>;
-const TILE = 32u;  // groups of 4 input values a row staged at once (a multiple of LANES)
-var<workgroup> xs: array<vec4<f32>, 256>;  // XROWS × TILE folded input values
+const STAGED = 256u;  // groups of 4 folded input values staged at once, for all the rows
+var<workgroup> xs: array<vec4<f32>, STAGED>;  // rows × tile folded input values
 var<workgroup> sums16: array<f32, 128>;  // XROWS × 16 partial sums of O's squares
 #endif
 
 const LANES = ${LANES}u;  // threads along K for one W row (16 × 4 f16 are one 128-byte line)
 const WROWS = ${WROWS}u;  // W rows a workgroup: LANES × WROWS = 256 (ops.linear_lanes)
 const XROWS = 8u;  // X rows a workgroup
+const UNROLL = ${UNROLL}u;  // a lane's groups of 4 loaded at once (ops.LINEAR_UNROLL)
 var<workgroup> part: array<f32, 2048>;  // XROWS × WROWS × LANES partial sums
 
 // the gate's activation: SiLU (Llama's SwiGLU) or, with GELU_TANH, tanh-approximated GELU (Gemma's GeGLU)
@@ -138,6 +140,52 @@ fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
   return out;
 }
 
+// this thread's sums over its W row and up to 8 X rows: the product, X's squares (NORM), the up half (GLU)
+var<private> acc: array<f32, 8>;
+var<private> sq: array<f32, 8>;
+var<private> up: array<f32, 8>;
+
+// the up half's 4 values at group i (GLU), else nothing to read
+fn gate_up4(row: u32, i: u32, k4: u32) -> vec4<f32> {
+#if GLU
+  return weights4(row + p.N, i, k4);
+#else
+  return vec4<f32>(0.0);
+#endif
+}
+
+// the norm's 4 weights at group i (NORM), else nothing to read
+fn norm4(i: u32) -> vec4<f32> {
+#if NORM
+  return nw[i];
+#else
+  return vec4<f32>(1.0);
+#endif
+}
+
+// add group i of the thread's W row (wv, up half uv, norm weights nv) to its sums for each X row
+fn take(i: u32, t0: u32, tile: u32, rows: u32, m0: u32, k4: u32, wv: vec4<f32>, uv: vec4<f32>, nv: vec4<f32>) {
+  for (var m = 0u; m < XROWS; m++) {
+    if (m < rows) {
+#if RESIDUAL
+      let xr = xs[m * tile + i - t0];
+#else
+      let xr = x[(m0 + m) * k4 + i];
+#endif
+#if NORM
+      sq[m] += dot(xr, xr);
+      let xv = xr * nv;
+#else
+      let xv = xr;
+#endif
+      acc[m] += dot(xv, wv);
+#if GLU
+      up[m] += dot(xv, uv);
+#endif
+    }
+  }
+}
+
 @compute @workgroup_size(${LANES}, ${WROWS})
 fn main(
   @builtin(local_invocation_id) l: vec3u,
@@ -149,13 +197,6 @@ fn main(
   let col = g.x * WROWS + l.y;
   let live = col < p.N;
   let wrow = p.n0 + min(col, p.N - 1u);
-  var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-#if NORM
-  var sq = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-#endif
-#if GLU
-  var up = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-#endif
 #if RESIDUAL
   let flat = l.y * LANES + l.x;
   for (var m = 0u; m < XROWS; m++) {
@@ -182,18 +223,21 @@ fn main(
     for (var j = 1u; j < 16u; j++) { ss += sums16[16u * m + j]; }
     inv[m] = inverseSqrt(ss / f32(p.K) + p.eps);
   }
-  let tile = TILE;
+  // the rows' tile: the whole of a short row where one or two rows come (a decode step), else 32
+  // groups of 4 a row; what a lane sums, and in what order, does not depend on it
+  let tile = max(32u, STAGED / rows / 32u * 32u);
 #else
   let tile = k4;  // one tile: the input read straight from x
 #endif
-  // a lane takes every 16th group of 4 across the tiles in turn: the same order as in one tile
+  // a lane takes every LANES-th group of 4 (those ≡ l.x mod LANES) across the tiles in turn: the
+  // same order as in one tile, whatever the tile
   for (var t0 = 0u; t0 < k4; t0 += tile) {
 #if RESIDUAL
     // the tile's folded input, computed once for the workgroup's 16 weight rows; the first column of
     // workgroups writes it to the stream's next buffer
-    for (var e = flat; e < XROWS * TILE; e += LANES * WROWS) {
-      let m = e / TILE;
-      let i = t0 + e % TILE;
+    for (var e = flat; e < rows * tile; e += LANES * WROWS) {
+      let m = e / tile;
+      let i = t0 + e % tile;
       var folded = vec4<f32>(0.0);
       if (m < rows && i < k4) {
         let at = (m0 + m) * k4 + i;
@@ -204,36 +248,32 @@ fn main(
     }
     workgroupBarrier();
 #endif
-    if (live) {
-      for (var i = t0 + l.x; i < min(k4, t0 + tile); i += LANES) {
-        let wv = weights4(wrow, i, k4);
-#if GLU
-        let uv = weights4(wrow + p.N, i, k4);
-#endif
-#if NORM
-        let nv = nw[i];
-#endif
-        for (var m = 0u; m < XROWS; m++) {
-          if (m < rows) {
-#if RESIDUAL
-            let xr = xs[m * TILE + i - t0];
-#else
-            let xr = x[(m0 + m) * k4 + i];
-#endif
-#if NORM
-            sq[m] += dot(xr, xr);
-            let xv = xr * nv;
-#else
-            let xv = xr;
-#endif
-            acc[m] += dot(xv, wv);
-#if GLU
-            up[m] += dot(xv, uv);
-#endif
-          }
-        }
+    let end = min(k4, t0 + tile);
+    let first = t0 + (l.x + LANES - t0 % LANES) % LANES;  // this lane's first group in the tile
+#if UNROLLED
+    for (var i0 = first; live && i0 < end; i0 += UNROLL * LANES) {
+      // UNROLL of this lane's groups of 4 loaded before any is used (loads in flight at once, where a
+      // short row leaves a thread few iterations), then summed in the same order as one at a time
+      var wv: array<vec4<f32>, UNROLL>;
+      var uv: array<vec4<f32>, UNROLL>;
+      var nv: array<vec4<f32>, UNROLL>;
+      for (var u = 0u; u < UNROLL; u++) {
+        let i = min(i0 + u * LANES, end - 1u);  // past the end: a repeat, loaded and left unused
+        wv[u] = weights4(wrow, i, k4);
+        uv[u] = gate_up4(wrow, i, k4);
+        nv[u] = norm4(i);
+      }
+      for (var u = 0u; u < UNROLL; u++) {
+        let i = i0 + u * LANES;
+        if (i >= end) { break; }
+        take(i, t0, tile, rows, m0, k4, wv[u], uv[u], nv[u]);
       }
     }
+#else
+    for (var i = first; live && i < end; i += LANES) {
+      take(i, t0, tile, rows, m0, k4, weights4(wrow, i, k4), gate_up4(wrow, i, k4), norm4(i));
+    }
+#endif
 #if RESIDUAL
     workgroupBarrier();  // the tile is read before the next is staged
 #endif

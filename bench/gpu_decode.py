@@ -162,6 +162,11 @@ def main() -> None:
     parser.add_argument(
         "--unroll", type=int, help="loads at once a thread in linear.wgsl (1, 2, 4, 8) and causal.wgsl"
     )
+    parser.add_argument(
+        "--no-shares",
+        action="store_true",
+        help="Llama's output projection as a product of its own, not in the attention (Decoder.output_shares)",
+    )
     parser.add_argument("--floor", type=int, metavar="N", help="the cost of N one-workgroup dispatches")
     args = parser.parse_args()
     gpu = NativeDevice()
@@ -169,6 +174,8 @@ def main() -> None:
         gpu.tuned["linear_lanes"] = args.lanes
     if args.unroll:
         gpu.tuned["linear_unroll"] = gpu.tuned["attention_unroll"] = args.unroll
+    if args.no_shares:
+        gpu.tuned["attention_output"] = False
     if args.floor:
         floor(gpu, args.floor)
     if args.bandwidth:

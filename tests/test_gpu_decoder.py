@@ -6,6 +6,7 @@ Hugging Face folders."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import llama_cpp
@@ -31,6 +32,15 @@ def gpu() -> GpuDevice:
     return NativeDevice()
 
 
+@pytest.fixture(params=[False, True], ids=["own-product", "shares"])
+def shares(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Llama's output projection as a product of its own (a CPU adapter's way) or applied head by head
+    in the attention, its shares added by the next product (a GPU's: ``Decoder.output_shares``)."""
+    gpu.tuned["attention_output"] = request.param
+    yield request.param
+    gpu.tuned.pop("attention_output")
+
+
 def reference(path: Path, tokens: list[int]) -> np.ndarray:
     llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, logits_all=True, verbose=False)
     llm.eval(tokens)
@@ -44,10 +54,14 @@ def decoder(gpu: GpuDevice, path: Path) -> Decoder:
 
 
 @pytest.mark.parametrize("q4k", [False, True])
-def test_teacher_forced_logits_agree_with_llama_cpp(gpu: GpuDevice, tmp_path: Path, q4k: bool) -> None:
+def test_teacher_forced_logits_agree_with_llama_cpp(
+    gpu: GpuDevice, tmp_path: Path, q4k: bool, shares: bool
+) -> None:
     path = write_tiny_llama(tmp_path / "m.gguf", seed=3, q4k=q4k)
     want = reference(path, PROMPT)
-    got = np.array(asyncio.run(decoder(gpu, path).logits(PROMPT, 0)))
+    model = decoder(gpu, path)
+    assert model.output_shares == shares
+    got = np.array(asyncio.run(model.logits(PROMPT, 0)))
     assert got.shape == want.shape
     # llama.cpp (for Q4_K) quantizes activations to 8 bits; ours stay f32 (both caches are f16)
     scale = np.abs(want).max()
@@ -206,7 +220,9 @@ def test_rope_scaling_it_does_not_apply_is_refused() -> None:
         DecoderShape.from_gguf(meta, {})
 
 
-def test_greedy_decoding_with_the_kv_cache_matches_llama_cpp(gpu: GpuDevice, tmp_path: Path) -> None:
+def test_greedy_decoding_with_the_kv_cache_matches_llama_cpp(
+    gpu: GpuDevice, tmp_path: Path, shares: bool
+) -> None:
     path = write_tiny_llama(tmp_path / "m.gguf", seed=4)
     llm = llama_cpp.Llama(str(path), n_ctx=256, n_threads=1, verbose=False)
     want = []
@@ -223,7 +239,7 @@ def test_greedy_decoding_with_the_kv_cache_matches_llama_cpp(gpu: GpuDevice, tmp
 
 @pytest.mark.parametrize("gemma", [False, True])
 def test_a_row_does_not_depend_on_what_else_is_in_the_pass(
-    gpu: GpuDevice, tmp_path: Path, gemma: bool
+    gpu: GpuDevice, tmp_path: Path, gemma: bool, shares: bool
 ) -> None:
     """Batch invariance: the prompt in one pass (separate matmuls) or token by token (the fused decode
     dispatches) gives bit-identical logits."""
@@ -350,7 +366,7 @@ async def _tokens(slots: Slots, prompt: list[int], n: int = 12) -> list[int]:
 
 @pytest.mark.parametrize("gemma", [False, True])
 def test_a_sequence_gives_the_same_tokens_alone_batched_and_after_a_cached_prefix(
-    gpu: GpuDevice, tmp_path: Path, gemma: bool
+    gpu: GpuDevice, tmp_path: Path, gemma: bool, shares: bool
 ) -> None:
     """Batch-invariant by construction: decode steps of four sequences share one pass, and a sequence's
     greedy tokens are bit-identical alone, beside three others, and when its prompt's prefix is cached."""

@@ -662,6 +662,67 @@ def test_linear_loads_at_once_do_not_change_a_bit(gpu: GpuDevice, q4: bool, m: i
     assert len(set(results.values())) == 1
 
 
+@pytest.mark.parametrize("form", ["f32", "f16", "q8", "q4"])
+def test_attention_applies_each_heads_columns_of_the_output_projection(
+    gpu: GpuDevice, form: str, attention_unroll: int
+) -> None:
+    """With ``project`` each head's output comes out multiplied by its columns of W_o (Llama's output
+    projection, f32, f16, 8 or 4 bits); the heads' shares add up to the whole product."""
+    if form == "f16" and not gpu.f16:
+        pytest.skip("no shader-f16")
+    t, hq, hkv, d, width, cached = 2, 4, 2, 64, 300, 70  # 300 rows: two rows a thread for some
+    q, k, v = randn(t, hq, d), f16(randn(cached, hkv, d)), f16(randn(cached, hkv, d))
+    pos, base = np.array([40, 69], np.uint32), np.array([0, 0], np.uint32)
+    wo = randn(width, hq * d)
+    if form == "q4":
+        wq, wb = four_bits(gpu, "Q4_1", width, hq * d)
+    else:
+        wq = (
+            wo.astype(np.float16).astype(np.float32)
+            if form == "f16"
+            else q8_values(wo)
+            if form == "q8"
+            else wo
+        )
+        wb = halves(gpu, wo) if form == "f16" else eight_bits(gpu, wo) if form == "q8" else up(gpu, wo)
+    args = [up(gpu, a) for a in (q, k.astype(np.float16), v.astype(np.float16), pos, base)]
+    out = gpu.buffer(t * hq * width * 4)
+    project = ops.OutputShares(wb, width, form)  # type: ignore[arg-type]
+    record = lambda r: ops.causal_attention(r, *args, out, t, hq, hkv, d, project=project)  # type: ignore[arg-type]  # noqa: E731
+    got = run(gpu, record, out, (t, hq, width))
+    for i in range(t):
+        for h in range(hq):
+            keys, values = k[: pos[i] + 1, h // 2], v[: pos[i] + 1, h // 2]
+            scores = keys @ q[i, h] / math.sqrt(d)
+            weights = np.exp(scores - scores.max())
+            head = weights / weights.sum() @ values
+            np.testing.assert_allclose(got[i, h], wq[:, h * d : (h + 1) * d] @ head, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ops.causal_attention(
+            gpu.record(), *args, out, t, hq, hkv, 16, project=ops.OutputShares(wb, width, "q4")
+        )  # type: ignore[arg-type]
+
+
+def test_linear_adds_the_shares_of_a_residual_without_a_post_norm(gpu: GpuDevice, lanes: int) -> None:
+    """Llama's fold: the input is x plus the pending product's shares (added in order), RMS-normalised;
+    that sum is written to the stream's next buffer."""
+    m, k, n, parts = 3, 96, 20, 5
+    x, shares, nw, w = randn(m, k), randn(m, parts, k), randn(k), randn(2 * n, k)
+    wb, xb, sb = up(gpu, w), up(gpu, x), up(gpu, shares)
+    x_out, out = gpu.buffer(m * k * 4), gpu.buffer(m * n * 4)
+    fold = {"residual": (sb, x_out), "parts": parts, "post_norm": False}
+    got = run(
+        gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, norm=up(gpu, nw), gate="silu", **fold), out, (m, n)
+    )  # type: ignore[arg-type]
+    stream = x + shares.sum(1)
+    g, u = rms(stream, nw) @ w[:n].T, rms(stream, nw) @ w[n:].T
+    np.testing.assert_allclose(got, g / (1 + np.exp(-g)) * u, rtol=1e-4, atol=1e-4)
+    written = np.frombuffer(asyncio.run(gpu.read(x_out)), np.float32).reshape(m, k)  # type: ignore[arg-type]
+    np.testing.assert_allclose(written, stream, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="describe a residual input"):
+        ops.linear(gpu.record(), xb, wb, out, m, n, k, parts=2)  # type: ignore[arg-type]
+
+
 def f16(x: np.ndarray) -> np.ndarray:
     """Values as an f16 KV cache holds them."""
     return x.astype(np.float16).astype(np.float32)

@@ -82,6 +82,10 @@ STACKS = {
 }
 
 
+# the most values a row of the heads' shares of the output projection may hold (heads × width) for
+# the attention to apply it (Decoder.output_shares): every workgroup of the next product reads them all
+SHARES_MAX = 8192
+
 # weights past this size in f16 are kept in 8 bits (a scale a block of 32: 1.125 bytes a weight instead
 # of 2, or 4 without shader-f16), so a 1–3B model fits a browser's GPU; smaller ones keep f16's precision
 Q8_ABOVE = 1 << 30
@@ -272,6 +276,17 @@ class Decoder:
         # Gemma's post-norms are folded into the next product's input (linear.wgsl's RESIDUAL): that
         # product's norm weights stacked with the post-norm pending before it
         self.post_norms = "blk.0.post_attention_norm.weight" in tensors
+        # on a GPU, Llama-family attention with short heads and few, narrow shares multiplies its output
+        # by W_o itself, head by head, the feed-forward product adding the shares: one dispatch fewer a
+        # layer (a CPU adapter gains nothing by it: lavapipe ran decode steps 12% and prompts 34% slower)
+        shares = sh.n_head * sh.n_embd
+        fold = device.tuned.get("attention_output", not device.software)
+        blocks = sh.head_dim % 32 == 0 or not {f for n, f in self.forms.items() if "attn_output" in n} & {
+            "q8",
+            "q4",
+        }
+        short = not sh.qk_norm and sh.head_dim <= 128 and shares <= SHARES_MAX
+        self.output_shares = bool(fold) and short and blocks  # (a head's 8- or 4-bit columns: whole blocks)
         for i in range(sh.n_layer if self.post_norms else 0):
             p = f"blk.{i}."
             ffn = [tensors[p + "ffn_norm.weight"], tensors[p + "post_attention_norm.weight"]]
@@ -424,11 +439,13 @@ class Decoder:
         x, o = dev.buffer(t * d * 4), dev.buffer(t * d * 4)
         # with post-norms the residual stream moves between x and spare: a product's input is x plus
         # the pending product o through its post-norm, and that sum is written to spare
-        spare = dev.buffer(t * d * 4) if self.post_norms else x
+        spare = dev.buffer(t * d * 4) if self.post_norms or self.output_shares else x
         q = dev.buffer(t * hq * dh * 4)
         k = v = None
         if sh.qk_norm:  # keys and values pass through their own buffers; the attention overwrites q
             k, v, attn = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4), q
+        elif self.output_shares:  # each head's share of the output projection
+            attn = dev.buffer(t * hq * d * 4)
         else:
             attn = dev.buffer(t * hq * dh * 4)
         a = dev.buffer(t * sh.n_ff * 4)
@@ -499,7 +516,9 @@ class Decoder:
             extra = {"bias": sh.bias, "factors": sh.factors}
             norm = w[p + "attn_norm_extra"] if sh.bias or sh.factors else attn_norm
             self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=norm, split=split, rope=rope, **extra)
-            ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
+            wo = p + "attn_output.weight"
+            project = ops.OutputShares(w[wo], d, self.forms.get(wo, "f32")) if self.output_shares else None
+            ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window, project=project)
         gate = "gelu" if sh.gemma else "silu"
         if self.post_norms:  # each product's post-norm and residual add ride on the next product
             self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
@@ -509,6 +528,12 @@ class Decoder:
             )
             x, spare = spare, x
             self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
+        elif self.output_shares:  # the heads' shares join the stream in the feed-forward's input
+            ffn_norm = w[p + "ffn_norm.weight"]
+            shares: dict[str, Any] = {"residual": (attn, spare), "parts": hq, "post_norm": False}
+            self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=ffn_norm, gate=gate, **shares)
+            x, spare = spare, x
+            self._linear(rec, a, p + "ffn_down.weight", x, t, d, sh.n_ff, accumulate=True)
         else:  # the products add straight into the residual stream
             self._linear(rec, attn, p + "attn_output.weight", x, t, d, hq * dh, accumulate=True)
             ffn_norm = w[p + "ffn_norm.weight"]

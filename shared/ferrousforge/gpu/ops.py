@@ -162,6 +162,8 @@ def linear(
     accumulate: bool = False,
     rope: tuple[Buffer, Buffer, int, int, float] | None = None,
     residual: tuple[Buffer, Buffer] | None = None,
+    parts: int = 1,
+    post_norm: bool = True,
     bias: bool = False,
     factors: bool = False,
 ) -> None:
@@ -175,11 +177,16 @@ def linear(
     outputs taken as the key and value caches (f16), written at row base[i] + pos[i] (Llama's q/k/v, RoPE
     and cache write in one dispatch). ``residual`` (pending, x_out), with ``norm`` holding 2k weights
     [norm; post]: the input is x + rms_norm(pending) · post, written to x_out too (Gemma's post-norm
-    folded into the next product). ``bias``: ``norm`` holds k weights then n0 + n biases, each column's
+    folded into the next product); ``parts``: pending holds that many shares a row ([m, parts, k], added
+    in order: ``causal_attention``'s heads' shares of the output projection); ``post_norm`` False: no
+    post-norm, the input is x + pending (Llama's residual add folded in; ``norm`` holds k weights).
+    ``bias``: ``norm`` holds k weights then n0 + n biases, each column's
     added after the norm (Qwen2's q/k/v); ``factors``, with ``rope``: after those, n_rot / 2 frequency
     factors dividing each pair's angle (Llama 3's rope_freqs)."""
     if residual is not None and norm is None:
         raise ValueError("a residual input goes with norm")
+    if (parts != 1 or not post_norm) and residual is None:
+        raise ValueError("parts and post_norm describe a residual input")
     if (bias or factors) and (norm is None or residual is not None or gate):
         raise ValueError("biases and frequency factors travel in a norm's buffer, without residual or gate")
     if factors and rope is None:
@@ -207,6 +214,7 @@ def linear(
         ACCUM=accumulate,
         ROPE=rope is not None,
         RESIDUAL=residual is not None,
+        PLAIN=not post_norm,
         BIAS=bias,
         FACTORS=factors,
     )
@@ -226,7 +234,7 @@ def linear(
         buffers += list(residual)
     grid = (math.ceil(n / (256 // lanes)), math.ceil(m / 8), 1)
     extra = k + (n0 + n if bias else 0)  # where the frequency factors start in norm
-    params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), extra if factors else 0, 0)
+    params = (m, n, k, n0, n1, n2, float(eps), head, n_rot, float(theta), extra if factors else 0, parts)
     rec.dispatch(kernel, buffers, grid, params)
 
 
@@ -477,6 +485,16 @@ class NewKeys:
 ATTENTION_MODES = {"cache": 1, "attend": 2, "both": 3}
 
 
+@dataclass(frozen=True)
+class OutputShares:
+    """The output projection W_o ([width, heads · head dim]) as the decoder holds it (``form``: "f32",
+    "f16", "q8" or "q4"), for ``causal_attention`` to apply head by head."""
+
+    w: Buffer
+    width: int
+    form: str = "f32"
+
+
 def causal_attention(
     rec: Recording,
     q: Buffer,
@@ -493,12 +511,15 @@ def causal_attention(
     scale: float | None = None,
     new: NewKeys | None = None,
     mode: str = "both",
+    project: OutputShares | None = None,
 ) -> None:
     """Each query attends to its sequence's cache (f16 keys and values, from row base[i]) up to its
     own position (the last ``window`` keys if > 0), into ``out``. With ``new`` (and ``out`` None) the
     queries are raw and the attention is written over them; ``mode`` "cache" puts this pass's keys
     and values into the cache, "attend" attends, "both" does both in one dispatch — only where every
-    row is its own sequence."""
+    row is its own sequence. With ``project`` (not with ``new``) each head's output goes through its
+    columns of the output projection: out[t, h] holds that head's share (``project.width`` values),
+    which ``linear(..., residual=(out, ...), parts=hq)`` adds up."""
     if d > 256 or d % 4 or hq % hkv:
         raise ValueError(
             "causal attention needs a head dim ≤ 256, a multiple of 4, and query heads a multiple of kv heads"
@@ -507,10 +528,26 @@ def causal_attention(
         raise ValueError("causal attention writes to out, or with new keys over the queries")
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
     if new is None:
-        attend = (t, hq, hkv, d, scale, window, ATTENTION_MODES["attend"], 0, 0.0, 0.0)
-        kernel = rec.device.kernel("causal", **attention_unroll(rec.device))
-        rec.dispatch(kernel, [q, kcache, vcache, pos, base, out], (t, hq, 1), attend)  # type: ignore[list-item]
+        width = project.width if project else 0
+        attend = (t, hq, hkv, d, scale, window, ATTENTION_MODES["attend"], 0, 0.0, 0.0, width, 0)
+        forms = {}
+        if project is not None:
+            if project.form in ("q8", "q4") and d % 32:
+                raise ValueError(
+                    f"a head's columns of 8- or 4-bit weights need a head dim a multiple of 32, not {d}"
+                )
+            forms = {
+                "OPROJ": True,
+                "F16": project.form == "f16",
+                "Q8": project.form == "q8",
+                "Q4": project.form == "q4",
+            }
+        kernel = rec.device.kernel("causal", **attention_unroll(rec.device), **forms)
+        buffers = [q, kcache, vcache, pos, base, out, *([project.w] if project else [])]
+        rec.dispatch(kernel, buffers, (t, hq, 1), attend)  # type: ignore[arg-type]
         return
+    if project is not None:
+        raise ValueError("the output projection rides on the attention without new keys")
     turn = (new.n_rot, float(new.theta), float(new.eps))
     params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn)
     kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox, **attention_unroll(rec.device))

@@ -11,6 +11,11 @@
 // order of every sum is fixed by the block and D alone, the same for every query whatever else is in
 // the batch, so a sequence's result does not depend on its batch.
 //
+// OPROJ (Llama's heads of up to 128 dims): each workgroup also multiplies its head's output by that
+// head's columns of the output projection W_o ([E, Hq · D], as linear.wgsl holds weights: f16, f32, Q8
+// or Q4), writing out[t, h, :] (E values); the next product adds the heads' shares in order
+// (linear.wgsl's PARTS): the projection costs no dispatch of its own.
+//
 // ROTATE (Gemma): q is the product's raw queries and the attention is written over them; this pass's
 // raw keys and values k, v: [T, Hkv, D]. Each head is RMS-normalised (weights qkn: the queries' D, then
 // the keys' D) and rotated (RoPE on the first n_rot dims by pos · theta^(-2i / n_rot); NEOX pairs dim i
@@ -26,7 +31,7 @@
 // 3e-4 before this).
 struct Params {
   T: u32, Hq: u32, Hkv: u32, D: u32, scale: f32, window: u32, mode: u32, n_rot: u32, theta: f32, eps: f32,
-  pad0: u32, pad1: u32,
+  E: u32, pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 #if ROTATE
@@ -48,7 +53,21 @@ fn pack4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack2x16float(v.xy), pack
 @group(0) @binding(7) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> qkn: array<f32>;  // (8 storage buffers: WebGPU's least limit)
 #else
+#if OPROJ
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [T, Hq, E]: each head's share of W_o's product
+#if Q8
+@group(0) @binding(7) var<storage, read> w: array<u32>;
+#else
+#if Q4
+@group(0) @binding(7) var<storage, read> w: array<u32>;
+#else
+@group(0) @binding(7) var<storage, read> w: array<vec4<FLOAT>>;
+#endif
+#endif
+#include weights
+#else
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
+#endif
 #endif
 
 const BLOCK = 64u;  // keys a round
@@ -110,7 +129,10 @@ fn key4(own: bool, at: u32, c: u32) -> vec4<f32> { return unpack4(kcache[at + c]
 
 fn value4(own: bool, at: u32, c: u32) -> vec4<f32> { return unpack4(vcache[at + c]); }
 
+#if OPROJ
+#else
 fn emit(at: u32, value: vec4<f32>) { out[at] = value; }
+#endif
 #endif
 
 @compute @workgroup_size(256)
@@ -232,6 +254,28 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   workgroupBarrier();
   if (tid < d4) {
     let total = acc_all[tid] + acc_all[BLOCK + tid] + acc_all[2u * BLOCK + tid] + acc_all[3u * BLOCK + tid];
+#if OPROJ
+    qs[tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);  // (the query is spent)
+#else
     emit(qrow + tid, total / (sums[0] + sums[1] + sums[2] + sums[3]));
+#endif
   }
+#if OPROJ
+  workgroupBarrier();
+  // the head's share of the output projection, a thread an output row: W_o[r, hD .. hD + D) · head,
+  // its groups of 4 in order (UNROLL loaded at once)
+  let k4 = p.Hq * d4;
+  for (var r = tid; r < p.E; r += WG) {
+    var share = 0.0;
+    for (var i0 = 0u; i0 < d4; i0 += UNROLL) {
+      var wv: array<vec4<f32>, UNROLL>;
+      for (var u = 0u; u < UNROLL; u++) { wv[u] = weights4(r, h * d4 + min(i0 + u, d4 - 1u), k4); }
+      for (var u = 0u; u < UNROLL; u++) {
+        if (i0 + u >= d4) { break; }
+        share += dot(qs[i0 + u], wv[u]);
+      }
+    }
+    out[(t * p.Hq + h) * p.E + r] = share;
+  }
+#endif
 }

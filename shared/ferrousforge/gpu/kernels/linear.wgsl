@@ -25,10 +25,12 @@
 // threads in a fixed order, the sum staged in workgroup memory a tile at a time (computed once, not by
 // each weight row; a decode step's one row of up to 1024 values at once, else 32 groups of 4 a row,
 // each lane summing its groups in the same order either way); the first column of workgroups writes it to XOUT, the
-// stream's next buffer: the post-norm costs no dispatch of its own.
+// stream's next buffer: the post-norm costs no dispatch of its own. O may come as p.parts shares a row
+// ([M, parts, K], added in order: causal.wgsl's OPROJ heads); PLAIN (Llama): no post-norm, the input is
+// X + O.
 struct Params {
   M: u32, N: u32, K: u32, n0: u32, N1: u32, N2: u32, eps: f32, D: u32, n_rot: u32, theta: f32,
-  factors: u32, pad1: u32,
+  factors: u32, parts: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -42,26 +44,7 @@ struct Params {
 #endif
 #endif
 
-// values 4i .. 4i + 3 of W's row `row`, as f32
-fn weights4(row: u32, i: u32, k4: u32) -> vec4<f32> {
-#if Q8
-  let at = row * (k4 + k4 / 8u);
-  let word = bitcast<i32>(w[at + i]);
-  let q = vec4<i32>(extractBits(word, 0u, 8u), extractBits(word, 8u, 8u), extractBits(word, 16u, 8u),
-    extractBits(word, 24u, 8u));
-  return vec4<f32>(q) * bitcast<f32>(w[at + k4 + i / 8u]);
-#else
-#if Q4
-  let at = row * (k4 / 2u + k4 / 4u);
-  let word = w[at + i / 2u] >> (16u * (i % 2u));
-  let q = vec4<f32>(vec4<u32>(word, word >> 4u, word >> 8u, word >> 12u) & vec4<u32>(0xFu));
-  let pair = at + k4 / 2u + 2u * (i / 8u);
-  return q * bitcast<f32>(w[pair]) + bitcast<f32>(w[pair + 1u]);
-#else
-  return vec4<f32>(w[row * k4 + i]);
-#endif
-#endif
-}
+#include weights
 #if NORM
 @group(0) @binding(3) var<storage, read> nw: array<vec4<f32>>;
 
@@ -106,6 +89,14 @@ fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
 const STAGED = 256u;  // groups of 4 folded input values staged at once, for all the rows
 var<workgroup> xs: array<vec4<f32>, STAGED>;  // rows × tile folded input values
 var<workgroup> sums16: array<f32, 128>;  // XROWS × 16 partial sums of O's squares
+
+// O's group i of row m: the sum of its p.parts shares in order (causal.wgsl's OPROJ heads), or O itself
+fn pending(m: u32, i: u32, k4: u32) -> vec4<f32> {
+  let at = m * p.parts * k4 + i;
+  var value = o[at];
+  for (var h = 1u; h < p.parts; h++) { value += o[at + h * k4]; }
+  return value;
+}
 #endif
 
 const LANES = ${LANES}u;  // threads along K for one W row (16 × 4 f16 are one 128-byte line)
@@ -199,11 +190,14 @@ fn main(
   let wrow = p.n0 + min(col, p.N - 1u);
 #if RESIDUAL
   let flat = l.y * LANES + l.x;
+  var inv = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+#if PLAIN
+#else
   for (var m = 0u; m < XROWS; m++) {
     var ss = 0.0;
     if (m < rows) {
       for (var i = flat; i < k4; i += LANES * WROWS) {
-        let ov = o[(m0 + m) * k4 + i];
+        let ov = pending(m0 + m, i, k4);
         ss += dot(ov, ov);
       }
     }
@@ -217,12 +211,12 @@ fn main(
     sums16[flat] = ss;
   }
   workgroupBarrier();  // (part is free again: the products' sums go there next)
-  var inv = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
   for (var m = 0u; m < rows; m++) {
     var ss = sums16[16u * m];
     for (var j = 1u; j < 16u; j++) { ss += sums16[16u * m + j]; }
     inv[m] = inverseSqrt(ss / f32(p.K) + p.eps);
   }
+#endif
   // the rows' tile: the whole of a short row where one or two rows come (a decode step), else 32
   // groups of 4 a row; what a lane sums, and in what order, does not depend on it
   let tile = max(32u, STAGED / rows / 32u * 32u);
@@ -241,7 +235,11 @@ fn main(
       var folded = vec4<f32>(0.0);
       if (m < rows && i < k4) {
         let at = (m0 + m) * k4 + i;
-        folded = x[at] + o[at] * inv[m] * nw[k4 + i];
+#if PLAIN
+        folded = x[at] + pending(m0 + m, i, k4);
+#else
+        folded = x[at] + pending(m0 + m, i, k4) * inv[m] * nw[k4 + i];
+#endif
         if (g.x == 0u) { xout[at] = folded; }
       }
       xs[e] = folded;

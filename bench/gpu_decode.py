@@ -163,9 +163,9 @@ def main() -> None:
         "--unroll", type=int, help="loads at once a thread in linear.wgsl (1, 2, 4, 8) and causal.wgsl"
     )
     parser.add_argument(
-        "--no-shares",
-        action="store_true",
-        help="Llama's output projection as a product of its own, not in the attention (Decoder.output_shares)",
+        "--shares",
+        choices=("on", "off"),
+        help="Llama's output projection in the attention (Decoder.output_shares; on a GPU's default)",
     )
     parser.add_argument("--floor", type=int, metavar="N", help="the cost of N one-workgroup dispatches")
     args = parser.parse_args()
@@ -174,8 +174,8 @@ def main() -> None:
         gpu.tuned["linear_lanes"] = args.lanes
     if args.unroll:
         gpu.tuned["linear_unroll"] = gpu.tuned["attention_unroll"] = args.unroll
-    if args.no_shares:
-        gpu.tuned["attention_output"] = False
+    if args.shares:
+        gpu.tuned["attention_output"] = args.shares == "on"
     if args.floor:
         floor(gpu, args.floor)
     if args.bandwidth:
@@ -185,7 +185,7 @@ def main() -> None:
     data = memoryview(args.model.read_bytes())
     meta, tensors = parse_tensors(data, len(data))
     t0 = time.perf_counter()
-    n_ctx = max(args.prompt, args.steps) + 1
+    n_ctx = max(args.prompt, args.steps, 3) + 1  # (3: the warm-up steps)
     weights = "q8" if args.weights == "q4" else args.weights
     decoder = Decoder(gpu, data, meta, tensors, n_ctx=n_ctx, slots=args.slots, weights=weights)
     asyncio.run(decode(decoder, 3, args.slots))  # records and compiles the step's pass

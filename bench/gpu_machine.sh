@@ -11,8 +11,8 @@
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
 #      what a dispatch costs when it does nothing (--floor), and the kernels' variants beside a GPU's
-#      defaults (GPU_MACHINE_VARIANTS: one load at a time, 8 at once, 16 threads a weight row; bandwidth
-#      and decode as the defaults run);
+#      defaults (GPU_MACHINE_VARIANTS: one load at a time, Llama's output projection as a product of its
+#      own, 8 loads at once, 16 threads a weight row; bandwidth and decode as the defaults run);
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
@@ -93,7 +93,7 @@ elif [ "$CUDA" = OFF ] || { command -v nvcc >/dev/null && nvidia-smi >/dev/null 
 fi
 
 step "H, H2: the kernels' tests on this adapter (tests/test_gpu_kernels.py, against numpy)"
-timeout 90 $PY -m pytest --noconftest -q -p no:cacheprovider -rf tests/test_gpu_kernels.py >"$OUT/kernels.log" 2>&1
+timeout 150 $PY -m pytest --noconftest -q -p no:cacheprovider -rf tests/test_gpu_kernels.py >"$OUT/kernels.log" 2>&1
 grep -E "^(FAILED|ERROR|E  )|passed|failed" "$OUT/kernels.log" | cut -c1-240 | tail -n 40
 
 step "H2: the GPU decoder through wgpu"
@@ -104,11 +104,13 @@ done
 step "H2: what a dispatch costs, and the kernels' variants beside the defaults (--unroll, --lanes)"
 timeout 30 $PY bench/gpu_decode.py --floor 100
 # each variant: gpu_decode.py's flags, ';' between variants (the defaults: 32 threads a weight row, 4 loads at once)
-IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---unroll 1;--unroll 8;--lanes 16}"
+IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---unroll 1;--shares off;--unroll 8;--lanes 16}"
 for v in "${variants[@]}"; do
-  for w in f16 q4; do
+  left 60 || break
+  for w in f16 q4; do  # (the product's variants only)
     # shellcheck disable=SC2086  # (the variant's flags split into words)
-    timeout 30 $PY bench/gpu_decode.py $v --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
+    [[ $v == *--unroll* || $v == *--lanes* ]] &&
+      timeout 30 $PY bench/gpu_decode.py $v --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
   done
   for m in gemma3 smollm2; do
     echo "-- $m, $v:"
@@ -119,7 +121,7 @@ done
 
 step "H: linear.wgsl's bandwidth, the encoder against torch"
 timeout 60 $PY bench/gpu_decode.py --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}"
-timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
+left 120 && timeout 150 $PY bench/gpu_encoder.py /tmp/all-minilm.onnx --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
 
 if [ -n "${building:-}" ]; then
   step "llama.cpp CUDA $CUDA (llama-bench, same source)"

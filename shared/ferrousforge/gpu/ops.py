@@ -180,9 +180,9 @@ def linear(
     folded into the next product); ``parts``: pending holds that many shares a row ([m, parts, k], added
     in order: ``causal_attention``'s heads' shares of the output projection); ``post_norm`` False: no
     post-norm, the input is x + pending (Llama's residual add folded in; ``norm`` holds k weights).
-    ``bias``: ``norm`` holds k weights then n0 + n biases, each column's
-    added after the norm (Qwen2's q/k/v); ``factors``, with ``rope``: after those, n_rot / 2 frequency
-    factors dividing each pair's angle (Llama 3's rope_freqs)."""
+    ``bias``: ``norm`` holds k weights then n0 + n biases, each column's added after the norm (Qwen2's
+    q/k/v); ``factors``, with ``rope``: after those, n_rot / 2 frequency factors dividing each pair's
+    angle (Llama 3's rope_freqs)."""
     if residual is not None and norm is None:
         raise ValueError("a residual input goes with norm")
     if (parts != 1 or not post_norm) and residual is None:

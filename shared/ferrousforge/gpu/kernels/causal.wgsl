@@ -14,7 +14,7 @@
 // OPROJ (Llama's heads of up to 128 dims): each workgroup also multiplies its head's output by that
 // head's columns of the output projection W_o ([E, Hq · D], as linear.wgsl holds weights: f16, f32, Q8
 // or Q4), writing out[t, h, :] (E values); the next product adds the heads' shares in order
-// (linear.wgsl's PARTS): the projection costs no dispatch of its own.
+// (linear.wgsl's residual input in p.parts shares, PLAIN): the projection costs no dispatch of its own.
 //
 // ROTATE (Gemma): q is the product's raw queries and the attention is written over them; this pass's
 // raw keys and values k, v: [T, Hkv, D]. Each head is RMS-normalised (weights qkn: the queries' D, then

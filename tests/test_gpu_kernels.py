@@ -519,6 +519,19 @@ def eight_bits(gpu: GpuDevice, w: np.ndarray) -> object:
     return packed
 
 
+def held(gpu: GpuDevice, form: str, rows: int, k: int) -> tuple[np.ndarray, object]:
+    """A random [rows, k] matrix as the decoder holds it in ``form`` ("f32", "f16", "q8", or "q4" from
+    a Q4_1 file's blocks): the values it holds and its buffer."""
+    if form == "q4":
+        return four_bits(gpu, "Q4_1", rows, k)
+    w = randn(rows, k)
+    if form == "f16":
+        return w.astype(np.float16).astype(np.float32), halves(gpu, w)
+    if form == "q8":
+        return q8_values(w), eight_bits(gpu, w)
+    return w, up(gpu, w)
+
+
 def rms(x: np.ndarray, w: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return x / np.sqrt((x.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * w
 
@@ -542,11 +555,8 @@ def test_linear_and_its_fused_forms(gpu: GpuDevice, form: str, m: int, lanes: in
     if half and not gpu.f16:
         pytest.skip("no shader-f16")
     k, n = 96, 37  # n not a multiple of the 16 rows a workgroup takes
-    x, w, nw = randn(m, k), randn(3 * n, k), randn(k)
-    wq = w.astype(np.float16).astype(np.float32) if half else q8_values(w) if q8 else w
-    wb = halves(gpu, w) if half else eight_bits(gpu, w) if q8 else up(gpu, w)
-    if q4:  # (values a Q4_1 file holds)
-        wq, wb = four_bits(gpu, "Q4_1", 3 * n, k)
+    x, nw = randn(m, k), randn(k)
+    wq, wb = held(gpu, form, 3 * n, k)
     tol = {"rtol": 1e-4, "atol": 1e-4}
 
     def product(record, shape: tuple[int, ...], out: object | None = None) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -636,15 +646,9 @@ def test_linear_loads_at_once_do_not_change_a_bit(gpu: GpuDevice, q4: bool, m: i
     decode step's staged tile; three: smaller tiles)."""
     k, n = 1120, 24  # 280 groups of 4: not a multiple of any lanes × loads
     x, pending, nw = randn(m, k), randn(m, k), up(gpu, randn(2 * k))
-    wb = (
-        four_bits(gpu, "Q4_1", 2 * n, k)[1]
-        if q4
-        else halves(gpu, randn(2 * n, k))
-        if gpu.f16
-        else up(gpu, randn(2 * n, k))
-    )
-    xb, fold = up(gpu, x), (up(gpu, pending), gpu.buffer(m * k * 4))
     half = gpu.f16 and not q4
+    wb = held(gpu, "q4" if q4 else "f16" if half else "f32", 2 * n, k)[1]
+    xb, fold = up(gpu, x), (up(gpu, pending), gpu.buffer(m * k * 4))
 
     def product(unroll: int) -> bytes:
         gpu.tuned["linear_unroll"] = unroll
@@ -673,18 +677,7 @@ def test_attention_applies_each_heads_columns_of_the_output_projection(
     t, hq, hkv, d, width, cached = 2, 4, 2, 64, 300, 70  # 300 rows: two rows a thread for some
     q, k, v = randn(t, hq, d), f16(randn(cached, hkv, d)), f16(randn(cached, hkv, d))
     pos, base = np.array([40, 69], np.uint32), np.array([0, 0], np.uint32)
-    wo = randn(width, hq * d)
-    if form == "q4":
-        wq, wb = four_bits(gpu, "Q4_1", width, hq * d)
-    else:
-        wq = (
-            wo.astype(np.float16).astype(np.float32)
-            if form == "f16"
-            else q8_values(wo)
-            if form == "q8"
-            else wo
-        )
-        wb = halves(gpu, wo) if form == "f16" else eight_bits(gpu, wo) if form == "q8" else up(gpu, wo)
+    wq, wb = held(gpu, form, width, hq * d)
     args = [up(gpu, a) for a in (q, k.astype(np.float16), v.astype(np.float16), pos, base)]
     out = gpu.buffer(t * hq * width * 4)
     project = ops.OutputShares(wb, width, form)  # type: ignore[arg-type]

@@ -279,14 +279,12 @@ class Decoder:
         # on a GPU, Llama-family attention with short heads and few, narrow shares multiplies its output
         # by W_o itself, head by head, the feed-forward product adding the shares: one dispatch fewer a
         # layer (a CPU adapter gains nothing by it: lavapipe ran decode steps 12% and prompts 34% slower)
-        shares = sh.n_head * sh.n_embd
-        fold = device.tuned.get("attention_output", not device.software)
-        blocks = sh.head_dim % 32 == 0 or not {f for n, f in self.forms.items() if "attn_output" in n} & {
-            "q8",
-            "q4",
-        }
-        short = not sh.qk_norm and sh.head_dim <= 128 and shares <= SHARES_MAX
-        self.output_shares = bool(fold) and short and blocks  # (a head's 8- or 4-bit columns: whole blocks)
+        short = not sh.qk_norm and sh.head_dim <= 128 and sh.n_head * sh.n_embd <= SHARES_MAX
+        # a head's columns of 8- or 4-bit weights must be whole blocks of 32
+        projections = {form for name, form in self.forms.items() if name.endswith("attn_output.weight")}
+        blocks = sh.head_dim % 32 == 0 or not projections & {"q8", "q4"}
+        fold = bool(device.tuned.get("attention_output", not device.software))
+        self.output_shares = fold and short and blocks
         for i in range(sh.n_layer if self.post_norms else 0):
             p = f"blk.{i}."
             ffn = [tensors[p + "ffn_norm.weight"], tensors[p + "post_attention_norm.weight"]]

@@ -24,8 +24,8 @@
 // product O: the input is X + rms_norm(O) ⊙ pw (nw holds [nw; pw]), O's RMS reduced first by all 256
 // threads in a fixed order, the sum staged in workgroup memory a tile at a time (computed once, not by
 // each weight row; a decode step's one row of up to 1024 values at once, else 32 groups of 4 a row,
-// each lane summing its groups in the same order either way); the first column of workgroups writes it to XOUT, the
-// stream's next buffer: the post-norm costs no dispatch of its own. O may come as p.parts shares a row
+// each lane summing its groups in the same order either way); the first column of workgroups writes
+// it to XOUT, the stream's next buffer: the post-norm costs no dispatch of its own. O may come as p.parts shares a row
 // ([M, parts, K], added in order: causal.wgsl's OPROJ heads); PLAIN (Llama): no post-norm, the input is
 // X + O.
 struct Params {

@@ -20,6 +20,9 @@ lavapipe (a CPU) these figures show the path, not a speed to aim at.
 ``--chain N``: greedy decode as the engine runs it, N steps chained in one pass (each step's argmax the
 next one's input on the GPU, one readback a pass): tokens a second without the host between steps.
 
+``--loop-bounding``: the kernels compiled with wgpu's default run-time checks, a counter and an exit
+in every loop (``ferrousforge.gpu.native``: the decoder's own kernels keep bounds checks alone).
+
 Where the GPU's part of a step goes: the step's dispatches of each kernel alone, and the whole step,
 replayed 20 times in one submit (once on lavapipe), no readback between: GPU time a token by kernel, and
 per dispatch.
@@ -40,7 +43,7 @@ from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu import ops, tune
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.device import Dispatch, GpuDevice
-from ferrousforge.gpu.native import NativeDevice
+from ferrousforge.gpu.native import BOUNDS_CHECKS, LOOP_BOUNDING, NativeDevice
 
 
 async def decode(
@@ -168,8 +171,13 @@ def main() -> None:
         help="Llama's output projection in the attention (Decoder.output_shares; on a GPU's default)",
     )
     parser.add_argument("--floor", type=int, metavar="N", help="the cost of N one-workgroup dispatches")
+    parser.add_argument(
+        "--loop-bounding",
+        action="store_true",
+        help="compile the kernels with wgpu's default checks (a counter in every loop), as before",
+    )
     args = parser.parse_args()
-    gpu = NativeDevice()
+    gpu = NativeDevice(checks=BOUNDS_CHECKS | LOOP_BOUNDING if args.loop_bounding else BOUNDS_CHECKS)
     if args.lanes:
         gpu.tuned["linear_lanes"] = args.lanes
     if args.unroll:

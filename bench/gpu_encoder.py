@@ -10,7 +10,9 @@ them, f16 where the adapter has shader-f16) on its own in each tiling the device
 (ops.MATMUL_TILES; the encoder measures them at its first batch: tune.py), in TFLOP/s of GPU time
 (gpu_decode.py's timer); with ``--torch``, torch's f32 and f16 products of that shape beside it. At
 batch 256 of 16 tokens all-minilm's products are 4096 rows × 1152, 384 or 1536: these say how far the
-kernel is from the card and from cuBLAS.
+kernel is from the card and from cuBLAS. With ``--loop-bounding`` the kernel is compiled with wgpu's
+default run-time checks (a counter and an exit in every loop), as it was before it kept bounds
+checks alone.
 
 ``--texts TOKENIZER.json``: from texts to normalised embeddings, as a user's request goes: the wgpu
 engine (``WgpuEmbeddingMold.embed_sync``: tokenization, the encoder, pooling) and the ONNX engine on
@@ -36,7 +38,7 @@ from gpu_decode import gpu_time
 
 from ferrousforge.gpu import onnx_weights, ops, tune
 from ferrousforge.gpu.bert import BertEncoder, BertShape, Weights, bert_weights
-from ferrousforge.gpu.native import NativeDevice
+from ferrousforge.gpu.native import BOUNDS_CHECKS, LOOP_BOUNDING, NativeDevice
 
 TOKENS = 16
 
@@ -228,9 +230,14 @@ def main() -> None:
     parser.add_argument("--batches", default="1,32,256")
     parser.add_argument("--matmul", metavar="MxNxK[,MxNxK...]")
     parser.add_argument("--texts", type=Path, metavar="TOKENIZER.json")
+    parser.add_argument(
+        "--loop-bounding",
+        action="store_true",
+        help="--matmul with wgpu's default checks on the kernel (a counter in every loop), as before",
+    )
     args = parser.parse_args()
     if args.matmul:
-        gpu = NativeDevice()
+        gpu = NativeDevice(checks=BOUNDS_CHECKS | LOOP_BOUNDING if args.loop_bounding else BOUNDS_CHECKS)
         for shape in args.matmul.split(","):
             matmul(gpu, shape, args.torch)
     if args.model is None:

@@ -11,8 +11,9 @@
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
 #      what a dispatch costs when it does nothing (--floor), and the kernels' variants beside a GPU's
-#      defaults (GPU_MACHINE_VARIANTS: one load at a time, Llama's output projection as a product of its
-#      own, 8 loads at once, 16 threads a weight row; bandwidth and decode as the defaults run);
+#      defaults (GPU_MACHINE_VARIANTS: wgpu's loop-bounding counters as before, one load at a time,
+#      Llama's output projection as a product of its own, 16 threads a weight row; bandwidth and
+#      decode as the defaults run);
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
@@ -104,12 +105,12 @@ done
 step "H2: what a dispatch costs, and the kernels' variants beside the defaults (--unroll, --lanes)"
 timeout 30 $PY bench/gpu_decode.py --floor 100
 # each variant: gpu_decode.py's flags, ';' between variants (the defaults: 32 threads a weight row, 4 loads at once)
-IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---unroll 1;--shares off;--unroll 8;--lanes 16}"
+IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---loop-bounding;--unroll 1;--shares off;--lanes 16}"
 for v in "${variants[@]}"; do
   left 60 || break
   for w in f16 q4; do  # (the product's variants only)
     # shellcheck disable=SC2086  # (the variant's flags split into words)
-    [[ $v == *--unroll* || $v == *--lanes* ]] &&
+    [[ $v == *--unroll* || $v == *--lanes* || $v == *--loop-bounding* ]] &&
       timeout 30 $PY bench/gpu_decode.py $v --bandwidth "${GPU_MACHINE_GEMV:-65536x4096}" --weights $w
   done
   for m in gemma3 smollm2; do
@@ -166,9 +167,12 @@ if left 90; then
     --texts /tmp/all-minilm-tokenizer.json --torch --batches "${GPU_MACHINE_BATCHES:-1,32,256}"
 fi
 step "H: the encoder's products in each tiling against torch"
+MATMULS=${GPU_MACHINE_MATMULS:-4096x1152x384,4096x384x384,4096x1536x384,4096x384x1536}
 if left 40; then
-  timeout "$(left)" $PY bench/gpu_encoder.py --torch \
-    --matmul "${GPU_MACHINE_MATMULS:-4096x1152x384,4096x384x384,4096x1536x384,4096x384x1536}"
+  timeout "$(left)" $PY bench/gpu_encoder.py --torch --matmul "$MATMULS"
+fi
+if left 30; then  # the first shape again, with wgpu's loop-bounding counters as before
+  timeout "$(left)" $PY bench/gpu_encoder.py --loop-bounding --matmul "${MATMULS%%,*}"
 fi
 step "H2: 4 sequences a step"
 for m in gemma3 smollm2; do

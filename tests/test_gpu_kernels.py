@@ -64,6 +64,27 @@ def test_preprocessor_keeps_branches_and_fills_values() -> None:
     assert "fn f" not in preprocess("#if X\n#include lib\n#endif", {}, library.__getitem__)
 
 
+def test_preprocessor_repeats_a_for_block_with_its_index() -> None:
+    src = "#for i N\na[${i}] = ${i}u * ${W};\n#for j 2\n#if X\nb[${i}][${j}];\n#endif\n#endfor\n#endfor\nend"
+    assert preprocess(src, {"N": 2, "W": 5, "X": True}).split("\n")[:-1] == [
+        "a[0] = 0u * 5;",
+        "b[0][0];",
+        "b[0][1];",
+        "a[1] = 1u * 5;",
+        "b[1][0];",
+        "b[1][1];",
+        "end",
+    ]
+    assert preprocess(src, {"N": 0, "W": 5}).strip() == "end"
+    assert preprocess("#if X\n#for i MISSING\nx\n#endfor\n#endif\ny", {}).strip() == "y"
+    with pytest.raises(ValueError, match="#for without #endfor"):
+        preprocess("#for i 2\nx", {})
+    with pytest.raises(ValueError, match="#endfor without #for"):
+        preprocess("x\n#endfor", {})
+    with pytest.raises(ValueError, match="a number or a define"):
+        preprocess("#for i MISSING\nx\n#endfor", {})
+
+
 @pytest.mark.parametrize(
     ("m", "n", "k"), [(1, 1, 1), (3, 17, 33), (37, 50, 70), (64, 48, 16), (130, 131, 37)]
 )

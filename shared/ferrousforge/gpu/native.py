@@ -9,6 +9,13 @@ from ferrousforge.gpu.device import Binding, Buffer, Dispatch, GpuDevice, Record
 
 SOFTWARE = ("llvmpipe", "lavapipe", "swiftshader", "software", "basic render")
 
+# wgpu-native's run-time checks on a shader (WGPUShaderRuntimeChecks): its default adds both. Loop
+# bounding puts a 64-bit counter and an exit in every loop, against infinite loops, and it keeps a
+# driver from unrolling a loop of constant length (a kernel's per-thread arrays then go to memory).
+# The kernels here end every loop, so theirs keep the bounds checks alone.
+BOUNDS_CHECKS = 1
+LOOP_BOUNDING = 2
+
 
 def _raw_pass_calls() -> Any:
     """wgpu-native's own pass-encoding functions, called without wgpu-py's per-call error capture (half
@@ -27,8 +34,38 @@ def _raw_pass_calls() -> Any:
         return None
 
 
+def _trusted_modules() -> Any:
+    """wgpu-native's ``wgpuDeviceCreateShaderModuleTrusted`` (a WGSL module with the run-time checks
+    asked for) as ``make(device, code, label, checks)``; None where this wgpu-py lacks it."""
+    try:
+        from wgpu.backends.wgpu_native import _api
+
+        create = _api.libf.wgpuDeviceCreateShaderModuleTrusted
+    except (ImportError, AttributeError):
+        return None
+
+    def make(device: Any, code: str, label: str, checks: int) -> Any:
+        source = _api.new_struct_p("WGPUShaderSourceWGSL *", code=_api.to_c_string_view(code))
+        source[0].chain.next = _api.ffi.NULL
+        source[0].chain.sType = _api.lib.WGPUSType_ShaderSourceWGSL
+        descriptor = _api.new_struct_p(
+            "WGPUShaderModuleDescriptor *",
+            nextInChain=_api.ffi.cast("WGPUChainedStruct *", source),
+            label=_api.to_c_string_view(label),
+        )
+        handle = create(device._internal, descriptor, checks)
+        if handle == _api.ffi.NULL:
+            raise RuntimeError(f"shader module {label} could not be created")
+        return _api.GPUShaderModule(label, handle, device)
+
+    return make
+
+
 class NativeDevice(GpuDevice):
-    def __init__(self, power_preference: str = "high-performance") -> None:
+    """``checks``: wgpu-native's run-time checks on the kernels (``BOUNDS_CHECKS``, adding
+    ``LOOP_BOUNDING`` gives wgpu's default, for comparison: ``bench/gpu_decode.py --loop-bounding``)."""
+
+    def __init__(self, power_preference: str = "high-performance", checks: int = BOUNDS_CHECKS) -> None:
         import wgpu
 
         super().__init__()
@@ -48,6 +85,8 @@ class NativeDevice(GpuDevice):
         self._storage = usage.STORAGE | usage.COPY_SRC | usage.COPY_DST
         self._uniform = usage.UNIFORM | usage.COPY_DST
         self._raw = _raw_pass_calls()
+        self._trusted = _trusted_modules()
+        self.checks = checks if self._trusted else BOUNDS_CHECKS | LOOP_BOUNDING
 
     def buffer(self, size: int) -> Buffer:
         size = max(4, (size + 3) // 4 * 4)
@@ -76,7 +115,10 @@ class NativeDevice(GpuDevice):
                 for b in bindings
             ]
         )
-        module = self.device.create_shader_module(code=source, label=name)
+        if self._trusted is None:
+            module = self.device.create_shader_module(code=source, label=name)
+        else:
+            module = self._trusted(self.device, source, name, self.checks)
         pipeline = self.device.create_compute_pipeline(
             layout=self.device.create_pipeline_layout(bind_group_layouts=[layout]),
             compute={"module": module, "entry_point": entry},

@@ -34,6 +34,7 @@ class MatmulTile:
             "BM": self.bm,
             "BN": self.bn,
             "BK": self.bk,
+            "TM": self.tm,
             "TM4": self.tm // 4,
             "TN4": self.tn // 4,
             "TM8": self.tm == 8,

@@ -197,12 +197,12 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       let own = k0 + key == last;
       for (var c0 = tid % SPLIT; c0 < d4; c0 += UNROLL * SPLIT) {
         var kv: array<vec4<f32>, UNROLL>;  // loaded before any is used, then summed in order
-        for (var u = 0u; u < UNROLL; u++) { kv[u] = key4(own, krow, min(c0 + u * SPLIT, d4 - 1u)); }
-        for (var u = 0u; u < UNROLL; u++) {
-          let c = c0 + u * SPLIT;
-          if (c >= d4) { break; }
-          partial += dot(qs[c], kv[u]);
-        }
+#for u UNROLL
+        kv[${u}] = key4(own, krow, min(c0 + ${u}u * SPLIT, d4 - 1u));
+#endfor
+#for u UNROLL
+        if (c0 + ${u}u * SPLIT < d4) { partial += dot(qs[c0 + ${u}u * SPLIT], kv[${u}]); }
+#endfor
       }
     }
     part[tid] = partial;
@@ -233,17 +233,17 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     if (col < d4) {
       for (var j0 = group; j0 < count; j0 += UNROLL * SPLIT) {
         var vv: array<vec4<f32>, UNROLL>;  // loaded before any is used, then summed in order
-        for (var u = 0u; u < UNROLL; u++) {
-          let j = min(j0 + u * SPLIT, count - 1u);
-          vv[u] = value4(k0 + j == last, ((row0 + k0 + j) * p.Hkv + kvh) * d4, col);
-        }
-        for (var u = 0u; u < UNROLL; u++) {
-          let j = j0 + u * SPLIT;
-          if (j >= count) { break; }
-          let w = exp(s[j] - new_m);
+#for u UNROLL
+        let key${u} = min(j0 + ${u}u * SPLIT, count - 1u);
+        vv[${u}] = value4(k0 + key${u} == last, ((row0 + k0 + key${u}) * p.Hkv + kvh) * d4, col);
+#endfor
+#for u UNROLL
+        if (j0 + ${u}u * SPLIT < count) {
+          let w = exp(s[j0 + ${u}u * SPLIT] - new_m);
           sum += w;
-          acc += w * vv[u];
+          acc += w * vv[${u}];
         }
+#endfor
       }
     }
     m = new_m;
@@ -269,11 +269,12 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     var share = 0.0;
     for (var i0 = 0u; i0 < d4; i0 += UNROLL) {
       var wv: array<vec4<f32>, UNROLL>;
-      for (var u = 0u; u < UNROLL; u++) { wv[u] = weights4(r, h * d4 + min(i0 + u, d4 - 1u), k4); }
-      for (var u = 0u; u < UNROLL; u++) {
-        if (i0 + u >= d4) { break; }
-        share += dot(qs[i0 + u], wv[u]);
-      }
+#for u UNROLL
+      wv[${u}] = weights4(r, h * d4 + min(i0 + ${u}u, d4 - 1u), k4);
+#endfor
+#for u UNROLL
+      if (i0 + ${u}u < d4) { share += dot(qs[i0 + ${u}u], wv[${u}]); }
+#endfor
     }
     out[(t * p.Hq + h) * p.E + r] = share;
   }

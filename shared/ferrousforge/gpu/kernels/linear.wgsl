@@ -89,6 +89,7 @@ fn rotated(value: f32, partner: f32, d: u32, at: u32) -> f32 {
 const STAGED = 256u;  // groups of 4 folded input values staged at once, for all the rows
 var<workgroup> xs: array<vec4<f32>, STAGED>;  // rows × tile folded input values
 var<workgroup> sums16: array<f32, 128>;  // XROWS × 16 partial sums of O's squares
+var<workgroup> inv: array<f32, 8>;  // each row's 1 / rms(O)
 
 // O's group i of row m: the sum of its p.parts shares in order (causal.wgsl's OPROJ heads), or O itself
 fn pending(m: u32, i: u32, k4: u32) -> vec4<f32> {
@@ -119,7 +120,9 @@ fn glu_act(g: f32) -> f32 {
 // adding the lanes in order. Two barriers: a tree would take five, and a CPU adapter (SwiftShader,
 // lavapipe) pays for each barrier on every group of invocations of every workgroup.
 fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
-  for (var m = 0u; m < rows; m++) { part[(m * WROWS + ly) * LANES + lx] = v[m]; }
+#for m 8
+  if (${m}u < rows) { part[(${m}u * WROWS + ly) * LANES + lx] = v[${m}]; }
+#endfor
   workgroupBarrier();
   var out = 0.0;
   if (lx < rows) {
@@ -131,7 +134,9 @@ fn lanes_sum(lx: u32, ly: u32, rows: u32, v: array<f32, 8>) -> f32 {
   return out;
 }
 
-// this thread's sums over its W row and up to 8 X rows: the product, X's squares (NORM), the up half (GLU)
+// this thread's sums over its W row and up to 8 X rows: the product, X's squares (NORM), the up half
+// (GLU). Every index into them (and into any thread's array here) is a constant, the loops over rows
+// and loads written out by #for: indexed by a loop counter, an array can leave the registers.
 var<private> acc: array<f32, 8>;
 var<private> sq: array<f32, 8>;
 var<private> up: array<f32, 8>;
@@ -156,25 +161,25 @@ fn norm4(i: u32) -> vec4<f32> {
 
 // add group i of the thread's W row (wv, up half uv, norm weights nv) to its sums for each X row
 fn take(i: u32, t0: u32, tile: u32, rows: u32, m0: u32, k4: u32, wv: vec4<f32>, uv: vec4<f32>, nv: vec4<f32>) {
-  for (var m = 0u; m < XROWS; m++) {
-    if (m < rows) {
+#for m 8
+  if (${m}u < rows) {
 #if RESIDUAL
-      let xr = xs[m * tile + i - t0];
+    let xr = xs[${m}u * tile + i - t0];
 #else
-      let xr = x[(m0 + m) * k4 + i];
+    let xr = x[(m0 + ${m}u) * k4 + i];
 #endif
 #if NORM
-      sq[m] += dot(xr, xr);
-      let xv = xr * nv;
+    sq[${m}] += dot(xr, xr);
+    let xv = xr * nv;
 #else
-      let xv = xr;
+    let xv = xr;
 #endif
-      acc[m] += dot(xv, wv);
+    acc[${m}] += dot(xv, wv);
 #if GLU
-      up[m] += dot(xv, uv);
+    up[${m}] += dot(xv, uv);
 #endif
-    }
   }
+#endfor
 }
 
 @compute @workgroup_size(${LANES}, ${WROWS})
@@ -190,7 +195,6 @@ fn main(
   let wrow = p.n0 + min(col, p.N - 1u);
 #if RESIDUAL
   let flat = l.y * LANES + l.x;
-  var inv = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
 #if PLAIN
 #else
   for (var m = 0u; m < XROWS; m++) {
@@ -211,11 +215,12 @@ fn main(
     sums16[flat] = ss;
   }
   workgroupBarrier();  // (part is free again: the products' sums go there next)
-  for (var m = 0u; m < rows; m++) {
-    var ss = sums16[16u * m];
-    for (var j = 1u; j < 16u; j++) { ss += sums16[16u * m + j]; }
-    inv[m] = inverseSqrt(ss / f32(p.K) + p.eps);
+  if (flat < rows) {
+    var ss = sums16[16u * flat];
+    for (var j = 1u; j < 16u; j++) { ss += sums16[16u * flat + j]; }
+    inv[flat] = inverseSqrt(ss / f32(p.K) + p.eps);
   }
+  workgroupBarrier();
 #endif
   // the rows' tile: the whole of a short row where one or two rows come (a decode step), else 32
   // groups of 4 a row; what a lane sums, and in what order, does not depend on it
@@ -255,17 +260,14 @@ fn main(
       var wv: array<vec4<f32>, UNROLL>;
       var uv: array<vec4<f32>, UNROLL>;
       var nv: array<vec4<f32>, UNROLL>;
-      for (var u = 0u; u < UNROLL; u++) {
-        let i = min(i0 + u * LANES, end - 1u);  // past the end: a repeat, loaded and left unused
-        wv[u] = weights4(wrow, i, k4);
-        uv[u] = gate_up4(wrow, i, k4);
-        nv[u] = norm4(i);
-      }
-      for (var u = 0u; u < UNROLL; u++) {
-        let i = i0 + u * LANES;
-        if (i >= end) { break; }
-        take(i, t0, tile, rows, m0, k4, wv[u], uv[u], nv[u]);
-      }
+#for u UNROLL
+      wv[${u}] = weights4(wrow, min(i0 + ${u}u * LANES, end - 1u), k4);  // past the end: a repeat, left unused
+      uv[${u}] = gate_up4(wrow, min(i0 + ${u}u * LANES, end - 1u), k4);
+      nv[${u}] = norm4(min(i0 + ${u}u * LANES, end - 1u));
+#endfor
+#for u UNROLL
+      if (i0 + ${u}u * LANES < end) { take(i0 + ${u}u * LANES, t0, tile, rows, m0, k4, wv[${u}], uv[${u}], nv[${u}]); }
+#endfor
     }
 #else
     for (var i = first; live && i < end; i += LANES) {

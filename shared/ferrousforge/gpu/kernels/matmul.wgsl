@@ -41,6 +41,7 @@ var<workgroup> rows: array<array<f32, 64>, 8>;
 fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u) {
   let col = g.x * 64u + l.x;
   let wcol = p.n0 + col;
+  // (the rows written out: an array indexed by a loop counter can leave the registers)
   var acc = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
   for (var k0 = 0u; k0 < p.K; k0 += 64u) {
     let k = k0 + l.x;
@@ -58,15 +59,17 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #else
         let vw = f32(w[wcol * p.K + k0 + i]);
 #endif
-        for (var m = 0u; m < p.M; m++) { acc[m] += rows[m][i] * vw; }
+#for m 8
+        if (${m}u < p.M) { acc[${m}] += rows[${m}][i] * vw; }
+#endfor
       }
     }
     workgroupBarrier();
   }
   if (col < p.N) {
-    for (var m = 0u; m < p.M; m++) {
-      c[m * p.N + col] = act(acc[m] + bias[col]);
-    }
+#for m 8
+    if (${m}u < p.M) { c[${m}u * p.N + col] = act(acc[${m}] + bias[col]); }
+#endfor
   }
 }
 #else
@@ -104,10 +107,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
       let q = i / BK;
       let k = k0 + lk;
       var va = vec4<f32>(0.0);
-      for (var e = 0u; e < 4u; e++) {
-        let row = m0 + 4u * q + e;
-        if (row < p.M && k < p.K) { va[e] = a[row * p.K + k]; }
-      }
+#for e 4
+      if (m0 + 4u * q + ${e}u < p.M && k < p.K) { va[${e}] = a[(m0 + 4u * q + ${e}u) * p.K + k]; }
+#endfor
       ta[lk * (BM / 4u) + q] = va;
     }
 #if WT
@@ -116,10 +118,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
       let wk = k0 + i / (BN / 4u);
       let wq = i % (BN / 4u);
       var vw = vec4<f32>(0.0);
-      for (var j = 0u; j < 4u; j++) {
-        let wn = c0 + 4u * wq + j;
-        if (wk < p.K && wn < p.N) { vw[j] = f32(w[wk * p.N + wn]); }
-      }
+#for j 4
+      if (wk < p.K && c0 + 4u * wq + ${j}u < p.N) { vw[${j}] = f32(w[wk * p.N + c0 + 4u * wq + ${j}u]); }
+#endfor
       tw[(i / (BN / 4u)) * (BN / 4u) + wq] = vw;
     }
 #else
@@ -129,10 +130,9 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
       let q = i / BK;
       let k = k0 + lk;
       var vw = vec4<f32>(0.0);
-      for (var e = 0u; e < 4u; e++) {
-        let col = c0 + 4u * q + e;
-        if (col < p.N && k < p.K) { vw[e] = f32(w[(p.n0 + col) * p.K + k]); }
-      }
+#for e 4
+      if (c0 + 4u * q + ${e}u < p.N && k < p.K) { vw[${e}] = f32(w[(p.n0 + c0 + 4u * q + ${e}u) * p.K + k]); }
+#endfor
       tw[lk * (BN / 4u) + q] = vw;
     }
 #endif
@@ -168,14 +168,17 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
     }
     workgroupBarrier();
   }
-  for (var r = 0u; r < 4u * TM4; r++) {
-    let row = m0 + 4u * (ty + (r / 4u) * MT) + r % 4u;
-    for (var j = 0u; j < TN4; j++) {
-      for (var e = 0u; e < 4u; e++) {
-        let col = c0 + 4u * (tx + j * NT) + e;
-        if (row < p.M && col < p.N) { c[row * p.N + col] = act(acc[r * TN4 + j][e] + bias[col]); }
-      }
-    }
-  }
+#for r TM
+#for j TN4
+  put(m0 + 4u * (ty + ${r}u / 4u * MT) + ${r}u % 4u, c0 + 4u * (tx + ${j}u * NT), acc[${r}u * TN4 + ${j}u]);
+#endfor
+#endfor
+}
+
+// C[row, col .. col + 3] = act(v + bias), those inside C
+fn put(row: u32, col: u32, v: vec4<f32>) {
+#for e 4
+  if (row < p.M && col + ${e}u < p.N) { c[row * p.N + col + ${e}u] = act(v[${e}] + bias[col + ${e}u]); }
+#endfor
 }
 #endif

@@ -108,13 +108,13 @@ def gpu_time(device: GpuDevice, dispatches: list[Dispatch]) -> float:
     return asyncio.run(tune.seconds(device, dispatches, repeats, runs))
 
 
-def by_kernel(decoder: Decoder, step: Any) -> None:
-    dispatches = step.recording.dispatches
-    whole = gpu_time(decoder.device, dispatches)
+def by_kernel(device: GpuDevice, dispatches: list[Dispatch], what: str = "a decode step") -> None:
+    """GPU time of a recorded pass, and of each kernel's dispatches in it alone."""
+    whole = gpu_time(device, dispatches)
     kinds = Counter(d.kernel.name for d in dispatches)
-    print(f"- GPU time a decode step, replayed without readback: {whole * 1e3:.3f} ms; by kernel alone:")
+    print(f"- GPU time {what}, replayed without readback: {whole * 1e3:.3f} ms; by kernel alone:")
     for kind, count in kinds.most_common():
-        alone = gpu_time(decoder.device, [d for d in dispatches if d.kernel.name == kind])
+        alone = gpu_time(device, [d for d in dispatches if d.kernel.name == kind])
         print(
             f"  - {kind}: {count} dispatches, {alone * 1e3:.3f} ms ({alone / whole:.0%}), "
             f"{alone * 1e6 / count:.1f} µs each"
@@ -225,7 +225,7 @@ def main() -> None:
             f"- chained decode, {args.chain} steps a pass (the engine's greedy path): "
             f"{1e3 * args.slots / chain_ms:.1f} tok/s, {chain_ms:.3f} ms a step"
         )
-    by_kernel(decoder, step)
+    by_kernel(decoder.device, step.recording.dispatches)
     if args.prompt:
         print(f"- prompt: {args.prompt / prompt:.1f} tok/s ({args.prompt} tokens in {prompt * 1e3:.1f} ms)")
 

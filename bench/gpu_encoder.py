@@ -14,6 +14,9 @@ kernel is from the card and from cuBLAS. With ``--loop-bounding`` the kernel is 
 default run-time checks (a counter and an exit in every loop), as it was before it kept bounds
 checks alone.
 
+The encoder's pass at the largest batch is then timed whole and kernel by kernel (GPU time, replayed
+without readback), as ``gpu_decode.py`` does a decode step.
+
 ``--texts TOKENIZER.json``: from texts to normalised embeddings, as a user's request goes: the wgpu
 engine (``WgpuEmbeddingMold.embed_sync``: tokenization, the encoder, pooling) and the ONNX engine on
 all the CPU's cores, both as the host runs them; with ``--torch``, sentence-transformers' ``encode`` on
@@ -34,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_decode import gpu_time
+from gpu_decode import by_kernel, gpu_time
 
 from ferrousforge.gpu import onnx_weights, ops, tune
 from ferrousforge.gpu.bert import BertEncoder, BertShape, Weights, bert_weights
@@ -86,6 +89,8 @@ def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
         tile = device.tuned.get("matmul")
         tiling = f", tile {tune.tile_name(tile)}" if tile else ""
         print(f"| wgpu ({device.name}{tiling}) | {batch} | {batch / seconds:.1f} |")
+    (b, s), largest = max(encoder._passes.items())  # the largest batch's recorded pass
+    by_kernel(device, largest.recording.dispatches, f"the encoder's pass at batch {b} of {s} tokens")
     return shape, vocab
 
 

@@ -116,7 +116,10 @@ def test_matmul_rows_do_not_depend_on_the_batch(gpu: GpuDevice) -> None:
 
 
 @pytest.mark.parametrize("tile", ops.MATMUL_TILES, ids=tune.tile_name)
-@pytest.mark.parametrize(("m", "n", "k", "w_kn"), [(137, 131, 45, False), (200, 70, 33, True)])
+# (200, 72, 33, True): W [K, N] read 4 columns a load (N a multiple of 4)
+@pytest.mark.parametrize(
+    ("m", "n", "k", "w_kn"), [(137, 131, 45, False), (200, 70, 33, True), (200, 72, 33, True)]
+)
 def test_every_matmul_tiling_gives_the_same_bits(
     gpu: GpuDevice, tile: ops.MatmulTile, m: int, n: int, k: int, w_kn: bool
 ) -> None:
@@ -297,7 +300,7 @@ def test_onnx_weights_are_read_without_onnx() -> None:
     assert ln.attributes["axis"] == -1
 
 
-@pytest.mark.parametrize(("m", "n", "k", "w_kn"), [(3, 17, 34, False), (37, 50, 70, True)])
+@pytest.mark.parametrize(("m", "n", "k", "w_kn"), [(3, 17, 34, False), (37, 50, 70, True), (5, 52, 70, True)])
 def test_matmul_with_f16_weights(gpu: GpuDevice, m: int, n: int, k: int, w_kn: bool) -> None:
     """Weights converted to f16 on the GPU (to_half), products summed in f32."""
     if not gpu.f16:

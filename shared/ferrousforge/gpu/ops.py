@@ -94,6 +94,7 @@ def matmul(
         GELU=act == "gelu",
         TANH=act == "tanh",
         WT=w_kn,
+        W4=w_kn and n % 4 == 0,  # W's runs of 4 columns loaded as one vec4
         F16=half,
         SKINNY=skinny,
         **({} if skinny else tile.defines()),

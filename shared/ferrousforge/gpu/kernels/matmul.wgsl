@@ -7,7 +7,15 @@
 struct Params { M: u32, N: u32, K: u32, n0: u32, pad0: u32, pad1: u32, pad2: u32, pad3: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
+#if W4
+@group(0) @binding(2) var<storage, read> w: array<vec4<FLOAT>>;  // WT with N a multiple of 4: runs of 4 columns
+
+fn w_at(i: u32) -> f32 { return f32(w[i / 4u][i % 4u]); }
+#else
 @group(0) @binding(2) var<storage, read> w: array<FLOAT>;
+
+fn w_at(i: u32) -> f32 { return f32(w[i]); }
+#endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -55,9 +63,9 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       let count = min(64u, p.K - k0);
       for (var i = 0u; i < count; i++) {
 #if WT
-        let vw = f32(w[(k0 + i) * p.N + col]);
+        let vw = w_at((k0 + i) * p.N + col);
 #else
-        let vw = f32(w[wcol * p.K + k0 + i]);
+        let vw = w_at(wcol * p.K + k0 + i);
 #endif
 #for m 8
         if (${m}u < p.M) { acc[${m}] += rows[${m}][i] * vw; }
@@ -118,9 +126,13 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
       let wk = k0 + i / (BN / 4u);
       let wq = i % (BN / 4u);
       var vw = vec4<f32>(0.0);
+#if W4
+      if (wk < p.K && c0 + 4u * wq < p.N) { vw = vec4<f32>(w[(wk * p.N + c0) / 4u + wq]); }  // one load
+#else
 #for j 4
-      if (wk < p.K && c0 + 4u * wq + ${j}u < p.N) { vw[${j}] = f32(w[wk * p.N + c0 + 4u * wq + ${j}u]); }
+      if (wk < p.K && c0 + 4u * wq + ${j}u < p.N) { vw[${j}] = w_at(wk * p.N + c0 + 4u * wq + ${j}u); }
 #endfor
+#endif
       tw[(i / (BN / 4u)) * (BN / 4u) + wq] = vw;
     }
 #else
@@ -131,29 +143,30 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
       let k = k0 + lk;
       var vw = vec4<f32>(0.0);
 #for e 4
-      if (c0 + 4u * q + ${e}u < p.N && k < p.K) { vw[${e}] = f32(w[(p.n0 + c0 + 4u * q + ${e}u) * p.K + k]); }
+      if (c0 + 4u * q + ${e}u < p.N && k < p.K) { vw[${e}] = w_at((p.n0 + c0 + 4u * q + ${e}u) * p.K + k); }
 #endfor
       tw[lk * (BN / 4u) + q] = vw;
     }
 #endif
     workgroupBarrier();
-    for (var i = 0u; i < BK; i++) {
-      // written out, not looped: arrays indexed by loop counters can leave registers
-      let va0 = ta[i * (BM / 4u) + ty];
-      let vw0 = tw[i * (BN / 4u) + tx];
+    // the tile's k written out (#for), each with its own block: the accumulators' indices are constants
+#for i BK
+    {
+      let va0 = ta[${i}u * (BM / 4u) + ty];
+      let vw0 = tw[${i}u * (BN / 4u) + tx];
       acc[0] += va0.x * vw0;
       acc[TN4] += va0.y * vw0;
       acc[2u * TN4] += va0.z * vw0;
       acc[3u * TN4] += va0.w * vw0;
 #if TN8
-      let vw1 = tw[i * (BN / 4u) + tx + NT];
+      let vw1 = tw[${i}u * (BN / 4u) + tx + NT];
       acc[1] += va0.x * vw1;
       acc[3] += va0.y * vw1;
       acc[5] += va0.z * vw1;
       acc[7] += va0.w * vw1;
 #endif
 #if TM8
-      let va1 = ta[i * (BM / 4u) + ty + MT];
+      let va1 = ta[${i}u * (BM / 4u) + ty + MT];
       acc[4u * TN4] += va1.x * vw0;
       acc[5u * TN4] += va1.y * vw0;
       acc[6u * TN4] += va1.z * vw0;
@@ -166,6 +179,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
 #endif
 #endif
     }
+#endfor
     workgroupBarrier();
   }
 #for r TM

@@ -7,7 +7,7 @@
 #   2. (in the background) llama.cpp with CUDA for sm_90 from .gpu/llama-src.tgz: its shared libraries
 #      (FerrousForge's llama.cpp engine loads them through LLAMA_CPP_LIB_PATH), llama-server, llama-bench;
 #   3. the kernels' tests against numpy on the machine's adapter (CPU adapters hide races and fused
-#      multiply-adds); H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
+#      multiply-adds); whether wgpu's cooperative matrices reach the matrix units, and right; H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
 #      what a dispatch costs when it does nothing (--floor), and the kernels' variants beside a GPU's
@@ -96,6 +96,9 @@ fi
 step "H, H2: the kernels' tests on this adapter (tests/test_gpu_kernels.py, against numpy)"
 timeout 150 $PY -m pytest --noconftest -q -p no:cacheprovider -rf tests/test_gpu_kernels.py >"$OUT/kernels.log" 2>&1
 grep -E "^(FAILED|ERROR|E  )|passed|failed" "$OUT/kernels.log" | cut -c1-240 | tail -n 40
+
+step "H, H2: the GPU's matrix units through wgpu's cooperative matrices (bench/gpu_coop_probe.py)"
+timeout 60 $PY bench/gpu_coop_probe.py
 
 step "H2: the GPU decoder through wgpu"
 for m in gemma3 smollm2; do

@@ -43,7 +43,7 @@ from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu import ops, tune
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.device import Dispatch, GpuDevice
-from ferrousforge.gpu.native import BOUNDS_CHECKS, LOOP_BOUNDING, NativeDevice
+from ferrousforge.gpu.native import NativeDevice
 
 
 async def decode(
@@ -177,7 +177,7 @@ def main() -> None:
         help="compile the kernels with wgpu's default checks (a counter in every loop), as before",
     )
     args = parser.parse_args()
-    gpu = NativeDevice(checks=BOUNDS_CHECKS | LOOP_BOUNDING if args.loop_bounding else BOUNDS_CHECKS)
+    gpu = NativeDevice(loop_bounding=args.loop_bounding)
     if args.lanes:
         gpu.tuned["linear_lanes"] = args.lanes
     if args.unroll:

@@ -41,7 +41,7 @@ from gpu_decode import by_kernel, gpu_time
 
 from ferrousforge.gpu import onnx_weights, ops, tune
 from ferrousforge.gpu.bert import BertEncoder, BertShape, Weights, bert_weights
-from ferrousforge.gpu.native import BOUNDS_CHECKS, LOOP_BOUNDING, NativeDevice
+from ferrousforge.gpu.native import NativeDevice
 
 TOKENS = 16
 
@@ -242,7 +242,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.matmul:
-        gpu = NativeDevice(checks=BOUNDS_CHECKS | LOOP_BOUNDING if args.loop_bounding else BOUNDS_CHECKS)
+        gpu = NativeDevice(loop_bounding=args.loop_bounding)
         for shape in args.matmul.split(","):
             matmul(gpu, shape, args.torch)
     if args.model is None:

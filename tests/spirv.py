@@ -1,7 +1,7 @@
 """What naga makes of the kernels: the SPIR-V wgpu-native hands the Vulkan driver, caught by a driver
 shim over lavapipe (``spirv_dump.c``, built with the system's C compiler), and read here.
 
-Run as a script (``python spirv.py DIR CHECKS GGUF...``, under the shim), it records the passes the GPU
+Run as a script (``python spirv.py DIR GGUF...``, under the shim), it records the passes the GPU
 decoder replays on a GPU (decode steps and a prompt, the tuned defaults of a hardware adapter) for each
 GGUF, and the encoder's products in every tiling, and names each module the shim wrote in
 ``DIR/names.json``.
@@ -73,7 +73,7 @@ def lavapipe() -> str | None:
     return None
 
 
-def dump(folder: Path, checks: int, models: list[Path]) -> dict[str, list[Module]]:
+def dump(folder: Path, models: list[Path]) -> dict[str, list[Module]]:
     """Each kernel's modules as the script below compiles them under the shim, by kernel name."""
     compiler, driver = shutil.which("cc") or shutil.which("gcc"), lavapipe()
     if compiler is None or driver is None:
@@ -97,7 +97,7 @@ def dump(folder: Path, checks: int, models: list[Path]) -> dict[str, list[Module
         "SPIRV_DUMP_DRIVER": driver,
         "SPIRV_DUMP_DIR": str(out),
     }
-    run = [sys.executable, str(Path(__file__)), str(out), str(checks), *map(str, models)]
+    run = [sys.executable, str(Path(__file__)), str(out), *map(str, models)]
     subprocess.run(run, env=env, check=True, timeout=600)
     names = json.loads((out / "names.json").read_text())
     found: dict[str, list[Module]] = {}
@@ -138,14 +138,14 @@ def _bert(d: int, layers: int) -> dict[str, tuple[bytes, tuple[int, ...]]]:
     return {name: (bytes(4 * math.prod(shape)), shape) for name, shape in dims.items()}
 
 
-def _record(out: Path, checks: int, models: list[Path]) -> None:
+def _record(out: Path, models: list[Path]) -> None:
     sys.path.insert(0, str(HERE.parent / "shared"))
     from ferrousforge.gguf import parse_tensors
     from ferrousforge.gpu import ops
     from ferrousforge.gpu.bert import BertEncoder, BertShape
     from ferrousforge.gpu.decoder import Decoder
     from ferrousforge.gpu.device import Binding
-    from ferrousforge.gpu.native import BOUNDS_CHECKS, LOOP_BOUNDING, NativeDevice
+    from ferrousforge.gpu.native import NativeDevice
 
     names: dict[str, str] = {}
     compile_kernel = NativeDevice.compile
@@ -157,7 +157,7 @@ def _record(out: Path, checks: int, models: list[Path]) -> None:
         return handle
 
     NativeDevice.compile = compile_named  # type: ignore[method-assign]
-    gpu = NativeDevice(checks=checks)
+    gpu = NativeDevice()
     # a hardware adapter's defaults (ops.linear_lanes, linear_unroll, attention_unroll, output shares)
     gpu.tuned.update(linear_lanes=ops.LINEAR_LANES, linear_unroll=ops.LINEAR_UNROLL, attention_unroll=4)
     gpu.tuned["attention_output"] = True
@@ -180,10 +180,10 @@ def _record(out: Path, checks: int, models: list[Path]) -> None:
             rec = gpu.record()
             ops.matmul(rec, a, w, bias, c, rows, 64, 64, act=act, w_kn=w_kn, half=gpu.f16, tile=tile)
     gpu.compile("probe", PROBE, "main", (Binding(0, "read_write"),))
-    bounded = NativeDevice(checks=BOUNDS_CHECKS | LOOP_BOUNDING)
+    bounded = NativeDevice(loop_bounding=True)
     bounded.compile("probe with wgpu's default checks", PROBE, "main", (Binding(0, "read_write"),))
     (out / "names.json").write_text(json.dumps(names))
 
 
 if __name__ == "__main__":
-    _record(Path(sys.argv[1]), int(sys.argv[2]), [Path(p) for p in sys.argv[3:]])
+    _record(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])

@@ -10,7 +10,6 @@ import pytest
 from spirv import Module, dump, lavapipe
 
 from ferrousforge.gpu import ops
-from ferrousforge.gpu.native import BOUNDS_CHECKS
 
 from tinymodel import write_tiny_gemma3, write_tiny_llama
 
@@ -27,7 +26,7 @@ def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Module]]
         write_tiny_llama(folder / "llama-q4k.gguf", seed=2, q4k=True),
         write_tiny_gemma3(folder / "gemma3.gguf", seed=3),
     ]
-    return dump(folder, BOUNDS_CHECKS, models)
+    return dump(folder, models)
 
 
 def test_the_checks_see_a_loop_bound_and_an_index_by_a_loop_counter(modules: dict[str, list[Module]]) -> None:

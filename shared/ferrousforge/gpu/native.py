@@ -62,10 +62,10 @@ def _trusted_modules() -> Any:
 
 
 class NativeDevice(GpuDevice):
-    """``checks``: wgpu-native's run-time checks on the kernels (``BOUNDS_CHECKS``, adding
-    ``LOOP_BOUNDING`` gives wgpu's default, for comparison: ``bench/gpu_decode.py --loop-bounding``)."""
+    """``loop_bounding``: compile the kernels with wgpu's default checks, loop bounding included (for
+    comparison: ``bench/gpu_decode.py --loop-bounding``); else with bounds checks alone."""
 
-    def __init__(self, power_preference: str = "high-performance", checks: int = BOUNDS_CHECKS) -> None:
+    def __init__(self, power_preference: str = "high-performance", loop_bounding: bool = False) -> None:
         import wgpu
 
         super().__init__()
@@ -86,7 +86,7 @@ class NativeDevice(GpuDevice):
         self._uniform = usage.UNIFORM | usage.COPY_DST
         self._raw = _raw_pass_calls()
         self._trusted = _trusted_modules()
-        self.checks = checks if self._trusted else BOUNDS_CHECKS | LOOP_BOUNDING
+        self.checks = BOUNDS_CHECKS | (LOOP_BOUNDING if loop_bounding or self._trusted is None else 0)
 
     def buffer(self, size: int) -> Buffer:
         size = max(4, (size + 3) // 4 * 4)

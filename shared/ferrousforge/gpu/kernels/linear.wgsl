@@ -261,9 +261,10 @@ fn main(
       var uv: array<vec4<f32>, UNROLL>;
       var nv: array<vec4<f32>, UNROLL>;
 #for u UNROLL
-      wv[${u}] = weights4(wrow, min(i0 + ${u}u * LANES, end - 1u), k4);  // past the end: a repeat, left unused
-      uv[${u}] = gate_up4(wrow, min(i0 + ${u}u * LANES, end - 1u), k4);
-      nv[${u}] = norm4(min(i0 + ${u}u * LANES, end - 1u));
+      let at${u} = min(i0 + ${u}u * LANES, end - 1u);  // past the end: a repeat, loaded and left unused
+      wv[${u}] = weights4(wrow, at${u}, k4);
+      uv[${u}] = gate_up4(wrow, at${u}, k4);
+      nv[${u}] = norm4(at${u});
 #endfor
 #for u UNROLL
       if (i0 + ${u}u * LANES < end) { take(i0 + ${u}u * LANES, t0, tile, rows, m0, k4, wv[${u}], uv[${u}], nv[${u}]); }

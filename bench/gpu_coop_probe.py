@@ -11,6 +11,12 @@ known matrices in each form and compares with numpy, printing the error or why a
 ``--gemm``: where the 16 × 16 f16 form is right, a plain product (f16 inputs, f32 sums, one subgroup
 a 16 × 16 tile of C, straight from storage) of that shape, in TFLOP/s: whether the matrix units are
 worth a kernel of their own. Off a GPU with the feature it says so and stops.
+
+Found before any GPU ran it (2026-11-29): wgpu-py 0.32.0's wgpu-native refuses a device with the
+feature ("experimental features are not enabled"), and its C API has no way to enable experimental
+features (no descriptor field, no environment variable). Seen on Mesa 26.2's lavapipe, whose adapter
+lists ``cooperative-matrix`` (Debian sid's ``mesa-vulkan-drivers`` in a chroot). So on any adapter
+this probe ends at the device request until a wgpu-py release lets the feature through.
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ next one's input on the GPU, one readback a pass): tokens a second without the h
 ``--loop-bounding``: the kernels compiled with wgpu's default run-time checks, a counter and an exit
 in every loop (``ferrousforge.gpu.native``: the decoder's own kernels keep bounds checks alone).
 
-Where the GPU's part of a step goes: the step's dispatches of each kernel alone, and the whole step,
-replayed 20 times in one submit (once on lavapipe), no readback between: GPU time a token by kernel, and
-per dispatch.
+Where the GPU's part of a step goes: the whole step replayed 20 times in one submit (once on lavapipe),
+no readback between, by the wall clock; the same by the GPU's own clock (timestamp queries, where the
+adapter has them: no host encoding in it), and each dispatch's share of it (a timestamp after each);
+and each kernel's dispatches alone, wall clock.
 """
 
 from __future__ import annotations
@@ -102,23 +103,38 @@ async def prompt_pass(decoder: Decoder, n: int) -> float:
 
 
 def gpu_time(device: GpuDevice, dispatches: list[Dispatch]) -> float:
-    """Seconds of GPU time for one run of ``dispatches``: best of three submits of 20 runs (on a
-    software adapter one of one)."""
+    """Seconds for one run of ``dispatches``, wall clock: best of three submits of 20 runs (on a
+    software adapter one of one), the next submit's encoding overlapping the GPU as in decoding."""
     repeats, runs = (1, 1) if device.software else (20, 3)
     return asyncio.run(tune.seconds(device, dispatches, repeats, runs))
 
 
+def clock(device: GpuDevice, dispatches: list[Dispatch], each: bool = False) -> list[float] | None:
+    """The GPU's own clock on one run (``NativeDevice.gpu_clock``: no host in it), best of three
+    after one untimed run; None where the adapter has no timestamps."""
+    needed = {"timestamp-query", "timestamp-query-inside-passes"} if each else {"timestamp-query"}
+    if not isinstance(device, NativeDevice) or not needed <= device.features:
+        return None
+    runs = [asyncio.run(device.gpu_clock(dispatches, each)) for _ in range(1 if device.software else 4)]
+    return min(runs[1:] or runs, key=sum)
+
+
 def by_kernel(device: GpuDevice, dispatches: list[Dispatch], what: str = "a decode step") -> None:
-    """GPU time of a recorded pass, and of each kernel's dispatches in it alone."""
+    """Time of a recorded pass, and of each kernel's dispatches: in the pass by the GPU's clock
+    (timestamps after each dispatch, where the adapter has them), and alone by the wall clock."""
     whole = gpu_time(device, dispatches)
+    pass_clock, each = clock(device, dispatches), clock(device, dispatches, each=True)
+    measured = f", {sum(pass_clock) * 1e3:.3f} ms by the GPU's clock" if pass_clock else ""
+    print(f"- {what}, replayed without readback: {whole * 1e3:.3f} ms wall clock{measured}; by kernel:")
     kinds = Counter(d.kernel.name for d in dispatches)
-    print(f"- GPU time {what}, replayed without readback: {whole * 1e3:.3f} ms; by kernel alone:")
     for kind, count in kinds.most_common():
         alone = gpu_time(device, [d for d in dispatches if d.kernel.name == kind])
-        print(
-            f"  - {kind}: {count} dispatches, {alone * 1e3:.3f} ms ({alone / whole:.0%}), "
-            f"{alone * 1e6 / count:.1f} µs each"
-        )
+        line = f"  - {kind}: {count} dispatches"
+        if each:
+            inside = sum(s for d, s in zip(dispatches, each, strict=True) if d.kernel.name == kind)
+            share = f"{inside * 1e3:.3f} ms ({inside / sum(each):.0%})"
+            line += f"; in the pass {share}, {inside * 1e6 / count:.1f} µs each"
+        print(f"{line}; alone {alone * 1e3:.3f} ms, {alone * 1e6 / count:.1f} µs each")
 
 
 def bandwidth(gpu: NativeDevice, shape: str, form: str) -> None:
@@ -140,7 +156,8 @@ def bandwidth(gpu: NativeDevice, shape: str, form: str) -> None:
 def floor(gpu: NativeDevice, n: int) -> None:
     """What a dispatch costs when its work is nothing: ``n`` RMS norms of one 64-value row in one
     pass, each reading the last one's output (what a decode step's chain of products does), then each
-    writing a buffer of its own."""
+    writing a buffer of its own; by the wall clock (host encoding included where it is the slower
+    part) and by the GPU's."""
     x, w = gpu.upload(bytes(256)), gpu.upload(bytes(256))
     chained, apart = gpu.record(), gpu.record()
     outs = [gpu.buffer(256) for _ in range(n + 1)]
@@ -149,7 +166,9 @@ def floor(gpu: NativeDevice, n: int) -> None:
         ops.rownorm(apart, x, outs[i + 1], 1, 64, "rms", w, 1e-6)
     for name, rec in (("each reading the last one's output", chained), ("each on its own buffers", apart)):
         seconds = asyncio.run(tune.seconds(gpu, rec.dispatches, 1, 3))
-        print(f"- {n} one-workgroup dispatches in a pass, {name}: {seconds * 1e6 / n:.1f} µs each")
+        on_gpu = clock(gpu, rec.dispatches)
+        measured = f", {sum(on_gpu) * 1e6 / n:.1f} µs by the GPU's clock" if on_gpu else ""
+        print(f"- {n} one-workgroup dispatches in a pass, {name}: {seconds * 1e6 / n:.1f} µs each{measured}")
 
 
 def main() -> None:

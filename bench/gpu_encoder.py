@@ -7,15 +7,15 @@ there is one, f32 and f16) with mean pooling, which is what sentence-transformer
 
 ``--matmul MxNxK``: the encoder's matrix product (matmul.wgsl, weights stored [K, N] as ONNX keeps
 them, f16 where the adapter has shader-f16) on its own in each tiling the device may choose
-(ops.MATMUL_TILES; the encoder measures them at its first batch: tune.py), in TFLOP/s of GPU time
-(gpu_decode.py's timer); with ``--torch``, torch's f32 and f16 products of that shape beside it. At
-batch 256 of 16 tokens all-minilm's products are 4096 rows × 1152, 384 or 1536: these say how far the
-kernel is from the card and from cuBLAS. With ``--loop-bounding`` the kernel is compiled with wgpu's
-default run-time checks (a counter and an exit in every loop), as it was before it kept bounds
-checks alone.
+(ops.MATMUL_TILES; the encoder measures them at its first batch: tune.py), in TFLOP/s by the wall
+clock (gpu_decode.py's timer) and by the GPU's own (timestamps, where the adapter has them); with
+``--torch``, torch's f32 and f16 products of that shape beside it. At batch 256 of 16 tokens
+all-minilm's products are 4096 rows × 1152, 384 or 1536: these say how far the kernel is from the
+card and from cuBLAS. With ``--loop-bounding`` the kernel is compiled with wgpu's default run-time
+checks (a counter and an exit in every loop), as it was before it kept bounds checks alone.
 
-The encoder's pass at the largest batch is then timed whole and kernel by kernel (GPU time, replayed
-without readback), as ``gpu_decode.py`` does a decode step.
+The encoder's pass at the largest batch is then timed whole and kernel by kernel (replayed without
+readback; by the wall clock and the GPU's), as ``gpu_decode.py`` does a decode step.
 
 ``--texts TOKENIZER.json``: from texts to normalised embeddings, as a user's request goes: the wgpu
 engine (``WgpuEmbeddingMold.embed_sync``: tokenization, the encoder, pooling) and the ONNX engine on
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gpu_decode import by_kernel, gpu_time
+from gpu_decode import by_kernel, clock, gpu_time
 
 from ferrousforge.gpu import onnx_weights, ops, tune
 from ferrousforge.gpu.bert import BertEncoder, BertShape, Weights, bert_weights
@@ -203,9 +203,12 @@ def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
     for tile in ops.MATMUL_TILES:
         rec = gpu.record()
         ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=gpu.f16, tile=tile)
-        seconds = gpu_time(gpu, rec.dispatches)
+        seconds, on_gpu = gpu_time(gpu, rec.dispatches), clock(gpu, rec.dispatches)
         name = f"{tile.bm}×{tile.bn} tile, {tile.tm}×{tile.tn} a thread, k {tile.bk} at a time"
-        print(f"- {name}: {seconds * 1e6:.1f} µs, {flops / seconds / 1e12:.3g} TFLOP/s")
+        measured = (
+            f"; GPU clock {sum(on_gpu) * 1e6:.1f} µs, {flops / sum(on_gpu) / 1e12:.3g}" if on_gpu else ""
+        )
+        print(f"- {name}: {seconds * 1e6:.1f} µs, {flops / seconds / 1e12:.3g} TFLOP/s{measured}")
     if not with_torch:
         return
     import torch

@@ -884,3 +884,30 @@ def test_the_matmul_tiling_is_measured_and_kept_per_device() -> None:
     rec = device.record()
     ops.matmul(rec, *(device.buffer(4 * 70 * 24) for _ in range(4)), 70, 24, 16, w_kn=True)
     assert rec.dispatches[0].kernel.workgroup == (best.bm * best.bn // (best.tm * best.tn), 1, 1)
+
+
+def test_the_gpu_clock_times_a_pass_and_each_dispatch(gpu: GpuDevice) -> None:
+    """NativeDevice.gpu_clock reads the adapter's timestamps (the benchmarks' GPU time, with no host
+    in it): one figure for the pass, or one a dispatch, in order. A 96×96×96 product is thousands of
+    times a 64-value norm's work, so its dispatch must take longer."""
+    from ferrousforge.gpu.native import NativeDevice
+
+    assert isinstance(gpu, NativeDevice)
+    if not {"timestamp-query", "timestamp-query-inside-passes"} <= gpu.features:
+        pytest.skip(f"{gpu.name} has no timestamps inside passes")
+    n = 96
+    a, w, out = up(gpu, randn(n, n)), up(gpu, randn(n, n)), gpu.buffer(4 * n * n)
+    norm_out = gpu.buffer(256)
+    rec = gpu.record()
+    ops.rownorm(rec, a, norm_out, 1, 64, "rms", up(gpu, np.ones(64, np.float32)), 1e-6)
+    ops.matmul(rec, a, w, up(gpu, np.zeros(n, np.float32)), out, n, n, n)
+    ops.rownorm(rec, a, norm_out, 1, 64, "rms", up(gpu, np.ones(64, np.float32)), 1e-6)
+    whole = asyncio.run(gpu.gpu_clock(rec.dispatches))
+    each = asyncio.run(gpu.gpu_clock(rec.dispatches, each=True))
+    assert len(whole) == 1 and whole[0] > 0
+    assert len(each) == 3 and all(s >= 0 for s in each)
+    assert each[1] > max(each[0], each[2])
+    blind = NativeDevice()
+    blind.features = frozenset(blind.features - {"timestamp-query-inside-passes"})
+    with pytest.raises(RuntimeError, match="timestamp-query-inside-passes"):
+        asyncio.run(blind.gpu_clock(rec.dispatches, each=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,9 @@ SOFTWARE = ("llvmpipe", "lavapipe", "swiftshader", "software", "basic render")
 # The kernels here end every loop, so theirs keep the bounds checks alone.
 BOUNDS_CHECKS = 1
 LOOP_BOUNDING = 2
+# the adapter's clock, asked for where it has one (benchmarks read it: ``gpu_clock``)
+TIMESTAMPS = ("timestamp-query", "timestamp-query-inside-passes")
+MAX_QUERIES = 4096  # timestamps a query set holds (WebGPU's limit)
 
 
 def _raw_pass_calls() -> Any:
@@ -76,7 +81,7 @@ class NativeDevice(GpuDevice):
         info = adapter.info
         self.name = f"{info.get('device', '')} ({info.get('backend_type', '')})".strip()
         self.software = info.get("adapter_type") == "CPU" or any(s in self.name.lower() for s in SOFTWARE)
-        wanted = [f for f in ("shader-f16", "subgroup") if f in adapter.features]
+        wanted = [f for f in ("shader-f16", "subgroup", *TIMESTAMPS) if f in adapter.features]
         limits = {k: adapter.limits[k] for k in ("max-storage-buffer-binding-size", "max-buffer-size")}
         self.device = adapter.request_device_sync(required_features=wanted, required_limits=limits)
         self.features = frozenset(self.device.features)
@@ -157,6 +162,46 @@ class NativeDevice(GpuDevice):
         ready, replay.ready = replay.ready or self._encode(replay), None
         self.device.queue.submit([ready])
         replay.ready = self._encode(replay)
+
+    async def gpu_clock(self, dispatches: list[Dispatch], each: bool = False) -> list[float]:
+        """Seconds by the GPU's own clock (timestamp queries: the host's encoding and the submit are not
+        in them) for one run of ``dispatches`` in one pass: [the whole pass], or with ``each`` every
+        dispatch's, from the end of the one before it (or the pass's start) to its own end, so a
+        barrier's wait counts to the dispatch that waited. Needs the adapter's "timestamp-query" (with
+        ``each`` also "timestamp-query-inside-passes")."""
+        wgpu = self._wgpu
+        needed = TIMESTAMPS if each else TIMESTAMPS[:1]
+        if not set(needed) <= self.features:
+            raise RuntimeError(f"{self.name} has no {' and '.join(needed)}")
+        marks = len(dispatches) + 1 if each else 2
+        if marks > MAX_QUERIES:
+            raise ValueError(f"{len(dispatches)} dispatches need more than {MAX_QUERIES} timestamps")
+        from wgpu.backends.wgpu_native import _api, extras
+
+        queries = self.device.create_query_set(type=wgpu.QueryType.timestamp, count=marks)
+        resolved = self.device.create_buffer(
+            size=8 * marks, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC
+        )
+        encoder = self.device.create_command_encoder()
+        writes = {"query_set": queries, "beginning_of_pass_write_index": 0}
+        if not each:
+            writes["end_of_pass_write_index"] = 1
+        compute = encoder.begin_compute_pass(timestamp_writes=writes)
+        for i, d in enumerate(dispatches):
+            pipeline, group = d.handle
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, group)
+            compute.dispatch_workgroups(*d.groups)
+            if each:
+                extras.write_timestamp(compute, queries, i + 1)
+        compute.end()
+        encoder.resolve_query_set(queries, 0, marks, resolved, 0)
+        self.device.queue.submit([encoder.finish()])
+        ticks = struct.unpack(f"<{marks}Q", self.device.queue.read_buffer(resolved))
+        period = _api.libf.wgpuQueueGetTimestampPeriod(self.device.queue._internal)  # ns a tick
+        resolved.destroy()
+        queries.destroy()
+        return [(b - a) * period * 1e-9 for a, b in itertools.pairwise(ticks)]
 
     def _encode(self, replay: _Replay) -> Any:
         set_pipeline, set_group, dispatch, null = self._raw

@@ -119,6 +119,9 @@ def clock(device: GpuDevice, dispatches: list[Dispatch], each: bool = False) -> 
     return min(runs[1:] or runs, key=sum)
 
 
+SLOWEST = 8  # dispatches listed by name
+
+
 def by_kernel(device: GpuDevice, dispatches: list[Dispatch], what: str = "a decode step") -> None:
     """Time of a recorded pass, and of each kernel's dispatches: in the pass by the GPU's clock
     (timestamps after each dispatch, where the adapter has them), and alone by the wall clock."""
@@ -135,6 +138,13 @@ def by_kernel(device: GpuDevice, dispatches: list[Dispatch], what: str = "a deco
             share = f"{inside * 1e3:.3f} ms ({inside / sum(each):.0%})"
             line += f"; in the pass {share}, {inside * 1e6 / count:.1f} µs each"
         print(f"{line}; alone {alone * 1e3:.3f} ms, {alone * 1e6 / count:.1f} µs each")
+    if each:
+        slowest = sorted(range(len(dispatches)), key=lambda i: -each[i])[:SLOWEST]
+        listed = ", ".join(
+            f"#{i} {dispatches[i].kernel.name} {'×'.join(map(str, dispatches[i].groups))} {each[i] * 1e6:.1f}"
+            for i in slowest
+        )
+        print(f"  - the slowest dispatches in the pass (index, kernel, workgroups, µs): {listed}")
 
 
 def bandwidth(gpu: NativeDevice, shape: str, form: str) -> None:

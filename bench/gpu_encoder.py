@@ -205,6 +205,7 @@ def matmul(gpu: NativeDevice, shape: str, with_torch: bool) -> None:
         ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=gpu.f16, tile=tile)
         seconds, on_gpu = gpu_time(gpu, rec.dispatches), clock(gpu, rec.dispatches)
         name = f"{tile.bm}×{tile.bn} tile, {tile.tm}×{tile.tn} a thread, k {tile.bk} at a time"
+        name += ", the next k's tiles prefetched" if tile.prefetch else ""
         measured = (
             f"; GPU clock {sum(on_gpu) * 1e6:.1f} µs, {flops / sum(on_gpu) / 1e12:.3g}" if on_gpu else ""
         )

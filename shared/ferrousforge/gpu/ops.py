@@ -20,16 +20,21 @@ SKINNY_ROWS = 8  # matmuls of at most this many rows take the one-thread-a-colum
 @dataclass(frozen=True)
 class MatmulTile:
     """matmul.wgsl's many-row tiling: a workgroup's bm × bn tile of C, a thread's tm × tn block
-    (4 or 8), k through workgroup memory bk at a time."""
+    (4 or 8), k through workgroup memory bk at a time; with ``prefetch`` the next k's tiles are read
+    into registers while this one is summed (the same sums in the same order: the same bits)."""
 
     bm: int
     bn: int
     tm: int
     tn: int
     bk: int
+    prefetch: bool = False
 
     def defines(self) -> dict[str, int]:
         mt, nt = self.bm // self.tm, self.bn // self.tn
+        threads = mt * nt
+        if (self.bm * self.bk // 4) % threads or (self.bk * self.bn // 4) % threads:
+            raise ValueError(f"{self}: each thread must fill whole vec4s of both tiles")
         return {
             "BM": self.bm,
             "BN": self.bn,
@@ -44,7 +49,10 @@ class MatmulTile:
             "THREADS": mt * nt,
             "TA": self.bk * self.bm // 4,
             "TW": self.bk * self.bn // 4,
+            "LA": self.bm * self.bk // 4 // threads,
+            "LW": self.bk * self.bn // 4 // threads,
             "ACC": self.tm * self.tn // 4,
+            "PREFETCH": self.prefetch,
         }
 
 
@@ -55,6 +63,9 @@ MATMUL_TILES = (
     MatmulTile(64, 64, 8, 8, 16),
     MatmulTile(128, 64, 8, 8, 8),
     MatmulTile(128, 128, 8, 8, 8),
+    MatmulTile(64, 64, 8, 8, 16, prefetch=True),
+    MatmulTile(128, 64, 8, 8, 8, prefetch=True),
+    MatmulTile(128, 128, 8, 8, 8, prefetch=True),
 )
 
 

@@ -64,4 +64,4 @@ async def tune_matmul(
 
 
 def tile_name(tile: ops.MatmulTile) -> str:
-    return f"{tile.bm}x{tile.bn}/{tile.tm}x{tile.tn}/{tile.bk}"
+    return f"{tile.bm}x{tile.bn}/{tile.tm}x{tile.tn}/{tile.bk}" + ("/prefetch" if tile.prefetch else "")

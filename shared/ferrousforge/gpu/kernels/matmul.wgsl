@@ -97,6 +97,63 @@ const NT = ${NT}u;  // threads along columns: BN / TN
 const THREADS = ${THREADS}u;
 var<workgroup> ta: array<vec4<f32>, ${TA}>;  // [BK][BM / 4]: A's tile, k-major, 4 rows to a vec4
 var<workgroup> tw: array<vec4<f32>, ${TW}>;  // [BK][BN / 4]: W's tile, k-major, 4 columns to a vec4
+const LA = ${LA}u;  // vec4s of A's tile each thread fills: BM · BK / 4 / THREADS
+const LW = ${LW}u;  // and of W's
+
+// Slot i of A's tile at k0: a vec4 of 4 rows at one k, k fastest along i (neighbouring threads read
+// neighbouring k); zeros outside A. Whole vec4s only: a store to one component of a shared vec4 may
+// write all four (WGSL's memory model; D3D12 backends do), so two invocations never fill one vec4.
+fn a_slot(i: u32, k0: u32, m0: u32) -> vec4<f32> {
+  let q = i / BK;
+  let k = k0 + i % BK;
+  var va = vec4<f32>(0.0);
+#for e 4
+  if (m0 + 4u * q + ${e}u < p.M && k < p.K) { va[${e}] = a[(m0 + 4u * q + ${e}u) * p.K + k]; }
+#endfor
+  return va;
+}
+
+// where slot i of A's tile goes in ta
+fn a_place(i: u32) -> u32 {
+  return (i % BK) * (BM / 4u) + i / BK;
+}
+
+#if WT
+// Slot i of W's tile at k0, W [K, N]: a run of 4 columns of one k, columns fastest along i; it goes to
+// tw[i] (its k row, then its vec4 of columns)
+fn w_slot(i: u32, k0: u32, c0: u32) -> vec4<f32> {
+  let wk = k0 + i / (BN / 4u);
+  let wq = i % (BN / 4u);
+  var vw = vec4<f32>(0.0);
+#if W4
+  if (wk < p.K && c0 + 4u * wq < p.N) { vw = vec4<f32>(w[(wk * p.N + c0) / 4u + wq]); }  // one load
+#else
+#for j 4
+  if (wk < p.K && c0 + 4u * wq + ${j}u < p.N) { vw[${j}] = w_at(wk * p.N + c0 + 4u * wq + ${j}u); }
+#endfor
+#endif
+  return vw;
+}
+
+fn w_place(i: u32) -> u32 {
+  return i;
+}
+#else
+// Slot i of W's tile at k0, W [N, K]: a vec4 of 4 columns at one k, as A's
+fn w_slot(i: u32, k0: u32, c0: u32) -> vec4<f32> {
+  let q = i / BK;
+  let k = k0 + i % BK;
+  var vw = vec4<f32>(0.0);
+#for e 4
+  if (c0 + 4u * q + ${e}u < p.N && k < p.K) { vw[${e}] = w_at((p.n0 + c0 + 4u * q + ${e}u) * p.K + k); }
+#endfor
+  return vw;
+}
+
+fn w_place(i: u32) -> u32 {
+  return (i % BK) * (BN / 4u) + i / BK;
+}
+#endif
 
 @compute @workgroup_size(${THREADS})
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u) {
@@ -106,49 +163,39 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) g: vec3u
   let c0 = g.x * BN;
   // acc[r * TN4 + j]: C[m0 + 4(ty + (r / 4) MT) + r % 4, c0 + 4(tx + j NT) + 0..3]
   var acc: array<vec4<f32>, ${ACC}>;
+#if PREFETCH
+  // the next tiles' values, loaded into registers while this tile is summed (written out: SwiftShader
+  // gives up compiling this form unless W's runs of 4 columns are single loads, W4; it never runs it,
+  // since a software adapter keeps the default tiling)
+#for j LA
+  var pa${j} = a_slot(t + ${j}u * THREADS, 0u, m0);
+#endfor
+#for j LW
+  var pw${j} = w_slot(t + ${j}u * THREADS, 0u, c0);
+#endfor
+#endif
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    // A's tile: a vec4 of 4 rows at one k each, k fastest (neighbouring threads read neighbouring k).
-    // Whole vec4s only: a store to one component of a shared vec4 may write all four (WGSL's memory
-    // model; D3D12 backends do), so two invocations must never fill one vec4 between them.
-    for (var i = t; i < BM * BK / 4u; i += THREADS) {
-      let lk = i % BK;
-      let q = i / BK;
-      let k = k0 + lk;
-      var va = vec4<f32>(0.0);
-#for e 4
-      if (m0 + 4u * q + ${e}u < p.M && k < p.K) { va[${e}] = a[(m0 + 4u * q + ${e}u) * p.K + k]; }
+#if PREFETCH
+#for j LA
+    ta[a_place(t + ${j}u * THREADS)] = pa${j};
 #endfor
-      ta[lk * (BM / 4u) + q] = va;
-    }
-#if WT
-    // W[k, n]: runs of 4 columns of one k
-    for (var i = t; i < BK * BN / 4u; i += THREADS) {
-      let wk = k0 + i / (BN / 4u);
-      let wq = i % (BN / 4u);
-      var vw = vec4<f32>(0.0);
-#if W4
-      if (wk < p.K && c0 + 4u * wq < p.N) { vw = vec4<f32>(w[(wk * p.N + c0) / 4u + wq]); }  // one load
-#else
-#for j 4
-      if (wk < p.K && c0 + 4u * wq + ${j}u < p.N) { vw[${j}] = w_at(wk * p.N + c0 + 4u * wq + ${j}u); }
+#for j LW
+    tw[w_place(t + ${j}u * THREADS)] = pw${j};
 #endfor
-#endif
-      tw[(i / (BN / 4u)) * (BN / 4u) + wq] = vw;
-    }
-#else
-    // W[n, k]: a vec4 of 4 columns at one k each, as A's
-    for (var i = t; i < BN * BK / 4u; i += THREADS) {
-      let lk = i % BK;
-      let q = i / BK;
-      let k = k0 + lk;
-      var vw = vec4<f32>(0.0);
-#for e 4
-      if (c0 + 4u * q + ${e}u < p.N && k < p.K) { vw[${e}] = w_at((p.n0 + c0 + 4u * q + ${e}u) * p.K + k); }
-#endfor
-      tw[lk * (BN / 4u) + q] = vw;
-    }
-#endif
     workgroupBarrier();
+    if (k0 + BK < p.K) {
+#for j LA
+      pa${j} = a_slot(t + ${j}u * THREADS, k0 + BK, m0);
+#endfor
+#for j LW
+      pw${j} = w_slot(t + ${j}u * THREADS, k0 + BK, c0);
+#endfor
+    }
+#else
+    for (var i = t; i < LA * THREADS; i += THREADS) { ta[a_place(i)] = a_slot(i, k0, m0); }
+    for (var i = t; i < LW * THREADS; i += THREADS) { tw[w_place(i)] = w_slot(i, k0, c0); }
+    workgroupBarrier();
+#endif
     // the tile's k written out (#for), each with its own block: the accumulators' indices are constants
 #for i BK
     {

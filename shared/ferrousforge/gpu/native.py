@@ -167,8 +167,9 @@ class NativeDevice(GpuDevice):
         """Seconds by the GPU's own clock (timestamp queries: the host's encoding and the submit are not
         in them) for one run of ``dispatches`` in one pass: [the whole pass], or with ``each`` every
         dispatch's, from the end of the one before it (or the pass's start) to its own end, so a
-        barrier's wait counts to the dispatch that waited. Needs the adapter's "timestamp-query" (with
-        ``each`` also "timestamp-query-inside-passes")."""
+        barrier's wait counts to the dispatch that waited (a timestamp may also keep neighbouring
+        dispatches from overlapping: the pass's own figure is the one to compare). Needs the adapter's
+        "timestamp-query" (with ``each`` also "timestamp-query-inside-passes")."""
         wgpu = self._wgpu
         needed = TIMESTAMPS if each else TIMESTAMPS[:1]
         if not set(needed) <= self.features:

@@ -44,7 +44,7 @@ from ferrousforge.gguf import parse_tensors
 from ferrousforge.gpu import ops, tune
 from ferrousforge.gpu.decoder import Decoder
 from ferrousforge.gpu.device import Dispatch, GpuDevice
-from ferrousforge.gpu.native import NativeDevice
+from ferrousforge.gpu.native import TIMESTAMPS, NativeDevice
 
 
 async def decode(
@@ -112,7 +112,7 @@ def gpu_time(device: GpuDevice, dispatches: list[Dispatch]) -> float:
 def clock(device: GpuDevice, dispatches: list[Dispatch], each: bool = False) -> list[float] | None:
     """The GPU's own clock on one run (``NativeDevice.gpu_clock``: no host in it), best of three
     after one untimed run; None where the adapter has no timestamps."""
-    needed = {"timestamp-query", "timestamp-query-inside-passes"} if each else {"timestamp-query"}
+    needed = set(TIMESTAMPS if each else TIMESTAMPS[:1])
     if not isinstance(device, NativeDevice) or not needed <= device.features:
         return None
     runs = [asyncio.run(device.gpu_clock(dispatches, each)) for _ in range(1 if device.software else 4)]

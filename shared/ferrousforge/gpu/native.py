@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +149,7 @@ class NativeDevice(GpuDevice):
         if recording.handle is None or self._raw is None:
             encoder = self.device.create_command_encoder()
             compute = encoder.begin_compute_pass()
-            for d in recording.dispatches:
-                pipeline, group = d.handle
-                compute.set_pipeline(pipeline)
-                compute.set_bind_group(0, group)
-                compute.dispatch_workgroups(*d.groups)
+            _dispatch_all(compute, recording.dispatches)
             compute.end()
             self.device.queue.submit([encoder.finish()])
             calls = [(d.handle[0]._internal, d.handle[1]._internal, *d.groups) for d in recording.dispatches]
@@ -188,13 +185,8 @@ class NativeDevice(GpuDevice):
         if not each:
             writes["end_of_pass_write_index"] = 1
         compute = encoder.begin_compute_pass(timestamp_writes=writes)
-        for i, d in enumerate(dispatches):
-            pipeline, group = d.handle
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(*d.groups)
-            if each:
-                extras.write_timestamp(compute, queries, i + 1)
+        mark = (lambda i: extras.write_timestamp(compute, queries, i + 1)) if each else None
+        _dispatch_all(compute, dispatches, mark)
         compute.end()
         encoder.resolve_query_set(queries, 0, marks, resolved, 0)
         self.device.queue.submit([encoder.finish()])
@@ -215,6 +207,19 @@ class NativeDevice(GpuDevice):
             dispatch(native, x, y, z)
         compute.end()
         return encoder.finish()
+
+
+def _dispatch_all(
+    compute: Any, dispatches: list[Dispatch], after: Callable[[int], None] | None = None
+) -> None:
+    """Encode the dispatches into a wgpu-py compute pass, calling ``after(i)`` past the i-th."""
+    for i, d in enumerate(dispatches):
+        pipeline, group = d.handle
+        compute.set_pipeline(pipeline)
+        compute.set_bind_group(0, group)
+        compute.dispatch_workgroups(*d.groups)
+        if after is not None:
+            after(i)
 
 
 @dataclass

@@ -32,8 +32,8 @@ class MatmulTile:
 
     def defines(self) -> dict[str, int]:
         mt, nt = self.bm // self.tm, self.bn // self.tn
-        threads = mt * nt
-        if (self.bm * self.bk // 4) % threads or (self.bk * self.bn // 4) % threads:
+        threads, ta, tw = mt * nt, self.bk * self.bm // 4, self.bk * self.bn // 4  # vec4s of each tile
+        if ta % threads or tw % threads:
             raise ValueError(f"{self}: each thread must fill whole vec4s of both tiles")
         return {
             "BM": self.bm,
@@ -46,11 +46,11 @@ class MatmulTile:
             "TN8": self.tn == 8,
             "MT": mt,
             "NT": nt,
-            "THREADS": mt * nt,
-            "TA": self.bk * self.bm // 4,
-            "TW": self.bk * self.bn // 4,
-            "LA": self.bm * self.bk // 4 // threads,
-            "LW": self.bk * self.bn // 4 // threads,
+            "THREADS": threads,
+            "TA": ta,
+            "TW": tw,
+            "LA": ta // threads,
+            "LW": tw // threads,
             "ACC": self.tm * self.tn // 4,
             "PREFETCH": self.prefetch,
         }

@@ -86,8 +86,9 @@ def ours(path: Path, batches: list[int]) -> tuple[BertShape, int]:
     for batch in batches:
         rows = [[101, *range(2000 + i, 2000 + i + TOKENS - 2), 102] for i in range(batch)]
         seconds = timed(lambda rows=rows: asyncio.run(encoder.run(rows)))
-        tile = device.tuned.get("matmul")
+        tile, own = device.tuned.get("matmul"), device.tuned.get("matmul_shapes", {})
         tiling = f", tile {tune.tile_name(tile)}" if tile else ""
+        tiling += "".join(f"; {n}×{k} {tune.tile_name(t)}" for (n, k), t in own.items())
         print(f"| wgpu ({device.name}{tiling}) | {batch} | {batch / seconds:.1f} |")
     (b, s), largest = max(encoder._passes.items())  # the largest batch's recorded pass
     by_kernel(device, largest.recording.dispatches, f"the encoder's pass at batch {b} of {s} tokens")

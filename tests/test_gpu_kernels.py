@@ -868,8 +868,9 @@ def test_linear_with_rope_rotates_and_writes_the_cache(gpu: GpuDevice, half: boo
 
 def test_the_matmul_tiling_is_measured_and_kept_per_device() -> None:
     """tune.py times every tiling on the device (here a fresh device that claims to be hardware, so
-    it measures) and keeps the fastest; the device's products then use it. Software adapters keep
-    the default without measuring."""
+    it measures) and keeps the fastest over all the shapes and each shape's own; the device's
+    products then use the shape's own, or the overall one for a shape it did not measure. Software
+    adapters keep the default without measuring."""
     from ferrousforge.gpu.native import NativeDevice
 
     device = NativeDevice()
@@ -881,9 +882,15 @@ def test_the_matmul_tiling_is_measured_and_kept_per_device() -> None:
     times = device.tuned["matmul_seconds"]
     assert device.tuned["matmul"] is best and len(times) == len(ops.MATMUL_TILES)
     assert all(s > 0 for s in times.values()) and min(times.values()) == times[tune.tile_name(best)]
+    own = device.tuned["matmul_shapes"]
+    assert set(own) == {(24, 16), (16, 24)} and set(own.values()) <= set(ops.MATMUL_TILES)
     rec = device.record()
-    ops.matmul(rec, *(device.buffer(4 * 70 * 24) for _ in range(4)), 70, 24, 16, w_kn=True)
-    assert rec.dispatches[0].kernel.workgroup == (best.bm * best.bn // (best.tm * best.tn), 1, 1)
+    for n, k in ((24, 16), (16, 24), (20, 16)):
+        ops.matmul(rec, *(device.buffer(4 * 70 * 24) for _ in range(4)), 70, n, k, w_kn=True)
+    chosen = zip(rec.dispatches, (24, 16, 20), (own[(24, 16)], own[(16, 24)], best), strict=True)
+    for dispatch, n, tile in chosen:
+        assert dispatch.kernel.workgroup == (tile.bm * tile.bn // (tile.tm * tile.tn), 1, 1)
+        assert dispatch.groups == (math.ceil(n / tile.bn), math.ceil(70 / tile.bm), 1)
 
 
 def test_the_gpu_clock_times_a_pass_and_each_dispatch(gpu: GpuDevice) -> None:

@@ -97,9 +97,11 @@ def matmul(
 ) -> None:
     """c[m, n] = act(a[m, k] · w[n0 : n0 + n, k]ᵀ + bias), act "" | "gelu" | "tanh"; ``w_kn``: w stored
     [k, n]; ``half``: w is f16 (made by ``to_half``; needs shader-f16). ``tile``: the many-row
-    kernel's tiling (default: the device's measured one, else the first of ``MATMUL_TILES``)."""
+    kernel's tiling (default: the one the device measured fastest for this (n, k), else for all the
+    shapes it measured, else the first of ``MATMUL_TILES``)."""
     skinny = m <= SKINNY_ROWS  # a few live rows in a 64-row tile would waste most of its work
-    tile = tile or rec.device.tuned.get("matmul") or MATMUL_TILES[0]
+    tuned = rec.device.tuned
+    tile = tile or tuned.get("matmul_shapes", {}).get((n, k)) or tuned.get("matmul") or MATMUL_TILES[0]
     kernel = rec.device.kernel(
         "matmul",
         GELU=act == "gelu",

@@ -37,29 +37,31 @@ async def tune_matmul(
     device: GpuDevice, shapes: list[tuple[int, int, int]], half: bool = False
 ) -> ops.MatmulTile:
     """The tiling of ``ops.MATMUL_TILES`` that runs ``shapes`` ((m, n, k), weights [k, n] as the
-    encoder keeps them; f16 with ``half``) in the least time on this device; kept as
-    ``device.tuned["matmul"]``. Software adapters keep the default without measuring."""
+    encoder keeps them; f16 with ``half``) in the least time on this device, kept as
+    ``device.tuned["matmul"]``; and each shape's own fastest, by (n, k), as
+    ``device.tuned["matmul_shapes"]`` (a product of 384 columns fills a large GPU with small tiles,
+    one of 1536 with large ones). Software adapters keep the default without measuring."""
     if device.software:
         device.tuned["matmul"] = ops.MATMUL_TILES[0]
         return ops.MATMUL_TILES[0]
-    buffers = [
-        (
-            device.buffer(4 * m * k),
-            device.buffer((2 if half else 4) * k * n),
-            device.buffer(4 * n),
-            device.buffer(4 * m * n),
-        )
-        for m, n, k in shapes
-    ]
-    times = {}
-    for tile in ops.MATMUL_TILES:
-        rec = device.record()
-        for (m, n, k), (a, w, bias, c) in zip(shapes, buffers, strict=True):
+    totals = dict.fromkeys(ops.MATMUL_TILES, 0.0)
+    per_shape: dict[tuple[int, int], ops.MatmulTile] = {}
+    for m, n, k in shapes:
+        a, w = device.buffer(4 * m * k), device.buffer((2 if half else 4) * k * n)
+        bias, c = device.buffer(4 * n), device.buffer(4 * m * n)
+        times = {}
+        for tile in ops.MATMUL_TILES:
+            rec = device.record()
             ops.matmul(rec, a, w, bias, c, m, n, k, w_kn=True, half=half, tile=tile)
-        times[tile] = await seconds(device, rec.dispatches)
-    best = min(times, key=times.__getitem__)
+            times[tile] = await seconds(device, rec.dispatches)
+            totals[tile] += times[tile]
+        per_shape[(n, k)] = min(times, key=times.__getitem__)
+        for buffer in (a, w, bias, c):
+            device.release(buffer)
+    best = min(totals, key=totals.__getitem__)
     device.tuned["matmul"] = best
-    device.tuned["matmul_seconds"] = {tile_name(t): s for t, s in times.items()}
+    device.tuned["matmul_shapes"] = per_shape
+    device.tuned["matmul_seconds"] = {tile_name(t): s for t, s in totals.items()}
     return best
 
 

@@ -142,6 +142,8 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("Q4_K_M", {"Q4_K", "Q6_K"}),
         ("Q4_0", {"Q4_0"}),
         ("Q4_1", {"Q4_1"}),
+        ("Q8_0", {"Q8_0"}),
+        ("Q5_0", {"Q5_0"}),
     ],
 )
 def test_every_common_weight_type_computes_what_its_weights_say(
@@ -150,7 +152,7 @@ def test_every_common_weight_type_computes_what_its_weights_say(
     """A model llama.cpp quantized, against llama.cpp on the same weights expanded to F32 (its own
     dequantization): on the quantized file llama.cpp also quantizes activations to 8 bits, 2–5% off
     the exact product on this model, which would hide a wrong weight. Q4_0, Q4_1 and Q4_K matrices
-    stay in 4 bits on the GPU, with the values f16 would round."""
+    stay in 4 bits on the GPU and Q8_0 and Q5_0 ones in 8, with the values f16 would round."""
     path = requantize(wide, tmp_path / "q.gguf", getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}"))
     data = memoryview(path.read_bytes())
     meta, tensors = parse_tensors(data, len(data))
@@ -158,6 +160,7 @@ def test_every_common_weight_type_computes_what_its_weights_say(
     want = reference(requantize(path, tmp_path / "f32.gguf", llama_cpp.LLAMA_FTYPE_ALL_F32), PROMPT)
     model = Decoder(gpu, data, meta, tensors, n_ctx=256)
     assert ("q4" in model.forms.values()) == bool(kinds & {"Q4_0", "Q4_1", "Q4_K"})
+    assert ("q8" in model.forms.values()) == bool(kinds & {"Q8_0", "Q5_0"})
     got = np.array(asyncio.run(model.logits(PROMPT, 0)))
     assert np.abs(got - want).max() <= 0.005 * np.abs(want).max()  # measured: 0.08–0.23%
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99

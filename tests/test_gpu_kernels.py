@@ -476,36 +476,42 @@ def q8_values(w: np.ndarray) -> np.ndarray:
     return (q * d).reshape(w.shape).astype(np.float32)
 
 
-def four_bits(gpu: GpuDevice, kind: str, rows: int, k: int) -> tuple[np.ndarray, object]:
-    """Random GGUF blocks of a 4-bit type: their values and the GPU's 4-bit rows of them."""
+def packed_blocks(gpu: GpuDevice, kind: str, rows: int, k: int) -> tuple[np.ndarray, object]:
+    """Random GGUF blocks of a 4-bit (ops.Q4_KINDS) or 8-bit (ops.Q8_KINDS) type: their values and
+    the GPU's rows of them."""
     import gguf
 
     raw = gguf_blocks(kind, rows, k)
-    packed = gpu.buffer(ops.q4_bytes(rows, k))
+    size, repack = (ops.q4_bytes, ops.to_q4) if kind in ops.Q4_KINDS else (ops.q8_bytes, ops.blocks_to_q8)
+    packed = gpu.buffer(size(rows, k))
     rec = gpu.record()
-    ops.to_q4(rec, up(gpu, raw), packed, rows, k, kind)  # type: ignore[arg-type]
+    repack(rec, up(gpu, raw), packed, rows, k, kind)  # type: ignore[arg-type]
     gpu.submit(rec)
     return gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(rows, k), packed
 
 
-@pytest.mark.parametrize("kind", ops.Q4_KINDS)
-def test_four_bit_rows_hold_the_files_values_exactly(gpu: GpuDevice, kind: str) -> None:
-    """Q4_0, Q4_1 and Q4_K blocks repacked (quant4.wgsl) and read back by the embedding gather: the
-    values llama.cpp's dequantization gives, bit for bit; stacked after other rows (row0)."""
-    rows, k = 5, 512
-    values, packed = four_bits(gpu, kind, rows, k)
-    ids, out = up(gpu, np.arange(rows, dtype=np.uint32)), gpu.buffer(rows * k * 4)
-    got = run(gpu, lambda r: ops.gather(r, ids, packed, out, rows, k, q4=True), out, (rows, k))  # type: ignore[arg-type]
-    np.testing.assert_array_equal(got, values)
+@pytest.mark.parametrize("kind", ops.Q4_KINDS + ops.Q8_KINDS)
+def test_packed_rows_hold_the_files_values_exactly(gpu: GpuDevice, kind: str) -> None:
+    """Q4_0, Q4_1 and Q4_K blocks repacked in 4 bits (quant4.wgsl), Q8_0 and Q5_0 in 8 (quant8.wgsl),
+    read back by the embedding gather: the values llama.cpp's dequantization gives, bit for bit;
+    stacked after other rows (row0)."""
     import gguf
 
+    four = kind in ops.Q4_KINDS
+    size, repack = (ops.q4_bytes, ops.to_q4) if four else (ops.q8_bytes, ops.blocks_to_q8)
+    flags = {"q4": four, "q8": not four}
+    rows, k = 5, 512
+    values, packed = packed_blocks(gpu, kind, rows, k)
+    ids, out = up(gpu, np.arange(rows, dtype=np.uint32)), gpu.buffer(rows * k * 4)
+    got = run(gpu, lambda r: ops.gather(r, ids, packed, out, rows, k, **flags), out, (rows, k))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, values)
     raw = gguf_blocks(kind, 2, k)
-    stacked = gpu.buffer(ops.q4_bytes(rows + 2, k))
+    stacked = gpu.buffer(size(rows + 2, k))
     rec = gpu.record()
-    ops.to_q4(rec, up(gpu, raw), stacked, 2, k, kind, row0=rows)  # type: ignore[arg-type]
+    repack(rec, up(gpu, raw), stacked, 2, k, kind, row0=rows)  # type: ignore[arg-type]
     gpu.submit(rec)
     last = up(gpu, np.array([rows + 1], dtype=np.uint32))
-    got = run(gpu, lambda r: ops.gather(r, last, stacked, out, 1, k, q4=True), out, (k,))  # type: ignore[arg-type]
+    got = run(gpu, lambda r: ops.gather(r, last, stacked, out, 1, k, **flags), out, (k,))  # type: ignore[arg-type]
     want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(2, k)[1]
     np.testing.assert_array_equal(got[:k], want)
 
@@ -516,6 +522,8 @@ def test_packed_weights_are_checked_before_they_are_recorded(gpu: GpuDevice) -> 
         ops.to_q4(rec, buf, buf, 2, 96, "Q4_K")
     with pytest.raises(ValueError, match="whole blocks"):
         ops.to_q4(rec, buf, buf, 2, 96, "Q8_0")
+    with pytest.raises(ValueError, match="whole blocks"):
+        ops.blocks_to_q8(rec, buf, buf, 2, 96, "Q4_0")
     with pytest.raises(ValueError, match="not several"):
         ops.linear(rec, buf, buf, buf, 1, 4, 64, q8=True, q4=True)
     with pytest.raises(ValueError, match="multiple of 32"):
@@ -547,7 +555,7 @@ def held(gpu: GpuDevice, form: str, rows: int, k: int) -> tuple[np.ndarray, obje
     """A random [rows, k] matrix as the decoder holds it in ``form`` ("f32", "f16", "q8", or "q4" from
     a Q4_1 file's blocks): the values it holds and its buffer."""
     if form == "q4":
-        return four_bits(gpu, "Q4_1", rows, k)
+        return packed_blocks(gpu, "Q4_1", rows, k)
     w = randn(rows, k)
     if form == "f16":
         return w.astype(np.float16).astype(np.float32), halves(gpu, w)

@@ -74,7 +74,7 @@ variants += [("linear", {"LANES": 128, "WROWS": 2, "UNROLL": 4, "UNROLLED": True
 variants += [("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "Q4": True, "NORM": True, "GLU": True}), ("causal", {"UNROLL": 4, "UNROLLED": True, "ROTATE": True, "NEOX": True}), ("causal", {"UNROLL": 4, "UNROLLED": True})]  # a GPU's
 variants += [("causal", {"UNROLL": 4, "UNROLLED": True, "OPROJ": True, "Q4": True}), ("causal", {"UNROLL": 1, "OPROJ": True, "Q8": True}), ("causal", {"UNROLL": 1, "OPROJ": True}),
              ("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True, "PLAIN": True})]  # Llama's output projection in the attention
-variants += [("quant4", {k: True}) for k in ops.Q4_KINDS]
+variants += [("quant4", {k: True}) for k in ops.Q4_KINDS] + [("quant8", {"RAW": True, k: True}) for k in ops.Q8_KINDS]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 variants += [("matmul", {"GELU": True, "WT": True, "W4": t.prefetch, **t.defines()}) for t in ops.MATMUL_TILES[1:]]  # the tilings a GPU may choose (prefetching: SwiftShader compiles them with W4 only)
 for name, defines in variants:
@@ -88,6 +88,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(67);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBe(69);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(4500);  // the first of two equal maxima
 });

@@ -7,7 +7,8 @@ sliding-window layers with their own RoPE base).
 Weights are uploaded as stored and dequantized on the GPU (``ops.GGUF_BLOCKS``: F16, BF16, Q4_0 to
 Q8_0, Q2_K to Q6_K, IQ4_NL, IQ4_XS). ``weights`` says how the products hold matrices: "auto" keeps
 Q4_0, Q4_1 and Q4_K ones in 4 bits with a scale and a min a block of 32 (their exact values, 0.75
-bytes each), the others in f16 where the adapter has shader-f16 (else f32) or, for models over
+bytes each), Q8_0 and Q5_0 ones in 8 bits with a scale a block of 32 (their exact values, 1.125 bytes
+each), the others in f16 where the adapter has shader-f16 (else f32) or, for models over
 ``Q8_ABOVE`` in f16, in 8 bits with a scale a block of 32 as llama.cpp's Q8_0 (a Q8_0 tensor keeps
 its values, to f32 rounding); "q8" always so; "f16" in f16 (or f32) only. The KV cache lives on the GPU. A
 pass over T new tokens (T > 1: a prompt, T = 1: a decode step) is recorded once per T and replayed:
@@ -215,6 +216,12 @@ def _flags(form: str) -> tuple[bool, bool, bool]:
     return form == "f16", form == "q8", form == "q4"
 
 
+def _from_blocks(form: str, infos: list[TensorInfo]) -> bool:
+    """Whether tensors held as ``form`` are repacked straight from the file's blocks, exactly (no f32
+    in between): 4 bits from Q4_0, Q4_1, Q4_K; 8 bits from Q8_0, Q5_0."""
+    return form == "q4" or (form == "q8" and all(info.kind in ops.Q8_KINDS for info in infos))
+
+
 @dataclass
 class _Pass:
     recording: Recording
@@ -342,14 +349,17 @@ class Decoder:
         return self._staged(self.device.upload(raw))
 
     def _form(self, infos: list[TensorInfo]) -> str:
-        """How the products read these tensors (one width, stacked): with ``q4`` 4-bit where they all
-        are (Q4_0, Q4_1, Q4_K: repacked exactly), else 8-bit with ``q8``, else f16 where the adapter
-        has shader-f16, else f32 (vectors too). 4 and 8 bits need widths that are multiples of 32."""
+        """How the products read these tensors (one width, stacked): with ``q4`` (any weights but
+        "f16") 4-bit where they all are Q4_0, Q4_1 or Q4_K and 8-bit where they all are Q8_0 or Q5_0
+        (both repacked exactly), else 8-bit with ``q8``, else f16 where the adapter has shader-f16,
+        else f32 (vectors too). 4 and 8 bits need widths that are multiples of 32."""
         k, count = infos[0].shape[0], sum(math.prod(info.shape) for info in infos)
         if len(infos[0].shape) != 2:
             return "f32"
         if k % ops.Q8_BLOCK == 0 and self.q4 and all(info.kind in ops.Q4_KINDS for info in infos):
             return "q4"
+        if k % ops.Q8_BLOCK == 0 and self.q4 and all(info.kind in ops.Q8_KINDS for info in infos):
+            return "q8"  # their blocks' own values: exact, where f16 would round them
         if k % ops.Q8_BLOCK == 0 and self.q8:
             return "q8"
         return "f16" if self.device.f16 and count % 2 == 0 else "f32"
@@ -377,13 +387,14 @@ class Decoder:
         """Tensors of one width, their rows one after another in one buffer (matrices in the form
         ``_form`` says)."""
         form = self._form(infos)
-        if form == "q4":  # straight from the file's blocks, no f32 in between
-            k = infos[0].shape[0]
-            packed = self.device.buffer(ops.q4_bytes(sum(info.shape[1] for info in infos), k))
+        if _from_blocks(form, infos):
+            k, rows = infos[0].shape[0], sum(info.shape[1] for info in infos)
+            size, repack = (ops.q4_bytes, ops.to_q4) if form == "q4" else (ops.q8_bytes, ops.blocks_to_q8)
+            packed = self.device.buffer(size(rows, k))
             row0 = 0
             for info in infos:
                 raw = self._upload(self._raw(data, info))
-                ops.to_q4(self._load, raw, packed, info.shape[1], k, info.kind, row0)
+                repack(self._load, raw, packed, info.shape[1], k, info.kind, row0)
                 row0 += info.shape[1]
             self.forms[name] = form
             self._flush()
@@ -406,7 +417,12 @@ class Decoder:
         cols, rows = info.shape
         limit = self.device.limits.get("max_storage_buffer_binding_size", 128 << 20)
         row_bytes = info.nbytes // rows
-        per = max(1, min(limit // (cols * 4), limit // row_bytes))
+        form = self._form([info])
+        if _from_blocks(form, [info]):
+            widest = max(row_bytes, ops.q4_bytes(1, cols) if form == "q4" else ops.q8_bytes(1, cols))
+        else:  # its values pass through f32
+            widest = max(row_bytes, cols * 4)
+        per = max(1, limit // widest)
         slices = []
         for first in range(0, rows, per):
             count = min(per, rows - first)

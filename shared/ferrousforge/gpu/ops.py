@@ -267,7 +267,20 @@ def to_q8(rec: Recording, x: Buffer, y: Buffer, rows: int, k: int) -> None:
     if k % Q8_BLOCK:
         raise ValueError(f"8-bit rows need a width that is a multiple of {Q8_BLOCK}, not {k}")
     blocks = rows * k // Q8_BLOCK
-    rec.dispatch(rec.device.kernel("quant8"), [x, y], _flat(blocks), (blocks, k))
+    rec.dispatch(rec.device.kernel("quant8"), [x, y], _flat(blocks), (blocks, k, 0))
+
+
+Q8_KINDS = ("Q8_0", "Q5_0")  # GGUF types whose blocks are 32 values of at most 8 bits and a scale
+
+
+def blocks_to_q8(rec: Recording, raw: Buffer, y: Buffer, rows: int, k: int, kind: str, row0: int = 0) -> None:
+    """y's rows row0.. = a GGUF tensor of ``rows`` rows of k values stored as ``kind`` (Q8_0, Q5_0) in
+    ``raw``, repacked as ``to_q8`` writes rows with the blocks' own values and scales (exactly)."""
+    if kind not in Q8_KINDS or k % Q8_BLOCK:
+        raise ValueError(f"8-bit rows come from whole blocks of {', '.join(Q8_KINDS)} rows, not {kind} × {k}")
+    blocks = rows * k // Q8_BLOCK
+    kernel = rec.device.kernel("quant8", RAW=True, **{kind: True})
+    rec.dispatch(kernel, [raw, y], _flat(blocks), (blocks, k, row0))
 
 
 Q4_KINDS = ("Q4_0", "Q4_1", "Q4_K")  # GGUF types whose blocks are 4-bit values, a scale and a min

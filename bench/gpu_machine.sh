@@ -9,7 +9,8 @@
 #   3. the kernels' tests against numpy on the machine's adapter (CPU adapters hide races and fused
 #      multiply-adds); whether wgpu's cooperative matrices reach the matrix units, and right; H2: the GPU decoder through wgpu (Vulkan) on copies of gemma3:270m and
 #      smollm2:135m with random weights (bench/random_gguf.py): decode steps (host encoding vs GPU
-#      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt;
+#      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt,
+#      with the GPU's power state and clocks sampled by nvidia-smi while it runs (as for --floor and llama-bench);
 #      what a dispatch costs when it does nothing (--floor), and the kernels' variants beside a GPU's
 #      defaults (GPU_MACHINE_VARIANTS: wgpu's loop-bounding counters as before, one load at a time,
 #      Llama's output projection as a product of its own, 16 threads a weight row; bandwidth and
@@ -45,6 +46,26 @@ left() {
   [ "$rest" -ge "$1" ] && return 0
   echo "(skipped: ${rest}s left of the call, under the ${1}s it needs)"
   return 1
+}
+
+# sampled CMD...: run CMD while nvidia-smi samples the GPU's power state and clocks every 100 ms, then
+# say which it ran at (a GPU left at low clocks between small dispatches makes each one slower; the
+# settings are only read, never changed)
+sampled() {
+  local sampler=""
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=pstate,clocks.sm,clocks.max.sm,clocks.mem,utilization.gpu \
+      --format=csv,noheader,nounits -lms 100 >/tmp/clocks.csv 2>/dev/null &
+    sampler=$!
+  fi
+  "$@"
+  local rc=$?
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null
+    echo "-- GPU while it ran, samples by (pstate, SM MHz, of max, memory MHz, % busy):"
+    sort /tmp/clocks.csv | uniq -c | sort -rn | head -n 6
+  fi
+  return $rc
 }
 
 step "the machine"
@@ -102,11 +123,11 @@ timeout 60 $PY bench/gpu_coop_probe.py
 
 step "H2: the GPU decoder through wgpu"
 for m in gemma3 smollm2; do
-  timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
+  sampled timeout 150 $PY bench/gpu_decode.py "/tmp/$m.gguf" --steps "$STEPS" --prompt "$PROMPT"
 done
 
 step "H2: what a dispatch costs, and the kernels' variants beside the defaults (--unroll, --lanes)"
-timeout 30 $PY bench/gpu_decode.py --floor 100
+sampled timeout 30 $PY bench/gpu_decode.py --floor 100
 # each variant: gpu_decode.py's flags, ';' between variants (the defaults: 32 threads a weight row, 4 loads at once)
 IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---loop-bounding;--unroll 1;--shares off;--lanes 16}"
 for v in "${variants[@]}"; do
@@ -133,7 +154,7 @@ if [ -n "${building:-}" ]; then
   echo "build exit: $(cat /tmp/llama-build.rc 2>/dev/null || echo unfinished)"
   tail -n 3 /tmp/llama-cmake.log /tmp/llama-build.log
   for m in gemma3 smollm2; do
-    timeout 90 /tmp/llama-build/bin/llama-bench -m "/tmp/$m.gguf" -p 256 -n 128 -ngl 99 -r 3 -o md
+    sampled timeout 90 /tmp/llama-build/bin/llama-bench -m "/tmp/$m.gguf" -p 256 -n 128 -ngl 99 -r 3 -o md
   done
 
   step "G: ferrousforge serve on that build"

@@ -195,6 +195,9 @@ def main() -> None:
         "--unroll", type=int, help="loads at once a thread in linear.wgsl (1, 2, 4, 8) and causal.wgsl"
     )
     parser.add_argument(
+        "--attention-unroll", type=int, help="causal.wgsl's alone (1 to 16; a GPU's default: 16)"
+    )
+    parser.add_argument(
         "--shares",
         choices=("on", "off"),
         help="Llama's output projection in the attention (Decoder.output_shares; on a GPU's default)",
@@ -211,6 +214,8 @@ def main() -> None:
         gpu.tuned["linear_lanes"] = args.lanes
     if args.unroll:
         gpu.tuned["linear_unroll"] = gpu.tuned["attention_unroll"] = args.unroll
+    if args.attention_unroll:
+        gpu.tuned["attention_unroll"] = args.attention_unroll
     if args.shares:
         gpu.tuned["attention_output"] = args.shares == "on"
     if args.floor:

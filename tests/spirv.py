@@ -159,7 +159,9 @@ def _record(out: Path, models: list[Path]) -> None:
     NativeDevice.compile = compile_named  # type: ignore[method-assign]
     gpu = NativeDevice()
     # a hardware adapter's defaults (ops.linear_lanes, linear_unroll, attention_unroll, output shares)
-    gpu.tuned.update(linear_lanes=ops.LINEAR_LANES, linear_unroll=ops.LINEAR_UNROLL, attention_unroll=4)
+    gpu.tuned.update(
+        linear_lanes=ops.LINEAR_LANES, linear_unroll=ops.LINEAR_UNROLL, attention_unroll=ops.ATTENTION_UNROLL
+    )
     gpu.tuned["attention_output"] = True
     for path in models:
         data = memoryview(path.read_bytes())

@@ -403,9 +403,10 @@ def test_argmax_chains_the_winner_into_the_next_step(gpu: GpuDevice, n: int) -> 
     assert read(tokens) == [9, 9, *want, 9, 9]
 
 
-@pytest.fixture(params=[1, 3, 4], ids=lambda n: f"unroll{n}")
+@pytest.fixture(params=[1, 3, 4, ops.ATTENTION_UNROLL], ids=lambda n: f"unroll{n}")
 def attention_unroll(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[int]:
-    """causal.wgsl loading 1 key or value at a time a thread (a CPU adapter's), 3 or 4 (a GPU's)."""
+    """causal.wgsl loading 1 key or value at a time a thread (a CPU adapter's), 3, 4 or a GPU's 16
+    (keys: no more than a thread's share of a key)."""
     gpu.tuned["attention_unroll"] = request.param
     yield request.param
     gpu.tuned.pop("attention_unroll")

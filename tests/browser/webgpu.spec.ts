@@ -69,10 +69,10 @@ variants = [("matmul", tile), ("matmul", {"GELU": True, "WT": True, **tile}), ("
             ("linear", {"NORM": True, "SPLIT": True, "RESIDUAL": True}), ("linear", {"NORM": True, "GLU": True, "GELU_TANH": True, "RESIDUAL": True}),
             ("linear", {"NORM": True, "SPLIT": True, "ROPE": True, "BIAS": True, "FACTORS": True}), ("linear", {"Q8": True, "NORM": True, "GLU": True}),
             ("gather", {"Q8": True}), ("quant8", {}), ("linear", {"Q4": True, "NORM": True, "GLU": True}), ("gather", {"Q4": True})]
-variants = [(n, {"LANES": 16, "WROWS": 16, "UNROLL": 1, **d} if n == "linear" else {"UNROLL": 1, **d} if n == "causal" else d) for n, d in variants]
+variants = [(n, {"LANES": 16, "WROWS": 16, "UNROLL": 1, **d} if n == "linear" else {"UNROLL": 1, "KUNROLL": 1, **d} if n == "causal" else d) for n, d in variants]
 variants += [("linear", {"LANES": 128, "WROWS": 2, "UNROLL": 4, "UNROLLED": True, "NORM": True, "SPLIT": True, "ROPE": True}), ("linear", {"LANES": 64, "WROWS": 4, "UNROLL": 8, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True})]
-variants += [("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "Q4": True, "NORM": True, "GLU": True}), ("causal", {"UNROLL": 4, "UNROLLED": True, "ROTATE": True, "NEOX": True}), ("causal", {"UNROLL": 4, "UNROLLED": True})]  # a GPU's
-variants += [("causal", {"UNROLL": 4, "UNROLLED": True, "OPROJ": True, "Q4": True}), ("causal", {"UNROLL": 1, "OPROJ": True, "Q8": True}), ("causal", {"UNROLL": 1, "OPROJ": True}),
+variants += [("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "Q4": True, "NORM": True, "GLU": True}), ("causal", {"UNROLL": 16, "KUNROLL": 16, "UNROLLED": True, "ROTATE": True, "NEOX": True}), ("causal", {"UNROLL": 16, "KUNROLL": 4, "UNROLLED": True})]  # a GPU's
+variants += [("causal", {"UNROLL": 16, "KUNROLL": 4, "UNROLLED": True, "OPROJ": True, "Q4": True}), ("causal", {"UNROLL": 1, "KUNROLL": 1, "OPROJ": True, "Q8": True}), ("causal", {"UNROLL": 1, "KUNROLL": 1, "OPROJ": True}),
              ("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True, "PLAIN": True})]  # Llama's output projection in the attention
 variants += [("quant4", {k: True}) for k in ops.Q4_KINDS] + [("quant8", {"RAW": True, k: True}) for k in ops.Q8_KINDS]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]

@@ -134,12 +134,20 @@ def linear_lanes(device: GpuDevice, n: int) -> int:
     return lanes
 
 
-def attention_unroll(device: GpuDevice) -> dict[str, Any]:
-    """causal.wgsl's defines for its key or value loads at once a thread: 4 on a GPU (and the block's
-    maximum in two steps), 1 on a CPU adapter (as linear_unroll; the sums' order is the same either
-    way)."""
-    unroll = int(device.tuned.get("attention_unroll", 1 if device.software else 4))
-    return {"UNROLL": unroll, "UNROLLED": unroll > 1}
+# causal.wgsl's loads at once a thread on a GPU: a thread's share of a 64-key block (16 values, and
+# up to 16 groups of 4 of a key's dims) in one round, so it waits on memory twice a block, not 8 times
+ATTENTION_UNROLL = 16
+
+
+def attention_unroll(device: GpuDevice, d: int) -> dict[str, Any]:
+    """causal.wgsl's defines for heads of d dims: its value loads at once a thread,
+    ``device.tuned["attention_unroll"]`` where set, else ``ATTENTION_UNROLL`` on a GPU (and the block's
+    maximum in two steps) and 1 on a CPU adapter (as linear_unroll); its key loads, as many but no more
+    than a thread has (d / 16). The sums' order is the same for any value: no bit changes."""
+    unroll = int(device.tuned.get("attention_unroll", 1 if device.software else ATTENTION_UNROLL))
+    if not 1 <= unroll <= 16:
+        raise ValueError(f"causal.wgsl loads 1 to 16 keys or values at once, not {unroll}")
+    return {"UNROLL": unroll, "KUNROLL": min(unroll, math.ceil(d / 16)), "UNROLLED": unroll > 1}
 
 
 # a lane's groups of 4 weights linear.wgsl loads before summing them: a decode step's rows are short (a
@@ -570,7 +578,7 @@ def causal_attention(
                 "Q8": project.form == "q8",
                 "Q4": project.form == "q4",
             }
-        kernel = rec.device.kernel("causal", **attention_unroll(rec.device), **forms)
+        kernel = rec.device.kernel("causal", **attention_unroll(rec.device, d), **forms)
         buffers = [q, kcache, vcache, pos, base, out, *([project.w] if project else [])]
         rec.dispatch(kernel, buffers, (t, hq, 1), attend)  # type: ignore[arg-type]
         return
@@ -578,7 +586,7 @@ def causal_attention(
         raise ValueError("the output projection rides on the attention without new keys")
     turn = (new.n_rot, float(new.theta), float(new.eps))
     params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn)
-    kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox, **attention_unroll(rec.device))
+    kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox, **attention_unroll(rec.device, d))
     rec.dispatch(kernel, [q, kcache, vcache, pos, base, new.k, new.v, new.norms], (t, hq, 1), params)
 
 

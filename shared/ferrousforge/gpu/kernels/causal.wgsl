@@ -73,7 +73,8 @@ fn pack4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack2x16float(v.xy), pack
 const BLOCK = 64u;  // keys a round
 const SPLIT = 4u;  // threads a key's score; key groups of the values
 const WG = 256u;
-const UNROLL = ${UNROLL}u;  // a thread's keys' or values' loads issued at once (ops.attention_unroll)
+const UNROLL = ${UNROLL}u;  // a thread's values' loads issued at once (ops.attention_unroll)
+const KUNROLL = ${KUNROLL}u;  // and its loads of a key's dims (no more than it has: D / 16)
 #include reduce
 var<workgroup> qs: array<vec4<f32>, 64>;  // the query (D / 4 ≤ 64)
 var<workgroup> s: array<f32, 64>;  // the block's scores
@@ -195,12 +196,12 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     if (key < count) {
       let krow = ((row0 + k0 + key) * p.Hkv + kvh) * d4;
       let own = k0 + key == last;
-      for (var c0 = tid % SPLIT; c0 < d4; c0 += UNROLL * SPLIT) {
-        var kv: array<vec4<f32>, UNROLL>;  // loaded before any is used, then summed in order
-#for u UNROLL
+      for (var c0 = tid % SPLIT; c0 < d4; c0 += KUNROLL * SPLIT) {
+        var kv: array<vec4<f32>, KUNROLL>;  // loaded before any is used, then summed in order
+#for u KUNROLL
         kv[${u}] = key4(own, krow, min(c0 + ${u}u * SPLIT, d4 - 1u));
 #endfor
-#for u UNROLL
+#for u KUNROLL
         if (c0 + ${u}u * SPLIT < d4) { partial += dot(qs[c0 + ${u}u * SPLIT], kv[${u}]); }
 #endfor
       }

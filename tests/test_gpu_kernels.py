@@ -540,6 +540,15 @@ def test_packed_weights_are_checked_before_they_are_recorded(gpu: GpuDevice) -> 
             ops.linear(rec, buf, buf, buf, 1, 4, 64)
     finally:
         gpu.tuned.pop("linear_lanes")
+    assert ops.attention_unroll(gpu, 256)["UNROLL"] == (1 if gpu.software else ops.ATTENTION_UNROLL)
+    gpu.tuned["attention_unroll"] = 16  # a thread's key loads: no more than its share of the dims
+    try:
+        assert [ops.attention_unroll(gpu, d)["KUNROLL"] for d in (256, 64, 20)] == [16, 4, 2]
+        gpu.tuned["attention_unroll"] = 17
+        with pytest.raises(ValueError, match="1 to 16"):
+            ops.causal_attention(rec, buf, buf, buf, buf, buf, buf, 1, 4, 2, 64, 0)
+    finally:
+        gpu.tuned.pop("attention_unroll")
     assert not rec.dispatches
 
 

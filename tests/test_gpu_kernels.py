@@ -477,16 +477,15 @@ def q8_values(w: np.ndarray) -> np.ndarray:
     return (q * d).reshape(w.shape).astype(np.float32)
 
 
-def packed_blocks(gpu: GpuDevice, kind: str, rows: int, k: int) -> tuple[np.ndarray, object]:
+def packed_blocks(gpu: GpuDevice, kind: str, rows: int, k: int, row0: int = 0) -> tuple[np.ndarray, object]:
     """Random GGUF blocks of a 4-bit (ops.Q4_KINDS) or 8-bit (ops.Q8_KINDS) type: their values and
-    the GPU's rows of them."""
+    the GPU's rows of them (from row ``row0`` of the buffer on, after rows left unwritten)."""
     import gguf
 
     raw = gguf_blocks(kind, rows, k)
-    size, repack = (ops.q4_bytes, ops.to_q4) if kind in ops.Q4_KINDS else (ops.q8_bytes, ops.blocks_to_q8)
-    packed = gpu.buffer(size(rows, k))
+    packed = gpu.buffer(ops.repacked_bytes(row0 + rows, k, kind))
     rec = gpu.record()
-    repack(rec, up(gpu, raw), packed, rows, k, kind)  # type: ignore[arg-type]
+    ops.repack(rec, up(gpu, raw), packed, rows, k, kind, row0)  # type: ignore[arg-type]
     gpu.submit(rec)
     return gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(rows, k), packed
 
@@ -496,25 +495,17 @@ def test_packed_rows_hold_the_files_values_exactly(gpu: GpuDevice, kind: str) ->
     """Q4_0, Q4_1 and Q4_K blocks repacked in 4 bits (quant4.wgsl), Q8_0 and Q5_0 in 8 (quant8.wgsl),
     read back by the embedding gather: the values llama.cpp's dequantization gives, bit for bit;
     stacked after other rows (row0)."""
-    import gguf
-
     four = kind in ops.Q4_KINDS
-    size, repack = (ops.q4_bytes, ops.to_q4) if four else (ops.q8_bytes, ops.blocks_to_q8)
     flags = {"q4": four, "q8": not four}
     rows, k = 5, 512
     values, packed = packed_blocks(gpu, kind, rows, k)
     ids, out = up(gpu, np.arange(rows, dtype=np.uint32)), gpu.buffer(rows * k * 4)
     got = run(gpu, lambda r: ops.gather(r, ids, packed, out, rows, k, **flags), out, (rows, k))  # type: ignore[arg-type]
     np.testing.assert_array_equal(got, values)
-    raw = gguf_blocks(kind, 2, k)
-    stacked = gpu.buffer(size(rows + 2, k))
-    rec = gpu.record()
-    repack(rec, up(gpu, raw), stacked, 2, k, kind, row0=rows)  # type: ignore[arg-type]
-    gpu.submit(rec)
+    values, stacked = packed_blocks(gpu, kind, 2, k, row0=rows)
     last = up(gpu, np.array([rows + 1], dtype=np.uint32))
     got = run(gpu, lambda r: ops.gather(r, last, stacked, out, 1, k, **flags), out, (k,))  # type: ignore[arg-type]
-    want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[kind]).reshape(2, k)[1]
-    np.testing.assert_array_equal(got[:k], want)
+    np.testing.assert_array_equal(got[:k], values[1])
 
 
 def test_packed_weights_are_checked_before_they_are_recorded(gpu: GpuDevice) -> None:

@@ -389,12 +389,11 @@ class Decoder:
         form = self._form(infos)
         if _from_blocks(form, infos):
             k, rows = infos[0].shape[0], sum(info.shape[1] for info in infos)
-            size, repack = (ops.q4_bytes, ops.to_q4) if form == "q4" else (ops.q8_bytes, ops.blocks_to_q8)
-            packed = self.device.buffer(size(rows, k))
+            packed = self.device.buffer(ops.repacked_bytes(rows, k, infos[0].kind))
             row0 = 0
             for info in infos:
                 raw = self._upload(self._raw(data, info))
-                repack(self._load, raw, packed, info.shape[1], k, info.kind, row0)
+                ops.repack(self._load, raw, packed, info.shape[1], k, info.kind, row0)
                 row0 += info.shape[1]
             self.forms[name] = form
             self._flush()
@@ -417,9 +416,8 @@ class Decoder:
         cols, rows = info.shape
         limit = self.device.limits.get("max_storage_buffer_binding_size", 128 << 20)
         row_bytes = info.nbytes // rows
-        form = self._form([info])
-        if _from_blocks(form, [info]):
-            widest = max(row_bytes, ops.q4_bytes(1, cols) if form == "q4" else ops.q8_bytes(1, cols))
+        if _from_blocks(self._form([info]), [info]):
+            widest = max(row_bytes, ops.repacked_bytes(1, cols, info.kind))
         else:  # its values pass through f32
             widest = max(row_bytes, cols * 4)
         per = max(1, limit // widest)

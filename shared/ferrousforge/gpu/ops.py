@@ -291,6 +291,17 @@ def blocks_to_q8(rec: Recording, raw: Buffer, y: Buffer, rows: int, k: int, kind
     rec.dispatch(kernel, [raw, y], _flat(blocks), (blocks, k, row0))
 
 
+def repacked_bytes(rows: int, k: int, kind: str) -> int:
+    """The size of ``rows`` rows of ``k`` values of a Q4_KINDS or Q8_KINDS tensor as ``repack`` writes."""
+    return q4_bytes(rows, k) if kind in Q4_KINDS else q8_bytes(rows, k)
+
+
+def repack(rec: Recording, raw: Buffer, y: Buffer, rows: int, k: int, kind: str, row0: int = 0) -> None:
+    """y's rows row0.. = a GGUF tensor's blocks repacked exactly: in 4 bits (``to_q4``) for Q4_KINDS,
+    in 8 (``blocks_to_q8``) for Q8_KINDS."""
+    (to_q4 if kind in Q4_KINDS else blocks_to_q8)(rec, raw, y, rows, k, kind, row0)
+
+
 Q4_KINDS = ("Q4_0", "Q4_1", "Q4_K")  # GGUF types whose blocks are 4-bit values, a scale and a min
 
 

@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument(
         "--shares",
         choices=("on", "off"),
-        help="Llama's output projection in the attention (Decoder.output_shares; on a GPU's default)",
+        help="the output projection in the attention (Decoder.output_shares; on a GPU's default)",
     )
     parser.add_argument("--floor", type=int, metavar="N", help="the cost of N one-workgroup dispatches")
     parser.add_argument(

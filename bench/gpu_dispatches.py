@@ -4,7 +4,7 @@ default chat models (what a token costs in dispatch overhead on a real GPU, befo
     .venv/bin/python bench/gpu_dispatches.py
 
 Runs on any adapter (lavapipe here): the count is a property of the recorded pass, recorded as on a
-GPU (Llama's output projection in the attention, ``Decoder.output_shares``), save that lavapipe's 128
+GPU (the output projection in the attention, ``Decoder.output_shares``), save that lavapipe's 128
 MiB bindings split gemma3:270m's vocabulary (Q8_0, held in 8 bits) into 2 slices (a gather, a product
 and an argmax round each), which a GPU's larger bindings hold in one: 3 dispatches fewer there.
 """

@@ -34,8 +34,8 @@ def gpu() -> GpuDevice:
 
 @pytest.fixture(params=[False, True], ids=["own-product", "shares"])
 def shares(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[bool]:
-    """Llama's output projection as a product of its own (a CPU adapter's way) or applied head by head
-    in the attention, its shares added by the next product (a GPU's: ``Decoder.output_shares``)."""
+    """The output projection as a product of its own (a CPU adapter's way) or applied head by head in
+    the attention, its shares added by the next product (a GPU's: ``Decoder.output_shares``)."""
     gpu.tuned["attention_output"] = request.param
     yield request.param
     gpu.tuned.pop("attention_output")
@@ -69,12 +69,16 @@ def test_teacher_forced_logits_agree_with_llama_cpp(
     assert (got.argmax(1) == want.argmax(1)).mean() >= 0.99
 
 
-def test_a_tiny_gemma3_with_sliding_layers_agrees_with_llama_cpp(gpu: GpuDevice, tmp_path: Path) -> None:
+def test_a_tiny_gemma3_with_sliding_layers_agrees_with_llama_cpp(
+    gpu: GpuDevice, tmp_path: Path, shares: bool
+) -> None:
     """Scaled embeddings, per-head q/k norms, post-norms, GeGLU, a 4-key window on six of seven layers
-    (a 12-token prompt slides past it), two RoPE bases, tied output."""
+    (a 12-token prompt slides past it), two RoPE bases, tied output; the output projection a product
+    of its own or in the attention, its shares through the post-norm in the feed-forward's input."""
     path = write_tiny_gemma3(tmp_path / "g.gguf", seed=6)
     want = reference(path, PROMPT)
     model = decoder(gpu, path)
+    assert model.output_shares == shares
     assert model.shape.swa == (True, True, True, True, True, False, True) and model.shape.window == 4
     got = np.array(asyncio.run(model.logits(PROMPT, 0)))
     assert np.abs(got - want).max() <= 0.005 * np.abs(want).max()
@@ -101,11 +105,13 @@ HF_MODELS = {  # what each exercises beyond Llama
 
 
 @pytest.mark.parametrize("arch", list(HF_MODELS))
-def test_qwen2_qwen3_and_llama3_agree_with_llama_cpp(gpu: GpuDevice, tmp_path: Path, arch: str) -> None:
+def test_qwen2_qwen3_and_llama3_agree_with_llama_cpp(
+    gpu: GpuDevice, tmp_path: Path, arch: str, shares: bool
+) -> None:
     config, feature = HF_MODELS[arch]
     path = write_tiny_gguf_from_hf(tmp_path / "m.gguf", arch, seed=2, **config)
     model = decoder(gpu, path)
-    assert getattr(model.shape, feature)
+    assert getattr(model.shape, feature) and model.output_shares == shares
     want = reference(path, PROMPT)
     got = np.array(asyncio.run(model.logits(PROMPT, 0)))
     assert np.abs(got - want).max() <= 0.005 * np.abs(want).max()  # measured: 0.05–0.09%

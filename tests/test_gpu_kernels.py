@@ -729,18 +729,21 @@ def test_attention_applies_each_heads_columns_of_the_output_projection(
         )  # type: ignore[arg-type]
 
 
-def test_linear_adds_the_shares_of_a_residual_without_a_post_norm(gpu: GpuDevice, lanes: int) -> None:
-    """Llama's fold: the input is x plus the pending product's shares (added in order), RMS-normalised;
-    that sum is written to the stream's next buffer."""
+@pytest.mark.parametrize("post_norm", [False, True], ids=["llama", "gemma"])
+def test_linear_adds_the_shares_of_a_residual(gpu: GpuDevice, lanes: int, post_norm: bool) -> None:
+    """The fold of the heads' shares: the input is x plus the pending product's shares (added in
+    order; Gemma's through its post-norm), RMS-normalised; that sum is written to the stream's next
+    buffer."""
     m, k, n, parts = 3, 96, 20, 5
-    x, shares, nw, w = randn(m, k), randn(m, parts, k), randn(k), randn(2 * n, k)
+    x, shares, nw, pw, w = randn(m, k), randn(m, parts, k), randn(k), randn(k), randn(2 * n, k)
     wb, xb, sb = up(gpu, w), up(gpu, x), up(gpu, shares)
     x_out, out = gpu.buffer(m * k * 4), gpu.buffer(m * n * 4)
-    fold = {"residual": (sb, x_out), "parts": parts, "post_norm": False}
+    fold = {"residual": (sb, x_out), "parts": parts, "post_norm": post_norm}
+    norms = up(gpu, np.concatenate([nw, pw]) if post_norm else nw)
     got = run(
-        gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, norm=up(gpu, nw), gate="silu", **fold), out, (m, n)
+        gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, norm=norms, gate="silu", **fold), out, (m, n)
     )  # type: ignore[arg-type]
-    stream = x + shares.sum(1)
+    stream = x + (rms(shares.sum(1), pw) if post_norm else shares.sum(1))
     g, u = rms(stream, nw) @ w[:n].T, rms(stream, nw) @ w[n:].T
     np.testing.assert_allclose(got, g / (1 + np.exp(-g)) * u, rtol=1e-4, atol=1e-4)
     written = np.frombuffer(asyncio.run(gpu.read(x_out)), np.float32).reshape(m, k)  # type: ignore[arg-type]
@@ -773,37 +776,57 @@ def rope_ref(x: np.ndarray, pos: np.ndarray, n_rot: int, base: float, neox: bool
     return want
 
 
-@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize(("neox", "form"), [(False, ""), (True, ""), (True, "q4"), (False, "f32")])
 def test_attention_turns_new_keys_into_the_cache_and_attends(
-    gpu: GpuDevice, neox: bool, attention_unroll: int
+    gpu: GpuDevice, neox: bool, form: str, attention_unroll: int
 ) -> None:
-    """Gemma's attention from the pass's raw queries, keys and values: every head RMS-normalised and
-    rotated, keys and values written at each row's cache row (base + pos), and the attention over the
-    cache numpy's; one dispatch ("both", rows of distinct sequences) gives the bits of two ("cache",
-    then "attend")."""
-    t, hq, hkv, d, n_rot, theta, rows = 3, 4, 2, 64, 48, 10000.0, 256
+    """Gemma's attention from the pass's raw queries, keys and values (side by side, as the product
+    gives them): every head RMS-normalised and rotated, keys and values written at each row's cache
+    row (base + pos), and the attention over the cache numpy's, or with ``form`` each head's share of
+    the output projection; one dispatch ("both", rows of distinct sequences) gives the bits of two
+    ("cache", then "attend")."""
+    t, hq, hkv, d, n_rot, theta, rows, width = 3, 4, 2, 64, 48, 10000.0, 256, 40
     q, k, v, qn, kn = randn(t, hq, d), randn(t, hkv, d), randn(t, hkv, d), randn(d), randn(d)
+    qkv = np.concatenate([q.reshape(t, -1), k.reshape(t, -1), v.reshape(t, -1)], axis=1)
     pos, base = np.array([3, 70, 4], np.uint32), np.array([0, 64, 192], np.uint32)
     kc0, vc0 = f16(randn(rows, hkv, d)), f16(randn(rows, hkv, d))  # each sequence's earlier keys, values
+    wq, wb = held(gpu, form, width, hq * d) if form else (None, None)
+    project = ops.OutputShares(wb, width, form) if form else None  # type: ignore[arg-type]
+    out_shape = (t, hq, width if form else d)
 
     def attend(modes: tuple[str, ...]) -> list[np.ndarray]:
-        qb, kc, vc = up(gpu, q), up(gpu, kc0.astype(np.float16)), up(gpu, vc0.astype(np.float16))
-        new = ops.NewKeys(up(gpu, k), up(gpu, v), up(gpu, np.concatenate([qn, kn])), n_rot, theta, 1e-6, neox)  # type: ignore[arg-type]
+        qb, kc, vc = up(gpu, qkv), up(gpu, kc0.astype(np.float16)), up(gpu, vc0.astype(np.float16))
+        out = gpu.buffer(int(np.prod(out_shape)) * 4)
+        new = ops.NewKeys(up(gpu, np.concatenate([qn, kn])), n_rot, theta, 1e-6, neox)  # type: ignore[arg-type]
         rec = gpu.record()
         for mode in modes:
             ops.causal_attention(
-                rec, qb, kc, vc, up(gpu, pos), up(gpu, base), None, t, hq, hkv, d, new=new, mode=mode
+                rec,
+                qb,
+                kc,
+                vc,
+                up(gpu, pos),
+                up(gpu, base),
+                out,
+                t,
+                hq,
+                hkv,
+                d,
+                new=new,
+                mode=mode,
+                project=project,
             )  # type: ignore[arg-type]
         gpu.submit(rec)
-        out = np.frombuffer(asyncio.run(gpu.read(qb)), np.float32)  # type: ignore[arg-type]
-        return [out, read_f16(gpu, kc, kc0.shape), read_f16(gpu, vc, vc0.shape)]
+        got = np.frombuffer(asyncio.run(gpu.read(out)), np.float32)  # type: ignore[arg-type]
+        assert np.array_equal(np.frombuffer(asyncio.run(gpu.read(qb)), np.float32), qkv.ravel())  # type: ignore[arg-type]
+        return [got, read_f16(gpu, kc, kc0.shape), read_f16(gpu, vc, vc0.shape)]
 
     one, two = attend(("both",)), attend(("cache", "attend"))
     for name, a, b in zip(("output", "keys", "values"), one, two, strict=True):
         assert a.tobytes() == b.tobytes(), (
             f"{name}: {np.count_nonzero(a != b)} differ, by up to {np.abs(a - b).max()}"
         )
-    out, keys, values = one[0].reshape(t, hq, d), one[1], one[2]
+    out, keys, values = one[0].reshape(out_shape), one[1], one[2]
     at = base + pos
     tol = {"rtol": 1e-3, "atol": 4e-3}
     np.testing.assert_allclose(keys[at], rope_ref(rms(k, kn), pos, n_rot, theta, neox), **tol)
@@ -816,7 +839,11 @@ def test_attention_turns_new_keys_into_the_cache_and_attends(
             kv = slice(base[i], at[i] + 1)
             scores = keys[kv, h // 2] @ queries[i, h] / math.sqrt(d)
             weights = np.exp(scores - scores.max())
-            np.testing.assert_allclose(out[i, h], weights / weights.sum() @ values[kv, h // 2], **tol)
+            head = weights / weights.sum() @ values[kv, h // 2]
+            want = head if wq is None else wq[:, h * d : (h + 1) * d] @ head
+            np.testing.assert_allclose(out[i, h], want, **tol)
+    with pytest.raises(ValueError, match="only new keys"):
+        ops.causal_attention(gpu.record(), *[up(gpu, qkv)] * 6, t, hq, hkv, d, mode="cache")  # type: ignore[arg-type]
 
 
 def test_a_post_norm_adds_to_the_residual(gpu: GpuDevice) -> None:

@@ -73,7 +73,8 @@ variants = [(n, {"LANES": 16, "WROWS": 16, "UNROLL": 1, **d} if n == "linear" el
 variants += [("linear", {"LANES": 128, "WROWS": 2, "UNROLL": 4, "UNROLLED": True, "NORM": True, "SPLIT": True, "ROPE": True}), ("linear", {"LANES": 64, "WROWS": 4, "UNROLL": 8, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True})]
 variants += [("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "Q4": True, "NORM": True, "GLU": True}), ("causal", {"UNROLL": 16, "KUNROLL": 16, "UNROLLED": True, "ROTATE": True, "NEOX": True}), ("causal", {"UNROLL": 16, "KUNROLL": 4, "UNROLLED": True})]  # a GPU's
 variants += [("causal", {"UNROLL": 16, "KUNROLL": 4, "UNROLLED": True, "OPROJ": True, "Q4": True}), ("causal", {"UNROLL": 1, "KUNROLL": 1, "OPROJ": True, "Q8": True}), ("causal", {"UNROLL": 1, "KUNROLL": 1, "OPROJ": True}),
-             ("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True, "PLAIN": True})]  # Llama's output projection in the attention
+             ("linear", {"LANES": 32, "WROWS": 8, "UNROLL": 4, "UNROLLED": True, "NORM": True, "GLU": True, "RESIDUAL": True, "PLAIN": True}),
+             ("causal", {"UNROLL": 16, "KUNROLL": 16, "UNROLLED": True, "ROTATE": True, "NEOX": True, "OPROJ": True, "Q4": True})]  # the output projection in the attention (Llama's, Gemma's)
 variants += [("quant4", {k: True}) for k in ops.Q4_KINDS] + [("quant8", {"RAW": True, k: True}) for k in ops.Q8_KINDS]
 variants += [("dequant", {"HALF" if k == "F16" else k: True}) for k in ops.GGUF_BLOCKS]
 variants += [("matmul", {"GELU": True, "WT": True, "W4": t.prefetch, **t.defines()}) for t in ops.MATMUL_TILES[1:]]  # the tilings a GPU may choose (prefetching: SwiftShader compiles them with W4 only)
@@ -88,6 +89,6 @@ gpu.submit(rec)
 [sum(gpu.kernel(n, **d).handle is not None for n, d in variants), struct.unpack("<I", await gpu.read(best, 4))[0]]
 `).then((r: any) => r.toJs()));
   const [compiled, argmax] = out;
-  expect(compiled).toBe(69);  // every variant has a pipeline; the read saw no device error
+  expect(compiled).toBe(70);  // every variant has a pipeline; the read saw no device error
   expect(argmax).toBe(4500);  // the first of two equal maxima
 });

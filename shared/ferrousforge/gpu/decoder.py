@@ -283,10 +283,11 @@ class Decoder:
         # Gemma's post-norms are folded into the next product's input (linear.wgsl's RESIDUAL): that
         # product's norm weights stacked with the post-norm pending before it
         self.post_norms = "blk.0.post_attention_norm.weight" in tensors
-        # on a GPU, Llama-family attention with short heads and few, narrow shares multiplies its output
-        # by W_o itself, head by head, the feed-forward product adding the shares: one dispatch fewer a
-        # layer (a CPU adapter gains nothing by it: lavapipe ran decode steps 12% and prompts 34% slower)
-        short = not sh.qk_norm and sh.head_dim <= 128 and sh.n_head * sh.n_embd <= SHARES_MAX
+        # on a GPU, attention with few, narrow shares (Llama's short heads, Gemma's few) multiplies its
+        # output by W_o itself, head by head, the feed-forward product adding the shares: one dispatch
+        # fewer a layer (a CPU adapter gains nothing by it: lavapipe ran decode steps 12% and prompts 34%
+        # slower)
+        short = (sh.qk_norm or sh.head_dim <= 128) and sh.n_head * sh.n_embd <= SHARES_MAX
         # a head's columns of 8- or 4-bit weights must be whole blocks of 32
         projections = {form for name, form in self.forms.items() if name.endswith("attn_output.weight")}
         blocks = sh.head_dim % 32 == 0 or not projections & {"q8", "q4"}
@@ -452,14 +453,10 @@ class Decoder:
         # with post-norms the residual stream moves between x and spare: a product's input is x plus
         # the pending product o through its post-norm, and that sum is written to spare
         spare = dev.buffer(t * d * 4) if self.post_norms or self.output_shares else x
-        q = dev.buffer(t * hq * dh * 4)
-        k = v = None
-        if sh.qk_norm:  # keys and values pass through their own buffers; the attention overwrites q
-            k, v, attn = dev.buffer(t * hkv * dh * 4), dev.buffer(t * hkv * dh * 4), q
-        elif self.output_shares:  # each head's share of the output projection
-            attn = dev.buffer(t * hq * d * 4)
-        else:
-            attn = dev.buffer(t * hq * dh * 4)
+        # Gemma's queries, keys and values stay side by side for the attention to normalise and turn
+        q = dev.buffer(t * (hq + 2 * hkv if sh.qk_norm else hq) * dh * 4)
+        # the attention's output, or each head's share of the output projection
+        attn = dev.buffer(t * hq * (d if self.output_shares else dh) * 4)
         a = dev.buffer(t * sh.n_ff * 4)
         n = {"all": t, "last": 1, "none": 0}[outputs]
         logits = [dev.buffer(n * part.count * 4) for part in self.output] if n else []
@@ -471,7 +468,7 @@ class Decoder:
                 half, q8, q4 = _flags(part.form)
                 ops.gather(rec, ids, part.buffer, x, t, d, scale, part.first, part.count, half, q8, q4)
             for i in range(sh.n_layer):
-                x, spare = self._layer(rec, i, t, distinct, (pos, base), (x, spare, o, q, k, v, attn, a))
+                x, spare = self._layer(rec, i, t, distinct, (pos, base), (x, spare, o, q, attn, a))
             if n and self.post_norms:  # the last layer's output joins the stream
                 last_post = w[f"blk.{sh.n_layer - 1}.post_ffw_norm.weight"]
                 ops.rownorm(rec, o, x, t, d, "rms", last_post, sh.eps, accumulate=True)
@@ -500,44 +497,57 @@ class Decoder:
         sh, w = self.shape, self.w
         d, hq, hkv, dh = sh.n_embd, sh.n_head, sh.n_head_kv, sh.head_dim
         pos, base = rows
-        x, spare, o, q, k, v, attn, a = bufs
+        x, spare, o, q, attn, a = bufs
         p = f"blk.{i}."
         qkv = sh.n_head * dh + 2 * hkv * dh
         theta = sh.rope_base_swa if sh.swa and sh.swa[i] else sh.rope_base
         kc, vc = self.kcache[i], self.vcache[i]
         attn_norm = w[p + "attn_norm.weight"]
         window = sh.window if sh.swa and sh.swa[i] else 0
+        wo = p + "attn_output.weight"
+        project = ops.OutputShares(w[wo], d, self.forms.get(wo, "f32")) if self.output_shares else None
         if sh.qk_norm:  # per-head norms and rotation of queries and keys in the attention's dispatch
-            split = ((k, hkv * dh), (v, hkv * dh))
             if i and self.post_norms:  # the last layer's output through its post-norm, added in
                 fold = w[p + "attn_fold_norms"]
-                self._linear(
-                    rec, x, p + "attn_qkv", q, t, qkv, d, norm=fold, split=split, residual=(o, spare)
-                )
+                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=fold, residual=(o, spare))
                 x, spare = spare, x
             else:
-                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm, split=split)
-            new = ops.NewKeys(k, v, w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps, sh.neox)
+                self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm)
+            new = ops.NewKeys(w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps, sh.neox)
             # rows of one sequence need each other's keys in the cache first: two dispatches
             for mode in ("both",) if distinct else ("cache", "attend"):
                 ops.causal_attention(
-                    rec, q, kc, vc, pos, base, None, t, hq, hkv, dh, window, new=new, mode=mode
+                    rec,
+                    q,
+                    kc,
+                    vc,
+                    pos,
+                    base,
+                    attn,
+                    t,
+                    hq,
+                    hkv,
+                    dh,
+                    window,
+                    new=new,
+                    mode=mode,
+                    project=project,
                 )
         else:  # q/k/v (biases added), their rotation and the cache write in the one product
             split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
             extra = {"bias": sh.bias, "factors": sh.factors}
             norm = w[p + "attn_norm_extra"] if sh.bias or sh.factors else attn_norm
             self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=norm, split=split, rope=rope, **extra)
-            wo = p + "attn_output.weight"
-            project = ops.OutputShares(w[wo], d, self.forms.get(wo, "f32")) if self.output_shares else None
             ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window, project=project)
         gate = "gelu" if sh.gemma else "silu"
         if self.post_norms:  # each product's post-norm and residual add ride on the next product
-            self._linear(rec, attn, p + "attn_output.weight", o, t, d, hq * dh)
+            pending: dict[str, Any] = {"residual": (o, spare)}
+            if self.output_shares:  # the heads' shares, added up and through the post-norm, join the stream
+                pending = {"residual": (attn, spare), "parts": hq}
+            else:
+                self._linear(rec, attn, wo, o, t, d, hq * dh)
             fold = w[p + "ffn_fold_norms"]
-            self._linear(
-                rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=fold, gate=gate, residual=(o, spare)
-            )
+            self._linear(rec, x, p + "ffn_gate_up", a, t, sh.n_ff, d, norm=fold, gate=gate, **pending)
             x, spare = spare, x
             self._linear(rec, a, p + "ffn_down.weight", o, t, d, sh.n_ff)
         elif self.output_shares:  # the heads' shares join the stream in the feed-forward's input

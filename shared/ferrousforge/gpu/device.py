@@ -144,10 +144,11 @@ class GpuDevice(ABC):
                 {**defines, "F16": self.f16 and defines.get("F16", False)},
                 include=kernel_source,
             )
-            bindings = tuple(
+            found_bindings = (
                 Binding(int(i), "uniform" if kind == "uniform" else access or "read")
                 for i, kind, access in _BINDING.findall(source)
             )
+            bindings = tuple(sorted(found_bindings, key=lambda b: b.index))  # as a dispatch's buffers come
             size = re.search(r"@workgroup_size\(([^)]*)\)", source)
             dims = tuple(int(x) for x in size.group(1).split(",")) if size else (1,)
             workgroup = (*dims, 1, 1)[:3]

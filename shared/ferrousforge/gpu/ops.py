@@ -516,12 +516,10 @@ def top_candidates(rec: Recording, parts: list[tuple[Buffer, int, int]], rows: i
 
 @dataclass(frozen=True)
 class NewKeys:
-    """A pass's keys and values as its product gave them, and how attention turns them before use
-    (Gemma): each query and key head RMS-normalised (``norms``: the queries' d weights, then the keys'),
-    then rotated (RoPE on the first ``n_rot`` dims; ``neox`` pairs halves, else neighbours)."""
+    """How attention turns a pass's raw queries and keys before use (Gemma): each query and key head
+    RMS-normalised (``norms``: the queries' d weights, then the keys'), then rotated (RoPE on the first
+    ``n_rot`` dims; ``neox`` pairs halves, else neighbours)."""
 
-    k: Buffer
-    v: Buffer
     norms: Buffer
     n_rot: int
     theta: float
@@ -549,7 +547,7 @@ def causal_attention(
     vcache: Buffer,
     pos: Buffer,
     base: Buffer,
-    out: Buffer | None,
+    out: Buffer,
     t: int,
     hq: int,
     hkv: int,
@@ -557,48 +555,43 @@ def causal_attention(
     window: int = 0,
     scale: float | None = None,
     new: NewKeys | None = None,
-    mode: str = "both",
+    mode: str = "attend",
     project: OutputShares | None = None,
 ) -> None:
     """Each query attends to its sequence's cache (f16 keys and values, from row base[i]) up to its
-    own position (the last ``window`` keys if > 0), into ``out``. With ``new`` (and ``out`` None) the
-    queries are raw and the attention is written over them; ``mode`` "cache" puts this pass's keys
-    and values into the cache, "attend" attends, "both" does both in one dispatch — only where every
-    row is its own sequence. With ``project`` (not with ``new``) each head's output goes through its
-    columns of the output projection: out[t, h] holds that head's share (``project.width`` values),
-    which ``linear(..., residual=(out, ...), parts=hq)`` adds up."""
+    own position (the last ``window`` keys if > 0), into ``out`` [t, hq, d]. With ``new``, q holds each
+    row's raw queries, keys and values side by side ([t, (hq + 2 hkv) d], as the product gives them),
+    and ``mode`` says what a dispatch does: "cache" puts this pass's keys and values into the cache,
+    "attend" attends, "both" does both in one dispatch — only where every row is its own sequence.
+    With ``project`` each head's output goes through its columns of the output projection: out[t, h]
+    holds that head's share (``project.width`` values), which ``linear(..., residual=(out, ...),
+    parts=hq)`` adds up."""
     if d > 256 or d % 4 or hq % hkv:
         raise ValueError(
             "causal attention needs a head dim ≤ 256, a multiple of 4, and query heads a multiple of kv heads"
         )
-    if (new is None) != (out is not None):
-        raise ValueError("causal attention writes to out, or with new keys over the queries")
+    if new is None and mode != "attend":
+        raise ValueError("only new keys are put into the cache")
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
-    if new is None:
-        width = project.width if project else 0
-        attend = (t, hq, hkv, d, scale, window, ATTENTION_MODES["attend"], 0, 0.0, 0.0, width, 0)
-        forms = {}
-        if project is not None:
-            if project.form in ("q8", "q4") and d % 32:
-                raise ValueError(
-                    f"a head's columns of 8- or 4-bit weights need a head dim a multiple of 32, not {d}"
-                )
-            forms = {
-                "OPROJ": True,
-                "F16": project.form == "f16",
-                "Q8": project.form == "q8",
-                "Q4": project.form == "q4",
-            }
-        kernel = rec.device.kernel("causal", **attention_unroll(rec.device, d), **forms)
-        buffers = [q, kcache, vcache, pos, base, out, *([project.w] if project else [])]
-        rec.dispatch(kernel, buffers, (t, hq, 1), attend)  # type: ignore[arg-type]
-        return
+    forms: dict[str, bool] = {}
     if project is not None:
-        raise ValueError("the output projection rides on the attention without new keys")
-    turn = (new.n_rot, float(new.theta), float(new.eps))
-    params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn)
-    kernel = rec.device.kernel("causal", ROTATE=True, NEOX=new.neox, **attention_unroll(rec.device, d))
-    rec.dispatch(kernel, [q, kcache, vcache, pos, base, new.k, new.v, new.norms], (t, hq, 1), params)
+        if project.form in ("q8", "q4") and d % 32:
+            raise ValueError(
+                f"a head's columns of 8- or 4-bit weights need a head dim a multiple of 32, not {d}"
+            )
+        forms = {
+            "OPROJ": True,
+            "F16": project.form == "f16",
+            "Q8": project.form == "q8",
+            "Q4": project.form == "q4",
+        }
+    width = project.width if project else 0
+    turn = (new.n_rot, float(new.theta), float(new.eps)) if new else (0, 0.0, 0.0)
+    params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn, width, 0)
+    rotate = {"ROTATE": True, "NEOX": new.neox} if new else {}
+    kernel = rec.device.kernel("causal", **rotate, **attention_unroll(rec.device, d), **forms)
+    buffers = [q, kcache, vcache, pos, base, out, *([project.w] if project else [])]
+    rec.dispatch(kernel, [*buffers, *([new.norms] if new else [])], (t, hq, 1), params)
 
 
 def gather(

@@ -11,14 +11,14 @@
 // order of every sum is fixed by the block and D alone, the same for every query whatever else is in
 // the batch, so a sequence's result does not depend on its batch.
 //
-// OPROJ (Llama's heads of up to 128 dims): each workgroup also multiplies its head's output by that
+// OPROJ (Llama's short heads, Gemma's with ROTATE): each workgroup also multiplies its head's output by that
 // head's columns of the output projection W_o ([E, Hq · D], as linear.wgsl holds weights: f16, f32, Q8
 // or Q4), writing out[t, h, :] (E values); the next product adds the heads' shares in order
 // (linear.wgsl's residual input in p.parts shares, PLAIN): the projection costs no dispatch of its own.
 //
-// ROTATE (Gemma): q is the product's raw queries and the attention is written over them; this pass's
-// raw keys and values k, v: [T, Hkv, D]. Each head is RMS-normalised (weights qkn: the queries' D, then
-// the keys' D) and rotated (RoPE on the first n_rot dims by pos · theta^(-2i / n_rot); NEOX pairs dim i
+// ROTATE (Gemma): q holds the product's raw queries, keys and values of each row side by side
+// ([T, Hq · D + 2 · Hkv · D], read only). Each query and key head is RMS-normalised (weights qkn: the
+// queries' D, then the keys' D) and rotated (RoPE on the first n_rot dims by pos · theta^(-2i / n_rot); NEOX pairs dim i
 // with i + n_rot / 2, else 2i with 2i + 1) in workgroup memory. p.mode says what a dispatch does:
 // CACHE (1), the keys and values go into the cache at row base[t] + pos[t] (by the group's first head);
 // ATTEND (2), the attention; both (3) in one dispatch where every row is its own sequence (a decode
@@ -34,12 +34,11 @@ struct Params {
   E: u32, pad1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 #if ROTATE
-@group(0) @binding(1) var<storage, read_write> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> kcache: array<vec2<u32>>;  // f16, 4 values an entry
 @group(0) @binding(3) var<storage, read_write> vcache: array<vec2<u32>>;
 #else
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> kcache: array<vec2<u32>>;
 @group(0) @binding(3) var<storage, read> vcache: array<vec2<u32>>;
 #endif
@@ -49,10 +48,8 @@ fn pack4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack2x16float(v.xy), pack
 @group(0) @binding(4) var<storage, read> pos: array<u32>;
 @group(0) @binding(5) var<storage, read> base: array<u32>;
 #if ROTATE
-@group(0) @binding(6) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(7) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read> qkn: array<f32>;  // (8 storage buffers: WebGPU's least limit)
-#else
+@group(0) @binding(8) var<storage, read> qkn: array<f32>;  // (at most 8 storage buffers: WebGPU's least limit)
+#endif
 #if OPROJ
 @group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [T, Hq, E]: each head's share of W_o's product
 #if Q8
@@ -67,7 +64,6 @@ fn pack4(v: vec4<f32>) -> vec2<u32> { return vec2<u32>(pack2x16float(v.xy), pack
 #include weights
 #else
 @group(0) @binding(6) var<storage, read_write> out: array<vec4<f32>>;
-#endif
 #endif
 
 const BLOCK = 64u;  // keys a round
@@ -124,16 +120,10 @@ fn value4(own: bool, at: u32, c: u32) -> vec4<f32> {
   return unpack4(vcache[at + c]);
 }
 
-fn emit(at: u32, value: vec4<f32>) { q[at] = value; }  // the attention over the queries
 #else
 fn key4(own: bool, at: u32, c: u32) -> vec4<f32> { return unpack4(kcache[at + c]); }
 
 fn value4(own: bool, at: u32, c: u32) -> vec4<f32> { return unpack4(vcache[at + c]); }
-
-#if OPROJ
-#else
-fn emit(at: u32, value: vec4<f32>) { out[at] = value; }
-#endif
 #endif
 
 @compute @workgroup_size(256)
@@ -144,20 +134,22 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
   let group_size = p.Hq / p.Hkv;
   let kvh = h / group_size;
   let d4 = p.D / 4u;
-  let qrow = (t * p.Hq + h) * d4;
+  let orow = (t * p.Hq + h) * d4;  // this query head's output
   let row0 = base[t];
   let last = pos[t];
 #if ROTATE
+  let width4 = (p.Hq + 2u * p.Hkv) * d4;  // a row of queries, keys and values
+  let qrow = t * width4 + h * d4;
   let fused = p.mode == CACHE + ATTEND;
   if (fused || (p.mode == CACHE && h % group_size == 0u)) {  // this pass's key and value of the group
-    let src = (t * p.Hkv + kvh) * d4;
-    if (tid < p.D) { head[tid] = k[src + tid / 4u][tid % 4u]; }
+    let src = t * width4 + (p.Hq + kvh) * d4;  // its key; the value Hkv heads on
+    if (tid < p.D) { head[tid] = q[src + tid / 4u][tid % 4u]; }
     workgroupBarrier();
     prepare(tid, p.D, last);
     if (tid < d4) {  // as the cache holds them (f16), so that both forms attend to the same key
       let key = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
       ks[tid] = unpack4(pack4(key));
-      vs[tid] = unpack4(pack4(v[src + tid]));
+      vs[tid] = unpack4(pack4(q[src + p.Hkv * d4 + tid]));
     }
     workgroupBarrier();
     if (h % group_size == 0u && tid < d4) {
@@ -179,7 +171,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
     qs[tid] = vec4<f32>(head[4u * tid], head[4u * tid + 1u], head[4u * tid + 2u], head[4u * tid + 3u]);
   }
 #else
-  if (tid < d4) { qs[tid] = q[qrow + tid]; }
+  if (tid < d4) { qs[tid] = q[orow + tid]; }
 #endif
   var first = 0u;
   if (p.window > 0u && last + 1u > p.window) { first = last + 1u - p.window; }
@@ -258,7 +250,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #if OPROJ
     qs[tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);  // (the query is spent)
 #else
-    emit(qrow + tid, total / (sums[0] + sums[1] + sums[2] + sums[3]));
+    out[orow + tid] = total / (sums[0] + sums[1] + sums[2] + sums[3]);
 #endif
   }
 #if OPROJ

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from spirv import _bert
 
 from ferrousforge.gpu import ops, tune
+from ferrousforge.gpu.bert import BertEncoder, BertShape
 from ferrousforge.gpu.device import GpuDevice
 from ferrousforge.gpu.wgsl import preprocess
 
@@ -954,3 +956,23 @@ def test_the_gpu_clock_times_a_pass_and_each_dispatch(gpu: GpuDevice) -> None:
     blind.features = frozenset(blind.features - {"timestamp-query-inside-passes"})
     with pytest.raises(RuntimeError, match="timestamp-query-inside-passes"):
         asyncio.run(blind.gpu_clock(rec.dispatches, each=True))
+
+
+def test_the_encoder_takes_lists_or_packed_bytes_with_the_same_bits(gpu: GpuDevice) -> None:
+    """``BertEncoder.run`` (token lists, padded in Python: the page) and ``run_packed`` (a padded batch as
+    the buffers hold it: the host packs it with numpy) give the same bits; a batch of the wrong size is
+    refused before anything runs."""
+    weights = {name: (randn(*shape).tobytes(), shape) for name, (_, shape) in _bert(64, 2).items()}
+    encoder = BertEncoder(gpu, weights, BertShape(64, 4, 2, 128, 1e-12), "mean", normalize=True)
+    rows = [[5, 9, 13, 2], [7, 1], [3, 3, 3]]
+    ids = np.array([r + [0] * (4 - len(r)) for r in rows], "<u4")
+    mask = (np.arange(4) < np.array([[len(r)] for r in rows])).astype("<f4")
+    types = np.zeros_like(ids)
+    listed = asyncio.run(encoder.run(rows))
+    packed = asyncio.run(encoder.run_packed(3, 4, ids.tobytes(), types.tobytes(), mask.tobytes()))
+    assert listed == packed and listed[1] == 64
+    vectors = np.frombuffer(listed[0], np.float32).reshape(3, 64)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[1])
+    with pytest.raises(ValueError, match="takes 48 bytes"):
+        asyncio.run(encoder.run_packed(3, 4, ids.tobytes()[:-4], types.tobytes(), mask.tobytes()))

@@ -129,15 +129,17 @@ class WgpuSession(OnnxSession):
         self.input_names = {"input_ids", "attention_mask", "token_type_ids"}
 
     def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
-        """Pooled vectors (embedding models) or logits (cross-encoders), [batch, width]."""
-        lengths = mask.sum(axis=1)
-        rows = [r[:n].tolist() for r, n in zip(ids, lengths, strict=True)]
-        type_rows = [r[:n].tolist() for r, n in zip(types, lengths, strict=True)]
+        """Pooled vectors (embedding models) or logits (cross-encoders), [batch, width]: the padded
+        batch handed over as the GPU's buffers hold it (no per-token Python)."""
+        b, s = ids.shape
+        keep = mask != 0  # padding's ids and types are zero, as the encoder's own packing has them
+        id_bytes, type_bytes = (np.where(keep, a, 0).astype("<u4").tobytes() for a in (ids, types))
         try:
-            data, width = asyncio.run(self.encoder.run(rows, type_rows))
+            run = self.encoder.run_packed(b, s, id_bytes, type_bytes, keep.astype("<f4").tobytes())
+            data, width = asyncio.run(run)
         except ValueError as exc:
             raise ForgeError(f"wgpu engine: {exc}") from exc
-        return np.frombuffer(data, dtype=np.float32).reshape(len(rows), width)
+        return np.frombuffer(data, dtype=np.float32).reshape(b, width)
 
 
 class WgpuMold:

@@ -10,7 +10,7 @@ one read brings back the pooled vectors (or the classifier's logits).
 
 from __future__ import annotations
 
-import struct
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +135,7 @@ class BertEncoder:
         rec = dev.record()
         ids, positions, types = dev.buffer(t * 4), dev.buffer(t * 4), dev.buffer(t * 4)
         mask = dev.buffer(t * 4)
+        dev.write(positions, array("I", range(s)).tobytes() * b)  # the same for every batch of this shape
         x, y = dev.buffer(t * d * 4), dev.buffer(t * d * 4)  # the residual stream, ping-pong
         qkv = dev.buffer(t * 3 * d * 4)  # each token's queries, keys and values side by side
         q, ctx = dev.buffer(t * d * 4), dev.buffer(t * d * 4)
@@ -212,23 +213,32 @@ class BertEncoder:
         """Token ids of a batch (unpadded) → the pooled vectors [batch, hidden] (cross-encoders: the
         logits [batch, labels]) as f32 bytes, and the row width."""
         b, s = len(ids), max(len(r) for r in ids)
+        flat_ids, flat_types, mask = array("I"), array("I"), array("f")
+        for i, row in enumerate(ids):
+            pad = [0] * (s - len(row))
+            flat_ids.extend(row)
+            flat_ids.extend(pad)
+            flat_types.extend(types[i] if types else [0] * len(row))
+            flat_types.extend(pad)
+            mask.extend([1.0] * len(row))
+            mask.extend([0.0] * len(pad))
+        return await self.run_packed(b, s, flat_ids.tobytes(), flat_types.tobytes(), mask.tobytes())
+
+    async def run_packed(self, b: int, s: int, ids: bytes, types: bytes, mask: bytes) -> tuple[bytes, int]:
+        """``run`` on a batch already padded to ``s`` tokens: ids and token types as little-endian u32,
+        the mask (1.0 a token, 0.0 padding) as f32, [b, s] each (the host packs them with numpy)."""
         if s > min(self.max_positions, ops.MAX_SEQUENCE):
             raise ValueError(f"input of {s} tokens is longer than the encoder's {self.max_positions}")
+        if not len(ids) == len(types) == len(mask) == 4 * b * s:
+            raise ValueError(f"a batch of {b} × {s} tokens takes {4 * b * s} bytes of each input")
         if b * s > ops.SKINNY_ROWS and "matmul" not in self.device.tuned:
             d, inter = self.shape.hidden, self.shape.intermediate
             shapes = [(TUNE_ROWS, 3 * d, d), (TUNE_ROWS, d, d), (TUNE_ROWS, inter, d), (TUNE_ROWS, d, inter)]
             await tune.tune_matmul(self.device, shapes, bool(self.half))
         run = self._pass(b, s)
-
-        def padded(rows: list[list[int]]) -> bytes:
-            return b"".join(struct.pack(f"<{s}I", *r, *[0] * (s - len(r))) for r in rows)
-
-        type_rows = types or [[0] * len(r) for r in ids]
-        self.device.write(run.ids, padded(ids))
-        self.device.write(run.types, padded(type_rows))
-        self.device.write(run.positions, struct.pack(f"<{b * s}I", *(list(range(s)) * b)))
-        mask = [[1.0] * len(r) + [0.0] * (s - len(r)) for r in ids]
-        self.device.write(run.mask, b"".join(struct.pack(f"<{s}f", *m) for m in mask))
+        self.device.write(run.ids, ids)
+        self.device.write(run.types, types)
+        self.device.write(run.mask, mask)
         self.device.submit(run.recording)
         width = self.shape.labels or self.shape.hidden
         return await self.device.read(run.out, run.out_size), width

@@ -198,6 +198,11 @@ def main() -> None:
         "--attention-unroll", type=int, help="causal.wgsl's alone (1 to 16; a GPU's default: 16)"
     )
     parser.add_argument(
+        "--attention-splits",
+        type=int,
+        help="workgroups a head for the output projection in a decode step (1 to 16; a GPU's default: 4)",
+    )
+    parser.add_argument(
         "--shares",
         choices=("on", "off"),
         help="the output projection in the attention (Decoder.output_shares; on a GPU's default)",
@@ -216,6 +221,8 @@ def main() -> None:
         gpu.tuned["linear_unroll"] = gpu.tuned["attention_unroll"] = args.unroll
     if args.attention_unroll:
         gpu.tuned["attention_unroll"] = args.attention_unroll
+    if args.attention_splits:
+        gpu.tuned["attention_splits"] = args.attention_splits
     if args.shares:
         gpu.tuned["attention_output"] = args.shares == "on"
     if args.floor:

@@ -12,10 +12,10 @@
 #      wait), chained 8 to a pass (the engine's greedy path), the GPU's time by kernel, a 256-token prompt,
 #      with the GPU's power state and clocks sampled by nvidia-smi while it runs (as for --floor and llama-bench);
 #      what a dispatch costs when it does nothing (--floor), and the kernels' variants beside a GPU's
-#      defaults (GPU_MACHINE_VARIANTS: wgpu's loop-bounding counters as before, the attention's 4 loads
-#      at once as before (now 16), one load at a time,
-#      Llama's output projection as a product of its own, 16 threads a weight row; bandwidth and
-#      decode as the defaults run);
+#      defaults (GPU_MACHINE_VARIANTS: wgpu's loop-bounding counters as before, the output projection
+#      as a product of its own, the attention's projection on one workgroup a head (now 4), the
+#      attention's 4 loads at once as before (now 16), one load at a time, 16 threads a weight row;
+#      bandwidth and decode as the defaults run);
 #   4. H: linear.wgsl's matrix-vector product on a 65536×4096 f16 matrix, as GB/s; all-minilm's encoder
 #      on wgpu against the same shape in transformers' BertModel on torch CUDA (f32, f16), batch 1/32/256;
 #   5. llama-bench on the same two files: decode (tg128) and prompt (pp256), all layers on the GPU;
@@ -130,7 +130,7 @@ done
 step "H2: what a dispatch costs, and the kernels' variants beside the defaults (--unroll, --lanes)"
 sampled timeout 30 $PY bench/gpu_decode.py --floor 100
 # each variant: gpu_decode.py's flags, ';' between variants (the defaults: 32 threads a weight row, 4 loads at once in the products, 16 in the attention)
-IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---loop-bounding;--attention-unroll 4;--unroll 1;--shares off;--lanes 16}"
+IFS=';' read -ra variants <<<"${GPU_MACHINE_VARIANTS:---loop-bounding;--shares off;--attention-splits 1;--attention-unroll 4;--unroll 1;--lanes 16}"
 for v in "${variants[@]}"; do
   left 60 || break
   for w in f16 q4; do  # (the product's variants only)

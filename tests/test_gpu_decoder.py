@@ -35,10 +35,12 @@ def gpu() -> GpuDevice:
 @pytest.fixture(params=[False, True], ids=["own-product", "shares"])
 def shares(gpu: GpuDevice, request: pytest.FixtureRequest) -> Iterator[bool]:
     """The output projection as a product of its own (a CPU adapter's way) or applied head by head in
-    the attention, its shares added by the next product (a GPU's: ``Decoder.output_shares``)."""
-    gpu.tuned["attention_output"] = request.param
+    the attention, its shares added by the next product (a GPU's: ``Decoder.output_shares``; a decode
+    step's rows split over 3 workgroups a head, a prompt's not: the same bits either way)."""
+    gpu.tuned.update(attention_output=request.param, attention_splits=3)
     yield request.param
     gpu.tuned.pop("attention_output")
+    gpu.tuned.pop("attention_splits")
 
 
 def reference(path: Path, tokens: list[int]) -> np.ndarray:

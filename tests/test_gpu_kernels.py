@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
+from functools import partial
 
 import numpy as np
 import pytest
@@ -716,8 +717,14 @@ def test_attention_applies_each_heads_columns_of_the_output_projection(
     args = [up(gpu, a) for a in (q, k.astype(np.float16), v.astype(np.float16), pos, base)]
     out = gpu.buffer(t * hq * width * 4)
     project = ops.OutputShares(wb, width, form)  # type: ignore[arg-type]
-    record = lambda r: ops.causal_attention(r, *args, out, t, hq, hkv, d, project=project)  # type: ignore[arg-type]  # noqa: E731
+
+    def record(rec: object, splits: int = 1) -> None:
+        ops.causal_attention(rec, *args, out, t, hq, hkv, d, project=project, splits=splits)  # type: ignore[arg-type]
+
     got = run(gpu, record, out, (t, hq, width))
+    for splits in (2, 7):  # the rows in parts, a workgroup each: the same bits
+        parts = run(gpu, partial(record, splits=splits), out, (t, hq, width))
+        assert parts.tobytes() == got.tobytes()
     for i in range(t):
         for h in range(hq):
             keys, values = k[: pos[i] + 1, h // 2], v[: pos[i] + 1, h // 2]
@@ -729,6 +736,8 @@ def test_attention_applies_each_heads_columns_of_the_output_projection(
         ops.causal_attention(
             gpu.record(), *args, out, t, hq, hkv, 16, project=ops.OutputShares(wb, width, "q4")
         )  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rows are split"):
+        ops.causal_attention(gpu.record(), *args, out, t, hq, hkv, d, splits=2)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("post_norm", [False, True], ids=["llama", "gemma"])
@@ -796,7 +805,7 @@ def test_attention_turns_new_keys_into_the_cache_and_attends(
     project = ops.OutputShares(wb, width, form) if form else None  # type: ignore[arg-type]
     out_shape = (t, hq, width if form else d)
 
-    def attend(modes: tuple[str, ...]) -> list[np.ndarray]:
+    def attend(modes: tuple[str, ...], splits: int = 1) -> list[np.ndarray]:
         qb, kc, vc = up(gpu, qkv), up(gpu, kc0.astype(np.float16)), up(gpu, vc0.astype(np.float16))
         out = gpu.buffer(int(np.prod(out_shape)) * 4)
         new = ops.NewKeys(up(gpu, np.concatenate([qn, kn])), n_rot, theta, 1e-6, neox)  # type: ignore[arg-type]
@@ -816,7 +825,8 @@ def test_attention_turns_new_keys_into_the_cache_and_attends(
                 d,
                 new=new,
                 mode=mode,
-                project=project,
+                project=project if mode != "cache" else None,
+                splits=splits if mode != "cache" else 1,
             )  # type: ignore[arg-type]
         gpu.submit(rec)
         got = np.frombuffer(asyncio.run(gpu.read(out)), np.float32)  # type: ignore[arg-type]
@@ -824,6 +834,9 @@ def test_attention_turns_new_keys_into_the_cache_and_attends(
         return [got, read_f16(gpu, kc, kc0.shape), read_f16(gpu, vc, vc0.shape)]
 
     one, two = attend(("both",)), attend(("cache", "attend"))
+    if form:  # the projection's rows split over 3 workgroups a head (a GPU's decode step): the same bits
+        three = attend(("both",), splits=3)
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(one, three, strict=True))
     for name, a, b in zip(("output", "keys", "values"), one, two, strict=True):
         assert a.tobytes() == b.tobytes(), (
             f"{name}: {np.count_nonzero(a != b)} differ, by up to {np.abs(a - b).max()}"

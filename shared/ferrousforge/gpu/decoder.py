@@ -506,6 +506,9 @@ class Decoder:
         window = sh.window if sh.swa and sh.swa[i] else 0
         wo = p + "attn_output.weight"
         project = ops.OutputShares(w[wo], d, self.forms.get(wo, "f32")) if self.output_shares else None
+        # a decode step's few workgroups share the projection's rows with more (a prompt has enough)
+        splits = ops.attention_splits(self.device) if project and distinct else 1
+        attend = (rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window)
         if sh.qk_norm:  # per-head norms and rotation of queries and keys in the attention's dispatch
             if i and self.post_norms:  # the last layer's output through its post-norm, added in
                 fold = w[p + "attn_fold_norms"]
@@ -515,30 +518,17 @@ class Decoder:
                 self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=attn_norm)
             new = ops.NewKeys(w[p + "attn_qk_norm"], sh.n_rot, theta, sh.eps, sh.neox)
             # rows of one sequence need each other's keys in the cache first: two dispatches
-            for mode in ("both",) if distinct else ("cache", "attend"):
-                ops.causal_attention(
-                    rec,
-                    q,
-                    kc,
-                    vc,
-                    pos,
-                    base,
-                    attn,
-                    t,
-                    hq,
-                    hkv,
-                    dh,
-                    window,
-                    new=new,
-                    mode=mode,
-                    project=project,
-                )
+            if distinct:
+                ops.causal_attention(*attend, new=new, mode="both", project=project, splits=splits)
+            else:
+                ops.causal_attention(*attend, new=new, mode="cache")
+                ops.causal_attention(*attend, new=new, mode="attend", project=project)
         else:  # q/k/v (biases added), their rotation and the cache write in the one product
             split, rope = ((kc, hkv * dh), (vc, hkv * dh)), (pos, base, dh, sh.n_rot, theta)
             extra = {"bias": sh.bias, "factors": sh.factors}
             norm = w[p + "attn_norm_extra"] if sh.bias or sh.factors else attn_norm
             self._linear(rec, x, p + "attn_qkv", q, t, qkv, d, norm=norm, split=split, rope=rope, **extra)
-            ops.causal_attention(rec, q, kc, vc, pos, base, attn, t, hq, hkv, dh, window, project=project)
+            ops.causal_attention(*attend, project=project, splits=splits)
         gate = "gelu" if sh.gemma else "silu"
         if self.post_norms:  # each product's post-norm and residual add ride on the next product
             pending: dict[str, Any] = {"residual": (o, spare)}

@@ -150,6 +150,22 @@ def attention_unroll(device: GpuDevice, d: int) -> dict[str, Any]:
     return {"UNROLL": unroll, "KUNROLL": min(unroll, math.ceil(d / 16)), "UNROLLED": unroll > 1}
 
 
+# causal.wgsl's workgroups a head on a GPU where it applies the output projection in a decode step, each
+# a part of W_o's rows: gemma3:270m's 4 heads would otherwise read 640 rows each on 4 of a GPU's cores,
+# a thread's loads 12 rounds in a row
+ATTENTION_SPLITS = 4
+
+
+def attention_splits(device: GpuDevice) -> int:
+    """causal.wgsl's workgroups a head for the output projection in a decode step:
+    ``device.tuned["attention_splits"]`` where set, else ``ATTENTION_SPLITS`` on a GPU and 1 on a CPU
+    adapter (where each part repeats the attention on the same cores). Any number gives the same bits."""
+    splits = int(device.tuned.get("attention_splits", 1 if device.software else ATTENTION_SPLITS))
+    if not 1 <= splits <= 16:
+        raise ValueError(f"causal.wgsl splits the output projection 1 to 16 ways, not {splits}")
+    return splits
+
+
 # a lane's groups of 4 weights linear.wgsl loads before summing them: a decode step's rows are short (a
 # thread has 5-20 groups), so one load at a time leaves the thread waiting on memory each time
 LINEAR_UNROLL = 4
@@ -557,6 +573,7 @@ def causal_attention(
     new: NewKeys | None = None,
     mode: str = "attend",
     project: OutputShares | None = None,
+    splits: int = 1,
 ) -> None:
     """Each query attends to its sequence's cache (f16 keys and values, from row base[i]) up to its
     own position (the last ``window`` keys if > 0), into ``out`` [t, hq, d]. With ``new``, q holds each
@@ -565,13 +582,16 @@ def causal_attention(
     "attend" attends, "both" does both in one dispatch — only where every row is its own sequence.
     With ``project`` each head's output goes through its columns of the output projection: out[t, h]
     holds that head's share (``project.width`` values), which ``linear(..., residual=(out, ...),
-    parts=hq)`` adds up."""
+    parts=hq)`` adds up; ``splits`` workgroups a head then each attend and compute a part of those
+    values (the same bits for any number: ``attention_splits``)."""
     if d > 256 or d % 4 or hq % hkv:
         raise ValueError(
             "causal attention needs a head dim ≤ 256, a multiple of 4, and query heads a multiple of kv heads"
         )
     if new is None and mode != "attend":
         raise ValueError("only new keys are put into the cache")
+    if splits < 1 or (splits > 1 and (project is None or mode == "cache")):
+        raise ValueError("the output projection's rows are split, one part a workgroup, where it is applied")
     scale = scale if scale is not None else 1.0 / math.sqrt(d)
     forms: dict[str, bool] = {}
     if project is not None:
@@ -587,11 +607,11 @@ def causal_attention(
         }
     width = project.width if project else 0
     turn = (new.n_rot, float(new.theta), float(new.eps)) if new else (0, 0.0, 0.0)
-    params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn, width, 0)
+    params = (t, hq, hkv, d, scale, window, ATTENTION_MODES[mode], *turn, width, splits)
     rotate = {"ROTATE": True, "NEOX": new.neox} if new else {}
     kernel = rec.device.kernel("causal", **rotate, **attention_unroll(rec.device, d), **forms)
     buffers = [q, kcache, vcache, pos, base, out, *([project.w] if project else [])]
-    rec.dispatch(kernel, [*buffers, *([new.norms] if new else [])], (t, hq, 1), params)
+    rec.dispatch(kernel, [*buffers, *([new.norms] if new else [])], (t, hq, splits), params)
 
 
 def gather(

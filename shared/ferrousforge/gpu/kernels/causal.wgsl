@@ -13,7 +13,8 @@
 //
 // OPROJ (Llama's short heads, Gemma's with ROTATE): each workgroup also multiplies its head's output by that
 // head's columns of the output projection W_o ([E, Hq · D], as linear.wgsl holds weights: f16, f32, Q8
-// or Q4), writing out[t, h, :] (E values); the next product adds the heads' shares in order
+// or Q4), writing out[t, h, :] (E values; with p.splits > 1 each of that many workgroups along z a part
+// of them, every row computed alike whatever the parts); the next product adds the heads' shares in order
 // (linear.wgsl's residual input in p.parts shares, PLAIN): the projection costs no dispatch of its own.
 //
 // ROTATE (Gemma): q holds the product's raw queries, keys and values of each row side by side
@@ -31,7 +32,7 @@
 // 3e-4 before this).
 struct Params {
   T: u32, Hq: u32, Hkv: u32, D: u32, scale: f32, window: u32, mode: u32, n_rot: u32, theta: f32, eps: f32,
-  E: u32, pad1: u32,
+  E: u32, splits: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
@@ -152,7 +153,7 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
       vs[tid] = unpack4(pack4(q[src + p.Hkv * d4 + tid]));
     }
     workgroupBarrier();
-    if (h % group_size == 0u && tid < d4) {
+    if (h % group_size == 0u && g.z == 0u && tid < d4) {  // (one workgroup of the group writes)
       let dst = ((row0 + last) * p.Hkv + kvh) * d4;
       kcache[dst + tid] = pack4(ks[tid]);
       vcache[dst + tid] = pack4(vs[tid]);
@@ -256,9 +257,12 @@ fn main(@builtin(local_invocation_id) l: vec3u, @builtin(workgroup_id) g: vec3u)
 #if OPROJ
   workgroupBarrier();
   // the head's share of the output projection, a thread an output row: W_o[r, hD .. hD + D) · head,
-  // its groups of 4 in order (UNROLL loaded at once)
+  // its groups of 4 in order (UNROLL loaded at once); the rows in p.splits parts, one a workgroup along
+  // z (each attending alike), so that few heads still spread W_o's reads over several cores
   let k4 = p.Hq * d4;
-  for (var r = tid; r < p.E; r += WG) {
+  let part_rows = (p.E + p.splits - 1u) / p.splits;
+  let rows_end = min(p.E, (g.z + 1u) * part_rows);
+  for (var r = g.z * part_rows + tid; r < rows_end; r += WG) {
     var share = 0.0;
     for (var i0 = 0u; i0 < d4; i0 += UNROLL) {
       var wv: array<vec4<f32>, UNROLL>;

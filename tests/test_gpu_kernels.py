@@ -744,8 +744,8 @@ def test_attention_applies_each_heads_columns_of_the_output_projection(
 def test_linear_adds_the_shares_of_a_residual(gpu: GpuDevice, lanes: int, post_norm: bool) -> None:
     """The fold of the heads' shares: the input is x plus the pending product's shares (added in
     order; Gemma's through its post-norm), RMS-normalised; that sum is written to the stream's next
-    buffer."""
-    m, k, n, parts = 3, 96, 20, 5
+    buffer. A GPU's form (the shares loaded 4 at a time, with the weights) gives the same bits."""
+    m, k, n, parts = 3, 96, 20, 6
     x, shares, nw, pw, w = randn(m, k), randn(m, parts, k), randn(k), randn(k), randn(2 * n, k)
     wb, xb, sb = up(gpu, w), up(gpu, x), up(gpu, shares)
     x_out, out = gpu.buffer(m * k * 4), gpu.buffer(m * n * 4)
@@ -759,6 +759,14 @@ def test_linear_adds_the_shares_of_a_residual(gpu: GpuDevice, lanes: int, post_n
     np.testing.assert_allclose(got, g / (1 + np.exp(-g)) * u, rtol=1e-4, atol=1e-4)
     written = np.frombuffer(asyncio.run(gpu.read(x_out)), np.float32).reshape(m, k)  # type: ignore[arg-type]
     np.testing.assert_allclose(written, stream, rtol=1e-5, atol=1e-5)
+    gpu.tuned["linear_unroll"] = 4
+    try:
+        again = run(
+            gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, norm=norms, gate="silu", **fold), out, (m, n)
+        )  # type: ignore[arg-type]
+    finally:
+        gpu.tuned.pop("linear_unroll")
+    assert again.tobytes() == got.tobytes()
     with pytest.raises(ValueError, match="describe a residual input"):
         ops.linear(gpu.record(), xb, wb, out, m, n, k, parts=2)  # type: ignore[arg-type]
 

@@ -95,7 +95,19 @@ var<workgroup> inv: array<f32, 8>;  // each row's 1 / rms(O)
 fn pending(m: u32, i: u32, k4: u32) -> vec4<f32> {
   let at = m * p.parts * k4 + i;
   var value = o[at];
+#if UNROLLED
+  for (var h0 = 1u; h0 < p.parts; h0 += 4u) {
+    var share: array<vec4<f32>, 4>;  // 4 shares loaded at once (past the last: a repeat, unused), then added in order
+#for u 4
+    share[${u}] = o[at + min(h0 + ${u}u, p.parts - 1u) * k4];
+#endfor
+#for u 4
+    if (h0 + ${u}u < p.parts) { value += share[${u}]; }
+#endfor
+  }
+#else
   for (var h = 1u; h < p.parts; h++) { value += o[at + h * k4]; }
+#endif
   return value;
 }
 #endif

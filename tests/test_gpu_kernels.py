@@ -751,9 +751,11 @@ def test_linear_adds_the_shares_of_a_residual(gpu: GpuDevice, lanes: int, post_n
     x_out, out = gpu.buffer(m * k * 4), gpu.buffer(m * n * 4)
     fold = {"residual": (sb, x_out), "parts": parts, "post_norm": post_norm}
     norms = up(gpu, np.concatenate([nw, pw]) if post_norm else nw)
-    got = run(
-        gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, norm=norms, gate="silu", **fold), out, (m, n)
-    )  # type: ignore[arg-type]
+
+    def record(rec: object) -> None:
+        ops.linear(rec, xb, wb, out, m, n, k, norm=norms, gate="silu", **fold)  # type: ignore[arg-type]
+
+    got = run(gpu, record, out, (m, n))
     stream = x + (rms(shares.sum(1), pw) if post_norm else shares.sum(1))
     g, u = rms(stream, nw) @ w[:n].T, rms(stream, nw) @ w[n:].T
     np.testing.assert_allclose(got, g / (1 + np.exp(-g)) * u, rtol=1e-4, atol=1e-4)
@@ -761,9 +763,7 @@ def test_linear_adds_the_shares_of_a_residual(gpu: GpuDevice, lanes: int, post_n
     np.testing.assert_allclose(written, stream, rtol=1e-5, atol=1e-5)
     gpu.tuned["linear_unroll"] = 4
     try:
-        again = run(
-            gpu, lambda r: ops.linear(r, xb, wb, out, m, n, k, norm=norms, gate="silu", **fold), out, (m, n)
-        )  # type: ignore[arg-type]
+        again = run(gpu, record, out, (m, n))
     finally:
         gpu.tuned.pop("linear_unroll")
     assert again.tobytes() == got.tobytes()
